@@ -1,0 +1,58 @@
+"""Atomic output directories: a build is complete or absent, never half-written."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from maskc.errors import InputError
+
+
+def check_output_dir(out: Path, force: bool, inputs: tuple[Path, ...] = ()) -> None:
+    """Refuse an output that exists and is not an empty folder (unless ``force``), that is a
+    file, or that lies inside one of ``inputs`` (or contains one)."""
+    if out.exists() or out.is_symlink():
+        if not out.is_dir():
+            raise InputError(f"{out}: exists and is not a folder; choose another output path")
+        if any(out.iterdir()) and not force:
+            raise InputError(f"{out}: exists and is not empty; pass --force to replace it")
+    real = out.resolve()
+    for inp in inputs:
+        r = inp.resolve()
+        if real == r or r in real.parents or real in r.parents:
+            raise InputError(f"{out}: output overlaps the input {inp}; choose another path")
+
+
+@contextmanager
+def atomic_output_dir(
+    out: str | os.PathLike, force: bool = False, inputs: tuple[Path, ...] = ()
+) -> Iterator[Path]:
+    """Yield a fresh temporary folder beside ``out``; rename it to ``out`` on success.
+
+    On any exception (or Ctrl-C) the temporary folder is removed and ``out`` is untouched.
+    With ``force`` an existing ``out`` is replaced only after the new one is complete.
+    """
+    out = Path(out)
+    check_output_dir(out, force, inputs)
+    parent = out.parent if str(out.parent) else Path(".")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+    except OSError as e:
+        raise InputError(f"{out}: cannot create the output folder: {e.strerror or e}") from None
+    try:
+        yield tmp
+        old = None
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=parent))
+            os.rename(out, old / "x")
+        os.rename(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

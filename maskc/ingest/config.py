@@ -1,0 +1,202 @@
+"""Parse a Hugging Face ``config.json`` into a validated :class:`maskc.ir.ModelArch`.
+
+Defaults follow the ``transformers`` config classes of each architecture (LlamaConfig,
+MistralConfig, Qwen2Config) so that a config which omits a field means what it means to HF.
+Anything that would change the arithmetic and that maskc does not implement (other activations,
+MLP biases, RoPE scaling types other than llama3, pre-quantized checkpoints, Qwen2's per-layer
+sliding window) is refused with :class:`~maskc.errors.UnsupportedError` rather than ignored.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from maskc.errors import InputError, UnsupportedError
+from maskc.ir import SUPPORTED_ARCHITECTURES, ModelArch, RopeScaling
+
+#: Largest config.json accepted, in bytes.
+MAX_CONFIG_BYTES = 4 << 20
+
+_MODEL_TYPES = {
+    "LlamaForCausalLM": "llama",
+    "MistralForCausalLM": "mistral",
+    "Qwen2ForCausalLM": "qwen2",
+}
+# Per-architecture defaults of the transformers config classes.
+_DEFAULTS = {
+    "llama": {"rms_norm_eps": 1e-6, "rope_theta": 10000.0, "max_position_embeddings": 2048},
+    "mistral": {"rms_norm_eps": 1e-6, "rope_theta": 10000.0, "max_position_embeddings": 131072},
+    "qwen2": {"rms_norm_eps": 1e-6, "rope_theta": 10000.0, "max_position_embeddings": 32768},
+}
+
+
+def read_json_file(path: Path, what: str, max_bytes: int = MAX_CONFIG_BYTES) -> object:
+    """Load a small JSON file, mapping every failure to a one-line :class:`InputError`."""
+    try:
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise InputError(f"{path}: {what} is {size} bytes, larger than the {max_bytes} limit")
+        raw = path.read_bytes()
+    except OSError as e:
+        raise InputError(f"{path}: cannot read {what}: {e.strerror or e}") from None
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        detail = f"line {e.lineno}: {e.msg}" if isinstance(e, json.JSONDecodeError) else type(e)
+        raise InputError(f"{path}: {what} is not valid JSON ({detail})") from None
+
+
+def _int(cfg: dict, key: str, where: str, default: object = ...) -> int:
+    v = cfg.get(key, default)
+    if v is ...:
+        raise InputError(f"{where}: missing required field {key!r}")
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise InputError(f"{where}: field {key!r} must be an integer, got {v!r}")
+    return v
+
+
+def _float(cfg: dict, key: str, where: str, default: float) -> float:
+    v = cfg.get(key, default)
+    if v is None:
+        v = default
+    if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v):
+        raise InputError(f"{where}: field {key!r} must be a finite number, got {v!r}")
+    return float(v)
+
+
+def _rope_scaling(cfg: dict, where: str) -> RopeScaling | None:
+    rs = cfg.get("rope_scaling")
+    if rs is None:
+        return None
+    if not isinstance(rs, dict):
+        raise InputError(f"{where}: field 'rope_scaling' must be an object or null")
+    kind = rs.get("rope_type", rs.get("type"))
+    if kind in (None, "default"):
+        return None
+    if kind != "llama3":
+        raise UnsupportedError(
+            f"{where}: rope_scaling type {kind!r} is not supported (maskc implements 'llama3')"
+        )
+    w = f"{where}: rope_scaling"
+    return RopeScaling(
+        rope_type="llama3",
+        factor=_float(rs, "factor", w, math.nan),
+        low_freq_factor=_float(rs, "low_freq_factor", w, 1.0),
+        high_freq_factor=_float(rs, "high_freq_factor", w, 4.0),
+        original_max_position_embeddings=_int(rs, "original_max_position_embeddings", w, 8192),
+    )
+
+
+def parse_config(cfg: object, where: str) -> ModelArch:
+    """Turn a parsed config.json object into a validated :class:`ModelArch`.
+
+    ``where`` names the file in error messages.
+    """
+    if not isinstance(cfg, dict):
+        raise InputError(f"{where}: config must be a JSON object")
+    archs = cfg.get("architectures")
+    if not (isinstance(archs, list) and archs and all(isinstance(a, str) for a in archs)):
+        raise InputError(f"{where}: missing field 'architectures' (a list of class names)")
+    arch_name = archs[0]
+    if arch_name not in SUPPORTED_ARCHITECTURES:
+        raise UnsupportedError(
+            f"{where}: unsupported architecture {arch_name!r}; maskc supports "
+            + ", ".join(SUPPORTED_ARCHITECTURES)
+        )
+    model_type = _MODEL_TYPES[arch_name]
+    if cfg.get("model_type", model_type) != model_type:
+        raise InputError(
+            f"{where}: model_type {cfg.get('model_type')!r} contradicts architecture {arch_name}"
+        )
+    if cfg.get("quantization_config") is not None:
+        raise UnsupportedError(
+            f"{where}: the checkpoint is already quantized (quantization_config); give maskc the "
+            "F32/F16/BF16 model"
+        )
+    act = cfg.get("hidden_act", "silu")
+    if act != "silu":
+        raise UnsupportedError(f"{where}: hidden_act {act!r} is not supported (only 'silu')")
+    if cfg.get("mlp_bias", False):
+        raise UnsupportedError(f"{where}: mlp_bias true is not supported")
+    if model_type == "qwen2":
+        attention_bias = True  # Qwen2 always has q/k/v biases and no o_proj bias
+    else:
+        if cfg.get("attention_bias", False):
+            raise UnsupportedError(f"{where}: attention_bias true is not supported for {arch_name}")
+        attention_bias = False
+
+    d = _DEFAULTS[model_type]
+    hidden = _int(cfg, "hidden_size", where)
+    heads = _int(cfg, "num_attention_heads", where)
+    kv = cfg.get("num_key_value_heads")
+    kv = heads if kv is None else _int(cfg, "num_key_value_heads", where)
+    head_dim = cfg.get("head_dim")
+    if head_dim is None:
+        if heads <= 0 or hidden % heads:
+            raise InputError(
+                f"{where}: hidden_size ({hidden}) is not divisible by num_attention_heads "
+                f"({heads}) and head_dim is not given"
+            )
+        head_dim = hidden // heads
+    else:
+        head_dim = _int(cfg, "head_dim", where)
+
+    sliding = None
+    if model_type == "mistral":
+        sw = cfg.get("sliding_window")
+        sliding = None if sw is None else _int(cfg, "sliding_window", where)
+    elif model_type == "qwen2" and cfg.get("use_sliding_window", False):
+        raise UnsupportedError(f"{where}: Qwen2 use_sliding_window true is not supported")
+
+    eos = cfg.get("eos_token_id")
+    if eos is None:
+        eos_ids: tuple[int, ...] = ()
+    elif isinstance(eos, int) and not isinstance(eos, bool):
+        eos_ids = (eos,)
+    elif isinstance(eos, list) and all(isinstance(e, int) and not isinstance(e, bool) for e in eos):
+        eos_ids = tuple(eos)
+    else:
+        raise InputError(f"{where}: field 'eos_token_id' must be an integer or list of integers")
+    bos = cfg.get("bos_token_id")
+    if bos is not None:
+        bos = _int(cfg, "bos_token_id", where)
+
+    tie_default = False
+    arch = ModelArch(
+        architecture=arch_name,
+        model_type=model_type,
+        vocab_size=_int(cfg, "vocab_size", where),
+        hidden_size=hidden,
+        intermediate_size=_int(cfg, "intermediate_size", where),
+        num_layers=_int(cfg, "num_hidden_layers", where),
+        num_heads=heads,
+        num_kv_heads=kv,
+        head_dim=head_dim,
+        rms_norm_eps=_float(cfg, "rms_norm_eps", where, d["rms_norm_eps"]),
+        rope_theta=_float(cfg, "rope_theta", where, d["rope_theta"]),
+        max_position_embeddings=_int(
+            cfg, "max_position_embeddings", where, d["max_position_embeddings"]
+        ),
+        tie_word_embeddings=_bool(cfg, "tie_word_embeddings", where, tie_default),
+        attention_bias=attention_bias,
+        rope_scaling=_rope_scaling(cfg, where),
+        sliding_window=sliding,
+        bos_token_id=bos,
+        eos_token_ids=eos_ids,
+    )
+    arch.validate(where)
+    return arch
+
+
+def _bool(cfg: dict, key: str, where: str, default: bool) -> bool:
+    v = cfg.get(key, default)
+    if not isinstance(v, bool):
+        raise InputError(f"{where}: field {key!r} must be true or false, got {v!r}")
+    return v
+
+
+def load_config(path: Path) -> ModelArch:
+    """Read and parse ``config.json`` at ``path``."""
+    return parse_config(read_json_file(path, "config.json"), str(path))

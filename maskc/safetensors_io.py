@@ -1,0 +1,255 @@
+"""Validated, lazy reading and deterministic writing of safetensors files.
+
+Why not just ``safetensors.safe_open``? Model files are untrusted input. This reader checks the
+whole header before any tensor is touched and turns every defect into a one-line
+:class:`~maskc.errors.InputError` that names the file and tensor: header length absurd or past
+the end of the file, header not UTF-8 JSON, unknown or unsupported dtype, shape not a list of
+non-negative integers, byte size inconsistent with the shape, offsets out of range, overlapping,
+or leaving holes (the format forbids holes). Tensors are then read one at a time with a single
+``readinto`` of exactly their bytes, so memory is bounded by the largest tensor, never the file.
+
+Format (https://github.com/huggingface/safetensors): ``u64 little-endian N``, ``N`` bytes of JSON
+``{"__metadata__": {str: str}, name: {"dtype", "shape", "data_offsets": [begin, end]}}``, then
+the data buffer; offsets are relative to the start of the buffer; all values little-endian.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import ml_dtypes
+import numpy as np
+
+from maskc.errors import InputError, UnsupportedError
+
+#: Largest header accepted (the reference implementation's limit is 100 MB).
+MAX_HEADER_BYTES = 100_000_000
+#: Largest single tensor accepted, in elements (2^36 = 64 G elements).
+MAX_TENSOR_ELEMENTS = 1 << 36
+
+#: dtypes maskc reads as weights -> little-endian numpy dtype.
+SUPPORTED_DTYPES: dict[str, np.dtype] = {
+    "F32": np.dtype("<f4"),
+    "F16": np.dtype("<f2"),
+    "BF16": np.dtype(ml_dtypes.bfloat16),
+}
+#: dtypes valid in the format but not accepted as weights -> bytes per element.
+OTHER_DTYPES: dict[str, float] = {
+    "F64": 8, "I64": 8, "U64": 8, "I32": 4, "U32": 4, "I16": 2, "U16": 2, "I8": 1, "U8": 1,
+    "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "F6_E2M3": 0.75, "F6_E3M2": 0.75,
+    "F4": 0.5,
+}  # fmt: skip
+#: dtypes the writer accepts (weights plus the integer types netlists use).
+WRITABLE: dict[str, np.dtype] = {
+    **SUPPORTED_DTYPES,
+    "F64": np.dtype("<f8"),
+    "I64": np.dtype("<i8"),
+    "I32": np.dtype("<i4"),
+    "I16": np.dtype("<i2"),
+    "I8": np.dtype("i1"),
+    "U8": np.dtype("u1"),
+    "U16": np.dtype("<u2"),
+    "U32": np.dtype("<u4"),
+    "U64": np.dtype("<u8"),
+    "BOOL": np.dtype("?"),
+}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Header entry of one tensor: where its bytes are and what they mean."""
+
+    name: str
+    dtype: str  #: safetensors dtype string, e.g. "BF16"
+    shape: tuple[int, ...]
+    begin: int  #: absolute file offset of the first byte
+    end: int  #: absolute file offset one past the last byte
+
+    @property
+    def parameters(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.end - self.begin
+
+
+class SafetensorsFile:
+    """A validated safetensors file; tensors are read lazily, one at a time.
+
+    ``SafetensorsFile(path)`` reads and validates only the header. ``read(name)`` returns the
+    tensor in its stored dtype (numpy, ``ml_dtypes.bfloat16`` for BF16) as a fresh array.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.metadata: dict[str, str] = {}
+        self.tensors: dict[str, TensorInfo] = {}
+        self._parse_header()
+
+    def _err(self, msg: str) -> InputError:
+        return InputError(f"{self.path}: {msg}")
+
+    def _parse_header(self) -> None:
+        try:
+            size = self.path.stat().st_size
+            with open(self.path, "rb") as f:
+                head = f.read(8)
+                if len(head) < 8:
+                    raise self._err(
+                        f"not a safetensors file: {size} bytes, shorter than the 8-byte header "
+                        "length (truncated?)"
+                    )
+                (n,) = struct.unpack("<Q", head)
+                if n > MAX_HEADER_BYTES:
+                    raise self._err(
+                        f"header length {n} is absurd (limit {MAX_HEADER_BYTES} bytes); "
+                        "the file is corrupt or not safetensors"
+                    )
+                if 8 + n > size:
+                    raise self._err(
+                        f"header length {n} runs past the end of the {size}-byte file (truncated?)"
+                    )
+                raw = f.read(n)
+        except OSError as e:
+            raise self._err(f"cannot read: {e.strerror or e}") from None
+        try:
+            header = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+            raise self._err(f"header is not valid UTF-8 JSON ({type(e).__name__})") from None
+        if not isinstance(header, dict):
+            raise self._err("header must be a JSON object")
+        base = 8 + n
+        buffer_len = size - base
+        meta = header.pop("__metadata__", {})
+        if meta is None:
+            meta = {}
+        if not isinstance(meta, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in meta.items()
+        ):
+            raise self._err("__metadata__ must map strings to strings")
+        self.metadata = dict(meta)
+        spans = []
+        for name, entry in header.items():
+            info = self._check_entry(name, entry, base, buffer_len)
+            self.tensors[name] = info
+            spans.append((info.begin, info.end, name))
+        spans.sort()
+        pos = base
+        for begin, end, name in spans:
+            if begin < pos:
+                raise self._err(f"tensor {name!r} overlaps the previous tensor's bytes")
+            if begin > pos:
+                raise self._err(
+                    f"{begin - pos} unindexed bytes before tensor {name!r} (holes are not allowed)"
+                )
+            pos = end
+        if pos != size:
+            raise self._err(
+                f"{size - pos} bytes after the last tensor are not indexed by the header"
+            )
+
+    def _check_entry(self, name: str, entry: object, base: int, buffer_len: int) -> TensorInfo:
+        if not name:
+            raise self._err("empty tensor name in header")
+        if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
+            raise self._err(
+                f"tensor {name!r}: header entry must have exactly dtype, shape, data_offsets"
+            )
+        dtype, shape, offs = entry["dtype"], entry["shape"], entry["data_offsets"]
+        if not isinstance(dtype, str) or (
+            dtype not in SUPPORTED_DTYPES and dtype not in OTHER_DTYPES
+        ):
+            raise self._err(f"tensor {name!r}: unknown dtype {dtype!r}")
+        if not isinstance(shape, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+        ):
+            raise self._err(f"tensor {name!r}: shape must be a list of non-negative integers")
+        if len(shape) > 8:
+            raise self._err(f"tensor {name!r}: {len(shape)} dimensions (at most 8 supported)")
+        count = math.prod(shape)
+        if count > MAX_TENSOR_ELEMENTS:
+            raise self._err(f"tensor {name!r}: declared shape {shape} is implausibly large")
+        if not (
+            isinstance(offs, list)
+            and len(offs) == 2
+            and all(isinstance(o, int) and not isinstance(o, bool) and o >= 0 for o in offs)
+        ):
+            raise self._err(f"tensor {name!r}: data_offsets must be two non-negative integers")
+        begin, end = offs
+        if begin > end or end > buffer_len:
+            raise self._err(
+                f"tensor {name!r}: data_offsets [{begin}, {end}] out of range of the "
+                f"{buffer_len}-byte data buffer (truncated file?)"
+            )
+        itemsize = (
+            SUPPORTED_DTYPES[dtype].itemsize if dtype in SUPPORTED_DTYPES else OTHER_DTYPES[dtype]
+        )
+        if end - begin != math.ceil(count * itemsize):
+            raise self._err(
+                f"tensor {name!r}: {end - begin} bytes stored but shape {shape} of {dtype} "
+                f"needs {math.ceil(count * itemsize)}"
+            )
+        return TensorInfo(name, dtype, tuple(shape), base + begin, base + end)
+
+    def read(self, name: str) -> np.ndarray:
+        """Tensor ``name`` in its stored dtype, shape as declared (memory: this tensor only)."""
+        info = self.tensors[name]
+        if info.dtype not in SUPPORTED_DTYPES:
+            raise UnsupportedError(
+                f"{self.path}: tensor {name!r} has dtype {info.dtype}; maskc reads F32, F16 and "
+                "BF16 weights (convert the checkpoint to one of these)"
+            )
+        out = np.empty(info.shape, dtype=SUPPORTED_DTYPES[info.dtype])
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(info.begin)
+                got = f.readinto(memoryview(out.reshape(-1).view(np.uint8)))
+        except OSError as e:
+            raise self._err(f"cannot read tensor {name!r}: {e.strerror or e}") from None
+        if got != info.nbytes:
+            raise self._err(f"tensor {name!r}: file ended early (truncated while reading?)")
+        return out
+
+
+def write_safetensors(
+    path: str | os.PathLike,
+    tensors: dict[str, np.ndarray],
+    metadata: dict[str, str] | None = None,
+) -> None:
+    """Write ``tensors`` to ``path`` deterministically (sorted names, 8-byte aligned header).
+
+    Accepts numpy float32/float16/float64, ``ml_dtypes.bfloat16`` and integer/bool arrays.
+    The output is readable by the ``safetensors`` library and by :class:`SafetensorsFile`.
+    """
+    by_np = {v: k for k, v in WRITABLE.items()}
+    header: dict[str, object] = {}
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in sorted(metadata.items())}
+    offset = 0
+    arrays = []
+    for name in sorted(tensors):
+        arr = np.asarray(tensors[name])
+        dt = arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" else arr.dtype
+        if dt not in by_np:
+            raise TypeError(f"write_safetensors: tensor {name!r} has unsupported dtype {dt}")
+        arr = np.ascontiguousarray(arr, dtype=dt)
+        header[name] = {
+            "dtype": by_np[dt],
+            "shape": list(arr.shape),
+            "data_offsets": [offset, offset + arr.nbytes],
+        }
+        offset += arr.nbytes
+        arrays.append(arr)
+    blob = json.dumps(header, separators=(",", ":"), ensure_ascii=True).encode()
+    blob += b" " * (-len(blob) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(blob)))
+        f.write(blob)
+        for arr in arrays:
+            f.write(arr.reshape(-1).view(np.uint8).data)

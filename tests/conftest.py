@@ -1,0 +1,67 @@
+"""Shared fixtures: generated tiny models and an in-process CLI runner."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from maskc.cli import main
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run ``maskc ARGS`` in-process; return exit code, stdout and stderr."""
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def model_cache(tmp_path_factory):
+    """Generate each preset once per session; tests copy before mutating."""
+    from maskc.testmodels import generate
+
+    root = tmp_path_factory.mktemp("models")
+    made = {}
+
+    def get(preset: str = "tiny", seed: int = 0):
+        key = (preset, seed)
+        if key not in made:
+            made[key] = generate(root / f"{preset}-{seed}", preset, seed)
+        return made[key]
+
+    return get
+
+
+@pytest.fixture
+def tiny_copy(model_cache, tmp_path):
+    """A private, mutable copy of a generated preset: ``tiny_copy("tiny") -> Path``."""
+
+    count = iter(range(1_000_000))
+
+    def copy(preset: str = "tiny", seed: int = 0) -> Path:
+        src = model_cache(preset, seed).path
+        dst = tmp_path / f"{preset}-{seed}-{next(count)}"
+        shutil.copytree(src, dst)
+        return dst
+
+    return copy
