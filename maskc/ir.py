@@ -73,7 +73,9 @@ class ModelArch:
     rope_theta: float
     max_position_embeddings: int
     tie_word_embeddings: bool
-    attention_bias: bool = False  #: q/k/v projections have biases (Qwen2)
+    #: q/k/v projections have biases (Qwen2); o_proj never has one here (a Llama config with
+    #: attention_bias true, which also biases o_proj, is refused by ingest)
+    attention_bias: bool = False
     rope_scaling: RopeScaling | None = None
     sliding_window: int | None = None  #: Mistral-style local attention window, in tokens
     bos_token_id: int | None = None
@@ -113,8 +115,9 @@ class ModelArch:
             raise InputError(f"{where}: rope_theta must be a finite number > 1")
         if self.rope_scaling is not None:
             self.rope_scaling.validate(f"{where}: rope_scaling")
-        if self.sliding_window is not None and self.sliding_window <= 0:
-            raise InputError(f"{where}: sliding_window must be positive or null")
+        sw = self.sliding_window
+        if sw is not None and (not isinstance(sw, int) or isinstance(sw, bool) or sw <= 0):
+            raise InputError(f"{where}: sliding_window must be a positive integer or null")
         for name, tok in [("bos_token_id", self.bos_token_id)] + [
             ("eos_token_id", t) for t in self.eos_token_ids
         ]:

@@ -234,6 +234,8 @@ def write_safetensors(
     offset = 0
     arrays = []
     for name in sorted(tensors):
+        if name == "__metadata__" or not name:
+            raise ValueError(f"write_safetensors: invalid tensor name {name!r}")
         arr = np.asarray(tensors[name])
         dt = arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" else arr.dtype
         if dt not in by_np:
