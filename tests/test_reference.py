@@ -1,0 +1,142 @@
+"""maskc.reference.FloatLlama: internal consistency, and agreement with transformers.
+
+The transformers comparison (every tiny preset: GQA/MQA, untied heads, explicit head_dim,
+Llama-3.1 RoPE scaling, Qwen2 q/k/v biases, Mistral sliding window, F16/BF16 storage) is
+skipped where torch or transformers is not installed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from maskc.ingest import load_model
+from maskc.reference import FloatLlama, greedy_generate
+from maskc.testmodels import preset_names
+
+N_TOKENS = 80  # > 2 * the Mistral preset's window (32) and > the llama3 preset's 64 positions
+
+
+def _tokens(arch, n: int = N_TOKENS, seed: int = 0) -> list[int]:
+    rng = np.random.default_rng(seed)
+    return [int(t) for t in rng.integers(3, min(arch.vocab_size, 300), size=n)]
+
+
+@pytest.fixture(params=preset_names())
+def loaded(request, model_cache):
+    gen = model_cache(request.param)
+    return gen, load_model(gen.path)
+
+
+def test_kv_cache_matches_full_forward(loaded):
+    _, model = loaded
+    ref = FloatLlama(model.arch, model.read)
+    ids = _tokens(model.arch, 40)
+    full = ref.forward(ids)
+    assert full.dtype == np.float32 and full.shape == (40, model.arch.vocab_size)
+    ref.reset()
+    parts = [ref.forward(ids[:17], 0), ref.forward(ids[17:30], 17)]
+    parts += [ref.forward([t], 30 + k) for k, t in enumerate(ids[30:])]
+    np.testing.assert_allclose(np.concatenate(parts), full, rtol=0, atol=1e-4)
+    # Restarting at an earlier position discards the cache past it.
+    np.testing.assert_allclose(ref.forward(ids[10:], 10), full[10:], rtol=0, atol=1e-4)
+    with pytest.raises(ValueError):
+        ref.forward([ids[0]], ref.pos + 1)
+
+
+def test_uncached_weights_give_the_same_logits_one_layer_at_a_time(loaded):
+    _, model = loaded
+    calls: list[str] = []
+
+    def get(name: str) -> np.ndarray:
+        calls.append(name)
+        return model.read(name)
+
+    ids = _tokens(model.arch, 12)
+    cached = FloatLlama(model.arch, model.read).forward(ids)
+    lazy = FloatLlama(model.arch, get, cache_weights=False)
+    np.testing.assert_array_equal(lazy.forward(ids), cached)
+    first = list(calls)
+    lazy.forward(ids[:3])
+    assert calls[len(first) :] == first  # fetched again: nothing was kept
+    layers = [int(n.split(".")[2]) for n in first if n.startswith("model.layers.")]
+    assert layers == sorted(layers)  # layer by layer, in order
+
+
+def test_causal(loaded):
+    _, model = loaded
+    ref = FloatLlama(model.arch, model.read)
+    ids = _tokens(model.arch, 24)
+    a = ref.forward(ids)
+    b = ref.forward(ids[:12] + _tokens(model.arch, 12, seed=1))
+    np.testing.assert_array_equal(a[:12], b[:12])
+    assert not np.allclose(a[12:], b[12:])
+
+
+def test_sliding_window_limits_the_receptive_field(model_cache):
+    model = load_model(model_cache("tiny-mistral").path)
+    arch = model.arch
+    w, n_layers = arch.sliding_window, arch.num_layers
+    ref = FloatLlama(arch, model.read)
+    ids = _tokens(arch)
+    changed = [(ids[0] + 1) % 300 + 3, *ids[1:]]
+    a, b = ref.forward(ids), ref.forward(changed)
+    reach = n_layers * (w - 1)  # each layer looks back w - 1 positions
+    diff = np.abs(a - b).max(axis=-1)
+    assert (diff[reach + 1 :] == 0).all()
+    assert (diff[: w - 1] > 0).all()
+    # Without the window the change is seen everywhere.
+    full = FloatLlama(dataclasses.replace(arch, sliding_window=None), model.read)
+    assert (np.abs(full.forward(ids) - full.forward(changed)).max(axis=-1) > 0).all()
+
+
+def test_greedy_ties_go_to_the_lowest_id(model_cache):
+    model = load_model(model_cache("tiny").path)
+    ref = FloatLlama(model.arch, model.read)
+    v = model.arch.vocab_size
+
+    def flat(tokens, start_pos=0):
+        out = np.zeros((len(tokens), v), dtype=np.float32)
+        out[:, [7, 5, 9]] = 1.0
+        return out
+
+    ref.forward = flat
+    assert greedy_generate(ref, [1, 2], 3) == [5, 5, 5]
+    assert greedy_generate(ref, [1, 2], 0) == []
+
+
+def test_greedy_generate_equals_argmax_of_full_forward(model_cache):
+    model = load_model(model_cache("tiny-odd").path)
+    ref = FloatLlama(model.arch, model.read)
+    prompt = _tokens(model.arch, 5)
+    out = greedy_generate(ref, prompt, 6)
+    assert len(out) == 6
+    logits = FloatLlama(model.arch, model.read).forward(prompt + out[:-1])
+    assert [int(i) for i in logits[len(prompt) - 1 :].argmax(-1)] == out
+
+
+# --- transformers -------------------------------------------------------------------------------
+
+
+def test_matches_transformers(loaded):
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    gen, model = loaded
+    hf = transformers.AutoModelForCausalLM.from_pretrained(
+        gen.path, dtype=torch.float32, attn_implementation="eager"
+    )
+    hf.eval()
+    ids = _tokens(model.arch)
+    with torch.no_grad():
+        theirs = hf(torch.tensor([ids])).logits[0].numpy()
+        hf_gen = hf.generate(
+            torch.tensor([ids[:6]]), max_new_tokens=8, do_sample=False, pad_token_id=0
+        )[0, 6:].tolist()
+    ref = FloatLlama(model.arch, model.read)
+    ours = ref.forward(ids)
+    scale = float(np.abs(theirs).max())
+    assert float(np.abs(ours - theirs).max()) <= 1e-4 * max(scale, 1.0), gen.spec.name
+    assert hf_gen  # (it may stop early at EOS)
+    assert greedy_generate(ref, ids[:6], len(hf_gen)) == hf_gen
