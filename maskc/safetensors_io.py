@@ -60,6 +60,24 @@ WRITABLE: dict[str, np.dtype] = {
 }
 
 
+class DuplicateKeyError(ValueError):
+    """A JSON object repeats a key (json.loads would silently keep the last one)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"duplicate key {key!r}")
+        self.key = key
+
+
+def unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    """``object_pairs_hook`` for json.loads that refuses repeated keys."""
+    out: dict = {}
+    for k, v in pairs:
+        if k in out:
+            raise DuplicateKeyError(k)
+        out[k] = v
+    return out
+
+
 @dataclass(frozen=True)
 class TensorInfo:
     """Header entry of one tensor: where its bytes are and what they mean."""
@@ -119,7 +137,9 @@ class SafetensorsFile:
         except OSError as e:
             raise self._err(f"cannot read: {e.strerror or e}") from None
         try:
-            header = json.loads(raw.decode("utf-8"))
+            header = json.loads(raw.decode("utf-8"), object_pairs_hook=unique_keys)
+        except DuplicateKeyError as e:
+            raise self._err(f"header names tensor {e.key!r} twice") from None
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
             raise self._err(f"header is not valid UTF-8 JSON ({type(e).__name__})") from None
         if not isinstance(header, dict):

@@ -375,6 +375,25 @@ def test_dtype_unknown(tiny_copy, cli):
     assert_bad_after_write(d, header, data, cli, "unknown dtype")
 
 
+def test_duplicate_tensor_name_in_header(tiny_copy, cli):
+    d = tiny_copy()
+    header, data = read_raw(d / "model.safetensors")
+    name = first_tensor(header)
+    blob = json.dumps(header).encode()
+    dup = json.dumps({name: header[name]})[1:-1].encode()  # '"name": {...}'
+    blob = blob[:-1] + b", " + dup + b"}"
+    blob += b" " * (-len(blob) % 8)
+    (d / "model.safetensors").write_bytes(struct.pack("<Q", len(blob)) + blob + data)
+    assert_bad(cli("inspect", d), name, "twice")
+
+
+def test_config_duplicate_key(tiny_copy, cli):
+    d = tiny_copy()
+    text = (d / "config.json").read_text().rstrip().rstrip("}")
+    (d / "config.json").write_text(text + ', "hidden_size": 65}')
+    assert_bad(cli("inspect", d), "config.json", "hidden_size", "twice")
+
+
 def test_metadata_not_strings(tiny_copy, cli):
     d = tiny_copy()
     header, data = read_raw(d / "model.safetensors")

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from maskc.errors import InputError, UnsupportedError
 from maskc.ir import SUPPORTED_ARCHITECTURES, ModelArch, RopeScaling
+from maskc.safetensors_io import DuplicateKeyError, unique_keys
 
 #: Largest config.json accepted, in bytes.
 MAX_CONFIG_BYTES = 4 << 20
@@ -42,7 +43,9 @@ def read_json_file(path: Path, what: str, max_bytes: int = MAX_CONFIG_BYTES) -> 
     except OSError as e:
         raise InputError(f"{path}: cannot read {what}: {e.strerror or e}") from None
     try:
-        return json.loads(raw.decode("utf-8"))
+        return json.loads(raw.decode("utf-8"), object_pairs_hook=unique_keys)
+    except DuplicateKeyError as e:
+        raise InputError(f"{path}: {what} has the key {e.key!r} twice") from None
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         detail = f"line {e.lineno}: {e.msg}" if isinstance(e, json.JSONDecodeError) else type(e)
         raise InputError(f"{path}: {what} is not valid JSON ({detail})") from None
