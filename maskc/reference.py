@@ -95,6 +95,8 @@ class FloatLlama:
         self._get_tensor = get_tensor
         self._cache: dict[str, np.ndarray] | None = {} if cache_weights else None
         self.inv_freq = rope_inv_freq(arch)
+        #: optional ``observer(layer, site, activations)``, see :meth:`block`
+        self.observer: Callable[[int, str, np.ndarray], None] | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -171,7 +173,30 @@ class FloatLlama:
             scores = (q[:, h, :] @ k[kv].T) * scale  # [T, start + T]
             scores = np.where(visible, scores, np.float32(-np.inf))
             out[:, h, :] = softmax(scores) @ v[kv]
-        return out.reshape(t, a.num_heads * a.head_dim) @ w["self_attn.o_proj.weight"].T
+        out = out.reshape(t, a.num_heads * a.head_dim)
+        if self.observer:
+            self.observer(i, "o_in", out)
+        return out @ w["self_attn.o_proj.weight"].T
+
+    def block(self, i: int, x: np.ndarray, start_pos: int) -> np.ndarray:
+        """Decoder layer ``i`` on the residual stream ``x`` float32 ``[T, hidden]`` at positions
+        ``start_pos ..``; updates layer ``i``'s KV cache. If ``self.observer`` is set it is called
+        as ``observer(i, site, activations)`` with the input of every linear layer: ``site`` is
+        ``"attn_in"`` (q/k/v), ``"o_in"``, ``"mlp_in"`` (gate/up) or ``"down_in"``."""
+        a = self.arch
+        obs = self.observer
+        w = self._layer(i)
+        h = rms_norm(x, w["input_layernorm.weight"], a.rms_norm_eps)
+        if obs:
+            obs(i, "attn_in", h)
+        x = x + self._attention(i, h, w, start_pos)
+        h = rms_norm(x, w["post_attention_layernorm.weight"], a.rms_norm_eps)
+        if obs:
+            obs(i, "mlp_in", h)
+        act = silu(h @ w["mlp.gate_proj.weight"].T) * (h @ w["mlp.up_proj.weight"].T)
+        if obs:
+            obs(i, "down_in", act)
+        return x + act @ w["mlp.down_proj.weight"].T
 
     def forward(self, tokens: list[int], start_pos: int = 0) -> np.ndarray:
         """Run ``tokens`` at positions ``start_pos, start_pos + 1, ...``.
@@ -192,14 +217,7 @@ class FloatLlama:
         x = embed[ids].astype(np.float32)  # [T, hidden]
         del embed
         for i in range(a.num_layers):
-            w = self._layer(i)
-            h = rms_norm(x, w["input_layernorm.weight"], a.rms_norm_eps)
-            x = x + self._attention(i, h, w, start_pos)
-            h = rms_norm(x, w["post_attention_layernorm.weight"], a.rms_norm_eps)
-            gate = silu(h @ w["mlp.gate_proj.weight"].T)
-            up = h @ w["mlp.up_proj.weight"].T
-            x = x + (gate * up) @ w["mlp.down_proj.weight"].T
-            del w
+            x = self.block(i, x, start_pos)
         x = rms_norm(x, self._get("model.norm.weight"), a.rms_norm_eps)
         head = "model.embed_tokens.weight" if a.tie_word_embeddings else "lm_head.weight"
         self.pos = start_pos + len(tokens)
