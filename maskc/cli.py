@@ -109,12 +109,32 @@ def inspect(
             "(the NaN/Inf scan).",
         ),
     ] = False,
+    tensor: Annotated[
+        str | None,
+        typer.Option(
+            "--tensor",
+            "-t",
+            help="(builds) Show one tensor: code histogram, step/offset statistics and a "
+            "dequantized sample.",
+        ),
+    ] = None,
 ) -> None:
-    """Validate a model and list its architecture and tensors.
+    """Validate a model, or a build, and list what it holds.
 
-    Every tensor is checked: present, exact shape, supported dtype (F32/F16/BF16) and, unless
-    --headers-only, finite. Exit 3 with a one-line message on any defect.
+    MODEL: every tensor is checked (present, exact shape, F32/F16/BF16 and, unless
+    --headers-only, finite) and the architecture and tensor table are printed.
+
+    BUILD (a folder written by maskc compile): every file's hash is checked against the manifest
+    (exit 5 on a mismatch) and the quantization report is printed; --tensor NAME shows one
+    tensor in detail.
     """
+    from maskc.build import is_build
+
+    if is_build(model):
+        _inspect_build(model, tensor, as_json)
+        return
+    if tensor is not None:
+        raise UsageError("--tensor works on builds (folders written by maskc compile)")
     from maskc.ingest import load_model
 
     m = load_model(model, config)
@@ -190,6 +210,250 @@ def inspect(
     checked = "headers checked (data not read)" if headers_only else "all tensors finite"
     out.print(f"[green]ok[/green]: {len(tensors)} tensors, {m.total_parameters:,} parameters, "
               f"{checked}")  # fmt: skip
+
+
+def _inspect_build(path: Path, tensor: str | None, as_json: bool) -> None:
+    from maskc.build import open_build
+    from maskc.quantize.inspect import tensor_detail
+
+    b = open_build(path)
+    if tensor is not None:
+        d = tensor_detail(b, tensor)
+        if as_json:
+            _emit_json(d)
+            return
+        out.print(f"[bold]{d['name']}[/bold]  {d['kind']}  shape {'x'.join(map(str, d['shape']))}")
+        if d["kind"] == "float":
+            out.print(f"sample: {d['sample']}")
+            return
+        f = d["format"]
+        out.print(
+            f"method {d['method']}, {f['bits']}-bit codes, group {f['group_size']}, "
+            f"step {f['scale_bits']}+{f['scale_shift_bits']} bits, offset "
+            f"{f['zero_bits']}+{f['zero_shift_bits']} bits, {d['bits_per_weight']:.3f} bits/weight"
+        )
+        out.print(f"levels: {d['levels']}")
+        hist = Table("code", "level", "count", "share", title="code histogram")
+        total = sum(d["code_histogram"]) or 1
+        for code, (lv, n) in enumerate(zip(d["levels"], d["code_histogram"], strict=True)):
+            hist.add_row(
+                str(code),
+                str(lv),
+                f"{n:,}",
+                f"{100 * n / total:.1f}%  " + "█" * round(40 * n / max(d["code_histogram"])),
+            )
+        out.print(hist)
+        for k in ("step", "offset"):
+            if k in d:
+                v = d[k]
+                out.print(
+                    f"{k}: min {v['min']:.4g}  median {v['median']:.4g}  max {v['max']:.4g} "
+                    f"over {v['groups']:,} groups"
+                )
+        smp = d["sample_row0"]
+        out.print(f"row 0, first codes: {smp['codes']}")
+        out.print("row 0, dequantized: [" + ", ".join(f"{v:.5g}" for v in smp["dequantized"]) + "]")
+        return
+    model_doc = b.json("model.json")
+    report = b.json("reports/quant.json") if "reports/quant.json" in b.manifest["files"] else None
+    if as_json:
+        _emit_json({"path": str(path), "stages": b.stages, "model": model_doc, "quant": report})
+        return
+    arch = model_doc["architecture"]
+    out.print(
+        f"[bold]{path}[/bold]: maskc build of {arch['architecture']} "
+        f"({arch['num_layers']} layers, hidden {arch['hidden_size']}); stages: "
+        f"{', '.join(b.stages)}; all {len(b.manifest['files'])} file hashes match"
+    )
+    if report:
+        _print_quant_report(report)
+
+
+def _print_quant_report(report: dict) -> None:
+    table = Table(title="quantization", show_footer=True)
+    tot = report["totals"]
+    table.add_column("tensor", footer="blocks / all quantized")
+    table.add_column("shape")
+    table.add_column("bits", justify="right")
+    table.add_column("group", justify="right")
+    table.add_column("method")
+    table.add_column(
+        "bits/weight",
+        justify="right",
+        footer=f"{tot['bpw_blocks'] or 0:.3f} / {tot['bpw_quantized'] or 0:.3f}",
+    )
+    table.add_column("rel. error", justify="right")
+    table.add_column("SNR dB", justify="right")
+    for r in report["tensors"]:
+        if not r["quantized"] and r["role"] not in ("embed", "lm_head"):
+            continue
+        if r["quantized"]:
+            table.add_row(
+                r["name"],
+                "x".join(map(str, r["shape"])),
+                str(r["bits"]),
+                str(r["group_size"]),
+                r["method"],
+                f"{r['bpw']:.3f}",
+                f"{r['rel_error']:.4f}",
+                f"{r['snr_db']:.2f}",
+            )
+        else:
+            table.add_row(r["name"], "x".join(map(str, r["shape"])), "float", "", "", "32", "", "")
+    out.print(table)
+    o = report.get("output")
+    if o:
+        out.print(
+            f"output vs float on {o['tokens']} tokens: mean KL {o['kl_mean']:.4f} nats, "
+            f"top-1 agreement {100 * o['top1_agreement']:.1f}%, ppl {o['ppl_quantized']:.3f} vs "
+            f"{o['ppl_float']:.3f} float ({o['ppl_quantized'] / o['ppl_float']:.3f}x)"
+        )
+    sens = report.get("sensitivity")
+    if sens:
+        st = Table(
+            "layer", "mean KL", "top-1 agreement", title="sensitivity: only this layer quantized"
+        )
+        for r in sens:
+            st.add_row(str(r["layer"]), f"{r['kl_mean']:.5f}", f"{100 * r['top1_agreement']:.1f}%")
+        out.print(st)
+
+
+class _RichEvents:
+    """Pipeline events -> one rich progress bar per stage, warnings on stderr."""
+
+    def __init__(self, prog: Progress) -> None:
+        self.prog = prog
+        self.task = None
+
+    def start(self, what: str, total: int) -> None:
+        if self.task is not None:
+            self.prog.update(self.task, completed=self.prog.tasks[-1].total)
+        self.task = self.prog.add_task(what, total=total)
+
+    def advance(self, n: int = 1) -> None:
+        if self.task is not None:
+            self.prog.advance(self.task, n)
+
+    def warn(self, message: str) -> None:
+        err.print(f"maskc: warning: {message}", markup=False)
+
+
+@app.command()
+def compile(
+    model: Annotated[
+        Path,
+        typer.Argument(
+            metavar="MODEL",
+            help="A Hugging Face model folder, or a .safetensors file with --model-config.",
+            show_default=False,
+        ),
+    ],
+    output: Annotated[
+        Path,
+        typer.Option(
+            "--output", "-o", metavar="BUILD", help="Build folder to write.", show_default=False
+        ),
+    ],
+    bits: Annotated[
+        int | None,
+        typer.Option(
+            "--bits",
+            "-b",
+            help="Code width of the transformer-block matrices: 3 or 4 "
+            "(default 4). Embedding and lm_head stay 8-bit unless a rule says otherwise.",
+        ),
+    ] = None,
+    group_size: Annotated[
+        int | None,
+        typer.Option(
+            "--group-size",
+            "-g",
+            help="Weights per scale group along the input "
+            "dimension (default: the built-in for --bits).",
+        ),
+    ] = None,
+    method: Annotated[
+        str | None,
+        typer.Option(
+            "--method",
+            "-m",
+            help="rtn (round to nearest), lsq (least-squares "
+            "search, calibration-free) or gptq (needs --calib).",
+        ),
+    ] = None,
+    quant_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="quant.toml with [defaults] and ordered [[rule]]s (regex "
+            "on tensor names) overriding bits/group_size/method/... per tensor.",
+        ),
+    ] = None,
+    model_config: Annotated[
+        Path | None,
+        typer.Option("--model-config", help="config.json for a single .safetensors MODEL."),
+    ] = None,
+    calib: Annotated[
+        Path | None,
+        typer.Option(
+            "--calib",
+            help="UTF-8 text to calibrate on: weights errors by real "
+            "activation statistics (importance) and enables gptq.",
+        ),
+    ] = None,
+    calib_tokens: Annotated[
+        int, typer.Option("--calib-tokens", min=64, help="Tokens of --calib text to use.")
+    ] = 4096,
+    eval_text: Annotated[
+        Path | None,
+        typer.Option(
+            "--eval-text",
+            help="Text for the output-level error report (default: a short built-in English text).",
+        ),
+    ] = None,
+    sensitivity: Annotated[
+        bool,
+        typer.Option(
+            "--sensitivity",
+            help="Also measure the output error with only one "
+            "layer quantized, for every layer (slower).",
+        ),
+    ] = False,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Quant-config rules that match nothing are errors.")
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace BUILD if it exists and is not empty.")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the report summary as JSON on stdout.")
+    ] = False,
+) -> None:
+    """Compile MODEL into a build folder (today: ingest and quantization, with reports).
+
+    Writes BUILD/quant/ (integer codes, levels and group scales in the chip's format),
+    BUILD/reports/quant.json and quant_error.png, the tokenizer and a manifest of hashes. The
+    build is written to a temporary folder and renamed into place only when complete.
+    """
+    from maskc.pipeline import CompileOptions, compile_model
+
+    if bits is not None and bits not in (3, 4):
+        raise UsageError(f"--bits must be 3 or 4, got {bits} (use a [[rule]] for other widths)")
+    opts = CompileOptions(
+        bits=bits, group_size=group_size, method=method, quant_config=quant_config,
+        model_config=model_config, calib=calib, calib_tokens=calib_tokens, eval_text=eval_text,
+        sensitivity=sensitivity, strict=strict, force=force,
+    )  # fmt: skip
+    with _progress() as prog:
+        result = compile_model(model, output, opts, _RichEvents(prog))
+    rep = result.report
+    if as_json:
+        summary = {"build": str(output), "totals": rep["totals"], "output": rep.get("output")}
+        summary |= {"sensitivity": rep.get("sensitivity"), "warnings": rep["warnings"]}
+        _emit_json(summary)
+        return
+    _print_quant_report(rep)
+    out.print(f"[green]wrote[/green] {output}")
 
 
 @app.command()

@@ -218,14 +218,26 @@ class SafetensorsFile:
         return TensorInfo(name, dtype, tuple(shape), base + begin, base + end)
 
     def read(self, name: str) -> np.ndarray:
-        """Tensor ``name`` in its stored dtype, shape as declared (memory: this tensor only)."""
+        """Weight tensor ``name`` in its stored dtype (F32/F16/BF16 only), shape as declared.
+
+        Memory: this tensor only. Other dtypes raise :class:`UnsupportedError`.
+        """
         info = self.tensors[name]
         if info.dtype not in SUPPORTED_DTYPES:
             raise UnsupportedError(
                 f"{self.path}: tensor {name!r} has dtype {info.dtype}; maskc reads F32, F16 and "
                 "BF16 weights (convert the checkpoint to one of these)"
             )
-        out = np.empty(info.shape, dtype=SUPPORTED_DTYPES[info.dtype])
+        return self.read_raw(name)
+
+    def read_raw(self, name: str) -> np.ndarray:
+        """Tensor ``name`` in any dtype maskc writes (weights and netlist integer arrays)."""
+        info = self.tensors[name]
+        if info.dtype not in WRITABLE:
+            raise UnsupportedError(
+                f"{self.path}: tensor {name!r} has unreadable dtype {info.dtype}"
+            )
+        out = np.empty(info.shape, dtype=WRITABLE[info.dtype])
         try:
             with open(self.path, "rb") as f:
                 f.seek(info.begin)

@@ -11,6 +11,7 @@ import tracemalloc
 import ml_dtypes
 import numpy as np
 import pytest
+from helpers import assert_bad
 from safetensors import safe_open
 
 from maskc.errors import InputError
@@ -47,18 +48,6 @@ def edit_config(folder, **changes):
 
 def first_tensor(header, dtype="F32"):
     return next(k for k, v in header.items() if k != "__metadata__" and v["dtype"] == dtype)
-
-
-def assert_bad(result, *needles):
-    """Exit 3, one line on stderr naming the problem, no traceback, nothing on stdout."""
-    assert result.code == 3, (result.code, result.err)
-    lines = result.err.strip().splitlines()
-    assert len(lines) == 1, result.err
-    assert lines[0].startswith("maskc: error: ")
-    assert "Traceback" not in result.err
-    for n in needles:
-        assert n.lower() in result.err.lower(), (n, result.err)
-    assert result.out == ""
 
 
 # --------------------------------------------------------------------------- good inputs

@@ -1,0 +1,148 @@
+"""The build directory: manifest with content hashes, format version, and safe opening.
+
+A build is written into a temporary folder (:func:`maskc.fsutil.atomic_output_dir`), sealed with
+:func:`write_manifest` (sha256 and size of every file, sorted), and renamed into place. Every
+consumer opens it with :func:`open_build`, which checks the format version and every hash
+before anything is trusted: a missing, extra, truncated or altered file is exit 5.
+
+``manifest.json``::
+
+    {"format": "maskc-build", "version": 1, "maskc_version": "...",
+     "stages": ["ingest", "quantize", ...],
+     "files": {"<relative path>": {"sha256": "...", "bytes": N}, ...}}
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from maskc import __version__
+from maskc.errors import InputError, VerifyError
+from maskc.ingest.config import read_json_file
+
+MANIFEST = "manifest.json"
+FORMAT = "maskc-build"
+VERSION = 1
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_json(path: Path, obj: object) -> None:
+    """Deterministic JSON: sorted keys, 2-space indent, trailing newline, ASCII only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=True) + "\n")
+
+
+def _walk(root: Path) -> list[str]:
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for fn in sorted(filenames):
+            rel = (Path(dirpath) / fn).relative_to(root).as_posix()
+            if rel != MANIFEST:
+                out.append(rel)
+    return sorted(out)
+
+
+def write_manifest(root: Path, stages: list[str], extra: dict | None = None) -> dict:
+    """Hash every file under ``root`` and write ``root/manifest.json``; return the manifest."""
+    files = {
+        rel: {"sha256": sha256_file(root / rel), "bytes": (root / rel).stat().st_size}
+        for rel in _walk(root)
+    }
+    manifest = {
+        "format": FORMAT,
+        "version": VERSION,
+        "maskc_version": __version__,
+        "stages": list(stages),
+        "files": files,
+        **(extra or {}),
+    }
+    write_json(root / MANIFEST, manifest)
+    return manifest
+
+
+@dataclass(frozen=True)
+class Build:
+    """An opened, hash-checked build directory."""
+
+    path: Path
+    manifest: dict
+
+    @property
+    def stages(self) -> list[str]:
+        return list(self.manifest.get("stages", []))
+
+    def file(self, rel: str) -> Path:
+        """Path of a file the manifest lists (InputError if it does not)."""
+        if rel not in self.manifest["files"]:
+            raise InputError(f"{self.path}: the build has no {rel} (was it compiled that far?)")
+        return self.path / rel
+
+    def json(self, rel: str) -> object:
+        return read_json_file(self.file(rel), rel, max_bytes=1 << 30)
+
+
+def is_build(path: Path) -> bool:
+    return path.is_dir() and (path / MANIFEST).is_file()
+
+
+def open_build(path: str | os.PathLike, check_hashes: bool = True) -> Build:
+    """Open ``path`` as a build: format and version checked, then every file's hash (exit 5)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise InputError(f"{path}: not a build folder (no such folder)")
+    mpath = path / MANIFEST
+    if not mpath.is_file():
+        raise InputError(f"{path}: not a build folder (no {MANIFEST}); run maskc compile")
+    m = read_json_file(mpath, MANIFEST)
+    if not isinstance(m, dict) or m.get("format") != FORMAT:
+        raise InputError(f"{mpath}: not a maskc build manifest")
+    if m.get("version") != VERSION:
+        raise InputError(
+            f"{mpath}: build format version {m.get('version')!r}, this maskc reads version "
+            f"{VERSION}; recompile with this maskc"
+        )
+    files = m.get("files")
+    if not isinstance(files, dict) or not all(
+        isinstance(k, str) and isinstance(v, dict) for k, v in files.items()
+    ):
+        raise InputError(f"{mpath}: field 'files' must map paths to {{sha256, bytes}}")
+    for rel in files:
+        p = Path(rel)
+        if p.is_absolute() or ".." in p.parts:
+            raise InputError(f"{mpath}: file path {rel!r} escapes the build folder")
+    if check_hashes:
+        verify_hashes(path, files)
+    return Build(path, m)
+
+
+def verify_hashes(root: Path, files: dict) -> None:
+    """Compare every file with the manifest; VerifyError listing the first differences."""
+    problems = []
+    for rel, want in sorted(files.items()):
+        p = root / rel
+        if not p.is_file():
+            problems.append(f"{rel} is missing")
+            continue
+        if p.stat().st_size != want.get("bytes"):
+            problems.append(
+                f"{rel} has {p.stat().st_size} bytes, manifest says {want.get('bytes')}"
+            )
+        elif sha256_file(p) != want.get("sha256"):
+            problems.append(f"{rel} content differs from its manifest sha256")
+    extra = sorted(set(_walk(root)) - set(files))
+    problems += [f"{rel} is not in the manifest" for rel in extra]
+    if problems:
+        more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise VerifyError(f"{root}: build integrity check failed: {'; '.join(problems[:3])}{more}")

@@ -1,0 +1,397 @@
+"""``maskc compile``: run the stages in order, each verified, into an atomically written build.
+
+Stages today: ingest -> quantize (+ reports). The build layout is in docs/architecture.md.
+Everything written is deterministic: same inputs and options, byte-identical build.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from maskc import __version__
+from maskc.build import sha256_file, write_json, write_manifest
+from maskc.errors import InputError, UsageError
+from maskc.evaluate import kl_top1, log_softmax
+from maskc.fsutil import atomic_output_dir
+from maskc.ingest import Model, load_model
+from maskc.quantize import (
+    BUILTIN_EMBED,
+    METHODS,
+    QuantTensor,
+    builtin_for_bits,
+    quantize_matrix,
+    weight_metrics,
+)
+from maskc.quantize.calibrate import SITE_OF_ROLE, LayerCalibrator
+from maskc.quantize.rules import QUANTIZABLE_ROLES, Resolution, resolve
+from maskc.quantize.store import arrays_of, file_for, index_entry
+from maskc.reference import FloatLlama
+from maskc.safetensors_io import write_safetensors
+
+#: Largest calibration / evaluation text accepted, in bytes.
+MAX_TEXT_BYTES = 64 << 20
+#: Fewest tokens a calibration text must give.
+MIN_CALIB_TOKENS = 64
+
+
+class Events(Protocol):
+    """What the pipeline tells its caller (the CLI draws progress bars from it)."""
+
+    def start(self, what: str, total: int) -> None: ...
+    def advance(self, n: int = 1) -> None: ...
+    def warn(self, message: str) -> None: ...
+
+
+class _Quiet:
+    def start(self, what: str, total: int) -> None:
+        pass
+
+    def advance(self, n: int = 1) -> None:
+        pass
+
+    def warn(self, message: str) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class CompileOptions:
+    """Options of ``maskc compile`` (``None`` = not given: built-ins and the config decide)."""
+
+    bits: int | None = None
+    group_size: int | None = None
+    method: str | None = None
+    quant_config: Path | None = None
+    model_config: Path | None = None
+    calib: Path | None = None
+    calib_tokens: int = 4096
+    calib_ctx: int = 512
+    eval_text: Path | None = None
+    eval_tokens: int = 256
+    sensitivity: bool = False
+    strict: bool = False
+    force: bool = False
+
+
+@dataclass
+class CompileResult:
+    build: Path
+    report: dict
+    warnings: list[str] = field(default_factory=list)
+
+
+def read_text(path: Path, what: str) -> str:
+    """A UTF-8 text file, size-capped; InputError naming the file otherwise."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_TEXT_BYTES:
+            raise InputError(f"{path}: {what} is {size} bytes, over the {MAX_TEXT_BYTES} limit")
+        data = path.read_bytes()
+    except OSError as e:
+        raise InputError(f"{path}: cannot read {what}: {e.strerror or e}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: {what} is not UTF-8 (byte {e.start}); convert it") from None
+    if not text.strip():
+        raise InputError(f"{path}: {what} is empty")
+    return text
+
+
+def _tokenizer(m: Model):
+    from tokenizers import Tokenizer
+
+    if m.tokenizer_path is None:
+        raise InputError(f"{m.path}: no tokenizer.json; it is needed to tokenize text")
+    return Tokenizer.from_file(str(m.tokenizer_path))
+
+
+def _tokens(m: Model, text: str) -> list[int]:
+    return list(_tokenizer(m).encode(text, add_special_tokens=False).ids)
+
+
+def default_report_text() -> str:
+    return resources.files("maskc.data").joinpath("report_text.txt").read_text(encoding="utf-8")
+
+
+class _LayerWeights:
+    """``get_tensor`` for FloatLlama that serves whatever weights are currently installed."""
+
+    def __init__(self) -> None:
+        self.tensors: dict[str, np.ndarray] = {}
+
+    def __call__(self, name: str) -> np.ndarray:
+        return self.tensors[name]
+
+
+def _setting_row(name, spec, setting, q: QuantTensor | None, metrics, bpw) -> dict:
+    return {
+        "name": name,
+        "role": spec.role,
+        "layer": spec.layer,
+        "shape": list(spec.shape),
+        "quantized": q is not None,
+        "bits": setting.bits if q is not None else None,
+        "group_size": setting.group_size if q is not None else None,
+        "method": setting.method if q is not None else None,
+        "symmetric": setting.symmetric if q is not None else None,
+        "scale_bits": setting.scale_bits if q is not None else None,
+        "bpw": bpw,
+        "rom_bits": q.fmt.rom_bits(*q.shape) if q is not None else None,
+        **metrics,
+    }
+
+
+def compile_model(
+    model_path: Path, out: Path, opts: CompileOptions, events: Events | None = None
+) -> CompileResult:
+    """Compile ``model_path`` into the build folder ``out`` (see the module docstring)."""
+    ev = events or _Quiet()
+    model_path = Path(model_path)
+    with atomic_output_dir(out, force=opts.force, inputs=(model_path,)) as tmp:
+        m = load_model(model_path, opts.model_config)
+        res = _resolve(m, opts)
+        for w in res.warnings:
+            ev.warn(w)
+        needs_h = any(s.method == "gptq" and not s.skip for s in res.settings.values())
+        if needs_h and opts.calib is None:
+            raise UsageError("method gptq needs calibration text: add --calib FILE")
+        calib_ids = None
+        if opts.calib is not None:
+            calib_ids = _tokens(m, read_text(opts.calib, "calibration text"))
+            if len(calib_ids) < MIN_CALIB_TOKENS:
+                raise InputError(
+                    f"{opts.calib}: calibration text gives {len(calib_ids)} tokens, fewer than "
+                    f"{MIN_CALIB_TOKENS}; give a longer text"
+                )
+            calib_ids = calib_ids[: opts.calib_tokens]
+        eval_text = (
+            read_text(opts.eval_text, "evaluation text") if opts.eval_text else None
+        ) or default_report_text()
+        eval_ids = _tokens(m, eval_text)[: opts.eval_tokens] if m.tokenizer_path else None
+
+        _write_model_files(m, tmp, res, opts)
+        rows, index = _quantize(m, tmp, res, calib_ids, needs_h, ev)
+        write_json(tmp / "quant" / "index.json", {"version": 1, "tensors": index})
+        report = _report(m, rows, res, opts, calib_ids)
+        if eval_ids and len(eval_ids) >= 2:
+            report["output"] = _output_error(m, tmp, index, eval_ids, ev)
+            if opts.sensitivity:
+                report["sensitivity"] = _sensitivity(m, tmp, index, eval_ids, ev)
+        else:
+            ev.warn(f"{m.path}: no tokenizer.json: output-level error not measured")
+        write_json(tmp / "reports" / "quant.json", report)
+        from maskc.quantize.report import error_png
+
+        error_png(report, tmp / "reports" / "quant_error.png")
+        write_manifest(tmp, ["ingest", "quantize"])
+    return CompileResult(Path(out), report, list(res.warnings))
+
+
+def _resolve(m: Model, opts: CompileOptions) -> Resolution:
+    cli = {"bits": opts.bits, "group_size": opts.group_size, "method": opts.method}
+    builtin = builtin_for_bits(opts.bits if opts.bits is not None else 4)
+    return resolve(m.specs, cli, opts.quant_config, builtin, BUILTIN_EMBED, METHODS, opts.strict)
+
+
+def _write_model_files(m: Model, tmp: Path, res: Resolution, opts: CompileOptions) -> None:
+    src_files = {f.name: sha256_file(f) for f in m.files}
+    write_json(
+        tmp / "model.json",
+        {
+            "maskc_version": __version__,
+            "architecture": m.arch.to_json(),
+            "source": {
+                "config_sha256": sha256_file(m.config_path),
+                "weights_sha256": dict(sorted(src_files.items())),
+            },
+            "options": {
+                "bits": opts.bits,
+                "group_size": opts.group_size,
+                "method": opts.method,
+                "calib_sha256": sha256_file(opts.calib) if opts.calib else None,
+                "calib_tokens": opts.calib_tokens if opts.calib else None,
+            },
+            "quant_settings": res.to_json(),
+        },
+    )
+    if m.tokenizer_path is not None:
+        shutil.copyfile(m.tokenizer_path, tmp / "tokenizer.json")
+        tc = m.tokenizer_path.parent / "tokenizer_config.json"
+        if tc.is_file():
+            shutil.copyfile(tc, tmp / "tokenizer_config.json")
+
+
+def _quantize(m, tmp, res, calib_ids, needs_h, ev):
+    """Quantize every tensor, one layer in memory at a time; write quant/*.safetensors."""
+    a = m.arch
+    specs_by_layer: dict[int | None, list] = {}
+    for s in m.specs:
+        specs_by_layer.setdefault(s.layer, []).append(s)
+    total = sum(s.parameters for s in m.specs)
+    ev.start("quantizing", total)
+    (tmp / "quant").mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    index: dict[str, dict] = {}
+    global_arrays: dict[str, np.ndarray] = {}
+    weights = _LayerWeights()
+    calibrator = None
+
+    def do_tensor(spec, w, stats, arrays, file):
+        setting = res.settings.get(spec.name)
+        if spec.role not in QUANTIZABLE_ROLES or setting is None or setting.skip:
+            arrays[spec.name] = w
+            index[spec.name] = {"file": file, "kind": "float", "shape": list(spec.shape)}
+            rows.append(_setting_row(spec.name, spec, setting, None, {}, 32.0))
+            deq = w
+        else:
+            site = stats.get(SITE_OF_ROLE.get(spec.role, ""), None) if stats else None
+            q = quantize_matrix(
+                spec.name,
+                w,
+                setting,
+                importance=None if site is None else site.importance,
+                hessian=None if site is None else site.hessian,
+            )
+            deq = q.dequantize()
+            arrays.update(arrays_of(q))
+            index[spec.name] = index_entry(q, file)
+            bpw = q.fmt.bits_per_weight(*q.shape)
+            rows.append(_setting_row(spec.name, spec, setting, q, weight_metrics(w, deq), bpw))
+        ev.advance(spec.parameters)
+        return deq
+
+    # model-level tensors first (the embedding feeds the calibration windows)
+    gfile = file_for(None)
+    embed_spec = specs_by_layer[None][0]
+    embed_deq = do_tensor(embed_spec, m.read(embed_spec.name), None, global_arrays, gfile)
+    if calib_ids is not None:
+        ctx = 512
+        windows = [
+            embed_deq[np.asarray(calib_ids[i : i + ctx])].astype(np.float32)
+            for i in range(0, len(calib_ids), ctx)
+            if len(calib_ids[i : i + ctx]) >= 2
+        ]
+        calibrator = LayerCalibrator(FloatLlama(a, weights, cache_weights=False), windows, needs_h)
+    del embed_deq
+
+    for i in range(a.num_layers):
+        specs = specs_by_layer[i]
+        floats = {s.name: m.read(s.name) for s in specs}
+        stats = None
+        if calibrator is not None:
+            weights.tensors = floats
+            stats = calibrator.observe(i)
+        arrays: dict[str, np.ndarray] = {}
+        file = file_for(i)
+        deqs = {s.name: do_tensor(s, floats[s.name], stats, arrays, file) for s in specs}
+        write_safetensors(tmp / file, arrays, {"maskc": "quantized layer"})
+        if calibrator is not None:
+            weights.tensors = deqs
+            calibrator.advance(i)
+        del floats, deqs, arrays
+
+    for spec in specs_by_layer[None][1:]:
+        do_tensor(spec, m.read(spec.name), None, global_arrays, gfile)
+    write_safetensors(tmp / gfile, global_arrays, {"maskc": "quantized model-level tensors"})
+    order = {s.name: k for k, s in enumerate(m.specs)}
+    rows.sort(key=lambda r: order[r["name"]])
+    return rows, dict(sorted(index.items(), key=lambda kv: order[kv[0]]))
+
+
+def _report(m, rows, res, opts, calib_ids) -> dict:
+    q = [r for r in rows if r["quantized"]]
+    blocks = [r for r in q if r["role"] not in ("embed", "lm_head")]
+
+    def avg_bpw(rs):
+        n = sum(math.prod(r["shape"]) for r in rs)
+        return sum(r["rom_bits"] for r in rs) / n if n else None
+
+    return {
+        "version": 1,
+        "tensors": rows,
+        "totals": {
+            "parameters": m.total_parameters,
+            "quantized_parameters": sum(math.prod(r["shape"]) for r in q),
+            "float_parameters": sum(math.prod(r["shape"]) for r in rows if not r["quantized"]),
+            "bpw_blocks": avg_bpw(blocks),
+            "bpw_quantized": avg_bpw(q),
+            "rom_bits": sum(r["rom_bits"] for r in q),
+        },
+        "calibration": None
+        if calib_ids is None
+        else {"file": opts.calib.name, "tokens": len(calib_ids)},
+        "warnings": res.to_json()["warnings"],
+    }
+
+
+def dequantized_getter(build: Path, index: dict) -> Callable[[str], np.ndarray]:
+    """``get_tensor(name) -> float32`` reading a build's quant files (one tensor at a time)."""
+    from maskc.quantize.store import load_quant
+    from maskc.safetensors_io import SafetensorsFile
+
+    opened: dict[str, SafetensorsFile] = {}
+
+    def get(name: str) -> np.ndarray:
+        e = index[name]
+        st = opened.get(e["file"]) or opened.setdefault(
+            e["file"], SafetensorsFile(build / e["file"])
+        )
+        if e["kind"] == "float":
+            return st.read(name).astype(np.float32)
+        return load_quant(st.path, st, name, e).dequantize()
+
+    return get
+
+
+def _logits(arch, get, ids) -> np.ndarray:
+    return FloatLlama(arch, get, cache_weights=False).forward(ids)
+
+
+def _output_error(m, tmp, index, ids, ev) -> dict:
+    ev.start("measuring output error", 2)
+    ref = _logits(m.arch, m.read, ids)
+    ev.advance()
+    qlog = _logits(m.arch, dequantized_getter(tmp, index), ids)
+    ev.advance()
+    return _compare(ref, qlog, ids)
+
+
+def _compare(ref, qlog, ids) -> dict:
+    kl, agree = kl_top1(ref, qlog)
+    tgt = np.asarray(ids[1:])
+    nll_ref = -log_softmax(ref[:-1])[np.arange(len(tgt)), tgt]
+    nll_q = -log_softmax(qlog[:-1])[np.arange(len(tgt)), tgt]
+    return {
+        "tokens": len(ids),
+        "kl_mean": float(kl.mean()),
+        "kl_max": float(kl.max()),
+        "top1_agreement": float(agree.mean()),
+        "ppl_float": float(np.exp(nll_ref.mean())),
+        "ppl_quantized": float(np.exp(nll_q.mean())),
+    }
+
+
+def _sensitivity(m, tmp, index, ids, ev) -> list[dict]:
+    """Per layer: the output error when only that layer's matrices are quantized."""
+    a = m.arch
+    ref = _logits(a, m.read, ids)
+    qget = dequantized_getter(tmp, index)
+    out = []
+    ev.start("sensitivity per layer", a.num_layers)
+    for i in range(a.num_layers):
+        prefix = f"model.layers.{i}."
+
+        def get(name, prefix=prefix):
+            return qget(name) if name.startswith(prefix) else m.read(name)
+
+        out.append({"layer": i, **_compare(ref, _logits(a, get, ids), ids)})
+        ev.advance()
+    return out

@@ -1,0 +1,95 @@
+"""Calibration statistics: what each linear layer's inputs look like on real text.
+
+The quantizer runs the model layer by layer over a few calibration windows, keeping only the
+residual stream of those windows (``[windows, ctx, hidden]`` float32) and one layer's weights in
+memory. For layer ``i`` it records, for each of the four input sites of the layer's matrices,
+
+* ``attn_in`` -> q_proj, k_proj, v_proj
+* ``o_in``    -> o_proj
+* ``mlp_in``  -> gate_proj, up_proj
+* ``down_in`` -> down_proj
+
+the importance of every input column (mean of ``x_j**2``, llama.cpp's "imatrix") and, when a
+method needs it, the Hessian ``X^T X / N`` (float64 ``[in, in]``). After the layer's matrices are
+quantized, the residual stream is pushed through the *quantized* layer, so the next layer is
+calibrated on what it will really see (sequential GPTQ).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from maskc.reference import FloatLlama
+
+#: Which observer site feeds each matrix role.
+SITE_OF_ROLE = {
+    "q_proj": "attn_in",
+    "k_proj": "attn_in",
+    "v_proj": "attn_in",
+    "o_proj": "o_in",
+    "gate_proj": "mlp_in",
+    "up_proj": "mlp_in",
+    "down_proj": "down_in",
+}
+
+
+@dataclass
+class SiteStats:
+    """Accumulated statistics of one input site (all float64)."""
+
+    count: int = 0
+    sum_sq: np.ndarray | None = None  #: [in]
+    xtx: np.ndarray | None = None  #: [in, in] when Hessians are collected
+
+    def add(self, x: np.ndarray, hessian: bool) -> None:
+        x = np.asarray(x, dtype=np.float32)
+        sq = (x.astype(np.float64) ** 2).sum(axis=0)
+        self.sum_sq = sq if self.sum_sq is None else self.sum_sq + sq
+        if hessian:
+            h = (x.T @ x).astype(np.float64)  # float32 matmul, float64 accumulation
+            self.xtx = h if self.xtx is None else self.xtx + h
+        self.count += x.shape[0]
+
+    @property
+    def importance(self) -> np.ndarray:
+        """Mean squared activation per input column, float64 ``[in]``."""
+        return self.sum_sq / max(self.count, 1)
+
+    @property
+    def hessian(self) -> np.ndarray | None:
+        return None if self.xtx is None else self.xtx / max(self.count, 1)
+
+
+@dataclass
+class LayerCalibrator:
+    """Drives a :class:`FloatLlama` one layer at a time over fixed calibration windows.
+
+    ``weights`` supplies float32 tensors by name for the layer being processed; the caller swaps
+    in dequantized weights before :meth:`advance`.
+    """
+
+    model: FloatLlama
+    windows: list[np.ndarray]  #: per window: residual stream float32 [T, hidden]
+    hessian: bool = False
+    stats: dict[str, SiteStats] = field(default_factory=dict)
+
+    def observe(self, layer: int) -> dict[str, SiteStats]:
+        """Run layer ``layer`` with the current weights, recording input statistics per site."""
+        self.stats = {s: SiteStats() for s in ("attn_in", "o_in", "mlp_in", "down_in")}
+
+        def obs(i: int, site: str, x: np.ndarray) -> None:
+            self.stats[site].add(x, self.hessian)
+
+        self.model.observer = obs
+        try:
+            for x in self.windows:
+                self.model.block(layer, x, 0)
+        finally:
+            self.model.observer = None
+        return self.stats
+
+    def advance(self, layer: int) -> None:
+        """Push every window's residual stream through layer ``layer`` (current weights)."""
+        self.windows = [self.model.block(layer, x, 0) for x in self.windows]

@@ -1,0 +1,318 @@
+"""Quantization methods: float matrix -> :class:`~maskc.quantize.formats.QuantTensor`.
+
+Every method works on the grouped view ``x`` of the matrix, float64 ``[R, NG, G]``, and finds a
+float step ``s`` and offset ``m`` per group (``[R, NG, 1]``) and, for codebooks, the per-tensor
+levels. :func:`finalize` then rounds ``s`` and ``m`` to the hardware mantissa format and assigns
+every weight the nearest representable value *given the rounded step and offset*, so the codes
+are always optimal for what the ROM actually stores.
+
+Methods (``--method``):
+
+* ``rtn``: round to nearest on the group's min-max range (asymmetric) or absmax (symmetric);
+* ``lsq``: calibration-free error minimization in the style of llama.cpp's k-quants
+  (``make_qkx2_quants``): try a ladder of candidate scales around min-max, fit step and offset by
+  weighted least squares for each rounding, keep the best, then alternate round / fit. The
+  weights of the squared error are the calibration importance (mean squared activation of each
+  input column) when ``--calib`` is given, else uniform;
+* ``gptq``: needs ``--calib``; GPTQ error feedback (Frantar et al. 2022) with the input Hessian
+  of each matrix, each group's step/offset chosen by ``lsq`` on the error-updated weights.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from maskc.quantize.formats import (
+    QuantFormat,
+    QuantTensor,
+    encode_mantissa,
+    group_values,
+    uniform_levels,
+)
+
+METHODS = ("rtn", "lsq", "gptq")
+
+
+def grouped(w: np.ndarray, g: int) -> np.ndarray:
+    """float64 ``[R, NG, G]`` view of ``w`` ``[R, C]`` with zero-padded columns."""
+    r, c = w.shape
+    cp = -(-c // g) * g
+    x = np.zeros((r, cp), dtype=np.float64)
+    x[:, :c] = w
+    return x.reshape(r, cp // g, g)
+
+
+def column_mask(c: int, g: int) -> np.ndarray:
+    """float64 ``[1, NG, G]``: 1 for real columns, 0 for padding (padding never counts)."""
+    cp = -(-c // g) * g
+    m = np.zeros(cp)
+    m[:c] = 1.0
+    return m.reshape(1, cp // g, g)
+
+
+def nearest_level(u: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Index of the nearest of the sorted ``levels`` for each ``u`` (ties to the lower)."""
+    lv = levels.astype(np.float64)
+    cut = (lv[1:] + lv[:-1]) / 2
+    return np.searchsorted(cut, u, side="left").astype(np.uint8)
+
+
+def ls_fit(x, wt, lv, s0, m0):
+    """Weighted least squares ``x ~ s * lv + m`` per group (last axis); singular -> s0, m0."""
+    sw = wt.sum(-1, keepdims=True)
+    sl = (wt * lv).sum(-1, keepdims=True)
+    sll = (wt * lv * lv).sum(-1, keepdims=True)
+    sx = (wt * x).sum(-1, keepdims=True)
+    slx = (wt * lv * x).sum(-1, keepdims=True)
+    det = sw * sll - sl * sl
+    ok = det > 1e-12 * np.maximum(sw * sll, 1e-300)
+    safe = np.where(ok, det, 1.0)
+    s = np.where(ok, (sw * slx - sl * sx) / safe, s0)
+    m = np.where(ok, (sll * sx - sl * slx) / safe, m0)
+    return s, m
+
+
+def range_init(x: np.ndarray, wt: np.ndarray, bits: int, symmetric: bool):
+    """RTN step/offset per group from the range of the real (weighted > 0) columns."""
+    real = wt > 0
+    big = np.finfo(np.float64).max
+    mn = np.where(real, x, big).min(-1, keepdims=True)
+    mx = np.where(real, x, -big).max(-1, keepdims=True)
+    mn = np.where(mn == big, 0.0, mn)
+    mx = np.where(mx == -big, 0.0, mx)
+    if symmetric:
+        half = 1 << (bits - 1)
+        # levels -half .. half-1: cover both the most negative and the most positive weight
+        s = np.maximum(-mn / half, mx / max(half - 1, 1))
+        return s, np.zeros_like(s)
+    n = (1 << bits) - 1
+    return (mx - mn) / n, mn
+
+
+def lsq_search(x, wt, bits: int, nstep: int = 20, iters: int = 3):
+    """k-quants-style asymmetric search: float (s, m) ``[R, NG, 1]`` minimizing weighted error."""
+    n = (1 << bits) - 1
+    s0, mn = range_init(x, wt, bits, symmetric=False)
+    rng = np.maximum(s0 * n, 1e-30)
+    best_s, best_m = s0, mn
+    q = np.clip(np.rint((x - mn) / np.maximum(s0, 1e-30)), 0, n)
+    best_e = (wt * (best_s * q + best_m - x) ** 2).sum(-1, keepdims=True)
+
+    def consider(q, best_s, best_m, best_e):
+        s, m = ls_fit(x, wt, q, best_s, best_m)
+        e = (wt * (s * q + m - x) ** 2).sum(-1, keepdims=True)
+        better = e < best_e
+        return np.where(better, s, best_s), np.where(better, m, best_m), np.where(better, e, best_e)
+
+    for i in range(nstep + 1):
+        iscale = (n - 1.0 + 0.1 * i) / rng
+        q = np.clip(np.rint(iscale * (x - mn)), 0, n)
+        best_s, best_m, best_e = consider(q, best_s, best_m, best_e)
+    for _ in range(iters):
+        q = np.clip(np.rint((x - best_m) / np.where(best_s == 0, 1.0, best_s)), 0, n)
+        best_s, best_m, best_e = consider(q, best_s, best_m, best_e)
+    return best_s, best_m
+
+
+def finalize(
+    name: str,
+    w_shape: tuple[int, int],
+    x: np.ndarray,
+    s: np.ndarray,
+    m: np.ndarray,
+    fmt: QuantFormat,
+    levels: np.ndarray,
+    method: str,
+) -> QuantTensor:
+    """Round float step ``s`` and offset ``m`` (``[R, NG, 1]``) to the hardware format, then give
+    every weight the nearest value representable with the rounded step/offset and ``levels``."""
+    r, c = w_shape
+    s = np.maximum(s[..., 0], 0.0)
+    sm, ss, se = encode_mantissa(s, fmt.scale_bits, False, fmt.scale_shift_bits)
+    step = group_values(sm, ss, se)
+    if fmt.zero_bits:
+        zm, zs, ze = encode_mantissa(m[..., 0], fmt.zero_bits, True, fmt.zero_shift_bits)
+        off = group_values(zm, zs, ze)
+    else:
+        zm = zs = ze = None
+        off = np.zeros_like(step)
+    safe = np.where(step > 0, step, 1.0)[..., None]
+    u = (x - off[..., None]) / safe
+    codes = nearest_level(u, levels)
+    # a zero step represents only the offset: any code gives the same value; store the code of
+    # the level closest to zero so the ROM content is canonical
+    zero_code = np.uint8(np.argmin(np.abs(levels.astype(np.int64))))
+    codes = np.where((step > 0)[..., None], codes, zero_code).reshape(r, -1)
+    codes[:, c:] = 0
+    q = QuantTensor(
+        name=name,
+        shape=(r, c),
+        fmt=fmt,
+        codes=np.ascontiguousarray(codes, dtype=np.uint8),
+        levels=levels.astype(np.int16),
+        scale_m=sm.astype(np.uint16),
+        scale_s=ss,
+        scale_e=se,
+        zero_m=None if zm is None else zm.astype(np.int16),
+        zero_s=zs,
+        zero_e=ze,
+        method=method,
+    )
+    return q
+
+
+def quantize_rtn(name: str, w: np.ndarray, fmt: QuantFormat, importance=None) -> QuantTensor:
+    """Round to nearest. ``w``: float32 ``[R, C]``."""
+    x = grouped(w, fmt.group_size)
+    wt = np.broadcast_to(column_mask(w.shape[1], fmt.group_size), x.shape)
+    s, m = range_init(x, wt, fmt.bits, fmt.symmetric)
+    levels = uniform_levels(fmt.bits, fmt.symmetric)
+    return finalize(name, w.shape, x, s, m, fmt, levels, "rtn")
+
+
+def _weights(w_shape, g, importance):
+    """Error weights ``[1, NG, G]`` from per-input-column importance (or uniform); 0 on padding."""
+    mask = column_mask(w_shape[1], g)
+    if importance is None:
+        return mask
+    imp = np.zeros(mask.size)
+    imp[: w_shape[1]] = np.asarray(importance, dtype=np.float64)
+    imp = imp.reshape(mask.shape)
+    return mask * (imp + 1e-12 * max(float(imp.max()), 1e-30))
+
+
+def quantize_lsq(name: str, w: np.ndarray, fmt: QuantFormat, importance=None) -> QuantTensor:
+    """k-quants-style least-squares search (asymmetric formats). ``importance``: ``[C]`` or None."""
+    x = grouped(w, fmt.group_size)
+    wt = np.broadcast_to(_weights(w.shape, fmt.group_size, importance), x.shape)
+    if fmt.symmetric:
+        s, m = range_init(x, wt, fmt.bits, True)
+        return finalize(name, w.shape, x, s, m, fmt, uniform_levels(fmt.bits, True), "lsq")
+    s, m = lsq_search(x, wt, fmt.bits)
+    return finalize(name, w.shape, x, s, m, fmt, uniform_levels(fmt.bits, False), "lsq")
+
+
+def snap(
+    v: np.ndarray, bits: int, signed: bool, shift_bits: int, e: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Round values ``v`` ``[R]`` to mantissa/shift pairs under fixed row exponents ``e`` ``[R]``
+    (saturating). Returns ``(mantissa int64 [R], shift uint8 [R])``."""
+    top = (1 << (bits - 1)) - 1 if signed else (1 << bits) - 1
+    lo = -(top + 1) if signed else 0
+    smax = (1 << shift_bits) - 1
+    ef = e.astype(np.float64)
+    if smax:
+        with np.errstate(divide="ignore"):
+            sh = np.floor(np.log2(top / np.maximum(np.abs(v), 1e-300))) + ef
+        sh = np.clip(sh, 0, smax)
+    else:
+        sh = np.zeros_like(ef)
+    m = np.clip(np.rint(v / np.exp2(ef - sh)), lo, top)
+    return m.astype(np.int64), sh.astype(np.uint8)
+
+
+def quantize_gptq(
+    name: str,
+    w: np.ndarray,
+    fmt: QuantFormat,
+    hessian: np.ndarray | None,
+    importance: np.ndarray | None = None,
+    block: int = 128,
+    damp: float = 0.01,
+) -> QuantTensor:
+    """GPTQ (Frantar et al., 2022): quantize column by column, spreading each column's rounding
+    error over the not-yet-quantized columns through the inverse input Hessian.
+
+    ``hessian``: float64 ``[C, C]`` = E[x x^T] of this matrix's inputs. Each group's step and
+    offset are fitted (``lsq`` weighted by ``importance``) on the error-updated weights when the
+    group starts and rounded to the hardware format right away (row exponents fixed up front from
+    the original weights with 2x headroom), so codes are assigned against the values the ROM
+    stores and nothing is re-rounded afterwards.
+    """
+    if hessian is None:
+        raise ValueError(f"{name}: gptq needs calibration statistics (--calib)")
+    r, c = w.shape
+    g = fmt.group_size
+    cp = fmt.padded_cols(c)
+    ng = cp // g
+    levels = uniform_levels(fmt.bits, fmt.symmetric).astype(np.float64)
+    wq = np.zeros((r, cp), dtype=np.float64)
+    wq[:, :c] = w
+    h = np.zeros((cp, cp), dtype=np.float64)
+    h[:c, :c] = hessian
+    dead = np.diag(h) <= 0
+    h[dead, dead] = 1.0
+    wq[:, dead] = 0.0
+    h[np.diag_indices(cp)] += damp * float(np.mean(np.diag(h)))
+    hinv = np.linalg.cholesky(np.linalg.inv(h)).T  # upper triangular
+    imp = _weights((r, c), g, importance).reshape(-1)  # [Cp]
+
+    # Row exponents from the original weights' group ranges, with 2x headroom for the updates.
+    x0 = grouped(w, g)
+    s0, m0 = range_init(x0, np.broadcast_to(column_mask(c, g), x0.shape), fmt.bits, fmt.symmetric)
+    _, _, se = encode_mantissa(2.0 * s0[..., 0], fmt.scale_bits, False)
+    ze = None
+    if fmt.zero_bits:
+        _, _, ze = encode_mantissa(2.0 * m0[..., 0], fmt.zero_bits, True)
+
+    codes = np.zeros((r, cp), dtype=np.uint8)
+    sm = np.zeros((r, ng), dtype=np.int64)
+    ss = np.zeros((r, ng), dtype=np.uint8)
+    zm = np.zeros((r, ng), dtype=np.int64) if fmt.zero_bits else None
+    zs = np.zeros((r, ng), dtype=np.uint8) if fmt.zero_bits else None
+    step = off = None
+    for i1 in range(0, cp, block):
+        i2 = min(i1 + block, cp)
+        w1 = wq[:, i1:i2].copy()
+        err = np.zeros_like(w1)
+        hi = hinv[i1:i2, i1:i2]
+        for k in range(i2 - i1):
+            col = i1 + k
+            if col % g == 0:
+                gi = col // g
+                xg = wq[:, col : col + g].copy()
+                xg[:, : min(g, i2 - col)] = w1[:, k : k + g]
+                xg = xg[:, None, :]
+                wt = np.broadcast_to(imp[col : col + g], xg.shape)
+                if fmt.symmetric:
+                    s, m = range_init(xg, wt, fmt.bits, True)
+                else:
+                    s, m = lsq_search(xg, wt, fmt.bits)
+                sm[:, gi], ss[:, gi] = snap(np.maximum(s[:, 0, 0], 0), fmt.scale_bits, False,
+                                            fmt.scale_shift_bits, se)  # fmt: skip
+                step = sm[:, gi] * np.exp2(se.astype(np.float64) - ss[:, gi])
+                if fmt.zero_bits:
+                    zm[:, gi], zs[:, gi] = snap(m[:, 0, 0], fmt.zero_bits, True,
+                                                fmt.zero_shift_bits, ze)  # fmt: skip
+                    off = zm[:, gi] * np.exp2(ze.astype(np.float64) - zs[:, gi])
+                else:
+                    off = np.zeros(r)
+            x = w1[:, k]
+            u = (x - off) / np.where(step > 0, step, 1.0)
+            q = nearest_level(u, levels)
+            if col >= c:
+                q[:] = 0
+            codes[:, col] = q
+            dq = step * levels[q] + off
+            e = (x - dq) / hi[k, k]
+            w1[:, k:] -= np.outer(e, hi[k, k:])
+            err[:, k] = e
+        wq[:, i2:] -= err @ hinv[i1:i2, i2:]
+    zero_code = np.uint8(np.argmin(np.abs(levels)))
+    step_all = sm * np.exp2(se.astype(np.float64)[:, None] - ss)
+    codes = np.where(np.repeat(step_all > 0, g, axis=1), codes, zero_code).astype(np.uint8)
+    codes[:, c:] = 0
+    return QuantTensor(
+        name=name,
+        shape=(r, c),
+        fmt=fmt,
+        codes=codes,
+        levels=levels.astype(np.int16),
+        scale_m=sm.astype(np.uint16),
+        scale_s=ss,
+        scale_e=se,
+        zero_m=None if zm is None else zm.astype(np.int16),
+        zero_s=zs,
+        zero_e=ze,
+        method="gptq",
+    )

@@ -1,0 +1,217 @@
+"""``maskc compile`` end to end on generated models: build layout, readback, determinism,
+reports, inspect BUILD, and every bad input (exit code, one line, nothing left behind)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+from helpers import assert_bad
+
+from maskc.quantize.formats import QuantFormat  # noqa: F401  (documents what is stored)
+from maskc.testmodels import PRESETS
+
+
+def tree_hashes(root):
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def raw_dequant(build, name):
+    """Dequantize a stored tensor straight from the safetensors arrays and index.json, with
+    numpy only (independent of maskc.quantize.formats.dequantize)."""
+    from safetensors.numpy import load_file
+
+    idx = json.loads((build / "quant" / "index.json").read_text())["tensors"][name]
+    t = load_file(build / idx["file"])
+    _, c = idx["shape"]
+    g = idx["format"]["group_size"]
+    col_group = np.arange(c) // g
+    codes = t[f"{name}/codes"][:, :c].astype(np.int64)
+    levels = t[f"{name}/levels"].astype(np.int64)
+    step = t[f"{name}/scale_m"].astype(np.float64) * 2.0 ** (
+        t[f"{name}/scale_e"].astype(np.float64)[:, None] - t[f"{name}/scale_s"]
+    )
+    w = step[:, col_group] * levels[codes]
+    if f"{name}/zero_m" in t:
+        off = t[f"{name}/zero_m"].astype(np.float64) * 2.0 ** (
+            t[f"{name}/zero_e"].astype(np.float64)[:, None] - t[f"{name}/zero_s"]
+        )
+        w = w + off[:, col_group]
+    return w.astype(np.float32)
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_compile_every_preset(preset, model_cache, tmp_path, cli):
+    gen = model_cache(preset)
+    out = tmp_path / "build"
+    r = cli("compile", gen.path, "-o", out, "--bits", "3", "--json")
+    assert r.code == 0, r.err
+    doc = json.loads(r.out)
+    assert doc["totals"]["parameters"] == gen.total_parameters
+    idx = json.loads((out / "quant" / "index.json").read_text())["tensors"]
+    assert sorted(idx) == sorted(n for n, _, _ in gen.tensors)
+    rep = json.loads((out / "reports" / "quant.json").read_text())
+    from maskc.ingest import load_model
+
+    m = load_model(gen.path)
+    for row in rep["tensors"]:
+        name = row["name"]
+        if row["quantized"]:
+            assert row["bits"] == (8 if row["role"] in ("embed", "lm_head") else 3)
+            deq = raw_dequant(out, name)
+            w = m.read(name)
+            rel = np.linalg.norm(w - deq) / np.linalg.norm(w)
+            assert rel == pytest.approx(row["rel_error"], rel=1e-4, abs=1e-7)
+        else:
+            assert idx[name]["kind"] == "float"
+    assert (out / "reports" / "quant_error.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert 0 <= doc["output"]["top1_agreement"] <= 1 and doc["output"]["kl_mean"] >= 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["build"]
+
+
+def test_compile_is_deterministic(model_cache, tmp_path, cli):
+    gen = model_cache("tiny-gqa-bf16")
+    for d in ("a", "b"):
+        assert cli("compile", gen.path, "-o", tmp_path / d, "--sensitivity").code == 0
+    assert tree_hashes(tmp_path / "a") == tree_hashes(tmp_path / "b")
+
+
+def test_4bit_better_than_3bit_and_rules(model_cache, tmp_path, cli):
+    gen = model_cache("tiny")
+    cfg = tmp_path / "q.toml"
+    cfg.write_text("[[rule]]\nmatch = 'model\\.layers\\.1\\.mlp\\.down_proj'\nbits = 4\n")
+    r3 = json.loads(cli("compile", gen.path, "-o", tmp_path / "b3", "--bits", "3", "--config",
+                        cfg, "--json").out)  # fmt: skip
+    r4 = json.loads(cli("compile", gen.path, "-o", tmp_path / "b4", "--bits", "4", "--json").out)
+    assert r4["output"]["kl_mean"] < r3["output"]["kl_mean"]
+    rows = json.loads((tmp_path / "b3" / "reports" / "quant.json").read_text())["tensors"]
+    bits = {r["name"]: r["bits"] for r in rows if r["quantized"]}
+    assert bits["model.layers.1.mlp.down_proj.weight"] == 4
+    assert bits["model.layers.0.mlp.down_proj.weight"] == 3
+
+
+def test_calibrated_gptq(model_cache, tmp_path, cli):
+    gen = model_cache("tiny")
+    text = tmp_path / "calib.txt"
+    text.write_text("The quick brown fox jumps over the lazy dog. 12345 " * 40)
+    r = cli("compile", gen.path, "-o", tmp_path / "b", "--bits", "3", "--method", "gptq",
+            "--calib", text, "--json")  # fmt: skip
+    assert r.code == 0, r.err
+    rows = json.loads((tmp_path / "b" / "reports" / "quant.json").read_text())["tensors"]
+    assert {r["method"] for r in rows if r["quantized"] and r["layer"] is not None} == {"gptq"}
+
+
+def test_inspect_build_and_tensor(model_cache, tmp_path, cli):
+    gen = model_cache("tiny")
+    out = tmp_path / "b"
+    assert cli("compile", gen.path, "-o", out).code == 0
+    r = cli("inspect", out, "--json")
+    assert r.code == 0, r.err
+    doc = json.loads(r.out)
+    assert doc["stages"] == ["ingest", "quantize"]
+    assert doc["quant"]["totals"]["parameters"] == gen.total_parameters
+    name = "model.layers.0.self_attn.q_proj.weight"
+    r = cli("inspect", out, "--tensor", name, "--json")
+    d = json.loads(r.out)
+    assert sum(d["code_histogram"]) == 64 * 64
+    np.testing.assert_allclose(d["sample_row0"]["dequantized"], raw_dequant(out, name)[0, :8])
+    r = cli("inspect", out, "--tensor", name)
+    assert r.code == 0 and "code histogram" in r.out
+    assert cli("inspect", out).code == 0
+
+
+# ------------------------------------------------------------------------------ bad inputs
+
+
+def test_refuses_existing_non_empty_build(model_cache, tmp_path, cli):
+    gen = model_cache("tiny")
+    out = tmp_path / "b"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    assert_bad(cli("compile", gen.path, "-o", out), "not empty", "--force")
+    assert (out / "keep.txt").read_text() == "x"
+    assert cli("compile", gen.path, "-o", out, "--force").code == 0
+    assert not (out / "keep.txt").exists()
+
+
+def test_output_inside_input(tiny_copy, cli):
+    d = tiny_copy()
+    assert_bad(cli("compile", d, "-o", d / "build"), "overlaps")
+
+
+@pytest.mark.parametrize(
+    "args,code,needle",
+    [
+        (["--bits", "5"], 2, "--bits"),
+        (["--group-size", "0"], 2, "group-size"),
+        (["--method", "magic"], 2, "unknown method"),
+        (["--method", "gptq"], 2, "--calib"),
+    ],
+)
+def test_bad_flags(model_cache, tmp_path, cli, args, code, needle):
+    out = tmp_path / "b"
+    r = cli("compile", model_cache("tiny").path, "-o", out, *args)
+    assert r.code == code, r
+    assert needle in r.err and "Traceback" not in r.err
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "toml,needle",
+    [
+        ("[[rule]]\nmatch = '('\nbits = 4\n", "regex"),
+        ("[[rule]]\nmatch = 'x'\nbitz = 4\n", "bitz"),
+        ("[[rule]]\nmatch = 'x'\nbits = 5\n", "bits"),
+        ("bits = = 3", "toml"),
+    ],
+)
+def test_bad_quant_config(model_cache, tmp_path, cli, toml, needle):
+    cfg = tmp_path / "q.toml"
+    cfg.write_text(toml)
+    r = cli("compile", model_cache("tiny").path, "-o", tmp_path / "b", "--config", cfg)
+    assert_bad(r, needle)
+    assert not (tmp_path / "b").exists()
+
+
+def test_never_matching_rule_warns_and_strict_fails(model_cache, tmp_path, cli):
+    cfg = tmp_path / "q.toml"
+    cfg.write_text("[[rule]]\nmatch = 'nothing\\.here'\nbits = 4\n")
+    gen = model_cache("tiny")
+    r = cli("compile", gen.path, "-o", tmp_path / "b", "--config", cfg)
+    assert r.code == 0 and "warning" in r.err and "rule 1" in r.err
+    r = cli("compile", gen.path, "-o", tmp_path / "c", "--config", cfg, "--strict")
+    assert_bad(r, "rule 1")
+
+
+@pytest.mark.parametrize(
+    "content,needle", [(b"\xff\xfe bad", "not UTF-8"), (b"   ", "empty"), (b"hi", "tokens")]
+)
+def test_bad_calibration_text(model_cache, tmp_path, cli, content, needle):
+    f = tmp_path / "calib.txt"
+    f.write_bytes(content)
+    r = cli("compile", model_cache("tiny").path, "-o", tmp_path / "b", "--calib", f)
+    assert_bad(r, needle)
+    assert not (tmp_path / "b").exists()
+
+
+def test_corrupt_build_is_exit_5(model_cache, tmp_path, cli):
+    gen = model_cache("tiny")
+    out = tmp_path / "b"
+    assert cli("compile", gen.path, "-o", out).code == 0
+    f = out / "quant" / "layer-001.safetensors"
+    data = bytearray(f.read_bytes())
+    data[-1] ^= 1
+    f.write_bytes(bytes(data))
+    r = cli("inspect", out)
+    assert r.code == 5 and "layer-001" in r.err and "Traceback" not in r.err
+    f.unlink()
+    assert cli("inspect", out).code == 5
+    (out / "manifest.json").write_text(json.dumps({"format": "maskc-build", "version": 99}))
+    r = cli("inspect", out)
+    assert_bad(r, "version")
