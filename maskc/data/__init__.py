@@ -1,0 +1,1 @@
+"""Data files shipped with maskc (the built-in report text)."""
