@@ -401,9 +401,25 @@ def compile(
             "activation statistics (importance) and enables gptq.",
         ),
     ] = None,
+    no_calib: Annotated[
+        bool,
+        typer.Option(
+            "--no-calib",
+            help="Never calibrate (3-bit builds calibrate on a built-in "
+            "English text by default; gptq always needs calibration).",
+        ),
+    ] = False,
     calib_tokens: Annotated[
-        int, typer.Option("--calib-tokens", min=64, help="Tokens of --calib text to use.")
+        int, typer.Option("--calib-tokens", min=64, help="Tokens of calibration text to use.")
     ] = 4096,
+    mixed: Annotated[
+        bool,
+        typer.Option(
+            "--mixed/--no-mixed",
+            help="3-bit builds keep k/v/o/down projections at 4 "
+            "bits (measured best per ROM bit); --no-mixed gives uniform 3-bit.",
+        ),
+    ] = True,
     eval_text: Annotated[
         Path | None,
         typer.Option(
@@ -437,12 +453,15 @@ def compile(
     """
     from maskc.pipeline import CompileOptions, compile_model
 
+    if no_calib and calib is not None:
+        raise UsageError("--calib and --no-calib contradict each other")
     if bits is not None and bits not in (3, 4):
         raise UsageError(f"--bits must be 3 or 4, got {bits} (use a [[rule]] for other widths)")
     opts = CompileOptions(
         bits=bits, group_size=group_size, method=method, quant_config=quant_config,
         model_config=model_config, calib=calib, calib_tokens=calib_tokens, eval_text=eval_text,
         sensitivity=sensitivity, strict=strict, force=force,
+        calibrate=False if no_calib else None, mixed=mixed,
     )  # fmt: skip
     with _progress() as prog:
         result = compile_model(model, output, opts, _RichEvents(prog))

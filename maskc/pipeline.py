@@ -6,6 +6,7 @@ Everything written is deterministic: same inputs and options, byte-identical bui
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import shutil
 from collections.abc import Callable
@@ -25,9 +26,10 @@ from maskc.ingest import Model, load_model
 from maskc.quantize import (
     BUILTIN_EMBED,
     METHODS,
+    MIXED_4BIT_ROLES,
     QuantTensor,
     builtin_for_bits,
-    quantize_matrix,
+    quantize_stack,
     weight_metrics,
 )
 from maskc.quantize.calibrate import SITE_OF_ROLE, LayerCalibrator
@@ -71,6 +73,10 @@ class CompileOptions:
     quant_config: Path | None = None
     model_config: Path | None = None
     calib: Path | None = None
+    #: None: calibrate when a setting needs it (gptq, or 3-bit codes); False: never
+    calibrate: bool | None = None
+    #: None: the 3-bit profile keeps MIXED_4BIT_ROLES at 4 bits; False: uniform bits
+    mixed: bool | None = None
     calib_tokens: int = 4096
     calib_ctx: int = 512
     eval_text: Path | None = None
@@ -117,6 +123,10 @@ def _tokens(m: Model, text: str) -> list[int]:
     return list(_tokenizer(m).encode(text, add_special_tokens=False).ids)
 
 
+def builtin_calibration_text() -> str:
+    return resources.files("maskc.data").joinpath("calib_en.txt").read_text(encoding="utf-8")
+
+
 def default_report_text() -> str:
     return resources.files("maskc.data").joinpath("report_text.txt").read_text(encoding="utf-8")
 
@@ -160,17 +170,34 @@ def compile_model(
         res = _resolve(m, opts)
         for w in res.warnings:
             ev.warn(w)
-        needs_h = any(s.method == "gptq" and not s.skip for s in res.settings.values())
-        if needs_h and opts.calib is None:
-            raise UsageError("method gptq needs calibration text: add --calib FILE")
-        calib_ids = None
-        if opts.calib is not None:
+        active = [s for s in res.settings.values() if not s.skip]
+        needs_h = any(s.method == "gptq" for s in active)
+        wants_calib = needs_h or any(s.bits <= 3 for s in active)
+        if opts.calibrate is False and needs_h:
+            raise UsageError("method gptq needs calibration: drop --no-calib")
+        calib_ids, calib_name = None, None
+        if opts.calibrate is False:
+            pass
+        elif opts.calib is not None:
+            calib_name = opts.calib.name
             calib_ids = _tokens(m, read_text(opts.calib, "calibration text"))
             if len(calib_ids) < MIN_CALIB_TOKENS:
                 raise InputError(
                     f"{opts.calib}: calibration text gives {len(calib_ids)} tokens, fewer than "
                     f"{MIN_CALIB_TOKENS}; give a longer text"
                 )
+        elif wants_calib:
+            if m.tokenizer_path is None:
+                if needs_h:
+                    raise InputError(
+                        f"{m.path}: method gptq calibrates on text and the model has no "
+                        "tokenizer.json; add one, or choose --method lsq"
+                    )
+                ev.warn(f"{m.path}: no tokenizer.json: quantizing without calibration")
+            else:
+                calib_name = "built-in (maskc/data/calib_en.txt)"
+                calib_ids = _tokens(m, builtin_calibration_text())
+        if calib_ids is not None:
             calib_ids = calib_ids[: opts.calib_tokens]
         eval_text = (
             read_text(opts.eval_text, "evaluation text") if opts.eval_text else None
@@ -180,7 +207,11 @@ def compile_model(
         _write_model_files(m, tmp, res, opts)
         rows, index = _quantize(m, tmp, res, calib_ids, needs_h, ev)
         write_json(tmp / "quant" / "index.json", {"version": 1, "tensors": index})
-        report = _report(m, rows, res, opts, calib_ids)
+        report = _report(m, rows, res, calib_name, calib_ids)
+        report["mixed_precision"] = {
+            "enabled": opts.mixed is not False,
+            "roles_at_4_bits_in_3_bit_builds": list(MIXED_4BIT_ROLES),
+        }
         if eval_ids and len(eval_ids) >= 2:
             report["output"] = _output_error(m, tmp, index, eval_ids, ev)
             if opts.sensitivity:
@@ -198,7 +229,22 @@ def compile_model(
 def _resolve(m: Model, opts: CompileOptions) -> Resolution:
     cli = {"bits": opts.bits, "group_size": opts.group_size, "method": opts.method}
     builtin = builtin_for_bits(opts.bits if opts.bits is not None else 4)
-    return resolve(m.specs, cli, opts.quant_config, builtin, BUILTIN_EMBED, METHODS, opts.strict)
+    res = resolve(m.specs, cli, opts.quant_config, builtin, BUILTIN_EMBED, METHODS, opts.strict)
+    if opts.mixed is False:
+        return res
+    # Mixed precision of the 3-bit profile: the most sensitive matrix kinds stay at 4 bits,
+    # unless a user rule chose their bits.
+    bits_rules = {r.index for r in res.rules if any(k == "bits" for k, _ in r.overrides)}
+    roles = {s.name: s.role for s in m.specs}
+    settings = dict(res.settings)
+    for name, s in settings.items():
+        if (
+            s.bits == 3
+            and roles[name] in MIXED_4BIT_ROLES
+            and not bits_rules.intersection(res.applied.get(name, ()))
+        ):
+            settings[name] = dataclasses.replace(s, bits=4)
+    return dataclasses.replace(res, settings=settings)
 
 
 def _write_model_files(m: Model, tmp: Path, res: Resolution, opts: CompileOptions) -> None:
@@ -244,22 +290,14 @@ def _quantize(m, tmp, res, calib_ids, needs_h, ev):
     weights = _LayerWeights()
     calibrator = None
 
-    def do_tensor(spec, w, stats, arrays, file):
-        setting = res.settings.get(spec.name)
-        if spec.role not in QUANTIZABLE_ROLES or setting is None or setting.skip:
+    def record(spec, w, setting, q, arrays, file):
+        """Store one tensor's result (q None: kept in float) and return its dequantized value."""
+        if q is None:
             arrays[spec.name] = w
             index[spec.name] = {"file": file, "kind": "float", "shape": list(spec.shape)}
             rows.append(_setting_row(spec.name, spec, setting, None, {}, 32.0))
             deq = w
         else:
-            site = stats.get(SITE_OF_ROLE.get(spec.role, ""), None) if stats else None
-            q = quantize_matrix(
-                spec.name,
-                w,
-                setting,
-                importance=None if site is None else site.importance,
-                hessian=None if site is None else site.hessian,
-            )
             deq = q.dequantize()
             arrays.update(arrays_of(q))
             index[spec.name] = index_entry(q, file)
@@ -268,10 +306,37 @@ def _quantize(m, tmp, res, calib_ids, needs_h, ev):
         ev.advance(spec.parameters)
         return deq
 
+    def do_tensors(specs, floats, stats, arrays, file) -> dict[str, np.ndarray]:
+        """Quantize a layer's (or the model-level) tensors; matrices that share an input site
+        and a setting are quantized as one row-stack."""
+        deqs: dict[str, np.ndarray] = {}
+        jobs: dict[tuple, list] = {}
+        for spec in specs:
+            setting = res.settings.get(spec.name)
+            if spec.role not in QUANTIZABLE_ROLES or setting is None or setting.skip:
+                deqs[spec.name] = record(spec, floats[spec.name], setting, None, arrays, file)
+            else:
+                key = (SITE_OF_ROLE.get(spec.role, spec.name), setting)
+                jobs.setdefault(key, []).append(spec)
+        for (site, setting), group in jobs.items():
+            st = stats.get(site) if stats else None
+            qs = quantize_stack(
+                [s.name for s in group],
+                [floats[s.name] for s in group],
+                setting,
+                importance=None if st is None else st.importance,
+                hessian=None if st is None else st.hessian,
+            )
+            for spec, q in zip(group, qs, strict=True):
+                deqs[spec.name] = record(spec, floats[spec.name], setting, q, arrays, file)
+        return deqs
+
     # model-level tensors first (the embedding feeds the calibration windows)
     gfile = file_for(None)
     embed_spec = specs_by_layer[None][0]
-    embed_deq = do_tensor(embed_spec, m.read(embed_spec.name), None, global_arrays, gfile)
+    embed_deq = do_tensors(
+        [embed_spec], {embed_spec.name: m.read(embed_spec.name)}, None, global_arrays, gfile
+    )[embed_spec.name]
     if calib_ids is not None:
         ctx = 512
         windows = [
@@ -291,22 +356,22 @@ def _quantize(m, tmp, res, calib_ids, needs_h, ev):
             stats = calibrator.observe(i)
         arrays: dict[str, np.ndarray] = {}
         file = file_for(i)
-        deqs = {s.name: do_tensor(s, floats[s.name], stats, arrays, file) for s in specs}
+        deqs = do_tensors(specs, floats, stats, arrays, file)
         write_safetensors(tmp / file, arrays, {"maskc": "quantized layer"})
         if calibrator is not None:
             weights.tensors = deqs
             calibrator.advance(i)
         del floats, deqs, arrays
 
-    for spec in specs_by_layer[None][1:]:
-        do_tensor(spec, m.read(spec.name), None, global_arrays, gfile)
+    rest = specs_by_layer[None][1:]
+    do_tensors(rest, {s.name: m.read(s.name) for s in rest}, None, global_arrays, gfile)
     write_safetensors(tmp / gfile, global_arrays, {"maskc": "quantized model-level tensors"})
     order = {s.name: k for k, s in enumerate(m.specs)}
     rows.sort(key=lambda r: order[r["name"]])
     return rows, dict(sorted(index.items(), key=lambda kv: order[kv[0]]))
 
 
-def _report(m, rows, res, opts, calib_ids) -> dict:
+def _report(m, rows, res, calib_name, calib_ids) -> dict:
     q = [r for r in rows if r["quantized"]]
     blocks = [r for r in q if r["role"] not in ("embed", "lm_head")]
 
@@ -327,7 +392,7 @@ def _report(m, rows, res, opts, calib_ids) -> dict:
         },
         "calibration": None
         if calib_ids is None
-        else {"file": opts.calib.name, "tokens": len(calib_ids)},
+        else {"text": calib_name, "tokens": len(calib_ids)},
         "warnings": res.to_json()["warnings"],
     }
 

@@ -63,7 +63,12 @@ def test_compile_every_preset(preset, model_cache, tmp_path, cli):
     for row in rep["tensors"]:
         name = row["name"]
         if row["quantized"]:
-            assert row["bits"] == (8 if row["role"] in ("embed", "lm_head") else 3)
+            want = 3
+            if row["role"] in ("embed", "lm_head"):
+                want = 8
+            elif row["role"] in ("k_proj", "v_proj", "o_proj", "down_proj"):
+                want = 4  # the 3-bit profile's mixed precision
+            assert row["bits"] == want, row
             deq = raw_dequant(out, name)
             w = m.read(name)
             rel = np.linalg.norm(w - deq) / np.linalg.norm(w)
@@ -87,13 +92,34 @@ def test_4bit_better_than_3bit_and_rules(model_cache, tmp_path, cli):
     cfg = tmp_path / "q.toml"
     cfg.write_text("[[rule]]\nmatch = 'model\\.layers\\.1\\.mlp\\.down_proj'\nbits = 4\n")
     r3 = json.loads(cli("compile", gen.path, "-o", tmp_path / "b3", "--bits", "3", "--config",
-                        cfg, "--json").out)  # fmt: skip
+                        cfg, "--no-mixed", "--json").out)  # fmt: skip
     r4 = json.loads(cli("compile", gen.path, "-o", tmp_path / "b4", "--bits", "4", "--json").out)
     assert r4["output"]["kl_mean"] < r3["output"]["kl_mean"]
     rows = json.loads((tmp_path / "b3" / "reports" / "quant.json").read_text())["tensors"]
     bits = {r["name"]: r["bits"] for r in rows if r["quantized"]}
     assert bits["model.layers.1.mlp.down_proj.weight"] == 4
     assert bits["model.layers.0.mlp.down_proj.weight"] == 3
+
+
+def test_mixed_precision_and_calibration_switches(model_cache, tmp_path, cli):
+    gen = model_cache("tiny")
+    cfg = tmp_path / "q.toml"
+    cfg.write_text("[[rule]]\nmatch = '.*down_proj'\nbits = 3\n")
+    r = cli("compile", gen.path, "-o", tmp_path / "a", "--bits", "3", "--config", cfg)
+    assert r.code == 0, r.err
+    rep = json.loads((tmp_path / "a" / "reports" / "quant.json").read_text())
+    bits = {r["role"]: r["bits"] for r in rep["tensors"] if r["quantized"]}
+    assert bits["down_proj"] == 3 and bits["v_proj"] == 4 and bits["q_proj"] == 3
+    assert rep["calibration"]["text"].startswith("built-in")
+    r = cli("compile", gen.path, "-o", tmp_path / "b", "--bits", "3", "--no-mixed", "--no-calib")
+    assert r.code == 0, r.err
+    rep = json.loads((tmp_path / "b" / "reports" / "quant.json").read_text())
+    assert {r["bits"] for r in rep["tensors"] if r["quantized"] and r["layer"] is not None} == {3}
+    assert rep["calibration"] is None
+    r = cli("compile", gen.path, "-o", tmp_path / "c", "--method", "gptq", "--no-calib")
+    assert r.code == 2 and "--no-calib" in r.err
+    r = cli("compile", gen.path, "-o", tmp_path / "c", "--calib", cfg, "--no-calib")
+    assert r.code == 2
 
 
 def test_calibrated_gptq(model_cache, tmp_path, cli):
@@ -105,6 +131,21 @@ def test_calibrated_gptq(model_cache, tmp_path, cli):
     assert r.code == 0, r.err
     rows = json.loads((tmp_path / "b" / "reports" / "quant.json").read_text())["tensors"]
     assert {r["method"] for r in rows if r["quantized"] and r["layer"] is not None} == {"gptq"}
+
+
+def test_gptq_without_calib_uses_builtin_text(model_cache, tmp_path, cli):
+    gen = model_cache("tiny")
+    assert cli("compile", gen.path, "-o", tmp_path / "b", "--method", "gptq").code == 0
+    rep = json.loads((tmp_path / "b" / "reports" / "quant.json").read_text())
+    assert rep["calibration"]["text"].startswith("built-in") and rep["calibration"]["tokens"] > 0
+
+
+def test_gptq_needs_a_tokenizer(tiny_copy, tmp_path, cli):
+    d = tiny_copy()
+    (d / "tokenizer.json").unlink()
+    r = cli("compile", d, "-o", tmp_path / "b", "--method", "gptq")
+    assert_bad(r, "tokenizer.json", "--method lsq")
+    assert not (tmp_path / "b").exists()
 
 
 def test_inspect_build_and_tensor(model_cache, tmp_path, cli):
@@ -151,7 +192,6 @@ def test_output_inside_input(tiny_copy, cli):
         (["--bits", "5"], 2, "--bits"),
         (["--group-size", "0"], 2, "group-size"),
         (["--method", "magic"], 2, "unknown method"),
-        (["--method", "gptq"], 2, "--calib"),
     ],
 )
 def test_bad_flags(model_cache, tmp_path, cli, args, code, needle):

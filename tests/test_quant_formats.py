@@ -184,3 +184,23 @@ def test_validate_rejects_out_of_range():
         q.validate()
     with pytest.raises(InputError, match="bits"):
         QuantFormat(5, 32).validate()
+
+
+@pytest.mark.parametrize("method", ["rtn", "lsq", "gptq"])
+def test_row_stacking_equals_separate_quantization(method):
+    """q/k/v (and gate/up) are quantized as one row-stack: the codes and scales must be those
+    of quantizing each matrix on its own."""
+    from maskc.quantize import quantize_matrix, quantize_stack
+    from maskc.quantize.rules import QuantSetting
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((512, 96)).astype(np.float32)
+    h = x.T.astype(np.float64) @ x / len(x)
+    ws = [(rng.standard_normal((r, 96)) * 0.05).astype(np.float32) for r in (32, 16, 16)]
+    s = QuantSetting(bits=3, group_size=32, method=method, codebook=False, symmetric=False,
+                     scale_bits=8)  # fmt: skip
+    stacked = quantize_stack(["a", "b", "c"], ws, s, np.diag(h), h)
+    for w, q in zip(ws, stacked, strict=True):
+        alone = quantize_matrix(q.name, w, s, np.diag(h), h)
+        np.testing.assert_array_equal(q.codes, alone.codes)
+        np.testing.assert_array_equal(q.dequantize(), alone.dequantize())

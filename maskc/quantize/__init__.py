@@ -24,19 +24,34 @@ __all__ = [
     "BUILTIN",
     "BUILTIN_EMBED",
     "METHODS",
+    "MIXED_4BIT_ROLES",
+    "PROFILES",
     "QuantFormat",
     "QuantTensor",
     "builtin_for_bits",
     "dequantize",
     "format_for",
     "quantize_matrix",
+    "quantize_stack",
     "weight_metrics",
 ]
 
-#: Built-in setting of the transformer-block matrices (overridden by flags, [defaults], rules).
-BUILTIN = QuantSetting(
-    bits=4, group_size=32, method="lsq", codebook=False, symmetric=False, scale_bits=8
-)
+#: Built-in profiles of the transformer-block matrices, by ``--bits`` (overridden field by field
+#: by ``--group-size``/``--method``, ``[defaults]`` and rules). Chosen by measurement on
+#: SmolLM2-135M (docs/benchmarks.md): at 4 bits, groups of 32 reproduce the model's own grid;
+#: at 3 bits, groups of 64 with calibration-weighted least squares and the four most sensitive
+#: matrix kinds kept at 4 bits (:data:`MIXED_4BIT_ROLES`) give the best ppl per ROM bit.
+PROFILES = {
+    4: QuantSetting(
+        bits=4, group_size=32, method="lsq", codebook=False, symmetric=False, scale_bits=8
+    ),
+    3: QuantSetting(
+        bits=3, group_size=64, method="lsq", codebook=False, symmetric=False, scale_bits=8
+    ),
+}
+BUILTIN = PROFILES[4]
+#: Matrix kinds a 3-bit build keeps at 4 bits unless ``--no-mixed`` (or a rule sets ``bits``).
+MIXED_4BIT_ROLES = ("k_proj", "v_proj", "o_proj", "down_proj")
 #: Built-in setting of the embedding and lm_head: 8-bit codes (two 4-bit cells per weight).
 BUILTIN_EMBED = QuantSetting(
     bits=8, group_size=32, method="rtn", codebook=False, symmetric=False, scale_bits=8
@@ -46,7 +61,10 @@ SHIFT_BITS = {2: 3, 3: 3, 4: 3, 8: 0}
 
 
 def builtin_for_bits(bits: int) -> QuantSetting:
-    """The built-in block setting for a ``--bits`` choice (only ``bits`` differs today)."""
+    """The built-in block profile for a ``--bits`` choice (3 or 4; other widths: the 4-bit
+    profile with that width)."""
+    if bits in PROFILES:
+        return PROFILES[bits]
     return QuantSetting(**{**BUILTIN.to_json(), "bits": bits})
 
 
@@ -89,6 +107,56 @@ def quantize_matrix(
         raise ValueError(f"unknown method {setting.method!r}")
     q.validate()
     return q
+
+
+def split_rows(q: QuantTensor, names: list[str], rows: list[int]) -> list[QuantTensor]:
+    """Split a quantized row-stack of several matrices back into one tensor per matrix.
+
+    Every per-row and per-group field is sliced by rows; the level table is shared.
+    """
+    out, r0 = [], 0
+    for name, r in zip(names, rows, strict=True):
+        sl = slice(r0, r0 + r)
+        out.append(
+            QuantTensor(
+                name=name,
+                shape=(r, q.shape[1]),
+                fmt=q.fmt,
+                codes=q.codes[sl].copy(),
+                levels=q.levels.copy(),
+                scale_m=q.scale_m[sl].copy(),
+                scale_s=q.scale_s[sl].copy(),
+                scale_e=q.scale_e[sl].copy(),
+                zero_m=None if q.zero_m is None else q.zero_m[sl].copy(),
+                zero_s=None if q.zero_s is None else q.zero_s[sl].copy(),
+                zero_e=None if q.zero_e is None else q.zero_e[sl].copy(),
+                method=q.method,
+            )
+        )
+        r0 += r
+    return out
+
+
+def quantize_stack(
+    names: list[str],
+    ws: list[np.ndarray],
+    setting: QuantSetting,
+    importance: np.ndarray | None = None,
+    hessian: np.ndarray | None = None,
+) -> list[QuantTensor]:
+    """Quantize matrices that share their input (same columns, same setting) in one pass.
+
+    Every method here treats rows independently given the input statistics, so stacking the
+    rows (q, k and v; gate and up) gives the same codes as quantizing each matrix alone, with
+    a third of the per-column work for GPTQ.
+    """
+    if len(ws) == 1:
+        return [quantize_matrix(names[0], ws[0], setting, importance, hessian)]
+    q = quantize_matrix("+".join(names), np.concatenate(ws, axis=0), setting, importance, hessian)
+    parts = split_rows(q, names, [w.shape[0] for w in ws])
+    for p in parts:
+        p.validate()
+    return parts
 
 
 def weight_metrics(w: np.ndarray, deq: np.ndarray) -> dict[str, float]:

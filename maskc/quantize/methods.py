@@ -90,27 +90,52 @@ def range_init(x: np.ndarray, wt: np.ndarray, bits: int, symmetric: bool):
 
 
 def lsq_search(x, wt, bits: int, nstep: int = 20, iters: int = 3):
-    """k-quants-style asymmetric search: float (s, m) ``[R, NG, 1]`` minimizing weighted error."""
-    n = (1 << bits) - 1
-    s0, mn = range_init(x, wt, bits, symmetric=False)
-    rng = np.maximum(s0 * n, 1e-30)
-    best_s, best_m = s0, mn
-    q = np.clip(np.rint((x - mn) / np.maximum(s0, 1e-30)), 0, n)
-    best_e = (wt * (best_s * q + best_m - x) ** 2).sum(-1, keepdims=True)
+    """k-quants-style asymmetric search: float (s, m) ``[R, NG, 1]`` minimizing weighted error.
 
-    def consider(q, best_s, best_m, best_e):
-        s, m = ls_fit(x, wt, q, best_s, best_m)
-        e = (wt * (s * q + m - x) ** 2).sum(-1, keepdims=True)
+    For each candidate rounding ``q`` the least-squares ``(s, m)`` and its error come in closed
+    form from five weighted sums, so a candidate costs a handful of passes over the tensor.
+    """
+    n = (1 << bits) - 1
+    x = x.astype(np.float32)
+    wt = np.ascontiguousarray(np.broadcast_to(wt, x.shape), dtype=np.float32)
+    s0, mn = range_init(x, wt, bits, symmetric=False)
+    s0, mn = s0.astype(np.float32), mn.astype(np.float32)
+    rng = np.maximum(s0 * n, np.float32(1e-30))
+    sw = wt.sum(-1, keepdims=True, dtype=np.float64)
+    wx = wt * x
+    sx = wx.sum(-1, keepdims=True, dtype=np.float64)
+    sxx = (wx * x).sum(-1, keepdims=True, dtype=np.float64)
+
+    def fit(q):
+        """Least-squares (s, m) for rounding q and its weighted squared error."""
+        wq = wt * q
+        sl = wq.sum(-1, keepdims=True, dtype=np.float64)
+        sll = (wq * q).sum(-1, keepdims=True, dtype=np.float64)
+        slx = (wq * x).sum(-1, keepdims=True, dtype=np.float64)
+        det = sw * sll - sl * sl
+        ok = det > 1e-9 * np.maximum(sw * sll, 1e-300)
+        safe = np.where(ok, det, 1.0)
+        s = np.where(ok, (sw * slx - sl * sx) / safe, 0.0)
+        m = np.where(ok, (sll * sx - sl * slx) / safe, sx / np.maximum(sw, 1e-300))
+        e = sxx - 2 * s * slx - 2 * m * sx + s * s * sll + 2 * s * m * sl + m * m * sw
+        return s, m, e
+
+    best_s, best_m = s0.astype(np.float64), mn.astype(np.float64)
+    q = np.clip(np.rint((x - mn) / np.maximum(s0, np.float32(1e-30))), 0, n)
+    best_e = (wt * (s0 * q + mn - x) ** 2).sum(-1, keepdims=True, dtype=np.float64)
+
+    def keep(s, m, e, best_s, best_m, best_e):
         better = e < best_e
         return np.where(better, s, best_s), np.where(better, m, best_m), np.where(better, e, best_e)
 
     for i in range(nstep + 1):
-        iscale = (n - 1.0 + 0.1 * i) / rng
+        iscale = np.float32(n - 1.0 + 0.1 * i) / rng
         q = np.clip(np.rint(iscale * (x - mn)), 0, n)
-        best_s, best_m, best_e = consider(q, best_s, best_m, best_e)
+        best_s, best_m, best_e = keep(*fit(q), best_s, best_m, best_e)
     for _ in range(iters):
-        q = np.clip(np.rint((x - best_m) / np.where(best_s == 0, 1.0, best_s)), 0, n)
-        best_s, best_m, best_e = consider(q, best_s, best_m, best_e)
+        inv = np.where(best_s > 0, 1.0 / np.where(best_s > 0, best_s, 1.0), 0.0).astype(np.float32)
+        q = np.clip(np.rint((x - best_m.astype(np.float32)) * inv), 0, n)
+        best_s, best_m, best_e = keep(*fit(q), best_s, best_m, best_e)
     return best_s, best_m
 
 

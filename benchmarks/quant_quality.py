@@ -1,0 +1,121 @@
+"""Quantization quality and speed on a real model: method x bits x group -> ppl, bpw, time.
+
+For every configuration it runs the real pipeline (``maskc.pipeline.compile_model``, as
+``maskc compile`` does) into a temporary build, then measures perplexity of the *dequantized*
+build with the float32 reference on two English texts, with the fixed protocol of
+maskc/evaluate.py (windows of 512 tokens from position 0, no BOS, all but each window's first
+token scored), capped to the first ``--tokens`` tokens of each text. The float model is measured
+the same way.
+
+Calibration (``--calib`` configurations) uses the *second half* of persuasion.txt; perplexity
+uses the first ``--tokens`` tokens of persuasion.txt and gpl-3.txt, so calibration text is never
+scored, and gpl-3 is never used to choose anything.
+
+    python benchmarks/quant_quality.py MODEL_DIR [--tokens 4096] [--only NAME ...]
+
+Prints a table and writes benchmarks/results/quant_quality.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).parent
+TEXTS = {"persuasion": HERE / "texts" / "persuasion.txt", "gpl-3": HERE / "texts" / "gpl-3.txt"}
+
+#: name -> compile options (CompileOptions fields); "calib": True uses the calibration half.
+CONFIGS = {
+    "rtn-4-g32": {"bits": 4, "method": "rtn", "group_size": 32},
+    "lsq-4-g32": {"bits": 4, "method": "lsq", "group_size": 32},
+    "rtn-4-g64": {"bits": 4, "method": "rtn", "group_size": 64},
+    "lsq-4-g64": {"bits": 4, "method": "lsq", "group_size": 64},
+    "rtn-3-g32": {"bits": 3, "method": "rtn", "group_size": 32},
+    "lsq-3-g32": {"bits": 3, "method": "lsq", "group_size": 32},
+    "lsq-3-g32-calib": {"bits": 3, "method": "lsq", "group_size": 32, "calib": True},
+    "lsq-3-g64-calib": {"bits": 3, "method": "lsq", "group_size": 64, "calib": True},
+    "gptq-3-g32-calib": {"bits": 3, "method": "gptq", "group_size": 32, "calib": True},
+    "default-4": {"bits": 4},
+    "default-3": {"bits": 3},
+}
+
+
+def ppl_of(arch, get, ids, ctx=512) -> float:
+    from maskc.evaluate import perplexity
+    from maskc.reference import FloatLlama
+
+    model = FloatLlama(arch, get, cache_weights=True)
+    return perplexity(lambda seg: model.forward(list(seg)), ids, ctx).ppl
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("model", type=Path)
+    ap.add_argument("--tokens", type=int, default=4096, help="tokens per text (cap)")
+    ap.add_argument("--only", nargs="*", help="configuration names to run")
+    args = ap.parse_args()
+
+    from tokenizers import Tokenizer
+
+    from maskc.ingest import load_model
+    from maskc.pipeline import CompileOptions, compile_model, dequantized_getter
+
+    m = load_model(args.model)
+    tok = Tokenizer.from_file(str(m.tokenizer_path))
+    ids = {k: tok.encode(p.read_text(), add_special_tokens=False).ids[: args.tokens]
+           for k, p in TEXTS.items()}  # fmt: skip
+    rows = []
+    t = time.perf_counter()
+    base = {k: ppl_of(m.arch, m.read, v) for k, v in ids.items()}
+    rows.append({"config": "float32", "bpw_blocks": 32.0, **base, "quant_s": 0.0,
+                 "eval_s": time.perf_counter() - t})  # fmt: skip
+    print(f"float32: {base}", file=sys.stderr)
+    with tempfile.TemporaryDirectory() as tmp:
+        persuasion = TEXTS["persuasion"].read_text()
+        calib = Path(tmp) / "calib.txt"
+        calib.write_text(persuasion[len(persuasion) // 2 :])
+        for name, cfg in CONFIGS.items():
+            if args.only and name not in args.only:
+                continue
+            cfg = dict(cfg)
+            use_calib = cfg.pop("calib", False)
+            opts = CompileOptions(**cfg, calib=calib if use_calib else None, eval_tokens=64)
+            out = Path(tmp) / name
+            t = time.perf_counter()
+            res = compile_model(args.model, out, opts)
+            qs = time.perf_counter() - t
+            index = json.loads((out / "quant" / "index.json").read_text())["tensors"]
+            get = dequantized_getter(out, index)
+            t = time.perf_counter()
+            ppl = {k: ppl_of(m.arch, get, v) for k, v in ids.items()}
+            row = {"config": name, "options": cfg | {"calib": use_calib},
+                   "bpw_blocks": res.report["totals"]["bpw_blocks"],
+                   "bpw_quantized": res.report["totals"]["bpw_quantized"], **ppl,
+                   "quant_s": qs, "eval_s": time.perf_counter() - t}  # fmt: skip
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr)
+
+    print(f"{'config':<20}{'bpw':>7}{'ppl persuasion':>16}{'ratio':>7}{'ppl gpl-3':>11}"
+          f"{'ratio':>7}{'compile s':>10}")  # fmt: skip
+    for r in rows:
+        print(f"{r['config']:<20}{r['bpw_blocks']:>7.3f}{r['persuasion']:>16.3f}"
+              f"{r['persuasion'] / base['persuasion']:>7.3f}{r['gpl-3']:>11.3f}"
+              f"{r['gpl-3'] / base['gpl-3']:>7.3f}{r['quant_s']:>10.1f}")  # fmt: skip
+    out = HERE / "results" / "quant_quality.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({
+        "benchmark": "quant_quality", "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, {platform.python_version()}",
+        "model": str(args.model), "tokens_per_text": {k: len(v) for k, v in ids.items()},
+        "protocol": "ctx 512 windows from 0, stride 512, no BOS; calib = 2nd half of persuasion",
+        "rows": rows}, indent=2) + "\n")  # fmt: skip
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
