@@ -7,7 +7,7 @@ maskc/evaluate.py (windows of 512 tokens from position 0, no BOS, all but each w
 token scored), capped to the first ``--tokens`` tokens of each text. The float model is measured
 the same way.
 
-Calibration (``--calib`` configurations) uses the *second half* of persuasion.txt; perplexity
+Calibration uses maskc's built-in text (the *second half* of persuasion.txt); perplexity
 uses the first ``--tokens`` tokens of persuasion.txt and gpl-3.txt, so calibration text is never
 scored, and gpl-3 is never used to choose anything.
 
@@ -42,6 +42,8 @@ CONFIGS = {
     "gptq-3-g32-calib": {"bits": 3, "method": "gptq", "group_size": 32, "calib": True},
     "default-4": {"bits": 4},
     "default-3": {"bits": 3},
+    "default-3-no-mixed": {"bits": 3, "mixed": False},
+    "default-3-no-calib": {"bits": 3, "calibrate": False},
 }
 
 
@@ -76,15 +78,17 @@ def main() -> None:
                  "eval_s": time.perf_counter() - t})  # fmt: skip
     print(f"float32: {base}", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
-        persuasion = TEXTS["persuasion"].read_text()
-        calib = Path(tmp) / "calib.txt"
-        calib.write_text(persuasion[len(persuasion) // 2 :])
+        from maskc.pipeline import builtin_calibration_text
+
+        calib = Path(tmp) / "calib.txt"  # the built-in text: persuasion's second half
+        calib.write_text(builtin_calibration_text())
         for name, cfg in CONFIGS.items():
             if args.only and name not in args.only:
                 continue
             cfg = dict(cfg)
             use_calib = cfg.pop("calib", False)
             opts = CompileOptions(**cfg, calib=calib if use_calib else None, eval_tokens=64)
+            # the defaults calibrate on the built-in text (= the same half of persuasion)
             out = Path(tmp) / name
             t = time.perf_counter()
             res = compile_model(args.model, out, opts)
@@ -108,12 +112,22 @@ def main() -> None:
               f"{r['gpl-3'] / base['gpl-3']:>7.3f}{r['quant_s']:>10.1f}")  # fmt: skip
     out = HERE / "results" / "quant_quality.json"
     out.parent.mkdir(exist_ok=True)
+    # merge with earlier runs (same model and token cap): one row per configuration
+    old_rows = []
+    if out.exists():
+        prev = json.loads(out.read_text())
+        if prev.get("model") == str(args.model) and prev.get("cap") == args.tokens:
+            old_rows = prev["rows"]
+    merged = {r["config"]: r for r in old_rows} | {r["config"]: r for r in rows}
+    order = ["float32", *CONFIGS]
     out.write_text(json.dumps({
         "benchmark": "quant_quality", "date": time.strftime("%Y-%m-%d"),
         "machine": f"{platform.machine()}, {platform.python_version()}",
-        "model": str(args.model), "tokens_per_text": {k: len(v) for k, v in ids.items()},
+        "model": str(args.model), "cap": args.tokens,
+        "tokens_per_text": {k: len(v) for k, v in ids.items()},
         "protocol": "ctx 512 windows from 0, stride 512, no BOS; calib = 2nd half of persuasion",
-        "rows": rows}, indent=2) + "\n")  # fmt: skip
+        "rows": sorted(merged.values(), key=lambda r: order.index(r["config"]))
+        }, indent=2) + "\n")  # fmt: skip
     print(f"wrote {out}")
 
 

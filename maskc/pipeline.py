@@ -27,6 +27,7 @@ from maskc.quantize import (
     BUILTIN_EMBED,
     METHODS,
     MIXED_4BIT_ROLES,
+    PROFILES,
     QuantTensor,
     builtin_for_bits,
     quantize_stack,
@@ -243,7 +244,10 @@ def _resolve(m: Model, opts: CompileOptions) -> Resolution:
             and roles[name] in MIXED_4BIT_ROLES
             and not bits_rules.intersection(res.applied.get(name, ()))
         ):
-            settings[name] = dataclasses.replace(s, bits=4)
+            # the exception uses the 4-bit profile's group size (groups of 64 lose the 4-bit
+            # grid: docs/benchmarks.md) unless the user chose a group size
+            g = s.group_size if opts.group_size is not None else PROFILES[4].group_size
+            settings[name] = dataclasses.replace(s, bits=4, group_size=g)
     return dataclasses.replace(res, settings=settings)
 
 
