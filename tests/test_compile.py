@@ -255,3 +255,41 @@ def test_corrupt_build_is_exit_5(model_cache, tmp_path, cli):
     (out / "manifest.json").write_text(json.dumps({"format": "maskc-build", "version": 99}))
     r = cli("inspect", out)
     assert_bad(r, "version")
+
+
+@pytest.mark.parametrize("which", ["--calib", "--eval-text", "--config"])
+def test_missing_input_files(model_cache, tmp_path, cli, which):
+    r = cli("compile", model_cache("tiny").path, "-o", tmp_path / "b", which, tmp_path / "nope")
+    assert_bad(r, "nope")
+    assert not (tmp_path / "b").exists()
+
+
+def test_eval_text_not_utf8(model_cache, tmp_path, cli):
+    f = tmp_path / "e.txt"
+    f.write_bytes(b"ok \xc3\x28 bad")
+    r = cli("compile", model_cache("tiny").path, "-o", tmp_path / "b", "--eval-text", f)
+    assert_bad(r, "e.txt", "not UTF-8")
+
+
+def test_tampered_build_with_matching_hashes_is_still_validated(model_cache, tmp_path, cli):
+    """Editing a build file and its manifest hash consistently still fails validation when
+    the content is invalid (a code out of range) - exit 3 naming the tensor, not a crash."""
+    import hashlib
+
+    from safetensors.numpy import load_file, save_file
+
+    gen = model_cache("tiny")
+    out = tmp_path / "b"
+    assert cli("compile", gen.path, "-o", out).code == 0
+    f = out / "quant" / "layer-000.safetensors"
+    t = load_file(f)
+    name = "model.layers.0.self_attn.q_proj.weight"
+    t[f"{name}/codes"][0, 0] = 200  # not a 4-bit code
+    save_file(t, f)
+    man = json.loads((out / "manifest.json").read_text())
+    digest = hashlib.sha256(f.read_bytes()).hexdigest()
+    man["files"]["quant/layer-000.safetensors"] = {"sha256": digest, "bytes": f.stat().st_size}
+    (out / "manifest.json").write_text(json.dumps(man))
+    assert cli("inspect", out).code == 0  # hashes match the edited manifest
+    r = cli("inspect", out, "--tensor", name)
+    assert_bad(r, name, "codes")
