@@ -231,6 +231,13 @@ def _resolve(m: Model, opts: CompileOptions) -> Resolution:
     cli = {"bits": opts.bits, "group_size": opts.group_size, "method": opts.method}
     builtin = builtin_for_bits(opts.bits if opts.bits is not None else 4)
     res = resolve(m.specs, cli, opts.quant_config, builtin, BUILTIN_EMBED, METHODS, opts.strict)
+    for name, s in res.settings.items():
+        if s.codebook and not s.skip and (s.method == "gptq" or s.symmetric):
+            where = opts.quant_config or "the command line"
+            raise InputError(
+                f"{where}: tensor {name}: codebook = true works with methods rtn and lsq and "
+                "asymmetric formats, not with gptq or symmetric = true"
+            )
     if opts.mixed is False:
         return res
     # Mixed precision of the 3-bit profile: the most sensitive matrix kinds stay at 4 bits,

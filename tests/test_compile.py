@@ -293,3 +293,19 @@ def test_tampered_build_with_matching_hashes_is_still_validated(model_cache, tmp
     assert cli("inspect", out).code == 0  # hashes match the edited manifest
     r = cli("inspect", out, "--tensor", name)
     assert_bad(r, name, "codes")
+
+
+def test_codebook_rule(model_cache, tmp_path, cli):
+    gen = model_cache("tiny")
+    cfg = tmp_path / "q.toml"
+    cfg.write_text("[[rule]]\nmatch = '.*mlp.*'\ncodebook = true\n")
+    assert cli("compile", gen.path, "-o", tmp_path / "b", "--config", cfg).code == 0
+    idx = json.loads((tmp_path / "b" / "quant" / "index.json").read_text())["tensors"]
+    name = "model.layers.0.mlp.up_proj.weight"
+    d = json.loads(cli("inspect", tmp_path / "b", "--tensor", name, "--json").out)
+    assert idx[name]["kind"] == "quantized" and len(set(np.diff(d["levels"]))) > 1
+    np.testing.assert_allclose(
+        d["sample_row0"]["dequantized"], raw_dequant(tmp_path / "b", name)[0, :8]
+    )
+    cfg.write_text("[[rule]]\nmatch = '.*mlp.*'\ncodebook = true\nmethod = 'gptq'\n")
+    assert_bad(cli("compile", gen.path, "-o", tmp_path / "c", "--config", cfg), "codebook")

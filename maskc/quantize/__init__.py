@@ -16,8 +16,15 @@ import math
 
 import numpy as np
 
+from maskc.errors import InputError
 from maskc.quantize.formats import QuantFormat, QuantTensor, dequantize
-from maskc.quantize.methods import METHODS, quantize_gptq, quantize_lsq, quantize_rtn
+from maskc.quantize.methods import (
+    METHODS,
+    quantize_codebook,
+    quantize_gptq,
+    quantize_lsq,
+    quantize_rtn,
+)
 from maskc.quantize.rules import QuantSetting
 
 __all__ = [
@@ -97,7 +104,13 @@ def quantize_matrix(
     """
     fmt = format_for(setting)
     fmt.validate(name)
-    if setting.method == "rtn":
+    if setting.codebook:
+        if setting.method == "gptq" or setting.symmetric:
+            raise InputError(
+                f"{name}: codebook = true works with methods rtn and lsq and asymmetric formats"
+            )
+        q = quantize_codebook(name, w, fmt, setting.method, importance)
+    elif setting.method == "rtn":
         q = quantize_rtn(name, w, fmt)
     elif setting.method == "lsq":
         q = quantize_lsq(name, w, fmt, importance)

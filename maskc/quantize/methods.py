@@ -358,3 +358,61 @@ def quantize_gptq(
         zero_e=ze,
         method="gptq",
     )
+
+
+def fit_codebook(
+    x: np.ndarray,
+    wt: np.ndarray,
+    s: np.ndarray,
+    m: np.ndarray,
+    bits: int,
+    level_bits: int,
+    rounds: int = 4,
+    iters: int = 12,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-tensor non-uniform integer levels, fitted to the weights (weighted 1-D k-means).
+
+    Starts from the asymmetric groups ``x ~ s * q + m`` (``q`` in ``0..n``); the normalized
+    values ``u = (x - m) / s`` of the whole tensor are clustered into ``2**bits`` centres, which
+    are scaled to integers of ``level_bits`` bits (``L = round(c * K)``, ``K`` the largest
+    factor that fits); each group's step becomes ``s / K`` and step and offset are refitted by
+    least squares for the new assignment. Returns ``(levels int16, s, m)``.
+    """
+    n = (1 << bits) - 1
+    top = (1 << (level_bits - 1)) - 1
+    k = top // n  # integer levels spanning 0 .. n*k <= top
+    lv = np.arange(n + 1, dtype=np.float64) * k
+    s = s / k
+    for _ in range(rounds):
+        u = ((x - m) / np.where(s > 0, s, 1.0)).reshape(-1)
+        ww = np.broadcast_to(wt, x.shape).reshape(-1).astype(np.float64)
+        c = lv.copy()
+        for _ in range(iters):
+            idx = np.searchsorted((c[1:] + c[:-1]) / 2, u)
+            num = np.bincount(idx, ww * u, minlength=n + 1)
+            den = np.bincount(idx, ww, minlength=n + 1)
+            c = np.sort(np.where(den > 0, num / np.maximum(den, 1e-300), c))
+        c = np.clip(np.rint(c), -top, top)
+        for j in range(1, n + 1):  # integer levels must stay strictly increasing
+            if c[j] <= c[j - 1]:
+                c[j] = c[j - 1] + 1
+        if c[-1] > top:  # pathological: fall back to the uniform grid
+            c = np.arange(n + 1, dtype=np.float64) * k
+        lv = c
+        idx = np.searchsorted((lv[1:] + lv[:-1]) / 2, (x - m) / np.where(s > 0, s, 1.0))
+        s, m = ls_fit(x, wt, lv[idx], s, m)
+    return lv.astype(np.int16), s, m
+
+
+def quantize_codebook(
+    name: str, w: np.ndarray, fmt: QuantFormat, method: str, importance=None
+) -> QuantTensor:
+    """``rtn`` or ``lsq`` start, then a per-tensor fitted codebook (asymmetric formats)."""
+    x = grouped(w, fmt.group_size)
+    wt = np.broadcast_to(_weights(w.shape, fmt.group_size, importance), x.shape)
+    if method == "lsq":
+        s, m = lsq_search(x, wt, fmt.bits)
+    else:
+        s, m = range_init(x, wt, fmt.bits, symmetric=False)
+    levels, s, m = fit_codebook(x, wt, s, m, fmt.bits, fmt.level_bits)
+    return finalize(name, w.shape, x, s, m, fmt, levels, method)
