@@ -181,16 +181,26 @@ def finalize(
     safe = np.where(step > 0, step, 1.0)[..., None]
     u = (x - off[..., None]) / safe
     codes = nearest_level(u, levels)
-    # a zero step represents only the offset: any code gives the same value; store the code of
-    # the level closest to zero so the ROM content is canonical
+    return assemble(name, (r, c), fmt, codes.reshape(r, -1), levels, step, method,
+                    sm, ss, se, zm, zs, ze)  # fmt: skip
+
+
+def assemble(
+    name, shape, fmt, codes, levels, step, method, sm, ss, se, zm=None, zs=None, ze=None
+) -> QuantTensor:
+    """Build the :class:`QuantTensor` with canonical ROM content: padding cells hold code 0,
+    and a group whose step is zero (it represents only its offset) stores the code of the level
+    closest to zero, whatever the method picked. ``step``: float ``[R, NG]``."""
+    r, c = shape
     zero_code = np.uint8(np.argmin(np.abs(levels.astype(np.int64))))
-    codes = np.where((step > 0)[..., None], codes, zero_code).reshape(r, -1)
+    zero_step = np.repeat(step <= 0, fmt.group_size, axis=1)
+    codes = np.where(zero_step, zero_code, codes).astype(np.uint8)
     codes[:, c:] = 0
-    q = QuantTensor(
+    return QuantTensor(
         name=name,
         shape=(r, c),
         fmt=fmt,
-        codes=np.ascontiguousarray(codes, dtype=np.uint8),
+        codes=np.ascontiguousarray(codes),
         levels=levels.astype(np.int16),
         scale_m=sm.astype(np.uint16),
         scale_s=ss,
@@ -200,7 +210,6 @@ def finalize(
         zero_e=ze,
         method=method,
     )
-    return q
 
 
 def quantize_rtn(name: str, w: np.ndarray, fmt: QuantFormat, importance=None) -> QuantTensor:
@@ -340,24 +349,8 @@ def quantize_gptq(
             w1[:, k:] -= np.outer(e, hi[k, k:])
             err[:, k] = e
         wq[:, i2:] -= err @ hinv[i1:i2, i2:]
-    zero_code = np.uint8(np.argmin(np.abs(levels)))
     step_all = sm * np.exp2(se.astype(np.float64)[:, None] - ss)
-    codes = np.where(np.repeat(step_all > 0, g, axis=1), codes, zero_code).astype(np.uint8)
-    codes[:, c:] = 0
-    return QuantTensor(
-        name=name,
-        shape=(r, c),
-        fmt=fmt,
-        codes=codes,
-        levels=levels.astype(np.int16),
-        scale_m=sm.astype(np.uint16),
-        scale_s=ss,
-        scale_e=se,
-        zero_m=None if zm is None else zm.astype(np.int16),
-        zero_s=zs,
-        zero_e=ze,
-        method="gptq",
-    )
+    return assemble(name, (r, c), fmt, codes, levels, step_all, "gptq", sm, ss, se, zm, zs, ze)
 
 
 def fit_codebook(
