@@ -12,6 +12,32 @@ from pathlib import Path
 from maskc.errors import InputError
 
 
+def read_small_file(path: Path, what: str, max_bytes: int) -> bytes:
+    """The bytes of a size-capped input file (``what`` names it in messages: "config.json",
+    "calibration text", ...); every failure is an InputError naming the file."""
+    try:
+        if not path.exists():
+            raise InputError(f"{path}: no such file ({what})")
+        if not path.is_file():
+            raise InputError(f"{path}: not a file ({what} must be a file)")
+        size = path.stat().st_size
+        if size > max_bytes:
+            raise InputError(f"{path}: {what} is {size} bytes, too large (max {max_bytes})")
+        return path.read_bytes()
+    except OSError as e:
+        raise InputError(f"{path}: cannot read {what}: {e.strerror or e}") from None
+
+
+def decode_utf8(path: Path, what: str, raw: bytes) -> str:
+    """``raw`` decoded as UTF-8, or an InputError naming the file and the first bad byte."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(
+            f"{path}: {what} is not UTF-8 (byte {e.start}); save it as UTF-8"
+        ) from None
+
+
 def check_output_dir(out: Path, force: bool, inputs: tuple[Path, ...] = ()) -> None:
     """Refuse an output that exists and is not an empty folder (unless ``force``), that is a
     file, or that lies inside one of ``inputs`` (or contains one)."""

@@ -21,7 +21,7 @@ from maskc import __version__
 from maskc.build import sha256_file, write_json, write_manifest
 from maskc.errors import InputError, UsageError
 from maskc.evaluate import kl_top1, log_softmax
-from maskc.fsutil import atomic_output_dir
+from maskc.fsutil import atomic_output_dir, decode_utf8, read_small_file
 from maskc.ingest import Model, load_model
 from maskc.quantize import (
     BUILTIN_EMBED,
@@ -96,17 +96,7 @@ class CompileResult:
 
 def read_text(path: Path, what: str) -> str:
     """A UTF-8 text file, size-capped; InputError naming the file otherwise."""
-    try:
-        size = path.stat().st_size
-        if size > MAX_TEXT_BYTES:
-            raise InputError(f"{path}: {what} is {size} bytes, over the {MAX_TEXT_BYTES} limit")
-        data = path.read_bytes()
-    except OSError as e:
-        raise InputError(f"{path}: cannot read {what}: {e.strerror or e}") from None
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: {what} is not UTF-8 (byte {e.start}); convert it") from None
+    text = decode_utf8(path, what, read_small_file(path, what, MAX_TEXT_BYTES))
     if not text.strip():
         raise InputError(f"{path}: {what} is empty")
     return text

@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 
 from maskc.errors import InputError, UnsupportedError
+from maskc.fsutil import read_small_file
 from maskc.ir import SUPPORTED_ARCHITECTURES, ModelArch, RopeScaling
 from maskc.safetensors_io import DuplicateKeyError, unique_keys
 
@@ -35,13 +36,7 @@ _DEFAULTS = {
 
 def read_json_file(path: Path, what: str, max_bytes: int = MAX_CONFIG_BYTES) -> object:
     """Load a small JSON file, mapping every failure to a one-line :class:`InputError`."""
-    try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise InputError(f"{path}: {what} is {size} bytes, larger than the {max_bytes} limit")
-        raw = path.read_bytes()
-    except OSError as e:
-        raise InputError(f"{path}: cannot read {what}: {e.strerror or e}") from None
+    raw = read_small_file(path, what, max_bytes)
     try:
         return json.loads(raw.decode("utf-8"), object_pairs_hook=unique_keys)
     except DuplicateKeyError as e:

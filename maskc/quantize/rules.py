@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from maskc.errors import InputError, UsageError
+from maskc.fsutil import decode_utf8, read_small_file
 from maskc.ir import TensorSpec
 
 #: Tensor roles (:attr:`maskc.ir.TensorSpec.role`) that are quantized; everything else
@@ -299,23 +300,8 @@ def _check_table(
 
 def _read_toml(path: Path) -> tuple[dict[str, Any], bytes]:
     """Parse ``path`` (size-capped, UTF-8, TOML) into a dict; every failure is exit 3."""
-    try:
-        if not path.exists():
-            raise InputError(f"{path}: no such file; pass an existing quant config to --config")
-        if not path.is_file():
-            raise InputError(f"{path}: not a file; --config takes a TOML file")
-        size = path.stat().st_size
-        if size > MAX_CONFIG_BYTES:
-            raise InputError(
-                f"{path}: {size} bytes is too large for a quant config (max {MAX_CONFIG_BYTES})"
-            )
-        raw = path.read_bytes()
-    except OSError as e:
-        raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
+    raw = read_small_file(path, "quant config (--config takes a TOML file)", MAX_CONFIG_BYTES)
+    text = decode_utf8(path, "quant config", raw)
     try:
         return tomllib.loads(text), raw
     except tomllib.TOMLDecodeError as e:
