@@ -31,20 +31,27 @@ TEXTS = {"persuasion": HERE / "texts" / "persuasion.txt", "gpl-3": HERE / "texts
 
 #: name -> compile options (CompileOptions fields); "calib": True uses the calibration half.
 CONFIGS = {
-    "rtn-4-g32": {"bits": 4, "method": "rtn", "group_size": 32},
-    "lsq-4-g32": {"bits": 4, "method": "lsq", "group_size": 32},
-    "rtn-4-g64": {"bits": 4, "method": "rtn", "group_size": 64},
-    "lsq-4-g64": {"bits": 4, "method": "lsq", "group_size": 64},
-    "rtn-3-g32": {"bits": 3, "method": "rtn", "group_size": 32},
-    "lsq-3-g32": {"bits": 3, "method": "lsq", "group_size": 32},
-    "lsq-3-g32-calib": {"bits": 3, "method": "lsq", "group_size": 32, "calib": True},
-    "lsq-3-g64-calib": {"bits": 3, "method": "lsq", "group_size": 64, "calib": True},
-    "gptq-3-g32-calib": {"bits": 3, "method": "gptq", "group_size": 32, "calib": True},
+    # the built-in profiles
     "default-4": {"bits": 4},
     "default-3": {"bits": 3},
     "default-3-no-mixed": {"bits": 3, "mixed": False},
     "default-3-no-calib": {"bits": 3, "calibrate": False},
-}
+    # single methods, uniform bits (no mixed precision)
+    "rtn-4-g32": {"bits": 4, "method": "rtn", "group_size": 32},
+    "lsq-4-g32": {"bits": 4, "method": "lsq", "group_size": 32},
+    "rtn-4-g64": {"bits": 4, "method": "rtn", "group_size": 64},
+    "rtn-3-g32": {"bits": 3, "method": "rtn", "group_size": 32, "mixed": False,
+                  "calibrate": False},
+    "lsq-3-g32": {"bits": 3, "method": "lsq", "group_size": 32, "mixed": False,
+                  "calibrate": False},
+    "lsq-3-g32-calib": {"bits": 3, "method": "lsq", "group_size": 32, "mixed": False,
+                        "calib": True},
+    "lsq-3-g64-calib": {"bits": 3, "method": "lsq", "group_size": 64, "mixed": False,
+                        "calib": True},
+    "gptq-3-g32-calib": {"bits": 3, "method": "gptq", "group_size": 32, "mixed": False,
+                         "calib": True},
+    "gptq-3-g64-mixed-calib": {"bits": 3, "method": "gptq", "group_size": 64, "calib": True},
+}  # fmt: skip
 
 
 def ppl_of(arch, get, ids, ctx=512) -> float:

@@ -527,3 +527,21 @@ def test_transformers_agrees(folder, reference, tokenizer):
     scale = float(np.abs(theirs).max())
     assert float(np.abs(ours - theirs).max()) < 1e-3 * scale
     assert (ours.argmax(-1) == theirs.argmax(-1)).all()
+
+
+def test_maskc_compile_4bit_default_keeps_the_model(folder, tmp_path, cli):
+    """The real model through `maskc compile` (4-bit default): every tensor in the build, the
+    ROM budget of the issue (<= 5.0 bits/weight on the block matrices), and the quantized model
+    still predicts like the float one on the built-in report text."""
+    out = tmp_path / "b4"
+    r = cli("compile", folder, "-o", out, "--json")
+    assert r.code == 0, r.err
+    doc = json.loads(r.out)
+    assert doc["totals"]["parameters"] == N_PARAMS
+    assert doc["totals"]["bpw_blocks"] <= 5.0
+    o = doc["output"]
+    assert o["top1_agreement"] >= 0.9 and o["kl_mean"] < 0.05, o
+    assert o["ppl_quantized"] <= 1.05 * o["ppl_float"], o
+    idx = json.loads((out / "quant" / "index.json").read_text())["tensors"]
+    assert len(idx) == N_TENSORS
+    assert sum(e["kind"] == "quantized" for e in idx.values()) == 30 * 7 + 1
