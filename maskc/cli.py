@@ -22,6 +22,7 @@ from rich.progress import (
     BarColumn,
     DownloadColumn,
     Progress,
+    TaskProgressColumn,
     TextColumn,
     TimeRemainingColumn,
 )
@@ -66,12 +67,13 @@ def _root(
     """Root options."""
 
 
-def _progress(transient: bool = True) -> Progress:
-    """A byte-based progress bar on stderr (silent when stderr is not a terminal)."""
+def _progress(transient: bool = True, in_bytes: bool = True) -> Progress:
+    """A progress bar on stderr (silent when stderr is not a terminal); totals in bytes, or
+    shown as a percentage."""
     return Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
-        DownloadColumn(),
+        DownloadColumn() if in_bytes else TaskProgressColumn(),
         TimeRemainingColumn(),
         console=err,
         transient=transient,
@@ -324,15 +326,18 @@ class _RichEvents:
     def __init__(self, prog: Progress) -> None:
         self.prog = prog
         self.task = None
+        self.what = ""
 
     def start(self, what: str, total: int) -> None:
         if self.task is not None:
             self.prog.update(self.task, completed=self.prog.tasks[-1].total)
+        self.what = what
         self.task = self.prog.add_task(what, total=total)
 
-    def advance(self, n: int = 1) -> None:
+    def advance(self, n: int = 1, detail: str = "") -> None:
         if self.task is not None:
-            self.prog.advance(self.task, n)
+            desc = f"{self.what} {detail}" if detail else self.what
+            self.prog.update(self.task, advance=n, description=desc)
 
     def warn(self, message: str) -> None:
         err.print(f"maskc: warning: {message}", markup=False)
@@ -463,7 +468,7 @@ def compile(
         sensitivity=sensitivity, strict=strict, force=force,
         calibrate=False if no_calib else None, mixed=mixed,
     )  # fmt: skip
-    with _progress() as prog:
+    with _progress(in_bytes=False) as prog:
         result = compile_model(model, output, opts, _RichEvents(prog))
     rep = result.report
     if as_json:

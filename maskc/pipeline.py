@@ -49,7 +49,7 @@ class Events(Protocol):
     """What the pipeline tells its caller (the CLI draws progress bars from it)."""
 
     def start(self, what: str, total: int) -> None: ...
-    def advance(self, n: int = 1) -> None: ...
+    def advance(self, n: int = 1, detail: str = "") -> None: ...
     def warn(self, message: str) -> None: ...
 
 
@@ -57,7 +57,7 @@ class _Quiet:
     def start(self, what: str, total: int) -> None:
         pass
 
-    def advance(self, n: int = 1) -> None:
+    def advance(self, n: int = 1, detail: str = "") -> None:
         pass
 
     def warn(self, message: str) -> None:
@@ -304,7 +304,7 @@ def _quantize(m, tmp, res, calib_ids, needs_h, ev):
             index[spec.name] = index_entry(q, file)
             bpw = q.fmt.bits_per_weight(*q.shape)
             rows.append(_setting_row(spec.name, spec, setting, q, weight_metrics(w, deq), bpw))
-        ev.advance(spec.parameters)
+        ev.advance(spec.parameters, spec.name)
         return deq
 
     def do_tensors(specs, floats, stats, arrays, file) -> dict[str, np.ndarray]:
