@@ -51,6 +51,9 @@ CONFIGS = {
     "gptq-3-g32-calib": {"bits": 3, "method": "gptq", "group_size": 32, "mixed": False,
                          "calib": True},
     "gptq-3-g64-mixed-calib": {"bits": 3, "method": "gptq", "group_size": 64, "calib": True},
+    # the defaults with a 4-bit embedding / lm_head (a rule), for the all-tensor ROM budget
+    "default-4-embed4": {"bits": 4, "embed_bits": 4},
+    "default-3-embed4": {"bits": 3, "embed_bits": 4},
 }  # fmt: skip
 
 
@@ -94,7 +97,14 @@ def main() -> None:
                 continue
             cfg = dict(cfg)
             use_calib = cfg.pop("calib", False)
-            opts = CompileOptions(**cfg, calib=calib if use_calib else None, eval_tokens=64)
+            embed_bits = cfg.pop("embed_bits", None)
+            qcfg = None
+            if embed_bits:
+                qcfg = Path(tmp) / f"{name}.toml"
+                rule = f"bits = {embed_bits}\ngroup_size = 32\nmethod = 'lsq'\n"
+                qcfg.write_text("[[rule]]\nmatch = 'model\\.embed_tokens|lm_head'\n" + rule)
+            opts = CompileOptions(**cfg, calib=calib if use_calib else None, eval_tokens=64,
+                                  quant_config=qcfg)  # fmt: skip
             # the defaults calibrate on the built-in text (= the same half of persuasion)
             out = Path(tmp) / name
             t = time.perf_counter()
@@ -104,7 +114,7 @@ def main() -> None:
             get = dequantized_getter(out, index)
             t = time.perf_counter()
             ppl = {k: ppl_of(m.arch, get, v) for k, v in ids.items()}
-            row = {"config": name, "options": cfg | {"calib": use_calib},
+            row = {"config": name, "options": cfg | {"calib": use_calib, "embed_bits": embed_bits},
                    "bpw_blocks": res.report["totals"]["bpw_blocks"],
                    "bpw_quantized": res.report["totals"]["bpw_quantized"], **ppl,
                    "quant_s": qs, "eval_s": time.perf_counter() - t}  # fmt: skip
