@@ -430,13 +430,25 @@ def _output_error(m, tmp, index, ids, ev) -> dict:
     return _compare(ref, qlog, ids)
 
 
-def _compare(ref, qlog, ids) -> dict:
-    kl, agree = kl_top1(ref, qlog)
+def _compare(ref, qlog, ids, chunk: int = 32) -> dict:
+    """KL, top-1 agreement and ppl of ``qlog`` against ``ref`` (``[T, V]`` logits), computed
+    over blocks of positions so memory stays a few ``[chunk, V]`` float64 arrays."""
+    t = len(ids)
+    kl = np.empty(t)
+    agree = np.empty(t, dtype=bool)
+    nll_ref = np.zeros(t - 1)
+    nll_q = np.zeros(t - 1)
     tgt = np.asarray(ids[1:])
-    nll_ref = -log_softmax(ref[:-1])[np.arange(len(tgt)), tgt]
-    nll_q = -log_softmax(qlog[:-1])[np.arange(len(tgt)), tgt]
+    for a in range(0, t, chunk):
+        b = min(a + chunk, t)
+        kl[a:b], agree[a:b] = kl_top1(ref[a:b], qlog[a:b])
+        e = min(b, t - 1)
+        if a < e:
+            rows = np.arange(e - a)
+            nll_ref[a:e] = -log_softmax(ref[a:e])[rows, tgt[a:e]]
+            nll_q[a:e] = -log_softmax(qlog[a:e])[rows, tgt[a:e]]
     return {
-        "tokens": len(ids),
+        "tokens": t,
         "kl_mean": float(kl.mean()),
         "kl_max": float(kl.max()),
         "top1_agreement": float(agree.mean()),

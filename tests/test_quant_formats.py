@@ -229,3 +229,23 @@ def test_codebook_with_gptq_is_refused():
                      scale_bits=8)  # fmt: skip
     with pytest.raises(InputError, match="codebook"):
         quantize_matrix("w", np.ones((2, 32), np.float32), s)
+
+
+@pytest.mark.parametrize("method", ["rtn", "lsq", "gptq"])
+def test_row_chunking_gives_identical_results(method, monkeypatch):
+    """Large matrices are quantized in blocks of rows to bound memory; the result must not
+    depend on the block size."""
+    import maskc.quantize as mq
+    from maskc.quantize.rules import QuantSetting
+
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((256, 64)).astype(np.float32)
+    h = x.T.astype(np.float64) @ x / len(x)
+    w = (rng.standard_normal((100, 64)) * 0.05).astype(np.float32)
+    s = QuantSetting(bits=3, group_size=32, method=method, codebook=False, symmetric=False,
+                     scale_bits=8)  # fmt: skip
+    whole = mq.quantize_matrix("w", w, s, np.diag(h), h)
+    monkeypatch.setattr(mq, "CHUNK_ROWS", 7)
+    chunked = mq.quantize_matrix("w", w, s, np.diag(h), h)
+    for f in ("codes", "scale_m", "scale_s", "scale_e", "zero_m", "zero_s", "zero_e"):
+        np.testing.assert_array_equal(getattr(chunked, f), getattr(whole, f))

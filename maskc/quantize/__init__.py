@@ -63,6 +63,9 @@ MIXED_4BIT_ROLES = ("k_proj", "v_proj", "o_proj", "down_proj")
 BUILTIN_EMBED = QuantSetting(
     bits=8, group_size=32, method="rtn", codebook=False, symmetric=False, scale_bits=8
 )
+#: Rows quantized at once: bounds the working memory of large matrices (the embedding) to a
+#: few times one block of rows. Results do not depend on it (rows are independent).
+CHUNK_ROWS = 4096
 #: Per-group shift bits of the step and offset (small-float scales), by code width.
 SHIFT_BITS = {2: 3, 3: 3, 4: 3, 8: 0}
 
@@ -104,6 +107,17 @@ def quantize_matrix(
     """
     fmt = format_for(setting)
     fmt.validate(name)
+    rows = w.shape[0]
+    if rows > CHUNK_ROWS and not setting.codebook:
+        # rtn, lsq and gptq treat rows independently: quantizing blocks of rows gives the same
+        # codes and scales with the working memory of one block
+        parts = [
+            quantize_matrix(name, w[r0 : r0 + CHUNK_ROWS], setting, importance, hessian)
+            for r0 in range(0, rows, CHUNK_ROWS)
+        ]
+        q = join_rows(name, parts)
+        q.validate()
+        return q
     if setting.codebook:
         if setting.method == "gptq" or setting.symmetric:
             raise InputError(
@@ -120,6 +134,30 @@ def quantize_matrix(
         raise ValueError(f"unknown method {setting.method!r}")
     q.validate()
     return q
+
+
+def join_rows(name: str, parts: list[QuantTensor]) -> QuantTensor:
+    """Concatenate row blocks of one matrix (same format and levels) into one tensor."""
+    first = parts[0]
+
+    def cat(field: str):
+        arrays = [getattr(p, field) for p in parts]
+        return None if arrays[0] is None else np.concatenate(arrays, axis=0)
+
+    return QuantTensor(
+        name=name,
+        shape=(sum(p.shape[0] for p in parts), first.shape[1]),
+        fmt=first.fmt,
+        codes=cat("codes"),
+        levels=first.levels,
+        scale_m=cat("scale_m"),
+        scale_s=cat("scale_s"),
+        scale_e=cat("scale_e"),
+        zero_m=cat("zero_m"),
+        zero_s=cat("zero_s"),
+        zero_e=cat("zero_e"),
+        method=first.method,
+    )
 
 
 def split_rows(q: QuantTensor, names: list[str], rows: list[int]) -> list[QuantTensor]:
@@ -172,11 +210,15 @@ def quantize_stack(
     return parts
 
 
-def weight_metrics(w: np.ndarray, deq: np.ndarray) -> dict[str, float]:
-    """``rel_error`` = ||w - deq|| / ||w|| and ``snr_db`` = -20 log10(rel_error)."""
-    w64 = w.astype(np.float64)
-    num = float(np.sqrt(((w64 - deq.astype(np.float64)) ** 2).sum()))
-    den = float(np.sqrt((w64**2).sum()))
+def weight_metrics(w: np.ndarray, deq: np.ndarray, rows_per_block: int = 4096) -> dict[str, float]:
+    """``rel_error`` = ||w - deq|| / ||w|| and ``snr_db`` = -20 log10(rel_error) (float64
+    sums over blocks of rows)."""
+    num = den = 0.0
+    for a in range(0, w.shape[0], rows_per_block):
+        wb = w[a : a + rows_per_block].astype(np.float64)
+        num += float(((wb - deq[a : a + rows_per_block]) ** 2).sum())
+        den += float((wb**2).sum())
+    num, den = math.sqrt(num), math.sqrt(den)
     rel = num / den if den else (0.0 if num == 0 else math.inf)
     snr = -20 * math.log10(rel) if rel > 0 else math.inf
     return {"rel_error": rel, "snr_db": snr}

@@ -170,16 +170,23 @@ def group_values(m: np.ndarray, shift: np.ndarray, e: np.ndarray) -> np.ndarray:
     return m.astype(np.float64) * np.exp2(e.astype(np.float64)[:, None] - shift.astype(np.float64))
 
 
-def dequantize(q: QuantTensor) -> np.ndarray:
-    """The weights ``q`` stores, float32 ``[R, C]`` (products exact in float64, one rounding)."""
-    c = q.shape[1]
+def dequantize(q: QuantTensor, rows_per_block: int = 4096) -> np.ndarray:
+    """The weights ``q`` stores, float32 ``[R, C]`` (products exact in float64, one rounding).
+
+    Works through blocks of rows so the float64 temporaries stay small for large matrices."""
+    r, c = q.shape
     g = q.fmt.group_size
-    lv = q.levels.astype(np.float64)[q.codes[:, :c]]  # [R, C]
-    step = np.repeat(group_values(q.scale_m, q.scale_s, q.scale_e), g, axis=1)[:, :c]
-    w = step * lv
-    if q.zero_m is not None:
-        w += np.repeat(group_values(q.zero_m, q.zero_s, q.zero_e), g, axis=1)[:, :c]
-    return w.astype(np.float32)
+    lvl = q.levels.astype(np.float64)
+    out = np.empty((r, c), dtype=np.float32)
+    for a in range(0, r, rows_per_block):
+        b = min(a + rows_per_block, r)
+        step = group_values(q.scale_m[a:b], q.scale_s[a:b], q.scale_e[a:b])
+        w = np.repeat(step, g, axis=1)[:, :c] * lvl[q.codes[a:b, :c]]
+        if q.zero_m is not None:
+            off = group_values(q.zero_m[a:b], q.zero_s[a:b], q.zero_e[a:b])
+            w += np.repeat(off, g, axis=1)[:, :c]
+        out[a:b] = w
+    return out
 
 
 def uniform_levels(bits: int, symmetric: bool) -> np.ndarray:
