@@ -30,6 +30,9 @@ def error_png(report: dict, path: Path) -> None:
         if pts:
             xs, ys = zip(*pts, strict=True)
             ax.plot(xs, ys, marker="o", markersize=3, linewidth=1, label=role)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("layer")
     ax.set_ylabel("weight SNR (dB)")
     tot = report["totals"]
@@ -43,6 +46,7 @@ def error_png(report: dict, path: Path) -> None:
     if sens:
         ax2 = axes[1]
         ax2.bar([s["layer"] for s in sens], [s["kl_mean"] for s in sens], color="tab:red")
+        ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax2.set_xlabel("layer quantized alone")
         ax2.set_ylabel("mean KL (nats)")
         ax2.set_title("output sensitivity: only this layer quantized", fontsize=10)
