@@ -382,8 +382,9 @@ def compile(
         typer.Option(
             "--method",
             "-m",
-            help="rtn (round to nearest), lsq (least-squares "
-            "search, calibration-free) or gptq (needs --calib).",
+            help="rtn (round to nearest), lsq (least-squares search, weighted by "
+            "calibration statistics when calibrating) or gptq (error feedback; always "
+            "calibrates).",
         ),
     ] = None,
     quant_config: Annotated[
@@ -402,8 +403,8 @@ def compile(
         Path | None,
         typer.Option(
             "--calib",
-            help="UTF-8 text to calibrate on: weights errors by real "
-            "activation statistics (importance) and enables gptq.",
+            help="UTF-8 text to calibrate on (default for 3-bit builds and gptq: a "
+            "built-in English text): weights the error by real activation statistics.",
         ),
     ] = None,
     no_calib: Annotated[
