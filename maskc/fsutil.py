@@ -68,6 +68,9 @@ def atomic_output_dir(
     try:
         parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=parent))
+        umask = os.umask(0)  # mkdtemp makes a private 0700 folder: give the usual permissions
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)
     except OSError as e:
         raise InputError(f"{out}: cannot create the output folder: {e.strerror or e}") from None
     try:

@@ -309,3 +309,41 @@ def test_codebook_rule(model_cache, tmp_path, cli):
     )
     cfg.write_text("[[rule]]\nmatch = '.*mlp.*'\ncodebook = true\nmethod = 'gptq'\n")
     assert_bad(cli("compile", gen.path, "-o", tmp_path / "c", "--config", cfg), "codebook")
+
+
+def test_interrupted_compile_leaves_nothing(tmp_path):
+    """Ctrl-C in the middle of a compile: exit 130, no build, no temporary folder."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from dataclasses import replace
+
+    from maskc.testmodels import generate
+
+    spec = replace(PRESETS["tiny"], name="slow", hidden_size=256, intermediate_size=768,
+                   num_layers=12, vocab_size=2048, num_heads=4, num_kv_heads=2)  # fmt: skip
+    gen = generate(tmp_path / "model", spec, seed=0)
+    out = tmp_path / "out"
+    out.mkdir()
+    p = subprocess.Popen([sys.executable, "-m", "maskc", "compile", str(gen.path), "-o",
+                          str(out / "b"), "--bits", "3", "--method", "gptq"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(out.iterdir()):
+        time.sleep(0.05)  # wait until the temporary build folder exists
+    time.sleep(0.5)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 130, err
+    assert b"Traceback" not in err
+    assert list(out.iterdir()) == []
+
+
+def test_build_folder_has_normal_permissions(model_cache, tmp_path, cli):
+    import os
+
+    assert cli("compile", model_cache("tiny").path, "-o", tmp_path / "b").code == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "b").stat().st_mode & 0o777 == 0o777 & ~umask
