@@ -11,9 +11,10 @@ Calibration uses maskc's built-in text (the *second half* of persuasion.txt); pe
 uses the first ``--tokens`` tokens of persuasion.txt and gpl-3.txt, so calibration text is never
 scored, and gpl-3 is never used to choose anything.
 
-    python benchmarks/quant_quality.py MODEL_DIR [--tokens 4096] [--only NAME ...]
+    python benchmarks/quant_quality.py MODEL_DIR [--tokens 4096] [--only NAME ...] [--text F]
 
-Prints a table and writes benchmarks/results/quant_quality.json.
+Prints a table and writes benchmarks/results/quant_quality.json (runs with extra ``--text``
+files only print).
 """
 
 from __future__ import annotations
@@ -70,7 +71,15 @@ def main() -> None:
     ap.add_argument("model", type=Path)
     ap.add_argument("--tokens", type=int, default=4096, help="tokens per text (cap)")
     ap.add_argument("--only", nargs="*", help="configuration names to run")
+    ap.add_argument(
+        "--text",
+        action="append",
+        type=Path,
+        default=[],
+        help="also measure on this UTF-8 text (repeatable; named by file stem)",
+    )
     args = ap.parse_args()
+    texts = dict(TEXTS) | {p.stem: p for p in args.text}
 
     from tokenizers import Tokenizer
 
@@ -79,8 +88,8 @@ def main() -> None:
 
     m = load_model(args.model)
     tok = Tokenizer.from_file(str(m.tokenizer_path))
-    ids = {k: tok.encode(p.read_text(), add_special_tokens=False).ids[: args.tokens]
-           for k, p in TEXTS.items()}  # fmt: skip
+    ids = {k: tok.encode(p.read_text(encoding="utf-8"), add_special_tokens=False).ids[: args.tokens]
+           for k, p in texts.items()}  # fmt: skip
     rows = []
     t = time.perf_counter()
     base = {k: ppl_of(m.arch, m.read, v) for k, v in ids.items()}
@@ -121,12 +130,14 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), file=sys.stderr)
 
-    print(f"{'config':<20}{'bpw':>7}{'ppl persuasion':>16}{'ratio':>7}{'ppl gpl-3':>11}"
-          f"{'ratio':>7}{'compile s':>10}")  # fmt: skip
+    names = list(ids)
+    print(f"{'config':<24}{'bpw':>7}" + "".join(f"{n[:14]:>16}{'ratio':>7}" for n in names)
+          + f"{'compile s':>10}")  # fmt: skip
     for r in rows:
-        print(f"{r['config']:<20}{r['bpw_blocks']:>7.3f}{r['persuasion']:>16.3f}"
-              f"{r['persuasion'] / base['persuasion']:>7.3f}{r['gpl-3']:>11.3f}"
-              f"{r['gpl-3'] / base['gpl-3']:>7.3f}{r['quant_s']:>10.1f}")  # fmt: skip
+        cells = "".join(f"{r[n]:>16.3f}{r[n] / base[n]:>7.3f}" for n in names)
+        print(f"{r['config']:<24}{r['bpw_blocks']:>7.3f}{cells}{r['quant_s']:>10.1f}")
+    if args.text:  # extra texts: print only, do not mix them into the recorded results
+        return
     out = HERE / "results" / "quant_quality.json"
     out.parent.mkdir(exist_ok=True)
     # merge with earlier runs (same model and token cap): one row per configuration
