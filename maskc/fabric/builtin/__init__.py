@@ -1,0 +1,1 @@
+"""The built-in fabric descriptions (``*.toml``), read with :mod:`importlib.resources`."""
