@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import json
 import math
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from maskc.errors import InputError
-from maskc.fsutil import decode_utf8, read_small_file
+from maskc.tomlio import read_toml, show_value
 
 #: Size cap on a fabric file (it is untrusted input).
 MAX_FABRIC_BYTES = 1 << 20
@@ -485,23 +484,6 @@ def field_units(cls: type = Fabric, prefix: str = "") -> dict[str, str]:
 # ---------------------------------------------------------------------- parsing
 
 
-def _show(value: Any) -> str:
-    """A value as shown in a message, with its TOML type."""
-    if isinstance(value, bool):
-        return f"{str(value).lower()} (a boolean)"
-    if isinstance(value, int):
-        return f"{value} (an integer)"
-    if isinstance(value, float):
-        return f"{value!r} (a float)"
-    if isinstance(value, str):
-        return f"{json.dumps(value[:60])} (a string)"
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list):
-        return "an array"
-    return f"a {type(value).__name__}"
-
-
 def _range(meta: dict[str, Any]) -> str:
     lo, hi = meta["lo"], meta["hi"]
     if hi is None:
@@ -515,7 +497,7 @@ def _check_value(key: str, value: Any, meta: dict[str, Any]) -> str | None:
     unit = f" {meta['unit']}" if meta["unit"] else ""
     if kind == "str":
         if not isinstance(value, str):
-            return f"must be a string, got {_show(value)}"
+            return f"must be a string, got {show_value(value)}"
         if len(value) > MAX_STRING_CHARS:
             return f"is too long ({len(value)} characters, max {MAX_STRING_CHARS})"
         if key == "name" and not value.strip():
@@ -524,23 +506,23 @@ def _check_value(key: str, value: Any, meta: dict[str, Any]) -> str | None:
     if kind == "choice":
         if not any(type(value) is type(c) and value == c for c in meta["choices"]):
             shown = ", ".join(json.dumps(c) for c in meta["choices"])
-            return f"must be one of {shown}, got {_show(value)}"
+            return f"must be one of {shown}, got {show_value(value)}"
         return None
     if kind == "int":
         if not isinstance(value, int) or isinstance(value, bool):
-            return f"must be an integer, got {_show(value)}"
+            return f"must be an integer, got {show_value(value)}"
         if value < meta["lo"] or (meta["hi"] is not None and value > meta["hi"]):
             return f"must be an integer {_range(meta)}{unit}, got {value}"
         return None
     if kind == "float":
         if not isinstance(value, int | float) or isinstance(value, bool):
-            return f"must be a number, got {_show(value)}"
+            return f"must be a number, got {show_value(value)}"
         if not math.isfinite(value) or not meta["lo"] <= value <= meta["hi"]:
             return f"must be a number {_range(meta)}{unit}, got {value!r}"
         return None
     if kind == "int_list":
         if not isinstance(value, list | tuple) or not value:
-            return f"must be a non-empty array of integers, got {_show(value)}"
+            return f"must be a non-empty array of integers, got {show_value(value)}"
         for item in value:
             problem = _check_value(key, item, {**meta, "kind": "int"})
             if problem:
@@ -553,7 +535,7 @@ def _parse_table(cls: type, table: Any, where: str, label: str) -> Any:
     """Build ``cls`` from a TOML table, checking keys, types and ranges."""
     shown = f"[{label}]" if label else "top level:"
     if not isinstance(table, dict):
-        raise InputError(f"{where}: {shown} must be a table, got {_show(table)}")
+        raise InputError(f"{where}: {shown} must be a table, got {show_value(table)}")
     names = [f.name for f in fields(cls)]
     for key in table:
         if key not in names:
@@ -605,12 +587,7 @@ def parse_fabric(doc: dict[str, Any], where: str) -> Fabric:
 
 def read_fabric_file(path: Path) -> Fabric:
     """Read and validate a fabric TOML file (size-capped, UTF-8); every failure is exit 3."""
-    raw = read_small_file(path, "fabric file (a TOML file)", MAX_FABRIC_BYTES)
-    text = decode_utf8(path, "fabric file", raw)
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise InputError(f"{path}: not valid TOML: {e}") from None
+    doc, _ = read_toml(path, "fabric file", MAX_FABRIC_BYTES, "a TOML file")
     return parse_fabric(doc, str(path))
 
 

@@ -52,14 +52,13 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from maskc.errors import InputError, UsageError
-from maskc.fsutil import decode_utf8, read_small_file
 from maskc.ir import TensorSpec
+from maskc.tomlio import read_toml, show_value
 
 #: Tensor roles (:attr:`maskc.ir.TensorSpec.role`) that are quantized; everything else
 #: (norms, biases) stays in float.
@@ -128,17 +127,21 @@ class QuantSetting:
         ``methods`` ``None`` checks only that ``method`` is a non-empty string.
         """
         if key in ("codebook", "symmetric", "skip"):
-            return None if isinstance(value, bool) else f"must be true or false, got {_show(value)}"
+            return (
+                None
+                if isinstance(value, bool)
+                else f"must be true or false, got {show_value(value)}"
+            )
         if key == "method":
             if not isinstance(value, str) or not value:
-                return f"must be a method name (a string), got {_show(value)}"
+                return f"must be a method name (a string), got {show_value(value)}"
             if methods is not None and value not in methods:
                 return f"unknown method {value!r}; choose one of: {', '.join(methods)}"
             return None
         if key not in ("bits", "group_size", "scale_bits"):
             raise ValueError(f"QuantSetting has no field {key!r}")
         if not isinstance(value, int) or isinstance(value, bool):
-            return f"must be an integer, got {_show(value)}"
+            return f"must be an integer, got {show_value(value)}"
         if key == "bits" and value not in BITS:
             return f"must be one of {', '.join(map(str, BITS))}, got {value}"
         if key == "group_size" and not (
@@ -246,23 +249,6 @@ class Resolution:
 # --------------------------------------------------------------------------- loading
 
 
-def _show(value: Any) -> str:
-    """A TOML-flavoured description of a value for error messages: ``"4" (a string)``."""
-    if isinstance(value, bool):
-        return f"{str(value).lower()} (a boolean)"
-    if isinstance(value, str):
-        return f"{json.dumps(value)} (a string)"
-    if isinstance(value, int):
-        return f"{value} (an integer)"
-    if isinstance(value, float):
-        return f"{value!r} (a float)"
-    if isinstance(value, dict):
-        return "a table"
-    if isinstance(value, list):
-        return "an array"
-    return f"{value!r} (a {type(value).__name__})"
-
-
 def _pattern(pat: str) -> str:
     """A regex as written in the TOML file: a literal string ``'...'`` when possible."""
     return f"'{pat}'" if "'" not in pat and pat.isprintable() else json.dumps(pat)
@@ -282,7 +268,7 @@ def _check_table(
 ) -> dict[str, Any]:
     """Validate one TOML table of setting keys (plus ``match`` for a rule); return it ordered."""
     if not isinstance(table, dict):
-        raise InputError(f"{where}: must be a table, got {_show(table)}")
+        raise InputError(f"{where}: must be a table, got {show_value(table)}")
     for key in table:
         if key not in allowed:
             raise InputError(
@@ -300,12 +286,7 @@ def _check_table(
 
 def _read_toml(path: Path) -> tuple[dict[str, Any], bytes]:
     """Parse ``path`` (size-capped, UTF-8, TOML) into a dict; every failure is exit 3."""
-    raw = read_small_file(path, "quant config (--config takes a TOML file)", MAX_CONFIG_BYTES)
-    text = decode_utf8(path, "quant config", raw)
-    try:
-        return tomllib.loads(text), raw
-    except tomllib.TOMLDecodeError as e:
-        raise InputError(f"{path}: not valid TOML: {e}") from None
+    return read_toml(path, "quant config", MAX_CONFIG_BYTES, "--config takes a TOML file")
 
 
 def _parse(
@@ -332,7 +313,9 @@ def _parse(
             raise InputError(f"{where}: missing key 'match' (a regex for the tensor names)")
         pat = table["match"]
         if not isinstance(pat, str) or not pat:
-            raise InputError(f"{where}: match must be a non-empty regex string, got {_show(pat)}")
+            raise InputError(
+                f"{where}: match must be a non-empty regex string, got {show_value(pat)}"
+            )
         if len(pat) > MAX_PATTERN_CHARS:
             raise InputError(f"{where}: match is too long (max {MAX_PATTERN_CHARS} characters)")
         try:
