@@ -347,3 +347,30 @@ def test_build_folder_has_normal_permissions(model_cache, tmp_path, cli):
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "b").stat().st_mode & 0o777 == 0o777 & ~umask
+
+
+def test_build_does_not_depend_on_blas_threads(model_cache, tmp_path):
+    """The calibrated 3-bit path uses BLAS; builds must be byte-identical with 1 or 2 threads."""
+    import os
+    import subprocess
+    import sys
+
+    gen = model_cache("tiny-gqa-bf16")
+    manifests = []
+    for threads in ("1", "2"):
+        out = tmp_path / f"b{threads}"
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": threads, "OMP_NUM_THREADS": threads}
+        cmd = [
+            sys.executable,
+            "-m",
+            "maskc",
+            "compile",
+            str(gen.path),
+            "-o",
+            str(out),
+            "--bits",
+            "3",
+        ]
+        subprocess.run(cmd, env=env, check=True, capture_output=True)
+        manifests.append(json.loads((out / "manifest.json").read_text())["files"])
+    assert manifests[0] == manifests[1]
