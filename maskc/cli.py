@@ -269,6 +269,8 @@ def _inspect_build(path: Path, tensor: str | None, as_json: bool) -> None:
     )
     if report:
         _print_quant_report(report)
+        if report.get("placement"):
+            _print_placement(report["placement"])
 
 
 def _print_quant_report(report: dict) -> None:
@@ -320,6 +322,28 @@ def _print_quant_report(report: dict) -> None:
         out.print(st)
 
 
+def _print_placement(p: dict) -> None:
+    t = Table("die", "layers", "tiles used", "of", "tile use", "cell use in used tiles",
+              "padding cells", title=f"placement on {p['fabric']}")  # fmt: skip
+    for d in p["per_die"]:
+        t.add_row(
+            str(d["die"]),
+            f"{d['layers'][0]}-{d['layers'][1]}",
+            f"{d['tiles_used']:,}",
+            f"{d['tiles_available']:,}",
+            f"{100 * d['tile_utilization']:.1f}%",
+            f"{100 * d['cell_utilization_of_used_tiles']:.1f}%",
+            f"{d['padding_cells']:,}",
+        )
+    out.print(t)
+    per_layer = ", ".join(f"{k}: {v}" for k, v in p["per_layer_tiles"].items())
+    out.print(f"tiles per layer: {per_layer}")
+    out.print(
+        f"KV cache: {p['context_requested']} tokens requested, at most {p['max_context']:,} "
+        "fit in each die's SRAM; floorplan in reports/floorplan.png"
+    )
+
+
 class _RichEvents:
     """Pipeline events -> one rich progress bar per stage, warnings on stderr."""
 
@@ -341,6 +365,14 @@ class _RichEvents:
 
     def warn(self, message: str) -> None:
         err.print(f"maskc: warning: {message}", markup=False)
+
+
+def _dies_option(value: str) -> int | str:
+    if value in ("auto", "fabric"):
+        return value
+    if not value.isdigit() or int(value) < 1:
+        raise UsageError(f"--dies must be a positive number or 'auto', got {value!r}")
+    return int(value)
 
 
 @app.command()
@@ -444,6 +476,32 @@ def compile(
     strict: Annotated[
         bool, typer.Option("--strict", help="Quant-config rules that match nothing are errors.")
     ] = False,
+    fabric: Annotated[
+        str | None,
+        typer.Option(
+            "--fabric",
+            help="Place the model on this fabric: a built-in name (maskc "
+            "fabric list) or a fabric TOML file. Without it, no placement is done.",
+        ),
+    ] = None,
+    dies: Annotated[
+        str,
+        typer.Option(
+            "--dies",
+            help="With --fabric: number of dies to spread the layers over "
+            "(a layer pipeline), or 'auto' for the fewest that fit. Default: the "
+            "fabric's own count.",
+        ),
+    ] = "fabric",
+    context: Annotated[
+        int | None,
+        typer.Option(
+            "--context",
+            min=1,
+            help="With --fabric: tokens of KV cache every die must "
+            "hold (default: min(2048, the model's maximum)).",
+        ),
+    ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Replace BUILD if it exists and is not empty.")
     ] = False,
@@ -467,7 +525,8 @@ def compile(
         bits=bits, group_size=group_size, method=method, quant_config=quant_config,
         model_config=model_config, calib=calib, calib_tokens=calib_tokens, eval_text=eval_text,
         sensitivity=sensitivity, strict=strict, force=force,
-        calibrate=False if no_calib else None, mixed=mixed,
+        calibrate=False if no_calib else None, mixed=mixed, fabric=fabric,
+        dies=_dies_option(dies), context=context,
     )  # fmt: skip
     with _progress(in_bytes=False) as prog:
         result = compile_model(model, output, opts, _RichEvents(prog))
@@ -478,6 +537,8 @@ def compile(
         _emit_json(summary)
         return
     _print_quant_report(rep)
+    if rep.get("placement"):
+        _print_placement(rep["placement"])
     out.print(f"[green]wrote[/green] {output}")
 
 

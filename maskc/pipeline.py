@@ -85,6 +85,12 @@ class CompileOptions:
     sensitivity: bool = False
     strict: bool = False
     force: bool = False
+    #: a built-in fabric name or a fabric TOML path; None: no placement stage
+    fabric: str | None = None
+    #: dies to spread the model over: a number, "auto" (fewest that fit) or "fabric"
+    dies: int | str = "fabric"
+    #: tokens of KV cache every die must hold for its layers
+    context: int | None = None
 
 
 @dataclass
@@ -157,6 +163,11 @@ def compile_model(
     ev = events or _Quiet()
     model_path = Path(model_path)
     with atomic_output_dir(out, force=opts.force, inputs=(model_path,)) as tmp:
+        fab = None
+        if opts.fabric is not None:
+            from maskc.fabric import load_fabric
+
+            fab = load_fabric(opts.fabric)
         m = load_model(model_path, opts.model_config)
         res = _resolve(m, opts)
         for w in res.warnings:
@@ -209,12 +220,40 @@ def compile_model(
                 report["sensitivity"] = _sensitivity(m, tmp, index, eval_ids, ev)
         else:
             ev.warn(f"{m.path}: no tokenizer.json: output-level error not measured")
+        stages = ["ingest", "quantize"]
+        if fab is not None:
+            placement = _place(m, rows, fab, opts)
+            write_json(tmp / "reports" / "placement.json", placement.report)
+            from maskc.place import floorplan_png
+
+            floorplan_png(placement, tmp / "reports" / "floorplan.png")
+            report["placement"] = placement.report
+            stages.append("place")
         write_json(tmp / "reports" / "quant.json", report)
         from maskc.quantize.report import error_png
 
         error_png(report, tmp / "reports" / "quant_error.png")
-        write_manifest(tmp, ["ingest", "quantize"])
+        write_manifest(tmp, stages)
     return CompileResult(Path(out), report, list(res.warnings))
+
+
+def _place(m: Model, rows: list[dict], fab, opts: CompileOptions):
+    """Cut every quantized matrix into tile blocks and place them (stage 3)."""
+    from maskc.place import MatrixInfo, place
+
+    mats = []
+    for r in rows:
+        if not r["quantized"]:
+            if r["role"] in QUANTIZABLE_ROLES:
+                raise InputError(
+                    f"{r['name']}: kept in float (skip = true) but the fabric stores only "
+                    "quantized weights; remove the skip rule to place the model"
+                )
+            continue
+        mats.append(MatrixInfo(r["name"], r["role"], r["layer"], r["shape"][0], r["shape"][1],
+                               r["bits"], r["group_size"]))  # fmt: skip
+    context = opts.context or min(2048, m.arch.max_position_embeddings)
+    return place(mats, m.arch, fab, opts.dies, context)
 
 
 def _resolve(m: Model, opts: CompileOptions) -> Resolution:

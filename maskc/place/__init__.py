@@ -1,0 +1,310 @@
+"""Stage 3, place: quantized matrices -> tile-sized blocks -> positions on the fabric's tile grid.
+
+**Cutting.** A matrix ``[R, C]`` quantized with ``b``-bit codes in groups of ``G`` is stored in
+tiles of ``rows`` tile rows, each holding ``W = fabric.weights_per_tile_row(b)`` weights. Its
+input dimension is first padded to a multiple of ``G`` (the quantizer's padding); groups never
+span two tiles (``G`` must divide ``W``). Blocks are ``rows`` output rows by up to ``W`` input
+weights; the last row block and the last column block of a matrix may be partial. Everything a
+block does not fill is *padding*, reported as waste.
+
+**Placing.** Deterministic, in the model's data-flow order: the embedding, then every decoder
+layer (q, k, v, o, gate, up, down, in that order; inside a matrix, row blocks in order and the
+column blocks of one row block next to each other), then an untied lm_head. Tiles of a die are
+visited in serpentine order (row 0 left to right, row 1 right to left, ...), so consecutive
+blocks sit in adjacent tiles: the column blocks whose partial sums are added together are
+neighbours, each layer occupies one contiguous band of the die (its activation buses stay
+short and local), and consecutive layers are next to each other.
+
+**Dies.** With several dies the decoder layers are split into contiguous runs (a layer
+pipeline) that minimize the largest die's tile count; the embedding goes with the first layer
+and the lm_head with the last (a tied head reuses the embedding's tiles on die 0). Each die keeps
+the KV cache of its own layers in its SRAM. Between consecutive dies one hidden-state vector per
+token crosses the link.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from maskc.errors import FitError, InputError
+
+#: ROM cells per weight, by code width (3-bit codes are packed four to three 4-bit cells).
+CELLS_PER_WEIGHT = {2: 0.5, 3: 0.75, 4: 1.0, 8: 2.0}
+#: Bytes per cached key or value element (int8 KV cache).
+KV_BYTES_PER_ELEMENT = 1
+
+
+@dataclass(frozen=True)
+class MatrixInfo:
+    """What placement needs to know of one quantized matrix."""
+
+    name: str
+    role: str
+    layer: int | None
+    rows: int
+    cols: int
+    bits: int
+    group_size: int
+
+
+@dataclass(frozen=True)
+class Block:
+    """One tile's content: output rows ``row0 .. row0+rows`` and input weights
+    ``col0 .. col0+cols`` of matrix ``tensor`` (``cols`` counts real weights; the rest of the
+    tile row is padding), at tile ``(x, y)`` of die ``die``."""
+
+    tensor: str
+    role: str
+    layer: int | None
+    bits: int
+    row0: int
+    rows: int
+    col0: int
+    cols: int
+    die: int
+    x: int
+    y: int
+
+
+@dataclass(frozen=True)
+class Placement:
+    fabric: str
+    dies: int
+    tiles_per_die: int
+    grid: tuple[int, int]  #: (tile columns, tile rows) of a die
+    blocks: tuple[Block, ...]
+    context: int  #: tokens of KV cache each die can hold for its layers
+    report: dict
+
+    def validate(self) -> None:
+        seen = set()
+        cols, rows = self.grid
+        for b in self.blocks:
+            key = (b.die, b.x, b.y)
+            if key in seen:
+                raise InputError(f"placement: tile {key} holds two blocks")
+            seen.add(key)
+            if not (0 <= b.die < self.dies and 0 <= b.x < cols and 0 <= b.y < rows):
+                raise InputError(f"placement: block of {b.tensor} is off the grid at {key}")
+
+
+def serpentine(cols: int, rows: int):
+    """Tile positions of a die in serpentine order: ``(x, y)``."""
+    for y in range(rows):
+        xs = range(cols) if y % 2 == 0 else range(cols - 1, -1, -1)
+        for x in xs:
+            yield x, y
+
+
+def cut(m: MatrixInfo, fabric) -> list[tuple[int, int, int, int]]:
+    """Blocks of matrix ``m`` as ``(row0, rows, col0, cols)`` in placement order."""
+    w = fabric.weights_per_tile_row(m.bits)
+    if w % m.group_size:
+        raise InputError(
+            f"{m.name}: group size {m.group_size} does not divide the {w} weights of a "
+            f"{fabric.name} tile row at {m.bits} bits; use a group size in "
+            f"{list(fabric.tile.group_sizes)} (--group-size or a quant.toml rule)"
+        )
+    tr = fabric.tile.rows
+    out = []
+    for r0 in range(0, m.rows, tr):
+        for c0 in range(0, m.cols, w):
+            out.append((r0, min(tr, m.rows - r0), c0, min(w, m.cols - c0)))
+    return out
+
+
+def tiles_of(m: MatrixInfo, fabric) -> int:
+    w = fabric.weights_per_tile_row(m.bits)
+    return math.ceil(m.rows / fabric.tile.rows) * math.ceil(m.cols / w)
+
+
+def _partition(loads: list[int], parts: int) -> list[int]:
+    """Split ``loads`` (in order) into ``parts`` contiguous runs minimizing the largest run's
+    sum; returns the start index of each run (deterministic: the earliest optimal cuts)."""
+    n = len(loads)
+    prefix = [0]
+    for v in loads:
+        prefix.append(prefix[-1] + v)
+    inf = float("inf")
+    best = [[inf] * (n + 1) for _ in range(parts + 1)]
+    cut_at = [[0] * (n + 1) for _ in range(parts + 1)]
+    best[0][0] = 0
+    for p in range(1, parts + 1):
+        for i in range(1, n + 1):
+            for j in range(p - 1, i):
+                cost = max(best[p - 1][j], prefix[i] - prefix[j])
+                if cost < best[p][i]:
+                    best[p][i], cut_at[p][i] = cost, j
+    starts, i = [], n
+    for p in range(parts, 0, -1):
+        j = cut_at[p][i]
+        starts.append(j)
+        i = j
+    return starts[::-1]
+
+
+def kv_bytes_per_token(arch, layers: int) -> int:
+    """KV cache bytes per token for ``layers`` decoder layers (keys and values, int8)."""
+    return layers * 2 * arch.num_kv_heads * arch.head_dim * KV_BYTES_PER_ELEMENT
+
+
+def place(
+    matrices: list[MatrixInfo], arch, fabric, dies: int | str = "fabric", context: int = 2048
+) -> Placement:
+    """Place ``matrices`` (canonical order) on ``fabric``; ``dies``: a number, ``"auto"`` (the
+    fewest that fit) or ``"fabric"`` (the fabric's own count). Raises FitError (exit 4) with
+    the numbers and what would make it fit."""
+    layers = arch.num_layers
+    per_layer = [0] * layers
+    embed_tiles = head_tiles = 0
+    for m in matrices:
+        t = tiles_of(m, fabric)
+        if m.layer is not None:
+            per_layer[m.layer] += t
+        elif m.role == "embed":
+            embed_tiles += t
+        else:
+            head_tiles += t
+    total = embed_tiles + head_tiles + sum(per_layer)
+    tpd = fabric.tiles_per_die
+    if dies == "auto":
+        n = next((k for k in range(1, layers + 1) if _fits(per_layer, embed_tiles, head_tiles,
+                                                             k, tpd)), None)  # fmt: skip
+        if n is None:
+            raise FitError(
+                f"{fabric.name}: the model needs {total:,} tiles and its largest layer alone "
+                f"{max(per_layer):,} tiles plus embedding; no split over up to {layers} dies of "
+                f"{tpd:,} tiles fits. Use fewer bits or a fabric with more tiles per die"
+            )
+        dies = n
+    elif dies == "fabric":
+        dies = fabric.system.dies
+    dies = int(dies)
+    if dies < 1 or dies > layers:
+        raise InputError(f"--dies must be between 1 and {layers} (the number of layers)")
+    starts = _partition(per_layer, dies)
+    ends = [*starts[1:], layers]
+    die_of_layer = [0] * layers
+    for d, (a, b) in enumerate(zip(starts, ends, strict=True)):
+        for i in range(a, b):
+            die_of_layer[i] = d
+    need = [sum(per_layer[a:b]) for a, b in zip(starts, ends, strict=True)]
+    need[0] += embed_tiles
+    need[-1] += head_tiles
+    kv_need = [kv_bytes_per_token(arch, b - a) * context for a, b in zip(starts, ends,
+                                                                          strict=True)]  # fmt: skip
+    sram = fabric.die.sram_bytes
+    over = [d for d in range(dies) if need[d] > tpd]
+    sram_over = [d for d in range(dies) if kv_need[d] > sram]
+    if over or sram_over:
+        d = (over or sram_over)[0]
+        hint = "--dies auto to spread the layers" if dies == 1 else "more dies (--dies auto)"
+        raise FitError(
+            f"{fabric.name}: does not fit on {dies} die(s): die {d} needs {need[d]:,} tiles of "
+            f"{tpd:,} and {kv_need[d]:,} bytes of SRAM of {sram:,} for a {context}-token KV "
+            f"cache (model total {total:,} tiles). Try fewer bits (--bits 3), {hint}, a "
+            "smaller --context, or a larger fabric"
+        )
+
+    cols, rows = fabric.die.tile_columns, fabric.die.tile_rows
+    cursors = [serpentine(cols, rows) for _ in range(dies)]
+    blocks: list[Block] = []
+    for m in matrices:
+        if m.layer is not None:
+            d = die_of_layer[m.layer]
+        else:
+            d = 0 if m.role == "embed" else dies - 1
+        for r0, nr, c0, nc in cut(m, fabric):
+            x, y = next(cursors[d])
+            blocks.append(Block(m.name, m.role, m.layer, m.bits, r0, nr, c0, nc, d, x, y))
+    max_ctx = min(
+        sram // max(kv_bytes_per_token(arch, b - a), 1) for a, b in zip(starts, ends, strict=True)
+    )
+    report = _report(blocks, matrices, fabric, dies, need, starts, ends, arch, context, max_ctx)
+    p = Placement(fabric.name, dies, tpd, (cols, rows), tuple(blocks), context, report)
+    p.validate()
+    return p
+
+
+def _fits(per_layer, embed, head, k, tpd) -> bool:
+    starts = _partition(per_layer, k)
+    ends = [*starts[1:], len(per_layer)]
+    need = [sum(per_layer[a:b]) for a, b in zip(starts, ends, strict=True)]
+    need[0] += embed
+    need[-1] += head
+    return max(need) <= tpd
+
+
+def _report(blocks, matrices, fabric, dies, need, starts, ends, arch, context, max_ctx) -> dict:
+    cells_per_tile = fabric.cells_per_tile
+    used_cells = [0.0] * dies
+    layer_tiles: dict[str, int] = {}
+    for b in blocks:
+        used_cells[b.die] += b.rows * b.cols * CELLS_PER_WEIGHT[b.bits]
+        key = "embed" if b.role == "embed" else "lm_head" if b.layer is None else str(b.layer)
+        layer_tiles[key] = layer_tiles.get(key, 0) + 1
+    per_die = []
+    for d in range(dies):
+        alloc = need[d] * cells_per_tile
+        per_die.append({
+            "die": d,
+            "layers": [starts[d], ends[d] - 1],
+            "tiles_used": need[d],
+            "tiles_available": fabric.tiles_per_die,
+            "tile_utilization": need[d] / fabric.tiles_per_die,
+            "cell_utilization_of_used_tiles": used_cells[d] / alloc if alloc else 0.0,
+            "padding_cells": int(alloc - used_cells[d]),
+            "kv_bytes_per_token": kv_bytes_per_token(arch, ends[d] - starts[d]),
+        })  # fmt: skip
+    links = [
+        {"from_die": d, "to_die": d + 1,
+         "bytes_per_token": arch.hidden_size * 2,  # one int16 hidden state per token
+         "link_gb_per_s": fabric.die.link_gb_per_s}
+        for d in range(dies - 1)
+    ]  # fmt: skip
+    return {
+        "fabric": fabric.name,
+        "dies": dies,
+        "tiles_used": sum(need),
+        "tiles_available": fabric.tiles_per_die * dies,
+        "per_die": per_die,
+        "per_layer_tiles": layer_tiles,
+        "context_requested": context,
+        "max_context": max_ctx,
+        "links": links,
+    }
+
+
+def floorplan_png(p: Placement, path) -> None:
+    """Draw every die's tile grid, each tile colored by the layer it holds (deterministic PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import numpy as np
+    from matplotlib.colors import ListedColormap
+    from matplotlib.figure import Figure
+
+    cols, rows = p.grid
+    layers = 1 + max((b.layer for b in p.blocks if b.layer is not None), default=0)
+    # value 0: empty, 1: embedding, 2: lm_head, 3 + i: layer i
+    base = matplotlib.colormaps["viridis"](np.linspace(0, 1, max(layers, 2)))
+    cmap = ListedColormap([(0.92, 0.92, 0.92, 1), (0.85, 0.2, 0.2, 1), (0.95, 0.6, 0.1, 1),
+                           *base])  # fmt: skip
+    fig = Figure(figsize=(4 * p.dies + 1, 4.6), dpi=100)
+    axes = fig.subplots(1, p.dies, squeeze=False)[0]
+    for d, ax in enumerate(axes):
+        grid = np.zeros((rows, cols))
+        for b in p.blocks:
+            if b.die == d:
+                v = 3 + b.layer if b.layer is not None else (1 if b.role == "embed" else 2)
+                grid[b.y, b.x] = v
+        ax.imshow(grid, cmap=cmap, vmin=0, vmax=2 + max(layers, 2), interpolation="nearest")
+        used = p.report["per_die"][d]["tiles_used"]
+        ax.set_title(f"die {d}: {used:,} of {p.tiles_per_die:,} tiles", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"{p.fabric} floorplan (red: embedding, orange: lm_head, color: layer)",
+                 fontsize=9)  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(path, format="png", metadata={"Software": None})

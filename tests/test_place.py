@@ -1,0 +1,136 @@
+"""Placement: every weight in exactly one tile, serpentine adjacency, contiguous layers,
+multi-die split, fit errors (exit 4) and the reports, checked on generated models."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+
+import numpy as np
+import pytest
+from helpers import assert_bad
+
+from maskc.fabric import load_fabric
+from maskc.place import MatrixInfo, cut, place, serpentine
+
+
+def small_fabric(tmp_path, cols: int, rows: int, sram: int | None = None):
+    """mini with a smaller tile grid (and optionally less SRAM), as a TOML file."""
+    text = load_fabric("mini").to_toml()
+    text = re.sub(r"(?m)^name = .*$", 'name = "small"', text, count=1)
+    text = re.sub(r"(?m)^tile_columns = .*$", f"tile_columns = {cols}", text)
+    text = re.sub(r"(?m)^tile_rows = .*$", f"tile_rows = {rows}", text)
+    if sram is not None:
+        text = re.sub(r"(?m)^sram_bytes = .*$", f"sram_bytes = {sram}", text)
+    p = tmp_path / "small.toml"
+    p.write_text(text)
+    return p
+
+
+def test_serpentine_visits_every_tile_once_adjacently():
+    pos = list(serpentine(5, 4))
+    assert len(set(pos)) == 20
+    assert all(abs(a[0] - b[0]) + abs(a[1] - b[1]) == 1 for a, b in itertools.pairwise(pos))
+
+
+def test_cut_covers_every_weight_once():
+    fab = load_fabric("mini")
+    for bits, rows, cols, g in [(4, 576, 1536, 32), (3, 1536, 576, 64), (8, 500, 100, 32)]:
+        m = MatrixInfo("w", "up_proj", 0, rows, cols, bits, g)
+        seen = np.zeros((rows, cols), dtype=np.int64)
+        for r0, nr, c0, nc in cut(m, fab):
+            assert nr <= fab.tile.rows and nc <= fab.weights_per_tile_row(bits)
+            seen[r0 : r0 + nr, c0 : c0 + nc] += 1
+        assert (seen == 1).all()
+
+
+def test_compile_with_fabric(model_cache, tmp_path, cli):
+    gen = model_cache("tiny")
+    out = tmp_path / "b"
+    r = cli("compile", gen.path, "-o", out, "--fabric", "mini", "--json")
+    assert r.code == 0, r.err
+    p = json.loads((out / "reports" / "placement.json").read_text())
+    assert p["fabric"] == "mini" and p["dies"] == 1
+    assert (out / "reports" / "floorplan.png").read_bytes()[:4] == b"\x89PNG"
+    idx = json.loads((out / "quant" / "index.json").read_text())["tensors"]
+    fab = load_fabric("mini")
+    # the tile count is what cutting every quantized matrix gives, computed here independently
+    want = 0
+    for e in idx.values():
+        if e["kind"] == "quantized":
+            rows, cols = e["shape"]
+            per_row = {4: 192, 3: 256, 8: 96}[e["format"]["bits"]]
+            want += -(-rows // fab.tile.rows) * -(-cols // per_row)
+    assert p["tiles_used"] == want
+    assert sum(p["per_layer_tiles"].values()) == want
+    r = cli("inspect", out)
+    assert r.code == 0 and "placement on mini" in r.out
+
+
+def test_too_small_fabric_is_exit_4_and_auto_spreads(model_cache, tmp_path, cli):
+    gen = model_cache("tiny")
+    fab = small_fabric(tmp_path, 4, 3)  # 12 tiles per die
+    r = cli("compile", gen.path, "-o", tmp_path / "b", "--fabric", fab)
+    assert r.code == 4, r
+    assert "tiles" in r.err and "--dies auto" in r.err and "Traceback" not in r.err
+    assert not (tmp_path / "b").exists()
+    r = cli("compile", gen.path, "-o", tmp_path / "c", "--fabric", fab, "--dies", "auto", "--json")
+    assert r.code == 0, r.err
+    p = json.loads((tmp_path / "c" / "reports" / "placement.json").read_text())
+    assert p["dies"] >= 2
+    assert all(d["tiles_used"] <= d["tiles_available"] for d in p["per_die"])
+    # layers are split into contiguous runs, in order
+    runs = [d["layers"] for d in p["per_die"]]
+    assert runs[0][0] == 0 and runs[-1][1] == 1
+    assert all(a[1] + 1 == b[0] for a, b in itertools.pairwise(runs))
+    assert len(p["links"]) == p["dies"] - 1
+
+
+def test_sram_too_small_is_exit_4(model_cache, tmp_path, cli):
+    fab = small_fabric(tmp_path, 80, 64, sram=1024)
+    r = cli("compile", model_cache("tiny").path, "-o", tmp_path / "b", "--fabric", fab)
+    assert r.code == 4 and "SRAM" in r.err
+
+
+def test_placement_layout_properties(model_cache):
+    """Direct API: no tile used twice, consecutive blocks adjacent, each layer contiguous."""
+    from maskc.ingest import load_model
+
+    gen = model_cache("tiny-odd")
+    m = load_model(gen.path)
+    fab = load_fabric("mini")
+    mats = [MatrixInfo(s.name, s.role, s.layer, s.shape[0], s.shape[1], 4, 32)
+            for s in m.specs if len(s.shape) == 2]  # fmt: skip
+    p = place(mats, m.arch, fab)
+    pos = [(b.x, b.y) for b in p.blocks]
+    assert len(set(pos)) == len(pos)
+    order = {xy: k for k, xy in enumerate(serpentine(*p.grid))}
+    ks = [order[xy] for xy in pos]
+    assert ks == list(range(len(ks)))  # filled in serpentine order without gaps
+    for layer in range(m.arch.num_layers):
+        idx = [k for k, b in zip(ks, p.blocks, strict=True) if b.layer == layer]
+        assert idx == list(range(idx[0], idx[0] + len(idx)))
+
+
+@pytest.mark.parametrize(
+    "args,code,needle",
+    [
+        (["--fabric", "nosuch"], 3, "hc1"),
+        (["--fabric", "mini", "--dies", "zero"], 2, "--dies"),
+        (["--fabric", "mini", "-g", "40"], 3, "group size"),
+    ],
+)
+def test_bad_placement_inputs(model_cache, tmp_path, cli, args, code, needle):
+    r = cli("compile", model_cache("tiny").path, "-o", tmp_path / "b", *args)
+    assert r.code == code, r
+    assert needle in r.err and "Traceback" not in r.err
+    assert not (tmp_path / "b").exists()
+
+
+def test_skipped_matrix_cannot_be_placed(model_cache, tmp_path, cli):
+    cfg = tmp_path / "q.toml"
+    cfg.write_text("[[rule]]\nmatch = '.*v_proj'\nskip = true\n")
+    r = cli("compile", model_cache("tiny").path, "-o", tmp_path / "b", "--fabric", "mini",
+            "--config", cfg)  # fmt: skip
+    assert_bad(r, "skip")
