@@ -271,6 +271,8 @@ def _inspect_build(path: Path, tensor: str | None, as_json: bool) -> None:
         _print_quant_report(report)
         if report.get("placement"):
             _print_placement(report["placement"])
+    elif "reports/placement.json" in b.manifest["files"]:
+        _print_placement(b.json("reports/placement.json"))
 
 
 def _print_quant_report(report: dict) -> None:
@@ -493,6 +495,15 @@ def compile(
             "fabric's own count.",
         ),
     ] = "fabric",
+    plan_only: Annotated[
+        bool,
+        typer.Option(
+            "--plan-only",
+            help="With --fabric: plan from config.json alone (no "
+            "weights read): settings, ROM size, placement, floorplan; writes only the "
+            "reports. MODEL may be the config.json file.",
+        ),
+    ] = False,
     context: Annotated[
         int | None,
         typer.Option(
@@ -528,6 +539,35 @@ def compile(
         calibrate=False if no_calib else None, mixed=mixed, fabric=fabric,
         dies=_dies_option(dies), context=context,
     )  # fmt: skip
+    if plan_only:
+        from maskc.pipeline import plan_model
+
+        plan = plan_model(model, output, opts)
+        if as_json:
+            _emit_json(
+                {
+                    "build": str(output),
+                    **{
+                        k: plan[k]
+                        for k in (
+                            "parameters",
+                            "bpw_blocks",
+                            "bpw_quantized",
+                            "rom_bits",
+                            "placement",
+                        )
+                    },
+                }
+            )
+            return
+        out.print(
+            f"plan for {plan['parameters']:,} parameters: {plan['rom_bits'] / 8e9:.2f} GB "
+            f"of ROM, {plan['bpw_blocks']:.3f} bits/weight in the blocks, "
+            f"{plan['bpw_quantized']:.3f} over all quantized tensors"
+        )
+        _print_placement(plan["placement"])
+        out.print(f"[green]wrote[/green] {output} (plan only)")
+        return
     with _progress(in_bytes=False) as prog:
         result = compile_model(model, output, opts, _RichEvents(prog))
     rep = result.report

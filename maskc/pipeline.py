@@ -237,7 +237,74 @@ def compile_model(
     return CompileResult(Path(out), report, list(res.warnings))
 
 
-def _place(m: Model, rows: list[dict], fab, opts: CompileOptions):
+@dataclass(frozen=True)
+class _Shapes:
+    """What planning needs of a model when only its config.json is read."""
+
+    path: Path
+    arch: object
+    specs: list
+
+
+def plan_model(model_path: Path, out: Path, opts: CompileOptions) -> dict:
+    """``maskc compile --plan-only``: settings, ROM size and placement from config.json alone.
+
+    No weights are read; the build holds model.json, reports/plan.json, reports/placement.json
+    and reports/floorplan.png, and is marked with the single stage "plan"."""
+    from maskc.fabric import load_fabric
+    from maskc.ingest.config import load_config
+    from maskc.ir import expected_tensors
+    from maskc.quantize import format_for
+
+    model_path = Path(model_path)
+    if opts.fabric is None:
+        raise UsageError("--plan-only needs --fabric NAME|FILE.toml")
+    cfg = opts.model_config or (model_path / "config.json" if model_path.is_dir() else model_path)
+    with atomic_output_dir(out, force=opts.force, inputs=(model_path,)) as tmp:
+        fab = load_fabric(opts.fabric)
+        arch = load_config(Path(cfg))
+        shapes = _Shapes(model_path, arch, expected_tensors(arch))
+        res = _resolve(shapes, opts)
+        rows = []
+        for spec in shapes.specs:
+            s = res.settings.get(spec.name)
+            q = s is not None and not s.skip
+            fmt = format_for(s) if q else None
+            rom = fmt.rom_bits(*spec.shape) if q else None
+            rows.append({"name": spec.name, "role": spec.role, "layer": spec.layer,
+                         "shape": list(spec.shape), "quantized": q,
+                         "bits": s.bits if q else None, "group_size": s.group_size if q else None,
+                         "rom_bits": rom})  # fmt: skip
+        placement = _place(shapes, rows, fab, opts)
+        quant = [r for r in rows if r["quantized"]]
+        blocks = [r for r in quant if r["layer"] is not None]
+
+        def bpw(rs):
+            return sum(r["rom_bits"] for r in rs) / max(sum(math.prod(r["shape"]) for r in rs), 1)
+
+        plan = {
+            "version": 1,
+            "architecture": arch.to_json(),
+            "parameters": sum(s.parameters for s in shapes.specs),
+            "bpw_blocks": bpw(blocks),
+            "bpw_quantized": bpw(quant),
+            "rom_bits": sum(r["rom_bits"] for r in quant),
+            "settings": res.to_json(),
+            "placement": placement.report,
+        }
+        write_json(tmp / "model.json", {"maskc_version": __version__,
+                                        "architecture": arch.to_json(), "plan_only": True,
+                                        "config_sha256": sha256_file(Path(cfg))})  # fmt: skip
+        write_json(tmp / "reports" / "plan.json", plan)
+        write_json(tmp / "reports" / "placement.json", placement.report)
+        from maskc.place import floorplan_png
+
+        floorplan_png(placement, tmp / "reports" / "floorplan.png")
+        write_manifest(tmp, ["plan"])
+    return plan
+
+
+def _place(m, rows: list[dict], fab, opts: CompileOptions):
     """Cut every quantized matrix into tile blocks and place them (stage 3)."""
     from maskc.place import MatrixInfo, place
 

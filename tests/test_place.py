@@ -134,3 +134,45 @@ def test_skipped_matrix_cannot_be_placed(model_cache, tmp_path, cli):
     r = cli("compile", model_cache("tiny").path, "-o", tmp_path / "b", "--fabric", "mini",
             "--config", cfg)  # fmt: skip
     assert_bad(r, "skip")
+
+
+LLAMA_8B = {
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
+    "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
+    "num_key_value_heads": 8, "vocab_size": 128256, "max_position_embeddings": 131072,
+    "rms_norm_eps": 1e-05, "rope_theta": 500000.0, "tie_word_embeddings": False,
+    "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                     "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("bits", ["4", "3"])
+def test_llama_8b_plan_fits_hc1(tmp_path, cli, bits):
+    """Acceptance of the fabric issue: a Llama-3.1-8B-shaped plan (config.json only, no
+    weights) fits one hc1 die at 4 and at 3 bits, with tile and SRAM use reported."""
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps(LLAMA_8B))
+    out = tmp_path / "plan"
+    r = cli("compile", cfg, "-o", out, "--plan-only", "--fabric", "hc1", "--bits", bits, "--json")
+    assert r.code == 0, r.err
+    doc = json.loads(r.out)
+    assert doc["parameters"] == 8_030_261_248
+    p = doc["placement"]
+    assert p["dies"] == 1 and p["tiles_used"] <= p["tiles_available"]
+    assert p["max_context"] >= 2048
+    assert doc["bpw_blocks"] <= (5.0 if bits == "4" else 4.0)
+    assert sorted(x.name for x in (out / "reports").iterdir()) == [
+        "floorplan.png", "placement.json", "plan.json"]  # fmt: skip
+    assert cli("inspect", out).code == 0
+
+
+def test_llama_8b_plan_does_not_fit_mini(tmp_path, cli):
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps(LLAMA_8B))
+    for dies in ("1", "auto"):
+        r = cli("compile", cfg, "-o", tmp_path / "p", "--plan-only", "--fabric", "mini",
+                "--dies", dies)  # fmt: skip
+        assert r.code == 4 and "tiles" in r.err, r
+    assert not (tmp_path / "p").exists()
+    r = cli("compile", cfg, "-o", tmp_path / "p", "--plan-only")
+    assert r.code == 2 and "--fabric" in r.err
