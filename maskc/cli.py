@@ -344,6 +344,15 @@ def _print_placement(p: dict) -> None:
         f"KV cache: {p['context_requested']} tokens requested, at most {p['max_context']:,} "
         "fit in each die's SRAM; floorplan in reports/floorplan.png"
     )
+    perf = p.get("performance")
+    if perf:
+        a, b = perf["at_context_1"], perf["at_context"]
+        out.print(
+            f"modeled: {a['tokens_per_s_per_user']:,.0f} tokens/s per user at context 1, "
+            f"{b['tokens_per_s_per_user']:,.0f} at {b['context']} ({b['latency_us']:.1f} us, "
+            f"{b['energy_mj_per_token']:.3f} mJ per token); {perf['die_area_used_mm2']:.1f} mm2 "
+            "of tiles; model in docs/fabric.md"
+        )
 
 
 class _RichEvents:

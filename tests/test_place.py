@@ -164,6 +164,17 @@ def test_llama_8b_plan_fits_hc1(tmp_path, cli, bits):
     assert sorted(x.name for x in (out / "reports").iterdir()) == [
         "floorplan.png", "placement.json", "plan.json"]  # fmt: skip
     assert cli("inspect", out).code == 0
+    # modeled performance, recomputed from the fabric's fields: 32 layers x 4 sequential matrix
+    # stages + lm_head, one tile operation each; attention at context 1 is 2*32*128 MACs per layer
+    fab = load_fabric("hc1")
+    op_s = fab.system.cycles_per_tile_op / (fab.system.clock_mhz * 1e6)
+    attn_s = (
+        32 * (2 * 32 * 128 * 1 / fab.units.attention.ops_per_cycle) / (fab.system.clock_mhz * 1e6)
+    )
+    perf = p["performance"]
+    assert perf["sequential_stages"] == 129
+    assert perf["at_context_1"]["latency_us"] == pytest.approx((129 * op_s + attn_s) * 1e6)
+    assert 10_000 < perf["at_context_1"]["tokens_per_s_per_user"] < 20_000
 
 
 def test_llama_8b_plan_does_not_fit_mini(tmp_path, cli):

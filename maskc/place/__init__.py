@@ -224,6 +224,9 @@ def place(
     report = _report(blocks, matrices, fabric, dies, need, starts, ends, arch, context, max_ctx)
     p = Placement(fabric.name, dies, tpd, (cols, rows), tuple(blocks), context, report)
     p.validate()
+    from maskc.place.perf import modeled_performance
+
+    report["performance"] = modeled_performance(p, arch, fabric, context)
     return p
 
 

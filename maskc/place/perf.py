@@ -1,0 +1,57 @@
+"""Modeled performance of a placed model: tokens/s per user, latency and energy per token, die
+area used. The model (docs/fabric.md, "Modeled performance"):
+
+* decode is a pipeline of *stages* that must run one after the other for one user's token:
+  per decoder layer q/k/v (one stage: they share the input), o, gate/up, down (4 stages), then
+  the lm_head (1 stage). All tiles of a stage work in parallel, so a stage takes one tile
+  operation: ``cycles_per_tile_op / clock``;
+* attention of a layer at context ``c``: ``2 * num_heads * head_dim * c`` multiply-accumulates
+  on that layer's attention unit (``units.attention.ops_per_cycle`` per cycle);
+* each die boundary adds the transfer of one hidden-state vector over the link;
+* energy per token: every placed tile does one tile operation per token
+  (``tile_op_pj``), the KV cache read at context ``c`` (``sram_pj_per_byte``), link bits, and
+  static power over the token's latency for every die.
+Norms, RoPE, SwiGLU and sampling are taken as overlapped with the matrix stages.
+"""
+
+from __future__ import annotations
+
+STAGES_PER_LAYER = 4  # q/k/v, o, gate/up, down
+
+
+def modeled_performance(placement, arch, fabric, context: int) -> dict:
+    """Numbers at context 1 (no attention) and at ``context`` tokens."""
+    clock = fabric.clock_hz
+    stage_s = fabric.system.cycles_per_tile_op / clock
+    stages = arch.num_layers * STAGES_PER_LAYER + 1
+    link_bytes = arch.hidden_size * 2  # hidden state per token (2-byte elements, see docs)
+    link_s = (placement.dies - 1) * link_bytes / (fabric.die.link_gb_per_s * 1e9)
+    tiles = len(placement.blocks)
+    kv_per_token = 2 * arch.num_kv_heads * arch.head_dim * arch.num_layers  # bytes, int8
+
+    def at(ctx: int) -> dict:
+        attn_cycles = (
+            2 * arch.num_heads * arch.head_dim * ctx / fabric.units.attention.ops_per_cycle
+        )
+        latency = stages * stage_s + arch.num_layers * attn_cycles / clock + link_s
+        energy = (
+            tiles * fabric.power.tile_op_pj * 1e-12
+            + ctx * kv_per_token * fabric.power.sram_pj_per_byte * 1e-12
+            + (placement.dies - 1) * link_bytes * 8 * fabric.power.link_pj_per_bit * 1e-12
+            + placement.dies * fabric.power.static_w_per_die * latency
+        )
+        return {
+            "context": ctx,
+            "latency_us": latency * 1e6,
+            "tokens_per_s_per_user": 1.0 / latency,
+            "energy_mj_per_token": energy * 1e3,
+        }
+
+    return {
+        "sequential_stages": stages,
+        "tile_op_ns": stage_s * 1e9,
+        "tiles_per_token": tiles,
+        "die_area_used_mm2": tiles * fabric.tile.area_um2 * 1e-6,
+        "at_context_1": at(1),
+        "at_context": at(context),
+    }
