@@ -215,9 +215,10 @@ def compile_model(
             "roles_at_4_bits_in_3_bit_builds": list(MIXED_4BIT_ROLES),
         }
         if eval_ids and len(eval_ids) >= 2:
-            report["output"] = _output_error(m, tmp, index, eval_ids, ev)
+            ref = _logits(m.arch, m.read, eval_ids)  # the float model, shared by both reports
+            report["output"] = _output_error(m, tmp, index, eval_ids, ref, ev)
             if opts.sensitivity:
-                report["sensitivity"] = _sensitivity(m, tmp, index, eval_ids, ev)
+                report["sensitivity"] = _sensitivity(m, tmp, index, eval_ids, ref, ev)
         else:
             ev.warn(f"{m.path}: no tokenizer.json: output-level error not measured")
         stages = ["ingest", "quantize"]
@@ -279,15 +280,12 @@ def plan_model(model_path: Path, out: Path, opts: CompileOptions) -> dict:
         quant = [r for r in rows if r["quantized"]]
         blocks = [r for r in quant if r["layer"] is not None]
 
-        def bpw(rs):
-            return sum(r["rom_bits"] for r in rs) / max(sum(math.prod(r["shape"]) for r in rs), 1)
-
         plan = {
             "version": 1,
             "architecture": arch.to_json(),
             "parameters": sum(s.parameters for s in shapes.specs),
-            "bpw_blocks": bpw(blocks),
-            "bpw_quantized": bpw(quant),
+            "bpw_blocks": _avg_bpw(blocks),
+            "bpw_quantized": _avg_bpw(quant),
             "rom_bits": sum(r["rom_bits"] for r in quant),
             "settings": res.to_json(),
             "placement": placement.report,
@@ -478,13 +476,15 @@ def _quantize(m, tmp, res, calib_ids, needs_h, ev):
     return rows, dict(sorted(index.items(), key=lambda kv: order[kv[0]]))
 
 
+def _avg_bpw(rows: list[dict]) -> float | None:
+    """ROM bits per weight over report rows (``rom_bits``, ``shape``), weighted by size."""
+    n = sum(math.prod(r["shape"]) for r in rows)
+    return sum(r["rom_bits"] for r in rows) / n if n else None
+
+
 def _report(m, rows, res, calib_name, calib_ids) -> dict:
     q = [r for r in rows if r["quantized"]]
     blocks = [r for r in q if r["role"] not in ("embed", "lm_head")]
-
-    def avg_bpw(rs):
-        n = sum(math.prod(r["shape"]) for r in rs)
-        return sum(r["rom_bits"] for r in rs) / n if n else None
 
     return {
         "version": 1,
@@ -493,8 +493,8 @@ def _report(m, rows, res, calib_name, calib_ids) -> dict:
             "parameters": m.total_parameters,
             "quantized_parameters": sum(math.prod(r["shape"]) for r in q),
             "float_parameters": sum(math.prod(r["shape"]) for r in rows if not r["quantized"]),
-            "bpw_blocks": avg_bpw(blocks),
-            "bpw_quantized": avg_bpw(q),
+            "bpw_blocks": _avg_bpw(blocks),
+            "bpw_quantized": _avg_bpw(q),
             "rom_bits": sum(r["rom_bits"] for r in q),
         },
         "calibration": None
@@ -527,10 +527,9 @@ def _logits(arch, get, ids) -> np.ndarray:
     return FloatLlama(arch, get, cache_weights=False).forward(ids)
 
 
-def _output_error(m, tmp, index, ids, ev) -> dict:
-    ev.start("measuring output error", 2)
-    ref = _logits(m.arch, m.read, ids)
-    ev.advance()
+def _output_error(m, tmp, index, ids, ref, ev) -> dict:
+    """The whole quantized model against the float logits ``ref``."""
+    ev.start("measuring output error", 1)
     qlog = _logits(m.arch, dequantized_getter(tmp, index), ids)
     ev.advance()
     return _compare(ref, qlog, ids)
@@ -563,10 +562,10 @@ def _compare(ref, qlog, ids, chunk: int = 32) -> dict:
     }
 
 
-def _sensitivity(m, tmp, index, ids, ev) -> list[dict]:
-    """Per layer: the output error when only that layer's matrices are quantized."""
+def _sensitivity(m, tmp, index, ids, ref, ev) -> list[dict]:
+    """Per layer: the output error against the float logits ``ref`` when only that layer's
+    matrices are quantized."""
     a = m.arch
-    ref = _logits(a, m.read, ids)
     qget = dequantized_getter(tmp, index)
     out = []
     ev.start("sensitivity per layer", a.num_layers)

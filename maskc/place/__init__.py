@@ -183,15 +183,11 @@ def place(
     dies = int(dies)
     if dies < 1 or dies > layers:
         raise InputError(f"--dies must be between 1 and {layers} (the number of layers)")
-    starts = _partition(per_layer, dies)
-    ends = [*starts[1:], layers]
+    starts, ends, need = _split(per_layer, embed_tiles, head_tiles, dies)
     die_of_layer = [0] * layers
     for d, (a, b) in enumerate(zip(starts, ends, strict=True)):
         for i in range(a, b):
             die_of_layer[i] = d
-    need = [sum(per_layer[a:b]) for a, b in zip(starts, ends, strict=True)]
-    need[0] += embed_tiles
-    need[-1] += head_tiles
     kv_need = [kv_bytes_per_token(arch, b - a) * context for a, b in zip(starts, ends,
                                                                           strict=True)]  # fmt: skip
     sram = fabric.die.sram_bytes
@@ -230,13 +226,19 @@ def place(
     return p
 
 
-def _fits(per_layer, embed, head, k, tpd) -> bool:
+def _split(per_layer: list[int], embed: int, head: int, k: int):
+    """The best split of the layers over ``k`` dies: (start layers, end layers, tiles per die),
+    the embedding counted on the first die and the lm_head on the last."""
     starts = _partition(per_layer, k)
     ends = [*starts[1:], len(per_layer)]
     need = [sum(per_layer[a:b]) for a, b in zip(starts, ends, strict=True)]
     need[0] += embed
     need[-1] += head
-    return max(need) <= tpd
+    return starts, ends, need
+
+
+def _fits(per_layer, embed, head, k, tpd) -> bool:
+    return max(_split(per_layer, embed, head, k)[2]) <= tpd
 
 
 def _report(blocks, matrices, fabric, dies, need, starts, ends, arch, context, max_ctx) -> dict:

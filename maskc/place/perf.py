@@ -16,6 +16,8 @@ Norms, RoPE, SwiGLU and sampling are taken as overlapped with the matrix stages.
 
 from __future__ import annotations
 
+from maskc.place import kv_bytes_per_token
+
 STAGES_PER_LAYER = 4  # q/k/v, o, gate/up, down
 
 
@@ -27,7 +29,7 @@ def modeled_performance(placement, arch, fabric, context: int) -> dict:
     link_bytes = arch.hidden_size * 2  # hidden state per token (2-byte elements, see docs)
     link_s = (placement.dies - 1) * link_bytes / (fabric.die.link_gb_per_s * 1e9)
     tiles = len(placement.blocks)
-    kv_per_token = 2 * arch.num_kv_heads * arch.head_dim * arch.num_layers  # bytes, int8
+    kv_per_token = kv_bytes_per_token(arch, arch.num_layers)
 
     def at(ctx: int) -> dict:
         attn_cycles = (
