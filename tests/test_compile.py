@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from helpers import assert_bad
 
-from maskc.quantize.formats import QuantFormat  # noqa: F401  (documents what is stored)
 from maskc.testmodels import PRESETS
 
 
