@@ -120,6 +120,15 @@ def inspect(
             "dequantized sample.",
         ),
     ] = None,
+    netlist: Annotated[
+        bool,
+        typer.Option(
+            "--netlist",
+            help="(builds) Print the netlist's canonical text form: numerics, lookup tables, "
+            "every matrix and tile (position, block, ROM hash), every op, SRAM, tokenizer. "
+            "Identical for identical compiles, so it can be diffed.",
+        ),
+    ] = False,
 ) -> None:
     """Validate a model, or a build, and list what it holds.
 
@@ -133,10 +142,17 @@ def inspect(
     from maskc.build import is_build
 
     if is_build(model):
+        if netlist:
+            from maskc.build import open_build
+            from maskc.netlist import dump_text, load_netlist
+
+            open_build(model)
+            sys.stdout.write(dump_text(load_netlist(model)))
+            return
         _inspect_build(model, tensor, as_json)
         return
-    if tensor is not None:
-        raise UsageError("--tensor works on builds (folders written by maskc compile)")
+    if tensor is not None or netlist:
+        raise UsageError("--tensor and --netlist work on builds (folders written by maskc compile)")
     from maskc.ingest import load_model
 
     m = load_model(model, config)
@@ -488,18 +504,18 @@ def compile(
         bool, typer.Option("--strict", help="Quant-config rules that match nothing are errors.")
     ] = False,
     fabric: Annotated[
-        str | None,
+        str,
         typer.Option(
             "--fabric",
             help="Place the model on this fabric: a built-in name (maskc "
-            "fabric list) or a fabric TOML file. Without it, no placement is done.",
+            "fabric list) or a fabric TOML file.",
         ),
-    ] = None,
+    ] = "hc1",
     dies: Annotated[
         str,
         typer.Option(
             "--dies",
-            help="With --fabric: number of dies to spread the layers over "
+            help="Number of dies to spread the layers over "
             "(a layer pipeline), or 'auto' for the fewest that fit. Default: the "
             "fabric's own count.",
         ),
@@ -508,7 +524,7 @@ def compile(
         bool,
         typer.Option(
             "--plan-only",
-            help="With --fabric: plan from config.json alone (no "
+            help="Plan from config.json alone (no "
             "weights read): settings, ROM size, placement, floorplan; writes only the "
             "reports. MODEL may be the config.json file.",
         ),
@@ -518,7 +534,7 @@ def compile(
         typer.Option(
             "--context",
             min=1,
-            help="With --fabric: tokens of KV cache every die must "
+            help="Tokens of KV cache every die must "
             "hold (default: min(2048, the model's maximum)).",
         ),
     ] = None,
@@ -529,10 +545,12 @@ def compile(
         bool, typer.Option("--json", help="Print the report summary as JSON on stdout.")
     ] = False,
 ) -> None:
-    """Compile MODEL into a build folder (today: ingest and quantization, with reports).
+    """Compile MODEL into a build folder: ingest, quantize, place, netlist.
 
     Writes BUILD/quant/ (integer codes, levels and group scales in the chip's format),
-    BUILD/reports/quant.json and quant_error.png, the tokenizer and a manifest of hashes. The
+    BUILD/netlist/ (the bit-exact functional netlist: every tile's ROM content and position,
+    the dataflow, lookup tables, SRAM allocation, tokenizer; docs/netlist.md), BUILD/reports/
+    (quant.json, quant_error.png, placement.json, floorplan.png) and a manifest of hashes. The
     build is written to a temporary folder and renamed into place only when complete.
     """
     from maskc.pipeline import CompileOptions, compile_model

@@ -1,6 +1,7 @@
 """``maskc compile``: run the stages in order, each verified, into an atomically written build.
 
-Stages today: ingest -> quantize (+ reports). The build layout is in docs/architecture.md.
+Stages: ingest -> quantize (+ reports) -> place -> netlist. The build layout is in
+docs/architecture.md.
 Everything written is deterministic: same inputs and options, byte-identical build.
 """
 
@@ -43,6 +44,8 @@ from maskc.safetensors_io import write_safetensors
 MAX_TEXT_BYTES = 64 << 20
 #: Fewest tokens a calibration text must give.
 MIN_CALIB_TOKENS = 64
+#: The fabric a build is placed on unless --fabric says otherwise: the published chip.
+DEFAULT_FABRIC = "hc1"
 
 
 class Events(Protocol):
@@ -85,8 +88,8 @@ class CompileOptions:
     sensitivity: bool = False
     strict: bool = False
     force: bool = False
-    #: a built-in fabric name or a fabric TOML path; None: no placement stage
-    fabric: str | None = None
+    #: a built-in fabric name or a fabric TOML path
+    fabric: str = DEFAULT_FABRIC
     #: dies to spread the model over: a number, "auto" (fewest that fit) or "fabric"
     dies: int | str = "fabric"
     #: tokens of KV cache every die must hold for its layers
@@ -163,11 +166,9 @@ def compile_model(
     ev = events or _Quiet()
     model_path = Path(model_path)
     with atomic_output_dir(out, force=opts.force, inputs=(model_path,)) as tmp:
-        fab = None
-        if opts.fabric is not None:
-            from maskc.fabric import load_fabric
+        from maskc.fabric import load_fabric
 
-            fab = load_fabric(opts.fabric)
+        fab = load_fabric(opts.fabric)
         m = load_model(model_path, opts.model_config)
         res = _resolve(m, opts)
         for w in res.warnings:
@@ -221,20 +222,21 @@ def compile_model(
                 report["sensitivity"] = _sensitivity(m, tmp, index, eval_ids, ref, ev)
         else:
             ev.warn(f"{m.path}: no tokenizer.json: output-level error not measured")
-        stages = ["ingest", "quantize"]
-        if fab is not None:
-            placement = _place(m, rows, fab, opts)
-            write_json(tmp / "reports" / "placement.json", placement.report)
-            from maskc.place import floorplan_png
+        placement = _place(m, rows, fab, opts)
+        write_json(tmp / "reports" / "placement.json", placement.report)
+        from maskc.place import floorplan_png
 
-            floorplan_png(placement, tmp / "reports" / "floorplan.png")
-            report["placement"] = placement.report
-            stages.append("place")
+        floorplan_png(placement, tmp / "reports" / "floorplan.png")
+        report["placement"] = placement.report
+        from maskc.netlist import write_netlist
+
+        report["netlist"] = write_netlist(tmp, m.arch, index, placement, fab, _tok_info(m), ev)
         write_json(tmp / "reports" / "quant.json", report)
         from maskc.quantize.report import error_png
 
         error_png(report, tmp / "reports" / "quant_error.png")
-        write_manifest(tmp, stages)
+        write_manifest(tmp, ["ingest", "quantize", "place", "netlist"],
+                       _manifest_extra(m, opts, fab))  # fmt: skip
     return CompileResult(Path(out), report, list(res.warnings))
 
 
@@ -258,8 +260,6 @@ def plan_model(model_path: Path, out: Path, opts: CompileOptions) -> dict:
     from maskc.quantize import format_for
 
     model_path = Path(model_path)
-    if opts.fabric is None:
-        raise UsageError("--plan-only needs --fabric NAME|FILE.toml")
     cfg = opts.model_config or (model_path / "config.json" if model_path.is_dir() else model_path)
     with atomic_output_dir(out, force=opts.force, inputs=(model_path,)) as tmp:
         fab = load_fabric(opts.fabric)
@@ -300,6 +300,40 @@ def plan_model(model_path: Path, out: Path, opts: CompileOptions) -> dict:
         floorplan_png(placement, tmp / "reports" / "floorplan.png")
         write_manifest(tmp, ["plan"])
     return plan
+
+
+def _tok_info(m: Model) -> dict:
+    """What the netlist records of the tokenizer: file, bos/eos ids, chat template."""
+    info = {"path": m.tokenizer_path, "bos_token_id": m.arch.bos_token_id,
+            "eos_token_id": m.arch.eos_token_ids[0] if m.arch.eos_token_ids else None,
+            "chat_template": None}  # fmt: skip
+    if m.tokenizer_path is not None:
+        tc = m.tokenizer_path.parent / "tokenizer_config.json"
+        if tc.is_file():
+            from maskc.ingest.config import read_json_file
+
+            doc = read_json_file(tc, "tokenizer_config.json")
+            ct = doc.get("chat_template") if isinstance(doc, dict) else None
+            if isinstance(ct, str):
+                info["chat_template"] = ct
+            elif ct is not None:
+                raise InputError(f"{tc}: chat_template must be a string")
+    return info
+
+
+def _manifest_extra(m: Model, opts: CompileOptions, fab) -> dict:
+    """The inputs' hashes and the options, recorded in manifest.json."""
+    inputs = {f"model/{f.name}": sha256_file(f) for f in [m.config_path, *m.files]}
+    for what, p in (("calib", opts.calib), ("quant_config", opts.quant_config),
+                    ("eval_text", opts.eval_text)):  # fmt: skip
+        if p is not None:
+            inputs[what] = sha256_file(p)
+    if m.tokenizer_path is not None:
+        inputs["model/tokenizer.json"] = sha256_file(m.tokenizer_path)
+    options = {k: (v.name if isinstance(v, Path) else v)
+               for k, v in dataclasses.asdict(opts).items() if k != "force"}  # fmt: skip
+    options["fabric_name"] = fab.name
+    return {"inputs": dict(sorted(inputs.items())), "options": options}
 
 
 def _place(m, rows: list[dict], fab, opts: CompileOptions):

@@ -31,8 +31,12 @@ from maskc.errors import FitError, InputError
 
 #: ROM cells per weight, by code width (3-bit codes are packed four to three 4-bit cells).
 CELLS_PER_WEIGHT = {2: 0.5, 3: 0.75, 4: 1.0, 8: 2.0}
-#: Bytes per cached key or value element (int8 KV cache).
+#: Bytes per cached key or value element (int8 KV cache, docs/numerics.md).
 KV_BYTES_PER_ELEMENT = 1
+#: Bytes of the scale word stored with every cached key or value vector of one kv head.
+KV_SCALE_BYTES = 4
+#: Bytes per hidden-state value crossing an inter-die link (an int32 signal).
+LINK_BYTES_PER_VALUE = 4
 
 
 @dataclass(frozen=True)
@@ -145,8 +149,10 @@ def _partition(loads: list[int], parts: int) -> list[int]:
 
 
 def kv_bytes_per_token(arch, layers: int) -> int:
-    """KV cache bytes per token for ``layers`` decoder layers (keys and values, int8)."""
-    return layers * 2 * arch.num_kv_heads * arch.head_dim * KV_BYTES_PER_ELEMENT
+    """KV cache bytes per token for ``layers`` decoder layers: keys and values, int8 codes plus
+    a 4-byte scale word per kv head (docs/numerics.md, "Attention")."""
+    per_head = arch.head_dim * KV_BYTES_PER_ELEMENT + KV_SCALE_BYTES
+    return layers * 2 * arch.num_kv_heads * per_head
 
 
 def place(
@@ -264,7 +270,7 @@ def _report(blocks, matrices, fabric, dies, need, starts, ends, arch, context, m
         })  # fmt: skip
     links = [
         {"from_die": d, "to_die": d + 1,
-         "bytes_per_token": arch.hidden_size * 2,  # one int16 hidden state per token
+         "bytes_per_token": arch.hidden_size * LINK_BYTES_PER_VALUE,  # one int32 signal
          "link_gb_per_s": fabric.die.link_gb_per_s}
         for d in range(dies - 1)
     ]  # fmt: skip

@@ -16,7 +16,7 @@ Norms, RoPE, SwiGLU and sampling are taken as overlapped with the matrix stages.
 
 from __future__ import annotations
 
-from maskc.place import kv_bytes_per_token
+from maskc.place import LINK_BYTES_PER_VALUE, kv_bytes_per_token
 
 STAGES_PER_LAYER = 4  # q/k/v, o, gate/up, down
 
@@ -26,7 +26,7 @@ def modeled_performance(placement, arch, fabric, context: int) -> dict:
     clock = fabric.clock_hz
     stage_s = fabric.system.cycles_per_tile_op / clock
     stages = arch.num_layers * STAGES_PER_LAYER + 1
-    link_bytes = arch.hidden_size * 2  # hidden state per token (2-byte elements, see docs)
+    link_bytes = arch.hidden_size * LINK_BYTES_PER_VALUE  # one int32 signal per token
     link_s = (placement.dies - 1) * link_bytes / (fabric.die.link_gb_per_s * 1e9)
     tiles = len(placement.blocks)
     kv_per_token = kv_bytes_per_token(arch, arch.num_layers)

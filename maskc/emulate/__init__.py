@@ -1,0 +1,245 @@
+"""The bit-exact emulator: runs a build's netlist with the integer arithmetic of
+docs/numerics.md (contract version 1).
+
+:class:`Chip` loads only ``BUILD/netlist`` (never the original weights), prepares each matrix
+for fast exact evaluation, and executes the netlist's ``ops`` list over a batch of tokens
+(prefill is matrix-matrix; decode is one token). Floating point appears only as an exact
+carrier of integers in BLAS products, with the bound next to each use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from maskc.emulate import kernels as K
+from maskc.emulate.kernels import GROUP as ACT_GROUP
+from maskc.emulate.kernels import blocked, carrier
+from maskc.errors import FitError, InputError
+from maskc.netlist import Netlist
+
+I64 = np.int64
+#: float64 carries integers exactly below this
+F64_EXACT = 1 << 53
+
+
+@dataclass
+class _Matrix:
+    """One matrix ready for exact evaluation (kernels.py).
+
+    ``lev``: ``levels[codes]``, int8 (int16 when a level does not fit), blocked ``[NB, Cp, 128]``;
+    ``msh``: float64 blocked ``[NB, Cp/32, 128]`` = ``scale_m * 2^(SMAX - scale_s)`` per activation
+    group (exact integers); ``carrier``: the float type of the group sums; ``zsh``: int64
+    ``[R, Cp/32]`` = ``zero_m * 2^(ZMAX - zero_s)``; ``ka``/``kb``: int64 ``[R]`` =
+    ``SMAX - scale_e``, ``ZMAX - zero_e``."""
+
+    name: str
+    rows: int
+    cols: int
+    lev: np.ndarray
+    msh: np.ndarray
+    carrier: type
+    zsh: np.ndarray
+    ka: np.ndarray
+    kb: np.ndarray
+    has_zero: bool
+    q: object  #: the QuantTensor (the embedding reads rows of it)
+
+
+def _prepare(q) -> _Matrix:
+    f = q.fmt
+    r, c = q.shape
+    g = f.group_size
+    if g % ACT_GROUP:
+        raise InputError(f"{q.name}: group size {g} is not a multiple of {ACT_GROUP}")
+    rep = g // ACT_GROUP  # activation groups per weight group
+    lmax = int(np.abs(q.levels.astype(I64)).max())
+    smax = (1 << f.scale_shift_bits) - 1
+    mshift = q.scale_m.astype(I64) << (smax - q.scale_s.astype(I64))
+    # |acc| <= sum_a mshift * 32 * lmax * 127 * 2^7 must stay < 2^53 (kernels.py)
+    if int(mshift.sum(axis=1).max()) * rep * ACT_GROUP * lmax * 127 * 128 >= F64_EXACT:
+        raise InputError(f"{q.name}: accumulator bound beyond the emulator's exact datapath")
+    dt = np.int8 if lmax <= 127 else np.int16
+    lev = blocked(q.levels.astype(dt)[q.codes])
+    msh = blocked(np.repeat(mshift, rep, axis=1).astype(np.float64))
+    if q.zero_m is not None:
+        zmax = (1 << f.zero_shift_bits) - 1
+        z = q.zero_m.astype(I64) << (zmax - q.zero_s.astype(I64))
+        zsh = np.ascontiguousarray(np.repeat(z, rep, axis=1))
+        kb = zmax - q.zero_e.astype(I64)
+    else:
+        zsh = np.zeros((r, 1), I64)
+        kb = np.zeros(r, I64)
+    return _Matrix(q.name, r, c, lev, msh, carrier(lmax), zsh, smax - q.scale_e.astype(I64),
+                   kb, q.zero_m is not None, q)  # fmt: skip
+
+
+@dataclass
+class Act8:
+    """act8 values of a batch: codes int64 ``[T, n]``, mantissa and exponent int64 ``[T]``,
+    group shifts int64 ``[T, ceil(n / 32)]``."""
+
+    x: np.ndarray
+    m: np.ndarray
+    e: np.ndarray
+    s: np.ndarray
+
+
+class Chip:
+    """A build's netlist, executable. ``forward(tokens)`` -> int32 logits ``[T, vocab]``."""
+
+    def __init__(self, nl: Netlist, context: int | None = None, progress=None) -> None:
+        self.nl = nl
+        a = nl.arch
+        self.vocab = a["vocab_size"]
+        self.F = nl.doc["numerics"]["signal_frac"]
+        self.hd = a["head_dim"]
+        sram = nl.doc["sram"]
+        self.max_context = sram["max_context"]
+        self.context = sram["context"] if context is None else context
+        if self.context > self.max_context:
+            raise FitError(
+                f"--context {self.context}: the fabric's SRAM holds at most "
+                f"{self.max_context:,} tokens of KV cache for this model "
+                f"({sram['dies'][0]['kv']['bytes_per_token']:,} bytes per token on die 0 of "
+                f"{sram['dies'][0]['bytes']:,}); use a smaller --context"
+            )
+        p = nl.params()
+        self.params = p
+        self.rsqrt = p["lut.rsqrt"].astype(I64)
+        self.cos = p["lut.cos"].astype(I64)
+        self.exp2 = p["lut.exp2"].astype(I64)
+        self.sigmoid = p["lut.sigmoid"].astype(I64)
+        self.phase_step = p["rope.phase_step"].astype(np.uint64)
+        self.log2e = nl.doc["numerics"]["log2e_q16"]
+        self.inv_sqrt_hd = nl.doc["numerics"]["inv_sqrt_hd_q16"]
+        self.ops = nl.doc["ops"]
+        self.mats: dict[str, _Matrix] = {}
+        names = sorted({op["matrix"] for op in self.ops if "matrix" in op})
+        if progress:
+            progress.start("loading netlist", len(names))
+        for name in names:
+            self.mats[name] = _prepare(nl.matrix(name))
+            if progress:
+                progress.advance(1, name)
+        self.n_layers = a["num_layers"]
+        self.reset()
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Empty the KV cache; the next token is at position 0."""
+        self.pos = 0
+        kv = self.nl.arch["num_kv_heads"]
+        self.cache = [
+            {k: None for k in ("xk", "mk", "ek", "xv", "mv", "ev")} for _ in range(self.n_layers)
+        ]
+        self._kv_shape = (kv, self.hd)
+
+    # -- ops -----------------------------------------------------------------------------------
+
+    def embed(self, tokens: np.ndarray) -> np.ndarray:
+        q = self.mats[self.ops[0]["matrix"]].q
+        f = q.fmt
+        z = q.zero_m is not None
+        dummy8 = np.zeros((1, 1), np.uint8)
+        return K.embed_rows(
+            np.asarray(tokens, I64), q.codes, q.levels.astype(I64), q.scale_m, q.scale_s,
+            q.scale_e.astype(I64), q.zero_m if z else np.zeros((1, 1), np.int16),
+            q.zero_s if z else dummy8, q.zero_e.astype(I64) if z else np.zeros(1, I64),
+            f.group_size, (1 << f.scale_shift_bits) - 1, (1 << f.zero_shift_bits) - 1, z,
+            q.shape[1], self.F,
+        )  # fmt: skip
+
+    def matmul(self, a: Act8, mat: _Matrix, bias: np.ndarray | None) -> np.ndarray:
+        xs, gs = K.expand(a.x, a.s, mat.lev.shape[1])
+        acc = K.group_matmul(mat.lev, xs, mat.msh, mat.rows, mat.carrier)  # exact
+        b = np.zeros(1, I64) if bias is None else bias.astype(I64)
+        return K.epilogue(acc, gs, a.m, a.e, mat.ka, mat.zsh, mat.kb, b, mat.has_zero,
+                          bias is not None, self.F)  # fmt: skip
+
+    def rmsnorm(self, h: np.ndarray, gamma: np.ndarray, gamma_frac: int, eps_d: int) -> Act8:
+        return Act8(*K.rmsnorm_rows(h, gamma.astype(I64), gamma_frac, eps_d, self.F,
+                                    self.rsqrt))  # fmt: skip
+
+    def rope(self, y: np.ndarray, heads: int, positions: np.ndarray) -> np.ndarray:
+        return K.rope_rows(y, heads, self.hd, positions, self.phase_step.astype(I64), self.cos)
+
+    def _cache(self, layer: int, kvh: int) -> dict:
+        c = self.cache[layer]
+        if c["xk"] is None:
+            for k in ("k", "v"):
+                c["x" + k] = np.zeros((kvh, self.context, self.hd), np.int8)
+                c["m" + k] = np.zeros((kvh, self.context), I64)
+                c["e" + k] = np.zeros((kvh, self.context), I64)
+        return c
+
+    def attention(self, op: dict, q, k, v, positions: np.ndarray) -> np.ndarray:
+        heads, kvh, layer = op["heads"], op["kv_heads"], op["layer"]
+        c = self._cache(layer, kvh)
+        start = int(positions[0])
+        K.kv_store(k, kvh, self.hd, self.F, c["xk"], c["mk"], c["ek"], start)
+        K.kv_store(v, kvh, self.hd, self.F, c["xv"], c["mv"], c["ev"], start)
+        return K.attention_rows(q, positions, heads, kvh, self.hd, op["window"] or 0, self.F,
+                                self.inv_sqrt_hd, self.log2e, self.exp2, c["xk"], c["mk"],
+                                c["ek"], c["xv"], c["mv"], c["ev"])  # fmt: skip
+
+    def swiglu(self, g: np.ndarray, u: np.ndarray) -> Act8:
+        return Act8(*K.swiglu_rows(g, u, self.F, self.sigmoid))
+
+    def quantize(self, y: np.ndarray) -> Act8:
+        return Act8(*K.q8_rows(y, np.full(y.shape[0], self.F, I64), ACT_GROUP))
+
+    # -- the model -----------------------------------------------------------------------------
+
+    def forward(self, tokens: list[int]) -> np.ndarray:
+        """Run ``tokens`` at the next positions; int32 logits ``[len(tokens), vocab]``."""
+        t = len(tokens)
+        if t == 0:
+            raise ValueError("forward needs at least one token")
+        ids = np.asarray(tokens, I64)
+        if ids.min() < 0 or ids.max() >= self.vocab:
+            raise InputError(f"token id outside the vocabulary (0..{self.vocab - 1})")
+        if self.pos + t > self.context:
+            raise FitError(
+                f"the KV cache holds {self.context:,} tokens (--context); this run needs "
+                f"{self.pos + t:,}"
+            )
+        positions = np.arange(self.pos, self.pos + t, dtype=I64)
+        slots: dict[str, object] = {}
+        p = self.params
+        F = self.F
+        logits = None
+        for op in self.ops:
+            kind = op["op"]
+            if kind == "embed":
+                slots[op["out"]] = self.embed(ids)
+            elif kind == "rmsnorm":
+                slots[op["out"]] = self.rmsnorm(slots[op["in"]], p[op["gamma"]],
+                                                op["gamma_frac"], op["eps_d"])  # fmt: skip
+            elif kind == "matmul":
+                bias = p[op["bias"]] if op.get("bias") else None
+                slots[op["out"]] = self.matmul(slots[op["in"]], self.mats[op["matrix"]], bias)
+            elif kind == "rope":
+                slots[op["out"]] = self.rope(slots[op["in"]], op["heads"], positions)
+            elif kind == "attention":
+                slots[op["out"]] = self.attention(op, slots[op["q"]], slots[op["k"]],
+                                                  slots[op["v"]], positions)  # fmt: skip
+            elif kind == "quantize":
+                slots[op["out"]] = self.quantize(slots[op["in"]])
+            elif kind == "add":
+                slots[op["out"]] = K.add_rows(slots[op["a"]], slots[op["b"]])
+            elif kind == "swiglu":
+                slots[op["out"]] = self.swiglu(slots[op["gate"]], slots[op["up"]])
+            elif kind == "logits":
+                logits = slots[op["in"]]
+            else:
+                raise InputError(f"netlist op {kind!r} is not part of numerics contract 1")
+        self.pos += t
+        if logits is None:
+            raise InputError("the netlist has no logits op")
+        return logits.astype(np.int32)
+
+
+__all__ = ["Act8", "Chip"]

@@ -1,0 +1,392 @@
+"""The emulator's arithmetic: numerics contract version 1 (docs/numerics.md) as compiled loops.
+
+Every function here is integer arithmetic on int64 scalars, written to read like the document,
+JIT-compiled by numba (cached on disk after the first run). Vectors are processed a token (row)
+at a time; the heavy loops run in parallel over independent rows or heads. The bounds quoted in
+docs/numerics.md keep every int64 intermediate from overflowing.
+
+The matrix product is the one place where floating point appears, as an exact carrier of
+integers: ``acc[t, r] = sum_a msh[a, r] * sum_{j in a} lev[j, r] * xs[t, j]`` over activation
+groups ``a`` of 32, with ``xs = x * 2^s_a`` (``|xs| <= 127 * 2^7 < 2^14``):
+
+* a group's sum is at most ``32 * 2^14 * max|level|``; it is computed in float32 when that is
+  below 2^24 (``max|level| <= 31``: every 3- and 4-bit uniform format) and in float64 otherwise
+  (below 2^53 for any 16-bit level), so every partial sum is an exactly represented integer and
+  the order of the additions does not matter;
+* ``acc`` is accumulated in float64; the loader checks per matrix that its worst case is below
+  2^53.
+
+Weights stay int8/int16 in memory (``levels[codes]``), laid out in blocks of 128 output rows,
+each ``[Cp, 128]`` contiguous (:func:`blocked`): the inner loop runs over contiguous rows and a
+block streams from memory in order, and stays in cache while every token of a batch uses it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+GROUP = 32  #: activation group (docs/numerics.md, act8)
+ACT_SMAX = 7  #: largest act8 group shift
+BLOCK_ROWS = 128
+F32_MAX_LEVEL = 31  #: 32 * 2^14 * 31 < 2^24
+PARALLEL_MIN_MACS = 1 << 20  #: smaller products run on one thread
+INT32_MIN = -(1 << 31)
+INT32_MAX = (1 << 31) - 1
+TERM_LIMIT = 1 << 40
+
+
+# -- primitives ---------------------------------------------------------------------------------
+
+
+@njit(cache=True, inline="always")
+def rsr(x, k):  # pragma: no cover - compiled
+    """Rounding shift right (round half up); k <= 0 shifts left."""
+    if k > 0:
+        return (x + (np.int64(1) << (k - 1))) >> k
+    return x << (-k)
+
+
+@njit(cache=True, inline="always")
+def term(v, k):  # pragma: no cover - compiled
+    """clamp(rsr(v, k), -2^40, 2^40), overflow-free for |v| < 2^62."""
+    if k > 0:
+        r = (v + (np.int64(1) << (k - 1))) >> k
+    else:
+        s = min(-k, 41)
+        lim = (np.int64(TERM_LIMIT) >> s) + 1
+        r = min(max(v, -lim), lim) << s
+    return min(max(r, -TERM_LIMIT), TERM_LIMIT)
+
+
+@njit(cache=True, inline="always")
+def sat32(x):  # pragma: no cover - compiled
+    return min(max(x, INT32_MIN), INT32_MAX)
+
+
+@njit(cache=True, inline="always")
+def rdiv(a, b):  # pragma: no cover - compiled
+    """floor((2a + b) / (2b)), b > 0."""
+    return (2 * a + b) // (2 * b)
+
+
+@njit(cache=True, inline="always")
+def bitlen(a):  # pragma: no cover - compiled
+    n = 0
+    while a > 0:
+        a >>= 1
+        n += 1
+    return n
+
+
+@njit(cache=True)
+def q8_row(y, f, group, x, s):  # pragma: no cover - compiled
+    """Q8 of one vector ``y`` (int64 [n], ``f`` fraction bits) into ``x`` [n] and ``s`` [ng];
+    returns ``(m, e)``. ``group`` <= 0: the whole vector is one group."""
+    n = y.shape[0]
+    g = n if group <= 0 else group
+    ng = (n + g - 1) // g
+    a = 0
+    for j in range(n):
+        a = max(a, abs(y[j]))
+    if a == 0:
+        x[:n] = 0
+        s[:ng] = 0
+        return np.int64(0), np.int64(0)
+    k = max(bitlen(a) - 18, 0)
+    ap = 0
+    for j in range(n):
+        ap = max(ap, abs(rsr(y[j], k)))
+    m = (ap + 126) // 127
+    for grp in range(ng):
+        lo = grp * g
+        hi = min(n, lo + g)
+        ag = 0
+        for j in range(lo, hi):
+            ag = max(ag, abs(rsr(y[j], k)))
+        d = ACT_SMAX
+        while d > 0 and (ag << d) > ap:
+            d -= 1
+        s[grp] = ACT_SMAX - d
+        for j in range(lo, hi):
+            x[j] = rdiv(rsr(y[j], k) << d, m)
+    return m, k - ACT_SMAX - f
+
+
+@njit(cache=True)
+def q8_rows(y, f, group):  # pragma: no cover - compiled
+    """Q8 of every row of ``y`` [T, n] (``f`` [T] fraction bits)."""
+    t_n, n = y.shape
+    g = n if group <= 0 else group
+    ng = (n + g - 1) // g
+    x = np.empty((t_n, n), np.int64)
+    s = np.empty((t_n, ng), np.int64)
+    m = np.empty(t_n, np.int64)
+    e = np.empty(t_n, np.int64)
+    for t in range(t_n):
+        m[t], e[t] = q8_row(y[t], f[t], group, x[t], s[t])
+    return x, m, e, s
+
+
+# -- matrices -----------------------------------------------------------------------------------
+
+
+@njit(cache=True)
+def expand(x, s, cp):  # pragma: no cover - compiled
+    """xs [T, cp] = x * 2^s (zero padded), and the group sums of xs [T, cp/32]."""
+    t_n, n = x.shape
+    xs = np.zeros((t_n, cp), np.int64)
+    gs = np.zeros((t_n, cp // GROUP), np.int64)
+    for t in range(t_n):
+        for j in range(n):
+            v = x[t, j] << s[t, j // GROUP]
+            xs[t, j] = v
+            gs[t, j // GROUP] += v
+    return xs, gs
+
+
+@njit(cache=True, boundscheck=False)
+def _rowblock(lev, xs, msh, out, b):  # pragma: no cover - compiled
+    cp = lev.shape[1]
+    n = lev.shape[2]
+    ng = cp // GROUP
+    s = np.empty(n, xs.dtype)
+    acc = np.empty(n, np.float64)
+    for t in range(xs.shape[0]):
+        acc[:] = 0.0
+        for a in range(ng):
+            s[:] = 0.0
+            for j in range(a * GROUP, a * GROUP + GROUP):
+                xj = xs[t, j]
+                lr = lev[b, j]
+                for r in range(n):
+                    s[r] += lr[r] * xj
+            mr = msh[b, a]
+            for r in range(n):
+                acc[r] += mr[r] * s[r]
+        out[t, b] = acc
+
+
+@njit(cache=True, parallel=True)
+def _matmul_par(lev, xs, msh, out):  # pragma: no cover - compiled
+    for b in prange(lev.shape[0]):
+        _rowblock(lev, xs, msh, out, b)
+
+
+@njit(cache=True)
+def _matmul_serial(lev, xs, msh, out):  # pragma: no cover - compiled
+    for b in range(lev.shape[0]):
+        _rowblock(lev, xs, msh, out, b)
+
+
+@njit(cache=True)
+def epilogue(acc, gs, m, e, ka, zsh, kb, bias, has_zero, has_bias, f):  # pragma: no cover
+    """y[t, r] = sat32(term(A m, ka - e - F) + term(B m, kb - e - F) + bias) (docs/numerics.md);
+    ``B[t, r] = sum_a zsh[r, a] * gs[t, a]`` (exact int64: below 2^53)."""
+    t_n, rows = acc.shape
+    y = np.empty((t_n, rows), np.int64)
+    for t in range(t_n):
+        for r in range(rows):
+            v = term(np.int64(acc[t, r]) * m[t], ka[r] - e[t] - f)
+            if has_zero:
+                b = np.int64(0)
+                for a in range(zsh.shape[1]):
+                    b += zsh[r, a] * gs[t, a]
+                v += term(b * m[t], kb[r] - e[t] - f)
+            if has_bias:
+                v += bias[r]
+            y[t, r] = sat32(v)
+    return y
+
+
+def blocked(a: np.ndarray) -> np.ndarray:
+    """``[R, K]`` -> ``[ceil(R / 128), K, 128]`` (rows padded with zeros), contiguous."""
+    r, k = a.shape
+    nb = -(-r // BLOCK_ROWS)
+    out = np.zeros((nb * BLOCK_ROWS, k), a.dtype)
+    out[:r] = a
+    return np.ascontiguousarray(out.reshape(nb, BLOCK_ROWS, k).transpose(0, 2, 1))
+
+
+def carrier(max_level: int):
+    """The float type that carries a matrix's group sums exactly."""
+    return np.float32 if max_level <= F32_MAX_LEVEL else np.float64
+
+
+def group_matmul(lev: np.ndarray, xs: np.ndarray, msh: np.ndarray, rows: int, dtype) -> np.ndarray:
+    """``acc`` float64 ``[T, rows]`` (exact integers): ``lev`` int8/int16 ``[NB, Cp, 128]`` and
+    ``msh`` float64 ``[NB, Cp/32, 128]`` from :func:`blocked`, ``xs`` int64 ``[T, Cp]``."""
+    t = xs.shape[0]
+    out = np.empty((t, lev.shape[0], BLOCK_ROWS), np.float64)
+    x = np.ascontiguousarray(xs, dtype=dtype)
+    if t * lev.size >= PARALLEL_MIN_MACS:
+        _matmul_par(lev, x, msh, out)
+    else:
+        _matmul_serial(lev, x, msh, out)
+    return out.reshape(t, -1)[:, :rows]
+
+
+# -- fixed-function units -----------------------------------------------------------------------
+
+
+@njit(cache=True)
+def embed_rows(ids, codes, levels, sm, ss, se, zm, zs, ze, g, smax, zmax, has_zero, c, f):  # pragma: no cover
+    """Rows ``ids`` of the embedding, exactly, as signals [T, c]."""
+    out = np.empty((ids.shape[0], c), np.int64)
+    for t in range(ids.shape[0]):
+        row = ids[t]
+        for j in range(c):
+            a = j // g
+            v = term(np.int64(sm[row, a]) * levels[codes[row, j]] << (smax - ss[row, a]),
+                     smax - se[row] - f)  # fmt: skip
+            if has_zero:
+                v += term(np.int64(zm[row, a]) << (zmax - zs[row, a]), zmax - ze[row] - f)
+            out[t, j] = sat32(v)
+    return out
+
+
+@njit(cache=True)
+def rmsnorm_rows(h, gamma, gamma_frac, eps_d, f, rsqrt_lut):  # pragma: no cover - compiled
+    """RMSNorm of every row -> act8 (x, m, e, s)."""
+    t_n, d = h.shape
+    ng = (d + GROUP - 1) // GROUP
+    x = np.zeros((t_n, d), np.int64)
+    s = np.zeros((t_n, ng), np.int64)
+    m = np.zeros(t_n, np.int64)
+    e = np.zeros(t_n, np.int64)
+    u = np.empty(d, np.int64)
+    y = np.empty(d, np.int64)
+    for t in range(t_n):
+        a = 0
+        for j in range(d):
+            a = max(a, abs(h[t, j]))
+        p = max(bitlen(a) - 15, 0)
+        ss = np.int64(0)
+        for j in range(d):
+            u[j] = rsr(h[t, j], p)
+            ss += u[j] * u[j]
+        v = ss + rsr(np.int64(eps_d), 40 - 2 * f + 2 * p)
+        if v == 0:
+            continue
+        k = (bitlen(v) - 1) // 2
+        i = rsr(v, 2 * k - 8) - 256
+        r = rsqrt_lut[i]
+        for j in range(d):
+            y[j] = u[j] * r * gamma[j]
+        m[t], e[t] = q8_row(y, gamma_frac + 16 + k, GROUP, x[t], s[t])
+    return x, m, e, s
+
+
+@njit(cache=True)
+def rope_rows(y, heads, hd, positions, phase_step, cos_lut):  # pragma: no cover - compiled
+    """RoPE (rotate_half pairs) of every row at its position."""
+    t_n = y.shape[0]
+    half = hd // 2
+    out = np.empty_like(y)
+    for t in range(t_n):
+        pos = np.uint64(positions[t])
+        for i in range(half):
+            phase = (pos * np.uint64(phase_step[i])) & np.uint64(0xFFFFFFFF)
+            n = np.int64((phase + np.uint64(1 << 17)) >> np.uint64(18)) & 0x3FFF
+            c = np.int64(cos_lut[n])
+            sn = np.int64(cos_lut[(n - 4096) & 0x3FFF])
+            for h in range(heads):
+                a = y[t, h * hd + i]
+                b = y[t, h * hd + i + half]
+                out[t, h * hd + i] = sat32(rsr(a * c - b * sn, 14))
+                out[t, h * hd + i + half] = sat32(rsr(b * c + a * sn, 14))
+    return out
+
+
+@njit(cache=True)
+def swiglu_rows(g, u, f, sig_lut):  # pragma: no cover - compiled
+    t_n, n = g.shape
+    h = np.empty((t_n, n), np.int64)
+    for t in range(t_n):
+        for j in range(n):
+            idx = min(max(rsr(g[t, j], f - 8), -4096), 4095) + 4096
+            sl = rsr(g[t, j] * sig_lut[idx], 15)
+            h[t, j] = sat32(rsr(sl * u[t, j], f))
+    return q8_rows(h, np.full(t_n, f, np.int64), GROUP)
+
+
+@njit(cache=True)
+def kv_store(val, kvh, hd, f, cx, cm, ce, start):  # pragma: no cover - compiled
+    """Quantize each kv head of every row (Q8, one group) into the cache at ``start + t``."""
+    x = np.empty(hd, np.int64)
+    s = np.empty(1, np.int64)
+    for t in range(val.shape[0]):
+        for h in range(kvh):
+            m, e = q8_row(val[t, h * hd : (h + 1) * hd], f, 0, x, s)
+            for i in range(hd):
+                cx[h, start + t, i] = x[i]
+            cm[h, start + t] = m
+            ce[h, start + t] = e + s[0]
+
+
+@njit(cache=True, parallel=True)
+def attention_rows(q, positions, heads, kvh, hd, window, f, inv_sqrt_hd, log2e, exp2_lut,
+                   kx, km, ke, vx, vm, ve):  # fmt: skip  # pragma: no cover - compiled
+    """Attention of every query row over the cache (docs/numerics.md); signal [T, heads*hd].
+    ``window`` <= 0: no sliding window."""
+    t_n = q.shape[0]
+    group = heads // kvh
+    out = np.empty((t_n, heads * hd), np.int64)
+    for job in prange(t_n * heads):
+        t = job // heads
+        h = job % heads
+        kv = h // group
+        p = positions[t]
+        lo = 0 if window <= 0 else max(0, p - window + 1)
+        n = p + 1 - lo
+        qv = np.empty(hd, np.int64)
+        for i in range(hd):
+            qv[i] = q[t, h * hd + i] * inv_sqrt_hd
+        xq = np.empty(hd, np.int64)
+        sq = np.empty(1, np.int64)
+        mq, eq = q8_row(qv, f + 16, 0, xq, sq)
+        eq += sq[0]
+        z = np.empty(n, np.int64)
+        zmax = np.int64(INT32_MIN) - 1
+        for k in range(n):
+            tt = lo + k
+            d = np.int64(0)
+            for i in range(hd):
+                d += xq[i] * kx[kv, tt, i]
+            zz = sat32(rsr(d * mq * km[kv, tt], -(eq + ke[kv, tt]) - f))
+            z[k] = zz
+            zmax = max(zmax, zz)
+        pr = np.empty(n, np.int64)
+        tot = np.int64(0)
+        emax = np.int64(-(1 << 62))
+        for k in range(n):
+            w = rsr((zmax - z[k]) * log2e, f + 6)
+            wi = w >> 10
+            pr[k] = rsr(np.int64(exp2_lut[w & 1023]), wi) if wi < 32 else 0
+            tot += pr[k]
+            if vm[kv, lo + k] != 0:  # all-zero value vectors do not set the exponent
+                emax = max(emax, ve[kv, lo + k])
+        if emax == -(1 << 62):
+            emax = 0
+        r = (np.int64(1) << 46) // tot
+        o = np.zeros(hd, np.int64)
+        for k in range(n):
+            tt = lo + k
+            if vm[kv, tt] == 0:
+                continue
+            wt = rsr(rsr(pr[k] * r, 31) * vm[kv, tt], emax - ve[kv, tt])
+            if wt != 0:
+                for i in range(hd):
+                    o[i] += wt * vx[kv, tt, i]
+        for i in range(hd):
+            out[t, h * hd + i] = sat32(rsr(o[i], 15 - emax - f))
+    return out
+
+
+@njit(cache=True)
+def add_rows(a, b):  # pragma: no cover - compiled
+    out = np.empty_like(a)
+    for t in range(a.shape[0]):
+        for j in range(a.shape[1]):
+            out[t, j] = sat32(a[t, j] + b[t, j])
+    return out

@@ -1,0 +1,228 @@
+"""``maskc emulate``: generation, perplexity and comparison runs on a build's netlist.
+
+Everything here works from the build alone (``BUILD/netlist`` and its tokenizer); only
+``compare`` with a model folder reads original weights, for the float32 reference.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from maskc.build import Build, open_build
+from maskc.emulate import Chip
+from maskc.emulate.sampling import Sampler, SamplingParams
+from maskc.errors import InputError, UsageError
+from maskc.netlist import Netlist, load_netlist
+
+
+@dataclass
+class Session:
+    build: Build
+    netlist: Netlist
+    chip: Chip
+    tokenizer: object | None
+
+    @property
+    def signal_frac(self) -> int:
+        return self.chip.F
+
+    def encode(self, text: str) -> list[int]:
+        if self.tokenizer is None:
+            raise InputError(f"{self.build.path}: the build has no tokenizer; give token ids")
+        return list(self.tokenizer.encode(text, add_special_tokens=False).ids)
+
+    def decode(self, ids: list[int]) -> str:
+        if self.tokenizer is None:
+            return ""
+        return self.tokenizer.decode(ids, skip_special_tokens=False)
+
+    def modeled(self) -> dict | None:
+        """The compile report's modeled chip performance (docs/fabric.md), if present."""
+        if "reports/placement.json" not in self.build.manifest["files"]:
+            return None
+        return self.build.json("reports/placement.json").get("performance")
+
+
+def open_session(path: Path, context: int | None = None, progress=None) -> Session:
+    """Open a build (hashes checked: exit 5), its netlist and tokenizer; prepare the chip."""
+    b = open_build(path)
+    nl = load_netlist(b.path)
+    tok = None
+    t = nl.doc.get("tokenizer")
+    if t:
+        from tokenizers import Tokenizer
+
+        p = nl.path / t["file"]
+        try:
+            tok = Tokenizer.from_file(str(p))
+        except Exception as e:  # the tokenizers library raises a bare Exception
+            raise InputError(f"{p}: not a readable tokenizer.json ({e})") from None
+    return Session(b, nl, Chip(nl, context=context, progress=progress), tok)
+
+
+def chat_prompt(session: Session, user_text: str) -> str:
+    """``user_text`` rendered with the model's chat template (one user turn, generation prompt
+    added), in a sandboxed Jinja environment as Hugging Face does."""
+    t = session.netlist.doc.get("tokenizer") or {}
+    template = t.get("chat_template")
+    if not template:
+        raise InputError(f"{session.build.path}: the model has no chat template; drop --chat")
+    from jinja2 import TemplateError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+
+    def raise_exception(msg):
+        raise TemplateError(msg)
+
+    env.globals["raise_exception"] = raise_exception
+    try:
+        return env.from_string(template).render(
+            messages=[{"role": "user", "content": user_text}],
+            add_generation_prompt=True,
+            bos_token="",
+            eos_token="",
+        )
+    except TemplateError as e:
+        raise InputError(f"chat template: {e}") from None
+
+
+@dataclass
+class Generation:
+    prompt_tokens: list[int]
+    tokens: list[int] = field(default_factory=list)
+    logits_sha256: str = ""
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
+    stopped_at_eos: bool = False
+
+
+def generate(
+    session: Session,
+    prompt: list[int],
+    max_new_tokens: int,
+    params: SamplingParams,
+    on_token: Callable[[int], None] | None = None,
+    stop_at_eos: bool = True,
+    keep_logits: list | None = None,
+) -> Generation:
+    """Prefill ``prompt`` then decode up to ``max_new_tokens`` tokens. ``logits_sha256`` hashes
+    the int32 logits of every generated position, little-endian, in order (docs/numerics.md)."""
+    chip = session.chip
+    if not prompt:
+        raise UsageError("the prompt is empty (give some text or --tokens)")
+    if max_new_tokens < 1:
+        raise UsageError("--max-new-tokens must be at least 1")
+    chip.reset()
+    num = session.netlist.doc["numerics"]
+    sampler = Sampler(params, num["signal_frac"], num["log2e_q16"], chip.params["lut.exp2"])
+    eos = (session.netlist.doc.get("tokenizer") or {}).get("eos_token_id")
+    g = Generation(list(prompt))
+    h = hashlib.sha256()
+    t0 = time.perf_counter()
+    logits = chip.forward(list(prompt))[-1]
+    g.prefill_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    while True:
+        h.update(np.ascontiguousarray(logits, dtype="<i4").tobytes())
+        if keep_logits is not None:
+            keep_logits.append(logits.copy())
+        tok = sampler(logits)
+        g.tokens.append(tok)
+        if on_token:
+            on_token(tok)
+        if stop_at_eos and eos is not None and tok == eos:
+            g.stopped_at_eos = True
+            break
+        if len(g.tokens) >= max_new_tokens:
+            break
+        logits = chip.forward([tok])[0]
+    g.decode_s = time.perf_counter() - t1
+    g.logits_sha256 = h.hexdigest()
+    return g
+
+
+def float_logits(session: Session, arr: np.ndarray) -> np.ndarray:
+    """int32 logits -> their real values (float64), ``logit * 2^-F``."""
+    return np.asarray(arr, np.float64) * 2.0 ** -session.signal_frac
+
+
+def perplexity(session: Session, tokens: list[int], ctx: int, stride: int | None,
+               on_window=None):  # fmt: skip
+    """The fixed perplexity protocol of :mod:`maskc.evaluate` on the integer logits."""
+    from maskc.evaluate import perplexity as ppl
+
+    if ctx > session.chip.context:
+        raise UsageError(
+            f"--ctx {ctx} is larger than the KV cache ({session.chip.context} tokens); give a "
+            "smaller --ctx or a larger --context"
+        )
+
+    def forward(seg):
+        session.chip.reset()
+        return float_logits(session, session.chip.forward(list(seg)))
+
+    return ppl(forward, tokens, ctx, stride, on_window)
+
+
+def reference_getter(session: Session, model_dir: Path | None):
+    """``(arch, get_tensor)`` of the float32 reference: the original model in ``model_dir``, or
+    (None) the build's own dequantized weights (quant/), which isolates the integer datapath."""
+    from maskc.ir import ModelArch, RopeScaling
+
+    if model_dir is not None:
+        from maskc.ingest import load_model
+
+        m = load_model(model_dir)
+        mine = session.netlist.arch
+        for k in ("hidden_size", "num_layers", "vocab_size", "num_heads", "num_kv_heads"):
+            if getattr(m.arch, k) != mine[k]:
+                raise InputError(
+                    f"{model_dir}: {k} is {getattr(m.arch, k)}, the build's model has "
+                    f"{mine[k]}: not the model this build was compiled from"
+                )
+        return m.arch, m.read
+    from maskc.pipeline import dequantized_getter
+
+    b = session.build
+    if "quant/index.json" not in b.manifest["files"]:
+        raise InputError(f"{b.path}: no quant/ folder to dequantize")
+    index = b.json("quant/index.json")["tensors"]
+    a = dict(session.netlist.arch)
+    rs = a.pop("rope_scaling", None)
+    a["eos_token_ids"] = tuple(a.get("eos_token_ids") or ())
+    arch = ModelArch(**a, rope_scaling=RopeScaling(**rs) if rs else None)
+    return arch, dequantized_getter(b.path, index)
+
+
+def compare(session: Session, tokens: list[int], model_dir: Path | None) -> dict:
+    """Emulator vs the float32 reference on ``tokens`` (one window from position 0):
+    per-position top-1 agreement, KL(ref || chip) and max |logit error|."""
+    from maskc.evaluate import kl_top1
+    from maskc.reference import FloatLlama
+
+    arch, get = reference_getter(session, model_dir)
+    ref = FloatLlama(arch, get, cache_weights=False).forward(tokens).astype(np.float64)
+    session.chip.reset()
+    mine = float_logits(session, session.chip.forward(tokens))
+    kl, agree = kl_top1(ref, mine)
+    err = np.abs(ref - mine).max(axis=1)
+    return {
+        "reference": str(model_dir) if model_dir else "dequantized build weights",
+        "tokens": len(tokens),
+        "top1_agreement": float(agree.mean()),
+        "kl_mean": float(kl.mean()),
+        "kl_max": float(kl.max()),
+        "max_logit_error": float(err.max()),
+        "per_position": [
+            {"pos": i, "top1_agree": bool(agree[i]), "kl": float(kl[i]),
+             "max_logit_error": float(err[i])}
+            for i in range(len(tokens))
+        ],  # fmt: skip
+    }
