@@ -29,7 +29,14 @@ from rich.progress import (
 from rich.table import Table
 
 from maskc import __version__
-from maskc.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, MaskcError, UsageError
+from maskc.errors import (
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    InputError,
+    MaskcError,
+    UsageError,
+)
 from maskc.fsutil import atomic_output_dir
 
 app = typer.Typer(
@@ -601,12 +608,291 @@ def compile(
     if as_json:
         summary = {"build": str(output), "totals": rep["totals"], "output": rep.get("output")}
         summary |= {"sensitivity": rep.get("sensitivity"), "warnings": rep["warnings"]}
+        summary |= {"placement": rep["placement"], "netlist": rep["netlist"]}
         _emit_json(summary)
         return
     _print_quant_report(rep)
-    if rep.get("placement"):
-        _print_placement(rep["placement"])
+    _print_placement(rep["placement"])
+    n = rep["netlist"]
+    out.print(
+        f"netlist: {n['matrices']} matrices in {n['tiles']:,} tiles, {n['weights']:,} "
+        f"weights, {n['bytes'] / 2**20:,.1f} MiB (inspect --netlist for its text form)"
+    )
     out.print(f"[green]wrote[/green] {output}")
+
+
+def _ids_option(value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        ids = [int(v) for v in value.replace(",", " ").split()]
+    except ValueError:
+        raise UsageError(f"--tokens must be token ids separated by commas, got {value!r}") from None
+    if not ids:
+        raise UsageError("--tokens is empty")
+    return ids
+
+
+class _Stream:
+    """Prints generated text as it comes, holding back incomplete UTF-8 sequences."""
+
+    def __init__(self, session) -> None:
+        self.session = session
+        self.ids: list[int] = []
+        self.shown = ""
+
+    def __call__(self, tok: int) -> None:
+        self.ids.append(tok)
+        text = self.session.decode(self.ids)
+        if text.endswith("\ufffd"):
+            return
+        sys.stdout.write(text[len(self.shown) :])
+        sys.stdout.flush()
+        self.shown = text
+
+
+def _modeled_us(perf: dict | None, ctx: int) -> float | None:
+    """Modeled chip latency per token (us) at context ``ctx``: the model is linear in context."""
+    if not perf:
+        return None
+    a, b = perf["at_context_1"], perf["at_context"]
+    if b["context"] == a["context"]:
+        return a["latency_us"]
+    slope = (b["latency_us"] - a["latency_us"]) / (b["context"] - a["context"])
+    return a["latency_us"] + slope * (ctx - 1)
+
+
+@app.command()
+def emulate(
+    build: Annotated[
+        Path, typer.Argument(metavar="BUILD", help="A build folder written by maskc compile.")
+    ],
+    prompt: Annotated[
+        str | None, typer.Option("--prompt", "-p", help="Text to continue (or to --compare on).")
+    ] = None,
+    tokens: Annotated[
+        str | None,
+        typer.Option("--tokens", help="Token ids instead of --prompt, e.g. 1,2,3 (no tokenizer)."),
+    ] = None,
+    chat: Annotated[
+        bool,
+        typer.Option(
+            "--chat", help="Wrap --prompt as one user turn with the model's chat template."
+        ),
+    ] = False,
+    max_new_tokens: Annotated[
+        int, typer.Option("--max-new-tokens", "-n", min=1, help="Tokens to generate at most.")
+    ] = 64,
+    temperature: Annotated[
+        float,
+        typer.Option(
+            "--temperature",
+            min=0.0,
+            help="0 is greedy (ties: lowest id); else seeded integer sampling (docs/numerics.md).",
+        ),
+    ] = 0.0,
+    top_k: Annotated[
+        int, typer.Option("--top-k", min=0, help="Keep the k likeliest (0: off).")
+    ] = 0,
+    top_p: Annotated[
+        float, typer.Option("--top-p", min=0.0, max=1.0, help="Nucleus sampling mass (1: off).")
+    ] = 1.0,
+    seed: Annotated[int, typer.Option("--seed", min=0, help="Seed of the SplitMix64 PRNG.")] = 0,
+    ignore_eos: Annotated[
+        bool, typer.Option("--ignore-eos", help="Do not stop at the end-of-sequence token.")
+    ] = False,
+    ppl: Annotated[
+        Path | None,
+        typer.Option("--ppl", help="Perplexity of this UTF-8 text (fixed protocol, see --help)."),
+    ] = None,
+    ctx: Annotated[int, typer.Option("--ctx", min=2, help="--ppl window length in tokens.")] = 512,
+    stride: Annotated[
+        int | None,
+        typer.Option("--stride", min=1, help="--ppl window step (default --ctx: no overlap)."),
+    ] = None,
+    max_tokens: Annotated[
+        int | None,
+        typer.Option("--max-tokens", min=2, help="--ppl: use only the first N tokens of the text."),
+    ] = None,
+    compare: Annotated[
+        Path | None,
+        typer.Option(
+            "--compare",
+            metavar="MODEL_DIR",
+            help="Also run the float32 reference of this original model on the same "
+            "tokens: top-1 agreement, KL and max logit error per position.",
+        ),
+    ] = None,
+    compare_dequantized: Annotated[
+        bool,
+        typer.Option(
+            "--compare-dequantized",
+            help="Like --compare, with the build's own dequantized weights as the float "
+            "reference: isolates the integer datapath.",
+        ),
+    ] = False,
+    context: Annotated[
+        int | None,
+        typer.Option(
+            "--context",
+            min=1,
+            help="KV-cache tokens to emulate (default: the build's; at most what the "
+            "fabric's SRAM holds, else exit 4).",
+        ),
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option("--threads", min=1, help="CPU threads (default: all cores).")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object on stdout.")
+    ] = False,
+) -> None:
+    """Run a build's netlist, bit-exactly, on the CPU: generate, score a text, or compare.
+
+    Loads only BUILD (netlist + tokenizer; hashes checked, exit 5 on a change) and computes
+    exactly the integer arithmetic of docs/numerics.md. Modes:
+
+    generate (default): --prompt TEXT [--chat] or --tokens IDS; greedy unless --temperature.
+    Tokens stream as they come; --json gives prompt_tokens, tokens, text, logits_sha256 (the
+    int32 logits of every generated position, little-endian) and timings.
+
+    --ppl FILE --ctx 512 [--stride N]: perplexity with a fixed protocol: windows of ctx tokens
+    from position 0, no BOS added, every position but a window's first scored.
+
+    --compare MODEL_DIR | --compare-dequantized: float32 reference vs the chip on the prompt.
+
+    Every run also prints the modeled chip time per token for this build (docs/fabric.md).
+    """
+    from maskc.emulate.run import (
+        chat_prompt,
+        generate,
+        open_session,
+        perplexity,
+    )
+    from maskc.emulate.run import (
+        compare as run_compare,
+    )
+    from maskc.emulate.sampling import SamplingParams
+
+    modes = sum([ppl is not None, compare is not None or compare_dequantized])
+    if modes > 1:
+        raise UsageError("choose one of --ppl and --compare/--compare-dequantized")
+    if compare is not None and compare_dequantized:
+        raise UsageError("--compare and --compare-dequantized contradict each other")
+    if prompt is not None and tokens is not None:
+        raise UsageError("give --prompt or --tokens, not both")
+    if chat and prompt is None:
+        raise UsageError("--chat needs --prompt")
+    if ppl is not None and (prompt is not None or tokens is not None):
+        raise UsageError("--ppl scores a file; drop --prompt/--tokens")
+    if threads is not None:
+        import numba
+
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    with _progress(in_bytes=False) as prog:
+        session = open_session(build, context, _RichEvents(prog))
+    perf = session.modeled()
+
+    if ppl is not None:
+        from maskc.pipeline import read_text
+
+        ids = session.encode(read_text(ppl, "--ppl text"))
+        if max_tokens is not None:
+            ids = ids[:max_tokens]
+        if len(ids) < 2:
+            raise InputError(f"{ppl}: fewer than 2 tokens to score")
+        import time
+
+        t0 = time.perf_counter()
+        with _progress(in_bytes=False) as prog:
+            task = prog.add_task("scoring windows", total=None)
+            res = perplexity(
+                session,
+                ids,
+                ctx,
+                stride,
+                lambda done, total: prog.update(task, completed=done, total=total),
+            )
+        wall = time.perf_counter() - t0
+        modeled = _modeled_us(perf, ctx)
+        doc = {"ppl": res.ppl, "tokens_scored": res.tokens_scored, "tokens": len(ids),
+               "ctx": ctx, "stride": stride or ctx, "wall_s": wall,
+               "modeled_chip_us_per_token": modeled}  # fmt: skip
+        if as_json:
+            _emit_json(doc)
+        else:
+            out.print(
+                f"perplexity {res.ppl:.4f} over {res.tokens_scored:,} scored tokens "
+                f"({len(ids):,} tokens, windows of {ctx}); emulator {wall:.1f} s "
+                f"({len(ids) / wall:,.0f} tokens/s)"
+            )
+            _print_modeled(modeled)
+        return
+
+    if tokens is not None:
+        ids = _ids_option(tokens)
+    else:
+        text = prompt if prompt is not None else ""
+        if chat:
+            text = chat_prompt(session, text)
+        if not text:
+            raise UsageError("give --prompt TEXT or --tokens IDS")
+        ids = session.encode(text)
+        if not ids:
+            raise UsageError("the prompt gives no tokens")
+
+    if compare is not None or compare_dequantized:
+        res = run_compare(session, ids, compare)
+        if as_json:
+            _emit_json({"prompt_tokens": ids, **res})
+            return
+        out.print(
+            f"chip vs float32 reference ({res['reference']}) on {len(ids)} tokens: top-1 "
+            f"agreement {100 * res['top1_agreement']:.1f}%, mean KL {res['kl_mean']:.5f} "
+            f"nats (max {res['kl_max']:.5f}), max |logit error| "
+            f"{res['max_logit_error']:.4f}"
+        )
+        t = Table("position", "token", "top-1 agrees", "KL", "max |logit error|")
+        for row in res["per_position"]:
+            t.add_row(str(row["pos"]), str(ids[row["pos"]]), "yes" if row["top1_agree"] else "no",
+                      f"{row['kl']:.5f}", f"{row['max_logit_error']:.4f}")  # fmt: skip
+        out.print(t)
+        return
+
+    params = SamplingParams(temperature, top_k, top_p, seed)
+    stream = None if as_json else _Stream(session)
+    g = generate(session, ids, max_new_tokens, params, stream, stop_at_eos=not ignore_eos)
+    n = len(g.tokens)
+    decode_tps = (n - 1) / g.decode_s if n > 1 and g.decode_s > 0 else None
+    modeled = _modeled_us(perf, len(ids) + n)
+    timings = {"prefill_s": g.prefill_s, "decode_s": g.decode_s,
+               "decode_tokens_per_s": decode_tps, "modeled_chip_us_per_token": modeled}  # fmt: skip
+    if as_json:
+        _emit_json({"prompt_tokens": g.prompt_tokens, "tokens": g.tokens,
+                    "text": session.decode(g.tokens), "logits_sha256": g.logits_sha256,
+                    "stopped_at_eos": g.stopped_at_eos, "timings": timings})  # fmt: skip
+        return
+    sys.stdout.write("\n")
+    err.print(
+        f"{len(ids)} prompt tokens, {n} generated{' (stopped at EOS)' if g.stopped_at_eos else ''}"
+        f"; emulator: prefill {1e3 * g.prefill_s:.0f} ms"
+        + (f", decode {decode_tps:.1f} tokens/s" if decode_tps else "")
+        + f"; logits_sha256 {g.logits_sha256[:16]}",
+        markup=False,
+    )
+    _print_modeled(modeled, to=err)
+
+
+def _print_modeled(us: float | None, to: Console | None = None) -> None:
+    c = to or out
+    if us is None:
+        c.print("modeled chip time: no placement report in this build", markup=False)
+    else:
+        c.print(
+            f"modeled chip: {us:.1f} us per token ({1e6 / us:,.0f} tokens/s per user; "
+            "docs/fabric.md)",
+            markup=False,
+        )
 
 
 @app.command()

@@ -209,7 +209,6 @@ class Chip:
         positions = np.arange(self.pos, self.pos + t, dtype=I64)
         slots: dict[str, object] = {}
         p = self.params
-        F = self.F
         logits = None
         for op in self.ops:
             kind = op["op"]

@@ -230,7 +230,9 @@ def group_matmul(lev: np.ndarray, xs: np.ndarray, msh: np.ndarray, rows: int, dt
 
 
 @njit(cache=True)
-def embed_rows(ids, codes, levels, sm, ss, se, zm, zs, ze, g, smax, zmax, has_zero, c, f):  # pragma: no cover
+def embed_rows(
+    ids, codes, levels, sm, ss, se, zm, zs, ze, g, smax, zmax, has_zero, c, f
+):  # pragma: no cover
     """Rows ``ids`` of the embedding, exactly, as signals [T, c]."""
     out = np.empty((ids.shape[0], c), np.int64)
     for t in range(ids.shape[0]):

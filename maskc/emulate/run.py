@@ -150,7 +150,7 @@ def generate(
 
 def float_logits(session: Session, arr: np.ndarray) -> np.ndarray:
     """int32 logits -> their real values (float64), ``logit * 2^-F``."""
-    return np.asarray(arr, np.float64) * 2.0 ** -session.signal_frac
+    return np.asarray(arr, np.float64) * 2.0**-session.signal_frac
 
 
 def perplexity(session: Session, tokens: list[int], ctx: int, stride: int | None,
@@ -221,8 +221,12 @@ def compare(session: Session, tokens: list[int], model_dir: Path | None) -> dict
         "kl_max": float(kl.max()),
         "max_logit_error": float(err.max()),
         "per_position": [
-            {"pos": i, "top1_agree": bool(agree[i]), "kl": float(kl[i]),
-             "max_logit_error": float(err[i])}
+            {
+                "pos": i,
+                "top1_agree": bool(agree[i]),
+                "kl": float(kl[i]),
+                "max_logit_error": float(err[i]),
+            }
             for i in range(len(tokens))
-        ],  # fmt: skip
+        ],
     }

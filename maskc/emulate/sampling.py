@@ -7,9 +7,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from maskc.emulate.intops import I64, rdiv, rsr
-
+I64 = np.int64
 MASK64 = (1 << 64) - 1
+
+
+def _rsr(x: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """Rounding shift right by ``k >= 0`` (arrays; docs/numerics.md ``rsr``)."""
+    kp = np.maximum(k, 1)
+    return np.where(k > 0, (x + (np.int64(1) << (kp - 1))) >> kp, x)
 
 
 class SplitMix64:
@@ -63,14 +68,15 @@ class Sampler:
         lg = np.asarray(logits, I64)
         if self.p.greedy:
             return int(np.argmax(lg))  # the first (lowest id) of equal maxima
-        z = rdiv(lg * 256, np.int64(self.p.tq))
+        tq = np.int64(self.p.tq)
+        z = (2 * (lg * 256) + tq) // (2 * tq)  # rdiv(logit * 256, tq)
         order = np.lexsort((np.arange(len(z)), -z))  # z descending, then lower id
         if self.p.top_k > 0:
             order = order[: self.p.top_k]
         zo = z[order]
-        w = rsr((zo[0] - zo) * self.log2e, self.F + 6)
+        w = _rsr((zo[0] - zo) * self.log2e, np.int64(self.F + 6))
         wi = w >> 10
-        pr = np.where(wi < 32, rsr(self.exp2[w & 1023], np.clip(wi, 0, 31)), 0)
+        pr = np.where(wi < 32, _rsr(self.exp2[w & 1023], np.clip(wi, 0, 31)), 0)
         total = int(pr.sum())
         if self.p.pq < 65536:
             cum = np.cumsum(pr)

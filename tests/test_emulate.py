@@ -1,0 +1,223 @@
+"""``maskc emulate``: bit-exact against the independent integer reference (tests/intref.py),
+deterministic, golden, and every mode and bad input of the command."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import intref
+import numpy as np
+import pytest
+from helpers import micro_fabric
+
+from maskc.emulate.run import generate, open_session, perplexity
+from maskc.emulate.sampling import SamplingParams
+from maskc.evaluate import log_softmax, ppl_windows
+
+PRESETS = ["tiny", "tiny-untied", "tiny-gqa-bf16", "tiny-odd", "tiny-sharded", "tiny-qwen2",
+           "tiny-mistral"]  # fmt: skip
+SETTINGS = [
+    SamplingParams(),  # greedy
+    SamplingParams(temperature=0.8, top_k=20, top_p=0.9, seed=7),
+    SamplingParams(temperature=1.5, top_k=0, top_p=0.5, seed=3),
+]
+PROMPT = [1, 2, 3, 4, 5]
+
+
+@pytest.fixture(scope="module")
+def builds(model_cache, tmp_path_factory):
+    """Every preset compiled with the defaults (hc1), plus tiny on a fabric of small tiles."""
+    from maskc.pipeline import CompileOptions, compile_model
+
+    root = tmp_path_factory.mktemp("emu")
+    out = {}
+    for p in PRESETS:
+        compile_model(model_cache(p).path, root / p, CompileOptions())
+        out[p] = root / p
+    compile_model(model_cache("tiny").path, root / "tiny-micro",
+                  CompileOptions(fabric=micro_fabric(root)))  # fmt: skip
+    out["tiny-micro"] = root / "tiny-micro"
+    return out
+
+
+@pytest.mark.parametrize("preset", [*PRESETS, "tiny-micro"])
+def test_emulator_equals_the_integer_reference(builds, preset):
+    """Prompt + 8 decode steps, greedy and sampled: identical tokens and integer logits."""
+    session = open_session(builds[preset])
+    ref = intref.IntRef(builds[preset])
+    for sp in SETTINGS:
+        rows: list = []
+        g = generate(session, PROMPT, 9, sp, stop_at_eos=False, keep_logits=rows)
+        toks, ref_rows = intref.generate(ref, PROMPT, 9, sp.temperature, sp.top_k, sp.top_p,
+                                         sp.seed)  # fmt: skip
+        assert g.tokens == toks, (preset, sp)
+        assert len(rows) == 9
+        for a, b in zip(rows, ref_rows, strict=True):
+            assert a.tolist() == b
+        assert g.logits_sha256 == intref.logits_sha256(ref_rows)
+
+
+def test_sliding_window_past_the_window(builds):
+    """tiny-mistral's window is shorter than this prompt: the window is exercised."""
+    doc = json.loads((builds["tiny-mistral"] / "netlist" / "netlist.json").read_text())
+    window = doc["architecture"]["sliding_window"]
+    prompt = [(7 * i) % 300 + 3 for i in range(window + 6)]
+    session = open_session(builds["tiny-mistral"])
+    ref = intref.IntRef(builds["tiny-mistral"])
+    rows: list = []
+    g = generate(session, prompt, 3, SamplingParams(), stop_at_eos=False, keep_logits=rows)
+    toks, ref_rows = intref.generate(ref, prompt, 3)
+    assert g.tokens == toks and [r.tolist() for r in rows] == ref_rows
+
+
+def test_batched_prefill_equals_token_by_token(builds):
+    session = open_session(builds["tiny-qwen2"])
+    ids = [5, 17, 200, 3, 99, 45, 12]
+    chip = session.chip
+    chip.reset()
+    batch = chip.forward(ids)
+    chip.reset()
+    one = np.stack([chip.forward([t])[0] for t in ids])
+    assert np.array_equal(batch, one)
+
+
+GOLDEN = {
+    # maskc testmodel (tiny, seed 0), compiled with the defaults, prompt 1..5, 8 tokens
+    "greedy": ([113, 97, 97, 251, 251, 23, 271, 271],
+               "77a72fb5a2bf0b5f81b938985eb4274c601fec410f4c2aeed7afa4d14bb4c69a"),
+    "sampled": ([123, 23, 44, 307, 307, 161, 194, 271],
+                "b2c3affb7f0ffbca0fc88de8f7c77f20da3f23e518f48d207fcff38b66c2cd7a"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", ["greedy", "sampled"])
+def test_golden_tokens(builds, cli, mode):
+    args = ["emulate", builds["tiny"], "--tokens", "1,2,3,4,5", "-n", "8", "--ignore-eos"]
+    if mode == "sampled":
+        args += ["--temperature", "0.8", "--top-k", "20", "--top-p", "0.9", "--seed", "7"]
+    r = cli(*args, "--json")
+    assert r.code == 0, r.err
+    doc = json.loads(r.out)
+    assert (doc["tokens"], doc["logits_sha256"]) == GOLDEN[mode]
+    assert doc["prompt_tokens"] == [1, 2, 3, 4, 5] and isinstance(doc["text"], str)
+    assert doc["timings"]["modeled_chip_us_per_token"] > 0
+    # the same run without --json streams text and prints the same hash on stderr
+    r2 = cli(*args)
+    assert r2.code == 0 and GOLDEN[mode][1][:16] in r2.err and "modeled chip" in r2.err
+
+
+def test_same_result_on_one_and_two_threads(builds):
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("needs 2 CPU threads")
+    session = open_session(builds["tiny-gqa-bf16"])
+    prompt = list(range(3, 40))
+    out = []
+    for n in (1, 2, 1):
+        numba.set_num_threads(n)
+        out.append(generate(session, prompt, 8, SETTINGS[1], stop_at_eos=False).logits_sha256)
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    assert out[0] == out[1] == out[2]
+
+
+def test_stops_at_eos_and_chat_template(builds, cli):
+    r = cli("emulate", builds["tiny"], "--prompt", "hello there", "--chat", "-n", "40", "--json")
+    assert r.code == 0, r.err
+    doc = json.loads(r.out)
+    assert doc["prompt_tokens"][0] == 1  # <|im_start|> of the ChatML template
+    assert doc["stopped_at_eos"] == (doc["tokens"][-1] == 2)
+    assert doc["stopped_at_eos"] or len(doc["tokens"]) == 40
+
+
+def test_ppl_mode_matches_the_reference_logits(builds, cli, tmp_path):
+    """--ppl follows the documented protocol; its value is recomputed here from the integer
+    reference's logits, window by window."""
+    text = tmp_path / "t.txt"
+    text.write_text("the quick brown fox jumps over the lazy dog. " * 3)
+    b = builds["tiny-gqa-bf16"]
+    r = cli("emulate", b, "--ppl", text, "--ctx", "8", "--stride", "5", "--json")
+    assert r.code == 0, r.err
+    doc = json.loads(r.out)
+    session = open_session(b)
+    ids = session.encode(text.read_text())
+    ref = intref.IntRef(b)
+    nll, n = 0.0, 0
+    for w in ppl_windows(len(ids), 8, 5):
+        ref.reset()
+        rows = np.array([ref.step(t) for t in ids[w.start : w.end]], np.float64) / 4096.0
+        lp = log_softmax(rows)
+        for pos in range(w.score_from, w.end):
+            nll -= lp[pos - 1 - w.start, ids[pos]]
+            n += 1
+    assert doc["tokens_scored"] == n == len(ids) - 1
+    assert math.isclose(doc["ppl"], math.exp(nll / n), rel_tol=1e-9)
+    assert perplexity(session, ids, 8, 5).ppl == doc["ppl"]
+
+
+def test_compare_modes(builds, model_cache, cli):
+    b = builds["tiny"]
+    r = cli("emulate", b, "--tokens", "1,2,3,4,5,6,7,8", "--compare", model_cache("tiny").path,
+            "--json")  # fmt: skip
+    assert r.code == 0, r.err
+    doc = json.loads(r.out)
+    assert len(doc["per_position"]) == 8
+    assert doc["top1_agreement"] >= 0.5 and 0 <= doc["kl_mean"] < 0.5, doc
+    r = cli("emulate", b, "--tokens", "1,2,3,4,5,6,7,8", "--compare-dequantized")
+    assert r.code == 0 and "top-1 agreement" in r.out, r.err
+    # a different model is refused
+    r = cli("emulate", b, "--tokens", "1,2", "--compare", model_cache("tiny-odd").path)
+    assert r.code == 3 and "not the model" in r.err
+
+
+def test_context_limits(builds, cli):
+    b = builds["tiny-micro"]
+    doc = json.loads((b / "netlist" / "netlist.json").read_text())
+    most = doc["sram"]["max_context"]
+    r = cli("emulate", b, "--tokens", "1,2", "-n", "1", "--context", str(most + 1))
+    assert r.code == 4 and f"{most:,}" in r.err and "Traceback" not in r.err, r
+    r = cli("emulate", b, "--tokens", "1,2,3,4,5,6", "-n", "4", "--context", "8", "--ignore-eos")
+    assert r.code == 4 and "8" in r.err, r
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needle"),
+    [
+        (["--tokens", "1,x"], 2, "--tokens"),
+        (["--tokens", "1,99999"], 3, "vocabulary"),
+        (["--prompt", "a", "--tokens", "1"], 2, "not both"),
+        (["--chat"], 2, "--chat"),
+        (["--ppl", "missing.txt"], 3, "missing.txt"),
+        (["--ppl", "x.txt", "--prompt", "a"], 2, "--ppl"),
+        (["--compare-dequantized", "--ppl", "x.txt"], 2, "one of"),
+        (["--tokens", "1", "--temperature", "-1"], 2, "temperature"),
+        (["--tokens", "1", "--top-p", "1.5"], 2, "top-p"),
+        ([], 2, "--prompt"),
+    ],
+)
+def test_bad_emulate_arguments(builds, cli, tmp_path, monkeypatch, args, code, needle):
+    monkeypatch.chdir(tmp_path)
+    r = cli("emulate", builds["tiny"], *args)
+    assert r.code == code and needle in r.err and "Traceback" not in r.err, (args, r)
+
+
+def test_not_a_build_and_a_plan_only_build(tmp_path, cli, model_cache):
+    r = cli("emulate", tmp_path, "--tokens", "1")
+    assert r.code == 3 and "not a build" in r.err
+    out = tmp_path / "plan"
+    assert cli("compile", model_cache("tiny").path, "-o", out, "--plan-only").code == 0
+    r = cli("emulate", out, "--tokens", "1")
+    assert r.code == 3 and "no netlist" in r.err, r
+
+
+def test_emulate_reads_only_the_build(builds, tmp_path, cli, model_cache):
+    """The original model is not needed: delete it and emulate still runs."""
+    src = tmp_path / "model"
+    shutil.copytree(model_cache("tiny").path, src)
+    b = tmp_path / "b"
+    assert cli("compile", src, "-o", b).code == 0
+    shutil.rmtree(src)
+    r = cli("emulate", b, "--tokens", "1,2,3,4,5", "-n", "8", "--ignore-eos", "--json")
+    assert r.code == 0 and json.loads(r.out)["tokens"] == GOLDEN["greedy"][0]

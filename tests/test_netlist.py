@@ -1,0 +1,178 @@
+"""The functional netlist (docs/netlist.md): contents, reassembly, canonical dump, integrity."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from helpers import micro_fabric
+from safetensors.numpy import load_file
+
+from maskc.build import write_manifest
+from maskc.netlist import load_netlist
+from maskc.quantize.store import load_quant
+from maskc.safetensors_io import SafetensorsFile
+
+
+@pytest.fixture(scope="module")
+def built(model_cache, tmp_path_factory):
+    """tiny models compiled on a small fabric that cuts every matrix into several tiles."""
+    from maskc.pipeline import CompileOptions, compile_model
+
+    out = {}
+    root = tmp_path_factory.mktemp("nl")
+    fab = micro_fabric(root)
+    for preset in ("tiny", "tiny-qwen2"):
+        gen = model_cache(preset)
+        b = root / preset
+        compile_model(gen.path, b, CompileOptions(fabric=fab))
+        out[preset] = b
+    return out
+
+
+def _quant(build, name):
+    idx = json.loads((build / "quant" / "index.json").read_text())["tensors"]
+    e = idx[name]
+    return load_quant(build / e["file"], SafetensorsFile(build / e["file"]), name, e)
+
+
+def test_netlist_files_and_structure(built):
+    b = built["tiny"]
+    root = b / "netlist"
+    assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) == [
+        "netlist.json", "params.safetensors", "tiles/global.safetensors",
+        "tiles/layer-000.safetensors", "tiles/layer-001.safetensors", "tokenizer.json",
+    ]  # fmt: skip
+    doc = json.loads((root / "netlist.json").read_text())
+    assert doc["format"] == "maskc-netlist" and doc["version"] == 1
+    assert doc["numerics"]["contract"] == 1 and doc["numerics"]["signal_frac"] == 12
+    kinds = [op["op"] for op in doc["ops"]]
+    assert kinds[0] == "embed" and kinds[-1] == "logits"
+    assert kinds.count("attention") == 2 and kinds.count("rmsnorm") == 5
+    # every op's matrix exists; the tied head reads the embedding's tiles
+    assert doc["ops"][-2]["matrix"] == "model.embed_tokens.weight"
+    a = doc["architecture"]
+    per_token = 2 * a["num_kv_heads"] * (a["head_dim"] + 4)
+    for die in doc["sram"]["dies"]:
+        kv = die["kv"]
+        assert kv["bytes_per_token"] == per_token * len(kv["layers"])
+        assert kv["bytes"] + die["adapters"]["bytes"] == die["bytes"]
+        assert kv["bytes"] == kv["bytes_per_token"] * doc["sram"]["context"]
+    assert doc["tokenizer"]["chat_template"] and doc["tokenizer"]["eos_token_id"] == 2
+    # the compile report records the netlist and the manifest the inputs and options
+    man = json.loads((b / "manifest.json").read_text())
+    assert man["stages"] == ["ingest", "quantize", "place", "netlist"]
+    assert "model/config.json" in man["inputs"] and man["options"]["fabric_name"] == "micro"
+
+
+def test_tiles_reassemble_to_the_quantized_matrices(built):
+    """Every matrix read back from its tiles equals the quantizer's output, field by field, and
+    every tile sits at a distinct grid position."""
+    for b in built.values():
+        nl = load_netlist(b)
+        grid = nl.doc["placement"]["grid"]
+        seen = set()
+        for name, meta in nl.matrices.items():
+            got, want = nl.matrix(name), _quant(b, name)
+            for f in ("codes", "levels", "scale_m", "scale_s", "scale_e", "zero_m", "zero_s",
+                      "zero_e"):  # fmt: skip
+                a, w = getattr(got, f), getattr(want, f)
+                assert (a is None) == (w is None) and (a is None or np.array_equal(a, w)), f
+            pos = load_file(str(nl.path / meta["file"]))[f"{name}/pos"]
+            assert len(pos) == meta["tiles"] > 1
+            for d, x, y in pos.tolist():
+                assert 0 <= x < grid[0] and 0 <= y < grid[1]
+                assert (d, x, y) not in seen
+                seen.add((d, x, y))
+        assert len(seen) == nl.doc["placement"]["tiles_used"]
+
+
+def test_qwen2_biases_and_norms_are_fixed_point(built):
+    nl = load_netlist(built["tiny-qwen2"])
+    p = nl.params()
+    b = p["model.layers.0.self_attn.q_proj.bias"]
+    assert b.dtype == np.int32
+    g = p["model.layers.0.input_layernorm.weight"]
+    assert g.dtype == np.int16 and np.abs(g).max() >= 2**14  # the largest frac that fits
+    ops = [op for op in nl.doc["ops"] if op["op"] == "matmul" and op.get("bias")]
+    assert len(ops) == 6  # q, k, v of two layers
+
+
+def test_dump_is_canonical_across_compiles(model_cache, tmp_path, cli):
+    gen = model_cache("tiny-gqa-bf16")
+    dumps = []
+    for k in range(2):
+        out = tmp_path / f"b{k}"
+        assert cli("compile", gen.path, "-o", out).code == 0
+        r = cli("inspect", out, "--netlist")
+        assert r.code == 0, r.err
+        dumps.append(r.out)
+    assert dumps[0] == dumps[1]
+    lines = dumps[0].splitlines()
+    assert lines[0] == "maskc-netlist v1"
+    tiles = [ln for ln in lines if ln.startswith("  tile ")]
+    doc = json.loads((tmp_path / "b0" / "netlist" / "netlist.json").read_text())
+    assert len(tiles) == doc["placement"]["tiles_used"]
+    assert sum(ln.startswith("op ") for ln in lines) == len(doc["ops"])
+    for f in ("netlist.json", "params.safetensors", "tiles/layer-000.safetensors"):
+        a = (tmp_path / "b0" / "netlist" / f).read_bytes()
+        assert a == (tmp_path / "b1" / "netlist" / f).read_bytes(), f
+
+
+@pytest.mark.parametrize(
+    "rel",
+    ["netlist/netlist.json", "netlist/params.safetensors", "netlist/tiles/layer-001.safetensors",
+     "netlist/tiles/global.safetensors", "netlist/tokenizer.json"],
+)  # fmt: skip
+def test_tampering_with_any_netlist_file_is_exit_5(built, tmp_path, cli, rel):
+    b = tmp_path / "b"
+    shutil.copytree(built["tiny"], b)
+    p = b / rel
+    data = bytearray(p.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    p.write_bytes(bytes(data))
+    for args in (("inspect", b, "--netlist"), ("emulate", b, "--tokens", "1,2", "-n", "1")):
+        r = cli(*args)
+        assert r.code == 5 and rel in r.err and "Traceback" not in r.err, (args, r)
+
+
+def test_a_consistent_but_invalid_netlist_is_exit_3(built, tmp_path, cli):
+    """A netlist edited and re-sealed (hashes updated) is still validated before use."""
+    b = tmp_path / "b"
+    shutil.copytree(built["tiny"], b)
+    man = json.loads((b / "manifest.json").read_text())
+    nj = b / "netlist" / "netlist.json"
+    doc = json.loads(nj.read_text())
+    doc["ops"][1]["matrix"] = "no.such.matrix"
+    doc["ops"][1]["op"] = "matmul"
+    nj.write_text(json.dumps(doc))
+    write_manifest(b, man["stages"])
+    r = cli("emulate", b, "--tokens", "1,2", "-n", "1")
+    assert r.code == 3 and "no.such.matrix" in r.err, r
+    doc["ops"][1] = {"op": "rmsnorm", "in": "x"}
+    doc["version"] = 99
+    nj.write_text(json.dumps(doc))
+    write_manifest(b, man["stages"])
+    r = cli("inspect", b, "--netlist")
+    assert r.code == 3 and "version" in r.err, r
+
+
+def test_overlapping_tiles_are_refused(built, tmp_path):
+    """Tile blocks are checked: two tiles claiming the same cells is an input error."""
+    from maskc.errors import InputError
+    from maskc.safetensors_io import write_safetensors
+
+    b = tmp_path / "b"
+    shutil.copytree(built["tiny"], b)
+    f = b / "netlist" / "tiles" / "layer-000.safetensors"
+    arrays = load_file(str(f))
+    name = "model.layers.0.mlp.down_proj.weight"
+    blk = arrays[f"{name}/block"].copy()
+    assert len(blk) >= 2
+    blk[1] = blk[0]
+    arrays[f"{name}/block"] = blk
+    write_safetensors(f, arrays)
+    with pytest.raises(InputError, match="overlaps|cover"):
+        load_netlist(b).matrix(name)
