@@ -294,6 +294,8 @@ def _inspect_build(path: Path, tensor: str | None, as_json: bool) -> None:
         _print_quant_report(report)
         if report.get("placement"):
             _print_placement(report["placement"])
+        if report.get("netlist"):
+            _print_netlist(report["netlist"])
     elif "reports/placement.json" in b.manifest["files"]:
         _print_placement(b.json("reports/placement.json"))
 
@@ -613,12 +615,16 @@ def compile(
         return
     _print_quant_report(rep)
     _print_placement(rep["placement"])
-    n = rep["netlist"]
-    out.print(
-        f"netlist: {n['matrices']} matrices in {n['tiles']:,} tiles, {n['weights']:,} "
-        f"weights, {n['bytes'] / 2**20:,.1f} MiB (inspect --netlist for its text form)"
-    )
+    _print_netlist(rep["netlist"])
     out.print(f"[green]wrote[/green] {output}")
+
+
+def _print_netlist(n: dict) -> None:
+    out.print(
+        f"netlist: {n['matrices']} matrices in {n['tiles']:,} tiles, {n['weights']:,} weights, "
+        f"{n['bytes'] / 2**20:,.1f} MiB (maskc inspect BUILD --netlist prints its text form; "
+        "maskc emulate BUILD runs it)"
+    )
 
 
 def _ids_option(value: str | None) -> list[int] | None:

@@ -174,5 +174,5 @@ def test_overlapping_tiles_are_refused(built, tmp_path):
     blk[1] = blk[0]
     arrays[f"{name}/block"] = blk
     write_safetensors(f, arrays)
-    with pytest.raises(InputError, match="overlaps|cover"):
+    with pytest.raises(InputError, match=r"overlaps|cover"):
         load_netlist(b).matrix(name)

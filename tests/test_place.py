@@ -187,3 +187,15 @@ def test_llama_8b_plan_does_not_fit_mini(tmp_path, cli):
     assert not (tmp_path / "p").exists()
     r = cli("compile", cfg, "-o", tmp_path / "p", "--plan-only")  # the default fabric: hc1
     assert r.code == 0 and "hc1" in (tmp_path / "p" / "reports" / "placement.json").read_text()
+
+
+def test_dies_auto_also_fits_the_kv_cache(model_cache, tmp_path, cli):
+    """Tiles are plenty, but one die's SRAM holds one layer's KV cache only: auto takes 2 dies."""
+    gen = model_cache("tiny")  # 2 layers, 2 kv heads of 16: 80 bytes per token per layer
+    fab = small_fabric(tmp_path, 64, 64, sram=256 * 80 + 1000)
+    r = cli("compile", gen.path, "-o", tmp_path / "one", "--fabric", fab, "--context", "256")
+    assert r.code == 4 and "SRAM" in r.err, r
+    r = cli("compile", gen.path, "-o", tmp_path / "b", "--fabric", fab, "--context", "256",
+            "--dies", "auto", "--json")  # fmt: skip
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["placement"]["dies"] == 2

@@ -15,7 +15,7 @@ import numpy as np
 
 from maskc.emulate import kernels as K
 from maskc.emulate.kernels import GROUP as ACT_GROUP
-from maskc.emulate.kernels import blocked, carrier
+from maskc.emulate.kernels import blocked
 from maskc.errors import FitError, InputError
 from maskc.netlist import Netlist
 
@@ -26,20 +26,23 @@ F64_EXACT = 1 << 53
 
 @dataclass
 class _Matrix:
-    """One matrix ready for exact evaluation (kernels.py).
+    """One matrix ready for exact evaluation (kernels.py, :func:`kernels.prepare_levels`).
 
-    ``lev``: ``levels[codes]``, int8 (int16 when a level does not fit), blocked ``[NB, Cp, 128]``;
-    ``msh``: float64 blocked ``[NB, Cp/32, 128]`` = ``scale_m * 2^(SMAX - scale_s)`` per activation
-    group (exact integers); ``carrier``: the float type of the group sums; ``zsh``: int64
-    ``[R, Cp/32]`` = ``zero_m * 2^(ZMAX - zero_s)``; ``ka``/``kb``: int64 ``[R]`` =
-    ``SMAX - scale_e``, ``ZMAX - zero_e``."""
+    ``lev``/``packed``/``d``/``off``/``carrier``: the stored levels; ``msh``: float64 blocked
+    ``[NB, Cp/32, 128]`` = ``scale_m * 2^(SMAX - scale_s)`` per activation group (exact
+    integers); ``zsh``: int64 ``[R, Cp/32]`` = ``zero_m * 2^(ZMAX - zero_s)``; ``ka``/``kb``:
+    int64 ``[R]`` = ``SMAX - scale_e``, ``ZMAX - zero_e``."""
 
     name: str
     rows: int
     cols: int
+    cp: int
     lev: np.ndarray
-    msh: np.ndarray
+    packed: bool
+    d: float
+    off: float
     carrier: type
+    msh: np.ndarray
     zsh: np.ndarray
     ka: np.ndarray
     kb: np.ndarray
@@ -60,8 +63,7 @@ def _prepare(q) -> _Matrix:
     # |acc| <= sum_a mshift * 32 * lmax * 127 * 2^7 must stay < 2^53 (kernels.py)
     if int(mshift.sum(axis=1).max()) * rep * ACT_GROUP * lmax * 127 * 128 >= F64_EXACT:
         raise InputError(f"{q.name}: accumulator bound beyond the emulator's exact datapath")
-    dt = np.int8 if lmax <= 127 else np.int16
-    lev = blocked(q.levels.astype(dt)[q.codes])
+    lev, packed, d, off, carrier = K.prepare_levels(q.codes, q.levels)
     msh = blocked(np.repeat(mshift, rep, axis=1).astype(np.float64))
     if q.zero_m is not None:
         zmax = (1 << f.zero_shift_bits) - 1
@@ -71,8 +73,8 @@ def _prepare(q) -> _Matrix:
     else:
         zsh = np.zeros((r, 1), I64)
         kb = np.zeros(r, I64)
-    return _Matrix(q.name, r, c, lev, msh, carrier(lmax), zsh, smax - q.scale_e.astype(I64),
-                   kb, q.zero_m is not None, q)  # fmt: skip
+    return _Matrix(q.name, r, c, f.padded_cols(c), lev, packed, d, off, carrier, msh, zsh,
+                   smax - q.scale_e.astype(I64), kb, q.zero_m is not None, q)  # fmt: skip
 
 
 @dataclass
@@ -124,7 +126,14 @@ class Chip:
             if progress:
                 progress.advance(1, name)
         self.n_layers = a["num_layers"]
+        self._nobias = np.zeros(1, I64)
+        if progress:  # the kernels compile on first use (then load from numba's disk cache)
+            progress.start("preparing kernels (compiled on the first run only)", 1)
         self.reset()
+        self.forward([0])
+        self.reset()
+        if progress:
+            progress.advance(1)
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -153,11 +162,13 @@ class Chip:
         )  # fmt: skip
 
     def matmul(self, a: Act8, mat: _Matrix, bias: np.ndarray | None) -> np.ndarray:
-        xs, gs = K.expand(a.x, a.s, mat.lev.shape[1])
-        acc = K.group_matmul(mat.lev, xs, mat.msh, mat.rows, mat.carrier)  # exact
-        b = np.zeros(1, I64) if bias is None else bias.astype(I64)
-        return K.epilogue(acc, gs, a.m, a.e, mat.ka, mat.zsh, mat.kb, b, mat.has_zero,
-                          bias is not None, self.F)  # fmt: skip
+        t = a.x.shape[0]
+        xbuf = np.empty((t, mat.cp), mat.carrier)
+        b = self._nobias if bias is None else bias.astype(I64)
+        par = t * mat.rows * mat.cp >= K.PARALLEL_MIN_MACS
+        return K.matmul(a.x, a.s, a.m, a.e, mat.lev, mat.packed, mat.d, mat.off, mat.msh, xbuf,
+                        mat.ka, mat.zsh, mat.kb, b, mat.has_zero, bias is not None, self.F,
+                        mat.rows, par)  # fmt: skip
 
     def rmsnorm(self, h: np.ndarray, gamma: np.ndarray, gamma_frac: int, eps_d: int) -> Act8:
         return Act8(*K.rmsnorm_rows(h, gamma.astype(I64), gamma_frac, eps_d, self.F,

@@ -30,7 +30,7 @@ GROUP = 32  #: activation group (docs/numerics.md, act8)
 ACT_SMAX = 7  #: largest act8 group shift
 BLOCK_ROWS = 128
 F32_MAX_LEVEL = 31  #: 32 * 2^14 * 31 < 2^24
-PARALLEL_MIN_MACS = 1 << 20  #: smaller products run on one thread
+PARALLEL_MIN_MACS = 1 << 18  #: smaller products run on one thread
 INT32_MIN = -(1 << 31)
 INT32_MAX = (1 << 31) - 1
 TERM_LIMIT = 1 << 40
@@ -129,70 +129,100 @@ def q8_rows(y, f, group):  # pragma: no cover - compiled
 
 
 # -- matrices -----------------------------------------------------------------------------------
+#
+# A matrix is stored for the kernel as ``lev`` (see :func:`prepare_levels`): either 4-bit codes
+# packed two per byte (``packed``; rows r and r + 64 of a block share a byte) when the level
+# table is affine, ``level = off + d * code``; or ``level - off`` in int8 / int16. Either way
+# a group's sum of levels times inputs is ``d * S' + off * gs`` where ``S'`` is the sum over the
+# stored values and ``gs`` the group's sum of inputs.
 
 
-@njit(cache=True)
-def expand(x, s, cp):  # pragma: no cover - compiled
-    """xs [T, cp] = x * 2^s (zero padded), and the group sums of xs [T, cp/32]."""
-    t_n, n = x.shape
-    xs = np.zeros((t_n, cp), np.int64)
-    gs = np.zeros((t_n, cp // GROUP), np.int64)
-    for t in range(t_n):
-        for j in range(n):
-            v = x[t, j] << s[t, j // GROUP]
-            xs[t, j] = v
-            gs[t, j // GROUP] += v
-    return xs, gs
-
-
-@njit(cache=True, boundscheck=False)
-def _rowblock(lev, xs, msh, out, b):  # pragma: no cover - compiled
-    cp = lev.shape[1]
-    n = lev.shape[2]
+@njit(cache=True, boundscheck=False, inline="always")
+def _block(lev, packed, d, off, xs, gs, msh, acc, b, t0, t1, s):  # pragma: no cover
+    """acc[t, :] (float64 [T, 128]) for tokens t0..t1 of row block b."""
+    cp = xs.shape[1]
     ng = cp // GROUP
-    s = np.empty(n, xs.dtype)
-    acc = np.empty(n, np.float64)
-    for t in range(xs.shape[0]):
-        acc[:] = 0.0
+    n = BLOCK_ROWS
+    half = n // 2
+    for t in range(t0, t1):
+        for r in range(n):
+            acc[t, r] = 0.0
         for a in range(ng):
-            s[:] = 0.0
+            s[:] = 0
             for j in range(a * GROUP, a * GROUP + GROUP):
                 xj = xs[t, j]
                 lr = lev[b, j]
-                for r in range(n):
-                    s[r] += lr[r] * xj
+                if packed:  # float32 carrier (prepare_levels); typed to stay float32
+                    for r in range(half):
+                        v = lr[r]
+                        s[r] += np.float32(v & np.uint8(15)) * xj
+                        s[r + half] += np.float32(v >> np.uint8(4)) * xj
+                else:
+                    for r in range(n):
+                        s[r] += lr[r] * xj
             mr = msh[b, a]
+            corr = off * gs[t, a]
             for r in range(n):
-                acc[r] += mr[r] * s[r]
-        out[t, b] = acc
+                acc[t, r] += mr[r] * (d * np.float64(s[r]) + corr)
 
 
-@njit(cache=True, parallel=True)
-def _matmul_par(lev, xs, msh, out):  # pragma: no cover - compiled
-    for b in prange(lev.shape[0]):
-        _rowblock(lev, xs, msh, out, b)
+@njit(cache=True, boundscheck=False)
+def _product(lev, packed, d, off, xs, gs, msh, rows, parallel):  # pragma: no cover
+    t_n = xs.shape[0]
+    nb = lev.shape[0]
+    out = np.empty((t_n, nb * BLOCK_ROWS), np.float64)
+    if parallel:
+        _product_par(lev, packed, d, off, xs, gs, msh, out)
+    else:
+        s = np.empty(BLOCK_ROWS, xs.dtype)
+        acc = np.empty((t_n, BLOCK_ROWS), np.float64)
+        for b in range(nb):
+            _block(lev, packed, d, off, xs, gs, msh, acc, b, 0, t_n, s)
+            out[:, b * BLOCK_ROWS : (b + 1) * BLOCK_ROWS] = acc
+    return out
 
 
-@njit(cache=True)
-def _matmul_serial(lev, xs, msh, out):  # pragma: no cover - compiled
-    for b in range(lev.shape[0]):
-        _rowblock(lev, xs, msh, out, b)
+@njit(cache=True, parallel=True, boundscheck=False)
+def _product_par(lev, packed, d, off, xs, gs, msh, out):  # pragma: no cover
+    t_n = xs.shape[0]
+    nb = lev.shape[0]
+    for b in prange(nb):
+        s = np.empty(BLOCK_ROWS, xs.dtype)
+        acc = np.empty((t_n, BLOCK_ROWS), np.float64)
+        _block(lev, packed, d, off, xs, gs, msh, acc, b, 0, t_n, s)
+        out[:, b * BLOCK_ROWS : (b + 1) * BLOCK_ROWS] = acc
 
 
-@njit(cache=True)
-def epilogue(acc, gs, m, e, ka, zsh, kb, bias, has_zero, has_bias, f):  # pragma: no cover
-    """y[t, r] = sat32(term(A m, ka - e - F) + term(B m, kb - e - F) + bias) (docs/numerics.md);
-    ``B[t, r] = sum_a zsh[r, a] * gs[t, a]`` (exact int64: below 2^53)."""
-    t_n, rows = acc.shape
+@njit(cache=True, boundscheck=False)
+def matmul(x, s, m, e, lev, packed, d, off, msh, xbuf, ka, zsh, kb, bias, has_zero, has_bias,
+           f, rows, parallel):  # fmt: skip  # pragma: no cover - compiled
+    """act8 (x [T, C], s [T, ng], m [T], e [T]) times one matrix -> signal int64 [T, rows]
+    (docs/numerics.md, "Matrix-vector product"); ``xbuf`` [T, Cp] float32/float64 is the
+    carrier of the inputs ``x * 2^s``."""
+    t_n, c = x.shape
+    cp = xbuf.shape[1]
+    ng = cp // GROUP
+    gs = np.zeros((t_n, ng), np.float64)
+    gsi = np.zeros((t_n, ng), np.int64)
+    for t in range(t_n):
+        for j in range(cp):
+            xbuf[t, j] = 0
+        for j in range(c):
+            v = x[t, j] << s[t, j // GROUP]
+            xbuf[t, j] = v
+            gsi[t, j // GROUP] += v
+        for a in range(ng):
+            gs[t, a] = gsi[t, a]
+    acc = _product(lev, packed, d, off, xbuf, gs, msh, rows, parallel)
     y = np.empty((t_n, rows), np.int64)
     for t in range(t_n):
         for r in range(rows):
             v = term(np.int64(acc[t, r]) * m[t], ka[r] - e[t] - f)
             if has_zero:
-                b = np.int64(0)
+                bsum = np.int64(0)
                 for a in range(zsh.shape[1]):
-                    b += zsh[r, a] * gs[t, a]
-                v += term(b * m[t], kb[r] - e[t] - f)
+                    bsum += zsh[r, a] * gsi[t, a]
+                v += term(bsum * m[t], kb[r] - e[t] - f)
             if has_bias:
                 v += bias[r]
             y[t, r] = sat32(v)
@@ -208,22 +238,26 @@ def blocked(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(out.reshape(nb, BLOCK_ROWS, k).transpose(0, 2, 1))
 
 
-def carrier(max_level: int):
-    """The float type that carries a matrix's group sums exactly."""
-    return np.float32 if max_level <= F32_MAX_LEVEL else np.float64
+def prepare_levels(codes: np.ndarray, levels: np.ndarray):
+    """``(lev, packed, d, off, carrier)`` for a matrix's ``codes`` [R, Cp] and level table.
 
-
-def group_matmul(lev: np.ndarray, xs: np.ndarray, msh: np.ndarray, rows: int, dtype) -> np.ndarray:
-    """``acc`` float64 ``[T, rows]`` (exact integers): ``lev`` int8/int16 ``[NB, Cp, 128]`` and
-    ``msh`` float64 ``[NB, Cp/32, 128]`` from :func:`blocked`, ``xs`` int64 ``[T, Cp]``."""
-    t = xs.shape[0]
-    out = np.empty((t, lev.shape[0], BLOCK_ROWS), np.float64)
-    x = np.ascontiguousarray(xs, dtype=dtype)
-    if t * lev.size >= PARALLEL_MIN_MACS:
-        _matmul_par(lev, x, msh, out)
-    else:
-        _matmul_serial(lev, x, msh, out)
-    return out.reshape(t, -1)[:, :rows]
+    * affine levels (``level = off + d * code``) with codes below 16: nibble-packed codes,
+      float32 carrier (a group's sum of codes times inputs is below 15 * 2^14 * 32 < 2^24);
+    * otherwise ``level - off`` (``off`` centres the table) as int8 or int16, with a float32
+      carrier when every stored value is at most 31 in magnitude and float64 otherwise."""
+    lv = levels.astype(np.int64)
+    k = np.arange(len(lv))
+    if len(lv) <= 16 and len(lv) >= 2 and np.array_equal(lv, lv[0] + (lv[1] - lv[0]) * k):
+        blk = blocked(codes.astype(np.uint8))
+        half = BLOCK_ROWS // 2
+        packed = (blk[:, :, :half] | (blk[:, :, half:] << 4)).astype(np.uint8)
+        return np.ascontiguousarray(packed), True, float(lv[1] - lv[0]), float(lv[0]), np.float32
+    off = int((lv.min() + lv.max() + 1) // 2)
+    stored = lv - off
+    big = int(np.abs(stored).max())
+    dt = np.int8 if big <= 127 else np.int16
+    lev = blocked(stored.astype(dt)[codes])
+    return lev, False, 1.0, float(off), (np.float32 if big <= F32_MAX_LEVEL else np.float64)
 
 
 # -- fixed-function units -----------------------------------------------------------------------

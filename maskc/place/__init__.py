@@ -175,13 +175,17 @@ def place(
     total = embed_tiles + head_tiles + sum(per_layer)
     tpd = fabric.tiles_per_die
     if dies == "auto":
-        n = next((k for k in range(1, layers + 1) if _fits(per_layer, embed_tiles, head_tiles,
-                                                             k, tpd)), None)  # fmt: skip
+        kv_layer = kv_bytes_per_token(arch, 1) * context
+        n = next((k for k in range(1, layers + 1) if _fits(per_layer, embed_tiles, head_tiles, k,
+                                                             tpd, kv_layer, fabric.die.sram_bytes)),
+                  None)  # fmt: skip
         if n is None:
             raise FitError(
                 f"{fabric.name}: the model needs {total:,} tiles and its largest layer alone "
                 f"{max(per_layer):,} tiles plus embedding; no split over up to {layers} dies of "
-                f"{tpd:,} tiles fits. Use fewer bits or a fabric with more tiles per die"
+                f"{tpd:,} tiles (and its KV cache for {context} tokens in "
+                f"{fabric.die.sram_bytes:,} bytes of SRAM) fits. Use fewer bits, a smaller "
+                "--context or a fabric with more tiles per die"
             )
         dies = n
     elif dies == "fabric":
@@ -243,8 +247,11 @@ def _split(per_layer: list[int], embed: int, head: int, k: int):
     return starts, ends, need
 
 
-def _fits(per_layer, embed, head, k, tpd) -> bool:
-    return max(_split(per_layer, embed, head, k)[2]) <= tpd
+def _fits(per_layer, embed, head, k, tpd, kv_per_layer: int, sram: int) -> bool:
+    """Whether ``k`` dies hold the model: tiles per die, and each die's KV cache in its SRAM."""
+    starts, ends, need = _split(per_layer, embed, head, k)
+    most_layers = max(b - a for a, b in zip(starts, ends, strict=True))
+    return max(need) <= tpd and most_layers * kv_per_layer <= sram
 
 
 def _report(blocks, matrices, fabric, dies, need, starts, ends, arch, context, max_ctx) -> dict:

@@ -1,0 +1,111 @@
+"""Fidelity of the emulated chip (the integer datapath) on a real model.
+
+For the default 4-bit and 3-bit builds of MODEL_DIR (compiled here with ``maskc compile``'s
+defaults), perplexity with the fixed protocol of maskc/evaluate.py (windows of ``--ctx`` tokens
+from position 0, no BOS, all but each window's first token scored) on each text, of:
+
+* ``float``: the float32 reference on the original weights;
+* ``deq``: the float32 reference on the build's dequantized weights (what the quantizer alone
+  costs);
+* ``chip``: ``maskc emulate --ppl``, the bit-exact integer datapath on the netlist.
+
+``chip / deq`` is the integer datapath's own cost (issue budget: at most 1.02); ``chip / float``
+the whole chip's. Also the greedy continuation of "The capital of France is". Prints a table
+and writes benchmarks/results/emulate_fidelity.json.
+
+    python benchmarks/emulate_fidelity.py MODEL_DIR [--ctx 512] [--tokens N] [--text F ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).parent
+TEXTS = [HERE / "texts" / "persuasion.txt", HERE / "texts" / "gpl-3.txt"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("model", type=Path)
+    ap.add_argument("--ctx", type=int, default=512)
+    ap.add_argument("--tokens", type=int, default=None, help="cap each text to N tokens")
+    ap.add_argument("--text", type=Path, action="append", help="texts (default: both)")
+    ap.add_argument("--bits", type=int, action="append", help="default: 4 and 3")
+    args = ap.parse_args()
+
+    from maskc.emulate.run import generate, open_session, perplexity, reference_getter
+    from maskc.emulate.sampling import SamplingParams
+    from maskc.evaluate import perplexity as float_ppl
+    from maskc.ingest import load_model
+    from maskc.pipeline import CompileOptions, compile_model
+    from maskc.reference import FloatLlama
+
+    texts = args.text or TEXTS
+    m = load_model(args.model)
+
+    def ppl_of(model: FloatLlama, ids):
+        def fwd(seg):
+            model.reset()
+            return model.forward(list(seg))
+
+        return float_ppl(fwd, ids, args.ctx, None).ppl
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for bits in args.bits or [4, 3]:
+            b = Path(tmp) / f"b{bits}"
+            t0 = time.perf_counter()
+            compile_model(args.model, b, CompileOptions(bits=bits))
+            print(f"compiled {bits}-bit in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+            session = open_session(b)
+            arch, get = reference_getter(session, None)
+            g = generate(session, session.encode("The capital of France is"), 12,
+                         SamplingParams())  # fmt: skip
+            for text in texts:
+                ids = session.encode(text.read_text(encoding="utf-8"))
+                if args.tokens:
+                    ids = ids[: args.tokens]
+                t0 = time.perf_counter()
+                chip = perplexity(session, ids, args.ctx, None)
+                t_chip = time.perf_counter() - t0
+                deq = ppl_of(FloatLlama(arch, get), ids)
+                flt = ppl_of(FloatLlama(m.arch, m.read), ids)
+                rows.append({
+                    "bits": bits, "text": text.name, "tokens": len(ids),
+                    "tokens_scored": chip.tokens_scored, "ppl_float": flt, "ppl_deq": deq,
+                    "ppl_chip": chip.ppl, "chip_over_deq": chip.ppl / deq,
+                    "chip_over_float": chip.ppl / flt, "deq_over_float": deq / flt,
+                    "emulate_s": t_chip, "paris": session.decode(g.tokens),
+                })  # fmt: skip
+                r = rows[-1]
+                print(f"{bits}-bit {text.name}: float {flt:.3f} deq {deq:.3f} chip "
+                      f"{chip.ppl:.3f} ({r['chip_over_deq']:.4f}x deq, "
+                      f"{r['chip_over_float']:.4f}x float) in {t_chip:.0f} s",
+                      file=sys.stderr)  # fmt: skip
+    print(f"{'bits':>4} {'text':<16}{'tokens':>8}{'float':>9}{'deq':>9}{'chip':>9}"
+          f"{'chip/deq':>10}{'chip/float':>11}{'emu s':>7}")  # fmt: skip
+    for r in rows:
+        print(f"{r['bits']:>4} {r['text']:<16}{r['tokens']:>8}{r['ppl_float']:>9.3f}"
+              f"{r['ppl_deq']:>9.3f}{r['ppl_chip']:>9.3f}{r['chip_over_deq']:>10.4f}"
+              f"{r['chip_over_float']:>11.4f}{r['emulate_s']:>7.0f}")  # fmt: skip
+    for bits in sorted({r["bits"] for r in rows}, reverse=True):
+        p = next(r["paris"] for r in rows if r["bits"] == bits)
+        print(f"{bits}-bit greedy: 'The capital of France is' -> {p!r}")
+    if args.text is None:
+        out = HERE / "results" / "emulate_fidelity.json"
+        out.write_text(json.dumps({
+            "benchmark": "emulate_fidelity", "date": time.strftime("%Y-%m-%d"),
+            "machine": f"{platform.machine()}, Python {platform.python_version()}",
+            "model": str(args.model), "ctx": args.ctx, "rows": rows,
+        }, indent=2) + "\n")  # fmt: skip
+        print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
