@@ -127,6 +127,7 @@ class Chip:
                 progress.advance(1, name)
         self.n_layers = a["num_layers"]
         self._nobias = np.zeros(1, I64)
+        self._fused = self._fuse(p)
         if progress:  # the kernels compile on first use (then load from numba's disk cache)
             progress.start("preparing kernels (compiled on the first run only)", 1)
         self.reset()
@@ -134,6 +135,68 @@ class Chip:
         self.reset()
         if progress:
             progress.advance(1)
+
+    def _fuse(self, params) -> dict[int, tuple[list[int], _Matrix, np.ndarray | None]]:
+        """Consecutive matmul ops reading the same act8 (q/k/v; gate/up) run as one kernel call
+        over their stacked row blocks when their storage agrees: fewer calls, and the small
+        k/v products share the threads. The arithmetic per row is unchanged (row blocks are
+        independent). Returns ``{first op index: (op indices, stacked matrix, stacked bias)}``."""
+        out = {}
+        i = 0
+        ops = self.ops
+        while i < len(ops):
+            if ops[i]["op"] != "matmul":
+                i += 1
+                continue
+            j = i
+            while (
+                j + 1 < len(ops) and ops[j + 1]["op"] == "matmul"
+                and ops[j + 1]["in"] == ops[i]["in"]
+                and ops[j + 1]["out"] not in (ops[i]["in"],)
+            ):  # fmt: skip
+                j += 1
+            group = list(range(i, j + 1))
+            mats = [self.mats[ops[k]["matrix"]] for k in group]
+            m0 = mats[0]
+            same = all(
+                m.packed == m0.packed and m.d == m0.d and m.off == m0.off and m.cp == m0.cp
+                and m.carrier == m0.carrier and m.lev.dtype == m0.lev.dtype
+                and m.has_zero == m0.has_zero
+                for m in mats
+            )  # fmt: skip
+            if len(group) > 1 and same:
+                out[i] = (group, *self._stack(mats, [ops[k].get("bias") for k in group], params))
+            i = j + 1
+        return out
+
+    @staticmethod
+    def _stack(mats: list[_Matrix], biases, params):
+        br = K.BLOCK_ROWS
+        total = sum(m.lev.shape[0] for m in mats) * br
+
+        def rows_padded(arrs, width=None):
+            shape = (total,) if width is None else (total, width)
+            o = np.zeros(shape, I64)
+            r = 0
+            for m, a in zip(mats, arrs, strict=True):
+                o[r : r + m.rows] = a
+                r += m.lev.shape[0] * br
+            return o
+
+        m0 = mats[0]
+        bias = None
+        if any(biases):
+            bias = rows_padded([params[b].astype(I64) if b else np.zeros(m.rows, I64)
+                                for m, b in zip(mats, biases, strict=True)])  # fmt: skip
+        st = _Matrix(
+            "+".join(m.name for m in mats), total, m0.cols, m0.cp,
+            np.ascontiguousarray(np.concatenate([m.lev for m in mats])), m0.packed, m0.d, m0.off,
+            m0.carrier, np.ascontiguousarray(np.concatenate([m.msh for m in mats])),
+            rows_padded([m.zsh for m in mats], m0.zsh.shape[1]),
+            rows_padded([m.ka for m in mats]), rows_padded([m.kb for m in mats]), m0.has_zero,
+            None,
+        )  # fmt: skip
+        return st, bias
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -221,8 +284,21 @@ class Chip:
         slots: dict[str, object] = {}
         p = self.params
         logits = None
-        for op in self.ops:
+        skip = -1
+        for idx, op in enumerate(self.ops):
+            if idx <= skip:
+                continue
             kind = op["op"]
+            if idx in self._fused:
+                group, st, bias = self._fused[idx]
+                y = self.matmul(slots[op["in"]], st, bias)
+                r = 0
+                for k in group:
+                    m = self.mats[self.ops[k]["matrix"]]
+                    slots[self.ops[k]["out"]] = np.ascontiguousarray(y[:, r : r + m.rows])
+                    r += m.lev.shape[0] * K.BLOCK_ROWS
+                skip = group[-1]
+                continue
             if kind == "embed":
                 slots[op["out"]] = self.embed(ids)
             elif kind == "rmsnorm":
