@@ -137,7 +137,9 @@ def q8_rows(y, f, group):  # pragma: no cover - compiled
 # stored values and ``gs`` the group's sum of inputs.
 
 
-@njit(cache=True, boundscheck=False, inline="always")
+# fastmath "contract" lets LLVM fuse a * b + c into one FMA: still exact, because the exact
+# result is an integer the carrier represents (the bounds above), and FMA rounds only once.
+@njit(cache=True, boundscheck=False, inline="always", fastmath={"contract"})
 def _block(lev, packed, d, off, xs, gs, msh, acc, b, t0, t1, s):  # pragma: no cover
     """acc[t, :] (float64 [T, 128]) for tokens t0..t1 of row block b."""
     cp = xs.shape[1]
