@@ -221,3 +221,32 @@ def test_emulate_reads_only_the_build(builds, tmp_path, cli, model_cache):
     shutil.rmtree(src)
     r = cli("emulate", b, "--tokens", "1,2,3,4,5", "-n", "8", "--ignore-eos", "--json")
     assert r.code == 0 and json.loads(r.out)["tokens"] == GOLDEN["greedy"][0]
+
+
+QUANT_VARIANTS = {
+    # every storage path of the kernels: packed affine codes (asymmetric and symmetric,
+    # 3- and 4-bit, groups of 32/64/128), non-affine levels (codebook) and 4-bit embeddings
+    "bits3-mixed": (["--bits", "3"], None),
+    "g128": (["-g", "128"], None),
+    "symmetric": ([], "[[rule]]\nmatch = 'model\\.layers\\..*'\nsymmetric = true\n"),
+    "codebook": ([], "[[rule]]\nmatch = 'model\\.layers\\.0\\..*'\ncodebook = true\n"),
+    "embed4": ([], "[[rule]]\nmatch = 'model\\.embed_tokens'\nbits = 4\nmethod = 'rtn'\n"),
+    "scale12": ([], "[defaults]\nscale_bits = 12\n"),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(QUANT_VARIANTS))
+def test_emulator_equals_reference_on_other_formats(model_cache, tmp_path, cli, variant):
+    args, toml = QUANT_VARIANTS[variant]
+    if toml is not None:
+        (tmp_path / "q.toml").write_text(toml)
+        args = [*args, "--config", tmp_path / "q.toml"]
+    b = tmp_path / "b"
+    r = cli("compile", model_cache("tiny-gqa-bf16").path, "-o", b, *args)
+    assert r.code == 0, r.err
+    session = open_session(b)
+    ref = intref.IntRef(b)
+    for sp in SETTINGS[:2]:
+        g = generate(session, PROMPT, 9, sp, stop_at_eos=False)
+        toks, rows = intref.generate(ref, PROMPT, 9, sp.temperature, sp.top_k, sp.top_p, sp.seed)
+        assert (g.tokens, g.logits_sha256) == (toks, intref.logits_sha256(rows)), variant
