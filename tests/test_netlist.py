@@ -176,3 +176,11 @@ def test_overlapping_tiles_are_refused(built, tmp_path):
     write_safetensors(f, arrays)
     with pytest.raises(InputError, match=r"overlaps|cover"):
         load_netlist(b).matrix(name)
+
+
+def test_group_size_not_a_multiple_of_32_is_refused(model_cache, tmp_path, cli):
+    """The chip reads activations in groups of 32 (docs/numerics.md): -g 16 places on hc1 but
+    cannot be computed, so compile stops at the netlist with exit 3 and writes nothing."""
+    r = cli("compile", model_cache("tiny").path, "-o", tmp_path / "b", "-g", "16")
+    assert r.code == 3 and "multiple of 32" in r.err and "Traceback" not in r.err, r
+    assert not (tmp_path / "b").exists()

@@ -34,6 +34,8 @@ FORMAT = "maskc-netlist"
 VERSION = 1
 DIR = "netlist"
 TILE_FIELDS = ("codes", "scale_m", "scale_s", "zero_m", "zero_s", "scale_e", "zero_e")
+#: Activations are read in groups of this many elements; weight groups must be multiples.
+ACT_GROUP = 32
 #: The largest bound of ``A * m_a`` the int64 datapath accepts (docs/numerics.md).
 MAX_PRODUCT_BITS = 62
 
@@ -261,6 +263,12 @@ def write_netlist(
             bl = blocks_of.get(name)
             if not bl:
                 raise InputError(f"{name}: quantized but not placed on the fabric")
+            if q.fmt.group_size % ACT_GROUP:
+                raise InputError(
+                    f"{name}: group size {q.fmt.group_size} is not a multiple of {ACT_GROUP}: the "
+                    f"chip reads activations in groups of {ACT_GROUP} (docs/numerics.md); use a "
+                    "group size of 32, 64 or 128"
+                )
             w = fabric.weights_per_tile_row(q.fmt.bits)
             s_bound, acc_bits = matrix_bounds(q)
             if acc_bits - 1 + 17 > MAX_PRODUCT_BITS:
