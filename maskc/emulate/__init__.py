@@ -3,8 +3,8 @@ docs/numerics.md (contract version 1).
 
 :class:`Chip` loads only ``BUILD/netlist`` (never the original weights), prepares each matrix
 for fast exact evaluation, and executes the netlist's ``ops`` list over a batch of tokens
-(prefill is matrix-matrix; decode is one token). Floating point appears only as an exact
-carrier of integers in BLAS products, with the bound next to each use.
+(prefill is matrix-matrix; decode is one token). All of it is integer arithmetic; kernels.py
+states the bounds that keep int32/int64 exact.
 """
 
 from __future__ import annotations
@@ -20,17 +20,17 @@ from maskc.errors import FitError, InputError
 from maskc.netlist import Netlist
 
 I64 = np.int64
-#: float64 carries integers exactly below this
-F64_EXACT = 1 << 53
+#: the bound the loader enforces on a matrix's accumulator (far inside int64)
+ACC_LIMIT = 1 << 53
 
 
 @dataclass
 class _Matrix:
     """One matrix ready for exact evaluation (kernels.py, :func:`kernels.prepare_levels`).
 
-    ``lev``/``packed``/``d``/``off``/``carrier``: the stored levels; ``msh``: float64 blocked
-    ``[NB, Cp/32, 128]`` = ``scale_m * 2^(SMAX - scale_s)`` per activation group (exact
-    integers); ``zsh``: int64 ``[R, Cp/32]`` = ``zero_m * 2^(ZMAX - zero_s)``; ``ka``/``kb``:
+    ``lev``/``packed``/``d``/``off``/``accum``: the stored levels and the group sums' integer
+    type; ``msh``: int64 blocked ``[NB, Cp/32, 128]`` = ``scale_m * 2^(SMAX - scale_s)`` per
+    activation group; ``zsh``: int64 ``[R, Cp/32]`` = ``zero_m * 2^(ZMAX - zero_s)``; ``ka``/``kb``:
     int64 ``[R]`` = ``SMAX - scale_e``, ``ZMAX - zero_e``."""
 
     name: str
@@ -39,9 +39,9 @@ class _Matrix:
     cp: int
     lev: np.ndarray
     packed: bool
-    d: float
-    off: float
-    carrier: type
+    d: int
+    off: int
+    accum: np.ndarray  #: a 1-element array of the group sums' dtype (int32 or int64)
     msh: np.ndarray
     zsh: np.ndarray
     ka: np.ndarray
@@ -61,10 +61,10 @@ def _prepare(q) -> _Matrix:
     smax = (1 << f.scale_shift_bits) - 1
     mshift = q.scale_m.astype(I64) << (smax - q.scale_s.astype(I64))
     # |acc| <= sum_a mshift * 32 * lmax * 127 * 2^7 must stay < 2^53 (kernels.py)
-    if int(mshift.sum(axis=1).max()) * rep * ACT_GROUP * lmax * 127 * 128 >= F64_EXACT:
+    if int(mshift.sum(axis=1).max()) * rep * ACT_GROUP * lmax * 127 * 128 >= ACC_LIMIT:
         raise InputError(f"{q.name}: accumulator bound beyond the emulator's exact datapath")
-    lev, packed, d, off, carrier = K.prepare_levels(q.codes, q.levels)
-    msh = blocked(np.repeat(mshift, rep, axis=1).astype(np.float64))
+    lev, packed, d, off, accum = K.prepare_levels(q.codes, q.levels)
+    msh = blocked(np.repeat(mshift, rep, axis=1))
     if q.zero_m is not None:
         zmax = (1 << f.zero_shift_bits) - 1
         z = q.zero_m.astype(I64) << (zmax - q.zero_s.astype(I64))
@@ -73,8 +73,8 @@ def _prepare(q) -> _Matrix:
     else:
         zsh = np.zeros((r, 1), I64)
         kb = np.zeros(r, I64)
-    return _Matrix(q.name, r, c, f.padded_cols(c), lev, packed, d, off, carrier, msh, zsh,
-                   smax - q.scale_e.astype(I64), kb, q.zero_m is not None, q)  # fmt: skip
+    return _Matrix(q.name, r, c, f.padded_cols(c), lev, packed, d, off, np.zeros(1, accum), msh,
+                   zsh, smax - q.scale_e.astype(I64), kb, q.zero_m is not None, q)  # fmt: skip
 
 
 @dataclass
@@ -160,7 +160,7 @@ class Chip:
             m0 = mats[0]
             same = all(
                 m.packed == m0.packed and m.d == m0.d and m.off == m0.off and m.cp == m0.cp
-                and m.carrier == m0.carrier and m.lev.dtype == m0.lev.dtype
+                and m.accum.dtype == m0.accum.dtype and m.lev.dtype == m0.lev.dtype
                 and m.has_zero == m0.has_zero
                 for m in mats
             )  # fmt: skip
@@ -191,7 +191,7 @@ class Chip:
         st = _Matrix(
             "+".join(m.name for m in mats), total, m0.cols, m0.cp,
             np.ascontiguousarray(np.concatenate([m.lev for m in mats])), m0.packed, m0.d, m0.off,
-            m0.carrier, np.ascontiguousarray(np.concatenate([m.msh for m in mats])),
+            m0.accum, np.ascontiguousarray(np.concatenate([m.msh for m in mats])),
             rows_padded([m.zsh for m in mats], m0.zsh.shape[1]),
             rows_padded([m.ka for m in mats]), rows_padded([m.kb for m in mats]), m0.has_zero,
             None,
@@ -226,10 +226,9 @@ class Chip:
 
     def matmul(self, a: Act8, mat: _Matrix, bias: np.ndarray | None) -> np.ndarray:
         t = a.x.shape[0]
-        xbuf = np.empty((t, mat.cp), mat.carrier)
         b = self._nobias if bias is None else bias.astype(I64)
         par = t * mat.rows * mat.cp >= K.PARALLEL_MIN_MACS
-        return K.matmul(a.x, a.s, a.m, a.e, mat.lev, mat.packed, mat.d, mat.off, mat.msh, xbuf,
+        return K.matmul(a.x, a.s, a.m, a.e, mat.lev, mat.packed, mat.d, mat.off, mat.msh, mat.accum,
                         mat.ka, mat.zsh, mat.kb, b, mat.has_zero, bias is not None, self.F,
                         mat.rows, par)  # fmt: skip
 

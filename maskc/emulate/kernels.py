@@ -5,16 +5,14 @@ JIT-compiled by numba (cached on disk after the first run). Vectors are processe
 at a time; the heavy loops run in parallel over independent rows or heads. The bounds quoted in
 docs/numerics.md keep every int64 intermediate from overflowing.
 
-The matrix product is the one place where floating point appears, as an exact carrier of
-integers: ``acc[t, r] = sum_a msh[a, r] * sum_{j in a} lev[j, r] * xs[t, j]`` over activation
-groups ``a`` of 32, with ``xs = x * 2^s_a`` (``|xs| <= 127 * 2^7 < 2^14``):
+Everything, the matrix product included, is integer arithmetic: no floating point touches a
+value. The product is ``acc[t, r] = sum_a msh[a, r] * sum_{j in a} lev[j, r] * xs[t, j]`` over
+activation groups ``a`` of 32, with ``xs = x * 2^s_a`` (``|xs| <= 127 * 2^7 < 2^14``):
 
-* a group's sum is at most ``32 * 2^14 * max|level|``; it is computed in float32 when that is
-  below 2^24 (``max|level| <= 31``: every 3- and 4-bit uniform format) and in float64 otherwise
-  (below 2^53 for any 16-bit level), so every partial sum is an exactly represented integer and
-  the order of the additions does not matter;
-* ``acc`` is accumulated in float64; the loader checks per matrix that its worst case is below
-  2^53.
+* a group's sum is at most ``32 * 2^14 * max|stored level|``: below 2^24 for nibble-packed
+  codes (``<= 15``) and 2^26 for int8-stored levels, so it is accumulated in int32; int16-stored
+  levels (large codebooks) accumulate in int64;
+* ``acc`` is int64; the loader checks per matrix that its worst case is below 2^53.
 
 Weights stay int8/int16 in memory (``levels[codes]``), laid out in blocks of 128 output rows,
 each ``[Cp, 128]`` contiguous (:func:`blocked`): the inner loop runs over contiguous rows and a
@@ -29,7 +27,6 @@ from numba import njit, prange
 GROUP = 32  #: activation group (docs/numerics.md, act8)
 ACT_SMAX = 7  #: largest act8 group shift
 BLOCK_ROWS = 128
-F32_MAX_LEVEL = 31  #: 32 * 2^14 * 31 < 2^24
 PARALLEL_MIN_MACS = 1 << 17  #: smaller products run on one thread (thread start-up dominates)
 INT32_MIN = -(1 << 31)
 INT32_MAX = (1 << 31) - 1
@@ -137,47 +134,46 @@ def q8_rows(y, f, group):  # pragma: no cover - compiled
 # stored values and ``gs`` the group's sum of inputs.
 
 
-# fastmath "contract" lets LLVM fuse a * b + c into one FMA: still exact, because the exact
-# result is an integer the carrier represents (the bounds above), and FMA rounds only once.
-@njit(cache=True, boundscheck=False, inline="always", fastmath={"contract"})
+@njit(cache=True, boundscheck=False, inline="always")
 def _block(lev, packed, d, off, xs, gs, msh, acc, b, t0, t1, s):  # pragma: no cover
-    """acc[t, :] (float64 [T, 128]) for tokens t0..t1 of row block b."""
+    """acc[t, :] (int64 [T, 128]) for tokens t0..t1 of row block b; ``s`` is the group-sum
+    scratch (int32, or int64 for int16 levels: kernels docstring)."""
     cp = xs.shape[1]
     ng = cp // GROUP
     n = BLOCK_ROWS
     half = n // 2
     for t in range(t0, t1):
         for r in range(n):
-            acc[t, r] = 0.0
+            acc[t, r] = 0
         for a in range(ng):
             s[:] = 0
             for j in range(a * GROUP, a * GROUP + GROUP):
                 xj = xs[t, j]
                 lr = lev[b, j]
-                if packed:  # float32 carrier (prepare_levels); typed to stay float32
+                if packed:
                     for r in range(half):
-                        v = lr[r]
-                        s[r] += np.float32(v & np.uint8(15)) * xj
-                        s[r + half] += np.float32(v >> np.uint8(4)) * xj
+                        v = np.int32(lr[r])
+                        s[r] += (v & 15) * xj
+                        s[r + half] += (v >> 4) * xj
                 else:
                     for r in range(n):
                         s[r] += lr[r] * xj
             mr = msh[b, a]
             corr = off * gs[t, a]
             for r in range(n):
-                acc[t, r] += mr[r] * (d * np.float64(s[r]) + corr)
+                acc[t, r] += mr[r] * (d * np.int64(s[r]) + corr)
 
 
 @njit(cache=True, boundscheck=False)
-def _product(lev, packed, d, off, xs, gs, msh, rows, parallel):  # pragma: no cover
+def _product(lev, packed, d, off, xs, gs, msh, rows, parallel, scratch):  # pragma: no cover
     t_n = xs.shape[0]
     nb = lev.shape[0]
-    out = np.empty((t_n, nb * BLOCK_ROWS), np.float64)
+    out = np.empty((t_n, nb * BLOCK_ROWS), np.int64)
     if parallel:
-        _product_par(lev, packed, d, off, xs, gs, msh, out)
+        _product_par(lev, packed, d, off, xs, gs, msh, out, scratch)
     else:
-        s = np.empty(BLOCK_ROWS, xs.dtype)
-        acc = np.empty((t_n, BLOCK_ROWS), np.float64)
+        s = np.empty(BLOCK_ROWS, scratch.dtype)
+        acc = np.empty((t_n, BLOCK_ROWS), np.int64)
         for b in range(nb):
             _block(lev, packed, d, off, xs, gs, msh, acc, b, 0, t_n, s)
             out[:, b * BLOCK_ROWS : (b + 1) * BLOCK_ROWS] = acc
@@ -185,45 +181,41 @@ def _product(lev, packed, d, off, xs, gs, msh, rows, parallel):  # pragma: no co
 
 
 @njit(cache=True, parallel=True, boundscheck=False)
-def _product_par(lev, packed, d, off, xs, gs, msh, out):  # pragma: no cover
+def _product_par(lev, packed, d, off, xs, gs, msh, out, scratch):  # pragma: no cover
     t_n = xs.shape[0]
     nb = lev.shape[0]
     for b in prange(nb):
-        s = np.empty(BLOCK_ROWS, xs.dtype)
-        acc = np.empty((t_n, BLOCK_ROWS), np.float64)
+        s = np.empty(BLOCK_ROWS, scratch.dtype)
+        acc = np.empty((t_n, BLOCK_ROWS), np.int64)
         _block(lev, packed, d, off, xs, gs, msh, acc, b, 0, t_n, s)
         out[:, b * BLOCK_ROWS : (b + 1) * BLOCK_ROWS] = acc
 
 
 @njit(cache=True, boundscheck=False)
-def matmul(x, s, m, e, lev, packed, d, off, msh, xbuf, ka, zsh, kb, bias, has_zero, has_bias,
-           f, rows, parallel):  # fmt: skip  # pragma: no cover - compiled
+def matmul(x, s, m, e, lev, packed, d, off, msh, scratch, ka, zsh, kb, bias, has_zero,
+           has_bias, f, rows, parallel):  # fmt: skip  # pragma: no cover - compiled
     """act8 (x [T, C], s [T, ng], m [T], e [T]) times one matrix -> signal int64 [T, rows]
-    (docs/numerics.md, "Matrix-vector product"); ``xbuf`` [T, Cp] float32/float64 is the
-    carrier of the inputs ``x * 2^s``."""
+    (docs/numerics.md, "Matrix-vector product"). ``scratch``: a 1-element array whose dtype
+    (int32 or int64) is the group sums' accumulator (:func:`prepare_levels`)."""
     t_n, c = x.shape
-    cp = xbuf.shape[1]
+    cp = lev.shape[1]
     ng = cp // GROUP
-    gs = np.zeros((t_n, ng), np.float64)
-    gsi = np.zeros((t_n, ng), np.int64)
+    xs = np.zeros((t_n, cp), np.int32)  # x * 2^s: |xs| <= 127 * 2^7 < 2^14
+    gs = np.zeros((t_n, ng), np.int64)
     for t in range(t_n):
-        for j in range(cp):
-            xbuf[t, j] = 0
         for j in range(c):
             v = x[t, j] << s[t, j // GROUP]
-            xbuf[t, j] = v
-            gsi[t, j // GROUP] += v
-        for a in range(ng):
-            gs[t, a] = gsi[t, a]
-    acc = _product(lev, packed, d, off, xbuf, gs, msh, rows, parallel)
+            xs[t, j] = v
+            gs[t, j // GROUP] += v
+    acc = _product(lev, packed, d, off, xs, gs, msh, rows, parallel, scratch)
     y = np.empty((t_n, rows), np.int64)
     for t in range(t_n):
         for r in range(rows):
-            v = term(np.int64(acc[t, r]) * m[t], ka[r] - e[t] - f)
+            v = term(acc[t, r] * m[t], ka[r] - e[t] - f)
             if has_zero:
                 bsum = np.int64(0)
                 for a in range(zsh.shape[1]):
-                    bsum += zsh[r, a] * gsi[t, a]
+                    bsum += zsh[r, a] * gs[t, a]
                 v += term(bsum * m[t], kb[r] - e[t] - f)
             if has_bias:
                 v += bias[r]
@@ -241,25 +233,26 @@ def blocked(a: np.ndarray) -> np.ndarray:
 
 
 def prepare_levels(codes: np.ndarray, levels: np.ndarray):
-    """``(lev, packed, d, off, carrier)`` for a matrix's ``codes`` [R, Cp] and level table.
+    """``(lev, packed, d, off, accumulator dtype)`` for a matrix's ``codes`` [R, Cp] and level
+    table (see the module docstring for the bounds).
 
-    * affine levels (``level = off + d * code``) with codes below 16: nibble-packed codes,
-      float32 carrier (a group's sum of codes times inputs is below 15 * 2^14 * 32 < 2^24);
-    * otherwise ``level - off`` (``off`` centres the table) as int8 or int16, with a float32
-      carrier when every stored value is at most 31 in magnitude and float64 otherwise."""
+    * affine levels (``level = off + d * code``) with codes below 16: nibble-packed codes;
+      a group's sum of codes times inputs is below ``32 * 15 * 2^14 < 2^24``: int32;
+    * otherwise ``level - off`` (``off`` centres the table) as int8 (group sums below
+      ``32 * 128 * 2^14 = 2^26``: int32) or int16 (below ``2^34``: int64)."""
     lv = levels.astype(np.int64)
     k = np.arange(len(lv))
     if len(lv) <= 16 and len(lv) >= 2 and np.array_equal(lv, lv[0] + (lv[1] - lv[0]) * k):
         blk = blocked(codes.astype(np.uint8))
         half = BLOCK_ROWS // 2
         packed = (blk[:, :, :half] | (blk[:, :, half:] << 4)).astype(np.uint8)
-        return np.ascontiguousarray(packed), True, float(lv[1] - lv[0]), float(lv[0]), np.float32
+        return np.ascontiguousarray(packed), True, int(lv[1] - lv[0]), int(lv[0]), np.int32
     off = int((lv.min() + lv.max() + 1) // 2)
     stored = lv - off
     big = int(np.abs(stored).max())
     dt = np.int8 if big <= 127 else np.int16
     lev = blocked(stored.astype(dt)[codes])
-    return lev, False, 1.0, float(off), (np.float32 if big <= F32_MAX_LEVEL else np.float64)
+    return lev, False, 1, off, (np.int32 if big <= 127 else np.int64)
 
 
 # -- fixed-function units -----------------------------------------------------------------------
