@@ -113,7 +113,7 @@ class Chip:
         self.cos = p["lut.cos"].astype(I64)
         self.exp2 = p["lut.exp2"].astype(I64)
         self.sigmoid = p["lut.sigmoid"].astype(I64)
-        self.phase_step = p["rope.phase_step"].astype(np.uint64)
+        self.phase_step = p["rope.phase_step"].astype(I64)  # < 2^32; the kernel works mod 2^64
         self.log2e = nl.doc["numerics"]["log2e_q16"]
         self.inv_sqrt_hd = nl.doc["numerics"]["inv_sqrt_hd_q16"]
         self.ops = nl.doc["ops"]
@@ -203,11 +203,9 @@ class Chip:
     def reset(self) -> None:
         """Empty the KV cache; the next token is at position 0."""
         self.pos = 0
-        kv = self.nl.arch["num_kv_heads"]
         self.cache = [
             {k: None for k in ("xk", "mk", "ek", "xv", "mv", "ev")} for _ in range(self.n_layers)
         ]
-        self._kv_shape = (kv, self.hd)
 
     # -- ops -----------------------------------------------------------------------------------
 
@@ -237,7 +235,7 @@ class Chip:
                                     self.rsqrt))  # fmt: skip
 
     def rope(self, y: np.ndarray, heads: int, positions: np.ndarray) -> np.ndarray:
-        return K.rope_rows(y, heads, self.hd, positions, self.phase_step.astype(I64), self.cos)
+        return K.rope_rows(y, heads, self.hd, positions, self.phase_step, self.cos)
 
     def _cache(self, layer: int, kvh: int) -> dict:
         c = self.cache[layer]
