@@ -151,6 +151,12 @@ def test_a_consistent_but_invalid_netlist_is_exit_3(built, tmp_path, cli):
     write_manifest(b, man["stages"])
     r = cli("emulate", b, "--tokens", "1,2", "-n", "1")
     assert r.code == 3 and "no.such.matrix" in r.err, r
+    doc["ops"][1]["matrix"] = doc["ops"][2]["matrix"]
+    doc["tokenizer"]["file"] = "../manifest.json"
+    nj.write_text(json.dumps(doc))
+    write_manifest(b, man["stages"])
+    r = cli("emulate", b, "--tokens", "1,2", "-n", "1")
+    assert r.code == 3 and "tokenizer file" in r.err, r
     doc["ops"][1] = {"op": "rmsnorm", "in": "x"}
     doc["version"] = 99
     nj.write_text(json.dumps(doc))

@@ -500,6 +500,11 @@ def load_netlist(build_path: Path) -> Netlist:
             raise InputError(f"{p}: every op needs an 'op' field")
         if "matrix" in op and op["matrix"] not in mats:
             raise InputError(f"{p}: op {op['op']} names matrix {op['matrix']!r}, not in matrices")
+    tok = doc.get("tokenizer")
+    if tok is not None:
+        tf = Path(str(tok.get("file", ""))) if isinstance(tok, dict) else Path("")
+        if tf.is_absolute() or ".." in tf.parts or not (root / tf).is_file():
+            raise InputError(f"{p}: tokenizer file {tf} is not in the netlist")
     for name, m in mats.items():
         mf = Path(str(m.get("file", "")))
         if mf.is_absolute() or ".." in mf.parts or not (root / mf).is_file():
