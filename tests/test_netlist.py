@@ -157,6 +157,17 @@ def test_a_consistent_but_invalid_netlist_is_exit_3(built, tmp_path, cli):
     write_manifest(b, man["stages"])
     r = cli("emulate", b, "--tokens", "1,2", "-n", "1")
     assert r.code == 3 and "tokenizer file" in r.err, r
+    doc["tokenizer"]["file"] = "tokenizer.json"
+    for op_edit, needle in (({"op": "rmsnorm", "in": "x"}, "lacks"),
+                            ({"op": "fft", "in": "x"}, "fft"),
+                            ({**doc["ops"][1], "gamma": "nope"}, "nope"),
+                            ({**doc["ops"][1], "in": "later"}, "later")):  # fmt: skip
+        bad = json.loads(json.dumps(doc))
+        bad["ops"][1] = op_edit
+        nj.write_text(json.dumps(bad))
+        write_manifest(b, man["stages"])
+        r = cli("emulate", b, "--tokens", "1,2", "-n", "1")
+        assert r.code == 3 and needle in r.err and "Traceback" not in r.err, (op_edit, r)
     doc["ops"][1] = {"op": "rmsnorm", "in": "x"}
     doc["version"] = 99
     nj.write_text(json.dumps(doc))

@@ -77,6 +77,52 @@ def _prepare(q) -> _Matrix:
                    zsh, smax - q.scale_e.astype(I64), kb, q.zero_m is not None, q)  # fmt: skip
 
 
+#: the fields every op kind needs (docs/netlist.md, "Ops"), and which hold parameter names
+_OP_FIELDS = {
+    "embed": ("matrix", "out"),
+    "rmsnorm": ("in", "out", "gamma", "gamma_frac", "eps_d"),
+    "matmul": ("in", "out", "matrix"),
+    "rope": ("in", "out", "heads"),
+    "attention": ("layer", "q", "k", "v", "out", "heads", "kv_heads", "head_dim"),
+    "quantize": ("in", "out"),
+    "add": ("a", "b", "out"),
+    "swiglu": ("gate", "up", "out"),
+    "logits": ("in",),
+}
+
+
+def _check_ops(ops, params: dict, nl: Netlist) -> None:
+    """Every op of a known kind, with its fields, reading slots already written, and naming
+    parameters that exist (InputError naming the op otherwise)."""
+    where = f"{nl.path}/netlist.json"
+    written: set[str] = set()
+    a = nl.arch
+    for i, op in enumerate(ops):
+        kind = op.get("op")
+        if kind not in _OP_FIELDS:
+            raise InputError(f"{where}: op {i}: kind {kind!r} is not part of numerics contract 1")
+        missing = [f for f in _OP_FIELDS[kind] if f not in op]
+        if missing:
+            raise InputError(f"{where}: op {i} ({kind}) lacks {', '.join(missing)}")
+        for f in ("in", "a", "b", "q", "k", "v", "gate", "up"):
+            if f in op and op[f] not in written:
+                raise InputError(f"{where}: op {i} ({kind}) reads slot {op[f]!r} before any op "
+                                 "writes it")  # fmt: skip
+        for f in ("gamma", "bias"):
+            if op.get(f) is not None and op[f] not in params:
+                raise InputError(f"{where}: op {i} ({kind}) names parameter {op[f]!r}, not in "
+                                 "params.safetensors")  # fmt: skip
+        if kind == "attention" and (op["head_dim"] != a["head_dim"] or op["kv_heads"] < 1
+                                    or op["heads"] % op["kv_heads"]):  # fmt: skip
+            raise InputError(
+                f"{where}: op {i} (attention) heads/kv_heads/head_dim are inconsistent"
+            )
+        if "out" in op:
+            written.add(op["out"])
+    if not ops or ops[0].get("op") != "embed" or ops[-1].get("op") != "logits":
+        raise InputError(f"{where}: the ops must start with embed and end with logits")
+
+
 @dataclass
 class Act8:
     """act8 values of a batch: codes int64 ``[T, n]``, mantissa and exponent int64 ``[T]``,
@@ -117,6 +163,7 @@ class Chip:
         self.log2e = nl.doc["numerics"]["log2e_q16"]
         self.inv_sqrt_hd = nl.doc["numerics"]["inv_sqrt_hd_q16"]
         self.ops = nl.doc["ops"]
+        _check_ops(self.ops, p, nl)
         self.mats: dict[str, _Matrix] = {}
         names = sorted({op["matrix"] for op in self.ops if "matrix" in op})
         if progress:
