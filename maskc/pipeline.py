@@ -207,7 +207,8 @@ def compile_model(
         ) or default_report_text()
         eval_ids = _tokens(m, eval_text)[: opts.eval_tokens] if m.tokenizer_path else None
 
-        _write_model_files(m, tmp, res, opts)
+        inputs = _input_hashes(m, opts)
+        _write_model_files(m, tmp, res, opts, inputs)
         rows, index = _quantize(m, tmp, res, calib_ids, needs_h, ev)
         write_json(tmp / "quant" / "index.json", {"version": 1, "tensors": index})
         report = _report(m, rows, res, calib_name, calib_ids)
@@ -236,7 +237,7 @@ def compile_model(
 
         error_png(report, tmp / "reports" / "quant_error.png")
         write_manifest(tmp, ["ingest", "quantize", "place", "netlist"],
-                       _manifest_extra(m, opts, fab))  # fmt: skip
+                       _manifest_extra(opts, fab, inputs))  # fmt: skip
     return CompileResult(Path(out), report, list(res.warnings))
 
 
@@ -321,8 +322,9 @@ def _tok_info(m: Model) -> dict:
     return info
 
 
-def _manifest_extra(m: Model, opts: CompileOptions, fab) -> dict:
-    """The inputs' hashes and the options, recorded in manifest.json."""
+def _input_hashes(m: Model, opts: CompileOptions) -> dict[str, str]:
+    """sha256 of every input file, hashed once per compile: ``model/<name>`` for the config,
+    weights and tokenizer; ``calib``, ``quant_config``, ``eval_text`` for the option files."""
     inputs = {f"model/{f.name}": sha256_file(f) for f in [m.config_path, *m.files]}
     for what, p in (("calib", opts.calib), ("quant_config", opts.quant_config),
                     ("eval_text", opts.eval_text)):  # fmt: skip
@@ -330,10 +332,15 @@ def _manifest_extra(m: Model, opts: CompileOptions, fab) -> dict:
             inputs[what] = sha256_file(p)
     if m.tokenizer_path is not None:
         inputs["model/tokenizer.json"] = sha256_file(m.tokenizer_path)
+    return dict(sorted(inputs.items()))
+
+
+def _manifest_extra(opts: CompileOptions, fab, inputs: dict[str, str]) -> dict:
+    """The inputs' hashes and the options, recorded in manifest.json."""
     options = {k: (v.name if isinstance(v, Path) else v)
                for k, v in dataclasses.asdict(opts).items() if k != "force"}  # fmt: skip
     options["fabric_name"] = fab.name
-    return {"inputs": dict(sorted(inputs.items())), "options": options}
+    return {"inputs": inputs, "options": options}
 
 
 def _place(m, rows: list[dict], fab, opts: CompileOptions):
@@ -386,22 +393,23 @@ def _resolve(m: Model, opts: CompileOptions) -> Resolution:
     return dataclasses.replace(res, settings=settings)
 
 
-def _write_model_files(m: Model, tmp: Path, res: Resolution, opts: CompileOptions) -> None:
-    src_files = {f.name: sha256_file(f) for f in m.files}
+def _write_model_files(m: Model, tmp: Path, res: Resolution, opts: CompileOptions,
+                       inputs: dict[str, str]) -> None:  # fmt: skip
+    src_files = {f.name: inputs[f"model/{f.name}"] for f in m.files}
     write_json(
         tmp / "model.json",
         {
             "maskc_version": __version__,
             "architecture": m.arch.to_json(),
             "source": {
-                "config_sha256": sha256_file(m.config_path),
+                "config_sha256": inputs[f"model/{m.config_path.name}"],
                 "weights_sha256": dict(sorted(src_files.items())),
             },
             "options": {
                 "bits": opts.bits,
                 "group_size": opts.group_size,
                 "method": opts.method,
-                "calib_sha256": sha256_file(opts.calib) if opts.calib else None,
+                "calib_sha256": inputs.get("calib"),
                 "calib_tokens": opts.calib_tokens if opts.calib else None,
             },
             "quant_settings": res.to_json(),
