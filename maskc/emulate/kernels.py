@@ -76,6 +76,24 @@ def bitlen(a):  # pragma: no cover - compiled
     return n
 
 
+@njit(cache=True, inline="always")
+def exp_weight(delta, log2e, f, exp2_lut):  # pragma: no cover - compiled
+    """``2^15 * e^(-delta * 2^-f)`` for ``delta >= 0`` by the base-2 table: the softmax weight of
+    attention and of sampling (docs/numerics.md)."""
+    w = rsr(delta * log2e, f + 6)
+    wi = w >> 10
+    return rsr(np.int64(exp2_lut[w & 1023]), wi) if wi < 32 else np.int64(0)
+
+
+@njit(cache=True)
+def exp_weights(deltas, log2e, f, exp2_lut):  # pragma: no cover - compiled
+    """:func:`exp_weight` of every element of ``deltas`` (int64 [n])."""
+    out = np.empty(deltas.shape[0], np.int64)
+    for i in range(deltas.shape[0]):
+        out[i] = exp_weight(deltas[i], log2e, f, exp2_lut)
+    return out
+
+
 @njit(cache=True)
 def q8_row(y, f, group, x, s):  # pragma: no cover - compiled
     """Q8 of one vector ``y`` (int64 [n], ``f`` fraction bits) into ``x`` [n] and ``s`` [ng];
@@ -391,9 +409,7 @@ def attention_rows(q, positions, heads, kvh, hd, window, f, inv_sqrt_hd, log2e, 
         tot = np.int64(0)
         emax = np.int64(-(1 << 62))
         for k in range(n):
-            w = rsr((zmax - z[k]) * log2e, f + 6)
-            wi = w >> 10
-            pr[k] = rsr(np.int64(exp2_lut[w & 1023]), wi) if wi < 32 else 0
+            pr[k] = exp_weight(zmax - z[k], log2e, f, exp2_lut)
             tot += pr[k]
             if vm[kv, lo + k] != 0:  # all-zero value vectors do not set the exponent
                 emax = max(emax, ve[kv, lo + k])

@@ -7,14 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from maskc.emulate.kernels import exp_weights
+
 I64 = np.int64
 MASK64 = (1 << 64) - 1
-
-
-def _rsr(x: np.ndarray, k: np.ndarray) -> np.ndarray:
-    """Rounding shift right by ``k >= 0`` (arrays; docs/numerics.md ``rsr``)."""
-    kp = np.maximum(k, 1)
-    return np.where(k > 0, (x + (np.int64(1) << (kp - 1))) >> kp, x)
 
 
 class SplitMix64:
@@ -74,9 +70,7 @@ class Sampler:
         if self.p.top_k > 0:
             order = order[: self.p.top_k]
         zo = z[order]
-        w = _rsr((zo[0] - zo) * self.log2e, np.int64(self.F + 6))
-        wi = w >> 10
-        pr = np.where(wi < 32, _rsr(self.exp2[w & 1023], np.clip(wi, 0, 31)), 0)
+        pr = exp_weights(zo[0] - zo, self.log2e, self.F, self.exp2)  # attention's softmax weight
         total = int(pr.sum())
         if self.p.pq < 65536:
             cum = np.cumsum(pr)
