@@ -236,8 +236,9 @@ def write_netlist(
     d = arch.hidden_size
     for name, e in index.items():
         if e["kind"] == "quantized":
-            layer = _layer_of(name)
-            by_file.setdefault(tiles_file(layer), []).append(name)
+            if name not in blocks_of:
+                raise InputError(f"{name}: quantized but not placed on the fabric")
+            by_file.setdefault(tiles_file(blocks_of[name][0].layer), []).append(name)
         elif name.endswith("norm.weight"):
             gq, frac = gamma_fixed(st(e["file"]).read(name).astype(np.float64), d)
             params[name] = gq
@@ -260,9 +261,7 @@ def write_netlist(
         for name in by_file[file]:
             e = index[name]
             q = load_quant(build / e["file"], st(e["file"]), name, e)
-            bl = blocks_of.get(name)
-            if not bl:
-                raise InputError(f"{name}: quantized but not placed on the fabric")
+            bl = blocks_of[name]
             if q.fmt.group_size % ACT_GROUP:
                 raise InputError(
                     f"{name}: group size {q.fmt.group_size} is not a multiple of {ACT_GROUP}: the "
@@ -280,8 +279,8 @@ def write_netlist(
                 arrays[f"{name}/{k}"] = v
             matrices[name] = {
                 "file": file,
-                "role": _role_of(name),
-                "layer": _layer_of(name),
+                "role": bl[0].role,
+                "layer": bl[0].layer,
                 "shape": list(q.shape),
                 "format": _fmt_json(q.fmt),
                 "tiles": len(bl),
@@ -340,21 +339,6 @@ def write_netlist(
         "bytes": nbytes,
         "matrices": len(matrices),
     }
-
-
-def _layer_of(name: str) -> int | None:
-    parts = name.split(".")
-    if len(parts) > 2 and parts[1] == "layers" and parts[2].isdigit():
-        return int(parts[2])
-    return None
-
-
-def _role_of(name: str) -> str:
-    if name == "model.embed_tokens.weight":
-        return "embed"
-    if name == "lm_head.weight":
-        return "lm_head"
-    return name.split(".")[-2]
 
 
 # ---------------------------------------------------------------------------------------------
