@@ -1,0 +1,435 @@
+"""Stage 5, layout (work in progress, not wired into the CLI): the netlist's tiles -> the two
+customizable layers.
+
+* via layer: every used ROM cell gets one via at the site of its 4-bit value (one-hot over the
+  cell's ``sites_x * sites_y`` sites: the via joins the cell to the product line it selects);
+  every scale-ROM bit that is 1 gets a via at its bit site (binary: via present means 1);
+* metal layer: per tile, a strap per used cell row (the row's product-line enable) and the
+  tile's configuration word as straps present/absent at fixed slots (enabled, code width,
+  layer, matrix kind, row block, column block). It depends only on the placement, so two
+  fine-tunes of one architecture give the same metal layer.
+
+Tiles are cells named by their position (``T<die>_<x>_<y>``) so two builds on one fabric share
+their structure. In OASIS each tile's vias of one site are one rectangle with an explicit
+repetition (``offsets``), about one byte per weight after the file's compression.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+EMPTY = -1
+
+
+def cell_values(codes: np.ndarray, rows: int, cols: int, bits: int, fabric) -> np.ndarray:
+    """The 4-bit value of every cell of one tile, int16 ``[TR, columns]``, ``EMPTY`` where the
+    tile holds no weight (padding). ``codes``: the tile's codes ``[TR, W]``; ``rows``/``cols``:
+    the block's real rows and weights."""
+    tr, ncell = fabric.tile.rows, fabric.tile.columns
+    out = np.full((tr, ncell), EMPTY, np.int16)
+    c = codes[:rows, :cols].astype(np.int16)
+    if bits == 4 or (bits == 3 and fabric.tile.three_bit != "packed"):
+        out[:rows, :cols] = c
+    elif bits == 8:  # two cells per weight: high nibble, then low nibble
+        out[:rows, 0 : 2 * cols : 2] = c >> 4
+        out[:rows, 1 : 2 * cols : 2] = c & 15
+    elif bits == 3:  # four 3-bit codes -> one 12-bit word -> three cells (high to low)
+        n4 = -(-cols // 4)
+        pad = np.zeros((rows, n4 * 4), np.int16)
+        pad[:, :cols] = c
+        q = pad.reshape(rows, n4, 4)
+        word = (q[..., 0] << 9) | (q[..., 1] << 6) | (q[..., 2] << 3) | q[..., 3]
+        used = -(-cols * 3 // 4)  # cells holding real bits
+        trip = np.stack([word >> 8, (word >> 4) & 15, word & 15], axis=-1).reshape(rows, -1)
+        out[:rows, :used] = trip[:, :used]
+    else:
+        raise ValueError(f"cell_values: bits must be 3, 4 or 8, got {bits}")
+    return out
+
+
+def codes_from_cells(cells: np.ndarray, rows: int, cols: int, bits: int, fabric) -> np.ndarray:
+    """The inverse of :func:`cell_values`: the block's codes ``[rows, cols]`` (uint8)."""
+    v = cells[:rows].astype(np.int16)
+    if bits == 4 or (bits == 3 and fabric.tile.three_bit != "packed"):
+        return v[:, :cols].astype(np.uint8)
+    if bits == 8:
+        return ((v[:, 0 : 2 * cols : 2] << 4) | v[:, 1 : 2 * cols : 2]).astype(np.uint8)
+    n4 = -(-cols // 4)
+    used = -(-cols * 3 // 4)
+    trip = np.zeros((rows, n4 * 3), np.int16)
+    trip[:, :used] = v[:, :used]
+    t = trip.reshape(rows, n4, 3)
+    word = (t[..., 0] << 8) | (t[..., 1] << 4) | t[..., 2]
+    q = np.stack([word >> 9, (word >> 6) & 7, (word >> 3) & 7, word & 7], axis=-1)
+    return q.reshape(rows, -1)[:, :cols].astype(np.uint8)
+
+
+# -- scale ROM bits -----------------------------------------------------------------------------
+
+
+def _fields(fmt: dict) -> list[tuple[str, int, bool]]:
+    """Per-group fields of one tile row in ROM order: (name, bits, signed)."""
+    out = [("scale_m", fmt["scale_bits"], False)]
+    if fmt["scale_shift_bits"]:
+        out.append(("scale_s", fmt["scale_shift_bits"], False))
+    if fmt["zero_bits"]:
+        out.append(("zero_m", fmt["zero_bits"], True))
+        if fmt["zero_shift_bits"]:
+            out.append(("zero_s", fmt["zero_shift_bits"], False))
+    return out
+
+
+def _to_bits(values: np.ndarray, nbits: int) -> np.ndarray:
+    """Two's-complement ``nbits``-bit patterns of ``values`` (any shape) -> uint8 [..., nbits],
+    most significant bit first."""
+    v = values.astype(np.int64) & ((1 << nbits) - 1)
+    shifts = np.arange(nbits - 1, -1, -1, dtype=np.int64)
+    return ((v[..., None] >> shifts) & 1).astype(np.uint8)
+
+
+def _from_bits(bits: np.ndarray, signed: bool) -> np.ndarray:
+    n = bits.shape[-1]
+    v = (bits.astype(np.int64) << np.arange(n - 1, -1, -1, dtype=np.int64)).sum(axis=-1)
+    if signed:
+        v = np.where(v >= 1 << (n - 1), v - (1 << n), v)
+    return v
+
+
+def scale_bits(t: dict, i: int, fmt: dict, tile_rows: int, groups: int) -> np.ndarray:
+    """The scale-ROM bit string of tile ``i`` of a matrix (uint8, one entry per bit): per tile
+    row, every group's fields (``_fields`` order), then the row exponents (8 bits each); after
+    all rows, the level table (``level_bits`` per level)."""
+    parts = [_to_bits(t[name][i][:, :groups], nb) for name, nb, _ in _fields(fmt)]
+    rows = np.concatenate(parts, axis=-1).reshape(tile_rows, -1)
+    ex = [_to_bits(t["scale_e"][i], 8)]
+    if fmt["zero_bits"]:
+        ex.append(_to_bits(t["zero_e"][i], 8))
+    rows = np.concatenate([rows, *ex], axis=-1)
+    levels = _to_bits(t["levels"], fmt["level_bits"]).reshape(-1)
+    return np.concatenate([rows.reshape(-1), levels])
+
+
+def parse_scale_bits(bits: np.ndarray, fmt: dict, tile_rows: int, groups: int) -> dict:
+    """The inverse of :func:`scale_bits`: field arrays of one tile."""
+    fields = _fields(fmt)
+    per_group = sum(nb for _, nb, _ in fields)
+    n_ex = 16 if fmt["zero_bits"] else 8
+    per_row = groups * per_group + n_ex
+    rows = bits[: tile_rows * per_row].reshape(tile_rows, per_row)
+    out = {}
+    g = rows[:, : groups * per_group].reshape(tile_rows, groups, per_group)
+    k = 0
+    for name, nb, signed in fields:
+        out[name] = _from_bits(g[:, :, k : k + nb], signed)
+        k += nb
+    ex = rows[:, groups * per_group :]
+    out["scale_e"] = _from_bits(ex[:, :8], True)
+    if fmt["zero_bits"]:
+        out["zero_e"] = _from_bits(ex[:, 8:16], True)
+    lv = bits[tile_rows * per_row :]
+    out["levels"] = _from_bits(lv.reshape(-1, fmt["level_bits"]), True)
+    return out
+
+
+# -- the tile configuration word (metal layer) --------------------------------------------------
+
+#: (field, bits) of the 64-bit configuration word, most significant first
+CONFIG_FIELDS = (("enabled", 1), ("mode", 2), ("layer", 8), ("role", 4), ("row_block", 12),
+                 ("col_block", 12), ("rows", 12), ("cols", 13))  # fmt: skip
+ROLES = ("embed", "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+         "lm_head")  # fmt: skip
+MODES = {3: 0, 4: 1, 8: 2}
+
+
+def config_word(meta: dict, block: list[int], fabric) -> dict:
+    """The configuration of one placed tile (what the metal straps encode)."""
+    r0, nr, c0, nc = block
+    tr = fabric.tile.rows
+    w = fabric.weights_per_tile_row(meta["format"]["bits"])
+    return {
+        "enabled": 1,
+        "mode": MODES[meta["format"]["bits"]],
+        "layer": 255 if meta["layer"] is None else meta["layer"],
+        "role": ROLES.index(meta["role"]),
+        "row_block": r0 // tr,
+        "col_block": c0 // w,
+        "rows": nr,
+        "cols": nc,
+    }
+
+
+def config_bits(cfg: dict) -> np.ndarray:
+    return np.concatenate([_to_bits(np.array(cfg[k]), n) for k, n in CONFIG_FIELDS])
+
+
+def parse_config_bits(bits: np.ndarray) -> dict:
+    out, k = {}, 0
+    for name, n in CONFIG_FIELDS:
+        out[name] = int(_from_bits(bits[k : k + n], False))
+        k += n
+    return out
+
+
+# -- geometry -----------------------------------------------------------------------------------
+
+
+class Geometry:
+    """Where things are inside a tile cell (dbu), from the fabric."""
+
+    def __init__(self, fabric) -> None:
+        g, v, m, t = fabric.geometry, fabric.layers.via, fabric.layers.metal, fabric.tile
+        self.ox, self.oy = g.array_origin_x, g.array_origin_y
+        self.cpx, self.cpy = g.cell_pitch_x, g.cell_pitch_y
+        self.spx, self.spy = v.site_pitch_x, v.site_pitch_y
+        self.sx, self.sy = v.sites_x, v.sites_y
+        self.size = v.size
+        self.tpx, self.tpy = g.tile_pitch_x, g.tile_pitch_y
+        self.rows, self.cols = t.rows, t.columns
+        #: scale-ROM bit sites: above the cell array, one cell pitch apart, site pitch grid
+        self.bits_per_line = t.columns * v.sites_x
+        self.scale_y = self.oy + (t.rows + 1) * g.cell_pitch_y
+        self.via = (v.gds_layer, v.gds_datatype)
+        self.metal = (m.gds_layer, m.gds_datatype)
+        self.strap_w, self.strap_pitch = m.strap_width, m.strap_pitch
+        #: configuration straps: left of the array, one per bit, strap_pitch apart
+        self.cfg_x0 = max(0, self.ox - 8 * self.spx)
+        self.cfg_len = 6 * self.spx
+
+    def cell_sites(self, cells: np.ndarray) -> dict[int, np.ndarray]:
+        """``{value: int64 [n, 2] via positions}`` for a tile's cell values."""
+        out = {}
+        for val in range(self.sx * self.sy):
+            r, k = np.nonzero(cells == val)
+            if len(r):
+                x = self.ox + k.astype(np.int64) * self.cpx + (val % self.sx) * self.spx
+                y = self.oy + r.astype(np.int64) * self.cpy + (val // self.sx) * self.spy
+                out[val] = np.stack([x, y], axis=1)
+        return out
+
+    def bit_sites(self, bits: np.ndarray) -> np.ndarray:
+        b = np.nonzero(bits)[0].astype(np.int64)
+        x = self.ox + (b % self.bits_per_line) * self.spx
+        y = self.scale_y + (b // self.bits_per_line) * self.spy
+        return np.stack([x, y], axis=1)
+
+
+# -- writing ------------------------------------------------------------------------------------
+
+#: GDS timestamps are fixed so the same inputs give the same bytes
+TIMESTAMP = (2000, 1, 1, 0, 0, 0)
+
+
+def _rect_rep(pos: np.ndarray, w: int, h: int, layer: tuple[int, int]):
+    import gdstk
+
+    x0, y0 = (int(v) for v in pos[0])
+    r = gdstk.rectangle((x0, y0), (x0 + w, y0 + h), layer=layer[0], datatype=layer[1])
+    if len(pos) > 1:
+        r.repetition = gdstk.Repetition(offsets=(pos[1:] - pos[0]).tolist())
+    return r
+
+
+def tile_name(pos) -> str:
+    d, x, y = (int(v) for v in pos)
+    return f"T{d}_{x}_{y}"
+
+
+def build_libraries(nl, fabric):
+    """``(via Library, metal Library)`` of a netlist, one tile cell per placed tile and one top
+    cell per die (``VIA_DIE<d>``, ``METAL_DIE<d>``)."""
+    import gdstk
+
+    geo = Geometry(fabric)
+    unit = fabric.geometry.dbu_nm * 1e-9
+    via = gdstk.Library("maskc_via", unit=unit, precision=unit)
+    metal = gdstk.Library("maskc_metal", unit=unit, precision=unit)
+    tops_v: dict[int, object] = {}
+    tops_m: dict[int, object] = {}
+    for name in sorted(nl.matrices):
+        meta = nl.matrices[name]
+        t = nl.tile_arrays(name)
+        fmt = meta["format"]
+        tr, w = meta["tile_shape"]
+        groups = w // fmt["group_size"]
+        for i in range(meta["tiles"]):
+            pos = t["pos"][i]
+            r0, nr, c0, nc = (int(v) for v in t["block"][i])
+            cname = tile_name(pos)
+            vc = via.new_cell(cname)
+            cells = cell_values(t["codes"][i], nr, nc, fmt["bits"], fabric)
+            for _val, p in sorted(geo.cell_sites(cells).items()):
+                vc.add(_rect_rep(p, geo.size, geo.size, geo.via))
+            sb = geo.bit_sites(scale_bits(t, i, fmt, tr, groups))
+            if len(sb):
+                vc.add(_rect_rep(sb, geo.size, geo.size, geo.via))
+            mc = metal.new_cell(cname)
+            cfg = config_bits(config_word(meta, [r0, nr, c0, nc], fabric))
+            ones = np.nonzero(cfg)[0].astype(np.int64)
+            cp = np.stack([np.full(len(ones), geo.cfg_x0), geo.oy + ones * geo.strap_pitch], 1)
+            mc.add(_rect_rep(cp, geo.cfg_len, geo.strap_w, geo.metal))
+            rows = np.arange(nr * geo.sy, dtype=np.int64)
+            ry = geo.oy + (rows // geo.sy) * geo.cpy + (rows % geo.sy) * geo.spy
+            rp = np.stack([np.full(len(ry), geo.ox), ry], 1)
+            mc.add(_rect_rep(rp, geo.cols * geo.cpx, geo.strap_w, geo.metal))
+            d, x, y = (int(v) for v in pos)
+            if d not in tops_v:
+                tops_v[d] = via.new_cell(f"VIA_DIE{d}")
+                tops_m[d] = metal.new_cell(f"METAL_DIE{d}")
+            tops_v[d].add(gdstk.Reference(vc, (x * geo.tpx, y * geo.tpy)))
+            tops_m[d].add(gdstk.Reference(mc, (x * geo.tpx, y * geo.tpy)))
+    return via, metal
+
+
+def write_layers(nl, fabric, out_dir, fmt: str = "gds") -> dict[str, str]:
+    """Write ``via.<ext>`` and ``metal.<ext>`` into ``out_dir``; returns ``{layer: path}``."""
+    from pathlib import Path
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    via, metal = build_libraries(nl, fabric)
+    paths = {}
+    for layer, lib in (("via", via), ("metal", metal)):
+        p = out_dir / f"{layer}.{'oas' if fmt == 'oas' else 'gds'}"
+        if fmt == "oas":
+            lib.write_oas(str(p), compression_level=6)
+        else:
+            import datetime
+
+            lib.write_gds(str(p), timestamp=datetime.datetime(*TIMESTAMP))
+        paths[layer] = str(p)
+    return paths
+
+
+# -- reading back (maskc verify) ----------------------------------------------------------------
+
+
+def _positions(poly) -> np.ndarray:
+    """Lower-left corners of a polygon and all its repetitions, int64 [n, 2]."""
+    base = np.asarray(poly.points).min(axis=0)
+    pts = base[None, :]
+    if poly.repetition is not None and poly.repetition.size > 1:
+        # explicit offsets exclude the element itself (gdstk's convention)
+        off = np.asarray(poly.repetition.offsets, dtype=np.float64)
+        pts = np.vstack([pts, base[None, :] + off])
+    return np.rint(pts).astype(np.int64)
+
+
+def extract_tile(cell, geo: Geometry) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """From a via tile cell: cell values ``[rows, cols]`` (EMPTY where no via), the scale bits
+    (positions of bit vias) and problems (vias off-site, two vias in one cell)."""
+    cells = np.full((geo.rows, geo.cols), EMPTY, np.int16)
+    bits: list[int] = []
+    problems: list[str] = []
+    for poly in cell.polygons:
+        if (poly.layer, poly.datatype) != geo.via:
+            continue
+        for x, y in _positions(poly).tolist():
+            if y >= geo.scale_y:
+                dx, dy = x - geo.ox, y - geo.scale_y
+                if dx % geo.spx or dy % geo.spy:
+                    problems.append(f"scale via off-site at ({x}, {y})")
+                    continue
+                bits.append((dy // geo.spy) * geo.bits_per_line + dx // geo.spx)
+                continue
+            dx, dy = x - geo.ox, y - geo.oy
+            k, r = dx // geo.cpx, dy // geo.cpy
+            sx, sy = (dx % geo.cpx), (dy % geo.cpy)
+            if not (0 <= k < geo.cols and 0 <= r < geo.rows) or sx % geo.spx or sy % geo.spy:
+                problems.append(f"via off-site at ({x}, {y})")
+                continue
+            v = (sy // geo.spy) * geo.sx + sx // geo.spx
+            if cells[r, k] != EMPTY:
+                problems.append(f"cell ({r}, {k}) has two vias ({cells[r, k]} and {v})")
+            cells[r, k] = v
+    return cells, np.array(sorted(bits), np.int64), problems
+
+
+def extract_config(cell, geo: Geometry) -> tuple[np.ndarray, int]:
+    """From a metal tile cell: the configuration bits and the number of row straps."""
+    bits = np.zeros(sum(n for _, n in CONFIG_FIELDS), np.uint8)
+    row_straps = 0
+    for poly in cell.polygons:
+        if (poly.layer, poly.datatype) != geo.metal:
+            continue
+        for x, y in _positions(poly).tolist():
+            if x == geo.cfg_x0 and x < geo.ox:
+                b = (y - geo.oy) // geo.strap_pitch
+                if 0 <= b < len(bits) and (y - geo.oy) % geo.strap_pitch == 0:
+                    bits[b] = 1
+            else:
+                row_straps += 1
+    return bits, row_straps
+
+
+def verify_layers(nl, fabric, paths: dict[str, str], limit: int = 10) -> list[str]:
+    """Compare the layer files with the netlist: every tile's cells, scale bits, configuration
+    and position. Returns the first ``limit`` mismatches (empty: everything matches)."""
+    import gdstk
+
+    geo = Geometry(fabric)
+    unit = fabric.geometry.dbu_nm * 1e-9  # read coordinates in database units
+    libs = {}
+    for layer, p in paths.items():
+        libs[layer] = gdstk.read_oas(p, unit=unit) if p.endswith(".oas") else gdstk.read_gds(p, unit=unit)
+    cells = {layer: {c.name: c for c in lib.cells} for layer, lib in libs.items()}
+    problems: list[str] = []
+    expected_names = set()
+    for name in sorted(nl.matrices):
+        meta = nl.matrices[name]
+        t = nl.tile_arrays(name)
+        fmt = meta["format"]
+        tr, w = meta["tile_shape"]
+        groups = w // fmt["group_size"]
+        for i in range(meta["tiles"]):
+            tn = tile_name(t["pos"][i])
+            expected_names.add(tn)
+            r0, nr, c0, nc = (int(v) for v in t["block"][i])
+            vc, mc = cells["via"].get(tn), cells["metal"].get(tn)
+            if vc is None or mc is None:
+                problems.append(f"tile {tn} ({name}): missing from the layer files")
+                continue
+            want = cell_values(t["codes"][i], nr, nc, fmt["bits"], fabric)
+            got, bits, probs = extract_tile(vc, geo)
+            problems += [f"tile {tn}: {p}" for p in probs]
+            diff = np.argwhere(got != want)
+            for r, k in diff[:limit].tolist():
+                problems.append(f"tile {tn} ({name}) cell ({r}, {k}): expected "
+                                f"{_cell_str(want[r, k])}, found {_cell_str(got[r, k])}")  # fmt: skip
+            exp_bits = np.nonzero(scale_bits(t, i, fmt, tr, groups))[0]
+            if not np.array_equal(bits, exp_bits):
+                miss = np.setdiff1d(exp_bits, bits)[:3].tolist()
+                extra = np.setdiff1d(bits, exp_bits)[:3].tolist()
+                problems.append(f"tile {tn} ({name}) scale ROM: bits missing {miss}, extra {extra}")
+            cfg_bits, n_row = extract_config(mc, geo)
+            want_cfg = config_word(meta, [r0, nr, c0, nc], fabric)
+            got_cfg = parse_config_bits(cfg_bits)
+            if got_cfg != want_cfg:
+                problems.append(f"tile {tn} ({name}) configuration straps: expected {want_cfg}, "
+                                f"found {got_cfg}")  # fmt: skip
+            if n_row != nr * geo.sy:
+                problems.append(f"tile {tn}: {n_row} row straps, expected {nr * geo.sy}")
+            if len(problems) >= limit:
+                return problems[:limit]
+    # every tile cell placed once, at its own position
+    for layer, prefix in (("via", "VIA_DIE"), ("metal", "METAL_DIE")):
+        seen = set()
+        for c in libs[layer].top_level():
+            if not c.name.startswith(prefix):
+                problems.append(f"{layer}: unexpected top cell {c.name}")
+                continue
+            d = int(c.name[len(prefix) :])
+            for ref in c.references:
+                tn = ref.cell.name if hasattr(ref.cell, "name") else str(ref.cell)
+                x, y = (round(v) for v in ref.origin)
+                want = f"T{d}_{x // geo.tpx}_{y // geo.tpy}"
+                if tn != want or x % geo.tpx or y % geo.tpy:
+                    problems.append(f"{layer}: tile cell {tn} placed at ({x}, {y}), the site of "
+                                    f"{want}")  # fmt: skip
+                seen.add(tn)
+        for tn in sorted(expected_names - seen):
+            problems.append(f"{layer}: tile {tn} is not placed")
+    return problems[:limit]
+
+
+def _cell_str(v: int) -> str:
+    return "no via" if v == EMPTY else f"value {v}"
