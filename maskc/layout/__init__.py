@@ -232,10 +232,13 @@ TIMESTAMP = (2000, 1, 1, 0, 0, 0)
 def _rect_rep(pos: np.ndarray, w: int, h: int, layer: tuple[int, int]):
     import gdstk
 
+    # column-major order: scale-ROM bits of one record position repeat down the rows, and the
+    # deltas compress better (measured: 0.84 against 0.86 B/weight on SmolLM2 layer 0, level 9)
+    pos = pos[np.lexsort((pos[:, 1], pos[:, 0]))]
     x0, y0 = (int(v) for v in pos[0])
     r = gdstk.rectangle((x0, y0), (x0 + w, y0 + h), layer=layer[0], datatype=layer[1])
     if len(pos) > 1:
-        r.repetition = gdstk.Repetition(offsets=(pos[1:] - pos[0]).tolist())
+        r.repetition = gdstk.Repetition(offsets=(pos[1:] - pos[0]).astype(np.float64))
     return r
 
 
