@@ -547,6 +547,22 @@ def compile(
             "hold (default: min(2048, the model's maximum)).",
         ),
     ] = None,
+    layout_format: Annotated[
+        str,
+        typer.Option(
+            "--layout-format",
+            help="gds or oas: the format of BUILD/layers/ (OASIS is "
+            "about 100x smaller for big models).",
+        ),
+    ] = "gds",
+    no_verify: Annotated[
+        bool,
+        typer.Option(
+            "--no-verify",
+            help="Skip reading the layers back and comparing them with "
+            "the netlist (maskc verify does it later).",
+        ),
+    ] = False,
     force: Annotated[
         bool, typer.Option("--force", help="Replace BUILD if it exists and is not empty.")
     ] = False,
@@ -566,6 +582,8 @@ def compile(
 
     if no_calib and calib is not None:
         raise UsageError("--calib and --no-calib contradict each other")
+    if layout_format not in ("gds", "oas"):
+        raise UsageError(f"--layout-format must be gds or oas, got {layout_format!r}")
     if bits is not None and bits not in (3, 4):
         raise UsageError(f"--bits must be 3 or 4, got {bits} (use a [[rule]] for other widths)")
     opts = CompileOptions(
@@ -573,7 +591,8 @@ def compile(
         model_config=model_config, calib=calib, calib_tokens=calib_tokens, eval_text=eval_text,
         sensitivity=sensitivity, strict=strict, force=force,
         calibrate=False if no_calib else None, mixed=mixed, fabric=fabric,
-        dies=_dies_option(dies), context=context,
+        dies=_dies_option(dies), context=context, layout_format=layout_format,
+        verify=not no_verify,
     )  # fmt: skip
     if plan_only:
         from maskc.pipeline import plan_model
@@ -625,6 +644,36 @@ def _print_netlist(n: dict) -> None:
         f"{n['bytes'] / 2**20:,.1f} MiB (maskc inspect BUILD --netlist prints its text form; "
         "maskc emulate BUILD runs it)"
     )
+
+
+@app.command()
+def verify(
+    build: Annotated[
+        Path, typer.Argument(metavar="BUILD", help="A build folder written by maskc compile.")
+    ],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object on stdout.")
+    ] = False,
+) -> None:
+    """Read the two customizable layers back and compare them with the netlist.
+
+    Every via and strap of BUILD/layers/ is extracted and every tile's cells, scale-ROM bits,
+    configuration and position are compared with BUILD/netlist/; then every file's manifest
+    hash is checked. Exit 0 when everything matches; exit 5 listing the first mismatches
+    (tile, cell, bit, expected vs found) otherwise.
+    """
+    from maskc.errors import VerifyError
+    from maskc.layout import verify_build
+
+    res = verify_build(build)
+    if as_json:
+        _emit_json({"ok": not res["problems"], **res})
+    elif not res["problems"]:
+        out.print(f"{build}: the layers match the netlist ({res['tiles']:,} tiles) and every file "
+                  "matches the manifest")  # fmt: skip
+    if res["problems"]:
+        raise VerifyError(f"{build}: {len(res['problems'])} mismatch(es), first: "
+                          + "; ".join(res["problems"][:5]))  # fmt: skip
 
 
 def _ids_option(value: str | None) -> list[int] | None:

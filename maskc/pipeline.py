@@ -94,6 +94,10 @@ class CompileOptions:
     dies: int | str = "fabric"
     #: tokens of KV cache every die must hold for its layers
     context: int | None = None
+    #: "gds" or "oas": the format of the two customizable layers
+    layout_format: str = "gds"
+    #: read the layers back and compare them with the netlist
+    verify: bool = True
 
 
 @dataclass
@@ -232,12 +236,27 @@ def compile_model(
         from maskc.netlist import write_netlist
 
         report["netlist"] = write_netlist(tmp, m.arch, index, placement, fab, _tok_info(m), ev)
+        from maskc.layout import tile_hashes, verify_layers, write_layers
+        from maskc.netlist import load_netlist
+
+        nl = load_netlist(tmp)
+        ev.start("writing layers", 1)
+        paths = write_layers(nl, fab, tmp / "layers", opts.layout_format)
+        ev.advance(1)
+        report["layers"] = {k: Path(v).relative_to(tmp).as_posix() for k, v in paths.items()}
+        if opts.verify:
+            ev.start("verifying layers against the netlist", 1)
+            problems = verify_layers(nl, fab, paths)
+            ev.advance(1)
+            if problems:  # a bug: the layers just written disagree with the netlist
+                raise RuntimeError(f"layout verification failed: {problems[0]}")
         write_json(tmp / "reports" / "quant.json", report)
         from maskc.quantize.report import error_png
 
         error_png(report, tmp / "reports" / "quant_error.png")
-        write_manifest(tmp, ["ingest", "quantize", "place", "netlist"],
-                       _manifest_extra(opts, fab, inputs))  # fmt: skip
+        extra = _manifest_extra(opts, fab, inputs)
+        extra["tiles"] = tile_hashes(nl)
+        write_manifest(tmp, ["ingest", "quantize", "place", "netlist", "layout"], extra)
     return CompileResult(Path(out), report, list(res.warnings))
 
 

@@ -449,3 +449,64 @@ def verify_layers(nl, fabric, paths: dict[str, str], limit: int = 10) -> list[st
         for tn in sorted(expected_names - seen):
             problems.append(f"{layer}: tile {tn} is not placed")
     return problems[:limit]
+
+
+def tile_hashes(nl) -> dict[str, str]:
+    """``{tile name: sha256}`` of every tile's ROM content (codes, group fields, row exponents,
+    levels) and configuration, for the manifest."""
+    import hashlib
+
+    out = {}
+    for name in sorted(nl.matrices):
+        meta = nl.matrices[name]
+        t = nl.tile_arrays(name)
+        for i in range(meta["tiles"]):
+            h = hashlib.sha256(name.encode())
+            for k in ("block", "codes", "scale_m", "scale_s", "scale_e", "zero_m", "zero_s",
+                      "zero_e"):  # fmt: skip
+                if k in t:
+                    h.update(np.ascontiguousarray(t[k][i]).view(np.uint8).data)
+            h.update(np.ascontiguousarray(t["levels"]).view(np.uint8).data)
+            out[tile_name(t["pos"][i])] = h.hexdigest()
+    return dict(sorted(out.items()))
+
+
+def fabric_of(nl):
+    """The fabric a netlist was placed on, rebuilt (and validated) from netlist.json."""
+    from maskc.fabric import parse_fabric
+
+    d = {k: v for k, v in nl.doc["fabric"].items() if k not in ("schema", "derived")}
+    return parse_fabric(d, f"{nl.path}/netlist.json: fabric")
+
+
+def verify_build(path, limit: int = 10) -> dict:
+    """``maskc verify``: the layer files read back and compared with the netlist, then every
+    file's manifest hash. Returns ``{"problems": [...], "tiles": n, "files": {...}}``."""
+    from pathlib import Path
+
+    from maskc.build import open_build, verify_hashes
+    from maskc.errors import MaskcError
+    from maskc.netlist import load_netlist
+
+    b = open_build(path, check_hashes=False)
+    nl = load_netlist(b.path)
+    fab = fabric_of(nl)
+    layers = sorted(r for r in b.manifest["files"] if r.startswith("layers/"))
+    if not layers:
+        from maskc.errors import InputError
+
+        raise InputError(f"{b.path}: the build has no layers/ (recompile with this maskc)")
+    paths = {Path(r).name.split(".")[0]: str(b.path / r) for r in layers}
+    problems = []
+    try:
+        problems += verify_layers(nl, fab, paths, limit)
+    except MaskcError:
+        raise
+    except Exception as e:  # an unreadable layer file (gdstk raises plain errors)
+        problems.append(f"layer files unreadable: {e}")
+    try:
+        verify_hashes(b.path, b.manifest["files"])
+    except MaskcError as e:
+        problems.append(str(e))
+    tiles = sum(m["tiles"] for m in nl.matrices.values())
+    return {"problems": problems[:limit], "tiles": tiles, "files": paths}
