@@ -155,7 +155,7 @@ def test_inspect_build_and_tensor(model_cache, tmp_path, cli):
     r = cli("inspect", out, "--json")
     assert r.code == 0, r.err
     doc = json.loads(r.out)
-    assert doc["stages"] == ["ingest", "quantize", "place", "netlist"]
+    assert doc["stages"] == ["ingest", "quantize", "place", "netlist", "layout"]
     assert doc["quant"]["totals"]["parameters"] == gen.total_parameters
     name = "model.layers.0.self_attn.q_proj.weight"
     r = cli("inspect", out, "--tensor", name, "--json")

@@ -22,8 +22,8 @@ def builds(model_cache, tmp_path_factory):
     out = {}
     for fmt in ("gds", "oas"):
         out[fmt] = root / fmt
-        compile_model(model_cache("tiny").path, out[fmt], CompileOptions(fabric=fab,
-                                                                          layout_format=fmt))  # fmt: skip
+        opts = CompileOptions(fabric=fab, layout_format=fmt)
+        compile_model(model_cache("tiny").path, out[fmt], opts)
     return out
 
 

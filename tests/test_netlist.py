@@ -63,7 +63,7 @@ def test_netlist_files_and_structure(built):
     assert doc["tokenizer"]["chat_template"] and doc["tokenizer"]["eos_token_id"] == 2
     # the compile report records the netlist and the manifest the inputs and options
     man = json.loads((b / "manifest.json").read_text())
-    assert man["stages"] == ["ingest", "quantize", "place", "netlist"]
+    assert man["stages"] == ["ingest", "quantize", "place", "netlist", "layout"]
     assert "model/config.json" in man["inputs"] and man["options"]["fabric_name"] == "micro"
 
 
