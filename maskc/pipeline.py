@@ -240,13 +240,11 @@ def compile_model(
         from maskc.netlist import load_netlist
 
         nl = load_netlist(tmp)
-        ev.start("writing layers", 1)
-        paths = write_layers(nl, fab, tmp / "layers", opts.layout_format)
-        ev.advance(1)
-        report["layers"] = {k: Path(v).relative_to(tmp).as_posix() for k, v in paths.items()}
+        banks = write_layers(nl, fab, tmp / "layers", opts.layout_format, progress=ev)
+        report["layers"] = {"format": opts.layout_format, "banks": len(banks)}
         if opts.verify:
             ev.start("verifying layers against the netlist", 1)
-            problems = verify_layers(nl, fab, paths)
+            problems = verify_layers(nl, fab, tmp / "layers", banks)
             ev.advance(1)
             if problems:  # a bug: the layers just written disagree with the netlist
                 raise RuntimeError(f"layout verification failed: {problems[0]}")

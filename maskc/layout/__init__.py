@@ -247,18 +247,53 @@ def tile_name(pos) -> str:
     return f"T{d}_{x}_{y}"
 
 
-def build_libraries(nl, fabric):
-    """``(via Library, metal Library)`` of a netlist, one tile cell per placed tile and one top
-    cell per die (``VIA_DIE<d>``, ``METAL_DIE<d>``)."""
+#: ROM cells per layer file (bank): bounds the memory of writing and of reading back
+BANK_CELLS = 1 << 25
+
+
+def plan_banks(nl, fabric) -> list[dict]:
+    """Whole matrices, in data-flow order, grouped per die into banks of at most ``BANK_CELLS``
+    cells: ``[{"die", "matrices": [...], "stem"}]``; one bank is named ``via``/``metal``,
+    several ``via.d<die>.b<k>``."""
+    order: list[str] = []
+    for op in nl.doc["ops"]:
+        n = op.get("matrix")
+        if n is not None and n not in order:
+            order.append(n)
+    die_of = {}
+    for n in order:
+        f = nl.path / nl.matrices[n]["file"]
+        from maskc.safetensors_io import SafetensorsFile
+
+        die_of[n] = int(SafetensorsFile(f).read_raw(f"{n}/pos")[0, 0])
+    banks: list[dict] = []
+    for n in order:
+        cells = nl.matrices[n]["tiles"] * fabric.cells_per_tile
+        last = banks[-1] if banks else None
+        if last is None or last["die"] != die_of[n] or last["cells"] + cells > BANK_CELLS:
+            banks.append({"die": die_of[n], "matrices": [], "cells": 0})
+            last = banks[-1]
+        last["matrices"].append(n)
+        last["cells"] += cells
+    for k, bank in enumerate(banks):
+        bank["stem"] = "" if len(banks) == 1 else f".d{bank['die']}.b{k:03d}"
+        bank["top"] = f"D{bank['die']}_B{k:03d}"
+        del bank["cells"]
+    return banks
+
+
+def build_libraries(nl, fabric, bank: dict):
+    """``(via Library, metal Library)`` of one bank: one tile cell per placed tile and a top
+    cell (``VIA_<top>``, ``METAL_<top>``) placing them on the die."""
     import gdstk
 
     geo = Geometry(fabric)
     unit = fabric.geometry.dbu_nm * 1e-9
     via = gdstk.Library("maskc_via", unit=unit, precision=unit)
     metal = gdstk.Library("maskc_metal", unit=unit, precision=unit)
-    tops_v: dict[int, object] = {}
-    tops_m: dict[int, object] = {}
-    for name in sorted(nl.matrices):
+    top_v = via.new_cell(f"VIA_{bank['top']}")
+    top_m = metal.new_cell(f"METAL_{bank['top']}")
+    for name in bank["matrices"]:
         meta = nl.matrices[name]
         t = nl.tile_arrays(name)
         fmt = meta["format"]
@@ -284,33 +319,70 @@ def build_libraries(nl, fabric):
             ry = geo.oy + (rows // geo.sy) * geo.cpy + (rows % geo.sy) * geo.spy
             rp = np.stack([np.full(len(ry), geo.ox), ry], 1)
             mc.add(_rect_rep(rp, geo.cols * geo.cpx, geo.strap_w, geo.metal))
-            d, x, y = (int(v) for v in pos)
-            if d not in tops_v:
-                tops_v[d] = via.new_cell(f"VIA_DIE{d}")
-                tops_m[d] = metal.new_cell(f"METAL_DIE{d}")
-            tops_v[d].add(gdstk.Reference(vc, (x * geo.tpx, y * geo.tpy)))
-            tops_m[d].add(gdstk.Reference(mc, (x * geo.tpx, y * geo.tpy)))
+            _, x, y = (int(v) for v in pos)
+            top_v.add(gdstk.Reference(vc, (x * geo.tpx, y * geo.tpy)))
+            top_m.add(gdstk.Reference(mc, (x * geo.tpx, y * geo.tpy)))
     return via, metal
 
 
-def write_layers(nl, fabric, out_dir, fmt: str = "gds") -> dict[str, str]:
-    """Write ``via.<ext>`` and ``metal.<ext>`` into ``out_dir``; returns ``{layer: path}``."""
+def _write_bank(nl_root: str, fabric_json: dict, bank: dict, out_dir: str, fmt: str) -> None:
+    """Write one bank's two files (run in a worker process)."""
+    import datetime
+    from pathlib import Path
+
+    from maskc.netlist import load_netlist
+
+    nl = load_netlist(Path(nl_root).parent)
+    fabric = _fabric_from_json(fabric_json, nl_root)
+    via, metal = build_libraries(nl, fabric, bank)
+    for layer, lib in (("via", via), ("metal", metal)):
+        p = Path(out_dir) / f"{layer}{bank['stem']}.{fmt}"
+        if fmt == "oas":
+            lib.write_oas(str(p), compression_level=6)
+        else:
+            lib.write_gds(str(p), timestamp=datetime.datetime(*TIMESTAMP))
+
+
+def write_layers(nl, fabric, out_dir, fmt: str = "gds", workers: int | None = None,
+                 progress=None) -> list[dict]:  # fmt: skip
+    """Write every bank's ``via*.<fmt>`` and ``metal*.<fmt>`` into ``out_dir`` and
+    ``index.json`` listing the banks; returns the banks (with their ``files``)."""
+    import json
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
     from pathlib import Path
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    via, metal = build_libraries(nl, fabric)
-    paths = {}
-    for layer, lib in (("via", via), ("metal", metal)):
-        p = out_dir / f"{layer}.{'oas' if fmt == 'oas' else 'gds'}"
-        if fmt == "oas":
-            lib.write_oas(str(p), compression_level=6)
-        else:
-            import datetime
+    banks = plan_banks(nl, fabric)
+    for bank in banks:
+        bank["files"] = {layer: f"{layer}{bank['stem']}.{fmt}" for layer in ("via", "metal")}
+    if progress:
+        progress.start("writing the via and metal layers", len(banks))
+    args = [(str(nl.path), nl.doc["fabric"], b, str(out_dir), fmt) for b in banks]
+    n = min(len(banks), workers or os.cpu_count() or 1)
+    if n <= 1:
+        for a in args:
+            _write_bank(*a)
+            if progress:
+                progress.advance(1)
+    else:
+        with ProcessPoolExecutor(n, mp_context=get_context("fork")) as ex:
+            for _ in ex.map(_write_bank, *zip(*args, strict=True)):
+                if progress:
+                    progress.advance(1)
+    index = [{k: b[k] for k in ("die", "top", "matrices", "files")} for b in banks]
+    (out_dir / "index.json").write_text(json.dumps({"format": fmt, "banks": index}, indent=1,
+                                                   sort_keys=True) + "\n")  # fmt: skip
+    return banks
 
-            lib.write_gds(str(p), timestamp=datetime.datetime(*TIMESTAMP))
-        paths[layer] = str(p)
-    return paths
+
+def _fabric_from_json(d: dict, where: str):
+    from maskc.fabric import parse_fabric
+
+    tables = {k: v for k, v in d.items() if k not in ("schema", "derived")}
+    return parse_fabric(tables, f"{where}: fabric")
 
 
 # -- reading back (maskc verify) ----------------------------------------------------------------
@@ -378,9 +450,22 @@ def extract_config(cell, geo: Geometry) -> tuple[np.ndarray, int]:
     return bits, row_straps
 
 
-def verify_layers(nl, fabric, paths: dict[str, str], limit: int = 10) -> list[str]:
-    """Compare the layer files with the netlist: every tile's cells, scale bits, configuration
-    and position. Returns the first ``limit`` mismatches (empty: everything matches)."""
+def verify_layers(nl, fabric, root, banks: list[dict], limit: int = 10) -> list[str]:
+    """Compare the layer files under ``root`` with the netlist, bank by bank (one bank in
+    memory at a time): every tile's cells, scale bits, configuration and position. Returns the
+    first ``limit`` mismatches (empty: everything matches)."""
+    from pathlib import Path
+
+    problems: list[str] = []
+    for bank in banks:
+        paths = {k: str(Path(root) / v) for k, v in bank["files"].items()}
+        problems += _verify_bank(nl, fabric, bank, paths, limit - len(problems))
+        if len(problems) >= limit:
+            break
+    return problems[:limit]
+
+
+def _verify_bank(nl, fabric, bank: dict, paths: dict[str, str], limit: int) -> list[str]:
     import gdstk
 
     geo = Geometry(fabric)
@@ -392,7 +477,7 @@ def verify_layers(nl, fabric, paths: dict[str, str], limit: int = 10) -> list[st
     cells = {layer: {c.name: c for c in lib.cells} for layer, lib in libs.items()}
     problems: list[str] = []
     expected_names = set()
-    for name in sorted(nl.matrices):
+    for name in bank["matrices"]:
         meta = nl.matrices[name]
         t = nl.tile_arrays(name)
         fmt = meta["format"]
@@ -430,14 +515,14 @@ def verify_layers(nl, fabric, paths: dict[str, str], limit: int = 10) -> list[st
                 problems.append(f"tile {tn}: {n_row} row straps, expected {nr * geo.sy}")
             if len(problems) >= limit:
                 return problems[:limit]
-    # every tile cell placed once, at its own position
-    for layer, prefix in (("via", "VIA_DIE"), ("metal", "METAL_DIE")):
+    d = bank["die"]
+    for layer in ("via", "metal"):
         seen = set()
+        top_name = f"{layer.upper()}_{bank['top']}"
         for c in libs[layer].top_level():
-            if not c.name.startswith(prefix):
+            if c.name != top_name:
                 problems.append(f"{layer}: unexpected top cell {c.name}")
                 continue
-            d = int(c.name[len(prefix) :])
             for ref in c.references:
                 tn = ref.cell.name if hasattr(ref.cell, "name") else str(ref.cell)
                 x, y = (round(v) for v in ref.origin)
@@ -473,17 +558,12 @@ def tile_hashes(nl) -> dict[str, str]:
 
 def fabric_of(nl):
     """The fabric a netlist was placed on, rebuilt (and validated) from netlist.json."""
-    from maskc.fabric import parse_fabric
-
-    d = {k: v for k, v in nl.doc["fabric"].items() if k not in ("schema", "derived")}
-    return parse_fabric(d, f"{nl.path}/netlist.json: fabric")
+    return _fabric_from_json(nl.doc["fabric"], f"{nl.path}/netlist.json")
 
 
 def verify_build(path, limit: int = 10) -> dict:
     """``maskc verify``: the layer files read back and compared with the netlist, then every
     file's manifest hash. Returns ``{"problems": [...], "tiles": n, "files": {...}}``."""
-    from pathlib import Path
-
     from maskc.build import open_build, verify_hashes
     from maskc.errors import MaskcError
     from maskc.netlist import load_netlist
@@ -491,15 +571,14 @@ def verify_build(path, limit: int = 10) -> dict:
     b = open_build(path, check_hashes=False)
     nl = load_netlist(b.path)
     fab = fabric_of(nl)
-    layers = sorted(r for r in b.manifest["files"] if r.startswith("layers/"))
-    if not layers:
+    if "layers/index.json" not in b.manifest["files"]:
         from maskc.errors import InputError
 
         raise InputError(f"{b.path}: the build has no layers/ (recompile with this maskc)")
-    paths = {Path(r).name.split(".")[0]: str(b.path / r) for r in layers}
+    index = b.json("layers/index.json")
     problems = []
     try:
-        problems += verify_layers(nl, fab, paths, limit)
+        problems += verify_layers(nl, fab, b.path / "layers", index["banks"], limit)
     except MaskcError:
         raise
     except Exception as e:  # an unreadable layer file (gdstk raises plain errors)
@@ -508,5 +587,6 @@ def verify_build(path, limit: int = 10) -> dict:
         verify_hashes(b.path, b.manifest["files"])
     except MaskcError as e:
         problems.append(str(e))
+    paths = {f"layers/{f}": f for bank in index["banks"] for f in bank["files"].values()}
     tiles = sum(m["tiles"] for m in nl.matrices.values())
     return {"problems": problems[:limit], "tiles": tiles, "files": paths}
