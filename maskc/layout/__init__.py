@@ -402,35 +402,43 @@ def _positions(poly) -> np.ndarray:
 def extract_tile(cell, geo: Geometry, line: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """From a via tile cell: each cell's value from its bit vias ``[rows, cols]`` (cells with
     no via read 0), the scale bits (indices of bit vias, ``line`` bits per line) and problems
-    (vias off their sites, a via twice)."""
-    cells = np.zeros((geo.rows, geo.cols), np.int16)
-    bits: list[int] = []
+    (vias off their sites, a via twice). Vectorized over every polygon's repetitions."""
+    size = geo.rows * geo.cols * 4
+    bits: list[np.ndarray] = []
     problems: list[str] = []
-    for poly in cell.polygons:
-        if (poly.layer, poly.datatype) != geo.via:
-            continue
-        for x, y in _positions(poly).tolist():
-            if y >= geo.scale_y:
-                dx, dy = x - geo.ox, y - geo.scale_y
-                if dx % geo.spx or dy % geo.spy or not 0 <= dx // geo.spx < line:
-                    problems.append(f"scale via off-site at ({x}, {y})")
-                    continue
-                bits.append((dy // geo.spy) * line + dx // geo.spx)
-                continue
-            dx, dy = x - geo.ox, y - geo.oy
-            k, r = dx // geo.cpx, dy // geo.cpy
-            sx, sy = (dx % geo.cpx), (dy % geo.cpy)
-            bit = (sy // geo.spy) * geo.sx + sx // geo.spx
-            if (not (0 <= k < geo.cols and 0 <= r < geo.rows) or sx % geo.spx or sy % geo.spy
-                    or bit >= 4):  # fmt: skip
-                problems.append(f"via off-site at ({x}, {y})")
-                continue
-            if (cells[r, k] >> bit) & 1:
-                problems.append(f"cell ({r}, {k}) bit {bit} has two vias")
-            cells[r, k] |= 1 << bit
-    if len(set(bits)) != len(bits):
+    polys = [q for q in cell.polygons if (q.layer, q.datatype) == geo.via]
+    if polys:  # every via's lower-left corner, then classified all at once
+        pos = np.concatenate([_positions(q) for q in polys])
+    else:
+        pos = np.zeros((0, 2), np.int64)
+    x, y = pos[:, 0], pos[:, 1]
+    sc = y >= geo.scale_y
+    if sc.any():
+        dx, dy = x[sc] - geo.ox, y[sc] - geo.scale_y
+        ok = (dx % geo.spx == 0) & (dy % geo.spy == 0) & (dx >= 0) & (dx // geo.spx < line)
+        if not ok.all():
+            bad = np.nonzero(~ok)[0][0]
+            problems.append(f"scale via off-site at ({x[sc][bad]}, {y[sc][bad]})")
+        bits.append((dy[ok] // geo.spy) * line + dx[ok] // geo.spx)
+    ar = ~sc
+    dx, dy = x[ar] - geo.ox, y[ar] - geo.oy
+    k, r = dx // geo.cpx, dy // geo.cpy
+    sx, sy = dx % geo.cpx, dy % geo.cpy
+    bit = (sy // geo.spy) * geo.sx + sx // geo.spx
+    ok = ((k >= 0) & (k < geo.cols) & (r >= 0) & (r < geo.rows) & (sx % geo.spx == 0)
+          & (sy % geo.spy == 0) & (bit < 4))  # fmt: skip
+    if not ok.all():
+        bad = np.nonzero(~ok)[0][0]
+        problems.append(f"via off-site at ({x[ar][bad]}, {y[ar][bad]})")
+    count = np.bincount(((r[ok] * geo.cols + k[ok]) * 4 + bit[ok]), minlength=size)
+    count = count.reshape(geo.rows, geo.cols, 4)
+    for r, k, b in np.argwhere(count > 1)[:3].tolist():
+        problems.append(f"cell ({r}, {k}) bit {b} has two vias")
+    cells = ((count > 0) * (1 << np.arange(4, dtype=np.int16))).sum(axis=2).astype(np.int16)
+    allbits = np.concatenate(bits) if bits else np.zeros(0, np.int64)
+    if len(np.unique(allbits)) != len(allbits):
         problems.append("a scale-ROM bit site has two vias")
-    return cells, np.array(sorted(set(bits)), np.int64), problems
+    return cells, np.unique(allbits).astype(np.int64), problems
 
 
 def extract_config(cell, geo: Geometry) -> tuple[np.ndarray, int]:
