@@ -248,7 +248,7 @@ def tile_name(pos) -> str:
 
 
 #: ROM cells per layer file (bank): bounds the memory of writing and of reading back
-BANK_CELLS = 1 << 25
+BANK_CELLS = 1 << 24
 
 
 def plan_banks(nl, fabric) -> list[dict]:
@@ -462,15 +462,33 @@ def verify_layers(nl, fabric, root, banks: list[dict], limit: int = 10) -> list[
     """Compare the layer files under ``root`` with the netlist, bank by bank (one bank in
     memory at a time): every tile's cells, scale bits, configuration and position. Returns the
     first ``limit`` mismatches (empty: everything matches)."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
     from pathlib import Path
 
-    problems: list[str] = []
-    for bank in banks:
-        paths = {k: str(Path(root) / v) for k, v in bank["files"].items()}
-        problems += _verify_bank(nl, fabric, bank, paths, limit - len(problems))
-        if len(problems) >= limit:
-            break
+    args = [
+        (str(nl.path), nl.doc["fabric"], b,
+         {k: str(Path(root) / v) for k, v in b["files"].items()}, limit)
+        for b in banks
+    ]  # fmt: skip
+    n = min(len(banks), os.cpu_count() or 1)
+    if n <= 1:
+        results = [_verify_bank_worker(*a) for a in args]
+    else:  # banks are independent: one process each, memory one bank per process
+        with ProcessPoolExecutor(n, mp_context=get_context("fork")) as ex:
+            results = list(ex.map(_verify_bank_worker, *zip(*args, strict=True)))
+    problems = [p for r in results for p in r]
     return problems[:limit]
+
+
+def _verify_bank_worker(nl_root: str, fabric_json: dict, bank: dict, paths: dict, limit: int):
+    from pathlib import Path
+
+    from maskc.netlist import load_netlist
+
+    nl = load_netlist(Path(nl_root).parent)
+    return _verify_bank(nl, _fabric_from_json(fabric_json, nl_root), bank, paths, limit)
 
 
 def _verify_bank(nl, fabric, bank: dict, paths: dict[str, str], limit: int) -> list[str]:
