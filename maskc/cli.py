@@ -296,6 +296,8 @@ def _inspect_build(path: Path, tensor: str | None, as_json: bool) -> None:
             _print_placement(report["placement"])
         if report.get("netlist"):
             _print_netlist(report["netlist"])
+        if report.get("layers"):
+            _print_layers(report["layers"])
     elif "reports/placement.json" in b.manifest["files"]:
         _print_placement(b.json("reports/placement.json"))
 
@@ -555,14 +557,15 @@ def compile(
             "about 100x smaller for big models).",
         ),
     ] = "gds",
-    no_verify: Annotated[
-        bool,
+    verify: Annotated[
+        bool | None,
         typer.Option(
-            "--no-verify",
-            help="Skip reading the layers back and comparing them with "
-            "the netlist (maskc verify does it later).",
+            "--verify/--no-verify",
+            help="Read the layers back and compare them with the netlist before "
+            "finishing (default: on builds of at most 32M weights; maskc verify "
+            "does it later).",
         ),
-    ] = False,
+    ] = None,
     force: Annotated[
         bool, typer.Option("--force", help="Replace BUILD if it exists and is not empty.")
     ] = False,
@@ -570,13 +573,15 @@ def compile(
         bool, typer.Option("--json", help="Print the report summary as JSON on stdout.")
     ] = False,
 ) -> None:
-    """Compile MODEL into a build folder: ingest, quantize, place, netlist.
+    """Compile MODEL into a build folder: ingest, quantize, place, netlist, layout.
 
     Writes BUILD/quant/ (integer codes, levels and group scales in the chip's format),
     BUILD/netlist/ (the bit-exact functional netlist: every tile's ROM content and position,
-    the dataflow, lookup tables, SRAM allocation, tokenizer; docs/netlist.md), BUILD/reports/
-    (quant.json, quant_error.png, placement.json, floorplan.png) and a manifest of hashes. The
-    build is written to a temporary folder and renamed into place only when complete.
+    the dataflow, lookup tables, SRAM allocation, tokenizer; docs/netlist.md), BUILD/layers/
+    (the two customizable layers, via and metal, as GDSII or OASIS; docs/layout.md),
+    BUILD/reports/ (quant.json, quant_error.png, placement.json, floorplan.png) and a manifest
+    of hashes (every file, every tile's ROM). The build is written to a temporary folder and
+    renamed into place only when complete.
     """
     from maskc.pipeline import CompileOptions, compile_model
 
@@ -592,7 +597,7 @@ def compile(
         sensitivity=sensitivity, strict=strict, force=force,
         calibrate=False if no_calib else None, mixed=mixed, fabric=fabric,
         dies=_dies_option(dies), context=context, layout_format=layout_format,
-        verify=not no_verify,
+        verify=verify,
     )  # fmt: skip
     if plan_only:
         from maskc.pipeline import plan_model
@@ -630,12 +635,34 @@ def compile(
         summary = {"build": str(output), "totals": rep["totals"], "output": rep.get("output")}
         summary |= {"sensitivity": rep.get("sensitivity"), "warnings": rep["warnings"]}
         summary |= {"placement": rep["placement"], "netlist": rep["netlist"]}
+        summary["layers"] = rep["layers"]
         _emit_json(summary)
         return
     _print_quant_report(rep)
     _print_placement(rep["placement"])
     _print_netlist(rep["netlist"])
+    _print_layers(rep["layers"])
     out.print(f"[green]wrote[/green] {output}")
+
+
+def _print_layers(lay: dict) -> None:
+    b = lay["bytes"]
+    names = ", ".join(lay["files"]) if len(lay["files"]) <= 2 else f"{len(lay['files'])} files"
+    checked = ("read back and verified against the netlist" if lay.get("verified")
+               else "not verified yet: maskc verify BUILD")  # fmt: skip
+    out.print(
+        f"layers ({lay['format'].upper()}): {names} in BUILD/layers/; via {_size(b['via'])}, "
+        f"metal {_size(b['metal'])}, {lay['bytes_per_weight']:.2f} bytes/weight; {checked}"
+    )
+    if lay.get("advice"):
+        out.print(f"[yellow]advice:[/yellow] {lay['advice']}")
+
+
+def _size(n: int) -> str:
+    for unit, k in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= k:
+            return f"{n / k:,.1f} {unit}"
+    return f"{n} B"
 
 
 def _print_netlist(n: dict) -> None:
@@ -674,6 +701,42 @@ def verify(
     if res["problems"]:
         raise VerifyError(f"{build}: {len(res['problems'])} mismatch(es), first: "
                           + "; ".join(res["problems"][:5]))  # fmt: skip
+
+
+@app.command()
+def render(
+    build: Annotated[
+        Path, typer.Argument(metavar="BUILD", help="A build folder written by maskc compile.")
+    ],
+    tile: Annotated[
+        str,
+        typer.Option("--tile", help="The tile to draw, by position: T<die>_<x>_<y> (e.g. T0_0_0)."),
+    ],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The PNG to write.")] = Path(
+        "tile.png"
+    ),
+    zoom: Annotated[
+        int,
+        typer.Option("--zoom", min=1, max=64, help="Cells per side of the to-scale zoom."),
+    ] = 8,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print what was drawn as JSON on stdout.")
+    ] = False,
+) -> None:
+    """Draw one tile of the customizable layers, as read back from BUILD/layers/.
+
+    Left: every via site of the tile (ROM array, then the scale ROM above it), one pixel per
+    site. Right: the tile's first cells to scale with their vias, metal straps and the 4-bit
+    value each cell holds.
+    """
+    from maskc.layout.render import render_tile
+
+    res = render_tile(build, tile, output, zoom)
+    if as_json:
+        _emit_json(res)
+    else:
+        out.print(f"[green]wrote[/green] {output}: tile {tile}, {res['vias']:,} vias, "
+                  f"{res['straps']} metal straps")  # fmt: skip
 
 
 def _ids_option(value: str | None) -> list[int] | None:

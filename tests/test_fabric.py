@@ -285,7 +285,10 @@ MINI = "mini"
         # inconsistent values
         (lambda t: _set(t, "layers.via", "size", "40"), ("[layers.via] size", "site_pitch_x")),
         (lambda t: _set(t, "layers.via", "site_pitch_y", "20"), ("[layers.via] size", "pitch_y")),
-        (lambda t: _set(t, "layers.via", "sites_y", "3"), ("[layers.via] sites_x", "16 codes")),
+        (
+            lambda t: _set(_set(t, "layers.via", "sites_x", "1"), "layers.via", "sites_y", "3"),
+            ("[layers.via] sites_x", "4 bits of a cell"),
+        ),
         (lambda t: _set(t, "layers.via", "site_pitch_x", "50"), ("[layers.via] site_pitch_x",)),
         (lambda t: _set(t, "layers.metal", "strap_width", "40"), ("[layers.metal] strap_width",)),
         (lambda t: _set(t, "layers.metal", "strap_width", "10"), ("strap_width", "narrower")),

@@ -3,6 +3,7 @@ tampering of issue 7 caught by ``maskc verify`` (exit 5), in GDS and in OASIS.""
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import gdstk
@@ -75,20 +76,35 @@ def _cell(lib, name):
     return next(c for c in lib.cells if c.name == name)
 
 
-def _tamper(lib, case, geo_ox):
-    cells = sorted(c.name for c in lib.cells if c.name.startswith("T"))
+def _flat_vias(c):
+    """The tile cell ``c`` rewritten flat (word cells and repetitions expanded) with gdstk;
+    returns its via polygons."""
+    f = c.copy(c.name + "_flat")
+    f.flatten()
+    polys = []
+    for q in f.polygons:
+        polys.append(q)
+        if q.repetition is not None and q.repetition.size > 1:
+            polys += q.apply_repetition()
+    c.remove(*c.polygons, *c.references)
+    c.add(*polys)
+    return polys
+
+
+def _tamper(lib, case, geo):
+    cells = sorted(c.name for c in lib.cells if re.fullmatch(r"T\d+_\d+_\d+", c.name))
     c = _cell(lib, cells[0])
-    if case == "missing via":  # one via gone: a repetition loses an offset, or (GDS) a polygon
-        p = next((q for q in c.polygons if q.repetition is not None and q.repetition.size > 2),
-                 None)  # fmt: skip
-        if p is None:
-            c.remove(c.polygons[0])
-        else:
-            p.repetition = gdstk.Repetition(offsets=np.asarray(p.repetition.offsets)[1:].tolist())
-    elif case == "extra via":
-        c.add(gdstk.rectangle((2000, 2000 + 40), (2020, 2060), layer=60))
+    if case == "missing via":  # a mask edit: one via deleted from the first tile
+        vias = _flat_vias(c)
+        c.remove(vias[len(vias) // 2])
+    elif case == "extra via":  # one via added on an empty site of the first row
+        taken = {tuple(np.rint(q.points.min(axis=0)).astype(int)) for q in _flat_vias(c)}
+        sites = ((geo.ox + k * geo.cpx + p * geo.spx, geo.oy) for k in range(geo.cols)
+                 for p in range(4))  # fmt: skip
+        free = next(s for s in sites if s not in taken)
+        c.add(gdstk.rectangle(free, (free[0] + geo.size, free[1] + geo.size), layer=geo.via[0]))
     elif case == "moved strap":
-        p = next(q for q in c.polygons if q.points.min(axis=0)[0] < geo_ox)
+        p = next(q for q in c.polygons if q.points.min(axis=0)[0] < geo.ox)
         p.translate(0, 40)
     elif case == "swapped tile":
         a, b = _cell(lib, cells[0]), _cell(lib, cells[1])
@@ -107,7 +123,7 @@ def test_every_tampering_is_caught(builds, tmp_path, cli, fmt, case):
     layer = "metal" if case == "moved strap" else "via"
     path = b / "layers" / f"{layer}.{fmt}"
     lib = _load(path)
-    _tamper(lib, case, Geometry(fabric_of(load_netlist(b))).ox)
+    _tamper(lib, case, Geometry(fabric_of(load_netlist(b))))
     _save(lib, path)
     r = cli("verify", b)
     assert r.code == 5 and "tile T" in r.err and "Traceback" not in r.err, (case, r)
@@ -123,3 +139,129 @@ def test_a_fine_tune_has_the_same_metal_layer(model_cache, tmp_path, cli):
     assert (tmp_path / "a/layers/via.gds").read_bytes() != (
         tmp_path / "b/layers/via.gds"
     ).read_bytes()
+
+
+def _flat_set_gdstk(path):
+    """Every via of the file, flattened by gdstk: {(x, y)} in nm."""
+    lib = _load(path)
+    out = set()
+    for top in lib.top_level():
+        f = top.copy(top.name + "_flat")
+        f.flatten()
+        for q in f.polygons:
+            if (q.layer, q.datatype) != (60, 0):
+                continue
+            pts = [q.points.min(axis=0)]
+            if q.repetition is not None and q.repetition.size > 1:
+                pts = q.points.min(axis=0) + np.asarray(q.repetition.get_offsets())
+            out |= {tuple(np.rint(p).astype(int).tolist()) for p in pts}
+    return out
+
+
+def test_gds_and_oasis_hold_the_same_vias_read_by_gdstk(builds):
+    """Two writers (maskc's streaming GDSII with word cells, gdstk's flat OASIS) and one
+    independent reader (gdstk flattening): the same vias, site for site."""
+    g = _flat_set_gdstk(builds["gds"] / "layers" / "via.gds")
+    o = _flat_set_gdstk(builds["oas"] / "layers" / "via.oas")
+    assert len(g) > 1000 and g == o
+
+
+def test_klayout_opens_both_formats(builds):
+    db = pytest.importorskip("klayout.db")
+    seen = {}
+    for fmt in ("gds", "oas"):
+        for layer, num in (("via", 60), ("metal", 61)):
+            ly = db.Layout()
+            ly.read(str(builds[fmt] / "layers" / f"{layer}.{fmt}"))
+            (top,) = ly.top_cells()
+            li = ly.layer(num, 0)
+            boxes = set()
+            it = top.begin_shapes_rec(li)
+            while not it.at_end():
+                b = it.shape().bbox().transformed(it.trans())
+                boxes.add((round(b.left * ly.dbu * 1000), round(b.bottom * ly.dbu * 1000),
+                           round(b.width() * ly.dbu * 1000)))  # fmt: skip
+                it.next()
+            seen[fmt, layer] = boxes
+    assert seen["gds", "via"] == seen["oas", "via"] and len(seen["gds", "via"]) > 1000
+    assert seen["gds", "metal"] == seen["oas", "metal"]
+    assert {w for _, _, w in seen["gds", "via"]} == {20}
+
+
+def test_gds_reader_flags_what_a_mask_layer_must_not_hold(builds, tmp_path, cli):
+    b = tmp_path / "b"
+    shutil.copytree(builds["gds"], b)
+    path = b / "layers" / "via.gds"
+    lib = _load(path)
+    names = sorted(c.name for c in lib.cells if re.fullmatch(r"T\d+_\d+_\d+", c.name))
+    c = _cell(lib, names[0])
+    ref = c.references[0]
+    ref.rotation = np.pi / 2
+    _save(lib, path)
+    r = cli("verify", b)
+    assert r.code == 5 and "rotated" in r.err, r
+
+
+def test_a_truncated_layer_file_is_exit_5_not_a_traceback(builds, tmp_path, cli):
+    for fmt in ("gds", "oas"):
+        b = tmp_path / fmt
+        shutil.copytree(builds[fmt], b)
+        p = b / "layers" / f"via.{fmt}"
+        p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
+        r = cli("verify", b)
+        assert r.code == 5 and "unreadable" in r.err and "Traceback" not in r.err, r
+
+
+def test_verify_json_and_a_build_without_layers(builds, tmp_path, cli):
+    import json
+
+    r = cli("verify", builds["oas"], "--json")
+    doc = json.loads(r.out)
+    assert r.code == 0 and doc["ok"] and doc["problems"] == [] and doc["tiles"] > 4
+    b = tmp_path / "b"
+    shutil.copytree(builds["oas"], b)
+    man = json.loads((b / "manifest.json").read_text())
+    del man["files"]["layers/index.json"]
+    (b / "manifest.json").write_text(json.dumps(man))
+    r = cli("verify", b)
+    assert r.code == 3 and "no layers/" in r.err
+
+
+def test_render_draws_a_tile_read_back_from_the_files(builds, tmp_path, cli):
+    import json
+
+    from maskc.layout import TileRom, fabric_of
+    from maskc.netlist import load_netlist
+
+    out = tmp_path / "t.png"
+    r = cli("render", builds["gds"], "--tile", "T0_0_0", "-o", out, "--zoom", "4", "--json")
+    assert r.code == 0, r.err
+    doc = json.loads(r.out)
+    assert out.read_bytes()[:4] == b"\x89PNG" and doc["vias"] > 0
+    nl = load_netlist(builds["gds"])
+    name = next(n for n in nl.matrices if [0, 0, 0] in nl.tile_arrays(n)["pos"].tolist())
+    t = nl.tile_arrays(name)
+    i = next(i for i, p in enumerate(t["pos"].tolist()) if p == [0, 0, 0])
+    rom = TileRom(t, i, nl.matrices[name], fabric_of(nl))
+    assert doc["zoom_values"] == rom.array[:4, :4].tolist()
+    r = cli("render", builds["gds"], "--tile", "T9_9_9", "-o", out)
+    assert r.code == 2 and "no such tile" in r.err
+
+
+def test_compile_reports_layer_sizes_and_advises_oasis(model_cache, tmp_path, cli, monkeypatch):
+    import json
+
+    import maskc.pipeline
+
+    monkeypatch.setattr(maskc.pipeline, "OASIS_ADVICE_BYTES", 1000)
+    r = cli("compile", model_cache("tiny").path, "-o", tmp_path / "b", "--json")
+    assert r.code == 0, r.err
+    lay = json.loads(r.out)["layers"]
+    assert lay["format"] == "gds" and lay["verified"] is True
+    assert lay["bytes"]["total"] == sum(lay["files"].values())
+    assert lay["bytes_per_weight"] > 0 and "oas" in lay["advice"]
+    r = cli("compile", model_cache("tiny").path, "-o", tmp_path / "c", "--no-verify",
+            "--layout-format", "oas")  # fmt: skip
+    assert r.code == 0 and "not verified yet" in r.out and "advice" not in r.out, r.out
+    r = cli("compile", model_cache("tiny").path, "-o", tmp_path / "d", "--layout-format", "svg")
+    assert r.code == 2 and "gds or oas" in r.err

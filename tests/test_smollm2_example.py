@@ -531,11 +531,12 @@ def test_transformers_agrees(folder, reference, tokenizer):
 
 @pytest.fixture(scope="session")
 def build4(folder, tmp_path_factory):
-    """SmolLM2 through `maskc compile` with the defaults (4-bit, fabric hc1), once."""
+    """SmolLM2 through `maskc compile` with the defaults (4-bit, fabric hc1), once; the layers
+    in OASIS (GDSII has its own test below)."""
     from maskc.pipeline import CompileOptions, compile_model
 
     out = tmp_path_factory.mktemp("smol-build") / "b4"
-    res = compile_model(folder, out, CompileOptions())
+    res = compile_model(folder, out, CompileOptions(layout_format="oas"))
     return out, res.report
 
 
@@ -570,7 +571,7 @@ def test_smollm2_on_hc1_placement_netlist_and_performance(build4, cli):
 def test_smollm2_netlist_dump_identical_across_compiles(build4, folder, tmp_path, cli):
     out, _ = build4
     again = tmp_path / "again"
-    assert cli("compile", folder, "-o", again).code == 0
+    assert cli("compile", folder, "-o", again, "--layout-format", "oas").code == 0
     a, b = cli("inspect", out, "--netlist"), cli("inspect", again, "--netlist")
     assert a.code == b.code == 0 and a.out == b.out
     assert len(a.out.splitlines()) > 1248
@@ -582,13 +583,37 @@ def test_smollm2_netlist_dump_identical_across_compiles(build4, folder, tmp_path
 
 def test_smollm2_on_the_mini_fabric(folder, tmp_path, cli):
     out = tmp_path / "mini"
-    r = cli("compile", folder, "-o", out, "--fabric", "mini", "--json")
+    r = cli("compile", folder, "-o", out, "--fabric", "mini", "--json", "--layout-format", "oas")
     assert r.code == 0, r.err
     p = json.loads(r.out)["placement"]
     assert p["fabric"] == "mini" and p["tiles_used"] == 4416 and p["tiles_available"] == 5120
     assert p["per_die"][0]["tile_utilization"] > 0.8
     assert p["performance"]["at_context_1"]["tokens_per_s_per_user"] > 0
     assert (out / "netlist" / "netlist.json").is_file()
+
+
+def test_smollm2_oasis_layers_verify_within_one_byte_per_weight(build4, cli):
+    """Issue 7 on the real model: both layers in OASIS, at most 1 byte per weight, read back
+    equal to the netlist by maskc verify (compile skips it above 32M weights and says so)."""
+    out, doc = build4
+    lay = doc["layers"]
+    assert lay["format"] == "oas" and lay["bytes_per_weight"] <= 1.0 and not lay["verified"], lay
+    r = cli("verify", out)
+    assert r.code == 0 and "match" in r.out, r
+
+
+def test_smollm2_all_4bit_gds_layers_verify_within_8_bytes_per_weight(folder, tmp_path, cli):
+    """Every weight at 4 bits (the embedding too, by a rule): the GDSII layers within 8 bytes
+    per weight, read back equal to the netlist. (The default build keeps the tied embedding at
+    8 bits, 5.5 ROM bits per weight on average: 8.6 bytes/weight in GDSII; docs/layout.md.)"""
+    rules = tmp_path / "all4.toml"
+    rules.write_text('[[rule]]\nmatch = "model\\\\.embed_tokens"\nbits = 4\n')
+    out = tmp_path / "g"
+    r = cli("compile", folder, "-o", out, "--config", rules, "--verify", "--json")
+    assert r.code == 0, r.err
+    lay = json.loads(r.out)["layers"]
+    assert lay["format"] == "gds" and lay["verified"] and lay["bytes_per_weight"] <= 8.0, lay
+    assert lay["advice"] and "oas" in lay["advice"]
 
 
 def test_emulated_chip_says_paris(build4, cli):

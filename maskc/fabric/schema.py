@@ -417,13 +417,12 @@ class Fabric:
                     f"{v.size} dbu does not fit the via site pitch "
                     f"site_pitch_{axis} {pitch} dbu (must be smaller)",
                 )
-        codes = 1 << t.bits_per_cell
-        if v.sites_x * v.sites_y < codes:
+        if v.sites_x * v.sites_y < t.bits_per_cell:
             raise bad(
                 "layers.via",
                 "sites_x",
-                f"x sites_y = {v.sites_x * v.sites_y} sites, "
-                f"fewer than the {codes} codes of a {t.bits_per_cell}-bit cell",
+                f"x sites_y = {v.sites_x * v.sites_y} sites, fewer than the "
+                f"{t.bits_per_cell} bits of a cell (one via site per stored bit)",
             )
         if v.sites_x * v.site_pitch_x > g.cell_pitch_x:
             raise bad(

@@ -1,0 +1,212 @@
+"""What a tile's ROM holds, as bits: the values of its 4-bit cells, the bit string of its scale
+ROM, and the configuration word its metal straps set. Pure functions of the netlist's tile
+arrays; the layout writers place these bits and the readers (``maskc verify``) rebuild them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+EMPTY = -1
+
+
+def cell_values(codes: np.ndarray, rows: int, cols: int, bits: int, fabric) -> np.ndarray:
+    """The 4-bit value of every cell of one tile, int16 ``[TR, columns]``, ``EMPTY`` where the
+    tile holds no weight (padding). ``codes``: the tile's codes ``[TR, W]``; ``rows``/``cols``:
+    the block's real rows and weights."""
+    tr, ncell = fabric.tile.rows, fabric.tile.columns
+    out = np.full((tr, ncell), EMPTY, np.int16)
+    c = codes[:rows, :cols].astype(np.int16)
+    if bits == 4 or (bits == 3 and fabric.tile.three_bit != "packed"):
+        out[:rows, :cols] = c
+    elif bits == 8:  # two cells per weight: high nibble, then low nibble
+        out[:rows, 0 : 2 * cols : 2] = c >> 4
+        out[:rows, 1 : 2 * cols : 2] = c & 15
+    elif bits == 3:  # four 3-bit codes -> one 12-bit word -> three cells (high to low)
+        n4 = -(-cols // 4)
+        pad = np.zeros((rows, n4 * 4), np.int16)
+        pad[:, :cols] = c
+        q = pad.reshape(rows, n4, 4)
+        word = (q[..., 0] << 9) | (q[..., 1] << 6) | (q[..., 2] << 3) | q[..., 3]
+        used = -(-cols * 3 // 4)  # cells holding real bits
+        trip = np.stack([word >> 8, (word >> 4) & 15, word & 15], axis=-1).reshape(rows, -1)
+        out[:rows, :used] = trip[:, :used]
+    else:
+        raise ValueError(f"cell_values: bits must be 3, 4 or 8, got {bits}")
+    return out
+
+
+def codes_from_cells(cells: np.ndarray, rows: int, cols: int, bits: int, fabric) -> np.ndarray:
+    """The inverse of :func:`cell_values`: the block's codes ``[rows, cols]`` (uint8)."""
+    v = cells[:rows].astype(np.int16)
+    if bits == 4 or (bits == 3 and fabric.tile.three_bit != "packed"):
+        return v[:, :cols].astype(np.uint8)
+    if bits == 8:
+        return ((v[:, 0 : 2 * cols : 2] << 4) | v[:, 1 : 2 * cols : 2]).astype(np.uint8)
+    n4 = -(-cols // 4)
+    used = -(-cols * 3 // 4)
+    trip = np.zeros((rows, n4 * 3), np.int16)
+    trip[:, :used] = v[:, :used]
+    t = trip.reshape(rows, n4, 3)
+    word = (t[..., 0] << 8) | (t[..., 1] << 4) | t[..., 2]
+    q = np.stack([word >> 9, (word >> 6) & 7, (word >> 3) & 7, word & 7], axis=-1)
+    return q.reshape(rows, -1)[:, :cols].astype(np.uint8)
+
+
+# -- scale ROM bits -----------------------------------------------------------------------------
+
+
+def _fields(fmt: dict) -> list[tuple[str, int, bool]]:
+    """Per-group fields of one tile row in ROM order: (name, bits, signed)."""
+    out = [("scale_m", fmt["scale_bits"], False)]
+    if fmt["scale_shift_bits"]:
+        out.append(("scale_s", fmt["scale_shift_bits"], False))
+    if fmt["zero_bits"]:
+        out.append(("zero_m", fmt["zero_bits"], True))
+        if fmt["zero_shift_bits"]:
+            out.append(("zero_s", fmt["zero_shift_bits"], False))
+    return out
+
+
+def _to_bits(values: np.ndarray, nbits: int) -> np.ndarray:
+    """Two's-complement ``nbits``-bit patterns of ``values`` (any shape) -> uint8 [..., nbits],
+    most significant bit first."""
+    v = values.astype(np.int64) & ((1 << nbits) - 1)
+    shifts = np.arange(nbits - 1, -1, -1, dtype=np.int64)
+    return ((v[..., None] >> shifts) & 1).astype(np.uint8)
+
+
+def _from_bits(bits: np.ndarray, signed: bool) -> np.ndarray:
+    n = bits.shape[-1]
+    v = (bits.astype(np.int64) << np.arange(n - 1, -1, -1, dtype=np.int64)).sum(axis=-1)
+    if signed:
+        v = np.where(v >= 1 << (n - 1), v - (1 << n), v)
+    return v
+
+
+def scale_bits(t: dict, i: int, fmt: dict, tile_rows: int, groups: int) -> np.ndarray:
+    """The scale-ROM bit string of tile ``i`` of a matrix (uint8, one entry per bit): per tile
+    row, every group's fields (``_fields`` order), then the row exponents (8 bits each); after
+    all rows, the level table (``level_bits`` per level)."""
+    parts = [_to_bits(t[name][i][:, :groups], nb) for name, nb, _ in _fields(fmt)]
+    rows = np.concatenate(parts, axis=-1).reshape(tile_rows, -1)
+    ex = [_to_bits(t["scale_e"][i], 8)]
+    if fmt["zero_bits"]:
+        ex.append(_to_bits(t["zero_e"][i], 8))
+    rows = np.concatenate([rows, *ex], axis=-1)
+    levels = _to_bits(t["levels"], fmt["level_bits"]).reshape(-1)
+    return np.concatenate([rows.reshape(-1), levels])
+
+
+def record_bits(fmt: dict, groups: int) -> int:
+    """Scale-ROM bits of one tile row: its groups' fields and its row exponents."""
+    return groups * sum(nb for _, nb, _ in _fields(fmt)) + (16 if fmt["zero_bits"] else 8)
+
+
+def parse_scale_bits(bits: np.ndarray, fmt: dict, tile_rows: int, groups: int) -> dict:
+    """The inverse of :func:`scale_bits`: field arrays of one tile."""
+    fields = _fields(fmt)
+    per_group = sum(nb for _, nb, _ in fields)
+    n_ex = 16 if fmt["zero_bits"] else 8
+    per_row = groups * per_group + n_ex
+    rows = bits[: tile_rows * per_row].reshape(tile_rows, per_row)
+    out = {}
+    g = rows[:, : groups * per_group].reshape(tile_rows, groups, per_group)
+    k = 0
+    for name, nb, signed in fields:
+        out[name] = _from_bits(g[:, :, k : k + nb], signed)
+        k += nb
+    ex = rows[:, groups * per_group :]
+    out["scale_e"] = _from_bits(ex[:, :8], True)
+    if fmt["zero_bits"]:
+        out["zero_e"] = _from_bits(ex[:, 8:16], True)
+    lv = bits[tile_rows * per_row :]
+    out["levels"] = _from_bits(lv.reshape(-1, fmt["level_bits"]), True)
+    return out
+
+
+# -- the tile configuration word (metal layer) --------------------------------------------------
+
+#: (field, bits) of the 64-bit configuration word, most significant first
+CONFIG_FIELDS = (("enabled", 1), ("mode", 2), ("layer", 8), ("role", 4), ("row_block", 12),
+                 ("col_block", 12), ("rows", 12), ("cols", 13))  # fmt: skip
+ROLES = ("embed", "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+         "lm_head")  # fmt: skip
+MODES = {3: 0, 4: 1, 8: 2}
+
+
+def config_word(meta: dict, block: list[int], fabric) -> dict:
+    """The configuration of one placed tile (what the metal straps encode)."""
+    r0, nr, c0, nc = block
+    tr = fabric.tile.rows
+    w = fabric.weights_per_tile_row(meta["format"]["bits"])
+    return {
+        "enabled": 1,
+        "mode": MODES[meta["format"]["bits"]],
+        "layer": 255 if meta["layer"] is None else meta["layer"],
+        "role": ROLES.index(meta["role"]),
+        "row_block": r0 // tr,
+        "col_block": c0 // w,
+        "rows": nr,
+        "cols": nc,
+    }
+
+
+def config_bits(cfg: dict) -> np.ndarray:
+    return np.concatenate([_to_bits(np.array(cfg[k]), n) for k, n in CONFIG_FIELDS])
+
+
+def parse_config_bits(bits: np.ndarray) -> dict:
+    out, k = {}, 0
+    for name, n in CONFIG_FIELDS:
+        out[name] = int(_from_bits(bits[k : k + n], False))
+        k += n
+    return out
+
+
+# -- one tile, as nibble grids ------------------------------------------------------------------
+
+
+def scale_lines(nbits: int, columns: int) -> int:
+    """Lines of the scale ROM holding ``nbits`` bits, ``columns`` 4-bit slots per line."""
+    return -(-nbits // (4 * columns))
+
+
+def bits_to_nibbles(bits: np.ndarray, columns: int) -> np.ndarray:
+    """A bit string (uint8, one entry per bit) -> nibble grid ``[lines, columns]`` (uint8): bit
+    ``b`` is bit ``b % 4`` of slot ``b // 4``, slots filling lines left to right."""
+    lines = scale_lines(len(bits), columns)
+    pad = np.zeros(lines * columns * 4, np.uint8)
+    pad[: len(bits)] = bits
+    q = pad.reshape(lines, columns, 4)
+    return (q * (1 << np.arange(4, dtype=np.uint8))).sum(axis=2).astype(np.uint8)
+
+
+def nibbles_to_bits(grid: np.ndarray, nbits: int) -> np.ndarray:
+    """The inverse of :func:`bits_to_nibbles` (extra bits past ``nbits`` are dropped)."""
+    b = (grid[..., None].astype(np.uint8) >> np.arange(4, dtype=np.uint8)) & 1
+    return b.reshape(-1)[:nbits].astype(np.uint8)
+
+
+class TileRom:
+    """The ROM content of one placed tile.
+
+    * ``array``: uint8 ``[tile rows, columns]``, every cell's 4-bit value (0 where the tile
+      holds no weight: an unused cell has no via);
+    * ``scale``: uint8 ``[lines, columns]``, the scale-ROM bit string packed 4 bits per slot;
+    * ``scale_bits``: the length of that bit string; ``config``: the configuration word (dict).
+    """
+
+    def __init__(self, t: dict, i: int, meta: dict, fabric) -> None:
+        fmt = meta["format"]
+        tr, w = meta["tile_shape"]
+        self.groups = w // fmt["group_size"]
+        r0, nr, c0, nc = (int(v) for v in t["block"][i])
+        self.block = (r0, nr, c0, nc)
+        self.pos = tuple(int(v) for v in t["pos"][i])
+        self.array = np.maximum(cell_values(t["codes"][i], nr, nc, fmt["bits"], fabric), 0)
+        self.array = self.array.astype(np.uint8)
+        bits = scale_bits(t, i, fmt, tr, self.groups)
+        self.scale_bits = len(bits)
+        self.scale = bits_to_nibbles(bits, fabric.tile.columns)
+        self.config = config_word(meta, [r0, nr, c0, nc], fabric)
