@@ -489,13 +489,13 @@ def compile(
         int, typer.Option("--calib-tokens", min=64, help="Tokens of calibration text to use.")
     ] = 4096,
     mixed: Annotated[
-        bool,
+        bool | None,
         typer.Option(
             "--mixed/--no-mixed",
             help="3-bit builds keep k/v/o/down projections at 4 "
-            "bits (measured best per ROM bit); --no-mixed gives uniform 3-bit.",
+            "bits (measured best per ROM bit; the default); --no-mixed gives uniform 3-bit.",
         ),
-    ] = True,
+    ] = None,
     eval_text: Annotated[
         Path | None,
         typer.Option(

@@ -21,6 +21,7 @@ def builds(model_cache, tmp_path_factory):
     root = tmp_path_factory.mktemp("lay")
     fab = micro_fabric(root)
     out = {}
+    out["fabric"] = fab
     for fmt in ("gds", "oas"):
         out[fmt] = root / fmt
         opts = CompileOptions(fabric=fab, layout_format=fmt)
@@ -48,13 +49,14 @@ def test_layers_are_deterministic_and_verify(builds, model_cache, tmp_path, cli,
     r = cli("verify", b)
     assert r.code == 0 and "match" in r.out, r
     again = tmp_path / "again"
-    r = cli("compile", model_cache("tiny").path, "-o", again, "--fabric",
-            micro_fabric(tmp_path), "--layout-format", fmt)  # fmt: skip
+    r = cli("compile", model_cache("tiny").path, "-o", again, "--fabric", builds["fabric"],
+            "--layout-format", fmt)  # fmt: skip
     assert r.code == 0, r.err
-    for layer in ("via", "metal"):
-        assert (b / "layers" / f"{layer}.{fmt}").read_bytes() == (
-            again / "layers" / f"{layer}.{fmt}"
-        ).read_bytes()
+    files = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
+    assert len(files) > 10 and any(p.parts[0] == "layers" for p in files)
+    for f in files:  # every file of the build, byte for byte (the manifest too)
+        assert (b / f).read_bytes() == (again / f).read_bytes(), f
 
 
 def _load(path):
@@ -265,3 +267,41 @@ def test_compile_reports_layer_sizes_and_advises_oasis(model_cache, tmp_path, cl
     assert r.code == 0 and "not verified yet" in r.out and "advice" not in r.out, r.out
     r = cli("compile", model_cache("tiny").path, "-o", tmp_path / "d", "--layout-format", "svg")
     assert r.code == 2 and "gds or oas" in r.err
+
+
+def test_parts_and_banks_do_not_change_the_layers(builds, tmp_path, monkeypatch):
+    """GDSII written in parts of 2 tiles is byte-identical to one part; OASIS split into banks
+    of 3 tiles (matrices cut across banks) verifies and covers every tile exactly once."""
+    import json
+
+    import maskc.layout as lay
+    from maskc.netlist import load_netlist
+
+    nl = load_netlist(builds["gds"])
+    fab = lay.fabric_of(nl)
+    monkeypatch.setattr(lay, "PART_TILES", 2)
+    banks = lay.write_layers(nl, fab, tmp_path / "g", "gds")
+    for layer in ("via", "metal"):
+        assert (tmp_path / "g" / f"{layer}.gds").read_bytes() == (
+            builds["gds"] / "layers" / f"{layer}.gds"
+        ).read_bytes()
+    monkeypatch.setattr(lay, "BANK_CELLS", 3 * fab.cells_per_tile)
+    banks = lay.write_layers(nl, fab, tmp_path / "o", "oas")
+    assert len(banks) > 2 and lay.verify_layers(nl, fab, tmp_path / "o", banks) == []
+    index = json.loads((tmp_path / "o" / "index.json").read_text())["banks"]
+    seen = [(n, i) for b in index for n, a, e in b["tiles"] for i in range(a, e)]
+    assert sorted(seen) == sorted((n, i) for n, m in nl.matrices.items() for i in range(m["tiles"]))
+    assert all((tmp_path / "o" / f).is_file() for b in index for f in b["files"].values())
+
+
+def test_two_dies_give_a_file_per_die_and_verify(model_cache, tmp_path, cli):
+    import json
+
+    b = tmp_path / "b"
+    r = cli("compile", model_cache("tiny").path, "-o", b, "--fabric", micro_fabric(tmp_path),
+            "--dies", "2", "--json")  # fmt: skip
+    assert r.code == 0, r.err
+    lay = json.loads(r.out)["layers"]
+    assert lay["verified"] and sorted(lay["files"]) == [
+        "metal.d0.b000.gds", "metal.d1.b001.gds", "via.d0.b000.gds", "via.d1.b001.gds"]  # fmt: skip
+    assert cli("verify", b).code == 0
