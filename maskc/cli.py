@@ -30,6 +30,7 @@ from rich.table import Table
 
 from maskc import __version__
 from maskc.errors import (
+    EXIT_DIFFERS,
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
@@ -737,6 +738,82 @@ def render(
     else:
         out.print(f"[green]wrote[/green] {output}: tile {tile}, {res['vias']:,} vias, "
                   f"{res['straps']} metal straps")  # fmt: skip
+
+
+@app.command("diff-layers")
+def diff_layers(
+    a: Annotated[
+        Path, typer.Argument(metavar="A", help="A build folder, or a layer file (via.gds, ...).")
+    ],
+    b: Annotated[
+        Path, typer.Argument(metavar="B", help="The build folder or layer file to compare with A.")
+    ],
+    png: Annotated[
+        Path | None,
+        typer.Option("--png", help="Also draw the changes per tile over the floorplan."),
+    ] = None,
+    top: Annotated[
+        int, typer.Option("--top", min=1, max=100, help="Changed tensors to list per layer.")
+    ] = 5,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object on stdout.")
+    ] = False,
+) -> None:
+    """Which masks change between two chips, and by how much.
+
+    A and B are two build folders (compared by the manifests' per-tile hashes, then tile by
+    tile on the changed tiles: seconds for SmolLM2) or two layer files of one kind inside
+    build folders (every tile cell decoded and compared). Prints, per layer, whether it is
+    identical, the vias/straps added and removed, the tiles changed and the tensors they
+    hold, and a verdict: which masks must be re-made. Exit 0 identical, 1 different, 3/5 on
+    bad or corrupt input.
+    """
+    from maskc.diff import diff_layers as run
+    from maskc.diff import heatmap_png
+
+    with _progress(in_bytes=False) as prog:
+        doc = run(a, b, _RichEvents(prog), top)
+    if png is not None:
+        heatmap_png(doc, png)
+    doc.pop("_fabric", None)
+    doc.pop("_sites", None)
+    if as_json:
+        slim = {k: v for k, v in doc.items()}
+        slim["layers"] = {n: {k: v for k, v in rep.items() if k != "tiles"}
+                          for n, rep in doc["layers"].items()}  # fmt: skip
+        _emit_json(slim)
+    else:
+        _print_diff(doc, png)
+    if not doc["identical"]:
+        raise typer.Exit(EXIT_DIFFERS)
+
+
+def _print_diff(doc: dict, png) -> None:
+    from rich.table import Table
+
+    if not doc["same_base_die"]:
+        out.print(f"[bold red]{doc['verdict']}[/bold red]")
+        return
+    t = Table(title=f"diff-layers {doc['a']} -> {doc['b']}")
+    for col in (
+        "layer",
+        "identical",
+        "added",
+        "removed",
+        "changed tiles",
+        "changed",
+        "top tensors",
+    ):
+        t.add_column(col, justify="left" if col in ("layer", "top tensors") else "right")
+    for name, rep in doc["layers"].items():
+        tops = ", ".join(f"{x['tensor']} ({x['vias_or_straps']:,})" for x in rep["top_tensors"][:3])
+        t.add_row(name, "yes" if rep["identical"] else "[red]no[/red]", f"{rep['added']:,}",
+                  f"{rep['removed']:,}", f"{rep['changed_tiles']:,} / {rep['total_tiles']:,}",
+                  f"{100 * rep['changed_fraction']:.3f}%", tops or "-")  # fmt: skip
+    out.print(t)
+    out.print(f"[bold]verdict:[/bold] {doc['verdict']}")
+    if png is not None:
+        out.print(f"[green]wrote[/green] {png}")
 
 
 def _ids_option(value: str | None) -> list[int] | None:
