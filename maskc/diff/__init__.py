@@ -58,9 +58,16 @@ def _open_build(path: Path) -> _Side:
     nl = load_netlist(b.path)
     sites = {}
     for name in nl.matrices:
-        for i, pos in enumerate(nl.tile_arrays(name)["pos"].tolist()):
+        for i, pos in enumerate(_small(nl, name, "pos").tolist()):
             sites[tile_name(pos)] = (name, i)
     return _Side(b.path, nl, fabric_of(nl), b.manifest.get("tiles", {}), sites)
+
+
+def _small(nl, name: str, key: str) -> np.ndarray:
+    """One small array (``pos``, ``block``) of a matrix's tiles, without reading the codes."""
+    from maskc.safetensors_io import SafetensorsFile
+
+    return SafetensorsFile(nl.path / nl.matrices[name]["file"]).read_raw(f"{name}/{key}")
 
 
 def _new_layer(total_tiles: int) -> dict:
@@ -190,16 +197,21 @@ def _via_layer(a: _Side, b: _Side, progress=None) -> dict:
         ma = a.nl.matrices.get(name)
         if ma is None or ma["format"] != meta["format"] or ma["tile_shape"] != meta["tile_shape"]:
             continue
-        ta, tb = a.nl.tile_arrays(name), b.nl.tile_arrays(name)
-        if not (np.array_equal(ta["pos"], tb["pos"]) and np.array_equal(ta["block"], tb["block"])):
+        pa, pb = _small(a.nl, name, "pos"), _small(b.nl, name, "pos")
+        ba, bb = _small(a.nl, name, "block"), _small(b.nl, name, "block")
+        if not (np.array_equal(pa, pb) and np.array_equal(ba, bb)):
             continue
         from maskc.layout import tile_name
 
-        names = [tile_name(p) for p in tb["pos"].tolist()]
+        names = [tile_name(p) for p in pb.tolist()]
+        ta = a.nl.tile_arrays(name)
         rep["shapes_a"] += int(_matrix_bits(ta, ma).sum())
         if all(a.hashes.get(n) is not None and a.hashes.get(n) == b.hashes.get(n) for n in names):
             fast.update(names)
+            if progress:
+                progress.advance(len(names))
             continue
+        tb = b.nl.tile_arrays(name)
         add, rem = _matrix_bits(tb, meta, ta)
         for n, x, y in zip(names, add.tolist(), rem.tolist(), strict=True):
             _count(rep, n, name, x, y)
@@ -231,8 +243,8 @@ def _configs(side: _Side) -> dict:
 
     out = {}
     for name, meta in side.nl.matrices.items():
-        t = side.nl.tile_arrays(name)
-        for pos, blk in zip(t["pos"].tolist(), t["block"].tolist(), strict=True):
+        pos_all, blocks = _small(side.nl, name, "pos"), _small(side.nl, name, "block")
+        for pos, blk in zip(pos_all.tolist(), blocks.tolist(), strict=True):
             out[tile_name(pos)] = (config_bits(config_word(meta, blk, side.fabric)), blk[1])
     return out
 
