@@ -693,7 +693,8 @@ def verify(
     from maskc.errors import VerifyError
     from maskc.layout import verify_build
 
-    res = verify_build(build)
+    with _progress(in_bytes=False) as prog:
+        res = verify_build(build, progress=_RichEvents(prog))
     if as_json:
         _emit_json({"ok": not res["problems"], **res})
     elif not res["problems"]:

@@ -247,9 +247,7 @@ def compile_model(
         report["layers"] = layers_report(tmp / "layers", banks, opts.layout_format, weights)
         report["layers"]["verified"] = verify
         if verify:
-            ev.start("verifying the layers against the netlist", 1)
-            problems = verify_layers(nl, fab, tmp / "layers", banks)
-            ev.advance(1)
+            problems = verify_layers(nl, fab, tmp / "layers", banks, progress=ev)
             if problems:  # a bug: the layers just written disagree with the netlist
                 raise RuntimeError(f"layout verification failed: {problems[0]}")
         write_json(tmp / "reports" / "quant.json", report)

@@ -284,7 +284,8 @@ def _verify_bank_worker(nl_root: str, fabric_json: dict, bank: dict, paths: dict
         return [f"{', '.join(Path(p).name for p in paths.values())}: unreadable ({e})"]
 
 
-def verify_layers(nl, fabric, root, banks: list[dict], limit: int = 10) -> list[str]:
+def verify_layers(nl, fabric, root, banks: list[dict], limit: int = 10,
+                  progress=None) -> list[str]:  # fmt: skip
     """Compare the layer files under ``root`` with the netlist: every tile's cells, scale bits,
     configuration and position, in parallel processes (an OASIS bank per process; a GDSII file,
     memory-mapped, shared by all). Returns the first ``limit`` mismatches (empty: all match)."""
@@ -300,11 +301,20 @@ def verify_layers(nl, fabric, root, banks: list[dict], limit: int = 10) -> list[
         for k in range(parts):
             args.append((str(nl.path), nl.doc["fabric"], b, paths, limit, k, parts))
     n = min(len(args), workers)
+    if progress:
+        progress.start("reading the layers back and comparing them with the netlist", len(args))
+    results = []
     if n <= 1:
-        results = [_verify_bank_worker(*a) for a in args]
+        for a in args:
+            results.append(_verify_bank_worker(*a))
+            if progress:
+                progress.advance(1)
     else:
         with ProcessPoolExecutor(n, mp_context=get_context("fork")) as ex:
-            results = list(ex.map(_verify_bank_worker, *zip(*args, strict=True)))
+            for r in ex.map(_verify_bank_worker, *zip(*args, strict=True)):
+                results.append(r)
+                if progress:
+                    progress.advance(1)
     return [p for r in results for p in r][:limit]
 
 
@@ -328,7 +338,7 @@ def tile_hashes(nl) -> dict[str, str]:
     return dict(sorted(out.items()))
 
 
-def verify_build(path, limit: int = 10) -> dict:
+def verify_build(path, limit: int = 10, progress=None) -> dict:
     """``maskc verify``: the layer files read back and compared with the netlist, then every
     file's manifest hash. Returns ``{"problems": [...], "tiles": n, "files": [...]}``."""
     from maskc.build import open_build, verify_hashes
@@ -342,7 +352,7 @@ def verify_build(path, limit: int = 10) -> dict:
     if "layers/index.json" not in b.manifest["files"]:
         raise InputError(f"{b.path}: the build has no layers/ (recompile it with this maskc)")
     index = b.json("layers/index.json")
-    problems = verify_layers(nl, fab, b.path / "layers", index["banks"], limit)
+    problems = verify_layers(nl, fab, b.path / "layers", index["banks"], limit, progress)
     try:
         verify_hashes(b.path, b.manifest["files"])
     except MaskcError as e:
