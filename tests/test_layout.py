@@ -305,3 +305,42 @@ def test_two_dies_give_a_file_per_die_and_verify(model_cache, tmp_path, cli):
     assert lay["verified"] and sorted(lay["files"]) == [
         "metal.d0.b000.gds", "metal.d1.b001.gds", "via.d0.b000.gds", "via.d1.b001.gds"]  # fmt: skip
     assert cli("verify", b).code == 0
+
+
+_MUST_NOT = [("big via", "not a via"), ("off-site via", "off-site"), ("doubled via", "two vias"),
+             ("missing cell", "not in the file"), ("path", "path, text or node")]  # fmt: skip
+
+
+# references to missing cells and path elements: checked on GDSII, read by maskc's own reader
+@pytest.mark.parametrize(
+    ("fmt", "case", "says"),
+    [("gds", c, s) for c, s in _MUST_NOT] + [("oas", c, s) for c, s in _MUST_NOT[:3]],
+)
+def test_what_a_via_layer_must_not_hold_is_exit_5(builds, tmp_path, cli, fmt, case, says):
+    """Shapes a mask edit could leave behind, each named by maskc verify."""
+    from maskc.layout import Geometry, fabric_of
+    from maskc.netlist import load_netlist
+
+    b = tmp_path / "b"
+    shutil.copytree(builds[fmt], b)
+    geo = Geometry(fabric_of(load_netlist(b)))
+    path = b / "layers" / f"via.{fmt}"
+    lib = _load(path)
+    names = sorted(c.name for c in lib.cells if re.fullmatch(r"T\d+_\d+_\d+", c.name))
+    c = _cell(lib, names[0])
+    x, y = geo.ox, geo.oy
+    if case == "big via":
+        c.add(gdstk.rectangle((x, y), (x + 2 * geo.size, y + geo.size), layer=geo.via[0]))
+    elif case == "off-site via":
+        dx = geo.spx // 2  # between two sites, on the OASIS grid
+        c.add(gdstk.rectangle((x + dx, y), (x + dx + geo.size, y + geo.size), layer=geo.via[0]))
+    elif case == "doubled via":
+        vias = _flat_vias(c)
+        c.add(vias[0].copy())
+    elif case == "missing cell":
+        c.add(gdstk.Reference("NO_SUCH_CELL", (x, y)))
+    else:
+        c.add(gdstk.FlexPath([(x, y), (x + 100, y)], 20, simple_path=True, layer=geo.via[0]))
+    _save(lib, path)
+    r = cli("verify", b)
+    assert r.code == 5 and says in r.err and "Traceback" not in r.err, (case, r.err)
