@@ -65,9 +65,7 @@ def _open_build(path: Path) -> _Side:
 
 def _small(nl, name: str, key: str) -> np.ndarray:
     """One small array (``pos``, ``block``) of a matrix's tiles, without reading the codes."""
-    from maskc.safetensors_io import SafetensorsFile
-
-    return SafetensorsFile(nl.path / nl.matrices[name]["file"]).read_raw(f"{name}/{key}")
+    return nl.tile_arrays(name, (key,))[key]
 
 
 def _new_layer(total_tiles: int) -> dict:
@@ -309,7 +307,7 @@ def _diff_files(pa: Path, pb: Path, progress=None) -> dict:
         from maskc.layout import tile_name
 
         for name in nl.matrices:
-            for pos in nl.tile_arrays(name)["pos"].tolist():
+            for pos in nl.tile_arrays(name, ("pos",))["pos"].tolist():
                 owner.setdefault(tile_name(pos), name)
     rep = _new_layer(len([n for n in xb.names if _TILE.fullmatch(n)]))
     if progress:

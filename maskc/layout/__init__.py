@@ -98,6 +98,15 @@ def _tiles(nl, segments):
             yield name, nl.matrices[name], t, i
 
 
+def tile_positions(nl, segments):
+    """``(matrix name, tile index, (die, x, y))`` of every tile of ``segments``, reading only
+    the tiles' positions."""
+    for name, first, end in segments:
+        pos = nl.tile_arrays(name, ("pos",))["pos"]
+        for i in range(first, end):
+            yield name, i, tuple(int(v) for v in pos[i])
+
+
 def plan_banks(nl, fabric, fmt: str) -> list[dict]:
     """Tiles in data-flow order, grouped per die (GDS) or per die into banks of at most
     ``BANK_CELLS`` cells (OASIS): ``[{"die", "tiles": [[matrix, first, end], ...], "stem",
@@ -110,7 +119,7 @@ def plan_banks(nl, fabric, fmt: str) -> list[dict]:
     limit = BANK_CELLS // fabric.cells_per_tile if fmt == "oas" else None
     banks: list[dict] = []
     for n in order:
-        dies = nl.tile_arrays(n)["pos"][:, 0].tolist()
+        dies = nl.tile_arrays(n, ("pos",))["pos"][:, 0].tolist()
         for i, die in enumerate(dies):
             last = banks[-1] if banks else None
             if last is None or last["die"] != die or (limit is not None and last["n"] >= limit):
@@ -263,9 +272,9 @@ def _write_gds(nl, fabric, banks, out_dir: Path, workers: int, progress) -> None
     positions: list[list] = [[] for _ in banks]
     for b, bank in enumerate(banks):
         tiles = []
-        for name, _meta, t, i in _tiles(nl, bank["tiles"]):
+        for name, i, pos in tile_positions(nl, bank["tiles"]):
             tiles.append((name, i))
-            positions[b].append(tuple(int(v) for v in t["pos"][i]))
+            positions[b].append(pos)
         for k in range(0, len(tiles), PART_TILES):
             jobs.append((b, k // PART_TILES, tiles[k : k + PART_TILES]))
     parts = out_dir / ".parts"

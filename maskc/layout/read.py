@@ -204,7 +204,7 @@ def _verify_bank(nl, fabric, bank: dict, paths: dict[str, str], limit: int,
     metal = _Layer(paths["metal"], geo, geo.metal, None)
     problems: list[str] = []
     expected = set()
-    from maskc.layout import _tiles, tile_name
+    from maskc.layout import _tiles, tile_name, tile_positions
 
     for name, meta, t, i in _tiles(nl, _split(bank["tiles"], part, parts)):
         rom = TileRom(t, i, meta, fabric)
@@ -245,8 +245,7 @@ def _verify_bank(nl, fabric, bank: dict, paths: dict[str, str], limit: int,
     problems += [f"{p} (via layer)" for p in via.problems[:3]]
     problems += [f"{p} (metal layer)" for p in metal.problems[:3]]
     d = bank["die"]
-    for _name, _meta, t, i in _tiles(nl, bank["tiles"]):
-        expected.add(tile_name(t["pos"][i]))
+    expected |= {tile_name(pos) for _n, _i, pos in tile_positions(nl, bank["tiles"])}
     for layer, lay in (("via", via), ("metal", metal)):
         if part:
             lay.close()

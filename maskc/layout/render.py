@@ -14,13 +14,13 @@ from maskc.errors import InputError
 def find_tile(b, nl, tile: str) -> dict:
     """The bank (from ``layers/index.json``) holding tile ``tile``; exit 2 naming valid tiles."""
     from maskc.errors import UsageError
-    from maskc.layout import _tiles, tile_name
+    from maskc.layout import tile_name, tile_positions
 
     index = b.json("layers/index.json")
     names = []
     for bank in index["banks"]:
-        for _n, _m, t, i in _tiles(nl, bank["tiles"]):
-            nm = tile_name(t["pos"][i])
+        for _n, _i, pos in tile_positions(nl, bank["tiles"]):
+            nm = tile_name(pos)
             if nm == tile:
                 return bank
             names.append(nm)

@@ -364,12 +364,13 @@ class Netlist:
         f = SafetensorsFile(self.path / "params.safetensors")
         return {k: f.read_raw(k) for k in sorted(f.tensors)}
 
-    def tile_arrays(self, name: str) -> dict[str, np.ndarray]:
-        """The arrays of matrix ``name`` (``pos``, ``block``, ``levels``, ``codes``, ...)."""
+    def tile_arrays(self, name: str, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+        """The arrays of matrix ``name`` (``pos``, ``block``, ``levels``, ``codes``, ...), or
+        only ``keys`` of them (``("pos",)`` reads no codes)."""
         m = self.matrices[name]
         f = SafetensorsFile(self.path / m["file"])
         out = {}
-        for k in ("pos", "block", "levels", *TILE_FIELDS):
+        for k in keys or ("pos", "block", "levels", *TILE_FIELDS):
             key = f"{name}/{k}"
             if key in f.tensors:
                 out[k] = f.read_raw(key)
