@@ -23,16 +23,20 @@ from pathlib import Path
 import numpy as np
 
 from maskc.errors import InputError, UsageError
-from maskc.layout.rom import CONFIG_FIELDS, TileRom, config_bits, config_word
+from maskc.layout.rom import CONFIG_FIELDS, TileRom, config_bits, config_word, group_fields
 
 LAYERS = ("via", "metal")
 _TILE = re.compile(r"T(\d+)_(\d+)_(\d+)")
 
 
+#: set bits of every 16-bit value
+_POP16 = np.unpackbits(np.arange(1 << 16, dtype=">u2").view(np.uint8)).reshape(-1, 16).sum(1)
+_POP16 = _POP16.astype(np.uint8)
+
+
 def _popcount(a: np.ndarray) -> int:
-    """Set bits of a non-negative integer array."""
-    a = np.ascontiguousarray(a.astype(np.uint64))
-    return int(np.unpackbits(a.view(np.uint8)).sum())
+    """Set bits of an array of values below 2^16 (nibble grids here)."""
+    return int(_POP16[a.astype(np.uint16)].sum())
 
 
 @dataclass
@@ -90,20 +94,13 @@ def _count(rep: dict, tile: str, tensor: str | None, added: int, removed: int) -
 
 
 def _field_masks(meta: dict) -> list[tuple[str, int]]:
+    """(field, width) of everything a tile's scale ROM stores besides the level table: the
+    group fields of :func:`maskc.layout.rom.group_fields` and the row exponents."""
     f = meta["format"]
-    out = [("scale_m", f["scale_bits"]), ("scale_e", 8)]
-    if f["scale_shift_bits"]:
-        out.append(("scale_s", f["scale_shift_bits"]))
-    if f["zero_bits"]:
-        out += [("zero_m", f["zero_bits"]), ("zero_e", 8)]
-        if f["zero_shift_bits"]:
-            out.append(("zero_s", f["zero_shift_bits"]))
-    return out
+    exps = [("scale_e", 8)] + ([("zero_e", 8)] if f["zero_bits"] else [])
+    return [(name, nb) for name, nb, _ in group_fields(f)] + exps
 
 
-#: set bits of every 16-bit value
-_POP16 = np.unpackbits(np.arange(1 << 16, dtype=">u2").view(np.uint8)).reshape(-1, 16).sum(1)
-_POP16 = _POP16.astype(np.uint8)
 #: tiles compared at once (bounds memory to a few tiles' ROM whatever the matrix)
 CHUNK = 8
 

@@ -56,7 +56,7 @@ def codes_from_cells(cells: np.ndarray, rows: int, cols: int, bits: int, fabric)
 # -- scale ROM bits -----------------------------------------------------------------------------
 
 
-def _fields(fmt: dict) -> list[tuple[str, int, bool]]:
+def group_fields(fmt: dict) -> list[tuple[str, int, bool]]:
     """Per-group fields of one tile row in ROM order: (name, bits, signed)."""
     out = [("scale_m", fmt["scale_bits"], False)]
     if fmt["scale_shift_bits"]:
@@ -86,9 +86,9 @@ def _from_bits(bits: np.ndarray, signed: bool) -> np.ndarray:
 
 def scale_bits(t: dict, i: int, fmt: dict, tile_rows: int, groups: int) -> np.ndarray:
     """The scale-ROM bit string of tile ``i`` of a matrix (uint8, one entry per bit): per tile
-    row, every group's fields (``_fields`` order), then the row exponents (8 bits each); after
+    row, every group's fields (``group_fields`` order), then the row exponents (8 bits each); after
     all rows, the level table (``level_bits`` per level)."""
-    parts = [_to_bits(t[name][i][:, :groups], nb) for name, nb, _ in _fields(fmt)]
+    parts = [_to_bits(t[name][i][:, :groups], nb) for name, nb, _ in group_fields(fmt)]
     rows = np.concatenate(parts, axis=-1).reshape(tile_rows, -1)
     ex = [_to_bits(t["scale_e"][i], 8)]
     if fmt["zero_bits"]:
@@ -100,12 +100,12 @@ def scale_bits(t: dict, i: int, fmt: dict, tile_rows: int, groups: int) -> np.nd
 
 def record_bits(fmt: dict, groups: int) -> int:
     """Scale-ROM bits of one tile row: its groups' fields and its row exponents."""
-    return groups * sum(nb for _, nb, _ in _fields(fmt)) + (16 if fmt["zero_bits"] else 8)
+    return groups * sum(nb for _, nb, _ in group_fields(fmt)) + (16 if fmt["zero_bits"] else 8)
 
 
 def parse_scale_bits(bits: np.ndarray, fmt: dict, tile_rows: int, groups: int) -> dict:
     """The inverse of :func:`scale_bits`: field arrays of one tile."""
-    fields = _fields(fmt)
+    fields = group_fields(fmt)
     per_group = sum(nb for _, nb, _ in fields)
     n_ex = 16 if fmt["zero_bits"] else 8
     per_row = groups * per_group + n_ex
