@@ -66,7 +66,6 @@ def _bits(t, meta, i):
 @pytest.fixture(scope="module")
 def pair(model_cache, tmp_path_factory):
     """A: the tiny model; B: one weight changed; on the micro fabric, GDSII."""
-    from click.testing import CliRunner  # noqa: F401  (the cli fixture is function-scoped)
 
     from maskc.pipeline import CompileOptions, compile_model
 
