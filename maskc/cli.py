@@ -31,6 +31,7 @@ from rich.table import Table
 from maskc import __version__
 from maskc.errors import (
     EXIT_DIFFERS,
+    EXIT_FIT,
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
@@ -128,6 +129,24 @@ def inspect(
             "dequantized sample.",
         ),
     ] = None,
+    build: Annotated[
+        Path | None,
+        typer.Option(
+            "--build",
+            help="(adapters) The build to load the adapter on: checks module names, layers and "
+            "shapes against its model and the SRAM left beside its KV cache (exit 4 if it does "
+            "not fit).",
+        ),
+    ] = None,
+    context: Annotated[
+        int | None,
+        typer.Option(
+            "--context",
+            min=1,
+            help="(adapters, with --build) KV-cache tokens to budget for "
+            "(default: the build's context).",
+        ),
+    ] = None,
     netlist: Annotated[
         bool,
         typer.Option(
@@ -138,17 +157,30 @@ def inspect(
         ),
     ] = False,
 ) -> None:
-    """Validate a model, or a build, and list what it holds.
+    """Validate a model, a build or a LoRA adapter, and list what it holds.
 
     MODEL: every tensor is checked (present, exact shape, F32/F16/BF16 and, unless
     --headers-only, finite) and the architecture and tensor table are printed.
+
+    ADAPTER (a PEFT LoRA folder: adapter_config.json + adapter_model.safetensors): config and
+    tensors are validated (exit 3) and its SRAM cost is printed; with --build BUILD, also
+    whether it fits that build's SRAM beside the KV cache (exit 4 when it does not).
 
     BUILD (a folder written by maskc compile): every file's hash is checked against the manifest
     (exit 5 on a mismatch) and the quantization report is printed; --tensor NAME shows one
     tensor in detail.
     """
+    from maskc.adapters import CONFIG_FILE
     from maskc.build import is_build
 
+    if (model / CONFIG_FILE).is_file():
+        if tensor is not None or netlist:
+            raise UsageError("--tensor and --netlist work on builds, not adapters")
+        _inspect_adapter(model, build, context, headers_only, as_json)
+        return
+    if build is not None or context is not None:
+        raise UsageError("--build and --context work on adapters (folders with "
+                         f"{CONFIG_FILE})")  # fmt: skip
     if is_build(model):
         if netlist:
             from maskc.build import open_build
@@ -236,6 +268,62 @@ def inspect(
     checked = "headers checked (data not read)" if headers_only else "all tensors finite"
     out.print(f"[green]ok[/green]: {len(tensors)} tensors, {m.total_parameters:,} parameters, "
               f"{checked}")  # fmt: skip
+
+
+def _inspect_adapter(path: Path, build: Path | None, context: int | None, headers_only: bool,
+                     as_json: bool) -> None:  # fmt: skip
+    from maskc.adapters import check_against, load_adapter, sram_fit
+
+    ad = load_adapter(path)
+    if not headers_only:
+        for m in ad.modules:
+            ad.read(m)  # NaN / infinity: exit 3 naming the tensor
+    doc = {
+        "path": str(path), "rank": ad.rank, "lora_alpha": ad.alpha, "use_rslora": ad.use_rslora,
+        "scale": ad.scale, "base_model": ad.base_model, "targets": ad.targets,
+        "layers": ad.layers, "modules": len(ad.modules),
+        "parameters": sum(ad.rank * (m.rows + m.cols) for m in ad.modules),
+        "sram_bytes": ad.sram_bytes(), "data_checked": not headers_only,
+    }  # fmt: skip
+    fits = True
+    if build is not None:
+        from maskc.build import open_build
+        from maskc.netlist import load_netlist
+
+        open_build(build)
+        nl = load_netlist(build)
+        check_against(ad, nl.matrices, nl.arch["num_layers"])
+        sram = nl.doc["sram"]
+        ctx = context or sram["context"]
+        rows = sram_fit(sram, [ad], ctx)
+        fits = all(r["free_bytes"] >= 0 for r in rows)
+        doc["build"] = {"path": str(build), "context": ctx, "fits": fits, "dies": rows}
+    if as_json:
+        _emit_json(doc)
+    else:
+        out.print(
+            f"{path}: LoRA rank {ad.rank}, alpha {ad.alpha:g}"
+            f"{' (rsLoRA)' if ad.use_rslora else ''}, scale {ad.scale:g}; "
+            f"{len(ad.modules)} modules ({', '.join(ad.targets)}) on {len(ad.layers)} layers; "
+            f"{doc['parameters']:,} parameters; {doc['sram_bytes']:,} bytes of SRAM as int8 "
+            "(docs/numerics.md)",
+            markup=False,
+        )
+        if build is not None:
+            title = f"on {build} at {doc['build']['context']:,} tokens of context"
+            t = Table("die", "SRAM", "KV cache", "adapter", "free", "max context with it",
+                      title=title)  # fmt: skip
+            for r in doc["build"]["dies"]:
+                free = r["free_bytes"]
+                t.add_row(str(r["die"]), f"{r['sram_bytes']:,}", f"{r['kv_bytes']:,}",
+                          f"{r['adapter_bytes']:,}",
+                          f"{free:,}" if free >= 0 else f"[red]{free:,}[/red]",
+                          f"{r['max_context']:,}")  # fmt: skip
+            out.print(t)
+            out.print("[green]fits[/green]" if fits else "[red]does not fit[/red]: lower "
+                      "--context at run time, or use a smaller rank")  # fmt: skip
+    if not fits:
+        raise typer.Exit(EXIT_FIT)
 
 
 def _inspect_build(path: Path, tensor: str | None, as_json: bool) -> None:
@@ -368,10 +456,22 @@ def _print_placement(p: dict) -> None:
     out.print(t)
     per_layer = ", ".join(f"{k}: {v}" for k, v in p["per_layer_tiles"].items())
     out.print(f"tiles per layer: {per_layer}")
+    reserve = p.get("sram_reserved_for_adapters", 0)
     out.print(
-        f"KV cache: {p['context_requested']} tokens requested, at most {p['max_context']:,} "
-        "fit in each die's SRAM; floorplan in reports/floorplan.png"
+        f"KV cache: {p['context_requested']:,} tokens, at most {p['max_context']:,} fit in each "
+        "die's SRAM"
+        + (f" beside the {reserve:,} bytes reserved for adapters" if reserve else "")
+        + "; floorplan in reports/floorplan.png"
     )
+    for d in p["per_die"]:
+        if "adapter_bytes" in d:
+            r = d["adapter_max_rank"]
+            out.print(
+                f"SRAM die {d['die']}: {d['sram_bytes']:,} bytes = KV cache {d['kv_bytes']:,} "
+                f"({d['kv_bytes_per_token']:,} per token) + adapters {d['adapter_bytes']:,}: "
+                f"LoRA rank up to {r['all']} on all 7 projections of its layers, "
+                f"{r['attention']} on q/k/v/o only (docs/sram.md)"
+            )
     perf = p.get("performance")
     if perf:
         a, b = perf["at_context_1"], perf["at_context"]
@@ -550,6 +650,16 @@ def compile(
             "hold (default: min(2048, the model's maximum)).",
         ),
     ] = None,
+    reserve_sram: Annotated[
+        str | None,
+        typer.Option(
+            "--reserve-sram",
+            metavar="SIZE",
+            help="SRAM per die kept for LoRA adapters: bytes (8MiB, 8000000) or a share (25%). "
+            "The KV cache gets the rest, and the context is what it holds unless --context is "
+            "given. Default: the KV cache holds --context tokens, adapters get the rest.",
+        ),
+    ] = None,
     layout_format: Annotated[
         str,
         typer.Option(
@@ -598,7 +708,7 @@ def compile(
         sensitivity=sensitivity, strict=strict, force=force,
         calibrate=False if no_calib else None, mixed=mixed, fabric=fabric,
         dies=_dies_option(dies), context=context, layout_format=layout_format,
-        verify=verify,
+        verify=verify, reserve_sram=reserve_sram,
     )  # fmt: skip
     if plan_only:
         from maskc.pipeline import plan_model
@@ -936,6 +1046,24 @@ def emulate(
             "fabric's SRAM holds, else exit 4).",
         ),
     ] = None,
+    adapter: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--adapter",
+            metavar="DIR",
+            help="A PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors) "
+            "to load into the chip's SRAM; repeat to stack adapters. The masks are unchanged.",
+        ),
+    ] = None,
+    context_full: Annotated[
+        str,
+        typer.Option(
+            "--context-full",
+            help="When prompt + new tokens exceed the KV cache: 'refuse' (exit 4 before "
+            "running) or 'stop' (generate until the cache is full). A prompt longer than the "
+            "cache is always refused.",
+        ),
+    ] = "refuse",
     threads: Annotated[
         int | None, typer.Option("--threads", min=1, help="CPU threads (default: all cores).")
     ] = None,
@@ -956,6 +1084,10 @@ def emulate(
     from position 0, no BOS added, every position but a window's first scored.
 
     --compare MODEL_DIR | --compare-dequantized: float32 reference vs the chip on the prompt.
+
+    --adapter DIR (repeatable): LoRA adapters loaded into SRAM in the integer format of
+    docs/numerics.md; checked against the build's model (exit 3) and the SRAM left beside the
+    KV cache (exit 4 with the numbers). --compare merges them into the float reference.
 
     Every run also prints the modeled chip time per token for this build (docs/fabric.md).
     """
@@ -985,9 +1117,16 @@ def emulate(
         import numba
 
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    if context_full not in ("refuse", "stop"):
+        raise UsageError(f"--context-full {context_full!r}: choose refuse or stop")
     with _progress(in_bytes=False) as prog:
-        session = open_session(build, context, _RichEvents(prog))
+        session = open_session(build, context, _RichEvents(prog), adapter or [])
     perf = session.modeled()
+    loaded = _adapters_json(session)
+    if loaded and not as_json:
+        for a in loaded:
+            err.print(f"adapter {a['path']}: rank {a['rank']}, {a['modules']} modules, "
+                      f"{a['sram_bytes']:,} bytes of SRAM", markup=False)  # fmt: skip
 
     if ppl is not None:
         from maskc.pipeline import read_text
@@ -1013,7 +1152,7 @@ def emulate(
         modeled = _modeled_us(perf, ctx)
         doc = {"ppl": res.ppl, "tokens_scored": res.tokens_scored, "tokens": len(ids),
                "ctx": ctx, "stride": stride or ctx, "wall_s": wall,
-               "modeled_chip_us_per_token": modeled}  # fmt: skip
+               "modeled_chip_us_per_token": modeled, "adapters": loaded}  # fmt: skip
         if as_json:
             _emit_json(doc)
         else:
@@ -1040,7 +1179,7 @@ def emulate(
     if compare is not None or compare_dequantized:
         res = run_compare(session, ids, compare)
         if as_json:
-            _emit_json({"prompt_tokens": ids, **res})
+            _emit_json({"prompt_tokens": ids, **res, "adapters": loaded})
             return
         out.print(
             f"chip vs float32 reference ({res['reference']}) on {len(ids)} tokens: top-1 "
@@ -1057,7 +1196,8 @@ def emulate(
 
     params = SamplingParams(temperature, top_k, top_p, seed)
     stream = None if as_json else _Stream(session)
-    g = generate(session, ids, max_new_tokens, params, stream, stop_at_eos=not ignore_eos)
+    g = generate(session, ids, max_new_tokens, params, stream, stop_at_eos=not ignore_eos,
+                 context_full=context_full)  # fmt: skip
     n = len(g.tokens)
     decode_tps = (n - 1) / g.decode_s if n > 1 and g.decode_s > 0 else None
     modeled = _modeled_us(perf, len(ids) + n)
@@ -1066,17 +1206,32 @@ def emulate(
     if as_json:
         _emit_json({"prompt_tokens": g.prompt_tokens, "tokens": g.tokens,
                     "text": session.decode(g.tokens), "logits_sha256": g.logits_sha256,
-                    "stopped_at_eos": g.stopped_at_eos, "timings": timings})  # fmt: skip
+                    "stopped_at_eos": g.stopped_at_eos,
+                    "stopped_at_context": g.stopped_at_context, "adapters": loaded,
+                    "timings": timings})  # fmt: skip
         return
     sys.stdout.write("\n")
     err.print(
         f"{len(ids)} prompt tokens, {n} generated{' (stopped at EOS)' if g.stopped_at_eos else ''}"
-        f"; emulator: prefill {1e3 * g.prefill_s:.0f} ms"
+        + (
+            f" (stopped: the KV cache of {session.chip.context} tokens is full)"
+            if g.stopped_at_context
+            else ""
+        )
+        + f"; emulator: prefill {1e3 * g.prefill_s:.0f} ms"
         + (f", decode {decode_tps:.1f} tokens/s" if decode_tps else "")
         + f"; logits_sha256 {g.logits_sha256[:16]}",
         markup=False,
     )
     _print_modeled(modeled, to=err)
+
+
+def _adapters_json(session) -> list[dict]:
+    return [
+        {"path": str(a.path), "rank": a.rank, "alpha": a.alpha, "use_rslora": a.use_rslora,
+         "modules": len(a.modules), "sram_bytes": a.sram_bytes()}
+        for a in session.chip.adapters
+    ]  # fmt: skip
 
 
 def _print_modeled(us: float | None, to: Console | None = None) -> None:

@@ -94,6 +94,9 @@ class CompileOptions:
     dies: int | str = "fabric"
     #: tokens of KV cache every die must hold for its layers
     context: int | None = None
+    #: SRAM per die kept for LoRA adapters: bytes ("8MiB", "8000000") or a share ("25%");
+    #: None: the KV cache gets ``context`` tokens and adapters the rest
+    reserve_sram: str | None = None
     #: "gds" or "oas": the format of the two customizable layers
     layout_format: str = "gds"
     #: read the layers back and compare them with the netlist (None: on builds of at most
@@ -397,8 +400,13 @@ def _place(m, rows: list[dict], fab, opts: CompileOptions):
             continue
         mats.append(MatrixInfo(r["name"], r["role"], r["layer"], r["shape"][0], r["shape"][1],
                                r["bits"], r["group_size"]))  # fmt: skip
-    context = opts.context or min(2048, m.arch.max_position_embeddings)
-    return place(mats, m.arch, fab, opts.dies, context)
+    from maskc.adapters import parse_size
+
+    if opts.reserve_sram is None:
+        return place(mats, m.arch, fab, opts.dies,
+                     opts.context or min(2048, m.arch.max_position_embeddings))  # fmt: skip
+    reserve = parse_size(opts.reserve_sram, fab.die.sram_bytes, "--reserve-sram")
+    return place(mats, m.arch, fab, opts.dies, opts.context, reserve)
 
 
 def _resolve(m: Model, opts: CompileOptions) -> Resolution:

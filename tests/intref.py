@@ -1,10 +1,11 @@
 """An independent reference of the chip's integer datapath (numerics contract version 1).
 
 Written from the documents alone — docs/numerics.md ("Weights" and "The integer datapath
-(contract version 1)") and docs/netlist.md (the on-disk ``netlist/`` format) — and sharing no
-code with ``maskc`` (nothing from the ``maskc`` package is imported). All arithmetic is on plain
-Python integers; numpy appears only as the carrier that ``safetensors`` reads arrays into, and
-every array is turned into Python lists (``.tolist()``) right after it is read.
+(contract version 1)", its LoRA adapters in SRAM included) and docs/netlist.md (the on-disk
+``netlist/`` format) — and sharing no code with ``maskc`` (nothing from the ``maskc`` package is
+imported). All arithmetic is on plain Python integers; numpy appears only as the carrier that
+``safetensors`` reads the netlist's arrays into, and every array is turned into Python lists
+(``.tolist()``) right after it is read. Adapter files are decoded from their bytes (``struct``).
 
 Speed is not a goal: it is meant for the tiny test models (``maskc testmodel``), where one token
 takes a few tens of milliseconds.
@@ -12,11 +13,14 @@ takes a few tens of milliseconds.
 Public API::
 
     ref = IntRef("BUILD/netlist")        # or the BUILD folder that holds netlist/
+    ref = IntRef("BUILD", adapters=["ADAPTER_DIR"])    # with PEFT LoRA adapters in SRAM
     ref.reset()                           # empty KV caches, position 0
     logits = ref.step(token)              # one token at the next position -> [vocab] ints
     tokens, rows = generate(ref, prompt, max_new_tokens, temperature=0.0, top_k=0,
                             top_p=1.0, seed=0)
     logits_sha256(rows)                   # hex SHA-256 of the int32 little-endian rows
+    load_adapter(folder, ref)             # {base matrix: a_codes, a_m, a_e, b_codes, b_m, b_e}
+    vq(values)                            # numerics.md VQ of exact Fractions -> (codes, m, E)
 
 ``ref.trace`` may be set to a list: every executed op then appends
 ``(position, op_index, op_name, out_slot, value)`` (value: a signal list, or an act8 tuple
@@ -63,6 +67,20 @@ Ambiguities found (each resolved by the most literal reading; see the code comme
 12. (Fixed in netlist.md since: ``codes`` holds one code per weight.)
 13. The KV-cache context bound (netlist ``sram``) is not enforced: numerics.md does not say what
     the datapath does past it.
+14. LoRA adapter files (docs/sram.md "Adapter files", PEFT layout): the config checks that
+    change the computed model are made (LoRA variants, ``r`` in 1..1024, ``lora_alpha`` > 0,
+    default 8); the cross-checks of ``target_modules``/``layers_to_transform`` against the
+    tensors are not (they refuse adapters, they never change a loaded one's integers).
+    A tensor other than ``lora_A``/``lora_B`` of the seven block matrices, or a lora_A without
+    its lora_B, is refused (numerics.md: "some of the transformer-block matrices").
+15. ``s = lora_alpha / r`` and the shapes ``[r, C]``, ``[R, r]`` use one ``r``: the config's
+    ``r`` is used for ``s`` and every tensor's rank must equal it (docs/sram.md: "a rank that
+    disagrees with the tensors" is refused).
+16. "NaN or infinity is refused": checked on ``A`` and on ``s * B`` (so a ``B`` NaN/infinity,
+    and an ``s * B`` product that overflows to infinity, are refused too).
+17. The adapter's ``y`` is the matmul's output "a signal, above", i.e. already ``sat32``'d with
+    its bias; then ``y' = sat32(y + sum d)`` saturates a second time (the same result unless
+    ``y`` saturated). The same adapter folder given twice is added twice.
 """
 
 from __future__ import annotations
@@ -71,8 +89,11 @@ import hashlib
 import json
 import math
 import operator
+import re
 import struct
 import sys
+from collections.abc import Iterable
+from fractions import Fraction
 from pathlib import Path
 
 from safetensors import safe_open
@@ -83,6 +104,7 @@ __all__ = [
     "bitlen",
     "generate",
     "greedy",
+    "load_adapter",
     "logits_sha256",
     "q8",
     "rdiv",
@@ -90,6 +112,7 @@ __all__ = [
     "sample",
     "sat32",
     "term",
+    "vq",
 ]
 
 INT32_MIN = -(1 << 31)
@@ -402,6 +425,130 @@ def _resolve_netlist_dir(path: str | Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------
+# LoRA adapters (numerics.md "LoRA adapters in SRAM")
+# ------------------------------------------------------------------------------------------
+
+_LORA_NAME = re.compile(
+    r"base_model\.model\.(model\.layers\.\d+\."
+    r"(?:self_attn\.[qkvo]_proj|mlp\.(?:gate|up|down)_proj))\.lora_([AB])\.weight"
+)
+_FLOAT_BYTES = {"F32": 4, "F16": 2, "BF16": 2}
+_LORA_VARIANTS = (
+    "use_dora",
+    "modules_to_save",
+    "rank_pattern",
+    "alpha_pattern",
+    "fan_in_fan_out",
+    "layer_replication",
+)
+
+
+def _read_floats(path: Path) -> dict[str, tuple[list[int], list[float]]]:
+    """Every tensor of a safetensors file as ``(shape, flat list of floats)``, from its bytes."""
+    raw = path.read_bytes()
+    (n,) = struct.unpack_from("<Q", raw, 0)
+    data = raw[8 + n :]
+    out = {}
+    for name, info in json.loads(raw[8 : 8 + n]).items():
+        if name == "__metadata__":
+            continue
+        dt, shape, (lo, hi) = info["dtype"], info["shape"], info["data_offsets"]
+        count = math.prod(shape)
+        if dt not in _FLOAT_BYTES or hi - lo != count * _FLOAT_BYTES[dt] or hi > len(data):
+            raise ValueError(f"{path}: tensor {name}: dtype {dt}, shape {shape}, bytes {lo}..{hi}")
+        buf = data[lo:hi]
+        if dt == "BF16":  # the upper 16 bits of a float32 (little-endian: bytes 2 and 3)
+            wide = bytearray(4 * count)
+            wide[2::4], wide[3::4] = buf[0::2], buf[1::2]
+            buf, dt = bytes(wide), "F32"
+        out[name] = (shape, list(struct.unpack(f"<{count}{'f' if dt == 'F32' else 'e'}", buf)))
+    return out
+
+
+def _floor_log2(q: Fraction) -> int:
+    n, d = q.numerator, q.denominator
+    k = n.bit_length() - d.bit_length()  # floor(log2 q) is k or k - 1
+    return k if n << max(0, -k) >= d << max(0, k) else k - 1
+
+
+def vq(v: list[Fraction]) -> tuple[list[int], int, int]:
+    """numerics.md "VQ": exact reals -> ``(codes, m, E)``, step ``m * 2^E``, exactly."""
+    a = max((abs(x) for x in v), default=0)
+    if a == 0:
+        return [0] * len(v), 0, 0
+    E = _floor_log2(a / 127) - 14  # 2^14 <= a / (127 * 2^E) < 2^15
+    m = math.floor(a / 127 / Fraction(2) ** E + Fraction(1, 2))
+    if E < -128:
+        return [0] * len(v), 0, 0
+    if E > 127:
+        raise ValueError(f"VQ: exponent {E} > 127 (values beyond 2^141)")
+    step = m * Fraction(2) ** E
+    return [max(-127, min(127, math.floor(x / step + Fraction(1, 2)))) for x in v], m, E
+
+
+def load_adapter(path: str | Path, ref: IntRef) -> dict[str, dict[str, list]]:
+    """A PEFT LoRA adapter folder -> per base matrix name, its SRAM integers.
+
+    Each value holds ``a_codes`` ``[r][C]``, ``a_m``, ``a_e`` ``[r]``, ``b_codes`` ``[R][r]``,
+    ``b_m``, ``b_e`` ``[R]`` (Python ints), quantized from ``A`` and ``s * B`` with ``vq``.
+    """
+    path = Path(path)
+    cfg = json.loads((path / "adapter_config.json").read_text(encoding="utf-8"))
+    # docs/sram.md "Adapter files": LoRA variants that change the float model are refused
+    bad = [k for k in _LORA_VARIANTS if cfg.get(k)]
+    if bad or cfg.get("peft_type", "LORA") != "LORA" or cfg.get("bias", "none") != "none":
+        raise ValueError(f"{path}: a LoRA variant this reference does not run ({bad or cfg})")
+    r, alpha = cfg["r"], cfg.get("lora_alpha", 8)
+    if not (isinstance(r, int) and 1 <= r <= 1024) or not alpha > 0:
+        raise ValueError(f"{path}: r = {r} (1..1024), lora_alpha = {alpha} (> 0)")
+    s = alpha / math.sqrt(r) if cfg.get("use_rslora", False) else alpha / r
+    pairs: dict[str, dict[str, tuple[list[int], list[float]]]] = {}
+    for name, t in _read_floats(path / "adapter_model.safetensors").items():
+        mt = _LORA_NAME.fullmatch(name)
+        if mt is None:  # AMBIGUITY 14
+            raise ValueError(f"{path}: tensor {name} is not a LoRA A/B of a block matrix")
+        pairs.setdefault(mt[1] + ".weight", {})[mt[2]] = t
+    out = {}
+    for base, ab in sorted(pairs.items()):
+        mat = ref.matrices.get(base)
+        if mat is None or set(ab) != {"A", "B"}:
+            raise ValueError(f"{path}: {base}: no such netlist matrix, or lora_A/B missing")
+        R, C = mat.R, mat.C
+        (shape_a, A), (shape_b, B) = ab["A"], ab["B"]
+        if shape_a != [r, C] or shape_b != [R, r] or C > 16384:
+            raise ValueError(f"{path}: {base} [{R}, {C}]: lora_A {shape_a}, lora_B {shape_b}")
+        sB = [b * s for b in B]  # each a Python float (double) product, rounded once
+        if not all(math.isfinite(x) for x in A + sB):
+            raise ValueError(f"{path}: {base}: NaN or infinity")
+        qa = [vq([Fraction(x) for x in A[k * C : (k + 1) * C]]) for k in range(r)]
+        qb = [vq([Fraction(x) for x in sB[i * r : (i + 1) * r]]) for i in range(R)]
+        out[base] = {
+            "a_codes": [q[0] for q in qa],
+            "a_m": [q[1] for q in qa],
+            "a_e": [q[2] for q in qa],
+            "b_codes": [q[0] for q in qb],
+            "b_m": [q[1] for q in qb],
+            "b_e": [q[2] for q in qb],
+        }
+    return out
+
+
+def _lora_delta(ad: dict[str, list], act, F: int) -> list[int]:
+    """numerics.md "LoRA adapters in SRAM", Datapath: one adapter's ``d`` for act8 ``act``."""
+    x, m_a, e_a, sa = act
+    xs = [xj << sa[j // ACT_GROUP] for j, xj in enumerate(x)]  # 2^(s_a) * x_j
+    u = [
+        sat32(term(_dot(xs, row) * m_a * am, -(e_a + ae) - F))
+        for row, am, ae in zip(ad["a_codes"], ad["a_m"], ad["a_e"], strict=True)
+    ]
+    xu, mu, Eu = _whole(u, F)  # Q8(u, F, r), one group, the shift folded into Eu
+    return [
+        term(_dot(xu, row) * mu * bm, -(Eu + be) - F)
+        for row, bm, be in zip(ad["b_codes"], ad["b_m"], ad["b_e"], strict=True)
+    ]
+
+
+# ------------------------------------------------------------------------------------------
 # The reference machine
 # ------------------------------------------------------------------------------------------
 
@@ -413,7 +560,7 @@ class IntRef:
     position and returns the logits (int32 signal, F fraction bits) as a list of ints.
     """
 
-    def __init__(self, netlist_dir: str | Path):
+    def __init__(self, netlist_dir: str | Path, adapters: Iterable[str | Path] = ()):
         self.dir = _resolve_netlist_dir(netlist_dir)
         self.net = json.loads((self.dir / "netlist.json").read_text(encoding="utf-8"))
         net = self.net
@@ -455,6 +602,8 @@ class IntRef:
             self.matrices[name] = Matrix(name, meta, files[key])
         del files
 
+        # LoRA adapters (SRAM): one dict per folder, {base matrix name: integer fields}
+        self.adapters = [load_adapter(p, self) for p in adapters]
         self.ops = net["ops"]
         self.trace: list | None = None
         self.reset()
@@ -519,7 +668,11 @@ class IntRef:
                 slots[op["out"]] = out
             elif kind == "matmul":
                 bias = self.params[op["bias"]] if op.get("bias") else None
-                out = self.matrices[op["matrix"]].matvec(_act(slots[op["in"]]), bias, F)
+                act, name = _act(slots[op["in"]]), op["matrix"]
+                out = self.matrices[name].matvec(act, bias, F)
+                ds = [_lora_delta(ad[name], act, F) for ad in self.adapters if name in ad]
+                if ds:  # y'[i] = sat32(y[i] + sum of the adapters' d[i])
+                    out = [sat32(y + sum(d)) for y, *d in zip(out, *ds, strict=True)]
                 slots[op["out"]] = out
             elif kind == "rope":
                 out = self._rope(slots[op["in"]], int(op["heads"]))
@@ -819,9 +972,16 @@ def _main(argv: list[str]) -> int:
     ap.add_argument("--top-k", type=int, default=0)
     ap.add_argument("--top-p", type=float, default=1.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--adapter",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="a PEFT LoRA adapter folder (repeatable)",
+    )
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    ref = IntRef(args.netlist)
+    ref = IntRef(args.netlist, args.adapter)
     t1 = time.perf_counter()
     prompt = [int(t) for t in args.tokens.split(",") if t.strip()]
     tokens, rows = generate(

@@ -137,7 +137,9 @@ class Act8:
 class Chip:
     """A build's netlist, executable. ``forward(tokens)`` -> int32 logits ``[T, vocab]``."""
 
-    def __init__(self, nl: Netlist, context: int | None = None, progress=None) -> None:
+    def __init__(self, nl: Netlist, context: int | None = None, progress=None, adapters=()) -> None:
+        """``adapters``: :class:`maskc.adapters.Adapter` list, loaded into SRAM in order (they
+        must fit beside the KV cache of ``context`` tokens: FitError otherwise)."""
         self.nl = nl
         a = nl.arch
         self.vocab = a["vocab_size"]
@@ -153,6 +155,18 @@ class Chip:
                 f"({sram['dies'][0]['kv']['bytes_per_token']:,} bytes per token on die 0 of "
                 f"{sram['dies'][0]['bytes']:,}); use a smaller --context"
             )
+        self.adapters = list(adapters)
+        self.lora: dict[str, list] = {}
+        if self.adapters:
+            from maskc.adapters import check_against, require_fit, to_sram
+
+            for ad in self.adapters:
+                check_against(ad, nl.matrices, a["num_layers"])
+            self.sram_fit = require_fit(sram, self.adapters, self.context)
+            self.max_context = min(r["max_context"] for r in self.sram_fit)
+            for ad in self.adapters:
+                for sm in to_sram(ad, progress):
+                    self.lora.setdefault(sm.matrix, []).append(sm)
         p = nl.params()
         self.params = p
         self.rsqrt = p["lut.rsqrt"].astype(I64)
@@ -245,6 +259,13 @@ class Chip:
         )  # fmt: skip
         return st, bias
 
+    @property
+    def adapter_note(self) -> str:
+        """`` with adapters A, B`` for messages about the context, or empty."""
+        if not self.adapters:
+            return ""
+        return " with adapter " + ", ".join(a.path.name for a in self.adapters)
+
     # -- state ---------------------------------------------------------------------------------
 
     def reset(self) -> None:
@@ -276,6 +297,18 @@ class Chip:
         return K.matmul(a.x, a.s, a.m, a.e, mat.lev, mat.packed, mat.d, mat.off, mat.msh, mat.accum,
                         mat.ka, mat.zsh, mat.kb, b, mat.has_zero, bias is not None, self.F,
                         mat.rows, par)  # fmt: skip
+
+    def _adapt(self, matrix: str, a: Act8, y: np.ndarray) -> np.ndarray:
+        """``y`` plus the loaded adapters of ``matrix`` (docs/numerics.md, "LoRA adapters in
+        SRAM"): ``sat32(y + sum of d)``."""
+        mods = self.lora.get(matrix)
+        if not mods:
+            return y
+        d = np.zeros_like(y)
+        for sm in mods:
+            K.lora_add(a.x, a.s, a.m, a.e, sm.a_codes, sm.a_m, sm.a_e, sm.b_codes, sm.b_m,
+                       sm.b_e, self.F, d)  # fmt: skip
+        return K.add_rows(y, d)
 
     def rmsnorm(self, h: np.ndarray, gamma: np.ndarray, gamma_frac: int, eps_d: int) -> Act8:
         return Act8(*K.rmsnorm_rows(h, gamma.astype(I64), gamma_frac, eps_d, self.F,
@@ -321,7 +354,8 @@ class Chip:
             raise InputError(f"token id outside the vocabulary (0..{self.vocab - 1})")
         if self.pos + t > self.context:
             raise FitError(
-                f"the KV cache holds {self.context:,} tokens (--context); this run needs "
+                f"the KV cache holds {self.context:,} tokens (--context; at most "
+                f"{self.max_context:,} on this build{self.adapter_note}); this run needs "
                 f"{self.pos + t:,}"
             )
         positions = np.arange(self.pos, self.pos + t, dtype=I64)
@@ -339,7 +373,8 @@ class Chip:
                 r = 0
                 for k in group:
                     m = self.mats[self.ops[k]["matrix"]]
-                    slots[self.ops[k]["out"]] = np.ascontiguousarray(y[:, r : r + m.rows])
+                    yk = np.ascontiguousarray(y[:, r : r + m.rows])
+                    slots[self.ops[k]["out"]] = self._adapt(m.name, slots[op["in"]], yk)
                     r += m.lev.shape[0] * K.BLOCK_ROWS
                 skip = group[-1]
                 continue
@@ -350,7 +385,8 @@ class Chip:
                                                 op["gamma_frac"], op["eps_d"])  # fmt: skip
             elif kind == "matmul":
                 bias = p[op["bias"]] if op.get("bias") else None
-                slots[op["out"]] = self.matmul(slots[op["in"]], self.mats[op["matrix"]], bias)
+                y = self.matmul(slots[op["in"]], self.mats[op["matrix"]], bias)
+                slots[op["out"]] = self._adapt(op["matrix"], slots[op["in"]], y)
             elif kind == "rope":
                 slots[op["out"]] = self.rope(slots[op["in"]], op["heads"], positions)
             elif kind == "attention":

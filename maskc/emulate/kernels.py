@@ -241,6 +241,32 @@ def matmul(x, s, m, e, lev, packed, d, off, msh, scratch, ka, zsh, kb, bias, has
     return y
 
 
+@njit(cache=True, parallel=True)
+def lora_add(x, s, m, e, a_codes, a_m, a_e, b_codes, b_m, b_e, f, acc):  # pragma: no cover
+    """Adds one LoRA adapter's ``d`` to ``acc`` (int64 [T, R]) for the act8 input (x [T, C],
+    s [T, ng], m [T], e [T]) — docs/numerics.md, "LoRA adapters in SRAM". The right shifts
+    are capped at 62: ``|t * m_a * a_m| < 2^61`` there, so a longer shift also gives 0."""
+    t_n, c = x.shape
+    r = a_codes.shape[0]
+    rows = b_codes.shape[0]
+    for t in prange(t_n):
+        u = np.empty(r, np.int64)
+        for k in range(r):
+            acc_t = np.int64(0)
+            for j in range(c):
+                acc_t += (x[t, j] << s[t, j // GROUP]) * np.int64(a_codes[k, j])
+            u[k] = sat32(term(acc_t * m[t] * a_m[k], min(-(e[t] + a_e[k]) - f, 62)))
+        xu = np.empty(r, np.int64)
+        su = np.empty(1, np.int64)
+        mu, eu = q8_row(u, f, 0, xu, su)
+        big_e = eu + su[0]
+        for i in range(rows):
+            v = np.int64(0)
+            for k in range(r):
+                v += xu[k] * np.int64(b_codes[i, k])
+            acc[t, i] += term(v * mu * b_m[i], min(-(big_e + b_e[i]) - f, 62))
+
+
 def blocked(a: np.ndarray) -> np.ndarray:
     """``[R, K]`` -> ``[ceil(R / 128), K, 128]`` (rows padded with zeros), contiguous."""
     r, k = a.shape

@@ -17,7 +17,7 @@ import numpy as np
 from maskc.build import Build, open_build
 from maskc.emulate import Chip
 from maskc.emulate.sampling import Sampler, SamplingParams
-from maskc.errors import InputError, UsageError
+from maskc.errors import FitError, InputError, UsageError
 from maskc.netlist import Netlist, load_netlist
 
 
@@ -49,8 +49,14 @@ class Session:
         return self.build.json("reports/placement.json").get("performance")
 
 
-def open_session(path: Path, context: int | None = None, progress=None) -> Session:
-    """Open a build (hashes checked: exit 5), its netlist and tokenizer; prepare the chip."""
+def open_session(
+    path: Path, context: int | None = None, progress=None, adapters: list[Path] = ()
+) -> Session:
+    """Open a build (hashes checked: exit 5), its netlist and tokenizer; prepare the chip with
+    ``adapters`` (PEFT LoRA folders) loaded into its SRAM."""
+    from maskc.adapters import load_adapter
+
+    loaded = [load_adapter(p) for p in adapters]
     b = open_build(path)
     nl = load_netlist(b.path)
     tok = None
@@ -63,7 +69,7 @@ def open_session(path: Path, context: int | None = None, progress=None) -> Sessi
             tok = Tokenizer.from_file(str(p))
         except Exception as e:  # the tokenizers library raises a bare Exception
             raise InputError(f"{p}: not a readable tokenizer.json ({e})") from None
-    return Session(b, nl, Chip(nl, context=context, progress=progress), tok)
+    return Session(b, nl, Chip(nl, context=context, progress=progress, adapters=loaded), tok)
 
 
 def chat_prompt(session: Session, user_text: str) -> str:
@@ -101,6 +107,7 @@ class Generation:
     prefill_s: float = 0.0
     decode_s: float = 0.0
     stopped_at_eos: bool = False
+    stopped_at_context: bool = False
 
 
 def generate(
@@ -111,14 +118,36 @@ def generate(
     on_token: Callable[[int], None] | None = None,
     stop_at_eos: bool = True,
     keep_logits: list | None = None,
+    context_full: str = "refuse",
 ) -> Generation:
     """Prefill ``prompt`` then decode up to ``max_new_tokens`` tokens. ``logits_sha256`` hashes
-    the int32 logits of every generated position, little-endian, in order (docs/numerics.md)."""
+    the int32 logits of every generated position, little-endian, in order (docs/numerics.md).
+
+    The KV cache holds ``chip.context`` tokens (the last generated token is never stored). A
+    prompt longer than that is refused (FitError, exit 4); so is a run whose prompt plus
+    ``max_new_tokens - 1`` exceeds it, unless ``context_full == "stop"``: generation then
+    stops when the cache is full (``stopped_at_context``). Nothing is ever truncated."""
     chip = session.chip
     if not prompt:
         raise UsageError("the prompt is empty (give some text or --tokens)")
     if max_new_tokens < 1:
         raise UsageError("--max-new-tokens must be at least 1")
+    if context_full not in ("refuse", "stop"):
+        raise UsageError(f"--context-full {context_full!r}: choose refuse or stop")
+    room = chip.context - len(prompt)
+    if room < 0:
+        raise FitError(
+            f"the prompt has {len(prompt):,} tokens; the KV cache holds {chip.context:,} "
+            f"(at most {chip.max_context:,} on this build{chip.adapter_note}); shorten the "
+            "prompt or raise --context"
+        )
+    if context_full == "refuse" and max_new_tokens - 1 > room:
+        raise FitError(
+            f"{len(prompt):,} prompt tokens + {max_new_tokens:,} new tokens need a KV cache of "
+            f"{len(prompt) + max_new_tokens - 1:,} tokens; it holds {chip.context:,} (at most "
+            f"{chip.max_context:,} on this build{chip.adapter_note}); use --max-new-tokens "
+            f"{room + 1:,} or less, a larger --context, or --context-full stop"
+        )
     chip.reset()
     num = session.netlist.doc["numerics"]
     sampler = Sampler(params, num["signal_frac"], num["log2e_q16"], chip.params["lut.exp2"])
@@ -141,6 +170,9 @@ def generate(
             g.stopped_at_eos = True
             break
         if len(g.tokens) >= max_new_tokens:
+            break
+        if chip.pos >= chip.context:
+            g.stopped_at_context = True
             break
         logits = chip.forward([tok])[0]
     g.decode_s = time.perf_counter() - t1
@@ -173,7 +205,29 @@ def perplexity(session: Session, tokens: list[int], ctx: int, stride: int | None
 
 def reference_getter(session: Session, model_dir: Path | None):
     """``(arch, get_tensor)`` of the float32 reference: the original model in ``model_dir``, or
-    (None) the build's own dequantized weights (quant/), which isolates the integer datapath."""
+    (None) the build's own dequantized weights (quant/), which isolates the integer datapath;
+    the session's adapters merged in float (``W + s * B @ A``)."""
+    arch, get = _base_getter(session, model_dir)
+    deltas = {}
+    for ad in session.chip.adapters:
+        for m in ad.modules:
+            deltas.setdefault(m.matrix, []).append((ad, m))
+    if not deltas:
+        return arch, get
+
+    def merged(name: str) -> np.ndarray:
+        w = get(name)
+        if name not in deltas:
+            return w
+        acc = w.astype(np.float64)
+        for ad, m in deltas[name]:
+            acc += ad.merged_delta(m)
+        return acc.astype(np.float32)
+
+    return arch, merged
+
+
+def _base_getter(session: Session, model_dir: Path | None):
     from maskc.ir import ModelArch, RopeScaling
 
     if model_dir is not None:
@@ -214,7 +268,8 @@ def compare(session: Session, tokens: list[int], model_dir: Path | None) -> dict
     kl, agree = kl_top1(ref, mine)
     err = np.abs(ref - mine).max(axis=1)
     return {
-        "reference": str(model_dir) if model_dir else "dequantized build weights",
+        "reference": (str(model_dir) if model_dir else "dequantized build weights")
+        + "".join(f" + {a.path.name} (merged in float)" for a in session.chip.adapters),
         "tokens": len(tokens),
         "top1_agreement": float(agree.mean()),
         "kl_mean": float(kl.mean()),

@@ -170,7 +170,8 @@ def build_ops(arch, norm_fracs: dict[str, int], eps_d: int) -> list[dict]:
 
 def sram_allocation(placement, arch, fabric) -> dict:
     """Per die: the KV-cache region of its layers, sized for the build's context, and the
-    adapter region (the rest). ``max_context`` is what the SRAM could hold with no adapters."""
+    adapter region (the rest) with the LoRA ranks it holds (docs/sram.md). ``max_context`` is
+    what the SRAM left after ``reserved_for_adapters`` could hold."""
     from maskc.place import kv_bytes_per_token
 
     per_layer = kv_bytes_per_token(arch, 1)
@@ -199,12 +200,17 @@ def sram_allocation(placement, arch, fabric) -> dict:
                         for k in range(n)
                     ],
                 },
-                "adapters": {"base": kv_bytes, "bytes": fabric.die.sram_bytes - kv_bytes},
+                "adapters": {
+                    "base": kv_bytes,
+                    "bytes": fabric.die.sram_bytes - kv_bytes,
+                    "max_rank": d["adapter_max_rank"],
+                },
             }
         )
     return {
         "context": placement.context,
         "max_context": placement.report["max_context"],
+        "reserved_for_adapters": placement.report.get("sram_reserved_for_adapters", 0),
         "dies": dies,
     }
 
@@ -557,7 +563,7 @@ def dump_text(nl: Netlist, tiles: bool = True) -> str:
             f"  die {die['die']} bytes={die['bytes']} kv base={kv['base']} "
             f"bytes={kv['bytes']} per_token={kv['bytes_per_token']} "
             f"layers={[x['layer'] for x in kv['layers']]} adapters base={ad['base']} "
-            f"bytes={ad['bytes']}"
+            f"bytes={ad['bytes']} max_rank={ad['max_rank']}"
         )
     tok = d.get("tokenizer")
     if tok:

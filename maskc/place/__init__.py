@@ -156,12 +156,26 @@ def kv_bytes_per_token(arch, layers: int) -> int:
 
 
 def place(
-    matrices: list[MatrixInfo], arch, fabric, dies: int | str = "fabric", context: int = 2048
+    matrices: list[MatrixInfo],
+    arch,
+    fabric,
+    dies: int | str = "fabric",
+    context: int | None = 2048,
+    reserve: int = 0,
 ) -> Placement:
     """Place ``matrices`` (canonical order) on ``fabric``; ``dies``: a number, ``"auto"`` (the
-    fewest that fit) or ``"fabric"`` (the fabric's own count). Raises FitError (exit 4) with
-    the numbers and what would make it fit."""
+    fewest that fit) or ``"fabric"`` (the fabric's own count). ``reserve``: SRAM bytes per die
+    kept for adapters; the KV cache gets the rest. ``context`` None: as many tokens as that
+    rest holds (at most the model's ``max_position_embeddings``). Raises FitError (exit 4)
+    with the numbers and what would make it fit."""
     layers = arch.num_layers
+    if not 0 <= reserve < fabric.die.sram_bytes:
+        raise FitError(
+            f"{fabric.name}: --reserve-sram {reserve:,} bytes leaves no SRAM for the KV cache "
+            f"(a die has {fabric.die.sram_bytes:,})"
+        )
+    sram = fabric.die.sram_bytes - reserve
+    fit_context = context or 1
     per_layer = [0] * layers
     embed_tiles = head_tiles = 0
     for m in matrices:
@@ -175,16 +189,16 @@ def place(
     total = embed_tiles + head_tiles + sum(per_layer)
     tpd = fabric.tiles_per_die
     if dies == "auto":
-        kv_layer = kv_bytes_per_token(arch, 1) * context
+        kv_layer = kv_bytes_per_token(arch, 1) * fit_context
         n = next((k for k in range(1, layers + 1) if _fits(per_layer, embed_tiles, head_tiles, k,
-                                                             tpd, kv_layer, fabric.die.sram_bytes)),
+                                                             tpd, kv_layer, sram)),
                   None)  # fmt: skip
         if n is None:
             raise FitError(
                 f"{fabric.name}: the model needs {total:,} tiles and its largest layer alone "
                 f"{max(per_layer):,} tiles plus embedding; no split over up to {layers} dies of "
-                f"{tpd:,} tiles (and its KV cache for {context} tokens in "
-                f"{fabric.die.sram_bytes:,} bytes of SRAM) fits. Use fewer bits, a smaller "
+                f"{tpd:,} tiles (and its KV cache for {fit_context} tokens in "
+                f"{sram:,} bytes of SRAM) fits. Use fewer bits, a smaller "
                 "--context or a fabric with more tiles per die"
             )
         dies = n
@@ -198,9 +212,13 @@ def place(
     for d, (a, b) in enumerate(zip(starts, ends, strict=True)):
         for i in range(a, b):
             die_of_layer[i] = d
+    max_ctx = min(
+        sram // max(kv_bytes_per_token(arch, b - a), 1) for a, b in zip(starts, ends, strict=True)
+    )
+    if context is None:
+        context = max(1, min(max_ctx, arch.max_position_embeddings))
     kv_need = [kv_bytes_per_token(arch, b - a) * context for a, b in zip(starts, ends,
                                                                           strict=True)]  # fmt: skip
-    sram = fabric.die.sram_bytes
     over = [d for d in range(dies) if need[d] > tpd]
     sram_over = [d for d in range(dies) if kv_need[d] > sram]
     if over or sram_over:
@@ -208,9 +226,12 @@ def place(
         hint = "--dies auto to spread the layers" if dies == 1 else "more dies (--dies auto)"
         raise FitError(
             f"{fabric.name}: does not fit on {dies} die(s): die {d} needs {need[d]:,} tiles of "
-            f"{tpd:,} and {kv_need[d]:,} bytes of SRAM of {sram:,} for a {context}-token KV "
-            f"cache (model total {total:,} tiles). Try fewer bits (--bits 3), {hint}, a "
-            "smaller --context, or a larger fabric"
+            f"{tpd:,} and {kv_need[d]:,} bytes of SRAM of {sram:,}"
+            + (f" (after --reserve-sram {reserve:,})" if reserve else "")
+            + f" for a {context}-token KV cache (model total {total:,} tiles). Try fewer bits "
+            f"(--bits 3), {hint}, a smaller --context"
+            + (" or --reserve-sram" if reserve else "")
+            + ", or a larger fabric"
         )
 
     cols, rows = fabric.die.tile_columns, fabric.die.tile_rows
@@ -224,14 +245,13 @@ def place(
         for r0, nr, c0, nc in cut(m, fabric):
             x, y = next(cursors[d])
             blocks.append(Block(m.name, m.role, m.layer, m.bits, r0, nr, c0, nc, d, x, y))
-    max_ctx = min(
-        sram // max(kv_bytes_per_token(arch, b - a), 1) for a, b in zip(starts, ends, strict=True)
-    )
     report = _report(blocks, matrices, fabric, dies, need, starts, ends, arch, context, max_ctx)
     p = Placement(fabric.name, dies, tpd, (cols, rows), tuple(blocks), context, report)
     p.validate()
     from maskc.place.perf import modeled_performance
 
+    report["sram_reserved_for_adapters"] = reserve
+    _sram_report(report, matrices, fabric, context)
     report["performance"] = modeled_performance(p, arch, fabric, context)
     return p
 
@@ -292,6 +312,21 @@ def _report(blocks, matrices, fabric, dies, need, starts, ends, arch, context, m
         "max_context": max_ctx,
         "links": links,
     }
+
+
+def _sram_report(report: dict, matrices: list[MatrixInfo], fabric, context: int) -> None:
+    """Per die: KV-cache bytes at ``context``, the adapter region (the rest of the SRAM) and
+    the largest LoRA rank it holds on every target / on q, k, v, o (docs/sram.md)."""
+    from maskc.adapters import rank_budget
+
+    shapes = {m.name: {"shape": [m.rows, m.cols]} for m in matrices}
+    for d in report["per_die"]:
+        kv = d["kv_bytes_per_token"] * context
+        d["sram_bytes"] = fabric.die.sram_bytes
+        d["kv_bytes"] = kv
+        d["adapter_bytes"] = fabric.die.sram_bytes - kv
+        d["adapter_max_rank"] = rank_budget(shapes, set(range(d["layers"][0], d["layers"][1] + 1)),
+                                            fabric.die.sram_bytes - kv)  # fmt: skip
 
 
 def floorplan_png(p: Placement, path) -> None:
