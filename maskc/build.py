@@ -109,7 +109,7 @@ def open_build(path: str | os.PathLike, check_hashes: bool = True) -> Build:
     if not isinstance(m, dict) or m.get("format") != FORMAT:
         raise InputError(f"{mpath}: not a maskc build manifest")
     if m.get("version") != VERSION:
-        raise InputError(
+        raise VerifyError(
             f"{mpath}: build format version {m.get('version')!r}, this maskc reads version "
             f"{VERSION}; recompile with this maskc"
         )

@@ -650,6 +650,16 @@ def compile(
             "hold (default: min(2048, the model's maximum)).",
         ),
     ] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs",
+            "-j",
+            min=1,
+            help="Processes writing the layers (default: one per core). The build is "
+            "byte-identical for any value.",
+        ),
+    ] = None,
     reserve_sram: Annotated[
         str | None,
         typer.Option(
@@ -708,7 +718,7 @@ def compile(
         sensitivity=sensitivity, strict=strict, force=force,
         calibrate=False if no_calib else None, mixed=mixed, fabric=fabric,
         dies=_dies_option(dies), context=context, layout_format=layout_format,
-        verify=verify, reserve_sram=reserve_sram,
+        verify=verify, reserve_sram=reserve_sram, jobs=jobs,
     )  # fmt: skip
     if plan_only:
         from maskc.pipeline import plan_model

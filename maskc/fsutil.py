@@ -38,6 +38,14 @@ def decode_utf8(path: Path, what: str, raw: bytes) -> str:
         ) from None
 
 
+def _resolve(p: Path) -> Path:
+    """``p.resolve()``, or an InputError naming a symlink loop."""
+    try:
+        return p.resolve()
+    except (RuntimeError, OSError) as e:  # Python 3.11 raises RuntimeError on a loop
+        raise InputError(f"{p}: cannot resolve the path (symlink loop?): {e}") from None
+
+
 def check_output_dir(out: Path, force: bool, inputs: tuple[Path, ...] = ()) -> None:
     """Refuse an output that exists and is not an empty folder (unless ``force``), that is a
     file, or that lies inside one of ``inputs`` (or contains one)."""
@@ -46,9 +54,9 @@ def check_output_dir(out: Path, force: bool, inputs: tuple[Path, ...] = ()) -> N
             raise InputError(f"{out}: exists and is not a folder; choose another output path")
         if any(out.iterdir()) and not force:
             raise InputError(f"{out}: exists and is not empty; pass --force to replace it")
-    real = out.resolve()
+    real = _resolve(out)
     for inp in inputs:
-        r = inp.resolve()
+        r = _resolve(inp)
         if real == r or r in real.parents or real in r.parents:
             raise InputError(f"{out}: output overlaps the input {inp}; choose another path")
 

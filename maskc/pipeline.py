@@ -99,6 +99,8 @@ class CompileOptions:
     reserve_sram: str | None = None
     #: "gds" or "oas": the format of the two customizable layers
     layout_format: str = "gds"
+    #: processes that write the layers (None: one per core); the output does not depend on it
+    jobs: int | None = None
     #: read the layers back and compare them with the netlist (None: on builds of at most
     #: VERIFY_AUTO_WEIGHTS weights)
     verify: bool | None = None
@@ -244,7 +246,8 @@ def compile_model(
         from maskc.netlist import load_netlist
 
         nl = load_netlist(tmp)
-        banks = write_layers(nl, fab, tmp / "layers", opts.layout_format, progress=ev)
+        banks = write_layers(nl, fab, tmp / "layers", opts.layout_format, workers=opts.jobs,
+                             progress=ev)  # fmt: skip
         weights = report["netlist"]["weights"]
         verify = opts.verify if opts.verify is not None else weights <= VERIFY_AUTO_WEIGHTS
         report["layers"] = layers_report(tmp / "layers", banks, opts.layout_format, weights)
@@ -379,8 +382,9 @@ def _input_hashes(m: Model, opts: CompileOptions) -> dict[str, str]:
 
 def _manifest_extra(opts: CompileOptions, fab, inputs: dict[str, str]) -> dict:
     """The inputs' hashes and the options, recorded in manifest.json."""
+    skip = ("force", "jobs")  # neither changes a byte of the build
     options = {k: (v.name if isinstance(v, Path) else v)
-               for k, v in dataclasses.asdict(opts).items() if k != "force"}  # fmt: skip
+               for k, v in dataclasses.asdict(opts).items() if k not in skip}  # fmt: skip
     options["fabric_name"] = fab.name
     return {"inputs": inputs, "options": options}
 

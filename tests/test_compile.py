@@ -254,7 +254,7 @@ def test_corrupt_build_is_exit_5(model_cache, tmp_path, cli):
     assert cli("inspect", out).code == 5
     (out / "manifest.json").write_text(json.dumps({"format": "maskc-build", "version": 99}))
     r = cli("inspect", out)
-    assert_bad(r, "version")
+    assert r.code == 5 and "version" in r.err and "Traceback" not in r.err
 
 
 @pytest.mark.parametrize("which", ["--calib", "--eval-text", "--config"])
