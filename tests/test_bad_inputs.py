@@ -4,6 +4,7 @@ behind; docs/bad-inputs.md lists exactly these cases."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -56,3 +57,12 @@ def test_bad_input(cases, cli, name):
 def test_docs_table_lists_every_case():
     doc = (Path(__file__).parents[1] / "docs" / "bad-inputs.md").read_text()
     assert corpus.table() in doc
+
+
+def test_unknown_special_token_in_a_prompt_is_text(cases, cli):
+    """``<|nope|>`` is not a special token of the model: like Hugging Face, maskc tokenizes it
+    as text (several ordinary tokens), never as an unknown id."""
+    _, d = cases["prompt-empty"]
+    r = cli("emulate", d / "b", "--prompt", "<|nope|>", "-n", "1", "--json")
+    assert r.code == 0, r.err
+    assert len(json.loads(r.out)["prompt_tokens"]) > 1
