@@ -763,15 +763,7 @@ def write_lora_adapter(
     arch,
     rank: int = 8,
     seed: int = 0,
-    targets: tuple[str, ...] = (
-        "q_proj",
-        "k_proj",
-        "v_proj",
-        "o_proj",
-        "gate_proj",
-        "up_proj",
-        "down_proj",
-    ),
+    targets: tuple[str, ...] | None = None,
     layers: list[int] | None = None,
     alpha: float = 16.0,
     b_std: float = 0.02,
@@ -780,8 +772,11 @@ def write_lora_adapter(
 ) -> Path:
     """A seeded random PEFT LoRA adapter for ``arch`` (as PEFT saves one): ``lora_A`` with
     PEFT's default (Kaiming-uniform) scale, ``lora_B`` normal with ``b_std`` (PEFT starts it at
-    0; a trained one is not), ``adapter_config.json`` naming ``targets`` and ``layers``."""
+    0; a trained one is not), ``adapter_config.json`` naming ``targets`` (default: all seven
+    projections) and ``layers``."""
     from maskc.adapters import TARGETS
+
+    targets = tuple(TARGETS) if targets is None else targets
 
     path = Path(out_dir)
     path.mkdir(parents=True, exist_ok=True)
