@@ -162,8 +162,8 @@ class Chip:
 
             for ad in self.adapters:
                 check_against(ad, nl.matrices, a["num_layers"])
-            self.sram_fit = require_fit(sram, self.adapters, self.context)
-            self.max_context = min(r["max_context"] for r in self.sram_fit)
+            fit = require_fit(sram, self.adapters, self.context)
+            self.max_context = min(self.max_context, *(r["max_context"] for r in fit))
             for ad in self.adapters:
                 for sm in to_sram(ad, progress):
                     self.lora.setdefault(sm.matrix, []).append(sm)
