@@ -324,11 +324,6 @@ class SramModule:
     b_m: np.ndarray
     b_e: np.ndarray
 
-    @property
-    def nbytes(self) -> int:
-        r, c = self.a_codes.shape
-        return module_bytes(self.b_codes.shape[0], c, r)
-
 
 def _fix_floor_half(q0: np.ndarray, num2: np.ndarray, unit: np.ndarray) -> np.ndarray:
     """The exact ``floor(num / unit + 1/2)`` from a float estimate ``q0``: ``c`` is right when

@@ -179,9 +179,9 @@ def sram_allocation(placement, arch, fabric) -> dict:
     for d in placement.report["per_die"]:
         first, last = d["layers"]
         n = last - first + 1
-        bpt = per_layer * n
+        bpt = d["kv_bytes_per_token"]
         ctx = placement.context
-        kv_bytes = bpt * ctx
+        kv_bytes = d["kv_bytes"]  # the placement report's SRAM split (place._sram_report)
         dies.append(
             {
                 "die": d["die"],
@@ -202,7 +202,7 @@ def sram_allocation(placement, arch, fabric) -> dict:
                 },
                 "adapters": {
                     "base": kv_bytes,
-                    "bytes": fabric.die.sram_bytes - kv_bytes,
+                    "bytes": d["adapter_bytes"],
                     "max_rank": d["adapter_max_rank"],
                 },
             }
