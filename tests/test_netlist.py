@@ -201,3 +201,29 @@ def test_group_size_not_a_multiple_of_32_is_refused(model_cache, tmp_path, cli):
     r = cli("compile", model_cache("tiny").path, "-o", tmp_path / "b", "-g", "16")
     assert r.code == 3 and "multiple of 32" in r.err and "Traceback" not in r.err, r
     assert not (tmp_path / "b").exists()
+
+
+def test_a_mistyped_matrix_entry_is_exit_3(model_cache, tmp_path):
+    """Found by the mutation fuzzer: a netlist.json whose matrix ``format`` has a misspelt
+    field was a TypeError (exit 70); now every matrix entry is checked at load."""
+    from maskc.errors import InputError
+    from maskc.netlist import load_netlist
+    from maskc.pipeline import CompileOptions, compile_model
+
+    b = tmp_path / "b"
+    compile_model(model_cache("tiny").path, b, CompileOptions(verify=False))
+    p = b / "netlist" / "netlist.json"
+    good = p.read_text()
+    name = "model.layers.0.mlp.up_proj.weight"
+    for edit, needle in (
+        (lambda m: m["format"].update(roup_size=m["format"].pop("group_size")), "roup_size"),
+        (lambda m: m["format"].update(bits="4"), "bits"),
+        (lambda m: m.update(shape=[64]), "shape"),
+        (lambda m: m.update(tiles=0), "tiles"),
+        (lambda m: m.update(tile_shape=[64, True]), "tile_shape"),
+    ):
+        doc = json.loads(good)
+        edit(doc["matrices"][name])
+        p.write_text(json.dumps(doc))
+        with pytest.raises(InputError, match=needle):
+            load_netlist(b)

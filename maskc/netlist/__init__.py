@@ -26,8 +26,8 @@ from maskc.netlist.constants import (
     inv_sqrt_hd_q16,
     rope_phase_steps,
 )
-from maskc.quantize.formats import QuantFormat, QuantTensor
-from maskc.quantize.store import load_quant
+from maskc.quantize.formats import QuantTensor
+from maskc.quantize.store import format_from_json, format_to_json, load_quant
 from maskc.safetensors_io import SafetensorsFile, write_safetensors
 
 FORMAT = "maskc-netlist"
@@ -42,18 +42,6 @@ MAX_PRODUCT_BITS = 62
 
 def tiles_file(layer: int | None) -> str:
     return "tiles/global.safetensors" if layer is None else f"tiles/layer-{layer:03d}.safetensors"
-
-
-def _fmt_json(f: QuantFormat) -> dict:
-    return {
-        "bits": f.bits,
-        "group_size": f.group_size,
-        "scale_bits": f.scale_bits,
-        "zero_bits": f.zero_bits,
-        "level_bits": f.level_bits,
-        "scale_shift_bits": f.scale_shift_bits,
-        "zero_shift_bits": f.zero_shift_bits,
-    }
 
 
 def matrix_bounds(q: QuantTensor) -> tuple[int, int]:
@@ -288,7 +276,7 @@ def write_netlist(
                 "role": bl[0].role,
                 "layer": bl[0].layer,
                 "shape": list(q.shape),
-                "format": _fmt_json(q.fmt),
+                "format": format_to_json(q.fmt),
                 "tiles": len(bl),
                 "tile_shape": [fabric.tile.rows, w],
                 "acc_bits": acc_bits,
@@ -386,7 +374,7 @@ class Netlist:
         """Matrix ``name`` reassembled from its tiles, validated (codes, group fields, exps)."""
         m = self.matrices[name]
         t = self.tile_arrays(name)
-        fmt = QuantFormat(**m["format"])
+        fmt = format_from_json(m["format"], f"{self.path}: matrix {name}")
         r, c = m["shape"]
         g = fmt.group_size
         cp = fmt.padded_cols(c)
@@ -458,6 +446,29 @@ class Netlist:
         return q
 
 
+def _check_matrix_entry(p: Path, name: str, m: object) -> None:
+    """A ``matrices`` entry of netlist.json: its format, shapes and tile count well-typed."""
+    where = f"{p}: matrix {name}"
+    if not isinstance(m, dict):
+        raise InputError(f"{where}: must be an object")
+    format_from_json(m.get("format"), where)
+
+    def positive_ints(key: str, n: int | None) -> None:
+        v = m.get(key)
+        v = [v] if n is None else v
+        if not (
+            isinstance(v, list)
+            and len(v) == (n or 1)
+            and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v)
+        ):
+            want = f"{n} positive integers" if n else "a positive integer"
+            raise InputError(f"{where}: field {key!r} must be {want}")
+
+    positive_ints("shape", 2)
+    positive_ints("tile_shape", 2)
+    positive_ints("tiles", None)
+
+
 def load_netlist(build_path: Path) -> Netlist:
     """Open ``BUILD/netlist`` and validate its structure (exit 3 naming the field otherwise).
 
@@ -486,6 +497,10 @@ def load_netlist(build_path: Path) -> Netlist:
         if key not in doc:
             raise InputError(f"{p}: field {key!r} is missing")
     mats = doc["matrices"]
+    if not isinstance(mats, dict) or not isinstance(doc["ops"], list):
+        raise InputError(f"{p}: 'matrices' must be an object and 'ops' a list")
+    for name, m in mats.items():
+        _check_matrix_entry(p, name, m)
     for op in doc["ops"]:
         if not isinstance(op, dict) or "op" not in op:
             raise InputError(f"{p}: every op needs an 'op' field")

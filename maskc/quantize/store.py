@@ -54,16 +54,30 @@ def index_entry(q: QuantTensor, file: str) -> dict:
         "kind": "quantized",
         "shape": list(q.shape),
         "method": q.method,
-        "format": {
-            "bits": q.fmt.bits,
-            "group_size": q.fmt.group_size,
-            "scale_bits": q.fmt.scale_bits,
-            "zero_bits": q.fmt.zero_bits,
-            "level_bits": q.fmt.level_bits,
-            "scale_shift_bits": q.fmt.scale_shift_bits,
-            "zero_shift_bits": q.fmt.zero_shift_bits,
-        },
+        "format": format_to_json(q.fmt),
     }
+
+
+#: the fields of a :class:`QuantFormat` as JSON holds them (quant/index.json, netlist.json)
+FORMAT_FIELDS = ("bits", "group_size", "scale_bits", "zero_bits", "level_bits",
+                 "scale_shift_bits", "zero_shift_bits")  # fmt: skip
+
+
+def format_to_json(f: QuantFormat) -> dict:
+    return {k: getattr(f, k) for k in FORMAT_FIELDS}
+
+
+def format_from_json(d: object, where: str) -> QuantFormat:
+    """A ``format`` object read from an untrusted file: every field an integer, no unknown
+    field, the format validated (InputError naming ``where`` and the field otherwise)."""
+    if not isinstance(d, dict):
+        raise InputError(f"{where}: 'format' must be an object")
+    unknown = sorted(set(d) - set(FORMAT_FIELDS))
+    if unknown:
+        raise InputError(f"{where}: unknown format field {unknown[0]!r}")
+    fmt = QuantFormat(**{k: _int_field(d, k, where) for k in FORMAT_FIELDS})
+    fmt.validate(where)
+    return fmt
 
 
 def _int_field(d: dict, key: str, where: str) -> int:
@@ -82,16 +96,7 @@ def load_quant(path: Path, st: SafetensorsFile, name: str, entry: dict) -> Quant
         isinstance(shape, list) and len(shape) == 2 and all(isinstance(s, int) for s in shape)
     ):
         raise InputError(f"{where}: index entry needs 'format' and a 2-d 'shape'")
-    fmt = QuantFormat(
-        bits=_int_field(fmt_d, "bits", where),
-        group_size=_int_field(fmt_d, "group_size", where),
-        scale_bits=_int_field(fmt_d, "scale_bits", where),
-        zero_bits=_int_field(fmt_d, "zero_bits", where),
-        level_bits=_int_field(fmt_d, "level_bits", where),
-        scale_shift_bits=_int_field(fmt_d, "scale_shift_bits", where),
-        zero_shift_bits=_int_field(fmt_d, "zero_shift_bits", where),
-    )
-    fmt.validate(where)
+    fmt = format_from_json(fmt_d, where)
     arrays = {}
     for f in FIELDS:
         key = f"{name}/{f}"
