@@ -28,11 +28,11 @@ ALL4 = '[[rule]]\nmatch = "model\\\\.embed_tokens"\nbits = 4\n'
 
 
 def child(action: str, build: Path, fmt: str, out: Path) -> None:
-    from maskc.layout import fabric_of, verify_layers, write_layers
+    from maskc.layout import verify_layers, write_layers
     from maskc.netlist import load_netlist
 
     nl = load_netlist(build)
-    fab = fabric_of(nl)
+    fab = nl.fabric
     t0 = time.perf_counter()
     if action == "write":
         banks = write_layers(nl, fab, out, fmt)

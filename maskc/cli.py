@@ -39,6 +39,7 @@ from maskc.errors import (
     MaskcError,
     UsageError,
 )
+from maskc.fabric import DEFAULT_FABRIC
 from maskc.fsutil import atomic_output_dir
 
 app = typer.Typer(
@@ -292,7 +293,7 @@ def _inspect_adapter(path: Path, build: Path | None, context: int | None, header
 
         open_build(build)
         nl = load_netlist(build)
-        check_against(ad, nl.matrices, nl.arch["num_layers"])
+        check_against(ad, nl.matrices, nl.arch.num_layers)
         sram = nl.doc["sram"]
         ctx = context or sram["context"]
         rows = sram_fit(sram, [ad], ctx)
@@ -622,7 +623,7 @@ def compile(
             help="Place the model on this fabric: a built-in name (maskc "
             "fabric list) or a fabric TOML file.",
         ),
-    ] = "hc1",
+    ] = DEFAULT_FABRIC,
     dies: Annotated[
         str,
         typer.Option(

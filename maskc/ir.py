@@ -15,7 +15,7 @@ This module holds the model-level IR produced by ingest:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from maskc.errors import InputError
 
@@ -32,6 +32,11 @@ class RopeScaling:
     low_freq_factor: float
     high_freq_factor: float
     original_max_position_embeddings: int
+
+    @classmethod
+    def from_json(cls, d: object, where: str) -> RopeScaling:
+        """Read back what :meth:`ModelArch.to_json` wrote (untrusted: every field checked)."""
+        return _from_json(cls, d, where)
 
     def validate(self, where: str = "rope_scaling") -> None:
         if self.rope_type != "llama3":
@@ -139,6 +144,53 @@ class ModelArch:
         d = asdict(self)
         d["eos_token_ids"] = list(self.eos_token_ids)
         return d
+
+    @classmethod
+    def from_json(cls, d: object, where: str) -> ModelArch:
+        """The architecture :meth:`to_json` wrote (a build's model.json or netlist.json), read
+        back from an untrusted file: every field present and of its type, no unknown field,
+        then :meth:`validate` (InputError naming ``where`` and the field otherwise)."""
+        arch = _from_json(cls, d, where)
+        arch.validate(where)
+        return arch
+
+
+def _from_json(cls, d: object, where: str):
+    """A frozen IR dataclass from its JSON dict, by the annotation of each field: ``int``,
+    ``float`` (an int is accepted), ``bool``, ``str``, ``X | None``, ``tuple[int, ...]`` (a JSON
+    list) or a nested IR class with ``from_json``."""
+    if not isinstance(d, dict):
+        raise InputError(f"{where}: must be an object")
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise InputError(f"{where}: unknown field {unknown[0]!r}")
+    values = {}
+    for f in fields(cls):
+        if f.name not in d:
+            raise InputError(f"{where}: field {f.name!r} is missing")
+        values[f.name] = _json_value(d[f.name], str(f.type), f"{where}: field {f.name!r}")
+    return cls(**values)
+
+
+def _json_value(v: object, kind: str, where: str) -> object:
+    if kind.endswith(" | None"):
+        return None if v is None else _json_value(v, kind[: -len(" | None")], where)
+    if kind == "RopeScaling":
+        return RopeScaling.from_json(v, where)
+    if kind == "tuple[int, ...]":
+        if not isinstance(v, list):
+            raise InputError(f"{where} must be a list of integers")
+        return tuple(_json_value(x, "int", where) for x in v)
+    ok = {
+        "int": isinstance(v, int) and not isinstance(v, bool),
+        "float": isinstance(v, int | float) and not isinstance(v, bool),
+        "bool": isinstance(v, bool),
+        "str": isinstance(v, str),
+    }
+    if not ok[kind]:
+        raise InputError(f"{where} must be of type {kind}, got {type(v).__name__}")
+    return float(v) if kind == "float" else v
 
 
 @dataclass(frozen=True)

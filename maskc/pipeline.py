@@ -22,6 +22,7 @@ from maskc import __version__
 from maskc.build import sha256_file, write_json, write_manifest
 from maskc.errors import InputError, UsageError
 from maskc.evaluate import kl_top1, log_softmax
+from maskc.fabric import DEFAULT_FABRIC
 from maskc.fsutil import atomic_output_dir, decode_utf8, read_small_file
 from maskc.ingest import Model, load_model
 from maskc.quantize import (
@@ -44,8 +45,6 @@ from maskc.safetensors_io import write_safetensors
 MAX_TEXT_BYTES = 64 << 20
 #: Fewest tokens a calibration text must give.
 MIN_CALIB_TOKENS = 64
-#: The fabric a build is placed on unless --fabric says otherwise: the published chip.
-DEFAULT_FABRIC = "hc1"
 
 
 class Events(Protocol):

@@ -117,7 +117,7 @@ def _tamper(lib, case, geo):
 @pytest.mark.parametrize("fmt", ["gds", "oas"])
 @pytest.mark.parametrize("case", ["missing via", "extra via", "moved strap", "swapped tile"])
 def test_every_tampering_is_caught(builds, tmp_path, cli, fmt, case):
-    from maskc.layout import Geometry, fabric_of
+    from maskc.layout import Geometry
     from maskc.netlist import load_netlist
 
     b = tmp_path / "b"
@@ -125,7 +125,7 @@ def test_every_tampering_is_caught(builds, tmp_path, cli, fmt, case):
     layer = "metal" if case == "moved strap" else "via"
     path = b / "layers" / f"{layer}.{fmt}"
     lib = _load(path)
-    _tamper(lib, case, Geometry(fabric_of(load_netlist(b))))
+    _tamper(lib, case, Geometry(load_netlist(b).fabric))
     _save(lib, path)
     r = cli("verify", b)
     assert r.code == 5 and "tile T" in r.err and "Traceback" not in r.err, (case, r)
@@ -232,7 +232,7 @@ def test_verify_json_and_a_build_without_layers(builds, tmp_path, cli):
 def test_render_draws_a_tile_read_back_from_the_files(builds, tmp_path, cli):
     import json
 
-    from maskc.layout import TileRom, fabric_of
+    from maskc.layout import TileRom
     from maskc.netlist import load_netlist
 
     out = tmp_path / "t.png"
@@ -244,7 +244,7 @@ def test_render_draws_a_tile_read_back_from_the_files(builds, tmp_path, cli):
     name = next(n for n in nl.matrices if [0, 0, 0] in nl.tile_arrays(n)["pos"].tolist())
     t = nl.tile_arrays(name)
     i = next(i for i, p in enumerate(t["pos"].tolist()) if p == [0, 0, 0])
-    rom = TileRom(t, i, nl.matrices[name], fabric_of(nl))
+    rom = TileRom(t, i, nl.matrices[name], nl.fabric)
     assert doc["zoom_values"] == rom.array[:4, :4].tolist()
     r = cli("render", builds["gds"], "--tile", "T9_9_9", "-o", out)
     assert r.code == 2 and "no such tile" in r.err
@@ -278,7 +278,7 @@ def test_parts_and_banks_do_not_change_the_layers(builds, tmp_path, monkeypatch)
     from maskc.netlist import load_netlist
 
     nl = load_netlist(builds["gds"])
-    fab = lay.fabric_of(nl)
+    fab = nl.fabric
     monkeypatch.setattr(lay, "PART_TILES", 2)
     banks = lay.write_layers(nl, fab, tmp_path / "g", "gds")
     for layer in ("via", "metal"):
@@ -318,12 +318,12 @@ _MUST_NOT = [("big via", "not a via"), ("off-site via", "off-site"), ("doubled v
 )
 def test_what_a_via_layer_must_not_hold_is_exit_5(builds, tmp_path, cli, fmt, case, says):
     """Shapes a mask edit could leave behind, each named by maskc verify."""
-    from maskc.layout import Geometry, fabric_of
+    from maskc.layout import Geometry
     from maskc.netlist import load_netlist
 
     b = tmp_path / "b"
     shutil.copytree(builds[fmt], b)
-    geo = Geometry(fabric_of(load_netlist(b)))
+    geo = Geometry(load_netlist(b).fabric)
     path = b / "layers" / f"via.{fmt}"
     lib = _load(path)
     names = sorted(c.name for c in lib.cells if re.fullmatch(r"T\d+_\d+_\d+", c.name))

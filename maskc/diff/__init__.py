@@ -53,7 +53,7 @@ class _Side:
 
 def _open_build(path: Path) -> _Side:
     from maskc.build import open_build
-    from maskc.layout import fabric_of, tile_name
+    from maskc.layout import tile_name
     from maskc.netlist import load_netlist
 
     b = open_build(path)  # every file's hash: a corrupt build is exit 5
@@ -64,7 +64,7 @@ def _open_build(path: Path) -> _Side:
     for name in nl.matrices:
         for i, pos in enumerate(_small(nl, name, "pos").tolist()):
             sites[tile_name(pos)] = (name, i)
-    return _Side(b.path, nl, fabric_of(nl), b.manifest.get("tiles", {}), sites)
+    return _Side(b.path, nl, nl.fabric, b.manifest.get("tiles", {}), sites)
 
 
 def _small(nl, name: str, key: str) -> np.ndarray:
@@ -264,7 +264,6 @@ def _metal_layer(a: _Side, b: _Side) -> dict:
 
 def _file_side(path: Path):
     """(layer name, netlist, fabric) of a layer file inside a build folder's ``layers/``."""
-    from maskc.layout import fabric_of
     from maskc.netlist import load_netlist
 
     if path.suffix not in (".gds", ".oas") or not path.is_file():
@@ -277,7 +276,7 @@ def _file_side(path: Path):
         raise InputError(f"{path}: a layer file is read with its fabric, from the build's "
                          "netlist/ beside layers/; none found")  # fmt: skip
     nl = load_netlist(build)
-    return layer, nl, fabric_of(nl)
+    return layer, nl, nl.fabric
 
 
 def _diff_files(pa: Path, pb: Path, progress=None) -> dict:

@@ -112,7 +112,7 @@ def _check_ops(ops, params: dict, nl: Netlist) -> None:
             if op.get(f) is not None and op[f] not in params:
                 raise InputError(f"{where}: op {i} ({kind}) names parameter {op[f]!r}, not in "
                                  "params.safetensors")  # fmt: skip
-        if kind == "attention" and (op["head_dim"] != a["head_dim"] or op["kv_heads"] < 1
+        if kind == "attention" and (op["head_dim"] != a.head_dim or op["kv_heads"] < 1
                                     or op["heads"] % op["kv_heads"]):  # fmt: skip
             raise InputError(
                 f"{where}: op {i} (attention) heads/kv_heads/head_dim are inconsistent"
@@ -142,9 +142,9 @@ class Chip:
         must fit beside the KV cache of ``context`` tokens: FitError otherwise)."""
         self.nl = nl
         a = nl.arch
-        self.vocab = a["vocab_size"]
+        self.vocab = a.vocab_size
         self.F = nl.doc["numerics"]["signal_frac"]
-        self.hd = a["head_dim"]
+        self.hd = a.head_dim
         sram = nl.doc["sram"]
         self.max_context = sram["max_context"]
         self.context = sram["context"] if context is None else context
@@ -161,7 +161,7 @@ class Chip:
             from maskc.adapters import check_against, require_fit, to_sram
 
             for ad in self.adapters:
-                check_against(ad, nl.matrices, a["num_layers"])
+                check_against(ad, nl.matrices, a.num_layers)
             fit = require_fit(sram, self.adapters, self.context)
             self.max_context = min(self.max_context, *(r["max_context"] for r in fit))
             for ad in self.adapters:
@@ -186,7 +186,7 @@ class Chip:
             self.mats[name] = _prepare(nl.matrix(name))
             if progress:
                 progress.advance(1, name)
-        self.n_layers = a["num_layers"]
+        self.n_layers = a.num_layers
         self._nobias = np.zeros(1, I64)
         self._fused = self._fuse(p)
         if progress:  # the kernels compile on first use (then load from numba's disk cache)

@@ -228,18 +228,16 @@ def reference_getter(session: Session, model_dir: Path | None):
 
 
 def _base_getter(session: Session, model_dir: Path | None):
-    from maskc.ir import ModelArch, RopeScaling
-
     if model_dir is not None:
         from maskc.ingest import load_model
 
         m = load_model(model_dir)
         mine = session.netlist.arch
         for k in ("hidden_size", "num_layers", "vocab_size", "num_heads", "num_kv_heads"):
-            if getattr(m.arch, k) != mine[k]:
+            if getattr(m.arch, k) != getattr(mine, k):
                 raise InputError(
                     f"{model_dir}: {k} is {getattr(m.arch, k)}, the build's model has "
-                    f"{mine[k]}: not the model this build was compiled from"
+                    f"{getattr(mine, k)}: not the model this build was compiled from"
                 )
         return m.arch, m.read
     from maskc.pipeline import dequantized_getter
@@ -248,11 +246,7 @@ def _base_getter(session: Session, model_dir: Path | None):
     if "quant/index.json" not in b.manifest["files"]:
         raise InputError(f"{b.path}: no quant/ folder to dequantize")
     index = b.json("quant/index.json")["tensors"]
-    a = dict(session.netlist.arch)
-    rs = a.pop("rope_scaling", None)
-    a["eos_token_ids"] = tuple(a.get("eos_token_ids") or ())
-    arch = ModelArch(**a, rope_scaling=RopeScaling(**rs) if rs else None)
-    return arch, dequantized_getter(b.path, index)
+    return session.netlist.arch, dequantized_getter(b.path, index)
 
 
 def compare(session: Session, tokens: list[int], model_dir: Path | None) -> dict:

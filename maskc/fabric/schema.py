@@ -33,8 +33,6 @@ SCHEMA_VERSION = 1
 MAX_DENSITY_MTR_PER_MM2 = 500.0
 #: Tolerance of the tile area against ``tile_pitch_x * tile_pitch_y``.
 AREA_TOLERANCE = 0.01
-#: Names of the fixed-function units, in ``[units.*]`` order.
-UNIT_NAMES = ("rmsnorm", "rope", "attention", "swiglu", "softmax", "sampling")
 #: ``tile.three_bit`` modes.
 THREE_BIT_MODES = ("packed", "cell")
 
@@ -319,6 +317,15 @@ class Fabric:
     def to_json(self) -> dict[str, Any]:
         """A deterministic JSON-ready dict: ``schema``, every table, and ``derived``."""
         return {"schema": SCHEMA_VERSION, **self.tables(), "derived": self.derived()}
+
+    @classmethod
+    def from_json(cls, d: object, where: str) -> Fabric:
+        """The fabric :meth:`to_json` wrote (a netlist's ``fabric``), read back and validated;
+        the ``schema`` and ``derived`` entries are recomputed, not trusted."""
+        if not isinstance(d, dict):
+            raise InputError(f"{where}: fabric must be an object")
+        tables = {k: v for k, v in d.items() if k not in ("schema", "derived")}
+        return parse_fabric(tables, f"{where}: fabric")
 
     def to_toml(self) -> str:
         """The fabric as a TOML file that :func:`parse_fabric` reads back into an equal object."""

@@ -51,7 +51,6 @@ __all__ = [
     "bits_to_nibbles",
     "cell_values",
     "codes_from_cells",
-    "fabric_of",
     "nibbles_to_bits",
     "record_bits",
     "scale_bits",
@@ -73,18 +72,6 @@ _B32 = np.frombuffer(b"0123456789ABCDEFGHIJKLMNOPQRSTUV", np.uint8)
 def tile_name(pos) -> str:
     d, x, y = (int(v) for v in pos)
     return f"T{d}_{x}_{y}"
-
-
-def fabric_of(nl):
-    """The fabric a netlist was placed on, rebuilt (and validated) from netlist.json."""
-    return _fabric_from_json(nl.doc["fabric"], f"{nl.path}/netlist.json")
-
-
-def _fabric_from_json(d: dict, where: str):
-    from maskc.fabric import parse_fabric
-
-    tables = {k: v for k, v in d.items() if k not in ("schema", "derived")}
-    return parse_fabric(tables, f"{where}: fabric")
 
 
 def _tiles(nl, segments):
@@ -228,13 +215,13 @@ def _gds_library(geo: Geometry, words: np.ndarray, f) -> None:
     f.write(b"".join(out))
 
 
-def _gds_part(nl_root: str, fabric_json: dict, tiles: list, via_path: str, metal_path: str):
+def _gds_part(nl_root: str, tiles: list, via_path: str, metal_path: str):
     """Write the via and metal cells of ``tiles`` (``[(matrix, index)]``) to two part files;
     return the word values they use (run in a worker process)."""
     from maskc.netlist import load_netlist
 
     nl = load_netlist(Path(nl_root).parent)
-    fabric = _fabric_from_json(fabric_json, nl_root)
+    fabric = nl.fabric
     geo = Geometry(fabric)
     used = [np.zeros(0, np.int64)]
     cache: dict[str, dict] = {}
@@ -279,7 +266,7 @@ def _write_gds(nl, fabric, banks, out_dir: Path, workers: int, progress) -> None
             jobs.append((b, k // PART_TILES, tiles[k : k + PART_TILES]))
     parts = out_dir / ".parts"
     parts.mkdir(exist_ok=True)
-    args = [(str(nl.path), nl.doc["fabric"], tl, str(parts / f"via.{b}.{p:05d}"),
+    args = [(str(nl.path), tl, str(parts / f"via.{b}.{p:05d}"),
              str(parts / f"metal.{b}.{p:05d}")) for b, p, tl in jobs]  # fmt: skip
     if progress:
         progress.start("writing the via and metal layers (GDSII)", len(jobs))
@@ -292,7 +279,7 @@ def _write_gds(nl, fabric, banks, out_dir: Path, workers: int, progress) -> None
     for b, bank in enumerate(banks):
         mine = [a for (bb, _p, _t), a in zip(jobs, args, strict=True) if bb == b]
         words = np.flatnonzero(used[b])
-        for layer, col in (("via", 3), ("metal", 4)):
+        for layer, col in (("via", 2), ("metal", 3)):
             with open(out_dir / bank["files"][layer], "wb") as f:
                 f.write(gdsii.header(f"maskc_{layer}", geo.dbu_m))
                 for a in mine:
@@ -349,14 +336,14 @@ def _via_rows(pos: np.ndarray, size: int, layer: tuple[int, int], grid: int) -> 
     return out
 
 
-def _write_oas_bank(nl_root: str, fabric_json: dict, bank: dict, out_dir: str) -> None:
+def _write_oas_bank(nl_root: str, bank: dict, out_dir: str) -> None:
     """Write one bank's two OASIS files (run in a worker process)."""
     import gdstk
 
     from maskc.netlist import load_netlist
 
     nl = load_netlist(Path(nl_root).parent)
-    fabric = _fabric_from_json(fabric_json, nl_root)
+    fabric = nl.fabric
     geo = Geometry(fabric)
     g = geo.grid
     unit = geo.dbu_m * g
@@ -407,7 +394,7 @@ def write_layers(nl, fabric, out_dir, fmt: str = "gds", workers: int | None = No
     else:
         if progress:
             progress.start("writing the via and metal layers (OASIS)", len(banks))
-        args = [(str(nl.path), nl.doc["fabric"], b, str(out_dir)) for b in banks]
+        args = [(str(nl.path), b, str(out_dir)) for b in banks]
         with ProcessPoolExecutor(min(len(banks), workers), mp_context=get_context("fork")) as ex:
             for _ in ex.map(_write_oas_bank, *zip(*args, strict=True)):
                 if progress:

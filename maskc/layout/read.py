@@ -270,15 +270,13 @@ def _verify_bank(nl, fabric, bank: dict, paths: dict[str, str], limit: int,
     return problems[:limit]
 
 
-def _verify_bank_worker(nl_root: str, fabric_json: dict, bank: dict, paths: dict, limit: int,
-                        part: int = 0, parts: int = 1):  # fmt: skip
-    from maskc.layout import _fabric_from_json
+def _verify_bank_worker(nl_root: str, bank: dict, paths: dict, limit: int, part: int = 0,
+                        parts: int = 1):  # fmt: skip
     from maskc.netlist import load_netlist
 
     nl = load_netlist(Path(nl_root).parent)
     try:
-        fabric = _fabric_from_json(fabric_json, nl_root)
-        return _verify_bank(nl, fabric, bank, paths, limit, part, parts)
+        return _verify_bank(nl, nl.fabric, bank, paths, limit, part, parts)
     except Exception as e:  # an unreadable layer file: gdstk raises plain errors
         return [f"{', '.join(Path(p).name for p in paths.values())}: unreadable ({e})"]
 
@@ -298,7 +296,7 @@ def verify_layers(nl, fabric, root, banks: list[dict], limit: int = 10,
         paths = {k: str(Path(root) / v) for k, v in b["files"].items()}
         parts = workers if paths["via"].endswith(".gds") and len(banks) < workers else 1
         for k in range(parts):
-            args.append((str(nl.path), nl.doc["fabric"], b, paths, limit, k, parts))
+            args.append((str(nl.path), b, paths, limit, k, parts))
     n = min(len(args), workers)
     if progress:
         progress.start("reading the layers back and comparing them with the netlist", len(args))
@@ -342,12 +340,11 @@ def verify_build(path, limit: int = 10, progress=None) -> dict:
     file's manifest hash. Returns ``{"problems": [...], "tiles": n, "files": [...]}``."""
     from maskc.build import open_build, verify_hashes
     from maskc.errors import InputError, MaskcError
-    from maskc.layout import fabric_of
     from maskc.netlist import load_netlist
 
     b = open_build(path, check_hashes=False)
     nl = load_netlist(b.path)
-    fab = fabric_of(nl)
+    fab = nl.fabric
     if "layers/index.json" not in b.manifest["files"]:
         raise InputError(f"{b.path}: the build has no layers/ (recompile it with this maskc)")
     index = b.json("layers/index.json")

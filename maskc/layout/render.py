@@ -39,7 +39,7 @@ def render_tile(path, tile: str, out_png, zoom: int = 8) -> dict:
     from matplotlib.patches import Rectangle
 
     from maskc.build import open_build
-    from maskc.layout import Geometry, fabric_of
+    from maskc.layout import Geometry
     from maskc.layout.read import _Layer, extract_tile
     from maskc.netlist import load_netlist
 
@@ -47,7 +47,7 @@ def render_tile(path, tile: str, out_png, zoom: int = 8) -> dict:
     if "layers/index.json" not in b.manifest["files"]:
         raise InputError(f"{b.path}: the build has no layers/ (recompile it with this maskc)")
     nl = load_netlist(b.path)
-    geo = Geometry(fabric_of(nl))
+    geo = Geometry(nl.fabric)
     bank = find_tile(b, nl, tile)
     root = b.path / "layers"
     via = _Layer(str(root / bank["files"]["via"]), geo, geo.via, geo.size)

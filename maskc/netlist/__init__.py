@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from maskc.errors import InputError
+from maskc.fabric import Fabric
+from maskc.ir import ModelArch
 from maskc.netlist.constants import (
     CONTRACT,
     LOG2E_Q16,
@@ -341,14 +343,13 @@ def write_netlist(
 
 @dataclass
 class Netlist:
-    """An opened, validated netlist: ``doc`` is netlist.json, arrays are read on demand."""
+    """An opened, validated netlist: ``doc`` is netlist.json, arrays are read on demand;
+    ``arch`` and ``fabric`` are the typed model architecture and base die it records."""
 
     path: Path
     doc: dict
-
-    @property
-    def arch(self) -> dict:
-        return self.doc["architecture"]
+    arch: ModelArch
+    fabric: Fabric
 
     @property
     def matrices(self) -> dict:
@@ -515,7 +516,8 @@ def load_netlist(build_path: Path) -> Netlist:
         mf = Path(str(m.get("file", "")))
         if mf.is_absolute() or ".." in mf.parts or not (root / mf).is_file():
             raise InputError(f"{p}: matrix {name}: file {m.get('file')!r} is not in the netlist")
-    return Netlist(root, doc)
+    arch = ModelArch.from_json(doc["architecture"], f"{p}: architecture")
+    return Netlist(root, doc, arch, Fabric.from_json(doc.get("fabric"), str(p)))
 
 
 # ---------------------------------------------------------------------------------------------
