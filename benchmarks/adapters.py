@@ -27,7 +27,8 @@ def main(argv: list[str]) -> int:
     from maskc.emulate.run import compare, generate, open_session
     from maskc.emulate.sampling import SamplingParams
     from maskc.ingest import load_model
-    from maskc.pipeline import CompileOptions, compile_model, default_report_text
+    from maskc.pipeline import CompileOptions, compile_model
+    from maskc.quantize.report import default_report_text
     from maskc.testmodels import write_lora_adapter
 
     model = Path(argv[0]) if argv else Path("out/smollm2")

@@ -27,26 +27,23 @@ def child(build: Path, fabric: str, out: Path) -> None:
     from maskc.fabric import load_fabric
     from maskc.ingest.config import load_config
     from maskc.netlist import write_netlist
-    from maskc.pipeline import CompileOptions, _place
+    from maskc.pipeline import CompileOptions
+    from maskc.pipeline.steps import placement as place_step
+    from maskc.quantize import QuantStore
 
     t0 = time.perf_counter()
     fab = load_fabric(fabric)
     arch = load_config(build / "model.json.config")
     rep = json.loads((build / "reports" / "quant.json").read_text())
     index = json.loads((build / "quant" / "index.json").read_text())["tensors"]
-
-    class M:  # what _place needs of a model
-        pass
-
-    m = M()
-    m.arch = arch
-    placement = _place(m, rep["tensors"], fab, CompileOptions(fabric=fabric))
-    t1 = time.perf_counter()
     out.mkdir(parents=True)
+    # the compile's place step (it also writes reports/placement.json and floorplan.png)
+    placement = place_step(arch, rep["tensors"], fab, CompileOptions(fabric=fabric), out)
+    t1 = time.perf_counter()
     (out / "quant").symlink_to(build / "quant")
     tok = {"path": build / "tokenizer.json", "bos_token_id": None, "eos_token_id": None,
            "chat_template": None}  # fmt: skip
-    summary = write_netlist(out, arch, index, placement, fab, tok)
+    summary = write_netlist(out, arch, QuantStore(out, index), placement, fab, tok)
     t2 = time.perf_counter()
     print(json.dumps({"place_s": t1 - t0, "netlist_s": t2 - t1, **summary}))
 

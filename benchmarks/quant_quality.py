@@ -84,7 +84,8 @@ def main() -> None:
     from tokenizers import Tokenizer
 
     from maskc.ingest import load_model
-    from maskc.pipeline import CompileOptions, compile_model, dequantized_getter
+    from maskc.pipeline import CompileOptions, compile_model
+    from maskc.quantize import QuantStore
 
     m = load_model(args.model)
     tok = Tokenizer.from_file(str(m.tokenizer_path))
@@ -97,7 +98,7 @@ def main() -> None:
                  "eval_s": time.perf_counter() - t})  # fmt: skip
     print(f"float32: {base}", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
-        from maskc.pipeline import builtin_calibration_text
+        from maskc.quantize.driver import builtin_calibration_text
 
         calib = Path(tmp) / "calib.txt"  # the built-in text: persuasion's second half
         calib.write_text(builtin_calibration_text())
@@ -120,7 +121,7 @@ def main() -> None:
             res = compile_model(args.model, out, opts)
             qs = time.perf_counter() - t
             index = json.loads((out / "quant" / "index.json").read_text())["tensors"]
-            get = dequantized_getter(out, index)
+            get = QuantStore(out, index).dequantized
             t = time.perf_counter()
             ppl = {k: ppl_of(m.arch, get, v) for k, v in ids.items()}
             row = {"config": name, "options": cfg | {"calib": use_calib, "embed_bits": embed_bits},

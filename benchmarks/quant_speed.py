@@ -31,9 +31,9 @@ SITES = {"q_proj": "attn_in", "k_proj": "attn_in", "v_proj": "attn_in", "o_proj"
 
 def main() -> None:
     from maskc.ingest import load_model
-    from maskc.pipeline import builtin_calibration_text
     from maskc.quantize import PROFILES, quantize_stack
     from maskc.quantize.calibrate import LayerCalibrator
+    from maskc.quantize.driver import builtin_calibration_text
     from maskc.reference import FloatLlama
 
     model_dir = Path(sys.argv[1])

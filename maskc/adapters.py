@@ -3,9 +3,10 @@
 A PEFT LoRA adapter folder (``adapter_config.json`` + ``adapter_model.safetensors``) is read
 and validated here (:func:`load_adapter`), checked against a build's base model
 (:func:`check_against`: module names, layers, shapes), converted to the SRAM integer format
-(:func:`to_sram`: int8 codes with one step per row, exact ``VQ`` of docs/numerics.md), and
-budgeted against each die's SRAM (:func:`sram_fit`, :func:`rank_budget`). The masks never
-change: one build serves any number of adapters, loaded at run time by ``maskc emulate``.
+(:func:`to_sram`: int8 codes with one step per row, exact ``VQ`` of docs/numerics.md); what
+it costs in a die's SRAM is :func:`module_bytes` per target, budgeted in :mod:`maskc.sram`.
+The masks never change: one build serves any number of adapters, loaded at run time by
+``maskc emulate``.
 
 Memory: the header is read once; tensors are read one module (one A/B pair) at a time.
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from maskc.errors import FitError, InputError, UnsupportedError, UsageError
+from maskc.errors import InputError, UnsupportedError
 from maskc.fsutil import decode_utf8, read_small_file
 from maskc.safetensors_io import SafetensorsFile
 
@@ -213,8 +214,9 @@ def load_adapter(path: str | Path) -> Adapter:
     if rank < 1:
         raise _cfg_error(path, f"r = {rank}: the rank must be at least 1")
     if rank > MAX_RANK:
-        raise UnsupportedError(f"{path / CONFIG_FILE}: r = {rank}; maskc supports ranks up to "
-                               f"{MAX_RANK}")  # fmt: skip
+        raise UnsupportedError(
+            f"{path / CONFIG_FILE}: r = {rank}; maskc supports ranks up to {MAX_RANK}"
+        )
     alpha = float(_number(path, cfg, "lora_alpha", 8, (int, float)))
     if not math.isfinite(alpha) or alpha <= 0:
         raise _cfg_error(path, f"lora_alpha = {alpha!r} must be a positive number")
@@ -251,11 +253,13 @@ def load_adapter(path: str | Path) -> Adapter:
         full = f"model.layers.{layer}.{block}.{module}"
         matched = module in names if names is not None else bool(regex.fullmatch(full))
         if not matched:
-            raise _cfg_error(path, f"tensor {name!r} is for {full}, which target_modules does "
-                                   "not name")  # fmt: skip
+            raise _cfg_error(
+                path, f"tensor {name!r} is for {full}, which target_modules does not name"
+            )
         if ltt is not None and layer not in ltt:
-            raise _cfg_error(path, f"tensor {name!r} is for layer {layer}, not in "
-                                   f"layers_to_transform {ltt}")  # fmt: skip
+            raise _cfg_error(
+                path, f"tensor {name!r} is for layer {layer}, not in layers_to_transform {ltt}"
+            )
         slot = pairs.setdefault((layer, module), {})
         if ab in slot:
             raise InputError(f"{file.path}: two lora_{ab} tensors for {full}")
@@ -276,12 +280,15 @@ def load_adapter(path: str | Path) -> Adapter:
             )
         for t in (a, b):
             if t.dtype not in ("F32", "F16", "BF16"):
-                raise UnsupportedError(f"{file.path}: tensor {t.name!r} has dtype {t.dtype}; "
-                                       "adapters are read in F32, F16 or BF16")  # fmt: skip
+                raise UnsupportedError(
+                    f"{file.path}: tensor {t.name!r} has dtype {t.dtype}; "
+                    "adapters are read in F32, F16 or BF16"
+                )
         modules.append(Module(layer, module, slot["A"], slot["B"], b.shape[0], a.shape[1]))
     base = cfg.get("base_model_name_or_path")
-    return Adapter(path, rank, alpha, rslora, base if isinstance(base, str) else None,
-                   tuple(modules), file)  # fmt: skip
+    return Adapter(
+        path, rank, alpha, rslora, base if isinstance(base, str) else None, tuple(modules), file
+    )
 
 
 def check_against(adapter: Adapter, matrices: dict, num_layers: int) -> None:
@@ -303,8 +310,10 @@ def check_against(adapter: Adapter, matrices: dict, num_layers: int) -> None:
                 f"adapter's B @ A is {m.rows}x{m.cols}: an adapter for another base model"
             )
         if m.cols > MAX_COLS:
-            raise UnsupportedError(f"{adapter.file.path}: {m.matrix} has {m.cols} inputs; "
-                                   f"adapters run on matrices up to {MAX_COLS}")  # fmt: skip
+            raise UnsupportedError(
+                f"{adapter.file.path}: {m.matrix} has {m.cols} inputs; "
+                f"adapters run on matrices up to {MAX_COLS}"
+            )
 
 
 # -- the SRAM integer format (docs/numerics.md, "LoRA adapters in SRAM") ------------------------
@@ -383,78 +392,6 @@ def to_sram(adapter: Adapter, progress=None) -> list[SramModule]:
 # -- SRAM budget (docs/sram.md) -----------------------------------------------------------------
 
 
-_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 1 << 10,
-          "mib": 1 << 20, "gib": 1 << 30}  # fmt: skip
-
-
-def parse_size(text: str, whole: int, what: str) -> int:
-    """``"8MiB"``, ``"8000000"``, ``"1.5GB"`` or ``"25%"`` (of ``whole``) -> bytes
-    (UsageError naming ``what`` otherwise)."""
-    t = str(text).strip().lower().replace("_", "").replace(" ", "")
-    mt = re.fullmatch(r"(\d+(?:\.\d+)?)(%|[kmg]i?b|b)?", t)
-    if not mt:
-        raise UsageError(f"{what} {text!r}: give bytes (e.g. 8MiB, 8000000) or a share (25%)")
-    value, unit = float(mt[1]), mt[2] or ""
-    n = int(whole * value / 100) if unit == "%" else int(value * _UNITS[unit])
-    if unit == "%" and value > 100:
-        raise UsageError(f"{what} {text!r}: a share is at most 100%")
-    return n
-
-
-def die_layers(sram: dict) -> list[set[int]]:
-    """The layers whose KV cache (and adapters) each die holds (netlist ``sram``)."""
-    return [{lay["layer"] for lay in d["kv"]["layers"]} for d in sram["dies"]]
-
-
-def sram_fit(sram: dict, adapters: list[Adapter], context: int) -> list[dict]:
-    """Per die: SRAM bytes, KV cache at ``context`` tokens, the adapters' bytes and what is
-    left (negative: does not fit)."""
-    rows = []
-    for d, layers in zip(sram["dies"], die_layers(sram), strict=True):
-        kv = d["kv"]["bytes_per_token"] * context
-        need = sum(a.sram_bytes(layers) for a in adapters)
-        bpt = d["kv"]["bytes_per_token"]
-        rows.append({"die": d["die"], "sram_bytes": d["bytes"], "kv_bytes": kv,
-                     "context": context, "adapter_bytes": need,
-                     "free_bytes": d["bytes"] - kv - need,
-                     "max_context": max(0, (d["bytes"] - need) // bpt)})  # fmt: skip
-    return rows
-
-
-def require_fit(sram: dict, adapters: list[Adapter], context: int) -> list[dict]:
-    """:func:`sram_fit`, raising FitError (exit 4) with the numbers when a die overflows."""
-    rows = sram_fit(sram, adapters, context)
-    for r in rows:
-        if r["free_bytes"] < 0:
-            names = ", ".join(a.path.name for a in adapters)
-            hint = (
-                f"use --context {r['max_context']:,} or less"
-                if r["max_context"] >= 1
-                else "use a smaller rank or fewer target modules"
-            )
-            raise FitError(
-                f"adapter {names} needs {r['adapter_bytes']:,} bytes of SRAM on die {r['die']}, "
-                f"which has {r['sram_bytes']:,} with {r['kv_bytes']:,} taken by the KV cache of "
-                f"{context:,} tokens ({r['sram_bytes'] - r['kv_bytes']:,} free); {hint}"
-            )
-    return rows
-
-
-def rank_budget(matrices: dict, layers: set[int], region_bytes: int) -> dict:
-    """The largest rank that fits ``region_bytes`` with LoRA on every target of ``layers``,
-    and with LoRA on the attention projections only (q, k, v, o)."""
-    out = {}
-    for label, mods in (("all", list(TARGETS)), ("attention", ["q_proj", "k_proj", "v_proj",
-                                                               "o_proj"])):  # fmt: skip
-        shapes = [matrices[matrix_name(ly, mod)]["shape"] for ly in sorted(layers) for mod in mods
-                  if matrix_name(ly, mod) in matrices]  # fmt: skip
-        fixed = sum(SCALE_WORD_BYTES * r for r, _ in shapes)
-        per_rank = sum(r + c + SCALE_WORD_BYTES for r, c in shapes)
-        rank = (region_bytes - fixed) // per_rank if per_rank and region_bytes > fixed else 0
-        out[label] = int(min(rank, MAX_RANK))
-    return out
-
-
 __all__ = [
     "TARGETS",
     "Adapter",
@@ -463,10 +400,6 @@ __all__ = [
     "check_against",
     "load_adapter",
     "module_bytes",
-    "parse_size",
-    "rank_budget",
-    "require_fit",
-    "sram_fit",
     "to_sram",
     "vq_rows",
 ]

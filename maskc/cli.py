@@ -273,7 +273,8 @@ def inspect(
 
 def _inspect_adapter(path: Path, build: Path | None, context: int | None, headers_only: bool,
                      as_json: bool) -> None:  # fmt: skip
-    from maskc.adapters import check_against, load_adapter, sram_fit
+    from maskc.adapters import check_against, load_adapter
+    from maskc.sram import sram_fit
 
     ad = load_adapter(path)
     if not headers_only:
@@ -1140,7 +1141,7 @@ def emulate(
                       f"{a['sram_bytes']:,} bytes of SRAM", markup=False)  # fmt: skip
 
     if ppl is not None:
-        from maskc.pipeline import read_text
+        from maskc.fsutil import read_text
 
         ids = session.encode(read_text(ppl, "--ppl text"))
         if max_tokens is not None:

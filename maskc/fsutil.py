@@ -1,4 +1,5 @@
-"""Atomic output directories: a build is complete or absent, never half-written."""
+"""Files in and out: size-capped input files and texts, and atomic output directories (a build
+is complete or absent, never half-written)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from maskc.errors import InputError
+
+#: Largest text (calibration, evaluation, --ppl) accepted, in bytes.
+MAX_TEXT_BYTES = 64 << 20
 
 
 def read_small_file(path: Path, what: str, max_bytes: int) -> bytes:
@@ -36,6 +40,14 @@ def decode_utf8(path: Path, what: str, raw: bytes) -> str:
         raise InputError(
             f"{path}: {what} is not UTF-8 (byte {e.start}); save it as UTF-8"
         ) from None
+
+
+def read_text(path: Path, what: str) -> str:
+    """A UTF-8 text file, size-capped; InputError naming the file otherwise."""
+    text = decode_utf8(path, what, read_small_file(path, what, MAX_TEXT_BYTES))
+    if not text.strip():
+        raise InputError(f"{path}: {what} is empty")
+    return text
 
 
 def _resolve(p: Path) -> Path:

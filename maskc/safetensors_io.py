@@ -40,10 +40,23 @@ SUPPORTED_DTYPES: dict[str, np.dtype] = {
 }
 #: dtypes valid in the format but not accepted as weights -> bytes per element.
 OTHER_DTYPES: dict[str, float] = {
-    "F64": 8, "I64": 8, "U64": 8, "I32": 4, "U32": 4, "I16": 2, "U16": 2, "I8": 1, "U8": 1,
-    "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "F8_E8M0": 1, "F6_E2M3": 0.75, "F6_E3M2": 0.75,
+    "F64": 8,
+    "I64": 8,
+    "U64": 8,
+    "I32": 4,
+    "U32": 4,
+    "I16": 2,
+    "U16": 2,
+    "I8": 1,
+    "U8": 1,
+    "BOOL": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "F8_E8M0": 1,
+    "F6_E2M3": 0.75,
+    "F6_E3M2": 0.75,
     "F4": 0.5,
-}  # fmt: skip
+}
 #: dtypes the writer accepts (weights plus the integer types netlists use).
 WRITABLE: dict[str, np.dtype] = {
     **SUPPORTED_DTYPES,

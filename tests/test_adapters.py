@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 from helpers import assert_bad
 
-from maskc.adapters import load_adapter, module_bytes, parse_size, vq_rows
+from maskc.adapters import load_adapter, module_bytes, vq_rows
 from maskc.emulate.run import generate, open_session
 from maskc.emulate.sampling import SamplingParams
 from maskc.errors import FitError, UsageError
 from maskc.safetensors_io import SafetensorsFile, write_safetensors
+from maskc.sram import parse_size
 from maskc.testmodels import write_lora_adapter
 
 PROMPT = [1, 2, 3, 4, 5]

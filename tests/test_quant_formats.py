@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from maskc.errors import InputError
-from maskc.quantize.formats import QuantFormat, encode_mantissa, group_values
+from maskc.quantize.encode import encode_mantissa
 from maskc.quantize.methods import quantize_gptq, quantize_lsq, quantize_rtn
 from maskc.quantize.store import arrays_of, index_entry, load_quant
+from maskc.romformat import QuantFormat, group_values
 from maskc.safetensors_io import SafetensorsFile, write_safetensors
 
 FORMATS = [
@@ -235,7 +236,7 @@ def test_codebook_with_gptq_is_refused():
 def test_row_chunking_gives_identical_results(method, monkeypatch):
     """Large matrices are quantized in blocks of rows to bound memory; the result must not
     depend on the block size."""
-    import maskc.quantize as mq
+    import maskc.quantize.matrix as mq
     from maskc.quantize.rules import QuantSetting
 
     rng = np.random.default_rng(6)

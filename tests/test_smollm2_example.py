@@ -631,7 +631,7 @@ def test_integer_datapath_costs_little_perplexity(build4):
     issue's 2% budget (measured on longer texts in docs/benchmarks.md)."""
     from maskc.emulate.run import open_session, perplexity, reference_getter
     from maskc.evaluate import perplexity as float_ppl
-    from maskc.pipeline import default_report_text
+    from maskc.quantize.report import default_report_text
 
     out, _ = build4
     session = open_session(out)
@@ -655,7 +655,7 @@ def test_lora_adapter_on_smollm2_tracks_the_float_merged_model(build4, folder, t
     adapter visibly changes the chip's predictions."""
     from maskc.emulate.run import compare, open_session
     from maskc.ingest import load_model
-    from maskc.pipeline import default_report_text
+    from maskc.quantize.report import default_report_text
     from maskc.testmodels import write_lora_adapter
 
     out, _ = build4

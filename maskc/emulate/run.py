@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from maskc.build import Build, open_build
-from maskc.emulate import Chip
+from maskc.emulate.chip import Chip
 from maskc.emulate.sampling import Sampler, SamplingParams
 from maskc.errors import FitError, InputError, UsageError
 from maskc.netlist import Netlist, load_netlist
@@ -185,8 +185,7 @@ def float_logits(session: Session, arr: np.ndarray) -> np.ndarray:
     return np.asarray(arr, np.float64) * 2.0**-session.signal_frac
 
 
-def perplexity(session: Session, tokens: list[int], ctx: int, stride: int | None,
-               on_window=None):  # fmt: skip
+def perplexity(session: Session, tokens: list[int], ctx: int, stride: int | None, on_window=None):
     """The fixed perplexity protocol of :mod:`maskc.evaluate` on the integer logits."""
     from maskc.evaluate import perplexity as ppl
 
@@ -240,13 +239,13 @@ def _base_getter(session: Session, model_dir: Path | None):
                     f"{getattr(mine, k)}: not the model this build was compiled from"
                 )
         return m.arch, m.read
-    from maskc.pipeline import dequantized_getter
+    from maskc.quantize.store import INDEX, QuantStore
 
     b = session.build
-    if "quant/index.json" not in b.manifest["files"]:
+    if INDEX not in b.manifest["files"]:
         raise InputError(f"{b.path}: no quant/ folder to dequantize")
-    index = b.json("quant/index.json")["tensors"]
-    return session.netlist.arch, dequantized_getter(b.path, index)
+    store = QuantStore(b.path, b.json(INDEX)["tensors"])
+    return session.netlist.arch, store.dequantized
 
 
 def compare(session: Session, tokens: list[int], model_dir: Path | None) -> dict:

@@ -51,8 +51,9 @@ class SamplingParams:
 
 
 class Sampler:
-    def __init__(self, params: SamplingParams, signal_frac: int, log2e_q16: int,
-                 exp2: np.ndarray) -> None:  # fmt: skip
+    def __init__(
+        self, params: SamplingParams, signal_frac: int, log2e_q16: int, exp2: np.ndarray
+    ) -> None:
         self.p = params
         self.F = signal_frac
         self.log2e = log2e_q16

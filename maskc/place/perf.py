@@ -16,7 +16,10 @@ Norms, RoPE, SwiGLU and sampling are taken as overlapped with the matrix stages.
 
 from __future__ import annotations
 
-from maskc.place import LINK_BYTES_PER_VALUE, kv_bytes_per_token
+from maskc.sram import kv_bytes_per_token
+
+#: Bytes per hidden-state value crossing an inter-die link (an int32 signal).
+LINK_BYTES_PER_VALUE = 4
 
 STAGES_PER_LAYER = 4  # q/k/v, o, gate/up, down
 

@@ -6,8 +6,8 @@ import numpy as np
 
 from maskc.build import Build
 from maskc.errors import InputError
-from maskc.quantize.formats import group_values
 from maskc.quantize.store import load_quant
+from maskc.romformat import group_values
 from maskc.safetensors_io import SafetensorsFile
 
 
@@ -31,8 +31,12 @@ def tensor_detail(build: Build, name: str, sample: int = 8) -> dict:
     st = SafetensorsFile(build.file(e["file"]))
     if e.get("kind") == "float":
         w = st.read(name).astype(np.float32)
-        return {"name": name, "kind": "float", "shape": list(w.shape),
-                "sample": [float(v) for v in w.reshape(-1)[:sample]]}  # fmt: skip
+        return {
+            "name": name,
+            "kind": "float",
+            "shape": list(w.shape),
+            "sample": [float(v) for v in w.reshape(-1)[:sample]],
+        }
     q = load_quant(st.path, st, name, e)
     c = q.shape[1]
     hist = np.bincount(q.codes[:, :c].reshape(-1), minlength=1 << q.fmt.bits)

@@ -1,4 +1,4 @@
-"""Quantization methods: float matrix -> :class:`~maskc.quantize.formats.QuantTensor`.
+"""Quantization methods: float matrix -> :class:`~maskc.romformat.QuantTensor`.
 
 Every method works on the grouped view ``x`` of the matrix, float64 ``[R, NG, G]``, and finds a
 float step ``s`` and offset ``m`` per group (``[R, NG, 1]``) and, for codebooks, the per-tensor
@@ -22,13 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from maskc.quantize.formats import (
-    QuantFormat,
-    QuantTensor,
-    encode_mantissa,
-    group_values,
-    uniform_levels,
-)
+from maskc.quantize.encode import encode_mantissa, uniform_levels
+from maskc.romformat import QuantFormat, QuantTensor, group_values
 
 METHODS = ("rtn", "lsq", "gptq")
 
@@ -145,14 +140,20 @@ def lsq_search(x, wt, bits: int, nstep: int = 20, iters: int = 3):
     for i in range(nstep + 1):
         s, m, e = fit(round_to(np.float32(n - 1.0 + 0.1 * i) / rng, xm))
         better = e < best_e
-        best_s, best_m, best_e = (np.where(better, s, best_s), np.where(better, m, best_m),
-                                  np.where(better, e, best_e))  # fmt: skip
+        best_s, best_m, best_e = (
+            np.where(better, s, best_s),
+            np.where(better, m, best_m),
+            np.where(better, e, best_e),
+        )
     for _ in range(iters):
         inv = np.where(best_s > 0, 1.0 / np.where(best_s > 0, best_s, 1.0), 0.0).astype(np.float32)
         s, m, e = fit(round_to(inv, x - best_m.astype(np.float32)))
         better = e < best_e
-        best_s, best_m, best_e = (np.where(better, s, best_s), np.where(better, m, best_m),
-                                  np.where(better, e, best_e))  # fmt: skip
+        best_s, best_m, best_e = (
+            np.where(better, s, best_s),
+            np.where(better, m, best_m),
+            np.where(better, e, best_e),
+        )
     return best_s, best_m
 
 
@@ -181,8 +182,9 @@ def finalize(
     safe = np.where(step > 0, step, 1.0)[..., None]
     u = (x - off[..., None]) / safe
     codes = nearest_level(u, levels)
-    return assemble(name, (r, c), fmt, codes.reshape(r, -1), levels, step, method,
-                    sm, ss, se, zm, zs, ze)  # fmt: skip
+    return assemble(
+        name, (r, c), fmt, codes.reshape(r, -1), levels, step, method, sm, ss, se, zm, zs, ze
+    )
 
 
 def assemble(
@@ -329,12 +331,14 @@ def quantize_gptq(
                     s, m = range_init(xg, wt, fmt.bits, True)
                 else:
                     s, m = lsq_search(xg, wt, fmt.bits)
-                sm[:, gi], ss[:, gi] = snap(np.maximum(s[:, 0, 0], 0), fmt.scale_bits, False,
-                                            fmt.scale_shift_bits, se)  # fmt: skip
+                sm[:, gi], ss[:, gi] = snap(
+                    np.maximum(s[:, 0, 0], 0), fmt.scale_bits, False, fmt.scale_shift_bits, se
+                )
                 step = sm[:, gi] * np.exp2(se.astype(np.float64) - ss[:, gi])
                 if fmt.zero_bits:
-                    zm[:, gi], zs[:, gi] = snap(m[:, 0, 0], fmt.zero_bits, True,
-                                                fmt.zero_shift_bits, ze)  # fmt: skip
+                    zm[:, gi], zs[:, gi] = snap(
+                        m[:, 0, 0], fmt.zero_bits, True, fmt.zero_shift_bits, ze
+                    )
                     off = zm[:, gi] * np.exp2(ze.astype(np.float64) - zs[:, gi])
                 else:
                     off = np.zeros(r)

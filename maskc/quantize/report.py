@@ -1,14 +1,25 @@
-"""The quantization report's figure: error per layer (``BUILD/reports/quant_error.png``).
+"""The quantization report (``BUILD/reports/quant.json``) and its figure (``quant_error.png``).
 
-Top panel: weight SNR (dB) of every quantized matrix, by layer and role. Bottom panel (when
-``--sensitivity`` ran): KL divergence of the model's next-token distribution when only that
-layer is quantized, so users see which layers hurt. The PNG is deterministic (no timestamp or
-software version in its metadata).
+:func:`quant_report` sums the per-tensor rows up; :func:`output_error` runs the whole
+quantized model (its exact stored values, in float) against the float model on a short text
+(KL, top-1 agreement, ppl), and :func:`sensitivity` does so with one layer quantized at a time.
+
+The figure's top panel: weight SNR (dB) of every quantized matrix, by layer and role. Bottom
+panel (when ``--sensitivity`` ran): KL divergence of the model's next-token distribution when
+only that layer is quantized, so users see which layers hurt. The PNG is deterministic (no
+timestamp or software version in its metadata).
 """
 
 from __future__ import annotations
 
+import math
+from importlib import resources
 from pathlib import Path
+
+import numpy as np
+
+from maskc.evaluate import kl_top1, log_softmax
+from maskc.reference import FloatLlama
 
 ROLES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -53,3 +64,92 @@ def error_png(report: dict, path: Path) -> None:
         ax2.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, format="png", metadata={"Software": None})
+
+
+def default_report_text() -> str:
+    """The built-in English text the output-level error is measured on."""
+    return resources.files("maskc.data").joinpath("report_text.txt").read_text(encoding="utf-8")
+
+
+def avg_bpw(rows: list[dict]) -> float | None:
+    """ROM bits per weight over report rows (``rom_bits``, ``shape``), weighted by size."""
+    n = sum(math.prod(r["shape"]) for r in rows)
+    return sum(r["rom_bits"] for r in rows) / n if n else None
+
+
+def quant_report(total_parameters: int, rows: list[dict], res, calib) -> dict:
+    """The report of a quantized model: its rows, totals (bits per weight in the transformer
+    blocks and over everything quantized, ROM bits), the calibration text and the config's
+    warnings."""
+    q = [r for r in rows if r["quantized"]]
+    blocks = [r for r in q if r["role"] not in ("embed", "lm_head")]
+    return {
+        "version": 1,
+        "tensors": rows,
+        "totals": {
+            "parameters": total_parameters,
+            "quantized_parameters": sum(math.prod(r["shape"]) for r in q),
+            "float_parameters": sum(math.prod(r["shape"]) for r in rows if not r["quantized"]),
+            "bpw_blocks": avg_bpw(blocks),
+            "bpw_quantized": avg_bpw(q),
+            "rom_bits": sum(r["rom_bits"] for r in q),
+        },
+        "calibration": None if calib is None else {"text": calib.name, "tokens": len(calib.ids)},
+        "warnings": res.to_json()["warnings"],
+    }
+
+
+def logits(arch, get, ids) -> np.ndarray:
+    """The float32 reference's logits of ``ids`` with the weights ``get`` serves."""
+    return FloatLlama(arch, get, cache_weights=False).forward(ids)
+
+
+def output_error(arch, store, ids, ref, ev) -> dict:
+    """The whole quantized model (``store``'s exact values) against the float logits ``ref``."""
+    ev.start("measuring output error", 1)
+    qlog = logits(arch, store.dequantized, ids)
+    ev.advance()
+    return compare_logits(ref, qlog, ids)
+
+
+def compare_logits(ref, qlog, ids, chunk: int = 32) -> dict:
+    """KL, top-1 agreement and ppl of ``qlog`` against ``ref`` (``[T, V]`` logits), computed
+    over blocks of positions so memory stays a few ``[chunk, V]`` float64 arrays."""
+    t = len(ids)
+    kl = np.empty(t)
+    agree = np.empty(t, dtype=bool)
+    nll_ref = np.zeros(t - 1)
+    nll_q = np.zeros(t - 1)
+    tgt = np.asarray(ids[1:])
+    for a in range(0, t, chunk):
+        b = min(a + chunk, t)
+        kl[a:b], agree[a:b] = kl_top1(ref[a:b], qlog[a:b])
+        e = min(b, t - 1)
+        if a < e:
+            rows = np.arange(e - a)
+            nll_ref[a:e] = -log_softmax(ref[a:e])[rows, tgt[a:e]]
+            nll_q[a:e] = -log_softmax(qlog[a:e])[rows, tgt[a:e]]
+    return {
+        "tokens": t,
+        "kl_mean": float(kl.mean()),
+        "kl_max": float(kl.max()),
+        "top1_agreement": float(agree.mean()),
+        "ppl_float": float(np.exp(nll_ref.mean())),
+        "ppl_quantized": float(np.exp(nll_q.mean())),
+    }
+
+
+def sensitivity(arch, float_get, store, ids, ref, ev) -> list[dict]:
+    """Per layer: the output error against the float logits ``ref`` when only that layer's
+    matrices are quantized."""
+    out = []
+    ev.start("sensitivity per layer", arch.num_layers)
+    for i in range(arch.num_layers):
+        prefix = f"model.layers.{i}."
+
+        def get(name, prefix=prefix):
+            return store.dequantized(name) if name.startswith(prefix) else float_get(name)
+
+        out.append({"layer": i, **compare_logits(ref, logits(arch, get, ids), ids)})
+        ev.advance()
+    return out

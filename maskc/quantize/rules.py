@@ -165,6 +165,15 @@ class QuantSetting:
             if problem:
                 raise InputError(f"{where}: {key} {problem}")
 
+    def check_quantizable(self, where: str) -> None:
+        """Raise :class:`InputError` naming ``where`` when the fields, each valid, combine into
+        a setting no quantizer makes: a codebook with gptq or with a symmetric format."""
+        if self.codebook and not self.skip and (self.method == "gptq" or self.symmetric):
+            raise InputError(
+                f"{where}: codebook = true works with methods rtn and lsq and asymmetric "
+                "formats, not with gptq or symmetric = true"
+            )
+
     def to_json(self) -> dict[str, Any]:
         """The fields as a JSON-ready dict (declaration order)."""
         return asdict(self)

@@ -1,0 +1,335 @@
+"""The chip, executable: :class:`Chip` runs a build's netlist with the integer arithmetic of
+docs/numerics.md (contract version 1).
+
+It loads only ``BUILD/netlist`` (never the original weights), prepares each matrix for fast
+exact evaluation (:mod:`maskc.emulate.prepared`), and executes the netlist's typed ops
+(:mod:`maskc.netlist.ops`, validated when the netlist was loaded) over a batch of tokens
+(prefill is matrix-matrix; decode is one token). All of it is integer arithmetic; kernels.py
+states the bounds that keep int32/int64 exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from maskc.emulate import kernels as K
+from maskc.emulate.kernels import GROUP as ACT_GROUP
+from maskc.emulate.prepared import Matrix, prepare, stack
+from maskc.errors import FitError, InputError
+from maskc.netlist import Netlist
+from maskc.netlist import ops as O
+
+I64 = np.int64
+
+
+@dataclass
+class Act8:
+    """act8 values of a batch: codes int64 ``[T, n]``, mantissa and exponent int64 ``[T]``,
+    group shifts int64 ``[T, ceil(n / 32)]``."""
+
+    x: np.ndarray
+    m: np.ndarray
+    e: np.ndarray
+    s: np.ndarray
+
+
+class Chip:
+    """A build's netlist, executable. ``forward(tokens)`` -> int32 logits ``[T, vocab]``."""
+
+    def __init__(self, nl: Netlist, context: int | None = None, progress=None, adapters=()) -> None:
+        """``adapters``: :class:`maskc.adapters.Adapter` list, loaded into SRAM in order (they
+        must fit beside the KV cache of ``context`` tokens: FitError otherwise)."""
+        self.nl = nl
+        a = nl.arch
+        self.vocab = a.vocab_size
+        self.F = nl.doc["numerics"]["signal_frac"]
+        self.hd = a.head_dim
+        sram = nl.doc["sram"]
+        self.max_context = sram["max_context"]
+        self.context = sram["context"] if context is None else context
+        if self.context > self.max_context:
+            raise FitError(
+                f"--context {self.context}: the fabric's SRAM holds at most "
+                f"{self.max_context:,} tokens of KV cache for this model "
+                f"({sram['dies'][0]['kv']['bytes_per_token']:,} bytes per token on die 0 of "
+                f"{sram['dies'][0]['bytes']:,}); use a smaller --context"
+            )
+        self.adapters = list(adapters)
+        self.lora: dict[str, list] = {}
+        if self.adapters:
+            from maskc.adapters import check_against, to_sram
+            from maskc.sram import require_fit
+
+            for ad in self.adapters:
+                check_against(ad, nl.matrices, a.num_layers)
+            fit = require_fit(sram, self.adapters, self.context)
+            self.max_context = min(self.max_context, *(r["max_context"] for r in fit))
+            for ad in self.adapters:
+                for sm in to_sram(ad, progress):
+                    self.lora.setdefault(sm.matrix, []).append(sm)
+        p = nl.params()
+        self.params = p
+        self.rsqrt = p["lut.rsqrt"].astype(I64)
+        self.cos = p["lut.cos"].astype(I64)
+        self.exp2 = p["lut.exp2"].astype(I64)
+        self.sigmoid = p["lut.sigmoid"].astype(I64)
+        self.phase_step = p["rope.phase_step"].astype(I64)  # < 2^32; the kernel works mod 2^64
+        self.log2e = nl.doc["numerics"]["log2e_q16"]
+        self.inv_sqrt_hd = nl.doc["numerics"]["inv_sqrt_hd_q16"]
+        self.ops = nl.ops  # typed and checked by load_netlist
+        self.mats: dict[str, Matrix] = {}
+        names = sorted({m for op in self.ops for m in op.matrices()})
+        if progress:
+            progress.start("loading netlist", len(names))
+        for name in names:
+            self.mats[name] = prepare(nl.matrix(name))
+            if progress:
+                progress.advance(1, name)
+        self.n_layers = a.num_layers
+        self._nobias = np.zeros(1, I64)
+        self._fused = self._fuse(p)
+        if progress:  # the kernels compile on first use (then load from numba's disk cache)
+            progress.start("preparing kernels (compiled on the first run only)", 1)
+        self.reset()
+        self.forward([0])
+        self.reset()
+        if progress:
+            progress.advance(1)
+
+    def _fuse(self, params) -> dict[int, tuple[list[int], Matrix, np.ndarray | None]]:
+        """Consecutive matmul ops reading the same act8 (q/k/v; gate/up) run as one kernel call
+        over their stacked row blocks when their storage agrees: fewer calls, and the small
+        k/v products share the threads. The arithmetic per row is unchanged (row blocks are
+        independent). Returns ``{first op index: (op indices, stacked matrix, stacked bias)}``."""
+        out = {}
+        i = 0
+        ops = self.ops
+        while i < len(ops):
+            first = ops[i]
+            if not isinstance(first, O.MatMul):
+                i += 1
+                continue
+            j = i
+            while (
+                j + 1 < len(ops)
+                and isinstance(ops[j + 1], O.MatMul)
+                and ops[j + 1].src == first.src
+                and ops[j + 1].out != first.src
+            ):
+                j += 1
+            group = list(range(i, j + 1))
+            mats = [self.mats[ops[k].matrix] for k in group]
+            if len(group) > 1 and all(m.same_storage(mats[0]) for m in mats):
+                biases = [None if ops[k].bias is None else params[ops[k].bias] for k in group]
+                out[i] = (group, *stack(mats, biases))
+            i = j + 1
+        return out
+
+    @property
+    def adapter_note(self) -> str:
+        """`` with adapters A, B`` for messages about the context, or empty."""
+        if not self.adapters:
+            return ""
+        return " with adapter " + ", ".join(a.path.name for a in self.adapters)
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Empty the KV cache; the next token is at position 0."""
+        self.pos = 0
+        self.cache = [
+            {k: None for k in ("xk", "mk", "ek", "xv", "mv", "ev")} for _ in range(self.n_layers)
+        ]
+
+    # -- ops -----------------------------------------------------------------------------------
+
+    def embed(self, matrix: str, tokens: np.ndarray) -> np.ndarray:
+        q = self.mats[matrix].q
+        f = q.fmt
+        z = q.zero_m is not None
+        dummy8 = np.zeros((1, 1), np.uint8)
+        return K.embed_rows(
+            np.asarray(tokens, I64),
+            q.codes,
+            q.levels.astype(I64),
+            q.scale_m,
+            q.scale_s,
+            q.scale_e.astype(I64),
+            q.zero_m if z else np.zeros((1, 1), np.int16),
+            q.zero_s if z else dummy8,
+            q.zero_e.astype(I64) if z else np.zeros(1, I64),
+            f.group_size,
+            (1 << f.scale_shift_bits) - 1,
+            (1 << f.zero_shift_bits) - 1,
+            z,
+            q.shape[1],
+            self.F,
+        )
+
+    def matmul(self, a: Act8, mat: Matrix, bias: np.ndarray | None) -> np.ndarray:
+        t = a.x.shape[0]
+        b = self._nobias if bias is None else bias.astype(I64)
+        par = t * mat.rows * mat.cp >= K.PARALLEL_MIN_MACS
+        return K.matmul(
+            a.x,
+            a.s,
+            a.m,
+            a.e,
+            mat.lev,
+            mat.packed,
+            mat.d,
+            mat.off,
+            mat.msh,
+            mat.accum,
+            mat.ka,
+            mat.zsh,
+            mat.kb,
+            b,
+            mat.has_zero,
+            bias is not None,
+            self.F,
+            mat.rows,
+            par,
+        )
+
+    def _adapt(self, matrix: str, a: Act8, y: np.ndarray) -> np.ndarray:
+        """``y`` plus the loaded adapters of ``matrix`` (docs/numerics.md, "LoRA adapters in
+        SRAM"): ``sat32(y + sum of d)``."""
+        mods = self.lora.get(matrix)
+        if not mods:
+            return y
+        d = np.zeros_like(y)
+        for sm in mods:
+            K.lora_add(
+                a.x,
+                a.s,
+                a.m,
+                a.e,
+                sm.a_codes,
+                sm.a_m,
+                sm.a_e,
+                sm.b_codes,
+                sm.b_m,
+                sm.b_e,
+                self.F,
+                d,
+            )
+        return K.add_rows(y, d)
+
+    def rmsnorm(self, h: np.ndarray, gamma: np.ndarray, gamma_frac: int, eps_d: int) -> Act8:
+        return Act8(*K.rmsnorm_rows(h, gamma.astype(I64), gamma_frac, eps_d, self.F, self.rsqrt))
+
+    def rope(self, y: np.ndarray, heads: int, positions: np.ndarray) -> np.ndarray:
+        return K.rope_rows(y, heads, self.hd, positions, self.phase_step, self.cos)
+
+    def _cache(self, layer: int, kvh: int) -> dict:
+        c = self.cache[layer]
+        if c["xk"] is None:
+            for k in ("k", "v"):
+                c["x" + k] = np.zeros((kvh, self.context, self.hd), np.int8)
+                c["m" + k] = np.zeros((kvh, self.context), I64)
+                c["e" + k] = np.zeros((kvh, self.context), I64)
+        return c
+
+    def attention(self, op: O.Attention, q, k, v, positions: np.ndarray) -> np.ndarray:
+        heads, kvh, layer = op.heads, op.kv_heads, op.layer
+        c = self._cache(layer, kvh)
+        start = int(positions[0])
+        K.kv_store(k, kvh, self.hd, self.F, c["xk"], c["mk"], c["ek"], start)
+        K.kv_store(v, kvh, self.hd, self.F, c["xv"], c["mv"], c["ev"], start)
+        return K.attention_rows(
+            q,
+            positions,
+            heads,
+            kvh,
+            self.hd,
+            op.window or 0,
+            self.F,
+            self.inv_sqrt_hd,
+            self.log2e,
+            self.exp2,
+            c["xk"],
+            c["mk"],
+            c["ek"],
+            c["xv"],
+            c["mv"],
+            c["ev"],
+        )
+
+    def swiglu(self, g: np.ndarray, u: np.ndarray) -> Act8:
+        return Act8(*K.swiglu_rows(g, u, self.F, self.sigmoid))
+
+    def quantize(self, y: np.ndarray) -> Act8:
+        return Act8(*K.q8_rows(y, np.full(y.shape[0], self.F, I64), ACT_GROUP))
+
+    # -- the model -----------------------------------------------------------------------------
+
+    def forward(self, tokens: list[int]) -> np.ndarray:
+        """Run ``tokens`` at the next positions; int32 logits ``[len(tokens), vocab]``."""
+        t = len(tokens)
+        if t == 0:
+            raise ValueError("forward needs at least one token")
+        ids = np.asarray(tokens, I64)
+        if ids.min() < 0 or ids.max() >= self.vocab:
+            raise InputError(f"token id outside the vocabulary (0..{self.vocab - 1})")
+        if self.pos + t > self.context:
+            raise FitError(
+                f"the KV cache holds {self.context:,} tokens (--context; at most "
+                f"{self.max_context:,} on this build{self.adapter_note}); this run needs "
+                f"{self.pos + t:,}"
+            )
+        positions = np.arange(self.pos, self.pos + t, dtype=I64)
+        slots: dict[str, object] = {}
+        p = self.params
+        logits = None
+        skip = -1
+        for idx, op in enumerate(self.ops):
+            if idx <= skip:
+                continue
+            if idx in self._fused:
+                group, st, bias = self._fused[idx]
+                y = self.matmul(slots[op.src], st, bias)
+                r = 0
+                for k in group:
+                    m = self.mats[self.ops[k].matrix]
+                    yk = np.ascontiguousarray(y[:, r : r + m.rows])
+                    slots[self.ops[k].out] = self._adapt(m.name, slots[op.src], yk)
+                    r += m.lev.shape[0] * K.BLOCK_ROWS
+                skip = group[-1]
+                continue
+            match op:
+                case O.Embed():
+                    slots[op.out] = self.embed(op.matrix, ids)
+                case O.RmsNorm():
+                    slots[op.out] = self.rmsnorm(
+                        slots[op.src], p[op.gamma], op.gamma_frac, op.eps_d
+                    )
+                case O.MatMul():
+                    bias = p[op.bias] if op.bias is not None else None
+                    y = self.matmul(slots[op.src], self.mats[op.matrix], bias)
+                    slots[op.out] = self._adapt(op.matrix, slots[op.src], y)
+                case O.Rope():
+                    slots[op.out] = self.rope(slots[op.src], op.heads, positions)
+                case O.Attention():
+                    slots[op.out] = self.attention(
+                        op, slots[op.q], slots[op.k], slots[op.v], positions
+                    )
+                case O.Quantize():
+                    slots[op.out] = self.quantize(slots[op.src])
+                case O.Add():
+                    slots[op.out] = K.add_rows(slots[op.a], slots[op.b])
+                case O.SwiGlu():
+                    slots[op.out] = self.swiglu(slots[op.gate], slots[op.up])
+                case O.Logits():
+                    logits = slots[op.src]
+                case _:  # load_netlist admits only the kinds of maskc.netlist.ops.OPS
+                    raise InputError(f"netlist op {op.KIND!r} is not part of numerics contract 1")
+        self.pos += t
+        if logits is None:
+            raise InputError("the netlist has no logits op")
+        return logits.astype(np.int32)
+
+
+__all__ = ["Act8", "Chip"]

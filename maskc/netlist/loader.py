@@ -1,0 +1,189 @@
+"""Reading a netlist: :func:`load_netlist` validates ``BUILD/netlist`` before anything trusts it
+(exit 3 naming the field otherwise), so ``verify``, ``inspect``, ``diff-layers`` and ``emulate``
+all get the same checks; :class:`Netlist` reads its arrays on demand and reassembles a matrix
+from its tiles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from maskc.errors import InputError
+from maskc.fabric import Fabric
+from maskc.ir import ModelArch
+from maskc.netlist.constants import CONTRACT, SIGNAL_FRAC
+from maskc.netlist.ops import Op, check_dataflow, parse_ops
+from maskc.romformat import TILE_FIELDS, QuantFormat, QuantTensor, fields_of
+from maskc.safetensors_io import SafetensorsFile
+
+FORMAT = "maskc-netlist"
+VERSION = 1
+DIR = "netlist"
+#: Activations are read in groups of this many elements; weight groups must be multiples.
+ACT_GROUP = 32
+
+
+def tiles_file(layer: int | None) -> str:
+    return "tiles/global.safetensors" if layer is None else f"tiles/layer-{layer:03d}.safetensors"
+
+
+@dataclass
+class Netlist:
+    """An opened, validated netlist: ``doc`` is netlist.json, arrays are read on demand;
+    ``arch``, ``fabric`` and ``ops`` are the typed model architecture, base die and dataflow it
+    records."""
+
+    path: Path
+    doc: dict
+    arch: ModelArch
+    fabric: Fabric
+    ops: list[Op]
+
+    @property
+    def matrices(self) -> dict:
+        return self.doc["matrices"]
+
+    def params(self) -> dict[str, np.ndarray]:
+        f = SafetensorsFile(self.path / "params.safetensors")
+        return {k: f.read_raw(k) for k in sorted(f.tensors)}
+
+    def tile_arrays(self, name: str, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
+        """The arrays of matrix ``name`` (``pos``, ``block``, ``levels``, ``codes``, ...), or
+        only ``keys`` of them (``("pos",)`` reads no codes)."""
+        m = self.matrices[name]
+        f = SafetensorsFile(self.path / m["file"])
+        out = {}
+        for k in keys or ("pos", "block", "levels", *TILE_FIELDS):
+            key = f"{name}/{k}"
+            if key in f.tensors:
+                out[k] = f.read_raw(key)
+        return out
+
+    def matrix(self, name: str) -> QuantTensor:
+        """Matrix ``name`` reassembled from its tiles, validated (every field, and the tiles
+        covering the matrix exactly once)."""
+        m = self.matrices[name]
+        t = self.tile_arrays(name)
+        where = f"{self.path}: matrix {name}"
+        fmt = QuantFormat.from_json(m["format"], where)
+        r, c = m["shape"]
+        g = fmt.group_size
+        cp = fmt.padded_cols(c)
+        ng = cp // g
+        tr, w = m["tile_shape"]
+        n = m["tiles"]
+        per_tile = [fd for fd in fields_of(fmt) if fd.axis != "level"]
+        tile_shape = {"weight": (n, tr, w), "group": (n, tr, w // g), "row": (n, tr)}
+        need = {"pos": (n, 3), "block": (n, 4), **{fd.name: tile_shape[fd.axis] for fd in per_tile}}
+        for k, shape in need.items():
+            if k not in t or tuple(t[k].shape) != shape:
+                raise InputError(f"{where}: tile array {k!r} missing or not shaped {list(shape)}")
+        whole = {"weight": (r, cp), "group": (r, ng), "row": (r,)}
+        out = {fd.name: np.zeros(whole[fd.axis], t[fd.name].dtype) for fd in per_tile}
+        covered = np.zeros((r, ng), bool)
+        for i, (r0, nr, c0, nc) in enumerate(t["block"].tolist()):
+            if not (
+                r0 >= 0
+                and 1 <= nr <= tr
+                and r0 + nr <= r
+                and c0 >= 0
+                and 1 <= nc <= w
+                and c0 + nc <= c
+                and c0 % g == 0
+            ):
+                raise InputError(f"{where}: tile {i} has an invalid block {[r0, nr, c0, nc]}")
+            k = -(-nc // g)
+            g0 = c0 // g
+            if covered[r0 : r0 + nr, g0 : g0 + k].any():
+                raise InputError(f"{where}: tile {i} overlaps another tile")
+            covered[r0 : r0 + nr, g0 : g0 + k] = True
+            for fd in per_tile:
+                src, dst = t[fd.name][i, :nr], out[fd.name][r0 : r0 + nr]
+                if fd.axis == "weight":
+                    dst[:, c0 : c0 + k * g] = src[:, : k * g]
+                elif fd.axis == "group":
+                    dst[:, g0 : g0 + k] = src[:, :k]
+                elif c0 == 0:  # the row exponents: every tile of a row block holds them
+                    dst[:] = src
+                elif not np.array_equal(dst, src):
+                    raise InputError(f"{where}: tile {i} disagrees on the row exponents {fd.name}")
+        if not covered.all():
+            raise InputError(f"{where}: the tiles do not cover the whole matrix")
+        q = QuantTensor(name=name, shape=(r, c), fmt=fmt, levels=t.get("levels"), **out)
+        q.validate()
+        return q
+
+
+def _check_matrix_entry(p: Path, name: str, m: object) -> None:
+    """A ``matrices`` entry of netlist.json: its format, shapes and tile count well-typed."""
+    where = f"{p}: matrix {name}"
+    if not isinstance(m, dict):
+        raise InputError(f"{where}: must be an object")
+    QuantFormat.from_json(m.get("format"), where)
+
+    def positive_ints(key: str, n: int | None) -> None:
+        v = m.get(key)
+        v = [v] if n is None else v
+        if not (
+            isinstance(v, list)
+            and len(v) == (n or 1)
+            and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v)
+        ):
+            want = f"{n} positive integers" if n else "a positive integer"
+            raise InputError(f"{where}: field {key!r} must be {want}")
+
+    positive_ints("shape", 2)
+    positive_ints("tile_shape", 2)
+    positive_ints("tiles", None)
+
+
+def load_netlist(build_path: Path) -> Netlist:
+    """Open ``BUILD/netlist`` and validate its structure, its ops and their dataflow (exit 3
+    naming the field otherwise).
+
+    Call after :func:`maskc.build.open_build` has checked the hashes."""
+    root = Path(build_path) / DIR
+    p = root / "netlist.json"
+    if not p.is_file():
+        raise InputError(f"{build_path}: the build has no netlist (recompile with this maskc)")
+    from maskc.ingest.config import read_json_file
+
+    doc = read_json_file(p, "netlist/netlist.json", max_bytes=1 << 30)
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise InputError(f"{p}: not a maskc netlist")
+    if doc.get("version") != VERSION:
+        raise InputError(
+            f"{p}: netlist version {doc.get('version')!r}; this maskc reads {VERSION}; recompile"
+        )
+    num = doc.get("numerics")
+    if (
+        not isinstance(num, dict)
+        or num.get("contract") != CONTRACT
+        or num.get("signal_frac") != SIGNAL_FRAC
+    ):
+        raise InputError(f"{p}: numerics contract differs from version {CONTRACT}; recompile")
+    for key in ("architecture", "matrices", "ops", "sram"):
+        if key not in doc:
+            raise InputError(f"{p}: field {key!r} is missing")
+    mats = doc["matrices"]
+    if not isinstance(mats, dict) or not isinstance(doc["ops"], list):
+        raise InputError(f"{p}: 'matrices' must be an object and 'ops' a list")
+    for name, m in mats.items():
+        _check_matrix_entry(p, name, m)
+    tok = doc.get("tokenizer")
+    if tok is not None:
+        tf = Path(str(tok.get("file", ""))) if isinstance(tok, dict) else Path("")
+        if tf.is_absolute() or ".." in tf.parts or not (root / tf).is_file():
+            raise InputError(f"{p}: tokenizer file {tf} is not in the netlist")
+    for name, m in mats.items():
+        mf = Path(str(m.get("file", "")))
+        if mf.is_absolute() or ".." in mf.parts or not (root / mf).is_file():
+            raise InputError(f"{p}: matrix {name}: file {m.get('file')!r} is not in the netlist")
+    arch = ModelArch.from_json(doc["architecture"], f"{p}: architecture")
+    fabric = Fabric.from_json(doc.get("fabric"), str(p))
+    params = {k: v.shape for k, v in SafetensorsFile(root / "params.safetensors").tensors.items()}
+    ops = parse_ops(doc["ops"], str(p), mats, params)
+    check_dataflow(ops, mats, params, arch, str(p))
+    return Netlist(root, doc, arch, fabric, ops)

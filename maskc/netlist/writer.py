@@ -1,0 +1,208 @@
+"""Stage 4, netlist: the quantized model + its placement -> ``BUILD/netlist/`` (docs/netlist.md).
+
+:func:`write_netlist` streams one tiles file (one decoder layer) at a time: each matrix is read
+from the quant store, cut into its placed blocks' ROM content (:func:`tile_arrays`), and
+written with every tile's position; then the fixed-function parameters (norm weights as
+integers, biases, lookup tables), the ops (:func:`maskc.netlist.dataflow.build_ops`), the SRAM
+allocation (:mod:`maskc.sram`) and the tokenizer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from maskc.errors import InputError
+from maskc.ir import ModelArch
+from maskc.netlist.constants import (
+    CONTRACT,
+    LOG2E_Q16,
+    SIGNAL_FRAC,
+    compile_luts,
+    gamma_fixed,
+    inv_sqrt_hd_q16,
+    rope_phase_steps,
+)
+from maskc.netlist.dataflow import build_ops
+from maskc.netlist.loader import ACT_GROUP, DIR, FORMAT, VERSION, tiles_file
+from maskc.romformat import QuantTensor, fields_of
+from maskc.safetensors_io import write_safetensors
+from maskc.sram import netlist_sram
+
+#: The largest bound of ``A * m_a`` the int64 datapath accepts (docs/numerics.md).
+MAX_PRODUCT_BITS = 62
+
+
+def matrix_bounds(q: QuantTensor) -> tuple[int, int]:
+    """``(s_bound, acc_bits)``: the largest possible |group sum S| and the bits (with sign) of
+    the worst-case |A| of docs/numerics.md, from the stored fields (exact integers)."""
+    g = q.fmt.group_size
+    lmax = int(np.abs(q.levels.astype(np.int64)).max())
+    s_bound = 127 * g * lmax
+    smax = (1 << q.fmt.scale_shift_bits) - 1
+    mshift = q.scale_m.astype(np.int64) << (smax - q.scale_s.astype(np.int64))
+    a_bound = int(mshift.sum(axis=1).max()) * s_bound
+    return s_bound, a_bound.bit_length() + 1
+
+
+def tile_arrays(q: QuantTensor, blocks: list, tile_rows: int, w: int) -> dict[str, np.ndarray]:
+    """The per-tile arrays of matrix ``q`` for its placed ``blocks`` (docs/netlist.md): every
+    field of the format cut to the tiles' ``[tile_rows, w]`` cells (zero outside the block),
+    the shared level table, each tile's position and block."""
+    g = q.fmt.group_size
+    n = len(blocks)
+    shapes = {"weight": (n, tile_rows, w), "group": (n, tile_rows, w // g), "row": (n, tile_rows)}
+    per_tile = [fd for fd in fields_of(q.fmt) if fd.axis != "level"]
+    out = {
+        "pos": np.array([[b.die, b.x, b.y] for b in blocks], dtype=np.int32).reshape(n, 3),
+        "block": np.array(
+            [[b.row0, b.rows, b.col0, b.cols] for b in blocks], dtype=np.int32
+        ).reshape(n, 4),
+        "levels": q.levels,
+        **{fd.name: np.zeros(shapes[fd.axis], fd.dtype) for fd in per_tile},
+    }
+    for t, b in enumerate(blocks):
+        r0, nr = b.row0, b.rows
+        ng = -(-b.cols // g)
+        g0 = b.col0 // g
+        for fd in per_tile:
+            src = getattr(q, fd.name)[r0 : r0 + nr]
+            if fd.axis == "weight":
+                out[fd.name][t, :nr, : ng * g] = src[:, b.col0 : b.col0 + ng * g]
+            elif fd.axis == "group":
+                out[fd.name][t, :nr, :ng] = src[:, g0 : g0 + ng]
+            else:
+                out[fd.name][t, :nr] = src
+    return out
+
+
+def write_netlist(
+    build: Path, arch: ModelArch, quant, placement, fabric, tokenizer: dict, events=None
+) -> dict:
+    """Write ``build/netlist/`` from the quant store ``quant`` and ``placement``.
+
+    ``tokenizer`` has ``path`` (or None), ``bos_token_id``, ``eos_token_id`` and
+    ``chat_template``. Streams one tiles file (one layer) at a time. Returns a summary (tiles,
+    bytes, weights, matrices) for the compile report."""
+    root = build / DIR
+    (root / "tiles").mkdir(parents=True, exist_ok=True)
+    blocks_of: dict[str, list] = {}
+    for b in placement.blocks:
+        blocks_of.setdefault(b.tensor, []).append(b)
+    by_file: dict[str, list[str]] = {}
+    matrices: dict[str, dict] = {}
+    params: dict[str, np.ndarray] = {}
+    norm_fracs: dict[str, int] = {}
+    d = arch.hidden_size
+    for name in quant.index:
+        if quant.kind(name) == "quantized":
+            if name not in blocks_of:
+                raise InputError(f"{name}: quantized but not placed on the fabric")
+            by_file.setdefault(tiles_file(blocks_of[name][0].layer), []).append(name)
+        elif name.endswith("norm.weight"):
+            gq, frac = gamma_fixed(quant.float(name).astype(np.float64), d)
+            params[name] = gq
+            norm_fracs[name] = frac
+        elif name.endswith(".bias"):
+            b = quant.float(name).astype(np.float64)
+            params[name] = np.clip(np.rint(b * 2.0**SIGNAL_FRAC), -(2**31), 2**31 - 1).astype(
+                np.int32
+            )
+        else:
+            raise InputError(
+                f"{name}: kept in float, but the chip holds only quantized matrices; remove "
+                "the skip rule"
+            )
+    if events:
+        events.start("writing netlist", sum(len(v) for v in by_file.values()))
+    weights = 0
+    for file in sorted(by_file):
+        arrays: dict[str, np.ndarray] = {}
+        for name in by_file[file]:
+            q = quant.matrix(name)
+            bl = blocks_of[name]
+            if q.fmt.group_size % ACT_GROUP:
+                raise InputError(
+                    f"{name}: group size {q.fmt.group_size} is not a multiple of {ACT_GROUP}: the "
+                    f"chip reads activations in groups of {ACT_GROUP} (docs/numerics.md); use a "
+                    "group size of 32, 64 or 128"
+                )
+            w = fabric.weights_per_tile_row(q.fmt.bits)
+            s_bound, acc_bits = matrix_bounds(q)
+            if acc_bits - 1 + 17 > MAX_PRODUCT_BITS:
+                raise InputError(
+                    f"{name}: its worst-case accumulator needs {acc_bits} bits, beyond the "
+                    f"int64 datapath (docs/numerics.md); use fewer scale or level bits"
+                )
+            for k, v in tile_arrays(q, bl, fabric.tile.rows, w).items():
+                arrays[f"{name}/{k}"] = v
+            matrices[name] = {
+                "file": file,
+                "role": bl[0].role,
+                "layer": bl[0].layer,
+                "shape": list(q.shape),
+                "format": q.fmt.to_json(),
+                "tiles": len(bl),
+                "tile_shape": [fabric.tile.rows, w],
+                "acc_bits": acc_bits,
+                "s_bound": s_bound,
+            }
+            weights += q.shape[0] * q.shape[1]
+            if events:
+                events.advance(1, name)
+        write_safetensors(root / file, arrays, {"maskc": "netlist tiles"})
+        del arrays
+    eps_d = round(d * arch.rms_norm_eps * 2.0**40)
+    params.update(compile_luts())
+    params["rope.phase_step"] = rope_phase_steps(arch)
+    write_safetensors(root / "params.safetensors", params, {"maskc": "netlist parameters"})
+    doc = {
+        "format": FORMAT,
+        "version": VERSION,
+        "numerics": {
+            "contract": CONTRACT,
+            "signal_bits": 32,
+            "signal_frac": SIGNAL_FRAC,
+            "act_bits": 8,
+            "log2e_q16": LOG2E_Q16,
+            "inv_sqrt_hd_q16": inv_sqrt_hd_q16(arch.head_dim),
+            "luts": {k: list(v.shape) for k, v in sorted(compile_luts().items())},
+        },
+        "architecture": arch.to_json(),
+        "fabric": fabric.to_json(),
+        "placement": {
+            "dies": placement.dies,
+            "grid": list(placement.grid),
+            "tiles_used": len(placement.blocks),
+        },
+        "matrices": matrices,
+        "ops": [op.to_json() for op in build_ops(arch, norm_fracs, eps_d)],
+        "sram": netlist_sram(placement, arch, fabric),
+        "tokenizer": _write_tokenizer(root, tokenizer),
+    }
+    (root / "netlist.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    nbytes = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+    return {
+        "tiles": len(placement.blocks),
+        "weights": weights,
+        "bytes": nbytes,
+        "matrices": len(matrices),
+    }
+
+
+def _write_tokenizer(root: Path, tokenizer: dict) -> dict | None:
+    """Copy the tokenizer into the netlist; what netlist.json records of it."""
+    if tokenizer.get("path") is None:
+        return None
+    shutil.copyfile(tokenizer["path"], root / "tokenizer.json")
+    return {
+        "file": "tokenizer.json",
+        "sha256": hashlib.sha256((root / "tokenizer.json").read_bytes()).hexdigest(),
+        "bos_token_id": tokenizer.get("bos_token_id"),
+        "eos_token_id": tokenizer.get("eos_token_id"),
+        "chat_template": tokenizer.get("chat_template"),
+    }

@@ -1,0 +1,39 @@
+"""The floorplan picture of a placement (``BUILD/reports/floorplan.png``)."""
+
+from __future__ import annotations
+
+from maskc.place.placer import Placement
+
+
+def floorplan_png(p: Placement, path) -> None:
+    """Draw every die's tile grid, each tile colored by the layer it holds (deterministic PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import numpy as np
+    from matplotlib.colors import ListedColormap
+    from matplotlib.figure import Figure
+
+    cols, rows = p.grid
+    layers = 1 + max((b.layer for b in p.blocks if b.layer is not None), default=0)
+    # value 0: empty, 1: embedding, 2: lm_head, 3 + i: layer i
+    base = matplotlib.colormaps["viridis"](np.linspace(0, 1, max(layers, 2)))
+    cmap = ListedColormap([(0.92, 0.92, 0.92, 1), (0.85, 0.2, 0.2, 1), (0.95, 0.6, 0.1, 1), *base])
+    fig = Figure(figsize=(4 * p.dies + 1, 4.6), dpi=100)
+    axes = fig.subplots(1, p.dies, squeeze=False)[0]
+    for d, ax in enumerate(axes):
+        grid = np.zeros((rows, cols))
+        for b in p.blocks:
+            if b.die == d:
+                v = 3 + b.layer if b.layer is not None else (1 if b.role == "embed" else 2)
+                grid[b.y, b.x] = v
+        ax.imshow(grid, cmap=cmap, vmin=0, vmax=2 + max(layers, 2), interpolation="nearest")
+        used = p.report["per_die"][d]["tiles_used"]
+        ax.set_title(f"die {d}: {used:,} of {p.tiles_per_die:,} tiles", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(
+        f"{p.fabric} floorplan (red: embedding, orange: lm_head, color: layer)", fontsize=9
+    )
+    fig.tight_layout()
+    fig.savefig(path, format="png", metadata={"Software": None})

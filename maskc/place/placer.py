@@ -1,0 +1,310 @@
+"""Placement: quantized matrices cut into tile blocks and placed on the fabric's tile grid.
+
+**Cutting.** A matrix ``[R, C]`` quantized with ``b``-bit codes in groups of ``G`` is stored in
+tiles of ``rows`` tile rows, each holding ``W = fabric.weights_per_tile_row(b)`` weights. Its
+input dimension is first padded to a multiple of ``G`` (the quantizer's padding); groups never
+span two tiles (``G`` must divide ``W``). Blocks are ``rows`` output rows by up to ``W`` input
+weights; the last row block and the last column block of a matrix may be partial. Everything a
+block does not fill is *padding*, reported as waste.
+
+**Placing.** Deterministic, in the model's data-flow order: the embedding, then every decoder
+layer (q, k, v, o, gate, up, down, in that order; inside a matrix, row blocks in order and the
+column blocks of one row block next to each other), then an untied lm_head. Tiles of a die are
+visited in serpentine order (row 0 left to right, row 1 right to left, ...), so consecutive
+blocks sit in adjacent tiles: the column blocks whose partial sums are added together are
+neighbours, each layer occupies one contiguous band of the die (its activation buses stay
+short and local), and consecutive layers are next to each other.
+
+**Dies.** With several dies the decoder layers are split into contiguous runs (a layer
+pipeline) that minimize the largest die's tile count; the embedding goes with the first layer
+and the lm_head with the last (a tied head reuses the embedding's tiles on die 0). Each die keeps
+the KV cache of its own layers in its SRAM. Between consecutive dies one hidden-state vector per
+token crosses the link.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from maskc.errors import FitError, InputError
+from maskc.place.perf import LINK_BYTES_PER_VALUE, modeled_performance
+from maskc.sram import kv_bytes_per_token, sram_report
+
+#: ROM cells per weight, by code width (3-bit codes are packed four to three 4-bit cells).
+CELLS_PER_WEIGHT = {2: 0.5, 3: 0.75, 4: 1.0, 8: 2.0}
+
+
+@dataclass(frozen=True)
+class MatrixInfo:
+    """What placement needs to know of one quantized matrix."""
+
+    name: str
+    role: str
+    layer: int | None
+    rows: int
+    cols: int
+    bits: int
+    group_size: int
+
+
+@dataclass(frozen=True)
+class Block:
+    """One tile's content: output rows ``row0 .. row0+rows`` and input weights
+    ``col0 .. col0+cols`` of matrix ``tensor`` (``cols`` counts real weights; the rest of the
+    tile row is padding), at tile ``(x, y)`` of die ``die``."""
+
+    tensor: str
+    role: str
+    layer: int | None
+    bits: int
+    row0: int
+    rows: int
+    col0: int
+    cols: int
+    die: int
+    x: int
+    y: int
+
+
+@dataclass(frozen=True)
+class Placement:
+    fabric: str
+    dies: int
+    tiles_per_die: int
+    grid: tuple[int, int]  #: (tile columns, tile rows) of a die
+    blocks: tuple[Block, ...]
+    context: int  #: tokens of KV cache each die can hold for its layers
+    report: dict
+
+    def validate(self) -> None:
+        seen = set()
+        cols, rows = self.grid
+        for b in self.blocks:
+            key = (b.die, b.x, b.y)
+            if key in seen:
+                raise InputError(f"placement: tile {key} holds two blocks")
+            seen.add(key)
+            if not (0 <= b.die < self.dies and 0 <= b.x < cols and 0 <= b.y < rows):
+                raise InputError(f"placement: block of {b.tensor} is off the grid at {key}")
+
+
+def serpentine(cols: int, rows: int):
+    """Tile positions of a die in serpentine order: ``(x, y)``."""
+    for y in range(rows):
+        xs = range(cols) if y % 2 == 0 else range(cols - 1, -1, -1)
+        for x in xs:
+            yield x, y
+
+
+def cut(m: MatrixInfo, fabric) -> list[tuple[int, int, int, int]]:
+    """Blocks of matrix ``m`` as ``(row0, rows, col0, cols)`` in placement order."""
+    w = fabric.weights_per_tile_row(m.bits)
+    if w % m.group_size:
+        raise InputError(
+            f"{m.name}: group size {m.group_size} does not divide the {w} weights of a "
+            f"{fabric.name} tile row at {m.bits} bits; use a group size in "
+            f"{list(fabric.tile.group_sizes)} (--group-size or a quant.toml rule)"
+        )
+    tr = fabric.tile.rows
+    out = []
+    for r0 in range(0, m.rows, tr):
+        for c0 in range(0, m.cols, w):
+            out.append((r0, min(tr, m.rows - r0), c0, min(w, m.cols - c0)))
+    return out
+
+
+def tiles_of(m: MatrixInfo, fabric) -> int:
+    w = fabric.weights_per_tile_row(m.bits)
+    return math.ceil(m.rows / fabric.tile.rows) * math.ceil(m.cols / w)
+
+
+def _partition(loads: list[int], parts: int) -> list[int]:
+    """Split ``loads`` (in order) into ``parts`` contiguous runs minimizing the largest run's
+    sum; returns the start index of each run (deterministic: the earliest optimal cuts)."""
+    n = len(loads)
+    prefix = [0]
+    for v in loads:
+        prefix.append(prefix[-1] + v)
+    inf = float("inf")
+    best = [[inf] * (n + 1) for _ in range(parts + 1)]
+    cut_at = [[0] * (n + 1) for _ in range(parts + 1)]
+    best[0][0] = 0
+    for p in range(1, parts + 1):
+        for i in range(1, n + 1):
+            for j in range(p - 1, i):
+                cost = max(best[p - 1][j], prefix[i] - prefix[j])
+                if cost < best[p][i]:
+                    best[p][i], cut_at[p][i] = cost, j
+    starts, i = [], n
+    for p in range(parts, 0, -1):
+        j = cut_at[p][i]
+        starts.append(j)
+        i = j
+    return starts[::-1]
+
+
+def place(
+    matrices: list[MatrixInfo],
+    arch,
+    fabric,
+    dies: int | str = "fabric",
+    context: int | None = 2048,
+    reserve: int = 0,
+) -> Placement:
+    """Place ``matrices`` (canonical order) on ``fabric``; ``dies``: a number, ``"auto"`` (the
+    fewest that fit) or ``"fabric"`` (the fabric's own count). ``reserve``: SRAM bytes per die
+    kept for adapters; the KV cache gets the rest. ``context`` None: as many tokens as that
+    rest holds (at most the model's ``max_position_embeddings``). Raises FitError (exit 4)
+    with the numbers and what would make it fit."""
+    layers = arch.num_layers
+    if not 0 <= reserve < fabric.die.sram_bytes:
+        raise FitError(
+            f"{fabric.name}: --reserve-sram {reserve:,} bytes leaves no SRAM for the KV cache "
+            f"(a die has {fabric.die.sram_bytes:,})"
+        )
+    sram = fabric.die.sram_bytes - reserve
+    fit_context = context or 1
+    per_layer = [0] * layers
+    embed_tiles = head_tiles = 0
+    for m in matrices:
+        t = tiles_of(m, fabric)
+        if m.layer is not None:
+            per_layer[m.layer] += t
+        elif m.role == "embed":
+            embed_tiles += t
+        else:
+            head_tiles += t
+    total = embed_tiles + head_tiles + sum(per_layer)
+    tpd = fabric.tiles_per_die
+    if dies == "auto":
+        kv_layer = kv_bytes_per_token(arch, 1) * fit_context
+        n = next(
+            (
+                k
+                for k in range(1, layers + 1)
+                if _fits(per_layer, embed_tiles, head_tiles, k, tpd, kv_layer, sram)
+            ),
+            None,
+        )
+        if n is None:
+            raise FitError(
+                f"{fabric.name}: the model needs {total:,} tiles and its largest layer alone "
+                f"{max(per_layer):,} tiles plus embedding; no split over up to {layers} dies of "
+                f"{tpd:,} tiles (and its KV cache for {fit_context} tokens in "
+                f"{sram:,} bytes of SRAM) fits. Use fewer bits, a smaller "
+                "--context or a fabric with more tiles per die"
+            )
+        dies = n
+    elif dies == "fabric":
+        dies = fabric.system.dies
+    dies = int(dies)
+    if dies < 1 or dies > layers:
+        raise InputError(f"--dies must be between 1 and {layers} (the number of layers)")
+    starts, ends, need = _split(per_layer, embed_tiles, head_tiles, dies)
+    die_of_layer = [0] * layers
+    for d, (a, b) in enumerate(zip(starts, ends, strict=True)):
+        for i in range(a, b):
+            die_of_layer[i] = d
+    max_ctx = min(
+        sram // max(kv_bytes_per_token(arch, b - a), 1) for a, b in zip(starts, ends, strict=True)
+    )
+    if context is None:
+        context = max(1, min(max_ctx, arch.max_position_embeddings))
+    kv_need = [kv_bytes_per_token(arch, b - a) * context for a, b in zip(starts, ends, strict=True)]
+    over = [d for d in range(dies) if need[d] > tpd]
+    sram_over = [d for d in range(dies) if kv_need[d] > sram]
+    if over or sram_over:
+        d = (over or sram_over)[0]
+        hint = "--dies auto to spread the layers" if dies == 1 else "more dies (--dies auto)"
+        raise FitError(
+            f"{fabric.name}: does not fit on {dies} die(s): die {d} needs {need[d]:,} tiles of "
+            f"{tpd:,} and {kv_need[d]:,} bytes of SRAM of {sram:,}"
+            + (f" (after --reserve-sram {reserve:,})" if reserve else "")
+            + f" for a {context}-token KV cache (model total {total:,} tiles). Try fewer bits "
+            f"(--bits 3), {hint}, a smaller --context"
+            + (" or --reserve-sram" if reserve else "")
+            + ", or a larger fabric"
+        )
+
+    cols, rows = fabric.die.tile_columns, fabric.die.tile_rows
+    cursors = [serpentine(cols, rows) for _ in range(dies)]
+    blocks: list[Block] = []
+    for m in matrices:
+        if m.layer is not None:
+            d = die_of_layer[m.layer]
+        else:
+            d = 0 if m.role == "embed" else dies - 1
+        for r0, nr, c0, nc in cut(m, fabric):
+            x, y = next(cursors[d])
+            blocks.append(Block(m.name, m.role, m.layer, m.bits, r0, nr, c0, nc, d, x, y))
+    report = _report(blocks, matrices, fabric, dies, need, starts, ends, arch, context, max_ctx)
+    p = Placement(fabric.name, dies, tpd, (cols, rows), tuple(blocks), context, report)
+    p.validate()
+    report["sram_reserved_for_adapters"] = reserve
+    sram_report(report, matrices, fabric, context)
+    report["performance"] = modeled_performance(p, arch, fabric, context)
+    return p
+
+
+def _split(per_layer: list[int], embed: int, head: int, k: int):
+    """The best split of the layers over ``k`` dies: (start layers, end layers, tiles per die),
+    the embedding counted on the first die and the lm_head on the last."""
+    starts = _partition(per_layer, k)
+    ends = [*starts[1:], len(per_layer)]
+    need = [sum(per_layer[a:b]) for a, b in zip(starts, ends, strict=True)]
+    need[0] += embed
+    need[-1] += head
+    return starts, ends, need
+
+
+def _fits(per_layer, embed, head, k, tpd, kv_per_layer: int, sram: int) -> bool:
+    """Whether ``k`` dies hold the model: tiles per die, and each die's KV cache in its SRAM."""
+    starts, ends, need = _split(per_layer, embed, head, k)
+    most_layers = max(b - a for a, b in zip(starts, ends, strict=True))
+    return max(need) <= tpd and most_layers * kv_per_layer <= sram
+
+
+def _report(blocks, matrices, fabric, dies, need, starts, ends, arch, context, max_ctx) -> dict:
+    cells_per_tile = fabric.cells_per_tile
+    used_cells = [0.0] * dies
+    layer_tiles: dict[str, int] = {}
+    for b in blocks:
+        used_cells[b.die] += b.rows * b.cols * CELLS_PER_WEIGHT[b.bits]
+        key = "embed" if b.role == "embed" else "lm_head" if b.layer is None else str(b.layer)
+        layer_tiles[key] = layer_tiles.get(key, 0) + 1
+    per_die = []
+    for d in range(dies):
+        alloc = need[d] * cells_per_tile
+        per_die.append(
+            {
+                "die": d,
+                "layers": [starts[d], ends[d] - 1],
+                "tiles_used": need[d],
+                "tiles_available": fabric.tiles_per_die,
+                "tile_utilization": need[d] / fabric.tiles_per_die,
+                "cell_utilization_of_used_tiles": used_cells[d] / alloc if alloc else 0.0,
+                "padding_cells": int(alloc - used_cells[d]),
+                "kv_bytes_per_token": kv_bytes_per_token(arch, ends[d] - starts[d]),
+            }
+        )
+    links = [
+        {
+            "from_die": d,
+            "to_die": d + 1,
+            "bytes_per_token": arch.hidden_size * LINK_BYTES_PER_VALUE,  # one int32 signal
+            "link_gb_per_s": fabric.die.link_gb_per_s,
+        }
+        for d in range(dies - 1)
+    ]
+    return {
+        "fabric": fabric.name,
+        "dies": dies,
+        "tiles_used": sum(need),
+        "tiles_available": fabric.tiles_per_die * dies,
+        "per_die": per_die,
+        "per_layer_tiles": layer_tiles,
+        "context_requested": context,
+        "max_context": max_ctx,
+        "links": links,
+    }

@@ -1,0 +1,94 @@
+"""One float matrix (or a row-stack of matrices that share their input) -> the ROM format, with
+the method its setting names, and the error of the result."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from maskc.quantize.methods import quantize_codebook, quantize_gptq, quantize_lsq, quantize_rtn
+from maskc.quantize.profiles import format_for
+from maskc.quantize.rules import QuantSetting
+from maskc.romformat import QuantTensor, join_rows, split_rows
+
+#: Rows quantized at once: bounds the working memory of large matrices (the embedding) to a
+#: few times one block of rows. Results do not depend on it (rows are independent).
+CHUNK_ROWS = 4096
+
+
+def quantize_matrix(
+    name: str,
+    w: np.ndarray,
+    setting: QuantSetting,
+    importance: np.ndarray | None = None,
+    hessian: np.ndarray | None = None,
+) -> QuantTensor:
+    """Quantize float32 ``w`` ``[R, C]`` per ``setting`` (validated first: InputError naming
+    ``name``).
+
+    ``importance`` (float ``[C]``, mean squared input activation) weights the error of ``lsq``;
+    ``hessian`` (float64 ``[C, C]``) is required by ``gptq``.
+    """
+    setting.check_quantizable(name)
+    fmt = format_for(setting)
+    fmt.validate(name)
+    rows = w.shape[0]
+    if rows > CHUNK_ROWS and not setting.codebook:
+        # rtn, lsq and gptq treat rows independently: quantizing blocks of rows gives the same
+        # codes and scales with the working memory of one block
+        parts = [
+            quantize_matrix(name, w[r0 : r0 + CHUNK_ROWS], setting, importance, hessian)
+            for r0 in range(0, rows, CHUNK_ROWS)
+        ]
+        q = join_rows(name, parts)
+        q.validate()
+        return q
+    if setting.codebook:
+        q = quantize_codebook(name, w, fmt, setting.method, importance)
+    elif setting.method == "rtn":
+        q = quantize_rtn(name, w, fmt)
+    elif setting.method == "lsq":
+        q = quantize_lsq(name, w, fmt, importance)
+    elif setting.method == "gptq":
+        q = quantize_gptq(name, w, fmt, hessian, importance)
+    else:  # rules.resolve validated the name against METHODS
+        raise ValueError(f"unknown method {setting.method!r}")
+    q.validate()
+    return q
+
+
+def quantize_stack(
+    names: list[str],
+    ws: list[np.ndarray],
+    setting: QuantSetting,
+    importance: np.ndarray | None = None,
+    hessian: np.ndarray | None = None,
+) -> list[QuantTensor]:
+    """Quantize matrices that share their input (same columns, same setting) in one pass.
+
+    Every method here treats rows independently given the input statistics, so stacking the
+    rows (q, k and v; gate and up) gives the same codes as quantizing each matrix alone, with
+    a third of the per-column work for GPTQ.
+    """
+    if len(ws) == 1:
+        return [quantize_matrix(names[0], ws[0], setting, importance, hessian)]
+    q = quantize_matrix("+".join(names), np.concatenate(ws, axis=0), setting, importance, hessian)
+    parts = split_rows(q, names, [w.shape[0] for w in ws])
+    for p in parts:
+        p.validate()
+    return parts
+
+
+def weight_metrics(w: np.ndarray, deq: np.ndarray, rows_per_block: int = 4096) -> dict[str, float]:
+    """``rel_error`` = ||w - deq|| / ||w|| and ``snr_db`` = -20 log10(rel_error) (float64
+    sums over blocks of rows)."""
+    num = den = 0.0
+    for a in range(0, w.shape[0], rows_per_block):
+        wb = w[a : a + rows_per_block].astype(np.float64)
+        num += float(((wb - deq[a : a + rows_per_block]) ** 2).sum())
+        den += float((wb**2).sum())
+    num, den = math.sqrt(num), math.sqrt(den)
+    rel = num / den if den else (0.0 if num == 0 else math.inf)
+    snr = -20 * math.log10(rel) if rel > 0 else math.inf
+    return {"rel_error": rel, "snr_db": snr}
