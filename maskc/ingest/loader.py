@@ -1,0 +1,290 @@
+"""Open a Hugging Face checkpoint: :func:`load_model` -> a validated, lazily read :class:`Model`.
+
+Accepted inputs:
+
+* a model folder with ``config.json`` and either ``model.safetensors`` or sharded
+  ``model-XXXXX-of-YYYYY.safetensors`` listed in ``model.safetensors.index.json``; an optional
+  ``tokenizer.json`` is validated and carried along;
+* a single ``.safetensors`` file plus an explicit ``config`` path.
+
+``load_model`` reads config.json and every safetensors *header* (never tensor data) and checks,
+before anything else runs: supported architecture, every expected tensor present exactly once with
+the exact shape and a supported dtype (F32, F16, BF16), no unknown tensors (a few are ignorable),
+the shard index telling the truth. Tensor data is read later, one tensor at a time, by
+:meth:`Model.read`, which also checks it is finite; memory is bounded by the largest tensor.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from maskc.errors import InputError, UnsupportedError
+from maskc.ingest.config import load_config, read_json_file
+from maskc.ir import ModelArch, TensorSpec, expected_tensors
+from maskc.safetensors_io import SUPPORTED_DTYPES, SafetensorsFile, TensorInfo
+
+INDEX_NAME = "model.safetensors.index.json"
+SINGLE_NAME = "model.safetensors"
+#: Tensors some exporters write that carry no weights maskc needs (recomputed from config).
+IGNORABLE_PATTERNS = (re.compile(r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq"),)
+#: Largest index.json accepted, in bytes.
+MAX_INDEX_BYTES = 64 << 20
+
+
+@dataclass
+class Model:
+    """A validated checkpoint whose tensors are read on demand.
+
+    ``specs`` lists the tensors in canonical order (see :func:`maskc.ir.expected_tensors`);
+    ``locations[name]`` tells which file holds each. ``ignored`` lists tensors present in the
+    files but not used (e.g. ``rotary_emb.inv_freq``, or ``lm_head.weight`` of a tied model,
+    which :meth:`check_data` verifies equals the embedding).
+    """
+
+    path: Path
+    config_path: Path
+    arch: ModelArch
+    specs: list[TensorSpec]
+    locations: dict[str, tuple[SafetensorsFile, TensorInfo]]
+    files: list[Path]
+    tokenizer_path: Path | None
+    tokenizer_vocab_size: int | None
+    ignored: list[str] = field(default_factory=list)
+
+    @property
+    def total_parameters(self) -> int:
+        return sum(s.parameters for s in self.specs)
+
+    def dtype_of(self, name: str) -> str:
+        return self.locations[name][1].dtype
+
+    def read(self, name: str) -> np.ndarray:
+        """Tensor ``name`` as float32 with its HF shape; raises InputError on NaN/Inf."""
+        st, _info = self.locations[name]
+        arr = st.read(name).astype(np.float32, copy=False)
+        finite = np.isfinite(arr)
+        if not finite.all():
+            bad = int(arr.size - np.count_nonzero(finite))
+            first = np.unravel_index(int(np.argmin(finite.reshape(-1))), arr.shape)
+            raise InputError(
+                f"{st.path}: tensor {name!r} has {bad} NaN/Inf value(s), first at index "
+                f"{tuple(int(i) for i in first)}; the checkpoint is corrupt"
+            )
+        return arr
+
+    def iter_tensors(self) -> Iterator[tuple[TensorSpec, np.ndarray]]:
+        """Yield ``(spec, float32 array)`` in canonical order, one tensor in memory at a time."""
+        for spec in self.specs:
+            yield spec, self.read(spec.name)
+
+    def check_data(self, on_tensor: Callable[[str, int], None] | None = None) -> None:
+        """Read every tensor once to check it is finite (and a tied lm_head equals the embedding).
+
+        ``on_tensor(name, bytes)`` is called after each tensor, for progress reporting.
+        """
+        for spec in self.specs:
+            self.read(spec.name)
+            if on_tensor:
+                on_tensor(spec.name, self.locations[spec.name][1].nbytes)
+        if "lm_head.weight" in self.ignored:
+            st, _ = self.locations["lm_head.weight"]
+            head = st.read("lm_head.weight").astype(np.float32)
+            if not np.array_equal(head, self.read("model.embed_tokens.weight")):
+                raise InputError(
+                    f"{st.path}: tie_word_embeddings is true but lm_head.weight differs from "
+                    "model.embed_tokens.weight; set tie_word_embeddings false in config.json"
+                )
+
+
+def _check_exists(path: Path, what: str) -> os.stat_result:
+    try:
+        return path.stat()
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise InputError(f"{path}: symlink loop ({what})") from None
+        if e.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise InputError(f"{path}: no such file or folder ({what})") from None
+        raise InputError(f"{path}: cannot access {what}: {e.strerror or e}") from None
+
+
+def _open_index(folder: Path) -> tuple[list[Path], dict[str, str]]:
+    """Validate ``model.safetensors.index.json``; return shard paths and the weight map."""
+    index_path = folder / INDEX_NAME
+    idx = read_json_file(index_path, "shard index", MAX_INDEX_BYTES)
+    if not isinstance(idx, dict) or not isinstance(idx.get("weight_map"), dict):
+        raise InputError(f"{index_path}: must be an object with a 'weight_map' object")
+    wmap = idx["weight_map"]
+    if not wmap:
+        raise InputError(f"{index_path}: weight_map is empty")
+    shards: dict[str, Path] = {}
+    for name, shard in wmap.items():
+        if not isinstance(shard, str) or not shard:
+            raise InputError(f"{index_path}: weight_map[{name!r}] must be a file name")
+        if shard in shards:
+            continue
+        if (
+            "/" in shard
+            or "\\" in shard
+            or shard in (".", "..")
+            or not shard.endswith(".safetensors")
+        ):
+            raise InputError(
+                f"{index_path}: shard name {shard!r} for {name!r} must be a plain "
+                "*.safetensors file name in the model folder"
+            )
+        p = folder / shard
+        if not p.is_file():
+            raise InputError(
+                f"{index_path}: names shard {shard!r} (for tensor {name!r}) which does not exist"
+            )
+        shards[shard] = p
+    return [shards[k] for k in sorted(shards)], wmap
+
+
+def _resolve(path: Path, config: Path | None) -> tuple[Path, list[Path], dict[str, str] | None]:
+    """Find config.json and the weight files for ``path``; returns (config, files, weight_map)."""
+    _check_exists(path, "model")
+    if path.is_dir():
+        cfg = config or path / "config.json"
+        if not cfg.is_file():
+            raise InputError(
+                f"{path}: no config.json in the model folder (give --config CONFIG.json)"
+            )
+        if (path / INDEX_NAME).exists():
+            files, wmap = _open_index(path)
+            return cfg, files, wmap
+        if (path / SINGLE_NAME).exists():
+            return cfg, [path / SINGLE_NAME], None
+        others = sorted(p.name for p in path.glob("*.safetensors"))
+        if others:
+            raise InputError(
+                f"{path}: found {', '.join(others[:3])} but neither {SINGLE_NAME} nor "
+                f"{INDEX_NAME}; add the shard index"
+            )
+        raise InputError(
+            f"{path}: no weights in the model folder (expected {SINGLE_NAME} or {INDEX_NAME})"
+        )
+    if config is None:
+        raise InputError(
+            f"{path}: a single weights file needs its config: pass --config CONFIG.json"
+        )
+    if path.suffix != ".safetensors":
+        raise InputError(f"{path}: expected a .safetensors file or a model folder")
+    return config, [path], None
+
+
+def _load_tokenizer(path: Path, vocab_size: int) -> int:
+    """Validate tokenizer.json with the tokenizers library; return its vocabulary size."""
+    from tokenizers import Tokenizer  # imported lazily: only needed when a tokenizer exists
+
+    try:
+        tok = Tokenizer.from_file(str(path))
+    except Exception as e:  # the Rust library raises its own exception types
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputError(f"{path}: not a valid tokenizer.json ({msg[:200]})") from None
+    n = tok.get_vocab_size(with_added_tokens=True)
+    top = max(tok.get_vocab(with_added_tokens=True).values(), default=-1)
+    if top >= vocab_size:
+        raise InputError(
+            f"{path}: tokenizer has token id {top}, outside the model's vocab_size {vocab_size}"
+        )
+    return n
+
+
+def load_model(path: str | os.PathLike, config: str | os.PathLike | None = None) -> Model:
+    """Open and validate a checkpoint (headers only; no tensor data is read).
+
+    ``path`` is a model folder or a ``.safetensors`` file; ``config`` overrides/provides the
+    config.json path. Raises :class:`InputError` (exit 3) naming the file and problem.
+    """
+    path = Path(path)
+    cfg_path, files, wmap = _resolve(path, Path(config) if config is not None else None)
+    _check_exists(cfg_path, "config.json")
+    arch = load_config(cfg_path)
+
+    locations: dict[str, tuple[SafetensorsFile, TensorInfo]] = {}
+    for f in files:
+        _check_exists(f, "weights")
+        st = SafetensorsFile(f)
+        for name, info in st.tensors.items():
+            if name in locations:
+                raise InputError(
+                    f"{f}: tensor {name!r} also appears in {locations[name][0].path.name}"
+                )
+            if wmap is not None and wmap.get(name) != f.name:
+                where = wmap.get(name)
+                raise InputError(
+                    f"{f}: holds tensor {name!r} but the shard index "
+                    + (f"says it is in {where!r}" if where else "does not list it")
+                )
+            locations[name] = (st, info)
+    if wmap is not None:
+        for name, shard in wmap.items():
+            if name not in locations:
+                raise InputError(
+                    f"{path / INDEX_NAME}: lists tensor {name!r} in {shard!r} but that shard "
+                    "does not contain it"
+                )
+
+    specs = expected_tensors(arch)
+    expected = {s.name for s in specs}
+    missing = [s.name for s in specs if s.name not in locations]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise InputError(
+            f"{path}: tensor {missing[0]!r}{more} is missing for {arch.architecture} with "
+            f"{arch.num_layers} layers (config.json and weights disagree?)"
+        )
+    ignored = []
+    for name in sorted(locations):
+        if name in expected:
+            continue
+        if any(p.fullmatch(name) for p in IGNORABLE_PATTERNS):
+            ignored.append(name)
+        elif name == "lm_head.weight" and arch.tie_word_embeddings:
+            ignored.append(name)  # verified equal to the embedding by Model.check_data
+        else:
+            raise InputError(
+                f"{locations[name][0].path}: unexpected tensor {name!r} for "
+                f"{arch.architecture} (unknown module, or config.json does not match the weights)"
+            )
+    for spec in specs:
+        st, info = locations[spec.name]
+        if info.shape != spec.shape:
+            raise InputError(
+                f"{st.path}: tensor {spec.name!r} has shape {list(info.shape)}, expected "
+                f"{list(spec.shape)} from config.json"
+            )
+        if info.dtype not in SUPPORTED_DTYPES:
+            raise UnsupportedError(
+                f"{st.path}: tensor {spec.name!r} has dtype {info.dtype}; maskc reads F32, F16 "
+                "and BF16 weights (convert the checkpoint to one of these)"
+            )
+    if "lm_head.weight" in ignored:
+        info = locations["lm_head.weight"][1]
+        if info.shape != (arch.vocab_size, arch.hidden_size) or info.dtype not in SUPPORTED_DTYPES:
+            raise InputError(
+                f"{locations['lm_head.weight'][0].path}: tied lm_head.weight has shape "
+                f"{list(info.shape)} {info.dtype}, expected the embedding's shape"
+            )
+
+    tok_path = cfg_path.parent / "tokenizer.json"
+    tok_vocab = _load_tokenizer(tok_path, arch.vocab_size) if tok_path.is_file() else None
+    return Model(
+        path=path,
+        config_path=cfg_path,
+        arch=arch,
+        specs=specs,
+        locations=locations,
+        files=files,
+        tokenizer_path=tok_path if tok_vocab is not None else None,
+        tokenizer_vocab_size=tok_vocab,
+        ignored=ignored,
+    )
