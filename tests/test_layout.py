@@ -275,17 +275,19 @@ def test_parts_and_banks_do_not_change_the_layers(builds, tmp_path, monkeypatch)
     import json
 
     import maskc.layout as lay
+    import maskc.layout.banks
+    import maskc.layout.gds
     from maskc.netlist import load_netlist
 
     nl = load_netlist(builds["gds"])
     fab = nl.fabric
-    monkeypatch.setattr(lay, "PART_TILES", 2)
+    monkeypatch.setattr(maskc.layout.gds, "PART_TILES", 2)
     banks = lay.write_layers(nl, fab, tmp_path / "g", "gds")
     for layer in ("via", "metal"):
         assert (tmp_path / "g" / f"{layer}.gds").read_bytes() == (
             builds["gds"] / "layers" / f"{layer}.gds"
         ).read_bytes()
-    monkeypatch.setattr(lay, "BANK_CELLS", 3 * fab.cells_per_tile)
+    monkeypatch.setattr(maskc.layout.banks, "BANK_CELLS", 3 * fab.cells_per_tile)
     banks = lay.write_layers(nl, fab, tmp_path / "o", "oas")
     assert len(banks) > 2 and lay.verify_layers(nl, fab, tmp_path / "o", banks) == []
     index = json.loads((tmp_path / "o" / "index.json").read_text())["banks"]
