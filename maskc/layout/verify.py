@@ -1,6 +1,19 @@
 """``maskc verify``: every via and strap of the layer files is extracted (:mod:`maskc.layout.read`),
-each tile's ROM (cell values, scale-ROM bits) and configuration word are rebuilt from them and
-compared with the netlist, bank by bank, in parallel processes."""
+each tile's cells, scale ROM and configuration word are *decoded* into values and compared with
+the netlist's arrays, bank by bank, in parallel processes.
+
+Verify never re-encodes the netlist with the writers' encoders (``TileRom``, ``cell_values``,
+``scale_bits``, ``config_word``): an encoder bug would be in the layers and in the expected
+value alike. It decodes with the decoders of :mod:`maskc.layout.rom`, written from the formats,
+and compares values:
+
+* cells -> codes (:func:`codes_from_cells`) of the tile's block, against the netlist's codes;
+  a via on a padding bit (:func:`cell_data_bits`) is a mismatch;
+* the scale-ROM bit string -> every tile row's group fields, row exponents and the level table
+  (:func:`parse_scale_bits`), against the netlist's arrays; no via past its end;
+* the configuration straps -> the configuration fields (:func:`parse_config_bits`), against
+  what the netlist says the tile is; row straps on exactly the block's rows.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +25,16 @@ import numpy as np
 from maskc.layout.banks import iter_tiles, tile_name, tile_positions
 from maskc.layout.geometry import CELL_BITS, Geometry
 from maskc.layout.read import LayerFile, extract_metal, extract_tile
-from maskc.layout.rom import TileRom, nibbles_to_bits, parse_config_bits, record_bits
+from maskc.layout.rom import (
+    MODES,
+    ROLES,
+    cell_data_bits,
+    codes_from_cells,
+    nibbles_to_bits,
+    parse_config_bits,
+    parse_scale_bits,
+    scale_rom_layout,
+)
 
 
 def _split(segments: list, part: int, parts: int) -> list:
@@ -28,6 +50,148 @@ def _split(segments: list, part: int, parts: int) -> list:
     return out
 
 
+# -- one tile: decode and compare ---------------------------------------------------------------
+
+
+def _code_bit_site(bits: int, packed: bool, c: int, b: int) -> tuple[int, int]:
+    """(cell column, cell bit) holding bit ``b`` of the code of weight ``c`` of a row."""
+    if bits == 8:  # high nibble in cell 2c, low nibble in cell 2c + 1
+        return 2 * c + (b < 4), b % 4
+    if bits == 3 and packed:  # the row's bit stream, most significant bit first
+        s = 3 * c + 2 - b
+        return s // 4, 3 - s % 4
+    return c, b
+
+
+def _check_cells(
+    where: str, cells: np.ndarray, t: dict, i: int, meta: dict, fabric, limit: int
+) -> list[str]:
+    """The tile's extracted cell values ``[TR, columns]`` decoded into codes and compared with
+    the netlist's codes of its block; padding bits must hold no via. The first ``limit``
+    mismatches, in row-major order."""
+    bits = meta["format"]["bits"]
+    _r0, nr, _c0, nc = (int(v) for v in t["block"][i])
+    mask = cell_data_bits(nr, nc, bits, fabric)
+    found: list[tuple[int, int, str]] = []  # (row, cell, message)
+    for r, k in np.argwhere(cells & ~mask)[:limit].tolist():
+        v = int(cells[r, k])
+        extra = [b for b in range(CELL_BITS) if (v & ~int(mask[r, k])) >> b & 1]
+        desc = ", ".join(f"bit {b}: expected 0, found 1" for b in extra)
+        msg = f"{where} cell ({r}, {k}): found value {v}, expected no via on its padding ({desc})"
+        found.append((r, k, msg))
+    got = codes_from_cells(cells & mask, nr, nc, bits, fabric).astype(np.int64)
+    want = t["codes"][i][:nr, :nc].astype(np.int64)
+    packed = fabric.tile.three_bit == "packed"
+    for r, c in np.argwhere(got != want)[:limit].tolist():
+        w, g = int(want[r, c]), int(got[r, c])
+        flips = [b for b in range(bits) if (w ^ g) >> b & 1]
+        if bits == 4 or (bits == 3 and not packed):  # the cell's value is the code
+            desc = ", ".join(f"bit {b}: expected {w >> b & 1}, found {g >> b & 1}" for b in flips)
+            found.append((r, c, f"{where} cell ({r}, {c}): expected value {w}, found {g} ({desc})"))
+            continue
+        flips.reverse()  # most significant first: the order of the cells
+        sites = [_code_bit_site(bits, packed, c, b) for b in flips]
+        desc = ", ".join(
+            f"code bit {b} = cell ({r}, {k}) bit {p}: expected {w >> b & 1}, found {g >> b & 1}"
+            for b, (k, p) in zip(flips, sites, strict=True)
+        )
+        k = sites[0][0]
+        msg = f"{where} cell ({r}, {k}): weight {c}'s {bits}-bit code expected {w}, found {g}"
+        found.append((r, k, f"{msg} ({desc})"))
+    found.sort(key=lambda f: f[:2])
+    return [m for _r, _k, m in found[:limit]]
+
+
+def _check_scale(
+    where: str, grid: np.ndarray, t: dict, i: int, meta: dict, groups: int, shown: int = 3
+) -> list[str]:
+    """The tile's extracted scale-ROM nibbles decoded into its fields and compared with the
+    netlist's arrays, value by value; bits past the ROM's end must be 0. The first ``shown``
+    mismatches, in ROM order."""
+    fmt = meta["format"]
+    tr = meta["tile_shape"][0]
+    lay = scale_rom_layout(fmt, tr, groups)
+    end = lay["bits"]
+    bits = nibbles_to_bits(grid, grid.size * CELL_BITS)
+    if len(bits) < end:
+        return [f"{where} scale ROM: {len(bits)} bits read, its layout needs {end}"]
+    found: list[tuple[int, str]] = []  # (ROM bit, message)
+
+    def add(at: int, nb: int, what: str, want, got) -> None:
+        span = f"bits {at}..{at + nb - 1}" if nb else "the format stores no such field"
+        found.append((at, f"{where} scale ROM {what}: expected {want}, found {got} ({span})"))
+
+    past = np.flatnonzero(bits[end:])
+    if len(past):
+        b = end + int(past[0])
+        msg = f"via(s) on {len(past)} bit(s) past its {end} bits, first on bit {b}"
+        found.append((b, f"{where} scale ROM: {msg} (expected 0, found 1)"))
+    dec = parse_scale_bits(bits, fmt, tr, groups)
+    stored = {name for name, *_ in lay["group"]}
+    for name, off, nb, _signed in lay["group"]:
+        want = t[name][i][:, :groups].astype(np.int64)
+        for r, g in np.argwhere(dec[name] != want)[:shown].tolist():
+            at = r * lay["row_bits"] + g * lay["group_bits"] + off
+            add(at, nb, f"row {r} group {g} {name}", want[r, g], dec[name][r, g])
+    for name in ("scale_s", "zero_m", "zero_s"):  # a field the format does not store reads 0
+        if name in t and name not in stored:
+            want = t[name][i][:, :groups]
+            for r, g in np.argwhere(want != 0)[:shown].tolist():
+                add(r * lay["row_bits"], 0, f"row {r} group {g} {name}", want[r, g], 0)
+    for name, off, nb, _signed in lay["row"]:
+        want = t[name][i].astype(np.int64)
+        for r in np.flatnonzero(dec[name] != want)[:shown].tolist():
+            add(r * lay["row_bits"] + off, nb, f"row {r} {name}", want[r], dec[name][r])
+    start, nb, n = lay["levels"]
+    want = t["levels"].astype(np.int64).reshape(-1)
+    if len(want) != n:
+        msg = f"{n} levels for {fmt['bits']}-bit codes, the netlist has {len(want)}"
+        found.append((start, f"{where} scale ROM level table: {msg}"))
+    else:
+        for j in np.flatnonzero(dec["levels"] != want)[:shown].tolist():
+            add(start + j * nb, nb, f"level table entry {j}", want[j], dec["levels"][j])
+    found.sort(key=lambda f: f[0])
+    return [m for _at, m in found[:shown]]
+
+
+def expected_config(meta: dict, block) -> dict:
+    """What the netlist says a tile is: the configuration word's fields (docs/layout.md), from
+    the matrix's meta and the tile's block ``(row0, rows, col0, cols)``."""
+    r0, nr, c0, nc = (int(v) for v in block)
+    tr, w = meta["tile_shape"]
+    return {
+        "enabled": 1,
+        "mode": MODES[meta["format"]["bits"]],
+        "layer": 255 if meta["layer"] is None else meta["layer"],
+        "role": ROLES.index(meta["role"]),
+        "row_block": r0 // tr,
+        "col_block": c0 // w,
+        "rows": nr,
+        "cols": nc,
+    }
+
+
+def _check_metal(
+    where: str, straps: np.ndarray, geo: Geometry, t: dict, i: int, meta: dict
+) -> list[str]:
+    """The tile's straps: the configuration word decoded field by field and compared with the
+    netlist's tile; row straps on exactly the block's rows."""
+    cfg_bits, rows, probs = extract_metal(straps, geo)
+    problems = [f"{where}: {p}" for p in probs]
+    got = parse_config_bits(cfg_bits)
+    want = expected_config(meta, t["block"][i])
+    for k, v in want.items():
+        if got[k] != v:
+            problems.append(f"{where} configuration straps: {k} expected {v}, found {got[k]}")
+    nr = int(t["block"][i][1])
+    if rows != list(range(nr)):
+        problems.append(f"{where}: row straps on {len(rows)} rows, expected rows 0..{nr - 1}")
+    return problems
+
+
+# -- a bank ---------------------------------------------------------------------------------------
+
+
 def _verify_bank(
     nl, fabric, bank: dict, paths: dict[str, str], limit: int, part: int = 0, parts: int = 1
 ) -> list[str]:
@@ -41,48 +205,21 @@ def _verify_bank(
     problems: list[str] = []
     expected = set()
     for name, meta, t, i in iter_tiles(nl, _split(bank["tiles"], part, parts)):
-        rom = TileRom(t, i, meta, fabric)
-        tn = tile_name(rom.pos)
+        tn = tile_name(t["pos"][i])
+        where = f"tile {tn} ({name})"
         vias, straps = via.shapes(tn), metal.shapes(tn)
         if vias is None or straps is None:
-            problems.append(f"tile {tn} ({name}): missing from the layer files")
+            problems.append(f"{where}: missing from the layer files")
             continue
-        arr, sc, probs = extract_tile(vias, geo, rom.scale.shape[0])
-        problems += [f"tile {tn} ({name}): {p}" for p in probs]
-        for r, k in np.argwhere(arr != rom.array)[:limit].tolist():
-            want, got = int(rom.array[r, k]), int(arr[r, k])
-            flip = [b for b in range(CELL_BITS) if (want ^ got) >> b & 1]
-            bits = ", ".join(
-                f"bit {b}: expected {want >> b & 1}, found {got >> b & 1}" for b in flip
-            )
-            problems.append(
-                f"tile {tn} ({name}) cell ({r}, {k}): expected value {want}, found {got} ({bits})"
-            )
-        if not np.array_equal(sc, rom.scale):
-            want = nibbles_to_bits(rom.scale, rom.scale.size * CELL_BITS)
-            got = nibbles_to_bits(sc, sc.size * CELL_BITS)
-            rb = record_bits(meta["format"], rom.groups)
-            for b in np.nonzero(want != got)[0][:3].tolist():
-                where = (
-                    f"row {b // rb}'s record bit {b % rb}"
-                    if b < geo.rows * rb
-                    else f"level-table bit {b - geo.rows * rb}"
-                )
-                problems.append(
-                    f"tile {tn} ({name}) scale ROM bit {b} ({where}): expected "
-                    f"{int(want[b])}, found {int(got[b])}"
-                )
-        cfg_bits, rows, probs = extract_metal(straps, geo)
-        problems += [f"tile {tn} ({name}): {p}" for p in probs]
-        got_cfg = parse_config_bits(cfg_bits)
-        if got_cfg != rom.config:
-            diff = {k: (v, got_cfg[k]) for k, v in rom.config.items() if got_cfg[k] != v}
-            problems.append(f"tile {tn} ({name}) configuration straps: expected/found {diff}")
-        if rows != list(range(rom.block[1])):
-            problems.append(
-                f"tile {tn} ({name}): row straps on {len(rows)} rows, expected rows "
-                f"0..{rom.block[1] - 1}"
-            )
+        fmt = meta["format"]
+        tr, w = meta["tile_shape"]
+        groups = w // fmt["group_size"]
+        lines = -(-scale_rom_layout(fmt, tr, groups)["bits"] // (CELL_BITS * geo.cols))
+        cells, scale, probs = extract_tile(vias, geo, lines)
+        problems += [f"{where}: {p}" for p in probs]
+        problems += _check_cells(where, cells, t, i, meta, fabric, limit)
+        problems += _check_scale(where, scale, t, i, meta, groups)
+        problems += _check_metal(where, straps, geo, t, i, meta)
         if len(problems) >= limit:
             return problems[:limit]
     problems += [f"{p} (via layer)" for p in via.problems[:3]]
