@@ -275,17 +275,19 @@ def test_parts_and_banks_do_not_change_the_layers(builds, tmp_path, monkeypatch)
     import json
 
     import maskc.layout as lay
+    import maskc.layout.banks
+    import maskc.layout.gds
     from maskc.netlist import load_netlist
 
     nl = load_netlist(builds["gds"])
     fab = nl.fabric
-    monkeypatch.setattr(lay, "PART_TILES", 2)
+    monkeypatch.setattr(maskc.layout.gds, "PART_TILES", 2)
     banks = lay.write_layers(nl, fab, tmp_path / "g", "gds")
     for layer in ("via", "metal"):
         assert (tmp_path / "g" / f"{layer}.gds").read_bytes() == (
             builds["gds"] / "layers" / f"{layer}.gds"
         ).read_bytes()
-    monkeypatch.setattr(lay, "BANK_CELLS", 3 * fab.cells_per_tile)
+    monkeypatch.setattr(maskc.layout.banks, "BANK_CELLS", 3 * fab.cells_per_tile)
     banks = lay.write_layers(nl, fab, tmp_path / "o", "oas")
     assert len(banks) > 2 and lay.verify_layers(nl, fab, tmp_path / "o", banks) == []
     index = json.loads((tmp_path / "o" / "index.json").read_text())["banks"]
@@ -344,3 +346,157 @@ def test_what_a_via_layer_must_not_hold_is_exit_5(builds, tmp_path, cli, fmt, ca
     _save(lib, path)
     r = cli("verify", b)
     assert r.code == 5 and says in r.err and "Traceback" not in r.err, (case, r.err)
+
+
+@pytest.mark.parametrize("three_bit", ["packed", "cell"])
+@pytest.mark.parametrize("bits", [3, 4, 8])
+def test_the_decoders_data_bits_are_the_bits_the_encoder_fills(bits, three_bit):
+    """``cell_data_bits`` (verify: which cell bits are weight bits, the rest padding) is
+    written from the cell formats; all-ones codes through the encoder set exactly those bits."""
+    import dataclasses
+
+    from maskc.fabric import load_fabric
+    from maskc.layout.rom import cell_data_bits
+
+    mini = load_fabric("mini")
+    fab = dataclasses.replace(mini, tile=dataclasses.replace(mini.tile, three_bit=three_bit))
+    w = fab.weights_per_tile_row(bits)
+    for rows, cols in ((fab.tile.rows, w), (7, 33), (3, 2), (1, 1)):
+        ones = np.full((fab.tile.rows, w), (1 << bits) - 1, np.uint8)
+        enc = np.maximum(cell_values(ones, rows, cols, bits, fab), 0)
+        assert np.array_equal(cell_data_bits(rows, cols, bits, fab), enc), (rows, cols)
+
+
+@pytest.mark.parametrize(
+    ("scale", "shift", "zero", "zshift"), [(8, 3, 8, 3), (8, 0, 8, 0), (10, 2, 0, 0), (6, 0, 0, 4)]
+)
+def test_the_scale_rom_decoder_inverts_the_encoder(scale, shift, zero, zshift):
+    """``parse_scale_bits`` (verify's decoder, walking a layout read from the format) reads back
+    every field ``scale_bits`` (the writer's encoder) wrote, over the full range of each width;
+    the configuration word likewise."""
+    from maskc.layout.rom import (
+        config_bits,
+        parse_config_bits,
+        parse_scale_bits,
+        scale_bits,
+        scale_rom_layout,
+    )
+
+    fmt = {"bits": 4, "group_size": 32, "level_bits": 9, "scale_bits": scale}
+    fmt.update(scale_shift_bits=shift, zero_bits=zero, zero_shift_bits=zshift)
+    rng = np.random.default_rng(scale * 100 + shift * 10 + zero + zshift)
+    n, tr, groups = 2, 5, 3
+    t = {
+        "scale_m": rng.integers(0, 1 << scale, (n, tr, groups)).astype(np.uint16),
+        "scale_s": rng.integers(0, 1 << shift, (n, tr, groups)).astype(np.uint8),
+        "scale_e": rng.integers(-128, 128, (n, tr)).astype(np.int8),
+        "levels": np.sort(rng.choice(np.arange(-255, 256), 16, replace=False)).astype(np.int16),
+    }
+    if zero:
+        t["zero_m"] = rng.integers(-(1 << zero - 1), 1 << zero - 1, (n, tr, groups))
+        t["zero_m"] = t["zero_m"].astype(np.int16)
+        t["zero_s"] = rng.integers(0, 1 << zshift, (n, tr, groups)).astype(np.uint8)
+        t["zero_e"] = rng.integers(-128, 128, (n, tr)).astype(np.int8)
+    bits = scale_bits(t, 1, fmt, tr, groups)
+    assert len(bits) == scale_rom_layout(fmt, tr, groups)["bits"]
+    dec = parse_scale_bits(np.concatenate([bits, np.zeros(7, np.uint8)]), fmt, tr, groups)
+    stored = {"scale_m", "scale_e", "levels"} | ({"scale_s"} if shift else set())
+    stored |= {"zero_m", "zero_e", *(["zero_s"] if zshift else [])} if zero else set()
+    assert set(dec) == stored
+    for k in stored - {"levels"}:
+        assert np.array_equal(dec[k], t[k][1]), k
+    assert np.array_equal(dec["levels"], t["levels"])
+    cfg = {
+        "enabled": 1,
+        "mode": 2,
+        "layer": 255,
+        "role": 8,
+        "row_block": 4095,
+        "col_block": 17,
+        "rows": 4095,
+        "cols": 8191,
+    }
+    assert parse_config_bits(config_bits(cfg)) == cfg
+
+
+def _plant(monkeypatch, bug: str) -> str:
+    """Plant an encoder bug in ``maskc.layout.rom`` (what the writers call through ``TileRom``);
+    returns a part of the problem verify must report."""
+    import maskc.layout.rom as rom
+
+    if bug == "scale_m and scale_s swapped":
+        orig_scale = rom.scale_bits
+
+        def scale_bits(t, i, fmt, tile_rows, groups):
+            swapped = {**t, "scale_m": t["scale_s"], "scale_s": t["scale_m"]}
+            return orig_scale(swapped, i, fmt, tile_rows, groups)
+
+        monkeypatch.setattr(rom, "scale_bits", scale_bits)
+        return "scale ROM row 0 group 0 scale_m: expected"
+    if bug == "a code flipped":
+        orig_cells = rom.cell_values
+
+        def cell_values(codes, rows, cols, bits, fabric):
+            out = orig_cells(codes, rows, cols, bits, fabric).copy()
+            out[0, 0] ^= 1  # bit 0 of the first cell of every tile
+            return out
+
+        monkeypatch.setattr(rom, "cell_values", cell_values)
+        return "cell (0, 0): "
+    orig_config = rom.config_word
+
+    def config_word(meta, block, fabric):  # rows and cols exchanged
+        cfg = orig_config(meta, block, fabric)
+        return {**cfg, "rows": cfg["cols"], "cols": cfg["rows"]}
+
+    monkeypatch.setattr(rom, "config_word", config_word)
+    return "configuration straps: rows expected"
+
+
+@pytest.fixture(scope="module")
+def packed3(model_cache, tmp_path_factory):
+    """A build with 3-bit packed, 4-bit and 8-bit matrices (the built-in mini fabric)."""
+    from maskc.pipeline import CompileOptions, compile_model
+
+    out = tmp_path_factory.mktemp("packed3") / "b"
+    opts = CompileOptions(bits=3, fabric="mini", calibrate=False, verify=False)
+    compile_model(model_cache("tiny").path, out, opts)
+    return out
+
+
+@pytest.mark.parametrize(
+    "bug", ["scale_m and scale_s swapped", "a code flipped", "rows and cols swapped"]
+)
+@pytest.mark.parametrize("build", ["gds", "oas", "packed3"])
+def test_verify_catches_an_encoder_bug_planted_in_the_writer(
+    builds, packed3, tmp_path, monkeypatch, build, bug
+):
+    """Verify decodes what it reads and compares values with the netlist, so a bug in the
+    writers' encoders is caught: the layers are written with the bug planted, then verified
+    with every encoder of maskc.layout replaced by one that fails if called."""
+    import sys
+
+    import maskc.layout.rom as rom
+    from maskc.layout import verify_layers, write_layers
+    from maskc.netlist import load_netlist
+
+    nl = load_netlist(packed3 if build == "packed3" else builds[build])
+    fmt = "gds" if build == "packed3" else build
+    with monkeypatch.context() as m:
+        says = _plant(m, bug)
+        banks = write_layers(nl, nl.fabric, tmp_path, fmt)
+
+    def never(*args, **kwargs):
+        raise AssertionError("verify called the writer's encoder")
+
+    names = ("TileRom", "cell_values", "scale_bits", "config_word", "config_bits", "group_fields")
+    encoders = [getattr(rom, n) for n in (*names, "bits_to_nibbles", "record_bits")]
+    for mod in [v for k, v in sys.modules.items() if k.startswith("maskc.layout")]:
+        for name, value in list(vars(mod).items()):
+            if any(value is e for e in encoders):
+                monkeypatch.setattr(mod, name, never)
+    problems = verify_layers(nl, nl.fabric, tmp_path, banks, limit=200)
+    assert problems and not any("encoder" in p for p in problems), problems
+    assert all(re.match(r"tile T\d+_\d+_\d+ \(model\.\S+\) ", p) for p in problems), problems
+    assert any(says in p and "found" in p for p in problems), (says, problems)
+    assert verify_layers(nl, nl.fabric, nl.path.parent / "layers", banks) == []  # the true layers

@@ -281,7 +281,7 @@ def _file_side(path: Path):
 
 def _diff_files(pa: Path, pb: Path, progress=None) -> dict:
     from maskc.layout import Geometry
-    from maskc.layout.read import _Layer
+    from maskc.layout.read import LayerFile as _Layer
 
     la, nla, fa = _file_side(pa)
     lb, nlb, fb = _file_side(pb)

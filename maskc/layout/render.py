@@ -14,7 +14,7 @@ from maskc.errors import InputError
 def find_tile(b, nl, tile: str) -> dict:
     """The bank (from ``layers/index.json``) holding tile ``tile``; exit 2 naming valid tiles."""
     from maskc.errors import UsageError
-    from maskc.layout import tile_name, tile_positions
+    from maskc.layout.banks import tile_name, tile_positions
 
     index = b.json("layers/index.json")
     names = []
@@ -39,8 +39,8 @@ def render_tile(path, tile: str, out_png, zoom: int = 8) -> dict:
     from matplotlib.patches import Rectangle
 
     from maskc.build import open_build
-    from maskc.layout import Geometry
-    from maskc.layout.read import _Layer, extract_tile
+    from maskc.layout.geometry import Geometry
+    from maskc.layout.read import LayerFile, extract_tile
     from maskc.netlist import load_netlist
 
     b = open_build(path)
@@ -50,8 +50,8 @@ def render_tile(path, tile: str, out_png, zoom: int = 8) -> dict:
     geo = Geometry(nl.fabric)
     bank = find_tile(b, nl, tile)
     root = b.path / "layers"
-    via = _Layer(str(root / bank["files"]["via"]), geo, geo.via, geo.size)
-    metal = _Layer(str(root / bank["files"]["metal"]), geo, geo.metal, None)
+    via = LayerFile(str(root / bank["files"]["via"]), geo, geo.via, geo.size)
+    metal = LayerFile(str(root / bank["files"]["metal"]), geo, geo.metal, None)
     vias, straps = via.shapes(tile), metal.shapes(tile)
     via.close()
     metal.close()

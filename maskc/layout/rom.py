@@ -1,6 +1,12 @@
 """What a tile's ROM holds, as bits: the values of its 4-bit cells, the bit string of its scale
-ROM, and the configuration word its metal straps set. Pure functions of the netlist's tile
-arrays; the layout writers place these bits and the readers (``maskc verify``) rebuild them.
+ROM, and the configuration word its metal straps set.
+
+Two directions, written separately so that ``maskc verify`` does not share a bug with the
+writers: the encoders (:func:`cell_values`, :func:`scale_bits`, :func:`config_word`,
+:class:`TileRom`), pure functions of the netlist's tile arrays, give the bits the layout writers
+place; the decoders (:func:`codes_from_cells` with :func:`cell_data_bits`,
+:func:`parse_scale_bits` with :func:`scale_rom_layout`, :func:`parse_config_bits`) turn the bits
+read back into values that verify compares with the netlist's.
 """
 
 from __future__ import annotations
@@ -53,6 +59,30 @@ def codes_from_cells(cells: np.ndarray, rows: int, cols: int, bits: int, fabric)
     return q.reshape(rows, -1)[:, :cols].astype(np.uint8)
 
 
+def cell_data_bits(rows: int, cols: int, bits: int, fabric) -> np.ndarray:
+    """Which bits of every cell of one tile hold weight bits, for a block of ``rows`` x
+    ``cols`` weights: uint8 masks ``[TR, columns]``, written from the cell formats of
+    docs/fabric.md (not from :func:`cell_values`); every other bit is padding, without a via.
+    8-bit codes fill two cells per weight, 4-bit codes one, unpacked 3-bit codes bits 0..2 of
+    one; packed 3-bit codes are a row's bit stream (first code's most significant bit first)
+    filling each cell from its bit 3 down."""
+    out = np.zeros((fabric.tile.rows, fabric.tile.columns), np.uint8)
+    if bits == 8:
+        out[:rows, : 2 * cols] = 15
+    elif bits == 4:
+        out[:rows, :cols] = 15
+    elif bits == 3 and fabric.tile.three_bit != "packed":
+        out[:rows, :cols] = 7
+    elif bits == 3:
+        full, rest = divmod(3 * cols, 4)
+        out[:rows, :full] = 15
+        if rest:
+            out[:rows, full] = (15 << (4 - rest)) & 15
+    else:
+        raise ValueError(f"cell_data_bits: bits must be 3, 4 or 8, got {bits}")
+    return out
+
+
 # -- scale ROM bits -----------------------------------------------------------------------------
 
 
@@ -103,25 +133,67 @@ def record_bits(fmt: dict, groups: int) -> int:
     return groups * sum(nb for _, nb, _ in group_fields(fmt)) + (16 if fmt["zero_bits"] else 8)
 
 
+def scale_rom_layout(fmt: dict, tile_rows: int, groups: int) -> dict:
+    """Where every field of a tile's scale ROM lies in its bit string, read from the format
+    (docs/layout.md), for the decoder (independent of :func:`scale_bits`, which writes it).
+
+    Per tile row: ``groups`` records of the group fields present in the format (``scale_m``
+    ``scale_bits`` wide, ``scale_s`` ``scale_shift_bits``, and with a zero point ``zero_m``
+    ``zero_bits``, signed, and ``zero_s`` ``zero_shift_bits``), then the row exponents
+    ``scale_e`` (and ``zero_e`` with a zero point), 8 bits signed each; after the last row the
+    level table, ``2**bits`` levels of ``level_bits`` bits, signed. Returns ``{"group":
+    [(field, offset in the group record, bits, signed)], "group_bits", "row": [(field, offset
+    in the row record, bits, signed)], "row_bits", "levels": (offset, bits, count), "bits"}``.
+    """
+    zero = bool(fmt["zero_bits"])
+    widths = (
+        ("scale_m", fmt["scale_bits"], False),
+        ("scale_s", fmt["scale_shift_bits"], False),
+        ("zero_m", fmt["zero_bits"] if zero else 0, True),
+        ("zero_s", fmt["zero_shift_bits"] if zero else 0, False),
+    )
+    group, k = [], 0
+    for name, nb, signed in widths:  # walk one group's record
+        if nb:
+            group.append((name, k, nb, signed))
+            k += nb
+    group_bits = k
+    row, k = [], groups * group_bits
+    for name in ("scale_e", "zero_e") if zero else ("scale_e",):
+        row.append((name, k, 8, True))
+        k += 8
+    row_bits = k
+    n_levels, level_bits = 1 << fmt["bits"], fmt["level_bits"]
+    start = tile_rows * row_bits
+    return {
+        "group": group,
+        "group_bits": group_bits,
+        "row": row,
+        "row_bits": row_bits,
+        "levels": (start, level_bits, n_levels),
+        "bits": start + n_levels * level_bits,
+    }
+
+
 def parse_scale_bits(bits: np.ndarray, fmt: dict, tile_rows: int, groups: int) -> dict:
-    """The inverse of :func:`scale_bits`: field arrays of one tile."""
-    fields = group_fields(fmt)
-    per_group = sum(nb for _, nb, _ in fields)
-    n_ex = 16 if fmt["zero_bits"] else 8
-    per_row = groups * per_group + n_ex
-    rows = bits[: tile_rows * per_row].reshape(tile_rows, per_row)
+    """The decoder of a tile's scale ROM (the inverse of :func:`scale_bits`, written from
+    :func:`scale_rom_layout`): the bit string -> ``{field: values}``, group fields ``[tile_rows,
+    groups]``, row exponents ``[tile_rows]``, ``levels`` ``[2**bits]`` (int64). Bits past the
+    layout's end are not read."""
+    lay = scale_rom_layout(fmt, tile_rows, groups)
+    bits = np.asarray(bits, np.uint8)
+    if len(bits) < lay["bits"]:
+        raise ValueError(f"parse_scale_bits: {len(bits)} bits, the layout needs {lay['bits']}")
+    row0 = (np.arange(tile_rows, dtype=np.int64) * lay["row_bits"])[:, None]
+    group0 = row0[:, :, None] + (np.arange(groups, dtype=np.int64) * lay["group_bits"])[:, None]
     out = {}
-    g = rows[:, : groups * per_group].reshape(tile_rows, groups, per_group)
-    k = 0
-    for name, nb, signed in fields:
-        out[name] = _from_bits(g[:, :, k : k + nb], signed)
-        k += nb
-    ex = rows[:, groups * per_group :]
-    out["scale_e"] = _from_bits(ex[:, :8], True)
-    if fmt["zero_bits"]:
-        out["zero_e"] = _from_bits(ex[:, 8:16], True)
-    lv = bits[tile_rows * per_row :]
-    out["levels"] = _from_bits(lv.reshape(-1, fmt["level_bits"]), True)
+    for name, off, nb, signed in lay["group"]:
+        out[name] = _from_bits(bits[group0 + off + np.arange(nb)], signed)
+    for name, off, nb, signed in lay["row"]:
+        out[name] = _from_bits(bits[row0 + off + np.arange(nb)], signed)
+    start, nb, n = lay["levels"]
+    at = start + (np.arange(n, dtype=np.int64) * nb)[:, None] + np.arange(nb)
+    out["levels"] = _from_bits(bits[at], True)
     return out
 
 

@@ -1,0 +1,104 @@
+"""The OASIS layer writer (gdstk): each tile's vias flat, one rectangle per line of via sites
+with an explicit repetition along x, in coordinates of the layout grid, compressed (about one
+byte per weight); one bank's two files per worker process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from maskc.layout.banks import iter_tiles, tile_name
+from maskc.layout.geometry import Geometry
+from maskc.layout.rom import TileRom, config_bits
+
+#: zlib level of OASIS CBLOCKs
+OAS_LEVEL = 6
+
+
+def _rect_rep(pos: np.ndarray, w: int, h: int, layer: tuple[int, int], grid: int):
+    """One rectangle repeated at every position of ``pos`` (dbu, kept in its order), in
+    coordinates of the layout grid."""
+    import gdstk
+
+    p = pos // grid
+    x0, y0 = (int(v) for v in p[0])
+    r = gdstk.rectangle(
+        (x0, y0), (x0 + w // grid, y0 + h // grid), layer=layer[0], datatype=layer[1]
+    )
+    if len(p) > 1:
+        r.repetition = gdstk.Repetition(offsets=(p[1:] - p[0]).astype(np.float64))
+    return r
+
+
+def _via_rows(pos: np.ndarray, size: int, layer: tuple[int, int], grid: int) -> list:
+    """Vias (dbu corners in row-major order) as one rectangle per line of sites, repeated
+    along x: the smallest OASIS (horizontal repetitions with small, regular spacings compress
+    best) and the fastest to build."""
+    import gdstk
+
+    p = pos // grid
+    if (np.diff(p[:, 1]) < 0).any() or ((np.diff(p[:, 1]) == 0) & (np.diff(p[:, 0]) <= 0)).any():
+        p = p[np.lexsort((p[:, 0], p[:, 1]))]  # bits on several site rows (sites_x < 4)
+    s = size // grid
+    cut = np.flatnonzero(np.diff(p[:, 1])) + 1
+    out = []
+    for a, b in zip(np.r_[0, cut].tolist(), np.r_[cut, len(p)].tolist(), strict=True):
+        x0, y0 = int(p[a, 0]), int(p[a, 1])
+        r = gdstk.rectangle((x0, y0), (x0 + s, y0 + s), layer=layer[0], datatype=layer[1])
+        if b - a > 1:
+            r.repetition = gdstk.Repetition(x_offsets=(p[a + 1 : b, 0] - x0).astype(np.float64))
+        out.append(r)
+    return out
+
+
+def _write_oas_bank(nl_root: str, bank: dict, out_dir: str) -> None:
+    """Write one bank's two OASIS files (run in a worker process)."""
+    import gdstk
+
+    from maskc.netlist import load_netlist
+
+    nl = load_netlist(Path(nl_root).parent)
+    fabric = nl.fabric
+    geo = Geometry(fabric)
+    g = geo.grid
+    unit = geo.dbu_m * g
+    via = gdstk.Library("maskc_via", unit=unit, precision=unit)
+    metal = gdstk.Library("maskc_metal", unit=unit, precision=unit)
+    top_v = via.new_cell(f"VIA_{bank['top']}")
+    top_m = metal.new_cell(f"METAL_{bank['top']}")
+    for name, meta, t, i in iter_tiles(nl, bank["tiles"]):
+        rom = TileRom(t, i, meta, fabric)
+        cname = tile_name(rom.pos)
+        geo.check_fits(rom.scale.shape[0], f"tile {cname} ({name})")
+        vc = via.new_cell(cname)
+        pos = np.concatenate(
+            [geo.via_positions("array", rom.array), geo.via_positions("scale", rom.scale)]
+        )
+        if len(pos):
+            vc.add(*_via_rows(pos, geo.size, geo.via, g))
+        mc = metal.new_cell(cname)
+        cfg = geo.config_positions(config_bits(rom.config))
+        mc.add(_rect_rep(cfg, geo.cfg_len, geo.strap_w, geo.metal, g))
+        rp = geo.row_strap_positions(rom.block[1])
+        mc.add(_rect_rep(rp, geo.row_strap_len, geo.strap_w, geo.metal, g))
+        _, x, y = rom.pos
+        top_v.add(gdstk.Reference(vc, (x * geo.tpx // g, y * geo.tpy // g)))
+        top_m.add(gdstk.Reference(mc, (x * geo.tpx // g, y * geo.tpy // g)))
+    for layer, lib in (("via", via), ("metal", metal)):
+        lib.write_oas(str(Path(out_dir) / bank["files"][layer]), compression_level=OAS_LEVEL)
+
+
+def write_oas(nl, banks, out_dir: Path, workers: int, progress) -> None:
+    """Write every bank's ``via`` and ``metal`` OASIS files (``bank["files"]``) into
+    ``out_dir``, a bank per worker process."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    if progress:
+        progress.start("writing the via and metal layers (OASIS)", len(banks))
+    args = [(str(nl.path), b, str(out_dir)) for b in banks]
+    with ProcessPoolExecutor(min(len(banks), workers), mp_context=get_context("fork")) as ex:
+        for _ in ex.map(_write_oas_bank, *zip(*args, strict=True)):
+            if progress:
+                progress.advance(1)

@@ -1,0 +1,33 @@
+"""``write_layers``: the netlist's tiles -> the via and metal layer files of every bank
+(GDSII or OASIS) and ``layers/index.json`` listing them."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from maskc.layout.banks import plan_banks
+from maskc.layout.gds import write_gds
+from maskc.layout.oasis import write_oas
+
+
+def write_layers(
+    nl, fabric, out_dir, fmt: str = "gds", workers: int | None = None, progress=None
+) -> list[dict]:
+    """Write the via and metal layer files of every bank into ``out_dir`` and ``index.json``
+    listing them; returns the banks (with their ``files``)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    banks = plan_banks(nl, fabric, fmt)
+    for bank in banks:
+        bank["files"] = {layer: f"{layer}{bank['stem']}.{fmt}" for layer in ("via", "metal")}
+    workers = workers or os.cpu_count() or 1
+    if fmt == "gds":
+        write_gds(nl, fabric, banks, out_dir, workers, progress)
+    else:
+        write_oas(nl, banks, out_dir, workers, progress)
+    index = [{k: b[k] for k in ("die", "top", "tiles", "files")} for b in banks]
+    doc = {"format": fmt, "banks": index}
+    (out_dir / "index.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    return banks
