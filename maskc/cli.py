@@ -894,25 +894,18 @@ def diff_layers(
     from maskc.diff import heatmap_png
 
     with _progress(in_bytes=False) as prog:
-        doc = run(a, b, _RichEvents(prog), top)
+        res = run(a, b, _RichEvents(prog), top)
     if png is not None:
-        heatmap_png(doc, png)
-    doc.pop("_fabric", None)
-    doc.pop("_sites", None)
+        heatmap_png(res, png)
     if as_json:
-        slim = {k: v for k, v in doc.items()}
-        slim["layers"] = {n: {k: v for k, v in rep.items() if k != "tiles"}
-                          for n, rep in doc["layers"].items()}  # fmt: skip
-        _emit_json(slim)
+        _emit_json(res.to_json())
     else:
-        _print_diff(doc, png)
-    if not doc["identical"]:
+        _print_diff(res.to_json(), png)
+    if not res.identical:
         raise typer.Exit(EXIT_DIFFERS)
 
 
 def _print_diff(doc: dict, png) -> None:
-    from rich.table import Table
-
     if not doc["same_base_die"]:
         out.print(f"[bold red]{doc['verdict']}[/bold red]")
         return
