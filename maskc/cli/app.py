@@ -7,7 +7,9 @@ import json
 import os
 import sys
 import traceback
-from typing import Annotated
+from collections.abc import Callable
+from enum import Enum
+from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
@@ -21,7 +23,7 @@ from rich.progress import (
 )
 
 from maskc import __version__
-from maskc.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, MaskcError
+from maskc.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, MaskcError, UsageError
 
 app = typer.Typer(
     name="maskc",
@@ -56,6 +58,23 @@ def _root(
     ] = False,
 ) -> None:
     """Root options."""
+
+
+E = TypeVar("E", bound=Enum)
+
+
+def enum_parser(kind: type[E], message: str) -> Callable[[str], E]:
+    """A typer ``parser`` for an option whose choices are the Enum ``kind`` (``--help`` shows
+    them): the member of the value given, else a :class:`UsageError` (exit 2, one line)
+    ``message``, formatted with ``value``."""
+
+    def parse(value: str) -> E:
+        try:
+            return kind(value)
+        except ValueError:
+            raise UsageError(message.format(value=value)) from None
+
+    return parse
 
 
 def progress_bar(transient: bool = True, in_bytes: bool = True) -> Progress:

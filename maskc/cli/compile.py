@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from maskc.cli.app import RichEvents, app, emit_json, out, progress_bar
+from maskc.cli.app import RichEvents, app, emit_json, enum_parser, out, progress_bar
 from maskc.cli.show import print_layers, print_netlist, print_placement, print_quant_report
 from maskc.errors import UsageError
 from maskc.fabric import DEFAULT_FABRIC
+
+
+class LayoutFormat(StrEnum):
+    """``--layout-format``: the file format of BUILD/layers/ (GDSII or OASIS)."""
+
+    gds = "gds"
+    oas = "oas"
 
 
 def _dies_option(value: str) -> int | str:
@@ -178,13 +186,14 @@ def compile(
         ),
     ] = None,
     layout_format: Annotated[
-        str,
+        LayoutFormat,
         typer.Option(
             "--layout-format",
+            parser=enum_parser(LayoutFormat, "--layout-format must be gds or oas, got {value!r}"),
             help="gds or oas: the format of BUILD/layers/ (OASIS is "
             "about 100x smaller for big models).",
         ),
-    ] = "gds",
+    ] = LayoutFormat.gds,
     verify: Annotated[
         bool | None,
         typer.Option(
@@ -215,8 +224,6 @@ def compile(
 
     if no_calib and calib is not None:
         raise UsageError("--calib and --no-calib contradict each other")
-    if layout_format not in ("gds", "oas"):
-        raise UsageError(f"--layout-format must be gds or oas, got {layout_format!r}")
     if bits is not None and bits not in (3, 4):
         raise UsageError(f"--bits must be 3 or 4, got {bits} (use a [[rule]] for other widths)")
     opts = CompileOptions(
@@ -236,7 +243,7 @@ def compile(
         fabric=fabric,
         dies=_dies_option(dies),
         context=context,
-        layout_format=layout_format,
+        layout_format=layout_format.value,
         verify=verify,
         reserve_sram=reserve_sram,
         jobs=jobs,

@@ -8,15 +8,23 @@ The command validates its options, opens the build and hands over to one functio
 from __future__ import annotations
 
 import sys
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from maskc.cli.app import RichEvents, app, emit_json, err, out, progress_bar
+from maskc.cli.app import RichEvents, app, emit_json, enum_parser, err, out, progress_bar
 from maskc.cli.show import print_modeled
 from maskc.errors import InputError, UsageError
+
+
+class ContextFull(StrEnum):
+    """``--context-full``: what generation does when the KV cache fills up."""
+
+    refuse = "refuse"
+    stop = "stop"
 
 
 def _ids_option(value: str) -> list[int]:
@@ -147,14 +155,15 @@ def emulate(
         ),
     ] = None,
     context_full: Annotated[
-        str,
+        ContextFull,
         typer.Option(
             "--context-full",
+            parser=enum_parser(ContextFull, "--context-full {value!r}: choose refuse or stop"),
             help="When prompt + new tokens exceed the KV cache: 'refuse' (exit 4 before "
             "running) or 'stop' (generate until the cache is full). A prompt longer than the "
             "cache is always refused.",
         ),
-    ] = "refuse",
+    ] = ContextFull.refuse,
     threads: Annotated[
         int | None, typer.Option("--threads", min=1, help="CPU threads (default: all cores).")
     ] = None,
@@ -199,8 +208,6 @@ def emulate(
         import numba
 
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    if context_full not in ("refuse", "stop"):
-        raise UsageError(f"--context-full {context_full!r}: choose refuse or stop")
     with progress_bar(in_bytes=False) as prog:
         session = open_session(build, context, RichEvents(prog), adapter or [])
     perf = session.modeled()
@@ -224,9 +231,8 @@ def emulate(
 
     params = SamplingParams(temperature, top_k, top_p, seed)
     stop_at_eos = not ignore_eos
-    _generate(
-        session, ids, max_new_tokens, params, stop_at_eos, context_full, perf, loaded, as_json
-    )
+    full = context_full.value
+    _generate(session, ids, max_new_tokens, params, stop_at_eos, full, perf, loaded, as_json)
 
 
 def _adapters_json(session) -> list[dict]:
