@@ -22,6 +22,7 @@ class LayoutFormat(StrEnum):
 
 
 def _dies_option(value: str) -> int | str:
+    """``--dies``: a positive number, 'auto', or 'fabric' (the default: the fabric's count)."""
     if value in ("auto", "fabric"):
         return value
     if not value.isdigit() or int(value) < 1:
