@@ -1,7 +1,7 @@
 """Error hierarchy of maskc and the exit codes the CLI maps them to.
 
 Every error a user can cause is a :class:`MaskcError` subclass carrying a one-line message that
-names the offending file, tensor or field and says what to do. ``maskc/cli.py`` prints the message
+names the offending file, tensor or field and says what to do. ``maskc/cli/`` prints the message
 (never a traceback) and exits with the class's ``exit_code``.
 
 | code | meaning                                            | class                  |

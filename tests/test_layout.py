@@ -253,9 +253,9 @@ def test_render_draws_a_tile_read_back_from_the_files(builds, tmp_path, cli):
 def test_compile_reports_layer_sizes_and_advises_oasis(model_cache, tmp_path, cli, monkeypatch):
     import json
 
-    import maskc.pipeline
+    import maskc.pipeline.steps
 
-    monkeypatch.setattr(maskc.pipeline, "OASIS_ADVICE_BYTES", 1000)
+    monkeypatch.setattr(maskc.pipeline.steps, "OASIS_ADVICE_BYTES", 1000)
     r = cli("compile", model_cache("tiny").path, "-o", tmp_path / "b", "--json")
     assert r.code == 0, r.err
     lay = json.loads(r.out)["layers"]

@@ -6,12 +6,15 @@ writers: the encoders (:func:`cell_values`, :func:`scale_bits`, :func:`config_wo
 :class:`TileRom`), pure functions of the netlist's tile arrays, give the bits the layout writers
 place; the decoders (:func:`codes_from_cells` with :func:`cell_data_bits`,
 :func:`parse_scale_bits` with :func:`scale_rom_layout`, :func:`parse_config_bits`) turn the bits
-read back into values that verify compares with the netlist's.
+read back into values that verify compares with the netlist's. Both take the scale ROM's fields,
+their order, widths and signs from the ROM format's one field table (:mod:`maskc.romformat`).
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from maskc.romformat import QuantFormat, scale_rom_fields
 
 EMPTY = -1
 
@@ -86,16 +89,22 @@ def cell_data_bits(rows: int, cols: int, bits: int, fabric) -> np.ndarray:
 # -- scale ROM bits -----------------------------------------------------------------------------
 
 
+def _rom_fields(fmt: dict, axis: str) -> list[tuple[str, int, bool]]:
+    """The ``axis`` ("group" or "row") fields of a tile's scale ROM in ROM order, as
+    ``(name, bits, signed)``: read from the ROM format's field table
+    (:func:`maskc.romformat.scale_rom_fields`)."""
+    f = QuantFormat(**fmt)
+    return [(x.name, x.rom_bits(f), x.signed) for x in scale_rom_fields(f) if x.axis == axis]
+
+
 def group_fields(fmt: dict) -> list[tuple[str, int, bool]]:
     """Per-group fields of one tile row in ROM order: (name, bits, signed)."""
-    out = [("scale_m", fmt["scale_bits"], False)]
-    if fmt["scale_shift_bits"]:
-        out.append(("scale_s", fmt["scale_shift_bits"], False))
-    if fmt["zero_bits"]:
-        out.append(("zero_m", fmt["zero_bits"], True))
-        if fmt["zero_shift_bits"]:
-            out.append(("zero_s", fmt["zero_shift_bits"], False))
-    return out
+    return _rom_fields(fmt, "group")
+
+
+def row_fields(fmt: dict) -> list[tuple[str, int, bool]]:
+    """The row exponents of one tile row in ROM order: (name, bits, signed)."""
+    return _rom_fields(fmt, "row")
 
 
 def _to_bits(values: np.ndarray, nbits: int) -> np.ndarray:
@@ -120,9 +129,7 @@ def scale_bits(t: dict, i: int, fmt: dict, tile_rows: int, groups: int) -> np.nd
     all rows, the level table (``level_bits`` per level)."""
     parts = [_to_bits(t[name][i][:, :groups], nb) for name, nb, _ in group_fields(fmt)]
     rows = np.concatenate(parts, axis=-1).reshape(tile_rows, -1)
-    ex = [_to_bits(t["scale_e"][i], 8)]
-    if fmt["zero_bits"]:
-        ex.append(_to_bits(t["zero_e"][i], 8))
+    ex = [_to_bits(t[name][i], nb) for name, nb, _ in row_fields(fmt)]
     rows = np.concatenate([rows, *ex], axis=-1)
     levels = _to_bits(t["levels"], fmt["level_bits"]).reshape(-1)
     return np.concatenate([rows.reshape(-1), levels])
@@ -130,12 +137,15 @@ def scale_bits(t: dict, i: int, fmt: dict, tile_rows: int, groups: int) -> np.nd
 
 def record_bits(fmt: dict, groups: int) -> int:
     """Scale-ROM bits of one tile row: its groups' fields and its row exponents."""
-    return groups * sum(nb for _, nb, _ in group_fields(fmt)) + (16 if fmt["zero_bits"] else 8)
+    return groups * sum(nb for _, nb, _ in group_fields(fmt)) + sum(
+        nb for _, nb, _ in row_fields(fmt)
+    )
 
 
 def scale_rom_layout(fmt: dict, tile_rows: int, groups: int) -> dict:
-    """Where every field of a tile's scale ROM lies in its bit string, read from the format
-    (docs/layout.md), for the decoder (independent of :func:`scale_bits`, which writes it).
+    """Where every field of a tile's scale ROM lies in its bit string, from the ROM format's
+    field table (docs/layout.md), for the decoder (a code path of its own: it never calls
+    :func:`scale_bits`, which writes the bits).
 
     Per tile row: ``groups`` records of the group fields present in the format (``scale_m``
     ``scale_bits`` wide, ``scale_s`` ``scale_shift_bits``, and with a zero point ``zero_m``
@@ -145,23 +155,15 @@ def scale_rom_layout(fmt: dict, tile_rows: int, groups: int) -> dict:
     [(field, offset in the group record, bits, signed)], "group_bits", "row": [(field, offset
     in the row record, bits, signed)], "row_bits", "levels": (offset, bits, count), "bits"}``.
     """
-    zero = bool(fmt["zero_bits"])
-    widths = (
-        ("scale_m", fmt["scale_bits"], False),
-        ("scale_s", fmt["scale_shift_bits"], False),
-        ("zero_m", fmt["zero_bits"] if zero else 0, True),
-        ("zero_s", fmt["zero_shift_bits"] if zero else 0, False),
-    )
     group, k = [], 0
-    for name, nb, signed in widths:  # walk one group's record
-        if nb:
-            group.append((name, k, nb, signed))
-            k += nb
+    for name, nb, signed in _rom_fields(fmt, "group"):  # walk one group's record
+        group.append((name, k, nb, signed))
+        k += nb
     group_bits = k
     row, k = [], groups * group_bits
-    for name in ("scale_e", "zero_e") if zero else ("scale_e",):
-        row.append((name, k, 8, True))
-        k += 8
+    for name, nb, signed in _rom_fields(fmt, "row"):
+        row.append((name, k, nb, signed))
+        k += nb
     row_bits = k
     n_levels, level_bits = 1 << fmt["bits"], fmt["level_bits"]
     start = tile_rows * row_bits

@@ -35,6 +35,7 @@ from maskc.layout.rom import (
     parse_scale_bits,
     scale_rom_layout,
 )
+from maskc.romformat import FIELDS
 
 
 def _split(segments: list, part: int, parts: int) -> list:
@@ -133,7 +134,7 @@ def _check_scale(
         for r, g in np.argwhere(dec[name] != want)[:shown].tolist():
             at = r * lay["row_bits"] + g * lay["group_bits"] + off
             add(at, nb, f"row {r} group {g} {name}", want[r, g], dec[name][r, g])
-    for name in ("scale_s", "zero_m", "zero_s"):  # a field the format does not store reads 0
+    for name in GROUP_FIELDS:  # a field the format does not store reads 0
         if name in t and name not in stored:
             want = t[name][i][:, :groups]
             for r, g in np.argwhere(want != 0)[:shown].tolist():
@@ -295,6 +296,12 @@ def verify_layers(nl, fabric, root, banks: list[dict], limit: int = 10, progress
     return [p for r in results for p in r][:limit]
 
 
+#: every per-group field of the ROM format
+GROUP_FIELDS = tuple(f.name for f in FIELDS if f.axis == "group")
+#: the per-tile fields in the order the manifest's tile hashes take them (the field table's)
+STORE_ORDER = tuple(f.name for f in FIELDS if f.axis != "level")
+
+
 def tile_hashes(nl) -> dict[str, str]:
     """``{tile name: sha256}`` of every tile's ROM content (codes, group fields, row exponents,
     levels) and block, for the manifest."""
@@ -304,16 +311,7 @@ def tile_hashes(nl) -> dict[str, str]:
         t = nl.tile_arrays(name)
         for i in range(meta["tiles"]):
             h = hashlib.sha256(name.encode())
-            for k in (
-                "block",
-                "codes",
-                "scale_m",
-                "scale_s",
-                "scale_e",
-                "zero_m",
-                "zero_s",
-                "zero_e",
-            ):
+            for k in ("block", *STORE_ORDER):
                 if k in t:
                     h.update(np.ascontiguousarray(t[k][i]).view(np.uint8).data)
             h.update(np.ascontiguousarray(t["levels"]).view(np.uint8).data)

@@ -1,0 +1,152 @@
+"""The typer app every command registers on, the shared consoles and progress bars, and
+:func:`main`, which maps errors to exit codes in one place (see :mod:`maskc.errors`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from enum import Enum
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
+
+from maskc import __version__
+from maskc.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, MaskcError, UsageError
+
+app = typer.Typer(
+    name="maskc",
+    help=(
+        "maskc compiles a Hugging Face LLM (safetensors) into the two customizable mask layers "
+        "(a via layer and a metal layer) of a mask-ROM inference ASIC.\n\n"
+        "Exit codes: 0 ok, 1 differs (diff-layers), 2 usage, 3 bad input, 4 does not fit the "
+        "fabric, 5 verification failed, 70 internal error."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+# Piped output (CI logs, files) gets a wide fixed width instead of rich's 80-column default.
+out = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"maskc {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
+    ] = False,
+) -> None:
+    """Root options."""
+
+
+E = TypeVar("E", bound=Enum)
+
+
+def enum_parser(kind: type[E], message: str) -> Callable[[str], E]:
+    """A typer ``parser`` for an option whose choices are the Enum ``kind`` (``--help`` shows
+    them): the member of the value given, else a :class:`UsageError` (exit 2, one line)
+    ``message``, formatted with ``value``."""
+
+    def parse(value: str) -> E:
+        try:
+            return kind(value)
+        except ValueError:
+            raise UsageError(message.format(value=value)) from None
+
+    return parse
+
+
+def progress_bar(transient: bool = True, in_bytes: bool = True) -> Progress:
+    """A progress bar on stderr (silent when stderr is not a terminal); totals in bytes, or
+    shown as a percentage."""
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        DownloadColumn() if in_bytes else TaskProgressColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=transient,
+        disable=not err.is_terminal,
+    )
+
+
+def emit_json(obj: object) -> None:
+    """``obj`` as indented JSON on stdout (key order kept)."""
+    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+class RichEvents:
+    """Pipeline events -> one rich progress bar per stage, warnings on stderr."""
+
+    def __init__(self, prog: Progress) -> None:
+        self.prog = prog
+        self.task = None
+        self.what = ""
+
+    def start(self, what: str, total: int) -> None:
+        if self.task is not None:
+            self.prog.update(self.task, completed=self.prog.tasks[-1].total)
+        self.what = what
+        self.task = self.prog.add_task(what, total=total)
+
+    def advance(self, n: int = 1, detail: str = "") -> None:
+        if self.task is not None:
+            desc = f"{self.what} {detail}" if detail else self.what
+            self.prog.update(self.task, advance=n, description=desc)
+
+    def warn(self, message: str) -> None:
+        err.print(f"maskc: warning: {message}", markup=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``maskc`` console script: run the app and map errors to exit codes."""
+    command = typer.main.get_command(app)
+    try:
+        rc = command.main(args=argv, prog_name="maskc", standalone_mode=False)
+    except MaskcError as e:
+        err.print(f"maskc: error: {e}", markup=False)
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        err.print("maskc: interrupted")
+        sys.exit(EXIT_INTERRUPTED)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.TyperException as e:  # click's usage errors (typer vendors click)
+        e.show(file=sys.stderr)
+        sys.exit(getattr(e, "exit_code", EXIT_USAGE) or EXIT_USAGE)
+    except KeyboardInterrupt:
+        err.print("maskc: interrupted")
+        sys.exit(EXIT_INTERRUPTED)
+    except BrokenPipeError:
+        sys.exit(0)
+    except Exception as e:  # a bug in maskc, not a user mistake
+        if os.environ.get("MASKC_DEBUG"):
+            traceback.print_exc()
+        err.print(
+            f"maskc: internal error: {type(e).__name__}: {e} (this is a bug; rerun with "
+            "MASKC_DEBUG=1 for a traceback and report it)",
+            markup=False,
+        )
+        sys.exit(EXIT_INTERNAL)
+    sys.exit(rc if isinstance(rc, int) else 0)

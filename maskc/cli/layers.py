@@ -1,0 +1,127 @@
+"""The layer commands: ``maskc verify``, ``maskc render`` and ``maskc diff-layers``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from maskc.cli.app import RichEvents, app, emit_json, out, progress_bar
+from maskc.cli.show import print_diff
+from maskc.errors import EXIT_DIFFERS
+
+
+@app.command()
+def verify(
+    build: Annotated[
+        Path, typer.Argument(metavar="BUILD", help="A build folder written by maskc compile.")
+    ],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object on stdout.")
+    ] = False,
+) -> None:
+    """Read the two customizable layers back and compare them with the netlist.
+
+    Every via and strap of BUILD/layers/ is extracted and every tile's cells, scale-ROM bits,
+    configuration and position are compared with BUILD/netlist/; then every file's manifest
+    hash is checked. Exit 0 when everything matches; exit 5 listing the first mismatches
+    (tile, cell, bit, expected vs found) otherwise.
+    """
+    from maskc.errors import VerifyError
+    from maskc.layout import verify_build
+
+    with progress_bar(in_bytes=False) as prog:
+        res = verify_build(build, progress=RichEvents(prog))
+    problems = res["problems"]
+    if as_json:
+        emit_json({"ok": not problems, **res})
+    elif not problems:
+        out.print(
+            f"{build}: the layers match the netlist ({res['tiles']:,} tiles) and every file "
+            "matches the manifest"
+        )
+    if problems:
+        first = "; ".join(problems[:5])
+        raise VerifyError(f"{build}: {len(problems)} mismatch(es), first: {first}")
+
+
+@app.command()
+def render(
+    build: Annotated[
+        Path, typer.Argument(metavar="BUILD", help="A build folder written by maskc compile.")
+    ],
+    tile: Annotated[
+        str,
+        typer.Option("--tile", help="The tile to draw, by position: T<die>_<x>_<y> (e.g. T0_0_0)."),
+    ],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The PNG to write.")] = Path(
+        "tile.png"
+    ),
+    zoom: Annotated[
+        int,
+        typer.Option("--zoom", min=1, max=64, help="Cells per side of the to-scale zoom."),
+    ] = 8,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print what was drawn as JSON on stdout.")
+    ] = False,
+) -> None:
+    """Draw one tile of the customizable layers, as read back from BUILD/layers/.
+
+    Left: every via site of the tile (ROM array, then the scale ROM above it), one pixel per
+    site. Right: the tile's first cells to scale with their vias, metal straps and the 4-bit
+    value each cell holds.
+    """
+    from maskc.layout.render import render_tile
+
+    res = render_tile(build, tile, output, zoom)
+    if as_json:
+        emit_json(res)
+    else:
+        out.print(
+            f"[green]wrote[/green] {output}: tile {tile}, {res['vias']:,} vias, "
+            f"{res['straps']} metal straps"
+        )
+
+
+@app.command("diff-layers")
+def diff_layers(
+    a: Annotated[
+        Path, typer.Argument(metavar="A", help="A build folder, or a layer file (via.gds, ...).")
+    ],
+    b: Annotated[
+        Path, typer.Argument(metavar="B", help="The build folder or layer file to compare with A.")
+    ],
+    png: Annotated[
+        Path | None,
+        typer.Option("--png", help="Also draw the changes per tile over the floorplan."),
+    ] = None,
+    top: Annotated[
+        int, typer.Option("--top", min=1, max=100, help="Changed tensors to list per layer.")
+    ] = 5,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object on stdout.")
+    ] = False,
+) -> None:
+    """Which masks change between two chips, and by how much.
+
+    A and B are two build folders (compared by the manifests' per-tile hashes, then tile by
+    tile on the changed tiles: seconds for SmolLM2) or two layer files of one kind inside
+    build folders (every tile cell decoded and compared). Prints, per layer, whether it is
+    identical, the vias/straps added and removed, the tiles changed and the tensors they
+    hold, and a verdict: which masks must be re-made. Exit 0 identical, 1 different, 3/5 on
+    bad or corrupt input.
+    """
+    from maskc.diff import diff_layers as run
+    from maskc.diff import heatmap_png
+
+    with progress_bar(in_bytes=False) as prog:
+        res = run(a, b, RichEvents(prog), top)
+    if png is not None:
+        heatmap_png(res, png)
+    if as_json:
+        emit_json(res.to_json())
+    else:
+        print_diff(res.to_json(), png)
+    if not res.identical:
+        raise typer.Exit(EXIT_DIFFERS)

@@ -1,0 +1,204 @@
+"""Renderers shared by the commands: reports of a build (quantization, placement, netlist,
+layers), the diff table, the modeled chip time and size formatting. Each prints on
+:data:`maskc.cli.app.out` (or the console it is given)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from maskc.cli.app import out
+
+
+def size(n: int) -> str:
+    """Bytes with a decimal unit: 1234567 -> '1.2 MB'."""
+    for unit, k in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= k:
+            return f"{n / k:,.1f} {unit}"
+    return f"{n} B"
+
+
+def si(value: float, unit: str) -> str:
+    """``value`` with a decimal prefix (k, M, G, T, P): 1.13e10 bits -> '11.3 Gbit'."""
+    for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.3g} {prefix}{unit}"
+    return f"{value:.3g} {unit}"
+
+
+def mib(n: int) -> str:
+    """Bytes in MiB: 1048576 -> '1.0 MiB'."""
+    return f"{n / (1 << 20):,.1f} MiB"
+
+
+def print_quant_report(report: dict) -> None:
+    """The per-tensor quantization table, the output-level error and the sensitivity."""
+    table = Table(title="quantization", show_footer=True)
+    tot = report["totals"]
+    table.add_column("tensor", footer="blocks / all quantized")
+    table.add_column("shape")
+    table.add_column("bits", justify="right")
+    table.add_column("group", justify="right")
+    table.add_column("method")
+    table.add_column(
+        "bits/weight",
+        justify="right",
+        footer=f"{tot['bpw_blocks'] or 0:.3f} / {tot['bpw_quantized'] or 0:.3f}",
+    )
+    table.add_column("rel. error", justify="right")
+    table.add_column("SNR dB", justify="right")
+    for r in report["tensors"]:
+        if not r["quantized"] and r["role"] not in ("embed", "lm_head"):
+            continue
+        if r["quantized"]:
+            table.add_row(
+                r["name"],
+                "x".join(map(str, r["shape"])),
+                str(r["bits"]),
+                str(r["group_size"]),
+                r["method"],
+                f"{r['bpw']:.3f}",
+                f"{r['rel_error']:.4f}",
+                f"{r['snr_db']:.2f}",
+            )
+        else:
+            table.add_row(r["name"], "x".join(map(str, r["shape"])), "float", "", "", "32", "", "")
+    out.print(table)
+    o = report.get("output")
+    if o:
+        out.print(
+            f"output vs float on {o['tokens']} tokens: mean KL {o['kl_mean']:.4f} nats, "
+            f"top-1 agreement {100 * o['top1_agreement']:.1f}%, ppl {o['ppl_quantized']:.3f} vs "
+            f"{o['ppl_float']:.3f} float ({o['ppl_quantized'] / o['ppl_float']:.3f}x)"
+        )
+    sens = report.get("sensitivity")
+    if sens:
+        st = Table(
+            "layer", "mean KL", "top-1 agreement", title="sensitivity: only this layer quantized"
+        )
+        for r in sens:
+            st.add_row(str(r["layer"]), f"{r['kl_mean']:.5f}", f"{100 * r['top1_agreement']:.1f}%")
+        out.print(st)
+
+
+def print_placement(p: dict) -> None:
+    """The placement report: per die, tiles per layer, KV cache, SRAM split, modeled speed."""
+    t = Table(
+        "die",
+        "layers",
+        "tiles used",
+        "of",
+        "tile use",
+        "cell use in used tiles",
+        "padding cells",
+        title=f"placement on {p['fabric']}",
+    )
+    for d in p["per_die"]:
+        t.add_row(
+            str(d["die"]),
+            f"{d['layers'][0]}-{d['layers'][1]}",
+            f"{d['tiles_used']:,}",
+            f"{d['tiles_available']:,}",
+            f"{100 * d['tile_utilization']:.1f}%",
+            f"{100 * d['cell_utilization_of_used_tiles']:.1f}%",
+            f"{d['padding_cells']:,}",
+        )
+    out.print(t)
+    per_layer = ", ".join(f"{k}: {v}" for k, v in p["per_layer_tiles"].items())
+    out.print(f"tiles per layer: {per_layer}")
+    reserve = p.get("sram_reserved_for_adapters", 0)
+    out.print(
+        f"KV cache: {p['context_requested']:,} tokens, at most {p['max_context']:,} fit in each "
+        "die's SRAM"
+        + (f" beside the {reserve:,} bytes reserved for adapters" if reserve else "")
+        + "; floorplan in reports/floorplan.png"
+    )
+    for d in p["per_die"]:
+        if "adapter_bytes" in d:
+            r = d["adapter_max_rank"]
+            out.print(
+                f"SRAM die {d['die']}: {d['sram_bytes']:,} bytes = KV cache {d['kv_bytes']:,} "
+                f"({d['kv_bytes_per_token']:,} per token) + adapters {d['adapter_bytes']:,}: "
+                f"LoRA rank up to {r['all']} on all 7 projections of its layers, "
+                f"{r['attention']} on q/k/v/o only (docs/sram.md)"
+            )
+    perf = p.get("performance")
+    if perf:
+        a, b = perf["at_context_1"], perf["at_context"]
+        out.print(
+            f"modeled: {a['tokens_per_s_per_user']:,.0f} tokens/s per user at context 1, "
+            f"{b['tokens_per_s_per_user']:,.0f} at {b['context']} ({b['latency_us']:.1f} us, "
+            f"{b['energy_mj_per_token']:.3f} mJ per token); {perf['die_area_used_mm2']:.1f} mm2 "
+            "of tiles; model in docs/fabric.md"
+        )
+
+
+def print_netlist(n: dict) -> None:
+    """One line on the netlist: matrices, tiles, weights, size."""
+    out.print(
+        f"netlist: {n['matrices']} matrices in {n['tiles']:,} tiles, {n['weights']:,} weights, "
+        f"{n['bytes'] / 2**20:,.1f} MiB (maskc inspect BUILD --netlist prints its text form; "
+        "maskc emulate BUILD runs it)"
+    )
+
+
+def print_layers(lay: dict) -> None:
+    """One line on the layer files (format, sizes, verified or not) and the advice, if any."""
+    b = lay["bytes"]
+    names = ", ".join(lay["files"]) if len(lay["files"]) <= 2 else f"{len(lay['files'])} files"
+    if lay.get("verified"):
+        checked = "read back and verified against the netlist"
+    else:
+        checked = "not verified yet: maskc verify BUILD"
+    out.print(
+        f"layers ({lay['format'].upper()}): {names} in BUILD/layers/; via {size(b['via'])}, "
+        f"metal {size(b['metal'])}, {lay['bytes_per_weight']:.2f} bytes/weight; {checked}"
+    )
+    if lay.get("advice"):
+        out.print(f"[yellow]advice:[/yellow] {lay['advice']}")
+
+
+def print_diff(doc: dict, png) -> None:
+    """``diff-layers``: a table per layer and the verdict, from the ``--json`` document."""
+    if not doc["same_base_die"]:
+        out.print(f"[bold red]{doc['verdict']}[/bold red]")
+        return
+    t = Table(title=f"diff-layers {doc['a']} -> {doc['b']}")
+    for col in (
+        "layer",
+        "identical",
+        "added",
+        "removed",
+        "changed tiles",
+        "changed",
+        "top tensors",
+    ):
+        t.add_column(col, justify="left" if col in ("layer", "top tensors") else "right")
+    for name, rep in doc["layers"].items():
+        tops = ", ".join(f"{x['tensor']} ({x['vias_or_straps']:,})" for x in rep["top_tensors"][:3])
+        t.add_row(
+            name,
+            "yes" if rep["identical"] else "[red]no[/red]",
+            f"{rep['added']:,}",
+            f"{rep['removed']:,}",
+            f"{rep['changed_tiles']:,} / {rep['total_tiles']:,}",
+            f"{100 * rep['changed_fraction']:.3f}%",
+            tops or "-",
+        )
+    out.print(t)
+    out.print(f"[bold]verdict:[/bold] {doc['verdict']}")
+    if png is not None:
+        out.print(f"[green]wrote[/green] {png}")
+
+
+def print_modeled(us: float | None, to: Console | None = None) -> None:
+    """The modeled chip time per token (``us``), or that the build has no placement report."""
+    c = to or out
+    if us is None:
+        c.print("modeled chip time: no placement report in this build", markup=False)
+    else:
+        c.print(
+            f"modeled chip: {us:.1f} us per token ({1e6 / us:,.0f} tokens/s per user; "
+            "docs/fabric.md)",
+            markup=False,
+        )

@@ -1,0 +1,107 @@
+"""The result of ``maskc diff-layers``: the JSON document of docs/diff.md and the verdict."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from maskc.diff.tally import Comparison
+    from maskc.fabric import Fabric
+
+
+@dataclass(frozen=True)
+class DiffResult:
+    """Two builds (or layer files) compared.
+
+    ``doc`` is the JSON document of docs/diff.md (``a``, ``b``, ``fabric_a``, ``fabric_b``,
+    ``identical``, ``same_base_die``, ``verdict``, ``masks_to_remake``, ``layers``), exactly
+    as ``--json`` prints it; :meth:`to_json` returns a copy. The rest is what the heatmap
+    draws: ``tiles`` maps each compared layer to its changed tiles (tile name -> vias or
+    straps added + removed), ``fabric`` is the fabric both sides are built for and ``sites``
+    every tile site they use; empty and ``None`` for different base dies.
+    """
+
+    doc: dict[str, Any]
+    tiles: dict[str, dict[str, int]]
+    fabric: Fabric | None
+    sites: tuple[str, ...]
+
+    @property
+    def identical(self) -> bool:
+        """Same base die and no mask changes (exit 0)."""
+        return self.doc["identical"]
+
+    @property
+    def verdict(self) -> str:
+        """One sentence: identical, which masks to re-make, or different base die."""
+        return self.doc["verdict"]
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``--json`` document (a copy of ``doc``)."""
+        return copy.deepcopy(self.doc)
+
+
+def finish(res: Comparison, a: str, b: str, top: int) -> DiffResult:
+    """The verdict and the document of a comparison of ``a`` and ``b``, with the ``top``
+    tensors of each layer by changed shapes."""
+    doc = {"a": a, "b": b, "fabric_a": res.fabric_a, "fabric_b": res.fabric_b}
+    if not res.same_base:
+        doc |= {
+            "identical": False,
+            "same_base_die": False,
+            "verdict": f"different base die: A is built for fabric {res.fabric_a!r} and B "
+            f"for {res.fabric_b!r} (or the same name with other geometry); the "
+            "builds are for different chips, so their masks are not compared",
+            "layers": {},
+            "masks_to_remake": None,
+        }
+        return DiffResult(doc, {}, None, ())
+    layers = {}
+    tiles = {}
+    for name, rep in res.layers.items():
+        changed = rep["added"] + rep["removed"]
+        tensors = sorted(rep["tensors"].values(), key=lambda t: (-t["vias_or_straps"], t["tensor"]))
+        if rep["shapes_a"]:
+            fraction = round(changed / rep["shapes_a"], 6)
+        else:
+            fraction = 0.0 if not changed else 1.0
+        layers[name] = {
+            "identical": changed == 0,
+            "added": rep["added"],
+            "removed": rep["removed"],
+            "changed_tiles": rep["changed_tiles"],
+            "total_tiles": rep["total_tiles"],
+            "shapes_in_a": rep["shapes_a"],
+            "changed_fraction": fraction,
+            "top_tensors": tensors[:top],
+        }
+        tiles[name] = rep["tiles"]
+    remake = [n for n, rep in layers.items() if not rep["identical"]]
+    if not remake:
+        verdict = "identical: same base die, no mask changes"
+    else:
+        parts = []
+        for n in remake:
+            rep = layers[n]
+            ch = rep["added"] + rep["removed"]
+            pct = 100 * rep["changed_fraction"]
+            parts.append(
+                f"the {n} mask changes in {ch:,} shapes ({pct:.3g}% of them), "
+                f"{rep['changed_tiles']:,} of {rep['total_tiles']:,} tiles"
+            )
+        kept = [n for n in layers if n not in remake]
+        names = {("via",): "via mask only", ("metal",): "metal mask only"}
+        what = names.get(tuple(remake), " and ".join(remake) + " masks")
+        verdict = f"{what} to re-make: {'; '.join(parts)}" + (
+            f"; the {' and '.join(kept)} mask is reused" if kept else ""
+        )
+    doc |= {
+        "identical": not remake,
+        "same_base_die": True,
+        "verdict": verdict,
+        "masks_to_remake": remake,
+        "layers": layers,
+    }
+    return DiffResult(doc, tiles, res.fabric, res.sites)
