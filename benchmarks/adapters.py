@@ -56,12 +56,17 @@ def main(argv: list[str]) -> int:
             prompt = s.encode(default_report_text())[:128]
         g = generate(s, prompt, 33, SamplingParams(), stop_at_eos=False)
         c = compare(s, prompt, model)
-        rows.append({
-            "rank": rank, "sram_bytes": sram, "load_s": round(load_s, 3),
-            "prefill_tokens_per_s": round(len(prompt) / g.prefill_s, 1),
-            "decode_tokens_per_s": round(32 / g.decode_s, 1),
-            "top1_agreement": round(c["top1_agreement"], 4), "kl_mean": round(c["kl_mean"], 5),
-        })  # fmt: skip
+        rows.append(
+            {
+                "rank": rank,
+                "sram_bytes": sram,
+                "load_s": round(load_s, 3),
+                "prefill_tokens_per_s": round(len(prompt) / g.prefill_s, 1),
+                "decode_tokens_per_s": round(32 / g.decode_s, 1),
+                "top1_agreement": round(c["top1_agreement"], 4),
+                "kl_mean": round(c["kl_mean"], 5),
+            }
+        )
         print(rows[-1], flush=True)
     doc = {
         "machine": {"platform": platform.platform(), "python": platform.python_version()},
@@ -75,9 +80,11 @@ def main(argv: list[str]) -> int:
     print("\n| rank | SRAM bytes | load s | prefill tok/s | decode tok/s | top-1 vs float | KL |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['rank'] or 'none'} | {r['sram_bytes']:,} | {r['load_s']} | "
-              f"{r['prefill_tokens_per_s']} | {r['decode_tokens_per_s']} | "
-              f"{100 * r['top1_agreement']:.1f}% | {r['kl_mean']} |")  # fmt: skip
+        print(
+            f"| {r['rank'] or 'none'} | {r['sram_bytes']:,} | {r['load_s']} | "
+            f"{r['prefill_tokens_per_s']} | {r['decode_tokens_per_s']} | "
+            f"{100 * r['top1_agreement']:.1f}% | {r['kl_mean']} |"
+        )
     print(f"wrote {out}")
     return 0
 

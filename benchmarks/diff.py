@@ -87,23 +87,56 @@ def main() -> None:
         tmp = Path(tmp)
         perturbed(model, tmp / "model-b")
         builds = {}
-        for key, src, extra in (("A", model, []), ("B", tmp / "model-b", []),
-                                ("C", model, ["--bits", "3"])):  # fmt: skip
+        for key, src, extra in (
+            ("A", model, []),
+            ("B", tmp / "model-b", []),
+            ("C", model, ["--bits", "3"]),
+        ):
             builds[key] = tmp / key
-            subprocess.run([sys.executable, "-m", "maskc", "compile", str(src), "-o",
-                            str(builds[key]), "--layout-format", "oas", "--no-verify", *extra],
-                           check=True, capture_output=True)  # fmt: skip
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "maskc",
+                    "compile",
+                    str(src),
+                    "-o",
+                    str(builds[key]),
+                    "--layout-format",
+                    "oas",
+                    "--no-verify",
+                    *extra,
+                ],
+                check=True,
+                capture_output=True,
+            )
         for other in ("B", "C"):
             doc, secs, rss = timed([str(builds["A"]), str(builds[other])])
             via = doc["layers"].get("via", {})
             changed = via.get("added", 0) + via.get("removed", 0)
-            rows.append({"pair": f"A vs {other}", "tool": "maskc diff-layers", "seconds": secs,
-                         "rss_mb": rss, "via_changed": changed, "verdict": doc["verdict"],
-                         "changed_tiles": via.get("changed_tiles")})  # fmt: skip
+            rows.append(
+                {
+                    "pair": f"A vs {other}",
+                    "tool": "maskc diff-layers",
+                    "seconds": secs,
+                    "rss_mb": rss,
+                    "via_changed": changed,
+                    "verdict": doc["verdict"],
+                    "changed_tiles": via.get("changed_tiles"),
+                }
+            )
         n, secs = klayout_xor(builds["A"], builds["B"])
-        rows.append({"pair": "A vs B", "tool": "KLayout tiled XOR (via)", "seconds": secs,
-                     "rss_mb": None, "via_changed": n, "changed_tiles": None,
-                     "verdict": ""})  # fmt: skip
+        rows.append(
+            {
+                "pair": "A vs B",
+                "tool": "KLayout tiled XOR (via)",
+                "seconds": secs,
+                "rss_mb": None,
+                "via_changed": n,
+                "changed_tiles": None,
+                "verdict": "",
+            }
+        )
         shutil.rmtree(tmp / "model-b")
     ours = rows[0]
     ratio = rows[2]["seconds"] / ours["seconds"]
@@ -111,15 +144,26 @@ def main() -> None:
     print(f"{'pair':<8}{'tool':<26}{'seconds':>9}{'RSS MB':>8}{'vias changed':>14}{'tiles':>7}")
     for r in rows:
         rss = f"{r['rss_mb']:.0f}" if r["rss_mb"] else "-"
-        print(f"{r['pair']:<8}{r['tool']:<26}{r['seconds']:>9.2f}{rss:>8}{r['via_changed']:>14,}"
-              f"{r['changed_tiles'] or '-':>7}")  # fmt: skip
+        print(
+            f"{r['pair']:<8}{r['tool']:<26}{r['seconds']:>9.2f}{rss:>8}{r['via_changed']:>14,}"
+            f"{r['changed_tiles'] or '-':>7}"
+        )
     print(f"maskc is {ratio:.0f}x faster than the KLayout XOR; counts agree: {agree}")
     out = HERE / "results" / "diff.json"
-    out.write_text(json.dumps({
-        "benchmark": "diff", "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, Python {platform.python_version()}", "rows": rows,
-        "speedup_vs_klayout": ratio, "counts_agree": agree,
-    }, indent=2) + "\n")  # fmt: skip
+    out.write_text(
+        json.dumps(
+            {
+                "benchmark": "diff",
+                "date": time.strftime("%Y-%m-%d"),
+                "machine": f"{platform.machine()}, Python {platform.python_version()}",
+                "rows": rows,
+                "speedup_vs_klayout": ratio,
+                "counts_agree": agree,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {out}")
 
 

@@ -65,8 +65,7 @@ def main() -> None:
             print(f"compiled {bits}-bit in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
             session = open_session(b)
             arch, get = reference_getter(session, None)
-            g = generate(session, session.encode("The capital of France is"), 12,
-                         SamplingParams())  # fmt: skip
+            g = generate(session, session.encode("The capital of France is"), 12, SamplingParams())
             for text in texts:
                 ids = session.encode(text.read_text(encoding="utf-8"))
                 if args.tokens:
@@ -76,34 +75,58 @@ def main() -> None:
                 t_chip = time.perf_counter() - t0
                 deq = ppl_of(FloatLlama(arch, get), ids)
                 flt = ppl_of(FloatLlama(m.arch, m.read), ids)
-                rows.append({
-                    "bits": bits, "text": text.name, "tokens": len(ids),
-                    "tokens_scored": chip.tokens_scored, "ppl_float": flt, "ppl_deq": deq,
-                    "ppl_chip": chip.ppl, "chip_over_deq": chip.ppl / deq,
-                    "chip_over_float": chip.ppl / flt, "deq_over_float": deq / flt,
-                    "emulate_s": t_chip, "paris": session.decode(g.tokens),
-                })  # fmt: skip
+                rows.append(
+                    {
+                        "bits": bits,
+                        "text": text.name,
+                        "tokens": len(ids),
+                        "tokens_scored": chip.tokens_scored,
+                        "ppl_float": flt,
+                        "ppl_deq": deq,
+                        "ppl_chip": chip.ppl,
+                        "chip_over_deq": chip.ppl / deq,
+                        "chip_over_float": chip.ppl / flt,
+                        "deq_over_float": deq / flt,
+                        "emulate_s": t_chip,
+                        "paris": session.decode(g.tokens),
+                    }
+                )
                 r = rows[-1]
-                print(f"{bits}-bit {text.name}: float {flt:.3f} deq {deq:.3f} chip "
-                      f"{chip.ppl:.3f} ({r['chip_over_deq']:.4f}x deq, "
-                      f"{r['chip_over_float']:.4f}x float) in {t_chip:.0f} s",
-                      file=sys.stderr)  # fmt: skip
-    print(f"{'bits':>4} {'text':<16}{'tokens':>8}{'float':>9}{'deq':>9}{'chip':>9}"
-          f"{'chip/deq':>10}{'chip/float':>11}{'emu s':>7}")  # fmt: skip
+                print(
+                    f"{bits}-bit {text.name}: float {flt:.3f} deq {deq:.3f} chip "
+                    f"{chip.ppl:.3f} ({r['chip_over_deq']:.4f}x deq, "
+                    f"{r['chip_over_float']:.4f}x float) in {t_chip:.0f} s",
+                    file=sys.stderr,
+                )
+    print(
+        f"{'bits':>4} {'text':<16}{'tokens':>8}{'float':>9}{'deq':>9}{'chip':>9}"
+        f"{'chip/deq':>10}{'chip/float':>11}{'emu s':>7}"
+    )
     for r in rows:
-        print(f"{r['bits']:>4} {r['text']:<16}{r['tokens']:>8}{r['ppl_float']:>9.3f}"
-              f"{r['ppl_deq']:>9.3f}{r['ppl_chip']:>9.3f}{r['chip_over_deq']:>10.4f}"
-              f"{r['chip_over_float']:>11.4f}{r['emulate_s']:>7.0f}")  # fmt: skip
+        print(
+            f"{r['bits']:>4} {r['text']:<16}{r['tokens']:>8}{r['ppl_float']:>9.3f}"
+            f"{r['ppl_deq']:>9.3f}{r['ppl_chip']:>9.3f}{r['chip_over_deq']:>10.4f}"
+            f"{r['chip_over_float']:>11.4f}{r['emulate_s']:>7.0f}"
+        )
     for bits in sorted({r["bits"] for r in rows}, reverse=True):
         p = next(r["paris"] for r in rows if r["bits"] == bits)
         print(f"{bits}-bit greedy: 'The capital of France is' -> {p!r}")
     if args.text is None:
         out = HERE / "results" / "emulate_fidelity.json"
-        out.write_text(json.dumps({
-            "benchmark": "emulate_fidelity", "date": time.strftime("%Y-%m-%d"),
-            "machine": f"{platform.machine()}, Python {platform.python_version()}",
-            "model": str(args.model), "ctx": args.ctx, "rows": rows,
-        }, indent=2) + "\n")  # fmt: skip
+        out.write_text(
+            json.dumps(
+                {
+                    "benchmark": "emulate_fidelity",
+                    "date": time.strftime("%Y-%m-%d"),
+                    "machine": f"{platform.machine()}, Python {platform.python_version()}",
+                    "model": str(args.model),
+                    "ctx": args.ctx,
+                    "rows": rows,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
         print(f"wrote {out}")
 
 

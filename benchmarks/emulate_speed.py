@@ -105,12 +105,20 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         build = Path(tmp) / "b4"
-        subprocess.run([sys.executable, "-m", "maskc", "compile", str(args.model), "-o",
-                        str(build), "--json"], check=True, capture_output=True)  # fmt: skip
-        rows.append({"engine": "maskc emulate (bit-exact netlist)",
-                     **run(sys.executable, EMULATE, str(build), text)})  # fmt: skip
-    rows.append({"engine": "float32 numpy reference", **run(sys.executable, FLOAT,
-                                                             str(args.model), text)})  # fmt: skip
+        subprocess.run(
+            [sys.executable, "-m", "maskc", "compile", str(args.model), "-o", str(build), "--json"],
+            check=True,
+            capture_output=True,
+        )
+        rows.append(
+            {
+                "engine": "maskc emulate (bit-exact netlist)",
+                **run(sys.executable, EMULATE, str(build), text),
+            }
+        )
+    rows.append(
+        {"engine": "float32 numpy reference", **run(sys.executable, FLOAT, str(args.model), text)}
+    )
     if args.llama_python:
         gguf = args.gguf
         if gguf is None:
@@ -118,17 +126,27 @@ def main() -> None:
             import prepare
 
             gguf = prepare.default_gguf_path()
-        rows.append({"engine": "llama.cpp (Q4_1 GGUF)",
-                     **run(args.llama_python, LLAMA, str(gguf), text)})  # fmt: skip
+        rows.append(
+            {"engine": "llama.cpp (Q4_1 GGUF)", **run(args.llama_python, LLAMA, str(gguf), text)}
+        )
     print(f"{'engine':<36}{'decode tok/s':>14}{'prefill tok/s':>15}")
     for r in rows:
         print(f"{r['engine']:<36}{r['decode_tps']:>14.1f}{r['prefill_tps']:>15.1f}")
     out = HERE / "results" / "emulate_speed.json"
-    out.write_text(json.dumps({
-        "benchmark": "emulate_speed", "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, Python {platform.python_version()}, 2 threads",
-        "decode_tokens": N_DECODE, "prefill_tokens": N_PREFILL, "rows": rows,
-    }, indent=2) + "\n")  # fmt: skip
+    out.write_text(
+        json.dumps(
+            {
+                "benchmark": "emulate_speed",
+                "date": time.strftime("%Y-%m-%d"),
+                "machine": f"{platform.machine()}, Python {platform.python_version()}, 2 threads",
+                "decode_tokens": N_DECODE,
+                "prefill_tokens": N_PREFILL,
+                "rows": rows,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {out}")
 
 

@@ -48,8 +48,9 @@ print(json.dumps({"seconds": dt, "peak_above_base_mb": (peak - base) / 1024,
 
 
 def measure(path: Path) -> dict:
-    out = subprocess.run([sys.executable, "-c", CHILD, str(path)], capture_output=True,
-                         text=True, check=True)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, str(path)], capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout)
 
 
@@ -58,8 +59,15 @@ def main() -> None:
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        base = replace(PRESETS["tiny"], vocab_size=8192, hidden_size=512, intermediate_size=1536,
-                       num_heads=8, num_kv_heads=4, tie_word_embeddings=False)  # fmt: skip
+        base = replace(
+            PRESETS["tiny"],
+            vocab_size=8192,
+            hidden_size=512,
+            intermediate_size=1536,
+            num_heads=8,
+            num_kv_heads=4,
+            tie_word_embeddings=False,
+        )
         for layers in (4, 32):
             spec = replace(base, name=f"synthetic-{layers}L", num_layers=layers)
             t = time.perf_counter()

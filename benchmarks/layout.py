@@ -61,12 +61,29 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         rules = Path(tmp) / "all4.toml"
         rules.write_text(ALL4)
-        for label, extra in (("default (8-bit embedding)", []),
-                             ("all 4-bit", ["--config", str(rules)])):  # fmt: skip
+        for label, extra in (
+            ("default (8-bit embedding)", []),
+            ("all 4-bit", ["--config", str(rules)]),
+        ):
             build = Path(tmp) / "b"
-            subprocess.run([sys.executable, "-m", "maskc", "compile", str(model), "-o", str(build),
-                            "--layout-format", "oas", "--no-verify", "--force", *extra],
-                           check=True, capture_output=True)  # fmt: skip
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "maskc",
+                    "compile",
+                    str(model),
+                    "-o",
+                    str(build),
+                    "--layout-format",
+                    "oas",
+                    "--no-verify",
+                    "--force",
+                    *extra,
+                ],
+                check=True,
+                capture_output=True,
+            )
             nl = json.loads((build / "netlist" / "netlist.json").read_text())
             weights = sum(m["shape"][0] * m["shape"][1] for m in nl["matrices"].values())
             for fmt in ("oas", "gds"):
@@ -75,25 +92,48 @@ def main() -> None:
                 v, v_rss = timed(["--child", "verify", str(build), fmt, str(out)])
                 total = sum(w["files"].values())
                 via = sum(n for f, n in w["files"].items() if f.startswith("via"))
-                rows.append({"model": model.name, "build": label, "format": fmt,
-                             "weights": weights, "files": len(w["files"]), "bytes": total,
-                             "via_bytes": via, "bytes_per_weight": total / weights,
-                             "write_s": w["seconds"], "write_rss_mb": w_rss,
-                             "verify_s": v["seconds"], "verify_rss_mb": v_rss,
-                             "verified": not v["problems"]})  # fmt: skip
+                rows.append(
+                    {
+                        "model": model.name,
+                        "build": label,
+                        "format": fmt,
+                        "weights": weights,
+                        "files": len(w["files"]),
+                        "bytes": total,
+                        "via_bytes": via,
+                        "bytes_per_weight": total / weights,
+                        "write_s": w["seconds"],
+                        "write_rss_mb": w_rss,
+                        "verify_s": v["seconds"],
+                        "verify_rss_mb": v_rss,
+                        "verified": not v["problems"],
+                    }
+                )
                 subprocess.run(["rm", "-rf", str(out)], check=True)
-    print(f"{'build':<27}{'fmt':>4}{'files':>6}{'MB':>9}{'B/weight':>9}{'write s':>9}"
-          f"{'RSS MB':>8}{'verify s':>9}{'RSS MB':>8}{'ok':>4}")  # fmt: skip
+    print(
+        f"{'build':<27}{'fmt':>4}{'files':>6}{'MB':>9}{'B/weight':>9}{'write s':>9}"
+        f"{'RSS MB':>8}{'verify s':>9}{'RSS MB':>8}{'ok':>4}"
+    )
     for r in rows:
-        print(f"{r['build']:<27}{r['format']:>4}{r['files']:>6}{r['bytes'] / 1e6:>9.1f}"
-              f"{r['bytes_per_weight']:>9.3f}{r['write_s']:>9.1f}{r['write_rss_mb']:>8.0f}"
-              f"{r['verify_s']:>9.1f}{r['verify_rss_mb']:>8.0f}"
-              f"{'yes' if r['verified'] else 'NO':>4}")  # fmt: skip
+        print(
+            f"{r['build']:<27}{r['format']:>4}{r['files']:>6}{r['bytes'] / 1e6:>9.1f}"
+            f"{r['bytes_per_weight']:>9.3f}{r['write_s']:>9.1f}{r['write_rss_mb']:>8.0f}"
+            f"{r['verify_s']:>9.1f}{r['verify_rss_mb']:>8.0f}"
+            f"{'yes' if r['verified'] else 'NO':>4}"
+        )
     out = HERE / "results" / "layout.json"
-    out.write_text(json.dumps({
-        "benchmark": "layout", "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, Python {platform.python_version()}", "rows": rows,
-    }, indent=2) + "\n")  # fmt: skip
+    out.write_text(
+        json.dumps(
+            {
+                "benchmark": "layout",
+                "date": time.strftime("%Y-%m-%d"),
+                "machine": f"{platform.machine()}, Python {platform.python_version()}",
+                "rows": rows,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {out}")
 
 

@@ -41,8 +41,12 @@ def child(build: Path, fabric: str, out: Path) -> None:
     placement = place_step(arch, rep["tensors"], fab, CompileOptions(fabric=fabric), out)
     t1 = time.perf_counter()
     (out / "quant").symlink_to(build / "quant")
-    tok = {"path": build / "tokenizer.json", "bos_token_id": None, "eos_token_id": None,
-           "chat_template": None}  # fmt: skip
+    tok = {
+        "path": build / "tokenizer.json",
+        "bos_token_id": None,
+        "eos_token_id": None,
+        "chat_template": None,
+    }
     summary = write_netlist(out, arch, QuantStore(out, index), placement, fab, tok)
     t2 = time.perf_counter()
     print(json.dumps({"place_s": t1 - t0, "netlist_s": t2 - t1, **summary}))
@@ -56,31 +60,61 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         build = Path(tmp) / "b"
-        subprocess.run([sys.executable, "-m", "maskc", "compile", str(model), "-o", str(build),
-                        "--json"], check=True, capture_output=True)  # fmt: skip
+        subprocess.run(
+            [sys.executable, "-m", "maskc", "compile", str(model), "-o", str(build), "--json"],
+            check=True,
+            capture_output=True,
+        )
         # the child reads the architecture back from config.json
         (build / "model.json.config").write_bytes((model / "config.json").read_bytes())
         for k, fabric in enumerate(("hc1", "mini")):
-            cmd = ["/usr/bin/time", "-v", sys.executable, __file__, "--child", str(build), fabric,
-                   str(Path(tmp) / f"n{k}")]  # fmt: skip
+            cmd = [
+                "/usr/bin/time",
+                "-v",
+                sys.executable,
+                __file__,
+                "--child",
+                str(build),
+                fabric,
+                str(Path(tmp) / f"n{k}"),
+            ]
             r = subprocess.run(cmd, capture_output=True, text=True, check=True)
             doc = json.loads(r.stdout.strip().splitlines()[-1])
             rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", r.stderr)[1])
             secs = doc["place_s"] + doc["netlist_s"]
-            rows.append({"model": model.name, "fabric": fabric, **doc, "seconds": secs,
-                         "weights_per_s": doc["weights"] / secs,
-                         "peak_rss_mb": rss / 1024})  # fmt: skip
-    print(f"{'model':<12}{'fabric':>7}{'tiles':>8}{'weights':>13}{'place s':>9}{'netlist s':>11}"
-          f"{'M w/s':>8}{'MiB out':>9}{'RSS MB':>8}")  # fmt: skip
+            rows.append(
+                {
+                    "model": model.name,
+                    "fabric": fabric,
+                    **doc,
+                    "seconds": secs,
+                    "weights_per_s": doc["weights"] / secs,
+                    "peak_rss_mb": rss / 1024,
+                }
+            )
+    print(
+        f"{'model':<12}{'fabric':>7}{'tiles':>8}{'weights':>13}{'place s':>9}{'netlist s':>11}"
+        f"{'M w/s':>8}{'MiB out':>9}{'RSS MB':>8}"
+    )
     for r in rows:
-        print(f"{r['model']:<12}{r['fabric']:>7}{r['tiles']:>8,}{r['weights']:>13,}"
-              f"{r['place_s']:>9.2f}{r['netlist_s']:>11.2f}{r['weights_per_s'] / 1e6:>8.1f}"
-              f"{r['bytes'] / 2**20:>9.1f}{r['peak_rss_mb']:>8.0f}")  # fmt: skip
+        print(
+            f"{r['model']:<12}{r['fabric']:>7}{r['tiles']:>8,}{r['weights']:>13,}"
+            f"{r['place_s']:>9.2f}{r['netlist_s']:>11.2f}{r['weights_per_s'] / 1e6:>8.1f}"
+            f"{r['bytes'] / 2**20:>9.1f}{r['peak_rss_mb']:>8.0f}"
+        )
     out = HERE / "results" / "netlist.json"
-    out.write_text(json.dumps({
-        "benchmark": "netlist", "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, Python {platform.python_version()}", "rows": rows,
-    }, indent=2) + "\n")  # fmt: skip
+    out.write_text(
+        json.dumps(
+            {
+                "benchmark": "netlist",
+                "date": time.strftime("%Y-%m-%d"),
+                "machine": f"{platform.machine()}, Python {platform.python_version()}",
+                "rows": rows,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {out}")
 
 

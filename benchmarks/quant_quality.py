@@ -41,21 +41,34 @@ CONFIGS = {
     "rtn-4-g32": {"bits": 4, "method": "rtn", "group_size": 32},
     "lsq-4-g32": {"bits": 4, "method": "lsq", "group_size": 32},
     "rtn-4-g64": {"bits": 4, "method": "rtn", "group_size": 64},
-    "rtn-3-g32": {"bits": 3, "method": "rtn", "group_size": 32, "mixed": False,
-                  "calibrate": False},
-    "lsq-3-g32": {"bits": 3, "method": "lsq", "group_size": 32, "mixed": False,
-                  "calibrate": False},
-    "lsq-3-g32-calib": {"bits": 3, "method": "lsq", "group_size": 32, "mixed": False,
-                        "calib": True},
-    "lsq-3-g64-calib": {"bits": 3, "method": "lsq", "group_size": 64, "mixed": False,
-                        "calib": True},
-    "gptq-3-g32-calib": {"bits": 3, "method": "gptq", "group_size": 32, "mixed": False,
-                         "calib": True},
+    "rtn-3-g32": {"bits": 3, "method": "rtn", "group_size": 32, "mixed": False, "calibrate": False},
+    "lsq-3-g32": {"bits": 3, "method": "lsq", "group_size": 32, "mixed": False, "calibrate": False},
+    "lsq-3-g32-calib": {
+        "bits": 3,
+        "method": "lsq",
+        "group_size": 32,
+        "mixed": False,
+        "calib": True,
+    },
+    "lsq-3-g64-calib": {
+        "bits": 3,
+        "method": "lsq",
+        "group_size": 64,
+        "mixed": False,
+        "calib": True,
+    },
+    "gptq-3-g32-calib": {
+        "bits": 3,
+        "method": "gptq",
+        "group_size": 32,
+        "mixed": False,
+        "calib": True,
+    },
     "gptq-3-g64-mixed-calib": {"bits": 3, "method": "gptq", "group_size": 64, "calib": True},
     # the defaults with a 4-bit embedding / lm_head (a rule), for the all-tensor ROM budget
     "default-4-embed4": {"bits": 4, "embed_bits": 4},
     "default-3-embed4": {"bits": 3, "embed_bits": 4},
-}  # fmt: skip
+}
 
 
 def ppl_of(arch, get, ids, ctx=512) -> float:
@@ -89,13 +102,22 @@ def main() -> None:
 
     m = load_model(args.model)
     tok = Tokenizer.from_file(str(m.tokenizer_path))
-    ids = {k: tok.encode(p.read_text(encoding="utf-8"), add_special_tokens=False).ids[: args.tokens]
-           for k, p in texts.items()}  # fmt: skip
+    ids = {
+        k: tok.encode(p.read_text(encoding="utf-8"), add_special_tokens=False).ids[: args.tokens]
+        for k, p in texts.items()
+    }
     rows = []
     t = time.perf_counter()
     base = {k: ppl_of(m.arch, m.read, v) for k, v in ids.items()}
-    rows.append({"config": "float32", "bpw_blocks": 32.0, **base, "quant_s": 0.0,
-                 "eval_s": time.perf_counter() - t})  # fmt: skip
+    rows.append(
+        {
+            "config": "float32",
+            "bpw_blocks": 32.0,
+            **base,
+            "quant_s": 0.0,
+            "eval_s": time.perf_counter() - t,
+        }
+    )
     print(f"float32: {base}", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
         from maskc.quantize.driver import builtin_calibration_text
@@ -113,8 +135,9 @@ def main() -> None:
                 qcfg = Path(tmp) / f"{name}.toml"
                 rule = f"bits = {embed_bits}\ngroup_size = 32\nmethod = 'lsq'\n"
                 qcfg.write_text("[[rule]]\nmatch = 'model\\.embed_tokens|lm_head'\n" + rule)
-            opts = CompileOptions(**cfg, calib=calib if use_calib else None, eval_tokens=64,
-                                  quant_config=qcfg)  # fmt: skip
+            opts = CompileOptions(
+                **cfg, calib=calib if use_calib else None, eval_tokens=64, quant_config=qcfg
+            )
             # the defaults calibrate on the built-in text (= the same half of persuasion)
             out = Path(tmp) / name
             t = time.perf_counter()
@@ -124,16 +147,24 @@ def main() -> None:
             get = QuantStore(out, index).dequantized
             t = time.perf_counter()
             ppl = {k: ppl_of(m.arch, get, v) for k, v in ids.items()}
-            row = {"config": name, "options": cfg | {"calib": use_calib, "embed_bits": embed_bits},
-                   "bpw_blocks": res.report["totals"]["bpw_blocks"],
-                   "bpw_quantized": res.report["totals"]["bpw_quantized"], **ppl,
-                   "quant_s": qs, "eval_s": time.perf_counter() - t}  # fmt: skip
+            row = {
+                "config": name,
+                "options": cfg | {"calib": use_calib, "embed_bits": embed_bits},
+                "bpw_blocks": res.report["totals"]["bpw_blocks"],
+                "bpw_quantized": res.report["totals"]["bpw_quantized"],
+                **ppl,
+                "quant_s": qs,
+                "eval_s": time.perf_counter() - t,
+            }
             rows.append(row)
             print(json.dumps(row), file=sys.stderr)
 
     names = list(ids)
-    print(f"{'config':<24}{'bpw':>7}" + "".join(f"{n[:14]:>16}{'ratio':>7}" for n in names)
-          + f"{'compile s':>10}")  # fmt: skip
+    print(
+        f"{'config':<24}{'bpw':>7}"
+        + "".join(f"{n[:14]:>16}{'ratio':>7}" for n in names)
+        + f"{'compile s':>10}"
+    )
     for r in rows:
         cells = "".join(f"{r[n]:>16.3f}{r[n] / base[n]:>7.3f}" for n in names)
         print(f"{r['config']:<24}{r['bpw_blocks']:>7.3f}{cells}{r['quant_s']:>10.1f}")
@@ -149,14 +180,24 @@ def main() -> None:
             old_rows = prev["rows"]
     merged = {r["config"]: r for r in old_rows} | {r["config"]: r for r in rows}
     order = ["float32", *CONFIGS]
-    out.write_text(json.dumps({
-        "benchmark": "quant_quality", "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, {platform.python_version()}",
-        "model": str(args.model), "cap": args.tokens,
-        "tokens_per_text": {k: len(v) for k, v in ids.items()},
-        "protocol": "ctx 512 windows from 0, stride 512, no BOS; calib = 2nd half of persuasion",
-        "rows": sorted(merged.values(), key=lambda r: order.index(r["config"]))
-        }, indent=2) + "\n")  # fmt: skip
+    out.write_text(
+        json.dumps(
+            {
+                "benchmark": "quant_quality",
+                "date": time.strftime("%Y-%m-%d"),
+                "machine": f"{platform.machine()}, {platform.python_version()}",
+                "model": str(args.model),
+                "cap": args.tokens,
+                "tokens_per_text": {k: len(v) for k, v in ids.items()},
+                "protocol": (
+                    "ctx 512 windows from 0, stride 512, no BOS; calib = 2nd half of persuasion"
+                ),
+                "rows": sorted(merged.values(), key=lambda r: order.index(r["config"])),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {out}")
 
 

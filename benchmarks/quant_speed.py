@@ -25,8 +25,15 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).parent
-SITES = {"q_proj": "attn_in", "k_proj": "attn_in", "v_proj": "attn_in", "o_proj": "o_in",
-         "gate_proj": "mlp_in", "up_proj": "mlp_in", "down_proj": "down_in"}  # fmt: skip
+SITES = {
+    "q_proj": "attn_in",
+    "k_proj": "attn_in",
+    "v_proj": "attn_in",
+    "o_proj": "o_in",
+    "gate_proj": "mlp_in",
+    "up_proj": "mlp_in",
+    "down_proj": "down_in",
+}
 
 
 def main() -> None:
@@ -76,8 +83,13 @@ def main() -> None:
             t = time.perf_counter()
             for site, group in groups.items():
                 st = stats[site]
-                quantize_stack([s.name for s in group], [weights[s.name] for s in group], setting,
-                               st.importance, st.hessian)  # fmt: skip
+                quantize_stack(
+                    [s.name for s in group],
+                    [weights[s.name] for s in group],
+                    setting,
+                    st.importance,
+                    st.hessian,
+                )
             secs[name] += time.perf_counter() - t
         print(f"layer {i}: {p} done", file=sys.stderr)
 
@@ -86,8 +98,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for bits in (4, 3):
             out = Path(tmp) / f"b{bits}"
-            cmd = ["/usr/bin/time", "-v", sys.executable, "-m", "maskc", "compile",
-                   str(model_dir), "-o", str(out), "--bits", str(bits)]  # fmt: skip
+            cmd = [
+                "/usr/bin/time",
+                "-v",
+                sys.executable,
+                "-m",
+                "maskc",
+                "compile",
+                str(model_dir),
+                "-o",
+                str(out),
+                "--bits",
+                str(bits),
+            ]
             r = subprocess.run(cmd, capture_output=True, text=True, check=True)
             rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", r.stderr)[1])
             wall = re.search(r"Elapsed \(wall clock\) time .*: (.+)", r.stderr)[1]
@@ -100,13 +123,22 @@ def main() -> None:
     print(f"calibration forward (observe + advance, {len(ids)} tokens): {calib_s:.1f} s")
     model_mb = m.total_parameters * 4 / 2**20
     for r in runs:
-        print(f"maskc compile {r['compile']}: wall {r['wall']}, peak RSS {r['peak_rss_mb']:.0f} MB"
-              f" (largest tensor {largest:.0f} MB float32, model {model_mb:.0f} MB)")  # fmt: skip
-    res = {"benchmark": "quant_speed", "date": time.strftime("%Y-%m-%d"),
-           "machine": f"{platform.machine()}, Python {platform.python_version()}",
-           "model": str(model_dir), "block_weights": n_weights, "quantizers": rows,
-           "calibration_s": calib_s, "calibration_tokens": len(ids), "compiles": runs,
-           "largest_tensor_mb": largest}  # fmt: skip
+        print(
+            f"maskc compile {r['compile']}: wall {r['wall']}, peak RSS {r['peak_rss_mb']:.0f} MB"
+            f" (largest tensor {largest:.0f} MB float32, model {model_mb:.0f} MB)"
+        )
+    res = {
+        "benchmark": "quant_speed",
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": f"{platform.machine()}, Python {platform.python_version()}",
+        "model": str(model_dir),
+        "block_weights": n_weights,
+        "quantizers": rows,
+        "calibration_s": calib_s,
+        "calibration_tokens": len(ids),
+        "compiles": runs,
+        "largest_tensor_mb": largest,
+    }
     out = HERE / "results" / "quant_speed.json"
     out.write_text(json.dumps(res, indent=2) + "\n")
     print(f"wrote {out}")

@@ -25,9 +25,15 @@ def micro_fabric(dirpath) -> str:
     from maskc.fabric import load_fabric
 
     text = load_fabric("mini").to_toml()
-    for key, value in (("name", '"micro"'), ("rows", "16"), ("columns", "64"),
-                       ("three_bit", '"cell"'), ("scale_rom_bits", "2048"),
-                       ("tile_columns", "20"), ("tile_rows", "20")):  # fmt: skip
+    for key, value in (
+        ("name", '"micro"'),
+        ("rows", "16"),
+        ("columns", "64"),
+        ("three_bit", '"cell"'),
+        ("scale_rom_bits", "2048"),
+        ("tile_columns", "20"),
+        ("tile_rows", "20"),
+    ):
         text = re.sub(rf"(?m)^{key} = .*$", f"{key} = {value}", text, count=1)
     p = Path(dirpath) / "micro.toml"
     p.write_text(text)

@@ -59,13 +59,24 @@ def env(model_cache, tmp_path_factory):
     a = out["arch-tiny"]
     out["full"] = write_lora_adapter(root / "full", a, rank=4, seed=1, b_std=0.05)
     out["part"] = write_lora_adapter(
-        root / "part", a, rank=2, seed=2, targets=("q_proj", "down_proj"), layers=[1],
-        dtype="BF16", use_rslora=True, alpha=3.0,
-    )  # fmt: skip
+        root / "part",
+        a,
+        rank=2,
+        seed=2,
+        targets=("q_proj", "down_proj"),
+        layers=[1],
+        dtype="BF16",
+        use_rslora=True,
+        alpha=3.0,
+    )
     out["qwen"] = write_lora_adapter(
-        root / "qwen", out["arch-tiny-qwen2"], rank=3, seed=3,
-        targets=("k_proj", "v_proj", "up_proj"), dtype="F16",
-    )  # fmt: skip
+        root / "qwen",
+        out["arch-tiny-qwen2"],
+        rank=3,
+        seed=3,
+        targets=("k_proj", "v_proj", "up_proj"),
+        dtype="F16",
+    )
     out["gqa"] = write_lora_adapter(root / "gqa", out["arch-tiny-gqa-bf16"], rank=8, seed=4)
     return out
 
@@ -125,8 +136,13 @@ def test_sram_bytes_and_size_parsing(env):
     assert ad.rank == 4 and ad.scale == 16.0 / 4 and len(ad.modules) == 7 * a.num_layers
     h, i = a.hidden_size, a.intermediate_size
     q, kv = a.num_heads * a.head_dim, a.num_kv_heads * a.head_dim
-    per_layer = (module_bytes(q, h, 4) + 2 * module_bytes(kv, h, 4) + module_bytes(h, q, 4)
-                 + 2 * module_bytes(i, h, 4) + module_bytes(h, i, 4))  # fmt: skip
+    per_layer = (
+        module_bytes(q, h, 4)
+        + 2 * module_bytes(kv, h, 4)
+        + module_bytes(h, q, 4)
+        + 2 * module_bytes(i, h, 4)
+        + module_bytes(h, i, 4)
+    )
     assert ad.sram_bytes() == a.num_layers * per_layer
     assert module_bytes(10, 20, 3) == 3 * 20 + 10 * 3 + 4 * (3 + 10)
     part = load_adapter(env["part"])
@@ -161,8 +177,9 @@ def test_emulator_with_adapters_equals_the_integer_reference(env, preset, adapte
     for sp in SETTINGS:
         rows: list = []
         g = generate(session, PROMPT, 8, sp, stop_at_eos=False, keep_logits=rows)
-        toks, ref_rows = intref.generate(ref, PROMPT, 8, sp.temperature, sp.top_k, sp.top_p,
-                                         sp.seed)  # fmt: skip
+        toks, ref_rows = intref.generate(
+            ref, PROMPT, 8, sp.temperature, sp.top_k, sp.top_p, sp.seed
+        )
         assert g.tokens == toks, (preset, adapters, sp)
         for a, b in zip(rows, ref_rows, strict=True):
             assert a.tolist() == b
@@ -177,8 +194,9 @@ def test_adapter_closer_to_float_merged_than_without(env, cli):
     b, model = env["tiny"], env["model-tiny"]
     strong = write_lora_adapter(env["root"] / "strong", env["arch-tiny"], rank=8, seed=9, b_std=0.3)
     toks = ",".join(str(t) for t in range(1, 40))
-    with_ad = json.loads(cli("emulate", b, "--compare", model, "--adapter", strong,
-                             "--tokens", toks, "--json").out)  # fmt: skip
+    with_ad = json.loads(
+        cli("emulate", b, "--compare", model, "--adapter", strong, "--tokens", toks, "--json").out
+    )
     assert "merged in float" in with_ad["reference"]
     from maskc.emulate.run import compare
 
@@ -218,8 +236,21 @@ def test_adapter_that_does_not_fit_is_exit_4_with_the_numbers(env, model_cache, 
     assert f"{need:,}" in msg and "50,000" in msg and "40,960" in msg
     fit_ctx = (50_000 - need) // 160
     assert f"--context {fit_ctx:,} or less" in msg
-    assert cli("emulate", b, "--tokens", "1,2", "-n", "2", "--adapter", env["full"],
-               "--context", str(fit_ctx)).code == 0  # fmt: skip
+    assert (
+        cli(
+            "emulate",
+            b,
+            "--tokens",
+            "1,2",
+            "-n",
+            "2",
+            "--adapter",
+            env["full"],
+            "--context",
+            str(fit_ctx),
+        ).code
+        == 0
+    )
     r = cli("inspect", env["full"], "--build", b, "--json")
     assert r.code == 4
     doc = json.loads(r.out)
@@ -232,8 +263,18 @@ def test_reserve_sram_sets_the_split_and_reports_the_rank_budget(model_cache, tm
     from maskc.netlist import load_netlist
 
     fab = sram_fabric(tmp_path, 100_000)
-    r = cli("compile", model_cache("tiny").path, "-o", tmp_path / "b", "--fabric", fab,
-            "--reserve-sram", "60000", "--no-verify", "--json")  # fmt: skip
+    r = cli(
+        "compile",
+        model_cache("tiny").path,
+        "-o",
+        tmp_path / "b",
+        "--fabric",
+        fab,
+        "--reserve-sram",
+        "60000",
+        "--no-verify",
+        "--json",
+    )
     assert r.code == 0, r.err
     die = json.loads(r.out)["placement"]["per_die"][0]
     # 40,000 bytes of KV cache at 160 bytes per token: 250 tokens
@@ -250,8 +291,17 @@ def test_reserve_sram_sets_the_split_and_reports_the_rank_budget(model_cache, tm
     cost = lambda k: sum(module_bytes(rr, cc, k) for rr, cc in shapes)  # noqa: E731
     assert cost(ranks["all"]) <= 60_000 < cost(ranks["all"] + 1)
     assert ranks["attention"] > ranks["all"]
-    r = cli("compile", model_cache("tiny").path, "-o", tmp_path / "c", "--fabric", fab,
-            "--reserve-sram", "100%", "--no-verify")  # fmt: skip
+    r = cli(
+        "compile",
+        model_cache("tiny").path,
+        "-o",
+        tmp_path / "c",
+        "--fabric",
+        fab,
+        "--reserve-sram",
+        "100%",
+        "--no-verify",
+    )
     assert r.code == 4 and "--reserve-sram" in r.err and not (tmp_path / "c").exists()
     r = cli("compile", model_cache("tiny").path, "-o", tmp_path / "c", "--reserve-sram", "lots")
     assert r.code == 2 and not (tmp_path / "c").exists()
@@ -267,8 +317,20 @@ def test_kv_cache_overflow_is_refused_or_stops_by_choice(env, cli):
     assert r.code == 4 and "20 tokens" in r.err and "holds 16" in r.err and "at most" in r.err
     r = cli("emulate", b, "--tokens", "1,2,3,4,5", "-n", "20", "--context", "16", "--ignore-eos")
     assert r.code == 4 and "--max-new-tokens 12 or less" in r.err
-    r = cli("emulate", b, "--tokens", "1,2,3,4,5", "-n", "20", "--context", "16", "--ignore-eos",
-            "--context-full", "stop", "--json")  # fmt: skip
+    r = cli(
+        "emulate",
+        b,
+        "--tokens",
+        "1,2,3,4,5",
+        "-n",
+        "20",
+        "--context",
+        "16",
+        "--ignore-eos",
+        "--context-full",
+        "stop",
+        "--json",
+    )
     assert r.code == 0, r.err
     doc = json.loads(r.out)
     assert len(doc["tokens"]) == 12 and doc["stopped_at_context"] is True
@@ -361,8 +423,10 @@ def _bad_cases(env, tmp: Path):
 
 def test_bad_adapters_exit_3_with_the_reason(env, tmp_path, cli):
     for path, needles, code in _bad_cases(env, tmp_path):
-        for args in (("emulate", env["tiny"], "--tokens", "1,2", "--adapter", path),
-                     ("inspect", path, "--build", env["tiny"])):  # fmt: skip
+        for args in (
+            ("emulate", env["tiny"], "--tokens", "1,2", "--adapter", path),
+            ("inspect", path, "--build", env["tiny"]),
+        ):
             r = cli(*args)
             if code == 3 and args[0] == "inspect" and not (path / "adapter_config.json").is_file():
                 assert r.code in (2, 3), (path.name, r.err)  # not recognizable as an adapter

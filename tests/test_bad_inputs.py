@@ -36,8 +36,14 @@ def test_the_corpus_is_large_and_covers_every_kind():
     assert len({c.name for c in corpus.CASES}) == len(corpus.CASES)
     kinds = {c.kind for c in corpus.CASES}
     assert kinds == {"model", "quant config", "fabric", "build", "adapter", "prompt", "path"}
-    assert {c.args[0] for c in corpus.CASES} >= {"compile", "emulate", "inspect", "verify",
-                                                 "diff-layers", "testmodel"}  # fmt: skip
+    assert {c.args[0] for c in corpus.CASES} >= {
+        "compile",
+        "emulate",
+        "inspect",
+        "verify",
+        "diff-layers",
+        "testmodel",
+    }
 
 
 @pytest.mark.parametrize("name", [c.name for c in corpus.CASES])

@@ -18,8 +18,7 @@ def test_console_script_runs_and_maps_errors(tmp_path):
     assert r.returncode == 0 and "inspect" in r.stdout and "Exit codes" in r.stdout
     r = subprocess.run([*exe, "--version"], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.startswith("maskc ")
-    r = subprocess.run([*exe, "inspect", str(tmp_path / "missing")], capture_output=True,
-                       text=True)  # fmt: skip
+    r = subprocess.run([*exe, "inspect", str(tmp_path / "missing")], capture_output=True, text=True)
     assert r.returncode == 3
     assert r.stderr.strip().startswith("maskc: error:") and "Traceback" not in r.stderr
 

@@ -23,7 +23,7 @@ def tree_hashes(root):
 
 def raw_dequant(build, name):
     """Dequantize a stored tensor straight from the safetensors arrays and index.json, with
-    numpy only (independent of maskc.quantize.formats.dequantize)."""
+    numpy only (independent of maskc.romformat.dequantize)."""
     from safetensors.numpy import load_file
 
     idx = json.loads((build / "quant" / "index.json").read_text())["tensors"][name]
@@ -91,8 +91,20 @@ def test_4bit_better_than_3bit_and_rules(model_cache, tmp_path, cli):
     gen = model_cache("tiny")
     cfg = tmp_path / "q.toml"
     cfg.write_text("[[rule]]\nmatch = 'model\\.layers\\.1\\.mlp\\.down_proj'\nbits = 4\n")
-    r3 = json.loads(cli("compile", gen.path, "-o", tmp_path / "b3", "--bits", "3", "--config",
-                        cfg, "--no-mixed", "--json").out)  # fmt: skip
+    r3 = json.loads(
+        cli(
+            "compile",
+            gen.path,
+            "-o",
+            tmp_path / "b3",
+            "--bits",
+            "3",
+            "--config",
+            cfg,
+            "--no-mixed",
+            "--json",
+        ).out
+    )
     r4 = json.loads(cli("compile", gen.path, "-o", tmp_path / "b4", "--bits", "4", "--json").out)
     assert r4["output"]["kl_mean"] < r3["output"]["kl_mean"]
     rows = json.loads((tmp_path / "b3" / "reports" / "quant.json").read_text())["tensors"]
@@ -126,8 +138,19 @@ def test_calibrated_gptq(model_cache, tmp_path, cli):
     gen = model_cache("tiny")
     text = tmp_path / "calib.txt"
     text.write_text("The quick brown fox jumps over the lazy dog. 12345 " * 40)
-    r = cli("compile", gen.path, "-o", tmp_path / "b", "--bits", "3", "--method", "gptq",
-            "--calib", text, "--json")  # fmt: skip
+    r = cli(
+        "compile",
+        gen.path,
+        "-o",
+        tmp_path / "b",
+        "--bits",
+        "3",
+        "--method",
+        "gptq",
+        "--calib",
+        text,
+        "--json",
+    )
     assert r.code == 0, r.err
     rows = json.loads((tmp_path / "b" / "reports" / "quant.json").read_text())["tensors"]
     assert {r["method"] for r in rows if r["quantized"] and r["layer"] is not None} == {"gptq"}
@@ -321,14 +344,36 @@ def test_interrupted_compile_leaves_nothing(tmp_path):
 
     from maskc.testmodels import generate
 
-    spec = replace(PRESETS["tiny"], name="slow", hidden_size=256, intermediate_size=768,
-                   num_layers=12, vocab_size=2048, num_heads=4, num_kv_heads=2)  # fmt: skip
+    spec = replace(
+        PRESETS["tiny"],
+        name="slow",
+        hidden_size=256,
+        intermediate_size=768,
+        num_layers=12,
+        vocab_size=2048,
+        num_heads=4,
+        num_kv_heads=2,
+    )
     gen = generate(tmp_path / "model", spec, seed=0)
     out = tmp_path / "out"
     out.mkdir()
-    p = subprocess.Popen([sys.executable, "-m", "maskc", "compile", str(gen.path), "-o",
-                          str(out / "b"), "--bits", "3", "--method", "gptq"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    p = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "maskc",
+            "compile",
+            str(gen.path),
+            "-o",
+            str(out / "b"),
+            "--bits",
+            "3",
+            "--method",
+            "gptq",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.time() + 60
     while time.time() < deadline and not any(out.iterdir()):
         time.sleep(0.05)  # wait until the temporary build folder exists

@@ -40,9 +40,14 @@ def _ones(t, meta, i):
     f = meta["format"]
     r, c = int(t["block"][i][1]), int(t["block"][i][3])
     n = sum(bin(int(v)).count("1") for v in t["codes"][i][:r, :c].ravel())
-    widths = {"scale_m": f["scale_bits"], "scale_s": f["scale_shift_bits"],
-              "zero_m": f["zero_bits"], "zero_s": f["zero_shift_bits"], "scale_e": 8,
-              "zero_e": 8 if f["zero_bits"] else 0}  # fmt: skip
+    widths = {
+        "scale_m": f["scale_bits"],
+        "scale_s": f["scale_shift_bits"],
+        "zero_m": f["zero_bits"],
+        "zero_s": f["zero_shift_bits"],
+        "scale_e": 8,
+        "zero_e": 8 if f["zero_bits"] else 0,
+    }
     for k, nb in widths.items():
         if nb and k in t:
             n += sum(bin(int(v) & ((1 << nb) - 1)).count("1") for v in t[k][i].ravel())
@@ -55,9 +60,14 @@ def _bits(t, meta, i):
     f = meta["format"]
     r, c = int(t["block"][i][1]), int(t["block"][i][3])
     out = [("codes", int(v), f["bits"]) for v in t["codes"][i][:r, :c].ravel()]
-    for k, nb in (("scale_m", f["scale_bits"]), ("scale_s", f["scale_shift_bits"]),
-                  ("zero_m", f["zero_bits"]), ("zero_s", f["zero_shift_bits"]), ("scale_e", 8),
-                  ("zero_e", 8 if f["zero_bits"] else 0)):  # fmt: skip
+    for k, nb in (
+        ("scale_m", f["scale_bits"]),
+        ("scale_s", f["scale_shift_bits"]),
+        ("zero_m", f["zero_bits"]),
+        ("zero_s", f["zero_shift_bits"]),
+        ("scale_e", 8),
+        ("zero_e", 8 if f["zero_bits"] else 0),
+    ):
         if nb and k in t:
             out += [(k, int(v) & ((1 << nb) - 1), nb) for v in t[k][i].ravel()]
     return out
@@ -75,8 +85,12 @@ def pair(model_cache, tmp_path_factory):
     name = _one_weight_changed(model_cache("tiny").path, model_b)
     out = {"fabric": fab, "tensor": name}
     base = model_cache("tiny").path
-    for key, model, fmt in (("a", base, "gds"), ("b", model_b, "gds"), ("a_oas", base, "oas"),
-                            ("b_oas", model_b, "oas")):  # fmt: skip
+    for key, model, fmt in (
+        ("a", base, "gds"),
+        ("b", model_b, "gds"),
+        ("a_oas", base, "oas"),
+        ("b_oas", model_b, "oas"),
+    ):
         out[key] = root / key
         compile_model(model, out[key], CompileOptions(fabric=fab, method="rtn", layout_format=fmt))
     return out
@@ -87,8 +101,9 @@ def test_identical_builds_and_gds_vs_oasis_are_identical(pair, cli):
         r = cli("diff-layers", pair[x], pair[y], "--json")
         doc = json.loads(r.out)
         assert r.code == 0 and doc["identical"] and doc["verdict"].startswith("identical"), r
-        assert all(v["identical"] and v["added"] == v["removed"] == 0
-                   for v in doc["layers"].values())  # fmt: skip
+        assert all(
+            v["identical"] and v["added"] == v["removed"] == 0 for v in doc["layers"].values()
+        )
     # the files themselves, decoded: GDSII word cells against flat OASIS
     r = cli("diff-layers", pair["a"] / "layers" / "via.gds", pair["a_oas"] / "layers" / "via.oas")
     assert r.code == 0 and "identical" in r.out, r
@@ -116,8 +131,9 @@ def test_one_weight_changed_is_one_tile_and_exactly_its_vias(pair, tmp_path, cli
         lv_a = [int(v) & 0xFFFF for v in ta["levels"].ravel()]
         assert lv_a == [int(v) & 0xFFFF for v in tb["levels"].ravel()]  # rtn: levels unchanged
     assert (via["added"], via["removed"]) == (added, removed) and added + removed > 0
-    total = sum(_ones(na.tile_arrays(n), m, i) for n, m in na.matrices.items()
-                for i in range(m["tiles"]))  # fmt: skip
+    total = sum(
+        _ones(na.tile_arrays(n), m, i) for n, m in na.matrices.items() for i in range(m["tiles"])
+    )
     assert via["shapes_in_a"] == total
     # the decoded files agree with the fast path, in both formats, manifests deleted
     for fmt in ("gds", "oas"):
@@ -125,8 +141,12 @@ def test_one_weight_changed_is_one_tile_and_exactly_its_vias(pair, tmp_path, cli
         for k in (ka, kb):
             shutil.copytree(pair[k], tmp_path / k)
             (tmp_path / k / "manifest.json").unlink()
-        r = cli("diff-layers", tmp_path / ka / "layers" / f"via.{fmt}",
-                tmp_path / kb / "layers" / f"via.{fmt}", "--json")  # fmt: skip
+        r = cli(
+            "diff-layers",
+            tmp_path / ka / "layers" / f"via.{fmt}",
+            tmp_path / kb / "layers" / f"via.{fmt}",
+            "--json",
+        )
         d = json.loads(r.out)["layers"]["via"]
         assert r.code == 1 and (d["added"], d["removed"], d["changed_tiles"]) == (added, removed, 1)
 

@@ -16,8 +16,15 @@ from maskc.emulate.run import generate, open_session, perplexity
 from maskc.emulate.sampling import SamplingParams
 from maskc.evaluate import log_softmax, ppl_windows
 
-PRESETS = ["tiny", "tiny-untied", "tiny-gqa-bf16", "tiny-odd", "tiny-sharded", "tiny-qwen2",
-           "tiny-mistral"]  # fmt: skip
+PRESETS = [
+    "tiny",
+    "tiny-untied",
+    "tiny-gqa-bf16",
+    "tiny-odd",
+    "tiny-sharded",
+    "tiny-qwen2",
+    "tiny-mistral",
+]
 SETTINGS = [
     SamplingParams(),  # greedy
     SamplingParams(temperature=0.8, top_k=20, top_p=0.9, seed=7),
@@ -36,8 +43,9 @@ def builds(model_cache, tmp_path_factory):
     for p in PRESETS:
         compile_model(model_cache(p).path, root / p, CompileOptions())
         out[p] = root / p
-    compile_model(model_cache("tiny").path, root / "tiny-micro",
-                  CompileOptions(fabric=micro_fabric(root)))  # fmt: skip
+    compile_model(
+        model_cache("tiny").path, root / "tiny-micro", CompileOptions(fabric=micro_fabric(root))
+    )
     out["tiny-micro"] = root / "tiny-micro"
     return out
 
@@ -50,8 +58,9 @@ def test_emulator_equals_the_integer_reference(builds, preset):
     for sp in SETTINGS:
         rows: list = []
         g = generate(session, PROMPT, 9, sp, stop_at_eos=False, keep_logits=rows)
-        toks, ref_rows = intref.generate(ref, PROMPT, 9, sp.temperature, sp.top_k, sp.top_p,
-                                         sp.seed)  # fmt: skip
+        toks, ref_rows = intref.generate(
+            ref, PROMPT, 9, sp.temperature, sp.top_k, sp.top_p, sp.seed
+        )
         assert g.tokens == toks, (preset, sp)
         assert len(rows) == 9
         for a, b in zip(rows, ref_rows, strict=True):
@@ -85,11 +94,15 @@ def test_batched_prefill_equals_token_by_token(builds):
 
 GOLDEN = {
     # maskc testmodel (tiny, seed 0), compiled with the defaults, prompt 1..5, 8 tokens
-    "greedy": ([113, 97, 97, 251, 251, 23, 271, 271],
-               "77a72fb5a2bf0b5f81b938985eb4274c601fec410f4c2aeed7afa4d14bb4c69a"),
-    "sampled": ([123, 23, 44, 307, 307, 161, 194, 271],
-                "b2c3affb7f0ffbca0fc88de8f7c77f20da3f23e518f48d207fcff38b66c2cd7a"),
-}  # fmt: skip
+    "greedy": (
+        [113, 97, 97, 251, 251, 23, 271, 271],
+        "77a72fb5a2bf0b5f81b938985eb4274c601fec410f4c2aeed7afa4d14bb4c69a",
+    ),
+    "sampled": (
+        [123, 23, 44, 307, 307, 161, 194, 271],
+        "b2c3affb7f0ffbca0fc88de8f7c77f20da3f23e518f48d207fcff38b66c2cd7a",
+    ),
+}
 
 
 @pytest.mark.parametrize("mode", ["greedy", "sampled"])
@@ -159,8 +172,9 @@ def test_ppl_mode_matches_the_reference_logits(builds, cli, tmp_path):
 
 def test_compare_modes(builds, model_cache, cli):
     b = builds["tiny"]
-    r = cli("emulate", b, "--tokens", "1,2,3,4,5,6,7,8", "--compare", model_cache("tiny").path,
-            "--json")  # fmt: skip
+    r = cli(
+        "emulate", b, "--tokens", "1,2,3,4,5,6,7,8", "--compare", model_cache("tiny").path, "--json"
+    )
     assert r.code == 0, r.err
     doc = json.loads(r.out)
     assert len(doc["per_position"]) == 8

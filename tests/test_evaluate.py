@@ -25,7 +25,11 @@ def test_windows_single_token_tail_is_not_scored():
 
 def test_windows_with_stride():
     assert ppl_windows(10, 4, stride=2) == [
-        Window(0, 4, 1), Window(2, 6, 4), Window(4, 8, 6), Window(6, 10, 8)]  # fmt: skip
+        Window(0, 4, 1),
+        Window(2, 6, 4),
+        Window(4, 8, 6),
+        Window(6, 10, 8),
+    ]
 
 
 @given(n=st.integers(0, 300), ctx=st.integers(2, 40), data=st.data())

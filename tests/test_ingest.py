@@ -86,8 +86,9 @@ def test_inspect_table_output(model_cache, cli):
 
 def test_single_file_with_config(model_cache, cli):
     gen = model_cache("tiny")
-    r = cli("inspect", gen.path / "model.safetensors", "--config", gen.path / "config.json",
-            "--json")  # fmt: skip
+    r = cli(
+        "inspect", gen.path / "model.safetensors", "--config", gen.path / "config.json", "--json"
+    )
     assert r.code == 0, r.err
     assert json.loads(r.out)["total_parameters"] == gen.total_parameters
 
@@ -142,8 +143,11 @@ def test_ignorable_inv_freq_and_tied_lm_head(tiny_copy, cli):
     }
     for name, blob in extra.items():
         shape = [8] if "inv_freq" in name else emb["shape"]
-        header[name] = {"dtype": "F32", "shape": shape,
-                        "data_offsets": [len(data), len(data) + len(blob)]}  # fmt: skip
+        header[name] = {
+            "dtype": "F32",
+            "shape": shape,
+            "data_offsets": [len(data), len(data) + len(blob)],
+        }
         data += blob
     write_raw(d / "model.safetensors", header, data)
     r = cli("inspect", d, "--json")
@@ -299,8 +303,9 @@ def test_offsets_out_of_range(tiny_copy, cli):
 def test_offsets_overlapping(tiny_copy, cli):
     d = tiny_copy()
     header, data = read_raw(d / "model.safetensors")
-    names = sorted((k for k in header if k != "__metadata__"),
-                   key=lambda k: header[k]["data_offsets"][0])  # fmt: skip
+    names = sorted(
+        (k for k in header if k != "__metadata__"), key=lambda k: header[k]["data_offsets"][0]
+    )
     a, b = names[0], names[1]  # shift b onto a's bytes (same size not needed: sizes checked)
     size_b = header[b]["data_offsets"][1] - header[b]["data_offsets"][0]
     start = header[a]["data_offsets"][1] - 4
@@ -345,14 +350,19 @@ def test_dtype_f8_and_i64(tiny_copy, cli):
         header, data = read_raw(d / "model.safetensors")
         name = "model.norm.weight"
         n = int(np.prod(header[name]["shape"]))
-        entries = sorted(((k, v) for k, v in header.items() if k != "__metadata__"),
-                         key=lambda kv: kv[1]["data_offsets"][0])  # fmt: skip
+        entries = sorted(
+            ((k, v) for k, v in header.items() if k != "__metadata__"),
+            key=lambda kv: kv[1]["data_offsets"][0],
+        )
         new_header, blob = {}, b""
         for k, v in entries:
             b0, b1 = v["data_offsets"]
             chunk = bytes(n * itemsize) if k == name else data[b0:b1]
-            new_header[k] = {**v, "dtype": dtype if k == name else v["dtype"],
-                             "data_offsets": [len(blob), len(blob) + len(chunk)]}  # fmt: skip
+            new_header[k] = {
+                **v,
+                "dtype": dtype if k == name else v["dtype"],
+                "data_offsets": [len(blob), len(blob) + len(chunk)],
+            }
             blob += chunk
         assert_bad_after_write(d, new_header, blob, cli, dtype, name)
 
@@ -395,8 +405,10 @@ def test_metadata_not_strings(tiny_copy, cli):
 
 def _drop_tensor(d, name):
     header, data = read_raw(d / "model.safetensors")
-    entries = sorted(((k, v) for k, v in header.items() if k not in ("__metadata__", name)),
-                     key=lambda kv: kv[1]["data_offsets"][0])  # fmt: skip
+    entries = sorted(
+        ((k, v) for k, v in header.items() if k not in ("__metadata__", name)),
+        key=lambda kv: kv[1]["data_offsets"][0],
+    )
     new_header, blob = {}, b""
     for k, v in entries:
         b0, b1 = v["data_offsets"]
@@ -415,7 +427,10 @@ def test_tensor_extra(tiny_copy, cli):
     d = tiny_copy()
     header, data = read_raw(d / "model.safetensors")
     header["model.layers.0.mlp.extra_proj.weight"] = {
-        "dtype": "F32", "shape": [2], "data_offsets": [len(data), len(data) + 8]}  # fmt: skip
+        "dtype": "F32",
+        "shape": [2],
+        "data_offsets": [len(data), len(data) + 8],
+    }
     write_raw(d / "model.safetensors", header, data + bytes(8))
     assert_bad(cli("inspect", d), "unexpected tensor", "extra_proj")
 
@@ -522,9 +537,17 @@ def test_tokenizer_larger_than_vocab(tiny_copy, cli):
     d = tiny_copy()
     cfg = json.loads((d / "config.json").read_text())
     tok = json.loads((d / "tokenizer.json").read_text())
-    tok["added_tokens"].append({"id": cfg["vocab_size"] + 5, "content": "<|big|>",
-                                "single_word": False, "lstrip": False, "rstrip": False,
-                                "normalized": False, "special": True})  # fmt: skip
+    tok["added_tokens"].append(
+        {
+            "id": cfg["vocab_size"] + 5,
+            "content": "<|big|>",
+            "single_word": False,
+            "lstrip": False,
+            "rstrip": False,
+            "normalized": False,
+            "special": True,
+        }
+    )
     (d / "tokenizer.json").write_text(json.dumps(tok))
     assert_bad(cli("inspect", d), "tokenizer", "outside the model's vocab_size")
 

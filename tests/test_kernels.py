@@ -41,9 +41,10 @@ vectors = st.one_of(
     st.lists(st.integers(-3, 3), min_size=1, max_size=100),
     st.lists(st.just(0), min_size=1, max_size=70),
     # one outlier among small values: the case the act8 group shifts are for
-    st.tuples(st.lists(st.integers(-50, 50), min_size=40, max_size=96), I32,
-              st.integers(0, 39)).map(lambda t: [*t[0][: t[2]], t[1], *t[0][t[2] + 1 :]]),
-)  # fmt: skip
+    st.tuples(
+        st.lists(st.integers(-50, 50), min_size=40, max_size=96), I32, st.integers(0, 39)
+    ).map(lambda t: [*t[0][: t[2]], t[1], *t[0][t[2] + 1 :]]),
+)
 
 
 @settings(max_examples=300, deadline=None)

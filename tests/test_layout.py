@@ -49,8 +49,16 @@ def test_layers_are_deterministic_and_verify(builds, model_cache, tmp_path, cli,
     r = cli("verify", b)
     assert r.code == 0 and "match" in r.out, r
     again = tmp_path / "again"
-    r = cli("compile", model_cache("tiny").path, "-o", again, "--fabric", builds["fabric"],
-            "--layout-format", fmt)  # fmt: skip
+    r = cli(
+        "compile",
+        model_cache("tiny").path,
+        "-o",
+        again,
+        "--fabric",
+        builds["fabric"],
+        "--layout-format",
+        fmt,
+    )
     assert r.code == 0, r.err
     files = sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
@@ -101,8 +109,9 @@ def _tamper(lib, case, geo):
         c.remove(vias[len(vias) // 2])
     elif case == "extra via":  # one via added on an empty site of the first row
         taken = {tuple(np.rint(q.points.min(axis=0)).astype(int)) for q in _flat_vias(c)}
-        sites = ((geo.ox + k * geo.cpx + p * geo.spx, geo.oy) for k in range(geo.cols)
-                 for p in range(4))  # fmt: skip
+        sites = (
+            (geo.ox + k * geo.cpx + p * geo.spx, geo.oy) for k in range(geo.cols) for p in range(4)
+        )
         free = next(s for s in sites if s not in taken)
         c.add(gdstk.rectangle(free, (free[0] + geo.size, free[1] + geo.size), layer=geo.via[0]))
     elif case == "moved strap":
@@ -181,8 +190,13 @@ def test_klayout_opens_both_formats(builds):
             it = top.begin_shapes_rec(li)
             while not it.at_end():
                 b = it.shape().bbox().transformed(it.trans())
-                boxes.add((round(b.left * ly.dbu * 1000), round(b.bottom * ly.dbu * 1000),
-                           round(b.width() * ly.dbu * 1000)))  # fmt: skip
+                boxes.add(
+                    (
+                        round(b.left * ly.dbu * 1000),
+                        round(b.bottom * ly.dbu * 1000),
+                        round(b.width() * ly.dbu * 1000),
+                    )
+                )
                 it.next()
             seen[fmt, layer] = boxes
     assert seen["gds", "via"] == seen["oas", "via"] and len(seen["gds", "via"]) > 1000
@@ -262,8 +276,15 @@ def test_compile_reports_layer_sizes_and_advises_oasis(model_cache, tmp_path, cl
     assert lay["format"] == "gds" and lay["verified"] is True
     assert lay["bytes"]["total"] == sum(lay["files"].values())
     assert lay["bytes_per_weight"] > 0 and "oas" in lay["advice"]
-    r = cli("compile", model_cache("tiny").path, "-o", tmp_path / "c", "--no-verify",
-            "--layout-format", "oas")  # fmt: skip
+    r = cli(
+        "compile",
+        model_cache("tiny").path,
+        "-o",
+        tmp_path / "c",
+        "--no-verify",
+        "--layout-format",
+        "oas",
+    )
     assert r.code == 0 and "not verified yet" in r.out and "advice" not in r.out, r.out
     r = cli("compile", model_cache("tiny").path, "-o", tmp_path / "d", "--layout-format", "svg")
     assert r.code == 2 and "gds or oas" in r.err
@@ -300,17 +321,35 @@ def test_two_dies_give_a_file_per_die_and_verify(model_cache, tmp_path, cli):
     import json
 
     b = tmp_path / "b"
-    r = cli("compile", model_cache("tiny").path, "-o", b, "--fabric", micro_fabric(tmp_path),
-            "--dies", "2", "--json")  # fmt: skip
+    r = cli(
+        "compile",
+        model_cache("tiny").path,
+        "-o",
+        b,
+        "--fabric",
+        micro_fabric(tmp_path),
+        "--dies",
+        "2",
+        "--json",
+    )
     assert r.code == 0, r.err
     lay = json.loads(r.out)["layers"]
     assert lay["verified"] and sorted(lay["files"]) == [
-        "metal.d0.b000.gds", "metal.d1.b001.gds", "via.d0.b000.gds", "via.d1.b001.gds"]  # fmt: skip
+        "metal.d0.b000.gds",
+        "metal.d1.b001.gds",
+        "via.d0.b000.gds",
+        "via.d1.b001.gds",
+    ]
     assert cli("verify", b).code == 0
 
 
-_MUST_NOT = [("big via", "not a via"), ("off-site via", "off-site"), ("doubled via", "two vias"),
-             ("missing cell", "not in the file"), ("path", "path, text or node")]  # fmt: skip
+_MUST_NOT = [
+    ("big via", "not a via"),
+    ("off-site via", "off-site"),
+    ("doubled via", "two vias"),
+    ("missing cell", "not in the file"),
+    ("path", "path, text or node"),
+]
 
 
 # references to missing cells and path elements: checked on GDSII, read by maskc's own reader

@@ -42,9 +42,13 @@ def test_netlist_files_and_structure(built):
     b = built["tiny"]
     root = b / "netlist"
     assert sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) == [
-        "netlist.json", "params.safetensors", "tiles/global.safetensors",
-        "tiles/layer-000.safetensors", "tiles/layer-001.safetensors", "tokenizer.json",
-    ]  # fmt: skip
+        "netlist.json",
+        "params.safetensors",
+        "tiles/global.safetensors",
+        "tiles/layer-000.safetensors",
+        "tiles/layer-001.safetensors",
+        "tokenizer.json",
+    ]
     doc = json.loads((root / "netlist.json").read_text())
     assert doc["format"] == "maskc-netlist" and doc["version"] == 1
     assert doc["numerics"]["contract"] == 1 and doc["numerics"]["signal_frac"] == 12
@@ -76,8 +80,16 @@ def test_tiles_reassemble_to_the_quantized_matrices(built):
         seen = set()
         for name, meta in nl.matrices.items():
             got, want = nl.matrix(name), _quant(b, name)
-            for f in ("codes", "levels", "scale_m", "scale_s", "scale_e", "zero_m", "zero_s",
-                      "zero_e"):  # fmt: skip
+            for f in (
+                "codes",
+                "levels",
+                "scale_m",
+                "scale_s",
+                "scale_e",
+                "zero_m",
+                "zero_s",
+                "zero_e",
+            ):
                 a, w = getattr(got, f), getattr(want, f)
                 assert (a is None) == (w is None) and (a is None or np.array_equal(a, w)), f
             pos = load_file(str(nl.path / meta["file"]))[f"{name}/pos"]
@@ -123,9 +135,14 @@ def test_dump_is_canonical_across_compiles(model_cache, tmp_path, cli):
 
 @pytest.mark.parametrize(
     "rel",
-    ["netlist/netlist.json", "netlist/params.safetensors", "netlist/tiles/layer-001.safetensors",
-     "netlist/tiles/global.safetensors", "netlist/tokenizer.json"],
-)  # fmt: skip
+    [
+        "netlist/netlist.json",
+        "netlist/params.safetensors",
+        "netlist/tiles/layer-001.safetensors",
+        "netlist/tiles/global.safetensors",
+        "netlist/tokenizer.json",
+    ],
+)
 def test_tampering_with_any_netlist_file_is_exit_5(built, tmp_path, cli, rel):
     b = tmp_path / "b"
     shutil.copytree(built["tiny"], b)
@@ -158,10 +175,12 @@ def test_a_consistent_but_invalid_netlist_is_exit_3(built, tmp_path, cli):
     r = cli("emulate", b, "--tokens", "1,2", "-n", "1")
     assert r.code == 3 and "tokenizer file" in r.err, r
     doc["tokenizer"]["file"] = "tokenizer.json"
-    for op_edit, needle in (({"op": "rmsnorm", "in": "x"}, "lacks"),
-                            ({"op": "fft", "in": "x"}, "fft"),
-                            ({**doc["ops"][1], "gamma": "nope"}, "nope"),
-                            ({**doc["ops"][1], "in": "later"}, "later")):  # fmt: skip
+    for op_edit, needle in (
+        ({"op": "rmsnorm", "in": "x"}, "lacks"),
+        ({"op": "fft", "in": "x"}, "fft"),
+        ({**doc["ops"][1], "gamma": "nope"}, "nope"),
+        ({**doc["ops"][1], "in": "later"}, "later"),
+    ):
         bad = json.loads(json.dumps(doc))
         bad["ops"][1] = op_edit
         nj.write_text(json.dumps(bad))

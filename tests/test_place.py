@@ -100,8 +100,11 @@ def test_placement_layout_properties(model_cache):
     gen = model_cache("tiny-odd")
     m = load_model(gen.path)
     fab = load_fabric("mini")
-    mats = [MatrixInfo(s.name, s.role, s.layer, s.shape[0], s.shape[1], 4, 32)
-            for s in m.specs if len(s.shape) == 2]  # fmt: skip
+    mats = [
+        MatrixInfo(s.name, s.role, s.layer, s.shape[0], s.shape[1], 4, 32)
+        for s in m.specs
+        if len(s.shape) == 2
+    ]
     p = place(mats, m.arch, fab)
     pos = [(b.x, b.y) for b in p.blocks]
     assert len(set(pos)) == len(pos)
@@ -131,19 +134,40 @@ def test_bad_placement_inputs(model_cache, tmp_path, cli, args, code, needle):
 def test_skipped_matrix_cannot_be_placed(model_cache, tmp_path, cli):
     cfg = tmp_path / "q.toml"
     cfg.write_text("[[rule]]\nmatch = '.*v_proj'\nskip = true\n")
-    r = cli("compile", model_cache("tiny").path, "-o", tmp_path / "b", "--fabric", "mini",
-            "--config", cfg)  # fmt: skip
+    r = cli(
+        "compile",
+        model_cache("tiny").path,
+        "-o",
+        tmp_path / "b",
+        "--fabric",
+        "mini",
+        "--config",
+        cfg,
+    )
     assert_bad(r, "skip")
 
 
 LLAMA_8B = {
-    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 4096,
-    "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
-    "num_key_value_heads": 8, "vocab_size": 128256, "max_position_embeddings": 131072,
-    "rms_norm_eps": 1e-05, "rope_theta": 500000.0, "tie_word_embeddings": False,
-    "rope_scaling": {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-                     "original_max_position_embeddings": 8192, "rope_type": "llama3"},
-}  # fmt: skip
+    "architectures": ["LlamaForCausalLM"],
+    "model_type": "llama",
+    "hidden_size": 4096,
+    "intermediate_size": 14336,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 32,
+    "num_key_value_heads": 8,
+    "vocab_size": 128256,
+    "max_position_embeddings": 131072,
+    "rms_norm_eps": 1e-05,
+    "rope_theta": 500000.0,
+    "tie_word_embeddings": False,
+    "rope_scaling": {
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+        "rope_type": "llama3",
+    },
+}
 
 
 @pytest.mark.parametrize("bits", ["4", "3"])
@@ -162,7 +186,10 @@ def test_llama_8b_plan_fits_hc1(tmp_path, cli, bits):
     assert p["max_context"] >= 2048
     assert doc["bpw_blocks"] <= (5.0 if bits == "4" else 4.0)
     assert sorted(x.name for x in (out / "reports").iterdir()) == [
-        "floorplan.png", "placement.json", "plan.json"]  # fmt: skip
+        "floorplan.png",
+        "placement.json",
+        "plan.json",
+    ]
     assert cli("inspect", out).code == 0
     # modeled performance, recomputed from the fabric's fields: 32 layers x 4 sequential matrix
     # stages + lm_head, one tile operation each; attention at context 1 is 2*32*128 MACs per layer
@@ -181,8 +208,9 @@ def test_llama_8b_plan_does_not_fit_mini(tmp_path, cli):
     cfg = tmp_path / "config.json"
     cfg.write_text(json.dumps(LLAMA_8B))
     for dies in ("1", "auto"):
-        r = cli("compile", cfg, "-o", tmp_path / "p", "--plan-only", "--fabric", "mini",
-                "--dies", dies)  # fmt: skip
+        r = cli(
+            "compile", cfg, "-o", tmp_path / "p", "--plan-only", "--fabric", "mini", "--dies", dies
+        )
         assert r.code == 4 and "tiles" in r.err, r
     assert not (tmp_path / "p").exists()
     r = cli("compile", cfg, "-o", tmp_path / "p", "--plan-only")  # the default fabric: hc1
@@ -195,7 +223,18 @@ def test_dies_auto_also_fits_the_kv_cache(model_cache, tmp_path, cli):
     fab = small_fabric(tmp_path, 64, 64, sram=256 * 80 + 1000)
     r = cli("compile", gen.path, "-o", tmp_path / "one", "--fabric", fab, "--context", "256")
     assert r.code == 4 and "SRAM" in r.err, r
-    r = cli("compile", gen.path, "-o", tmp_path / "b", "--fabric", fab, "--context", "256",
-            "--dies", "auto", "--json")  # fmt: skip
+    r = cli(
+        "compile",
+        gen.path,
+        "-o",
+        tmp_path / "b",
+        "--fabric",
+        fab,
+        "--context",
+        "256",
+        "--dies",
+        "auto",
+        "--json",
+    )
     assert r.code == 0, r.err
     assert json.loads(r.out)["placement"]["dies"] == 2

@@ -112,8 +112,9 @@ def test_mantissa_round_trip(v, bits, shift, signed):
 
 
 def test_bits_per_weight_by_hand():
-    f = QuantFormat(4, 32, scale_bits=8, zero_bits=8, level_bits=8, scale_shift_bits=3,
-                    zero_shift_bits=3)  # fmt: skip
+    f = QuantFormat(
+        4, 32, scale_bits=8, zero_bits=8, level_bits=8, scale_shift_bits=3, zero_shift_bits=3
+    )
     rows, cols = 64, 576  # 18 groups per row, no padding
     want = rows * cols * 4 + rows * 18 * (8 + 3 + 8 + 3) + rows * 16 + 16 * 8
     assert f.rom_bits(rows, cols) == want
@@ -198,8 +199,9 @@ def test_row_stacking_equals_separate_quantization(method):
     x = rng.standard_normal((512, 96)).astype(np.float32)
     h = x.T.astype(np.float64) @ x / len(x)
     ws = [(rng.standard_normal((r, 96)) * 0.05).astype(np.float32) for r in (32, 16, 16)]
-    s = QuantSetting(bits=3, group_size=32, method=method, codebook=False, symmetric=False,
-                     scale_bits=8)  # fmt: skip
+    s = QuantSetting(
+        bits=3, group_size=32, method=method, codebook=False, symmetric=False, scale_bits=8
+    )
     stacked = quantize_stack(["a", "b", "c"], ws, s, np.diag(h), h)
     for w, q in zip(ws, stacked, strict=True):
         alone = quantize_matrix(q.name, w, s, np.diag(h), h)
@@ -226,8 +228,9 @@ def test_codebook_with_gptq_is_refused():
     from maskc.quantize import quantize_matrix
     from maskc.quantize.rules import QuantSetting
 
-    s = QuantSetting(bits=3, group_size=32, method="gptq", codebook=True, symmetric=False,
-                     scale_bits=8)  # fmt: skip
+    s = QuantSetting(
+        bits=3, group_size=32, method="gptq", codebook=True, symmetric=False, scale_bits=8
+    )
     with pytest.raises(InputError, match="codebook"):
         quantize_matrix("w", np.ones((2, 32), np.float32), s)
 
@@ -243,8 +246,9 @@ def test_row_chunking_gives_identical_results(method, monkeypatch):
     x = rng.standard_normal((256, 64)).astype(np.float32)
     h = x.T.astype(np.float64) @ x / len(x)
     w = (rng.standard_normal((100, 64)) * 0.05).astype(np.float32)
-    s = QuantSetting(bits=3, group_size=32, method=method, codebook=False, symmetric=False,
-                     scale_bits=8)  # fmt: skip
+    s = QuantSetting(
+        bits=3, group_size=32, method=method, codebook=False, symmetric=False, scale_bits=8
+    )
     whole = mq.quantize_matrix("w", w, s, np.diag(h), h)
     monkeypatch.setattr(mq, "CHUNK_ROWS", 7)
     chunked = mq.quantize_matrix("w", w, s, np.diag(h), h)

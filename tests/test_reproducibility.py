@@ -25,8 +25,11 @@ from maskc.errors import MaskcError
 
 
 def tree_hashes(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}  # fmt: skip
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.mark.parametrize("fmt", ["gds", "oas"])
@@ -35,8 +38,19 @@ def test_compile_is_byte_identical_for_any_jobs(model_cache, tmp_path, cli, fmt)
     m = model_cache("tiny").path
     for jobs in ("1", "2", "2"):
         out = tmp_path / f"b{jobs}-{fmt}"
-        r = cli("compile", m, "-o", out, "--fabric", fab, "--layout-format", fmt, "--jobs", jobs,
-                "--force")  # fmt: skip
+        r = cli(
+            "compile",
+            m,
+            "-o",
+            out,
+            "--fabric",
+            fab,
+            "--layout-format",
+            fmt,
+            "--jobs",
+            jobs,
+            "--force",
+        )
         assert r.code == 0, r.err
     one, two = tree_hashes(tmp_path / f"b1-{fmt}"), tree_hashes(tmp_path / f"b2-{fmt}")
     assert one == two and any(k.startswith("layers/via") for k in one)
@@ -45,8 +59,20 @@ def test_compile_is_byte_identical_for_any_jobs(model_cache, tmp_path, cli, fmt)
 def test_emulate_same_seed_same_tokens_and_logits(model_cache, tmp_path, cli):
     out = tmp_path / "b"
     assert cli("compile", model_cache("tiny").path, "-o", out, "--no-verify").code == 0
-    args = ("emulate", out, "--tokens", "1,2,3", "-n", "12", "--temperature", "1.2",
-            "--top-k", "40", "--ignore-eos", "--json")  # fmt: skip
+    args = (
+        "emulate",
+        out,
+        "--tokens",
+        "1,2,3",
+        "-n",
+        "12",
+        "--temperature",
+        "1.2",
+        "--top-k",
+        "40",
+        "--ignore-eos",
+        "--json",
+    )
     runs = [json.loads(cli(*args, "--seed", s).out) for s in ("7", "7", "8")]
     assert runs[0]["tokens"] == runs[1]["tokens"]
     assert runs[0]["logits_sha256"] == runs[1]["logits_sha256"]
@@ -54,8 +80,10 @@ def test_emulate_same_seed_same_tokens_and_logits(model_cache, tmp_path, cli):
     # and in a fresh process (numba's compiled kernels, not this process's state)
     cmd = [sys.executable, "-m", "maskc", *map(str, args), "--seed", "7"]
     fresh = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
-    assert (fresh["tokens"], fresh["logits_sha256"]) == (runs[0]["tokens"],
-                                                         runs[0]["logits_sha256"])  # fmt: skip
+    assert (fresh["tokens"], fresh["logits_sha256"]) == (
+        runs[0]["tokens"],
+        runs[0]["logits_sha256"],
+    )
 
 
 def test_a_killed_compile_leaves_no_build(model_cache, tmp_path, cli):
@@ -93,9 +121,12 @@ def test_a_killed_compile_leaves_no_build(model_cache, tmp_path, cli):
 
 #: derandomized: CI runs the same mutations every time (a failure is reproducible, never a
 #: flake); MASKC_FUZZ_EXAMPLES=5000 searches further
-FUZZ = settings(max_examples=int(os.environ.get("MASKC_FUZZ_EXAMPLES", "150")), deadline=None,
-                derandomize=True,
-                suppress_health_check=[HealthCheck.function_scoped_fixture])  # fmt: skip
+FUZZ = settings(
+    max_examples=int(os.environ.get("MASKC_FUZZ_EXAMPLES", "150")),
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 
 
 def _mutate(data: bytes, edits) -> bytes:
@@ -115,8 +146,11 @@ def _mutate(data: bytes, edits) -> bytes:
     return bytes(b)
 
 
-EDITS = st.lists(st.tuples(st.integers(0, 3), st.integers(0, 1 << 30), st.integers(0, 255)),
-                 min_size=1, max_size=6)  # fmt: skip
+EDITS = st.lists(
+    st.tuples(st.integers(0, 3), st.integers(0, 1 << 30), st.integers(0, 255)),
+    min_size=1,
+    max_size=6,
+)
 
 
 @pytest.fixture(scope="module")

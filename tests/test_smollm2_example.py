@@ -59,23 +59,92 @@ GOLDEN = {
     PROMPT: [504, 3575, 282, 4649, 314],
     "12345": [33, 34, 35, 36, 37],
     "3.14159 and 1,000,000 dollars": [
-        35, 30, 33, 36, 33, 37, 41, 284, 216, 33, 28, 32, 32, 32, 28, 32, 32, 32, 8358,
+        35,
+        30,
+        33,
+        36,
+        33,
+        37,
+        41,
+        284,
+        216,
+        33,
+        28,
+        32,
+        32,
+        32,
+        28,
+        32,
+        32,
+        32,
+        8358,
     ],
     "naïve café résumé Straße": [3546, 46494, 37366, 412, 2756, 5422, 2756, 19144, 34878, 85],
     "def f(x):\n\treturn x  +  1\n\n\n    # comment": [
-        1604, 275, 24, 104, 727, 198, 197, 5406, 1792, 216, 1232, 256, 33, 13272, 907, 5189,
+        1604,
+        275,
+        24,
+        104,
+        727,
+        198,
+        197,
+        5406,
+        1792,
+        216,
+        1232,
+        256,
+        33,
+        13272,
+        907,
+        5189,
     ],
     "<|im_start|>user\nHi<|im_end|>": [1, 4093, 198, 26843, 2],
     "<|im_start|>system\nYou are helpful<|im_end|>\n<|im_start|>assistant\n": [
-        1, 9690, 198, 2683, 359, 5356, 2, 198, 1, 520, 9531, 198,
+        1,
+        9690,
+        198,
+        2683,
+        359,
+        5356,
+        2,
+        198,
+        1,
+        520,
+        9531,
+        198,
     ],
     "   leading spaces and trailing   ": [256, 2899, 5600, 284, 35079, 333],
     "I'm you're it's we'll they'd": [57, 5248, 346, 2316, 357, 506, 392, 3060, 502, 6737],
     "日本語のテキスト 中文 한국어": [
-        23274, 115, 40993, 179, 120, 248, 26453, 11100, 224, 10391, 251, 10391, 134, 11100,
-        226, 216, 28589, 29184, 216, 33085, 246, 181, 130, 251, 183, 240, 129,
+        23274,
+        115,
+        40993,
+        179,
+        120,
+        248,
+        26453,
+        11100,
+        224,
+        10391,
+        251,
+        10391,
+        134,
+        11100,
+        226,
+        216,
+        28589,
+        29184,
+        216,
+        33085,
+        246,
+        181,
+        130,
+        251,
+        183,
+        240,
+        129,
     ],
-}  # fmt: skip
+}
 
 ROUND_TRIP = [
     *GOLDEN,
@@ -315,7 +384,11 @@ def test_maskc_inspect_on_converted_folder(folder, cli):
     assert doc["total_parameters"] == N_PARAMS
     a = doc["architecture"]
     assert (a["architecture"], a["num_layers"], a["hidden_size"], a["intermediate_size"]) == (
-        "LlamaForCausalLM", 30, 576, 1536)  # fmt: skip
+        "LlamaForCausalLM",
+        30,
+        576,
+        1536,
+    )
     assert (a["num_heads"], a["num_kv_heads"], a["head_dim"], a["vocab_size"]) == (9, 3, 64, 49152)
     assert a["tie_word_embeddings"] is True and a["rope_theta"] == 100000.0
     assert doc["tokenizer"]["vocab_size"] == 49152
@@ -659,8 +732,7 @@ def test_lora_adapter_on_smollm2_tracks_the_float_merged_model(build4, folder, t
     from maskc.testmodels import write_lora_adapter
 
     out, _ = build4
-    ad = write_lora_adapter(tmp_path / "lora", load_model(folder).arch, rank=8, seed=0,
-                            b_std=0.04)  # fmt: skip
+    ad = write_lora_adapter(tmp_path / "lora", load_model(folder).arch, rank=8, seed=0, b_std=0.04)
     plain = open_session(out)
     ids = plain.encode(default_report_text())[:128]
     base = compare(plain, ids, folder)

@@ -210,8 +210,27 @@ def _product_par(lev, packed, d, off, xs, gs, msh, out, scratch):  # pragma: no 
 
 
 @njit(cache=True, boundscheck=False)
-def matmul(x, s, m, e, lev, packed, d, off, msh, scratch, ka, zsh, kb, bias, has_zero,
-           has_bias, f, rows, parallel):  # fmt: skip  # pragma: no cover - compiled
+def matmul(
+    x,
+    s,
+    m,
+    e,
+    lev,
+    packed,
+    d,
+    off,
+    msh,
+    scratch,
+    ka,
+    zsh,
+    kb,
+    bias,
+    has_zero,
+    has_bias,
+    f,
+    rows,
+    parallel,
+):  # pragma: no cover - compiled
     """act8 (x [T, C], s [T, ng], m [T], e [T]) times one matrix -> signal int64 [T, rows]
     (docs/numerics.md, "Matrix-vector product"). ``scratch``: a 1-element array whose dtype
     (int32 or int64) is the group sums' accumulator (:func:`prepare_levels`)."""
@@ -312,8 +331,10 @@ def embed_rows(
         row = ids[t]
         for j in range(c):
             a = j // g
-            v = term(np.int64(sm[row, a]) * levels[codes[row, j]] << (smax - ss[row, a]),
-                     smax - se[row] - f)  # fmt: skip
+            v = term(
+                np.int64(sm[row, a]) * levels[codes[row, j]] << (smax - ss[row, a]),
+                smax - se[row] - f,
+            )
             if has_zero:
                 v += term(np.int64(zm[row, a]) << (zmax - zs[row, a]), zmax - ze[row] - f)
             out[t, j] = sat32(v)
@@ -400,8 +421,9 @@ def kv_store(val, kvh, hd, f, cx, cm, ce, start):  # pragma: no cover - compiled
 
 
 @njit(cache=True, parallel=True)
-def attention_rows(q, positions, heads, kvh, hd, window, f, inv_sqrt_hd, log2e, exp2_lut,
-                   kx, km, ke, vx, vm, ve):  # fmt: skip  # pragma: no cover - compiled
+def attention_rows(
+    q, positions, heads, kvh, hd, window, f, inv_sqrt_hd, log2e, exp2_lut, kx, km, ke, vx, vm, ve
+):  # pragma: no cover - compiled
     """Attention of every query row over the cache (docs/numerics.md); signal [T, heads*hd].
     ``window`` <= 0: no sliding window."""
     t_n = q.shape[0]

@@ -83,8 +83,12 @@ def rects(xy: np.ndarray, w: int, h: int, layer: tuple[int, int]) -> bytes:
     n = len(xy)
     if n == 0:
         return b""
-    head = record(BOUNDARY) + record(LAYER, struct.pack(">h", layer[0])) + record(
-        DATATYPE, struct.pack(">h", layer[1])) + struct.pack(">HH", 44, XY)  # fmt: skip
+    head = (
+        record(BOUNDARY)
+        + record(LAYER, struct.pack(">h", layer[0]))
+        + record(DATATYPE, struct.pack(">h", layer[1]))
+        + struct.pack(">HH", 44, XY)
+    )
     x0, y0 = xy[:, 0].astype(np.int64), xy[:, 1].astype(np.int64)
     pts = np.stack([x0, y0, x0 + w, y0, x0 + w, y0 + h, x0, y0 + h, x0, y0], 1)
     out = np.zeros((n, len(head) + 40 + 4), np.uint8)

@@ -191,8 +191,10 @@ class GdsFile:
             raise ValueError(f"database unit {file_db:g} m is not a multiple of {dbu_m:g} m")
         self.scale = round(self.scale)
         self.st = st
-        self.names = [bytes(self.buf[o : o + n]).rstrip(b"\0").decode("ascii", "replace")
-                      for _, o, n, _ in st.tolist()]  # fmt: skip
+        self.names = [
+            bytes(self.buf[o : o + n]).rstrip(b"\0").decode("ascii", "replace")
+            for _, o, n, _ in st.tolist()
+        ]
         self.index = {n: i for i, n in enumerate(self.names)}
         if len(self.index) != len(self.names):
             raise ValueError("two structures have the same name")
@@ -247,8 +249,11 @@ class GdsFlattener:
         self.start = np.full(n, -1, np.int64)
         self.count = np.full(n, -1, np.int64)
         self.pos = np.zeros((0, 2), np.int64)
-        lib = [i for i, nm in enumerate(gf.names)
-               if not re.fullmatch(r"T\d+_\d+_\d+|(VIA|METAL)_.*", nm)]  # fmt: skip
+        lib = [
+            i
+            for i, nm in enumerate(gf.names)
+            if not re.fullmatch(r"T\d+_\d+_\d+|(VIA|METAL)_.*", nm)
+        ]
         if lib:
             self._cache(np.array(lib, np.int64), 0)
 

@@ -46,17 +46,32 @@ class Geometry:
         self.cfg_len = 6 * self.spx
         self.cfg_x0 = max(0, self.ox - 8 * self.spx)
         #: the coarsest grid every coordinate lies on (OASIS coordinates are written in it)
-        self.grid = math.gcd(self.ox, self.oy, self.cpx, self.cpy, self.spx, self.spy, self.size,
-                             self.tpx, self.tpy, self.strap_w, self.strap_pitch, self.cfg_x0,
-                             self.cfg_len, self.line_pitch)  # fmt: skip
+        self.grid = math.gcd(
+            self.ox,
+            self.oy,
+            self.cpx,
+            self.cpy,
+            self.spx,
+            self.spy,
+            self.size,
+            self.tpx,
+            self.tpy,
+            self.strap_w,
+            self.strap_pitch,
+            self.cfg_x0,
+            self.cfg_len,
+            self.line_pitch,
+        )
 
     def check_fits(self, lines: int, where: str) -> None:
         """Exit 4 when a tile's scale ROM of ``lines`` lines runs past the tile pitch."""
         top = self.scale_y + lines * self.line_pitch
         if top > self.tpy:
-            raise FitError(f"{where}: the scale ROM needs {lines} lines and ends at y = {top} dbu, "
-                           f"past the tile pitch {self.tpy}; use a fabric with a taller tile "
-                           "pitch or a larger group size")  # fmt: skip
+            raise FitError(
+                f"{where}: the scale ROM needs {lines} lines and ends at y = {top} dbu, "
+                f"past the tile pitch {self.tpy}; use a fabric with a taller tile "
+                "pitch or a larger group size"
+            )
 
     def slot_origin(self, area: str, line: np.ndarray, k: np.ndarray):
         """Lower-left corner (dbu) of 4-bit slots: ``area`` "array" (line = cell row) or

@@ -24,9 +24,11 @@ def find_tile(b, nl, tile: str) -> dict:
             if nm == tile:
                 return bank
             names.append(nm)
-    raise UsageError(f"--tile {tile}: no such tile in {b.path}; tiles are named T<die>_<x>_<y>, "
-                     f"e.g. {', '.join(names[:3])} ({len(names):,} in all; maskc inspect BUILD "
-                     "shows the floorplan)")  # fmt: skip
+    raise UsageError(
+        f"--tile {tile}: no such tile in {b.path}; tiles are named T<die>_<x>_<y>, "
+        f"e.g. {', '.join(names[:3])} ({len(names):,} in all; maskc inspect BUILD "
+        "shows the floorplan)"
+    )
 
 
 def render_tile(path, tile: str, out_png, zoom: int = 8) -> dict:
@@ -68,8 +70,11 @@ def render_tile(path, tile: str, out_png, zoom: int = 8) -> dict:
     img = np.concatenate([bits, np.zeros((1, bits.shape[1]), bits.dtype), sbits])
     ax1.imshow(img, cmap="Greys", origin="lower", interpolation="nearest", aspect="auto")
     ax1.axhline(arr.shape[0], color="tab:orange", lw=0.8)
-    ax1.set_title(f"{tile}: {len(vias):,} vias ({arr.shape[0]} rows x {arr.shape[1]} cells x 4 "
-                  f"bit sites; scale ROM above the line)", fontsize=9)  # fmt: skip
+    ax1.set_title(
+        f"{tile}: {len(vias):,} vias ({arr.shape[0]} rows x {arr.shape[1]} cells x 4 "
+        f"bit sites; scale ROM above the line)",
+        fontsize=9,
+    )
     ax1.set_xlabel("bit site along the row (cell x 4 + bit)")
     ax1.set_ylabel("cell row / scale-ROM line")
     # right: the first zoom x zoom cells to scale, with vias, straps and values
@@ -78,26 +83,49 @@ def render_tile(path, tile: str, out_png, zoom: int = 8) -> dict:
     for x, y in straps.tolist():
         w = geo.cfg_len if x == geo.cfg_x0 else geo.row_strap_len
         if y < y_hi and x < x_hi:
-            ax2.add_patch(Rectangle((x, y), min(w, x_hi - x), geo.strap_w, color="tab:blue",
-                                    alpha=0.35, lw=0))  # fmt: skip
+            ax2.add_patch(
+                Rectangle((x, y), min(w, x_hi - x), geo.strap_w, color="tab:blue", alpha=0.35, lw=0)
+            )
     for x, y in vias.tolist():
         if x < x_hi and y < y_hi:
             ax2.add_patch(Rectangle((x, y), geo.size, geo.size, color="black", lw=0))
     for r in range(z):
         for k in range(z):
-            ax2.add_patch(Rectangle((geo.ox + k * geo.cpx, geo.oy + r * geo.cpy), geo.cpx,
-                                    geo.cpy, fill=False, lw=0.3, color="grey"))  # fmt: skip
-            ax2.text(geo.ox + k * geo.cpx + geo.cpx / 2, geo.oy + r * geo.cpy + geo.cpy * 0.6,
-                     f"{int(arr[r, k])}", ha="center", va="center", fontsize=7,
-                     color="tab:red")  # fmt: skip
+            ax2.add_patch(
+                Rectangle(
+                    (geo.ox + k * geo.cpx, geo.oy + r * geo.cpy),
+                    geo.cpx,
+                    geo.cpy,
+                    fill=False,
+                    lw=0.3,
+                    color="grey",
+                )
+            )
+            ax2.text(
+                geo.ox + k * geo.cpx + geo.cpx / 2,
+                geo.oy + r * geo.cpy + geo.cpy * 0.6,
+                f"{int(arr[r, k])}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="tab:red",
+            )
     ax2.set_xlim(geo.cfg_x0 - geo.spx, x_hi)
     ax2.set_ylim(geo.oy - geo.spy, y_hi)
     ax2.set_aspect("equal")
-    ax2.set_title(f"first {z}x{z} cells to scale (dbu = {geo.dbu_m * 1e9:g} nm): vias (black), "
-                  "metal straps (blue), cell values (red)", fontsize=9)  # fmt: skip
+    ax2.set_title(
+        f"first {z}x{z} cells to scale (dbu = {geo.dbu_m * 1e9:g} nm): vias (black), "
+        "metal straps (blue), cell values (red)",
+        fontsize=9,
+    )
     ax2.set_xlabel("x (dbu)")
     fig.tight_layout()
     out_png = Path(out_png)
     fig.savefig(out_png, metadata={"Software": None})
-    return {"tile": tile, "vias": len(vias), "straps": len(straps),
-            "zoom_values": arr[:z, :z].tolist(), "png": str(out_png)}  # fmt: skip
+    return {
+        "tile": tile,
+        "vias": len(vias),
+        "straps": len(straps),
+        "zoom_values": arr[:z, :z].tolist(),
+        "png": str(out_png),
+    }

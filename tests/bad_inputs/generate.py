@@ -51,90 +51,244 @@ case("model-arch-gpt2", "model", "unsupported architecture (GPT2LMHeadModel)", C
 case("model-truncated", "model", "model.safetensors cut in half", C, 3, "model.safetensors")
 case("model-header-absurd", "model", "header length of 2^60 bytes", C, 3, "header length")
 case("model-header-not-json", "model", "header bytes are not JSON", C, 3, "header")
-case("model-duplicate-tensor", "model", "a tensor named twice in one header", C, 3,
-     "model.layers.0.mlp.up_proj.weight")  # fmt: skip
-case("model-huge-shape", "model", "a tensor declaring shape [2^40, 2^40]", C, 3,
-     "model.layers.0.mlp.up_proj.weight")  # fmt: skip
-case("model-zero-size", "model", "a zero-size weight tensor [0, 64]", C, 3,
-     "model.layers.0.mlp.up_proj.weight")  # fmt: skip
+case(
+    "model-duplicate-tensor",
+    "model",
+    "a tensor named twice in one header",
+    C,
+    3,
+    "model.layers.0.mlp.up_proj.weight",
+)
+case(
+    "model-huge-shape",
+    "model",
+    "a tensor declaring shape [2^40, 2^40]",
+    C,
+    3,
+    "model.layers.0.mlp.up_proj.weight",
+)
+case(
+    "model-zero-size",
+    "model",
+    "a zero-size weight tensor [0, 64]",
+    C,
+    3,
+    "model.layers.0.mlp.up_proj.weight",
+)
 case("model-nan", "model", "NaN in a weight", C, 3, "nan", "model.layers.1.self_attn.k_proj")
 case("model-int-dtype", "model", "a weight stored as I64", C, 3, "i64")
 case("model-extra-tensor", "model", "an unknown extra tensor", C, 3, "model.layers.0.mlp.extra")
 case("model-symlink-loop", "model", "the model path is a symlink loop", C, 3, "symlink")
-case("model-index-missing-shard", "model", "shard index names a shard that does not exist", C,
-     3, "model-00002-of-00002.safetensors")  # fmt: skip
-case("model-index-lies", "model", "shard index puts a tensor in the wrong shard", C, 3,
-     "model.norm.weight")  # fmt: skip
-case("model-inspect-nan", "model", "`inspect` of a model with NaN", ["inspect", "{d}/m"], 3,
-     "nan")  # fmt: skip
+case(
+    "model-index-missing-shard",
+    "model",
+    "shard index names a shard that does not exist",
+    C,
+    3,
+    "model-00002-of-00002.safetensors",
+)
+case(
+    "model-index-lies",
+    "model",
+    "shard index puts a tensor in the wrong shard",
+    C,
+    3,
+    "model.norm.weight",
+)
+case("model-inspect-nan", "model", "`inspect` of a model with NaN", ["inspect", "{d}/m"], 3, "nan")
 # -- quantization configs -----------------------------------------------------------------------
 Q = [*C, "--config", "{d}/quant.toml"]
-case("quant-bad-regex", "quant config", "a rule's regex does not compile", Q, 3, "quant.toml",
-     "regex")  # fmt: skip
-case("quant-unknown-key", "quant config", "an unknown key in a rule", Q, 3, "quant.toml",
-     "colour")  # fmt: skip
+case(
+    "quant-bad-regex",
+    "quant config",
+    "a rule's regex does not compile",
+    Q,
+    3,
+    "quant.toml",
+    "regex",
+)
+case("quant-unknown-key", "quant config", "an unknown key in a rule", Q, 3, "quant.toml", "colour")
 case("quant-bits-7", "quant config", "bits = 7", Q, 3, "quant.toml", "bits")
 case("quant-not-toml", "quant config", "not TOML", Q, 3, "quant.toml")
-case("quant-flag-bits", "quant config", "--bits 5 on the command line", [*C, "--bits", "5"], 2,
-     "--bits")  # fmt: skip
+case(
+    "quant-flag-bits",
+    "quant config",
+    "--bits 5 on the command line",
+    [*C, "--bits", "5"],
+    2,
+    "--bits",
+)
 # -- fabrics -------------------------------------------------------------------------------------
 F = [*C, "--fabric", "{d}/fab.toml"]
 case("fabric-not-toml", "fabric", "fabric file is not TOML", F, 3, "fab.toml")
-case("fabric-unknown-key", "fabric", "fabric file with an unknown key", F, 3, "fab.toml",
-     "warp_drive")  # fmt: skip
+case(
+    "fabric-unknown-key",
+    "fabric",
+    "fabric file with an unknown key",
+    F,
+    3,
+    "fab.toml",
+    "warp_drive",
+)
 case("fabric-negative-sram", "fabric", "sram_bytes = -1", F, 3, "fab.toml", "sram_bytes")
-case("fabric-unknown-name", "fabric", "--fabric names no built-in", [*C, "--fabric", "hc9"], 3,
-     "hc9")  # fmt: skip
+case(
+    "fabric-unknown-name", "fabric", "--fabric names no built-in", [*C, "--fabric", "hc9"], 3, "hc9"
+)
 case("fabric-too-small", "fabric", "a fabric with 4 tiles per die", F, 4, "tiles")
 # -- builds --------------------------------------------------------------------------------------
 case("build-missing", "build", "`emulate` of a folder that does not exist", E, 3, "no such")
 case("build-netlist-truncated", "build", "netlist.json truncated", E, 5, "netlist.json")
-case("build-params-altered", "build", "one byte of params.safetensors changed", E, 5,
-     "params.safetensors")  # fmt: skip
+case(
+    "build-params-altered",
+    "build",
+    "one byte of params.safetensors changed",
+    E,
+    5,
+    "params.safetensors",
+)
 case("build-tiles-deleted", "build", "a tiles file deleted", E, 5, "missing")
 case("build-wrong-version", "build", "manifest of another format version", E, 5, "version")
-case("build-verify-layer-altered", "build", "`verify` with a via layer byte changed",
-     ["verify", "{d}/b"], 5, "via")  # fmt: skip
-case("build-inspect-altered", "build", "`inspect` of a build with an altered file",
-     ["inspect", "{d}/b"], 5, "quant")  # fmt: skip
-case("build-diff-altered", "build", "`diff-layers` with one altered build",
-     ["diff-layers", "{d}/b", "{d}/b2"], 5, "netlist.json")  # fmt: skip
+case(
+    "build-verify-layer-altered",
+    "build",
+    "`verify` with a via layer byte changed",
+    ["verify", "{d}/b"],
+    5,
+    "via",
+)
+case(
+    "build-inspect-altered",
+    "build",
+    "`inspect` of a build with an altered file",
+    ["inspect", "{d}/b"],
+    5,
+    "quant",
+)
+case(
+    "build-diff-altered",
+    "build",
+    "`diff-layers` with one altered build",
+    ["diff-layers", "{d}/b", "{d}/b2"],
+    5,
+    "netlist.json",
+)
 # -- adapters ------------------------------------------------------------------------------------
 A = [*E, "--adapter", "{d}/ad"]
 case("adapter-rank-0", "adapter", "r = 0", A, 3, "r = 0")
 case("adapter-nan", "adapter", "NaN in lora_B", A, 3, "nan", "lora_B")
 case("adapter-dora", "adapter", "a DoRA adapter (use_dora)", A, 3, "use_dora")
-case("adapter-no-weights", "adapter", "adapter_model.safetensors missing", A, 3,
-     "adapter_model.safetensors")  # fmt: skip
-case("adapter-wrong-base", "adapter", "an adapter for a model of other shapes", A, 3,
-     "another base model")  # fmt: skip
+case(
+    "adapter-no-weights",
+    "adapter",
+    "adapter_model.safetensors missing",
+    A,
+    3,
+    "adapter_model.safetensors",
+)
+case(
+    "adapter-wrong-base",
+    "adapter",
+    "an adapter for a model of other shapes",
+    A,
+    3,
+    "another base model",
+)
 case("adapter-unknown-module", "adapter", "target_modules names lm_head", A, 3, "lm_head")
 # -- prompts -------------------------------------------------------------------------------------
 case("prompt-empty", "prompt", "--prompt ''", ["emulate", "{d}/b", "--prompt", ""], 2, "prompt")
-case("prompt-tokens-not-ints", "prompt", "--tokens 1,x,3",
-     ["emulate", "{d}/b", "--tokens", "1,x,3"], 2, "--tokens")  # fmt: skip
-case("prompt-token-out-of-vocab", "prompt", "a token id beyond the vocabulary",
-     ["emulate", "{d}/b", "--tokens", "1,999999"], 3, "vocabulary")  # fmt: skip
-case("prompt-ppl-not-utf8", "prompt", "--ppl file with invalid UTF-8",
-     ["emulate", "{d}/b", "--ppl", "{d}/text.txt"], 3, "text.txt", "utf-8")  # fmt: skip
-case("prompt-ppl-empty", "prompt", "--ppl file that is empty",
-     ["emulate", "{d}/b", "--ppl", "{d}/text.txt"], 3, "text.txt", "empty")  # fmt: skip
-case("prompt-calib-not-utf8", "prompt", "--calib text with invalid UTF-8",
-     [*C[:-1], "--calib", "{d}/text.txt", "--bits", "3"], 3, "text.txt", "utf-8")  # fmt: skip
-case("prompt-too-long", "prompt", "a prompt longer than the KV cache",
-     ["emulate", "{d}/b", "--tokens", ",".join(["5"] * 40), "--context", "32"], 4,
-     "40 tokens")  # fmt: skip
+case(
+    "prompt-tokens-not-ints",
+    "prompt",
+    "--tokens 1,x,3",
+    ["emulate", "{d}/b", "--tokens", "1,x,3"],
+    2,
+    "--tokens",
+)
+case(
+    "prompt-token-out-of-vocab",
+    "prompt",
+    "a token id beyond the vocabulary",
+    ["emulate", "{d}/b", "--tokens", "1,999999"],
+    3,
+    "vocabulary",
+)
+case(
+    "prompt-ppl-not-utf8",
+    "prompt",
+    "--ppl file with invalid UTF-8",
+    ["emulate", "{d}/b", "--ppl", "{d}/text.txt"],
+    3,
+    "text.txt",
+    "utf-8",
+)
+case(
+    "prompt-ppl-empty",
+    "prompt",
+    "--ppl file that is empty",
+    ["emulate", "{d}/b", "--ppl", "{d}/text.txt"],
+    3,
+    "text.txt",
+    "empty",
+)
+case(
+    "prompt-calib-not-utf8",
+    "prompt",
+    "--calib text with invalid UTF-8",
+    [*C[:-1], "--calib", "{d}/text.txt", "--bits", "3"],
+    3,
+    "text.txt",
+    "utf-8",
+)
+case(
+    "prompt-too-long",
+    "prompt",
+    "a prompt longer than the KV cache",
+    ["emulate", "{d}/b", "--tokens", ",".join(["5"] * 40), "--context", "32"],
+    4,
+    "40 tokens",
+)
 # -- paths ---------------------------------------------------------------------------------------
-case("path-output-inside-input", "path", "-o inside the model folder",
-     ["compile", "{d}/m", "-o", "{d}/m/out", "--no-verify"], 3, "overlaps")  # fmt: skip
-case("path-output-not-empty", "path", "-o an existing non-empty folder without --force",
-     ["compile", "{d}/m", "-o", "{d}/out", "--no-verify"], 3, "not empty", "--force")  # fmt: skip
-case("path-output-under-a-file", "path", "-o below a regular file (unwritable)",
-     ["compile", "{d}/m", "-o", "{d}/file/out", "--no-verify"], 3, "cannot create")  # fmt: skip
-case("path-output-is-file", "path", "-o an existing file",
-     ["compile", "{d}/m", "-o", "{d}/file", "--no-verify"], 3, "not a folder")  # fmt: skip
-case("path-testmodel-not-empty", "path", "`testmodel` into a non-empty folder",
-     ["testmodel", "{d}/out"], 3, "not empty")  # fmt: skip
+case(
+    "path-output-inside-input",
+    "path",
+    "-o inside the model folder",
+    ["compile", "{d}/m", "-o", "{d}/m/out", "--no-verify"],
+    3,
+    "overlaps",
+)
+case(
+    "path-output-not-empty",
+    "path",
+    "-o an existing non-empty folder without --force",
+    ["compile", "{d}/m", "-o", "{d}/out", "--no-verify"],
+    3,
+    "not empty",
+    "--force",
+)
+case(
+    "path-output-under-a-file",
+    "path",
+    "-o below a regular file (unwritable)",
+    ["compile", "{d}/m", "-o", "{d}/file/out", "--no-verify"],
+    3,
+    "cannot create",
+)
+case(
+    "path-output-is-file",
+    "path",
+    "-o an existing file",
+    ["compile", "{d}/m", "-o", "{d}/file", "--no-verify"],
+    3,
+    "not a folder",
+)
+case(
+    "path-testmodel-not-empty",
+    "path",
+    "`testmodel` into a non-empty folder",
+    ["testmodel", "{d}/out"],
+    3,
+    "not empty",
+)
 
 
 # -- writing the inputs ---------------------------------------------------------------------------
@@ -283,8 +437,13 @@ def _make(name: str, d: Path, model: Path, build: Path) -> None:
         elif name == "fabric-unknown-key":
             text = text.replace("[die]\n", "[die]\nwarp_drive = 1\n", 1)
         elif name == "fabric-negative-sram":
-            text = "\n".join("sram_bytes = -1" if ln.startswith("sram_bytes") else ln
-                             for ln in text.splitlines()) + "\n"  # fmt: skip
+            text = (
+                "\n".join(
+                    "sram_bytes = -1" if ln.startswith("sram_bytes") else ln
+                    for ln in text.splitlines()
+                )
+                + "\n"
+            )
         elif name == "fabric-too-small":
             lines = []
             for ln in text.splitlines():
@@ -327,8 +486,13 @@ def _make(name: str, d: Path, model: Path, build: Path) -> None:
     elif name == "adapter-wrong-base":
         p = adapter() / "adapter_model.safetensors"
         t = _tensors(p)
-        _save(p, {k: np.zeros((v.shape[0], v.shape[1] + 8) if "lora_A" in k else v.shape,
-                              np.float32) for k, v in t.items()})  # fmt: skip
+        _save(
+            p,
+            {
+                k: np.zeros((v.shape[0], v.shape[1] + 8) if "lora_A" in k else v.shape, np.float32)
+                for k, v in t.items()
+            },
+        )
     elif name == "adapter-unknown-module":
         edit_cfg(adapter() / "adapter_config.json", target_modules=["q_proj", "lm_head"])
     elif name in ("prompt-ppl-not-utf8", "prompt-calib-not-utf8"):
