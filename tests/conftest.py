@@ -19,8 +19,11 @@ class CliResult:
 
 
 @pytest.fixture
-def cli(capsys):
-    """Run ``maskc ARGS`` in-process; return exit code, stdout and stderr."""
+def cli(capsys, monkeypatch):
+    """Run ``maskc ARGS`` in-process; return exit code, stdout and stderr. Progress is off
+    (``MASKC_PROGRESS=0``) so stderr holds only what a command says; tests/test_progress.py
+    checks the progress lines of a piped stderr."""
+    monkeypatch.setenv("MASKC_PROGRESS", "0")
 
     def run(*args: str) -> CliResult:
         capsys.readouterr()

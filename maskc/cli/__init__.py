@@ -6,6 +6,7 @@ mapped to exit codes in one place, :func:`main` (see :mod:`maskc.errors` for the
 traceback. Set ``MASKC_DEBUG=1`` to get tracebacks for internal errors.
 
 Modules: :mod:`~maskc.cli.app` (the typer app, consoles, progress bars, :func:`main`),
+:mod:`~maskc.cli.progress` (bars on a terminal, plain lines when piped, the ETA),
 :mod:`~maskc.cli.show` (the renderers), and one per command group, each registering on the app
 when imported below, in the order ``maskc --help`` lists them: ``inspect``, ``compile``,
 ``layers`` (verify, render, diff-layers), ``emulate``, ``testmodel``, ``fabric``.

@@ -13,16 +13,10 @@ from typing import Annotated, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import BarColumn, DownloadColumn, TaskID, TaskProgressColumn, TextColumn
 
 from maskc import __version__
+from maskc.cli.progress import EtaColumn, StepProgress, progress_off
 from maskc.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, MaskcError, UsageError
 
 app = typer.Typer(
@@ -77,17 +71,22 @@ def enum_parser(kind: type[E], message: str) -> Callable[[str], E]:
     return parse
 
 
-def progress_bar(transient: bool = True, in_bytes: bool = True) -> Progress:
-    """A progress bar on stderr (silent when stderr is not a terminal); totals in bytes, or
-    shown as a percentage."""
-    return Progress(
+def progress_bar(transient: bool = True, in_bytes: bool = True) -> StepProgress:
+    """Progress on stderr: rich bars on a terminal, plain log lines when stderr is not one
+    (:mod:`maskc.cli.progress`), nothing when ``MASKC_PROGRESS=0``; totals in bytes, or shown
+    as a percentage."""
+    off = progress_off()
+    bars = err.is_terminal and not off
+    return StepProgress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
         DownloadColumn() if in_bytes else TaskProgressColumn(),
-        TimeRemainingColumn(),
+        EtaColumn(),
         console=err,
         transient=transient,
-        disable=not err.is_terminal,
+        disable=not bars,
+        lines=not bars and not off,
+        in_bytes=in_bytes,
     )
 
 
@@ -97,16 +96,17 @@ def emit_json(obj: object) -> None:
 
 
 class RichEvents:
-    """Pipeline events -> one rich progress bar per stage, warnings on stderr."""
+    """Pipeline events -> one progress bar (or start, progress and end lines) per stage,
+    warnings on stderr. A stage ends when it reaches its total or the next one starts."""
 
-    def __init__(self, prog: Progress) -> None:
+    def __init__(self, prog: StepProgress) -> None:
         self.prog = prog
-        self.task = None
+        self.task: TaskID | None = None
         self.what = ""
 
     def start(self, what: str, total: int) -> None:
         if self.task is not None:
-            self.prog.update(self.task, completed=self.prog.tasks[-1].total)
+            self.prog.finish(self.task)
         self.what = what
         self.task = self.prog.add_task(what, total=total)
 
