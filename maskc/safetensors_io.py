@@ -262,6 +262,46 @@ class SafetensorsFile:
         return out
 
 
+def _header_bytes(
+    entries: list[tuple[str, str, tuple[int, ...]]], metadata: dict[str, str] | None
+) -> tuple[bytes, list[int]]:
+    """The 8-byte length + JSON header of ``entries`` ``(name, dtype, shape)``, sorted by name
+    (the deterministic format both writers share: compact JSON, ASCII, padded with spaces to a
+    multiple of 8 bytes), and each sorted entry's byte size."""
+    header: dict[str, object] = {}
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in sorted(metadata.items())}
+    offset = 0
+    sizes = []
+    for name, dtype, shape in sorted(entries):
+        if name == "__metadata__" or not name:
+            raise ValueError(f"write_safetensors: invalid tensor name {name!r}")
+        if name in header:
+            raise ValueError(f"write_safetensors: tensor {name!r} given twice")
+        if dtype not in WRITABLE:
+            raise TypeError(f"write_safetensors: tensor {name!r} has unsupported dtype {dtype}")
+        nbytes = math.prod(shape) * WRITABLE[dtype].itemsize
+        header[name] = {
+            "dtype": dtype,
+            "shape": [int(d) for d in shape],
+            "data_offsets": [offset, offset + nbytes],
+        }
+        offset += nbytes
+        sizes.append(nbytes)
+    blob = json.dumps(header, separators=(",", ":"), ensure_ascii=True).encode()
+    blob += b" " * (-len(blob) % 8)
+    return struct.pack("<Q", len(blob)) + blob, sizes
+
+
+def _dtype_name(arr: np.ndarray, name: str) -> str:
+    """The safetensors dtype string of ``arr`` (TypeError when it has none)."""
+    by_np = {v: k for k, v in WRITABLE.items()}
+    dt = arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" else arr.dtype
+    if dt not in by_np:
+        raise TypeError(f"write_safetensors: tensor {name!r} has unsupported dtype {dt}")
+    return by_np[dt]
+
+
 def write_safetensors(
     path: str | os.PathLike,
     tensors: dict[str, np.ndarray],
@@ -272,31 +312,97 @@ def write_safetensors(
     Accepts numpy float32/float16/float64, ``ml_dtypes.bfloat16`` and integer/bool arrays.
     The output is readable by the ``safetensors`` library and by :class:`SafetensorsFile`.
     """
-    by_np = {v: k for k, v in WRITABLE.items()}
-    header: dict[str, object] = {}
-    if metadata:
-        header["__metadata__"] = {str(k): str(v) for k, v in sorted(metadata.items())}
-    offset = 0
-    arrays = []
+    arrays = {}
     for name in sorted(tensors):
         if name == "__metadata__" or not name:
             raise ValueError(f"write_safetensors: invalid tensor name {name!r}")
         arr = np.asarray(tensors[name])
-        dt = arr.dtype.newbyteorder("<") if arr.dtype.byteorder == ">" else arr.dtype
-        if dt not in by_np:
-            raise TypeError(f"write_safetensors: tensor {name!r} has unsupported dtype {dt}")
-        arr = np.ascontiguousarray(arr, dtype=dt)
-        header[name] = {
-            "dtype": by_np[dt],
-            "shape": list(arr.shape),
-            "data_offsets": [offset, offset + arr.nbytes],
-        }
-        offset += arr.nbytes
-        arrays.append(arr)
-    blob = json.dumps(header, separators=(",", ":"), ensure_ascii=True).encode()
-    blob += b" " * (-len(blob) % 8)
+        arrays[name] = np.ascontiguousarray(arr, dtype=WRITABLE[_dtype_name(arr, name)])
+    head, _ = _header_bytes([(n, _dtype_name(a, n), a.shape) for n, a in arrays.items()], metadata)
     with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(blob)))
-        f.write(blob)
-        for arr in arrays:
+        f.write(head)
+        for arr in arrays.values():
             f.write(arr.reshape(-1).view(np.uint8).data)
+
+
+class SafetensorsWriter:
+    """A safetensors file written as a stream: the header first (every name, dtype and shape
+    known up front), then each tensor's bytes appended in sorted-name order, in as many pieces
+    as the caller likes. Memory: one piece. The file is byte-identical to
+    :func:`write_safetensors` of the same tensors and metadata.
+
+    ``entries``: ``(name, dtype, shape)`` with ``dtype`` a safetensors string (``"BF16"``...).
+    :meth:`write` takes rows (or any leading slice) of the current tensor, C-ordered;
+    :meth:`close` checks that every tensor got exactly its bytes. Use as a context manager::
+
+        with SafetensorsWriter(path, [("a", "F32", (4, 8))], {"format": "pt"}) as w:
+            for block in blocks:
+                w.write("a", block)
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        entries: list[tuple[str, str, tuple[int, ...]]],
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        head, sizes = _header_bytes(entries, metadata)
+        self.path = Path(path)
+        self._order = [
+            (n, d, nbytes) for (n, d, _), nbytes in zip(sorted(entries), sizes, strict=True)
+        ]
+        self._index = 0
+        self._written = 0
+        self._file = open(self.path, "wb")  # noqa: SIM115 - closed by close()
+        self._file.write(head)
+        self._advance()
+
+    def write(self, name: str, piece: np.ndarray) -> None:
+        """Append ``piece`` (the next elements of tensor ``name``, in its dtype) to the file.
+
+        Raises ValueError when ``name`` is not the tensor due next (sorted order), the piece
+        has another dtype, or it runs past the tensor's declared size."""
+        if self._index >= len(self._order):
+            raise ValueError(f"SafetensorsWriter {self.path}: every tensor is complete")
+        want, dtype, nbytes = self._order[self._index]
+        if name != want:
+            raise ValueError(
+                f"SafetensorsWriter {self.path}: got {name!r}, expected {want!r} (sorted order)"
+            )
+        arr = np.asarray(piece)
+        if _dtype_name(arr, name) != dtype:
+            raise ValueError(f"SafetensorsWriter {self.path}: {name!r} is {dtype}, got {arr.dtype}")
+        arr = np.ascontiguousarray(arr, dtype=WRITABLE[dtype])
+        if self._written + arr.nbytes > nbytes:
+            raise ValueError(f"SafetensorsWriter {self.path}: {name!r} gets more than its bytes")
+        self._file.write(arr.reshape(-1).view(np.uint8).data)
+        self._written += arr.nbytes
+        self._advance()
+
+    def _advance(self) -> None:
+        """Move past every complete tensor (zero-size tensors complete at once)."""
+        while self._index < len(self._order) and self._written == self._order[self._index][2]:
+            self._index += 1
+            self._written = 0
+
+    def close(self) -> None:
+        """Close the file; ValueError if a tensor is incomplete (the file is then invalid)."""
+        if self._file.closed:
+            return
+        self._file.close()
+        self._advance()
+        if self._index < len(self._order):
+            name, _, nbytes = self._order[self._index]
+            raise ValueError(
+                f"SafetensorsWriter {self.path}: tensor {name!r} got {self._written} of "
+                f"{nbytes} bytes"
+            )
+
+    def __enter__(self) -> SafetensorsWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._file.close()

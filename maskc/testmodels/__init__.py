@@ -1,4 +1,5 @@
-"""Seeded generator of tiny Llama-family models, written as real Hugging Face model folders.
+"""Seeded generator of test models, written as real Hugging Face model folders: tiny presets,
+and published shapes with synthetic weights for shape tests.
 
 Every test of maskc runs on these models: they are small (< 1 MB each), load with the usual
 Hugging Face tooling, and exercise the corners a compiler must get right (tied and untied heads,
@@ -25,21 +26,32 @@ Modules: :mod:`~maskc.testmodels.spec` (:class:`TinySpec`), :mod:`~maskc.testmod
 :mod:`~maskc.testmodels.config` (config.json, generation_config.json),
 :mod:`~maskc.testmodels.folder` (:func:`generate`) and :mod:`~maskc.testmodels.lora`
 (:func:`write_lora_adapter`).
+
+Shapes (``maskc testmodel --shape``): :mod:`~maskc.testmodels.shapes` (the published
+architectures, :func:`resolve_shape` with explicit overrides), :mod:`~maskc.testmodels.synthetic`
+(SYNTHETIC trained-looking weights, generated in row blocks) and
+:mod:`~maskc.testmodels.streaming` (:func:`generate_shape`: any size in bounded memory).
 """
 
 from maskc.testmodels.folder import GeneratedModel, generate
 from maskc.testmodels.lora import lora_shapes, write_lora_adapter
 from maskc.testmodels.presets import PRESETS, preset_names, resolve_preset
+from maskc.testmodels.shapes import SHAPES, resolve_shape, shape_names
 from maskc.testmodels.spec import TinySpec
+from maskc.testmodels.streaming import generate_shape
 from maskc.testmodels.weights import make_weights as make_weights
 
 __all__ = [
     "PRESETS",
+    "SHAPES",
     "GeneratedModel",
     "TinySpec",
     "generate",
+    "generate_shape",
     "lora_shapes",
     "preset_names",
     "resolve_preset",
+    "resolve_shape",
+    "shape_names",
     "write_lora_adapter",
 ]
