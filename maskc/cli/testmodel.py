@@ -4,20 +4,15 @@ shape (or explicit dimensions) with synthetic weights, written in bounded memory
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from maskc.cli.app import app, emit_json, err, out, progress_bar
+from maskc.cli.app import app, emit_json, out, progress_bar
 from maskc.errors import UsageError
 from maskc.fsutil import atomic_output_dir
-
-#: Weights at least this large report progress on a non-terminal stderr (one line per 5%).
-LOG_PROGRESS_BYTES = 64 << 20
-LOG_EVERY_PERCENT = 5
 
 
 def _int_option(value: str | None, flag: str) -> int | None:
@@ -26,7 +21,7 @@ def _int_option(value: str | None, flag: str) -> int | None:
         return None
     text = value.strip().replace("_", "")
     if not text.isdigit() or int(text) < 1:
-        raise UsageError(f"{flag} must be a positive integer, got {value!r}")
+        raise UsageError(f"testmodel: {flag} must be a positive integer, got {value!r}")
     return int(text)
 
 
@@ -36,11 +31,15 @@ def _size_option(value: str | None) -> int | None:
 
     if value is None:
         return None
+    bad = f"testmodel: --shard-size {value!r}: give bytes (e.g. 5GB, 500MB, 1000000)"
     if "%" in value:
-        raise UsageError(f"--shard-size {value!r}: give bytes (e.g. 5GB, 500MB, 1000000)")
-    n = parse_size(value, 0, "--shard-size")
+        raise UsageError(bad)
+    try:
+        n = parse_size(value, 0, "--shard-size")
+    except UsageError:
+        raise UsageError(bad) from None
     if n < 1:
-        raise UsageError(f"--shard-size {value!r}: must be at least 1 byte")
+        raise UsageError(f"testmodel: --shard-size {value!r}: must be at least 1 byte")
     return n
 
 
@@ -173,8 +172,11 @@ def testmodel(
         return
     from maskc.testmodels import generate_shape, resolve_shape
 
-    spec = resolve_shape(shape, overrides, dtype)
-    with _Progress(out_dir) as progress, atomic_output_dir(out_dir, force=force) as tmp:
+    try:
+        spec = resolve_shape(shape, overrides, dtype)
+    except UsageError as e:
+        raise UsageError(f"testmodel: {e}") from None
+    with _Progress() as progress, atomic_output_dir(out_dir, force=force) as tmp:
         gen = generate_shape(
             tmp,
             spec,
@@ -214,59 +216,32 @@ def _write_preset(out_dir: Path, preset: str, seed: int, force: bool, as_json: b
 
 
 class _Progress:
-    """The generator's progress on stderr: a rich bar on a terminal; otherwise, for big models,
-    one line per 5% with the elapsed time and an estimate of the rest from the rate so far."""
+    """The generator's progress on stderr, as every long maskc step shows it
+    (:mod:`maskc.cli.progress`): a bar on a terminal, plain lines when stderr is piped (start,
+    every 5% at most one per 10 s, the end), nothing with ``MASKC_PROGRESS=0``."""
 
-    def __init__(self, out_dir: Path) -> None:
-        self.out_dir = out_dir
+    def __init__(self) -> None:
         self.bar = None
         self.task = None
-        self.start = time.monotonic()
-        self.next_percent = 0
 
     def __enter__(self) -> _Progress:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
         if self.bar is not None:
-            self.bar.stop()
+            self.bar.__exit__(exc_type, exc, tb)
 
     def __call__(self, done: int, total: int, name: str) -> None:
-        if err.is_terminal:
-            if self.bar is None:
-                self.bar = progress_bar(transient=True, in_bytes=True)
-                self.bar.start()
-                self.task = self.bar.add_task("weights", total=total)
-            self.bar.update(self.task, completed=done, description=name)
-            return
-        if total < LOG_PROGRESS_BYTES:
-            return
-        if self.next_percent == 0:
-            err.print(
-                f"maskc: testmodel: writing {total / 1e9:.2f} GB of weights to {self.out_dir}",
-                markup=False,
-            )
-            self.next_percent = LOG_EVERY_PERCENT
-        percent = 100 * done / total
-        if percent + 1e-9 < self.next_percent and done < total:
-            return
-        while self.next_percent <= percent:
-            self.next_percent += LOG_EVERY_PERCENT
-        elapsed = time.monotonic() - self.start
-        left = elapsed * (total - done) / done
-        err.print(
-            f"maskc: testmodel: {percent:.0f}% ({done / 1e9:.2f} of {total / 1e9:.2f} GB) in "
-            f"{_duration(elapsed)}, about {_duration(left)} left ({name})",
-            markup=False,
-        )
-
-
-def _duration(seconds: float) -> str:
-    s = round(seconds)
-    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+        if self.bar is None:
+            self.bar = progress_bar(transient=True, in_bytes=True)
+            self.bar.__enter__()
+            self.task = self.bar.add_task("writing weights", total=total)
+        self.bar.update(self.task, completed=done)
 
 
 def _report_shape(out_dir: Path, gen, config_only: bool, as_json: bool) -> None:
+    from rich.filesize import decimal
+
     from maskc.testmodels.spec import DTYPES
 
     itemsize = DTYPES[gen.spec.dtype][0].itemsize
@@ -290,7 +265,7 @@ def _report_shape(out_dir: Path, gen, config_only: bool, as_json: bool) -> None:
     what = (
         "config and tokenizer only (no weights)"
         if config_only
-        else f"{weight_bytes / 1e9:.2f} GB of {gen.spec.dtype} in {len(weight_files)} file(s)"
+        else f"{decimal(weight_bytes)} of {gen.spec.dtype} in {len(weight_files)} file(s)"
     )
     out.print(
         f"wrote {out_dir}: shape {gen.spec.name}, seed {gen.seed}, {len(gen.tensors)} tensors, "
