@@ -104,8 +104,7 @@ def print_placement(p: dict) -> None:
             f"{d['padding_cells']:,}",
         )
     out.print(t)
-    per_layer = ", ".join(f"{k}: {v}" for k, v in p["per_layer_tiles"].items())
-    out.print(f"tiles per layer: {per_layer}")
+    out.print(f"tiles per layer: {_runs(list(p['per_layer_tiles'].items()))}")
     reserve = p.get("sram_reserved_for_adapters", 0)
     out.print(
         f"KV cache: {p['context_requested']:,} tokens, at most {p['max_context']:,} fit in each "
@@ -113,15 +112,23 @@ def print_placement(p: dict) -> None:
         + (f" beside the {reserve:,} bytes reserved for adapters" if reserve else "")
         + "; floorplan in reports/floorplan.png"
     )
+    sram_lines: list[tuple[list[int], str]] = []  # consecutive dies with the same split: one line
     for d in p["per_die"]:
         if "adapter_bytes" in d:
             r = d["adapter_max_rank"]
-            out.print(
-                f"SRAM die {d['die']}: {d['sram_bytes']:,} bytes = KV cache {d['kv_bytes']:,} "
+            text = (
+                f"{d['sram_bytes']:,} bytes = KV cache {d['kv_bytes']:,} "
                 f"({d['kv_bytes_per_token']:,} per token) + adapters {d['adapter_bytes']:,}: "
                 f"LoRA rank up to {r['all']} on all 7 projections of its layers, "
                 f"{r['attention']} on q/k/v/o only (docs/sram.md)"
             )
+            if sram_lines and sram_lines[-1][1] == text and sram_lines[-1][0][-1] == d["die"] - 1:
+                sram_lines[-1][0].append(d["die"])
+            else:
+                sram_lines.append(([d["die"]], text))
+    for dies, text in sram_lines:
+        which = f"die {dies[0]}" if len(dies) == 1 else f"dies {dies[0]}-{dies[-1]}"
+        out.print(f"SRAM {which}: {text}")
     perf = p.get("performance")
     if perf:
         a, b = perf["at_context_1"], perf["at_context"]
@@ -131,6 +138,26 @@ def print_placement(p: dict) -> None:
             f"{b['energy_mj_per_token']:.3f} mJ per token); {perf['die_area_used_mm2']:.1f} mm2 "
             "of tiles; model in docs/fabric.md"
         )
+        t_us = b.get("time_us")
+        if t_us:
+            parts = ", ".join(
+                f"{k.replace('_', ' ')} {v:.1f} us ({100 * v / b['latency_us']:.0f}%)"
+                for k, v in t_us.items()
+            )
+            out.print(f"time per token at {b['context']}: {parts}")
+
+
+def _runs(items: list[tuple[str, int]]) -> str:
+    """``embed: 9, 0-31: 4 each, lm_head: 9``: consecutive layers with the same count merged."""
+    out: list[tuple[str, str, int, int]] = []  # (first, last, value, count)
+    for k, v in items:
+        if out and k.isdigit() and out[-1][0].isdigit() and out[-1][2] == v:
+            first, last, _, n = out[-1]
+            if int(k) == int(last) + 1:
+                out[-1] = (first, k, v, n + 1)
+                continue
+        out.append((k, k, v, 1))
+    return ", ".join(f"{a}: {v:,}" if n == 1 else f"{a}-{b}: {v:,} each" for a, b, v, n in out)
 
 
 def print_netlist(n: dict) -> None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from maskc.place.placer import Placement
 
+#: Dies drawn side by side; more go on further rows.
+DIES_PER_ROW = 8
+
 
 def floorplan_png(p: Placement, path) -> None:
     """Draw every die's tile grid, each tile colored by the layer it holds (deterministic PNG)."""
@@ -19,15 +22,20 @@ def floorplan_png(p: Placement, path) -> None:
     # value 0: empty, 1: embedding, 2: lm_head, 3 + i: layer i
     base = matplotlib.colormaps["viridis"](np.linspace(0, 1, max(layers, 2)))
     cmap = ListedColormap([(0.92, 0.92, 0.92, 1), (0.85, 0.2, 0.2, 1), (0.95, 0.6, 0.1, 1), *base])
-    fig = Figure(figsize=(4 * p.dies + 1, 4.6), dpi=100)
-    axes = fig.subplots(1, p.dies, squeeze=False)[0]
+    grids = np.zeros((p.dies, rows, cols))
+    for b in p.blocks:  # one pass: a 405B plan has two million blocks on 40-60 dies
+        v = 3 + b.layer if b.layer is not None else (1 if b.role == "embed" else 2)
+        grids[b.die, b.y, b.x] = v
+    # at most DIES_PER_ROW dies side by side, further rows below
+    ncols = min(p.dies, DIES_PER_ROW)
+    nrows = -(-p.dies // ncols)
+    fig = Figure(figsize=(4 * ncols + 1, 4.6 * nrows), dpi=100)
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for d, ax in enumerate(axes):
-        grid = np.zeros((rows, cols))
-        for b in p.blocks:
-            if b.die == d:
-                v = 3 + b.layer if b.layer is not None else (1 if b.role == "embed" else 2)
-                grid[b.y, b.x] = v
-        ax.imshow(grid, cmap=cmap, vmin=0, vmax=2 + max(layers, 2), interpolation="nearest")
+        if d >= p.dies:
+            ax.set_axis_off()
+            continue
+        ax.imshow(grids[d], cmap=cmap, vmin=0, vmax=2 + max(layers, 2), interpolation="nearest")
         used = p.report["per_die"][d]["tiles_used"]
         ax.set_title(f"die {d}: {used:,} of {p.tiles_per_die:,} tiles", fontsize=9)
         ax.set_xticks([])

@@ -38,18 +38,27 @@ def modeled_performance(placement, arch, fabric, context: int) -> dict:
         attn_cycles = (
             2 * arch.num_heads * arch.head_dim * ctx / fabric.units.attention.ops_per_cycle
         )
-        latency = stages * stage_s + arch.num_layers * attn_cycles / clock + link_s
-        energy = (
-            tiles * fabric.power.tile_op_pj * 1e-12
-            + ctx * kv_per_token * fabric.power.sram_pj_per_byte * 1e-12
-            + (placement.dies - 1) * link_bytes * 8 * fabric.power.link_pj_per_bit * 1e-12
-            + placement.dies * fabric.power.static_w_per_die * latency
-        )
+        matrix_s, attn_s = stages * stage_s, arch.num_layers * attn_cycles / clock
+        latency = matrix_s + attn_s + link_s
+        # where the time and the energy go (the parts add up to the totals)
+        parts_mj = {
+            "tiles": tiles * fabric.power.tile_op_pj * 1e-12,
+            "kv_cache": ctx * kv_per_token * fabric.power.sram_pj_per_byte * 1e-12,
+            "links": (placement.dies - 1) * link_bytes * 8 * fabric.power.link_pj_per_bit * 1e-12,
+            "static": placement.dies * fabric.power.static_w_per_die * latency,
+        }
+        energy = parts_mj["tiles"] + parts_mj["kv_cache"] + parts_mj["links"] + parts_mj["static"]
         return {
             "context": ctx,
             "latency_us": latency * 1e6,
             "tokens_per_s_per_user": 1.0 / latency,
             "energy_mj_per_token": energy * 1e3,
+            "time_us": {
+                "matrix_stages": matrix_s * 1e6,
+                "attention": attn_s * 1e6,
+                "links": link_s * 1e6,
+            },
+            "energy_mj": {k: v * 1e3 for k, v in parts_mj.items()},
         }
 
     return {

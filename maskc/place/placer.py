@@ -119,9 +119,11 @@ def tiles_of(m: MatrixInfo, fabric) -> int:
     return math.ceil(m.rows / fabric.tile.rows) * math.ceil(m.cols / w)
 
 
-def _partition(loads: list[int], parts: int) -> list[int]:
-    """Split ``loads`` (in order) into ``parts`` contiguous runs minimizing the largest run's
-    sum; returns the start index of each run (deterministic: the earliest optimal cuts)."""
+def _partition(loads: list[int], parts: int, first: int = 0, last: int = 0) -> list[int]:
+    """Split ``loads`` (in order) into ``parts`` non-empty contiguous runs minimizing the
+    largest run's sum, the first run carrying ``first`` more and the last ``last`` more (the
+    embedding and the lm_head); returns the start index of each run (deterministic: the
+    earliest optimal cuts)."""
     n = len(loads)
     prefix = [0]
     for v in loads:
@@ -131,11 +133,15 @@ def _partition(loads: list[int], parts: int) -> list[int]:
     cut_at = [[0] * (n + 1) for _ in range(parts + 1)]
     best[0][0] = 0
     for p in range(1, parts + 1):
-        for i in range(1, n + 1):
+        extra = (first if p == 1 else 0) + (last if p == parts else 0)
+        prev, here, cuts = best[p - 1], best[p], cut_at[p]
+        # run p ends at i; at least one load per run before it and after it
+        for i in range(p, n - (parts - p) + 1):
+            top = prefix[i] + extra
             for j in range(p - 1, i):
-                cost = max(best[p - 1][j], prefix[i] - prefix[j])
-                if cost < best[p][i]:
-                    best[p][i], cut_at[p][i] = cost, j
+                cost = max(prev[j], top - prefix[j])
+                if cost < here[i]:
+                    here[i], cuts[i] = cost, j
     starts, i = [], n
     for p in range(parts, 0, -1):
         j = cut_at[p][i]
@@ -179,10 +185,11 @@ def place(
     tpd = fabric.tiles_per_die
     if dies == "auto":
         kv_layer = kv_bytes_per_token(arch, 1) * fit_context
+        fewest = max(1, min(layers, -(-total // tpd)))  # no fewer dies hold the tiles
         n = next(
             (
                 k
-                for k in range(1, layers + 1)
+                for k in range(fewest, layers + 1)
                 if _fits(per_layer, embed_tiles, head_tiles, k, tpd, kv_layer, sram)
             ),
             None,
@@ -250,7 +257,7 @@ def place(
 def _split(per_layer: list[int], embed: int, head: int, k: int):
     """The best split of the layers over ``k`` dies: (start layers, end layers, tiles per die),
     the embedding counted on the first die and the lm_head on the last."""
-    starts = _partition(per_layer, k)
+    starts = _partition(per_layer, k, embed, head)
     ends = [*starts[1:], len(per_layer)]
     need = [sum(per_layer[a:b]) for a, b in zip(starts, ends, strict=True)]
     need[0] += embed
