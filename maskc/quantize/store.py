@@ -34,12 +34,17 @@ def arrays_of(q: QuantTensor) -> dict[str, np.ndarray]:
 
 
 def index_entry(q: QuantTensor, file: str) -> dict:
+    return index_entry_of(q.fmt, q.method, q.shape, file)
+
+
+def index_entry_of(fmt: QuantFormat, method: str, shape, file: str) -> dict:
+    """quant/index.json's entry of a quantized matrix."""
     return {
         "file": file,
         "kind": "quantized",
-        "shape": list(q.shape),
-        "method": q.method,
-        "format": q.fmt.to_json(),
+        "shape": list(shape),
+        "method": method,
+        "format": fmt.to_json(),
     }
 
 
