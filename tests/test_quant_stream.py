@@ -140,3 +140,24 @@ def test_memory_follows_the_row_block(tmp_path):
     bound = 60 * (1 << 18) + 8 * 4096 * 512 + (4 << 20)
     assert bound < 32768 * 512 * 4
     assert peak < bound, (peak, bound)
+
+
+def test_fused_lsq_is_the_numpy_expressions():
+    """lsq's fused elementwise kernels give bit for bit what its numpy expressions give, with
+    uniform and importance weights, padding, zero and tiny groups, ties and outliers."""
+    from maskc.quantize.methods import _weights, column_mask, grouped32, lsq_search
+
+    rng = np.random.default_rng(7)
+    for c, g, bits in ((256, 32, 4), (72, 32, 4), (200, 64, 3), (64, 32, 8)):
+        w = (rng.standard_t(3, size=(300, c)) * 0.02).astype(np.float32)
+        w[0] = 0
+        w[1, :g] = 1e-30
+        w[2] = np.round(w[2] * 64) / 64  # exact ties
+        w[3, 5] = 40.0
+        x = grouped32(w, g)
+        for wt in (column_mask(c, g), _weights((300, c), g, rng.random(c) ** 3)):
+            wt = np.broadcast_to(wt, x.shape)
+            a = lsq_search(x, wt, bits, fused=True)
+            b = lsq_search(x, wt, bits, fused=False)
+            for u, v in zip(a, b, strict=True):
+                assert u.tobytes() == v.tobytes()

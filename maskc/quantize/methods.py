@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from maskc.quantize.encode import encode_mantissa, uniform_levels
+from maskc.quantize.fused import fit_update, round_products
 from maskc.romformat import QuantFormat, QuantTensor, group_values
 
 METHODS = ("rtn", "lsq", "gptq")
@@ -120,12 +121,14 @@ def _gsum(a: np.ndarray) -> np.ndarray:
     return np.einsum("rgk->rg", a)[..., None].astype(np.float64)
 
 
-def lsq_search(x, wt, bits: int, nstep: int = 20, iters: int = 3):
+def lsq_search(x, wt, bits: int, nstep: int = 20, iters: int = 3, fused: bool = True):
     """k-quants-style asymmetric search: float (s, m) ``[R, NG, 1]`` minimizing weighted error.
 
     Candidate steps form a ladder around the min-max step (``range / (n - 1 + 0.1 i)``); for each
     candidate rounding ``q`` the least-squares ``(s, m)`` and its weighted error come in closed
     form from five weighted sums; the best is kept, then refined by alternating round and fit.
+    ``fused``: the elementwise loops run as the kernels of :mod:`maskc.quantize.fused` (same
+    operations, same results; False: the numpy expressions below).
     """
     n = (1 << bits) - 1
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -165,6 +168,26 @@ def lsq_search(x, wt, bits: int, nstep: int = 20, iters: int = 3):
         return np.clip(q, 0, n, out=q)
 
     best_s, best_m = s0.astype(np.float64), mn.astype(np.float64)
+    if fused:
+        del xm
+        ax = np.empty_like(x)
+        scale0 = (1.0 / np.maximum(s0, np.float32(1e-30))).astype(np.float32)
+        round_products(x, mn, scale0, n, wt, ones, q, wq_buf, tmp, ax)
+        d2 = (s0 * q + mn - x) ** 2
+        best_e = _gsum(d2 if ones else wt * d2)
+        del d2
+
+        def step(scale, off):
+            round_products(x, off, scale.astype(np.float32), n, wt, ones, q, wq_buf, tmp, ax)
+            sl, sll, slx = _gsum(q if ones else wq_buf), _gsum(tmp), _gsum(ax)
+            fit_update(sw, sx, sxx, sl, sll, slx, best_s, best_m, best_e)
+
+        for i in range(nstep + 1):
+            step(np.float32(n - 1.0 + 0.1 * i) / rng, mn)
+        for _ in range(iters):
+            inv = np.where(best_s > 0, 1.0 / np.where(best_s > 0, best_s, 1.0), 0.0)
+            step(inv.astype(np.float32), best_m.astype(np.float32))
+        return best_s, best_m
     round_to(1.0 / np.maximum(s0, np.float32(1e-30)), xm)
     d2 = (s0 * q + mn - x) ** 2
     best_e = _gsum(d2 if ones else wt * d2)
