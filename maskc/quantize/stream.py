@@ -18,6 +18,7 @@ JSON-able result. Any :class:`concurrent.futures.Executor` can run it.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -354,15 +355,21 @@ def settings_json(settings: dict[str, QuantSetting], names) -> dict[str, dict]:
     return {n: asdict(settings[n]) for n in names if n in settings}
 
 
+@functools.lru_cache(maxsize=2)
+def _open_model(model_path: str, config_path: str | None):
+    """The model a worker reads (opened once per worker process: headers and tokenizer)."""
+    from maskc.ingest import load_model
+
+    return load_model(model_path, config_path)
+
+
 def quantize_unit(
     model_path: str, config_path: str | None, build: str, layer: int | None, settings: dict
 ) -> dict:
     """One unit as a worker runs it (no calibration): opens the model at ``model_path``
     itself, writes ``build``/quant/'s file of ``layer`` (None: the model-level tensors)
     atomically and returns ``{"layer", "rows", "index"}`` (JSON values)."""
-    from maskc.ingest import load_model
-
-    model = load_model(model_path, config_path)
+    model = _open_model(model_path, config_path)
     sets = {n: QuantSetting(**d) for n, d in settings.items()}
     rows, index, _ = run_unit(model, Path(build), layer, sets)
     return {"layer": layer, "rows": rows, "index": index}
