@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import pytest
 from safetensors.numpy import load_file
 
 from maskc.ingest import load_model
@@ -161,3 +162,28 @@ def test_fused_lsq_is_the_numpy_expressions():
             b = lsq_search(x, wt, bits, fused=False)
             for u, v in zip(a, b, strict=True):
                 assert u.tobytes() == v.tobytes()
+
+
+def test_store_dequantizes_in_row_blocks(model_cache, tmp_path, monkeypatch):
+    """QuantStore.dequantized reads a large matrix in row blocks: the same float32 values as
+    the whole matrix's dequantize(); a field of the wrong shape is still refused."""
+    import maskc.quantize.store as store_mod
+    from maskc.errors import InputError
+    from maskc.safetensors_io import write_safetensors
+
+    gen = model_cache("tiny-odd")
+    model = load_model(gen.path)
+    q = quantize_model(model, _resolve(model), None, tmp_path, Quiet())
+    monkeypatch.setattr(store_mod, "DEQUANT_ROWS", 7)
+    for name, e in q.store.index.items():
+        if e["kind"] == "quantized":
+            whole = q.store.matrix(name).dequantize()
+            assert q.store.dequantized(name).tobytes() == whole.tobytes()
+    name = "model.layers.0.mlp.down_proj.weight"
+    f = tmp_path / q.store.index[name]["file"]
+    arrays = load_file(f)
+    arrays[f"{name}/scale_e"] = arrays[f"{name}/scale_e"][:-1]
+    write_safetensors(f, arrays)
+    fresh = store_mod.QuantStore(tmp_path, q.store.index)
+    with pytest.raises(InputError, match="scale_e"):
+        fresh.dequantized(name)
