@@ -172,7 +172,8 @@ def compile(
             "--jobs",
             "-j",
             min=1,
-            help="Processes writing the layers (default: one per core). The build is "
+            help="Processes quantizing the layers (without calibration; fewer if memory "
+            "says so) and writing the layers (default: one per core). The build is "
             "byte-identical for any value.",
         ),
     ] = None,

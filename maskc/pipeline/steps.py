@@ -42,6 +42,7 @@ from maskc.quantize.report import (
     sensitivity,
 )
 from maskc.quantize.rules import QUANTIZABLE_ROLES, Resolution
+from maskc.quantize.stream import quant_workers
 
 #: The IR stages a complete build holds (its manifest's ``stages``).
 BUILD_STAGES = ["ingest", "quantize", "place", "netlist", "layout"]
@@ -193,10 +194,25 @@ def model_files(
 
 
 def quantize(
-    model: Model, quant_settings: Resolution, calib: Calibration | None, build: Path, events
+    model: Model,
+    quant_settings: Resolution,
+    calib: Calibration | None,
+    build: Path,
+    events,
+    opts: CompileOptions,
 ) -> tuple[QuantizedModel, list[dict]]:
-    """Stage 2: quant/ written; the quantized model and its per-tensor rows."""
-    q = quantize_model(model, quant_settings, calib, build, events)
+    """Stage 2: quant/ written; the quantized model and its per-tensor rows. Without
+    calibration the layers are quantized by ``--jobs`` worker processes (quant_workers: fewer
+    when memory says so); the build does not depend on how many."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    n = quant_workers(model, opts.jobs) if calib is None else 1
+    if n <= 1:
+        q = quantize_model(model, quant_settings, calib, build, events)
+    else:
+        with ProcessPoolExecutor(n, mp_context=get_context("fork")) as ex:
+            q = quantize_model(model, quant_settings, calib, build, events, executor=ex)
     return q, q.rows
 
 

@@ -2,13 +2,15 @@
 memory at a time, calibrated on text when a setting needs it.
 
 :func:`choose_calibration` decides whether and on what text to calibrate; :func:`quantize_model`
-streams the model (embedding first: it feeds the calibration windows; then every layer, observed
-with the float weights, quantized, and pushed through *quantized*; then the final norm and an
-untied lm_head) and returns a :class:`QuantizedModel`.
+streams the model in units (the model-level tensors first: the embedding feeds the calibration
+windows; then every layer, observed with the float weights, quantized, and pushed through
+*quantized*), each in row blocks (:mod:`maskc.quantize.stream`), and returns a
+:class:`QuantizedModel`.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import as_completed
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -18,13 +20,11 @@ import numpy as np
 from maskc.build import write_json
 from maskc.errors import InputError, UsageError
 from maskc.fsutil import read_text
-from maskc.quantize.calibrate import SITE_OF_ROLE, LayerCalibrator
-from maskc.quantize.matrix import quantize_stack, weight_metrics
-from maskc.quantize.rules import QUANTIZABLE_ROLES, Resolution
-from maskc.quantize.store import INDEX, QuantStore, arrays_of, file_for, index_entry
+from maskc.quantize.calibrate import LayerCalibrator
+from maskc.quantize.rules import Resolution
+from maskc.quantize.store import INDEX, QuantStore, file_for
+from maskc.quantize.stream import quantize_unit, run_unit, settings_json
 from maskc.reference import FloatLlama
-from maskc.romformat import QuantTensor
-from maskc.safetensors_io import write_safetensors
 
 #: Fewest tokens a calibration text must give.
 MIN_CALIB_TOKENS = 64
@@ -113,24 +113,6 @@ class QuantizedModel:
                 raise ValueError(f"quantize: {name}: {e['file']} was not written")
 
 
-def _setting_row(spec, setting, q: QuantTensor | None, metrics, bpw) -> dict:
-    return {
-        "name": spec.name,
-        "role": spec.role,
-        "layer": spec.layer,
-        "shape": list(spec.shape),
-        "quantized": q is not None,
-        "bits": setting.bits if q is not None else None,
-        "group_size": setting.group_size if q is not None else None,
-        "method": setting.method if q is not None else None,
-        "symmetric": setting.symmetric if q is not None else None,
-        "scale_bits": setting.scale_bits if q is not None else None,
-        "bpw": bpw,
-        "rom_bits": q.fmt.rom_bits(*q.shape) if q is not None else None,
-        **metrics,
-    }
-
-
 class _LayerWeights:
     """``get_tensor`` for FloatLlama that serves whatever weights are currently installed."""
 
@@ -142,103 +124,84 @@ class _LayerWeights:
 
 
 def quantize_model(
-    model, res: Resolution, calib: Calibration | None, build: Path, events
+    model, res: Resolution, calib: Calibration | None, build: Path, events, executor=None
 ) -> QuantizedModel:
-    """Quantize every tensor of ``model`` per ``res`` into ``build/quant/`` (one layer in
-    memory at a time) and write quant/index.json."""
+    """Quantize every tensor of ``model`` per ``res`` into ``build/quant/`` and write
+    quant/index.json.
+
+    The work comes in units (:mod:`maskc.quantize.stream`): the model-level tensors, then each
+    decoder layer, each read and written in row blocks. Without calibration the units are
+    independent: given ``executor`` (any :class:`concurrent.futures.Executor`), they are
+    submitted to it as :func:`~maskc.quantize.stream.quantize_unit` calls; the results are
+    assembled in a fixed order, so the build does not depend on the executor. With calibration
+    the layers run here, in order: layer ``i`` is observed with its float weights (one layer in
+    float32), quantized, and the calibration windows are pushed through its dequantized
+    weights."""
     ev = events
     a = model.arch
-    specs_by_layer: dict[int | None, list] = {}
-    for s in model.specs:
-        specs_by_layer.setdefault(s.layer, []).append(s)
     ev.start("quantizing", sum(s.parameters for s in model.specs))
     (build / "quant").mkdir(parents=True, exist_ok=True)
-    rows: list[dict] = []
-    index: dict[str, dict] = {}
-    global_arrays: dict[str, np.ndarray] = {}
-    weights = _LayerWeights()
-    calibrator = None
+    settings = res.settings
+    units: list[int | None] = [None, *range(a.num_layers)]
+    params = {u: sum(s.parameters for s in model.specs if s.layer == u) for u in units}
+    results: dict[int | None, tuple[list, dict]] = {}
 
-    def record(spec, w, setting, q, arrays, file):
-        """Store one tensor's result (q None: kept in float) and return its dequantized value."""
-        if q is None:
-            arrays[spec.name] = w
-            index[spec.name] = {"file": file, "kind": "float", "shape": list(spec.shape)}
-            rows.append(_setting_row(spec, setting, None, {}, 32.0))
-            deq = w
-        else:
-            deq = q.dequantize()
-            arrays.update(arrays_of(q))
-            index[spec.name] = index_entry(q, file)
-            bpw = q.fmt.bits_per_weight(*q.shape)
-            rows.append(_setting_row(spec, setting, q, weight_metrics(w, deq), bpw))
-        ev.advance(spec.parameters, spec.name)
-        return deq
+    def progress(n: int, name: str) -> None:
+        ev.advance(n, name)
 
-    def do_tensors(specs, floats, stats, arrays, file) -> dict[str, np.ndarray]:
-        """Quantize a layer's (or the model-level) tensors; matrices that share an input site
-        and a setting are quantized as one row-stack."""
-        deqs: dict[str, np.ndarray] = {}
-        jobs: dict[tuple, list] = {}
-        for spec in specs:
-            setting = res.settings.get(spec.name)
-            if spec.role not in QUANTIZABLE_ROLES or setting is None or setting.skip:
-                deqs[spec.name] = record(spec, floats[spec.name], setting, None, arrays, file)
-            else:
-                key = (SITE_OF_ROLE.get(spec.role, spec.name), setting)
-                jobs.setdefault(key, []).append(spec)
-        for (site, setting), group in jobs.items():
-            st = stats.get(site) if stats else None
-            qs = quantize_stack(
-                [s.name for s in group],
-                [floats[s.name] for s in group],
-                setting,
-                importance=None if st is None else st.importance,
-                hessian=None if st is None else st.hessian,
+    if calib is None and executor is not None:
+        futs = {}
+        for u in units:
+            names = [s.name for s in model.specs if s.layer == u]
+            args = (str(model.path), str(model.config_path), str(build), u)
+            futs[u] = executor.submit(quantize_unit, *args, settings_json(settings, names))
+        unit_of = {f: u for u, f in futs.items()}
+        for f in as_completed(futs.values()):
+            if f.exception() is None:
+                ev.advance(params[unit_of[f]], file_for(unit_of[f]))
+        for u in units:  # in order: the first failing unit raises, whatever finished first
+            r = futs[u].result()
+            results[u] = (r["rows"], r["index"])
+    else:
+        # the embedding feeds the calibration windows
+        embed = next(s for s in model.specs if s.layer is None).name
+        uniq = np.unique(np.asarray(calib.ids)) if calib is not None else None
+        keep = {embed: uniq} if calib is not None else None
+        rows, index, kept = run_unit(model, build, None, settings, None, keep, progress)
+        results[None] = (rows, index)
+        calibrator = None
+        weights = _LayerWeights()
+        if calib is not None:
+            ids, ctx = list(calib.ids), calib.ctx
+            rows_of = kept.pop(embed)
+            windows = [
+                rows_of[np.searchsorted(uniq, np.asarray(ids[i : i + ctx]))].astype(np.float32)
+                for i in range(0, len(ids), ctx)
+                if len(ids[i : i + ctx]) >= 2
+            ]
+            del rows_of
+            calibrator = LayerCalibrator(
+                FloatLlama(a, weights, cache_weights=False), windows, calib.hessians
             )
-            for spec, q in zip(group, qs, strict=True):
-                deqs[spec.name] = record(spec, floats[spec.name], setting, q, arrays, file)
-        return deqs
-
-    # model-level tensors first (the embedding feeds the calibration windows)
-    gfile = file_for(None)
-    embed_spec = specs_by_layer[None][0]
-    embed_deq = do_tensors(
-        [embed_spec], {embed_spec.name: model.read(embed_spec.name)}, None, global_arrays, gfile
-    )[embed_spec.name]
-    if calib is not None:
-        ids, ctx = list(calib.ids), calib.ctx
-        windows = [
-            embed_deq[np.asarray(ids[i : i + ctx])].astype(np.float32)
-            for i in range(0, len(ids), ctx)
-            if len(ids[i : i + ctx]) >= 2
-        ]
-        calibrator = LayerCalibrator(
-            FloatLlama(a, weights, cache_weights=False), windows, calib.hessians
-        )
-    del embed_deq
-
-    for i in range(a.num_layers):
-        specs = specs_by_layer[i]
-        floats = {s.name: model.read(s.name) for s in specs}
-        stats = None
-        if calibrator is not None:
-            weights.tensors = floats
-            stats = calibrator.observe(i)
-        arrays: dict[str, np.ndarray] = {}
-        file = file_for(i)
-        deqs = do_tensors(specs, floats, stats, arrays, file)
-        write_safetensors(build / file, arrays, {"maskc": "quantized layer"})
-        if calibrator is not None:
-            weights.tensors = deqs
-            calibrator.advance(i)
-        del floats, deqs, arrays
-
-    rest = specs_by_layer[None][1:]
-    do_tensors(rest, {s.name: model.read(s.name) for s in rest}, None, global_arrays, gfile)
-    write_safetensors(build / gfile, global_arrays, {"maskc": "quantized model-level tensors"})
+        for i in range(a.num_layers):
+            stats = None
+            specs = [s for s in model.specs if s.layer == i]
+            if calibrator is not None:
+                weights.tensors = {s.name: model.read(s.name) for s in specs}
+                stats = calibrator.observe(i)
+                weights.tensors = {}
+            keep = {s.name: None for s in specs} if calibrator is not None else None
+            rows, index, deqs = run_unit(model, build, i, settings, stats, keep, progress)
+            results[i] = (rows, index)
+            if calibrator is not None:
+                weights.tensors = deqs
+                calibrator.advance(i)
+                weights.tensors = {}
+            del deqs
     order = {s.name: k for k, s in enumerate(model.specs)}
+    rows = [r for u in units for r in results[u][0]]
     rows.sort(key=lambda r: order[r["name"]])
+    index = {k: v for u in units for k, v in results[u][1].items()}
     index = dict(sorted(index.items(), key=lambda kv: order[kv[0]]))
     write_json(build / INDEX, {"version": 1, "tensors": index})
     return QuantizedModel(QuantStore(build, index), rows)

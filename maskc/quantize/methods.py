@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from maskc.quantize.encode import encode_mantissa, uniform_levels
+from maskc.quantize.fused import fit_update, round_products
 from maskc.romformat import QuantFormat, QuantTensor, group_values
 
 METHODS = ("rtn", "lsq", "gptq")
@@ -33,6 +34,21 @@ def grouped(w: np.ndarray, g: int) -> np.ndarray:
     r, c = w.shape
     cp = -(-c // g) * g
     x = np.zeros((r, cp), dtype=np.float64)
+    x[:, :c] = w
+    return x.reshape(r, cp // g, g)
+
+
+def grouped32(w: np.ndarray, g: int) -> np.ndarray:
+    """float32 ``[R, NG, G]`` grouped view of float32 ``w`` (a view when no padding is needed):
+    the same values as :func:`grouped`, which every method only reads (a float32 weight minus
+    a float64 offset is computed in float64 either way)."""
+    r, c = w.shape
+    if w.dtype != np.float32:
+        return grouped(w, g)
+    if c % g == 0:
+        return np.ascontiguousarray(w).reshape(r, c // g, g)
+    cp = -(-c // g) * g
+    x = np.zeros((r, cp), dtype=np.float32)
     x[:, :c] = w
     return x.reshape(r, cp // g, g)
 
@@ -48,6 +64,15 @@ def column_mask(c: int, g: int) -> np.ndarray:
 def nearest_level(u: np.ndarray, levels: np.ndarray) -> np.ndarray:
     """Index of the nearest of the sorted ``levels`` for each ``u`` (ties to the lower)."""
     lv = levels.astype(np.float64)
+    n = len(lv) - 1
+    if lv[0] == 0 and np.array_equal(lv, np.arange(n + 1)):
+        # levels 0..n: the cuts are k + 0.5, and the number of cuts below u is
+        # clip(ceil(u - 0.5), 0, n) (u - 0.5 is exact wherever it matters: u >= 0.25, Sterbenz;
+        # below, it stays <= 0 and clips to 0): what searchsorted gives, in a few passes
+        t = np.subtract(u, 0.5)
+        np.ceil(t, out=t)
+        np.clip(t, 0, n, out=t)
+        return t.astype(np.uint8)
     cut = (lv[1:] + lv[:-1]) / 2
     return np.searchsorted(cut, u, side="left").astype(np.uint8)
 
@@ -70,11 +95,15 @@ def ls_fit(x, wt, lv, s0, m0):
 def range_init(x: np.ndarray, wt: np.ndarray, bits: int, symmetric: bool):
     """RTN step/offset per group from the range of the real (weighted > 0) columns."""
     real = wt > 0
-    big = np.finfo(np.float64).max
-    mn = np.where(real, x, big).min(-1, keepdims=True)
-    mx = np.where(real, x, -big).max(-1, keepdims=True)
-    mn = np.where(mn == big, 0.0, mn)
-    mx = np.where(mx == -big, 0.0, mx)
+    if real.all():  # no padding, nothing masked: the plain min/max (exact, in x's dtype)
+        mn = x.min(-1, keepdims=True).astype(np.float64)
+        mx = x.max(-1, keepdims=True).astype(np.float64)
+    else:
+        big = np.finfo(np.float64).max
+        mn = np.where(real, x, big).min(-1, keepdims=True)
+        mx = np.where(real, x, -big).max(-1, keepdims=True)
+        mn = np.where(mn == big, 0.0, mn)
+        mx = np.where(mx == -big, 0.0, mx)
     if symmetric:
         half = 1 << (bits - 1)
         # levels -half .. half-1: cover both the most negative and the most positive weight
@@ -92,12 +121,14 @@ def _gsum(a: np.ndarray) -> np.ndarray:
     return np.einsum("rgk->rg", a)[..., None].astype(np.float64)
 
 
-def lsq_search(x, wt, bits: int, nstep: int = 20, iters: int = 3):
+def lsq_search(x, wt, bits: int, nstep: int = 20, iters: int = 3, fused: bool = True):
     """k-quants-style asymmetric search: float (s, m) ``[R, NG, 1]`` minimizing weighted error.
 
     Candidate steps form a ladder around the min-max step (``range / (n - 1 + 0.1 i)``); for each
     candidate rounding ``q`` the least-squares ``(s, m)`` and its weighted error come in closed
     form from five weighted sums; the best is kept, then refined by alternating round and fit.
+    ``fused``: the elementwise loops run as the kernels of :mod:`maskc.quantize.fused` (same
+    operations, same results; False: the numpy expressions below).
     """
     n = (1 << bits) - 1
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -111,12 +142,14 @@ def lsq_search(x, wt, bits: int, nstep: int = 20, iters: int = 3):
     sx = _gsum(wx)
     sxx = _gsum(wx * x)
     q = np.empty_like(x)
-    wq = np.empty_like(x)
+    wq_buf = np.empty_like(x)
     tmp = np.empty_like(x)
+
+    ones = bool((wt == 1).all())  # uniform weights, no padding: wt * q is q (exactly)
 
     def fit(q):
         """Least-squares (s, m) for rounding q and its weighted squared error."""
-        np.multiply(wt, q, out=wq)
+        wq = q if ones else np.multiply(wt, q, out=wq_buf)
         sl = _gsum(wq)
         sll = _gsum(np.multiply(wq, q, out=tmp))
         slx = _gsum(np.multiply(wq, x, out=tmp))
@@ -135,8 +168,30 @@ def lsq_search(x, wt, bits: int, nstep: int = 20, iters: int = 3):
         return np.clip(q, 0, n, out=q)
 
     best_s, best_m = s0.astype(np.float64), mn.astype(np.float64)
+    if fused:
+        del xm
+        ax = np.empty_like(x)
+        scale0 = (1.0 / np.maximum(s0, np.float32(1e-30))).astype(np.float32)
+        round_products(x, mn, scale0, n, wt, ones, q, wq_buf, tmp, ax)
+        d2 = (s0 * q + mn - x) ** 2
+        best_e = _gsum(d2 if ones else wt * d2)
+        del d2
+
+        def step(scale, off):
+            round_products(x, off, scale.astype(np.float32), n, wt, ones, q, wq_buf, tmp, ax)
+            sl, sll, slx = _gsum(q if ones else wq_buf), _gsum(tmp), _gsum(ax)
+            fit_update(sw, sx, sxx, sl, sll, slx, best_s, best_m, best_e)
+
+        for i in range(nstep + 1):
+            step(np.float32(n - 1.0 + 0.1 * i) / rng, mn)
+        for _ in range(iters):
+            inv = np.where(best_s > 0, 1.0 / np.where(best_s > 0, best_s, 1.0), 0.0)
+            step(inv.astype(np.float32), best_m.astype(np.float32))
+        return best_s, best_m
     round_to(1.0 / np.maximum(s0, np.float32(1e-30)), xm)
-    best_e = _gsum(wt * (s0 * q + mn - x) ** 2)
+    d2 = (s0 * q + mn - x) ** 2
+    best_e = _gsum(d2 if ones else wt * d2)
+    del d2
     for i in range(nstep + 1):
         s, m, e = fit(round_to(np.float32(n - 1.0 + 0.1 * i) / rng, xm))
         better = e < best_e
@@ -216,7 +271,7 @@ def assemble(
 
 def quantize_rtn(name: str, w: np.ndarray, fmt: QuantFormat, importance=None) -> QuantTensor:
     """Round to nearest. ``w``: float32 ``[R, C]``."""
-    x = grouped(w, fmt.group_size)
+    x = grouped32(w, fmt.group_size)
     wt = np.broadcast_to(column_mask(w.shape[1], fmt.group_size), x.shape)
     s, m = range_init(x, wt, fmt.bits, fmt.symmetric)
     levels = uniform_levels(fmt.bits, fmt.symmetric)
@@ -236,7 +291,7 @@ def _weights(w_shape, g, importance):
 
 def quantize_lsq(name: str, w: np.ndarray, fmt: QuantFormat, importance=None) -> QuantTensor:
     """k-quants-style least-squares search (asymmetric formats). ``importance``: ``[C]`` or None."""
-    x = grouped(w, fmt.group_size)
+    x = grouped32(w, fmt.group_size)
     wt = np.broadcast_to(_weights(w.shape, fmt.group_size, importance), x.shape)
     if fmt.symmetric:
         s, m = range_init(x, wt, fmt.bits, True)

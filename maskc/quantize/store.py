@@ -12,12 +12,13 @@ and format. :class:`QuantStore` is that folder opened, the object the later stag
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 
 from maskc.errors import InputError
-from maskc.romformat import QuantFormat, QuantTensor, read_tensor
+from maskc.romformat import QuantFormat, QuantTensor, fields_of, from_arrays, read_tensor
 from maskc.safetensors_io import SafetensorsFile
 
 INDEX = "quant/index.json"
@@ -34,12 +35,17 @@ def arrays_of(q: QuantTensor) -> dict[str, np.ndarray]:
 
 
 def index_entry(q: QuantTensor, file: str) -> dict:
+    return index_entry_of(q.fmt, q.method, q.shape, file)
+
+
+def index_entry_of(fmt: QuantFormat, method: str, shape, file: str) -> dict:
+    """quant/index.json's entry of a quantized matrix."""
     return {
         "file": file,
         "kind": "quantized",
-        "shape": list(q.shape),
-        "method": q.method,
-        "format": q.fmt.to_json(),
+        "shape": list(shape),
+        "method": method,
+        "format": fmt.to_json(),
     }
 
 
@@ -83,7 +89,56 @@ class QuantStore:
         return self.file(self.index[name]["file"]).read(name)
 
     def dequantized(self, name: str) -> np.ndarray:
-        """Any tensor as float32: a quantized matrix's exact stored values, or the float."""
+        """Any tensor as float32: a quantized matrix's exact stored values, or the float.
+
+        A large matrix is read, validated and dequantized in blocks of rows, so that only the
+        float32 result is whole in memory (not its codes too)."""
         if self.kind(name) == "float":
             return self.float(name).astype(np.float32)
-        return self.matrix(name).dequantize()
+        e = self.index[name]
+        r = e["shape"][0] if isinstance(e.get("shape"), list) and e["shape"] else 0
+        if not isinstance(r, int) or r <= DEQUANT_ROWS:
+            return self.matrix(name).dequantize()
+        try:
+            fmt = QuantFormat.from_json(e["format"], name)
+            st = self.file(e["file"])
+            c = e["shape"][1]
+            fds = list(fields_of(fmt))
+            infos = {fd.name: st.tensors[f"{name}/{fd.name}"] for fd in fds}
+            if any(
+                infos[fd.name].dtype != fd.st_dtype
+                or tuple(infos[fd.name].shape) != fd.shape(fmt, r, c)
+                for fd in fds
+            ):
+                raise KeyError(name)
+        except (KeyError, TypeError, InputError):
+            return self.matrix(name).dequantize()  # raises the error naming what is wrong
+        levels = st.read_raw(f"{name}/levels")
+        out = np.empty((r, c), dtype=np.float32)
+        with open(st.path, "rb") as f:
+            for a in range(0, r, DEQUANT_ROWS):
+                b = min(a + DEQUANT_ROWS, r)
+                arrays = {"levels": levels}
+                for fd in fds:
+                    if fd.axis != "level":
+                        arrays[fd.name] = _read_rows(f, infos[fd.name], fd.dtype, a, b)
+                q = from_arrays(name, (b - a, c), fmt, arrays, str(e.get("method", "")))
+                out[a:b] = q.dequantize()
+        return out
+
+
+#: Rows of a matrix dequantized at once by QuantStore.dequantized.
+DEQUANT_ROWS = 4096
+
+
+def _read_rows(f, info, dtype: np.dtype, a: int, b: int) -> np.ndarray:
+    """Rows ``a:b`` of the 2-d (or 1-d) tensor ``info`` of the open file ``f``."""
+    shape = tuple(info.shape)
+    if info.end - info.begin != math.prod(shape) * dtype.itemsize or not shape:
+        raise InputError(f"{f.name}: tensor {info.name!r} has the wrong size")
+    row = math.prod(shape[1:]) * dtype.itemsize
+    out = np.empty((b - a, *shape[1:]), dtype=dtype)
+    f.seek(info.begin + a * row)
+    if f.readinto(memoryview(out.reshape(-1).view(np.uint8))) != out.nbytes:
+        raise InputError(f"{f.name}: tensor {info.name!r}: file ended early")
+    return out
