@@ -266,8 +266,13 @@ def write_safetensors(
     path: str | os.PathLike,
     tensors: dict[str, np.ndarray],
     metadata: dict[str, str] | None = None,
+    align: int = 1,
 ) -> None:
     """Write ``tensors`` to ``path`` deterministically (sorted names, 8-byte aligned header).
+
+    ``align > 1`` starts every tensor's bytes at a file offset that is a multiple of ``align``
+    (so it can be memory-mapped as its dtype): a tensor that would not is preceded by a U8
+    padding tensor named ``<name>:pad`` (the format allows no unindexed bytes).
 
     Accepts numpy float32/float16/float64, ``ml_dtypes.bfloat16`` and integer/bool arrays.
     The output is readable by the ``safetensors`` library and by :class:`SafetensorsFile`.
@@ -286,6 +291,11 @@ def write_safetensors(
         if dt not in by_np:
             raise TypeError(f"write_safetensors: tensor {name!r} has unsupported dtype {dt}")
         arr = np.ascontiguousarray(arr, dtype=dt)
+        if offset % align:
+            k = -offset % align
+            header[f"{name}:pad"] = {"dtype": "U8", "shape": [k], "data_offsets": [offset, offset + k]}
+            arrays.append(np.zeros(k, np.uint8))
+            offset += k
         header[name] = {
             "dtype": by_np[dt],
             "shape": list(arr.shape),

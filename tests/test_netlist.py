@@ -50,7 +50,7 @@ def test_netlist_files_and_structure(built):
         "tokenizer.json",
     ]
     doc = json.loads((root / "netlist.json").read_text())
-    assert doc["format"] == "maskc-netlist" and doc["version"] == 1
+    assert doc["format"] == "maskc-netlist" and doc["version"] == 2
     assert doc["numerics"]["contract"] == 1 and doc["numerics"]["signal_frac"] == 12
     kinds = [op["op"] for op in doc["ops"]]
     assert kinds[0] == "embed" and kinds[-1] == "logits"
@@ -123,7 +123,7 @@ def test_dump_is_canonical_across_compiles(model_cache, tmp_path, cli):
         dumps.append(r.out)
     assert dumps[0] == dumps[1]
     lines = dumps[0].splitlines()
-    assert lines[0] == "maskc-netlist v1"
+    assert lines[0] == "maskc-netlist v2"
     tiles = [ln for ln in lines if ln.startswith("  tile ")]
     doc = json.loads((tmp_path / "b0" / "netlist" / "netlist.json").read_text())
     assert len(tiles) == doc["placement"]["tiles_used"]
