@@ -293,7 +293,11 @@ def write_safetensors(
         arr = np.ascontiguousarray(arr, dtype=dt)
         if offset % align:
             k = -offset % align
-            header[f"{name}:pad"] = {"dtype": "U8", "shape": [k], "data_offsets": [offset, offset + k]}
+            header[f"{name}:pad"] = {
+                "dtype": "U8",
+                "shape": [k],
+                "data_offsets": [offset, offset + k],
+            }
             arrays.append(np.zeros(k, np.uint8))
             offset += k
         header[name] = {

@@ -96,7 +96,7 @@ class TileCodes:
         out = unpack_codes(self.packed[idx], self.w)
         if not rest:
             return out
-        return out[rest] if np.ndim(idx) == 0 else out[(slice(None), *rest)]
+        return out[rest] if isinstance(idx, int | np.integer) else out[(slice(None), *rest)]
 
     def __array__(self, dtype=None, copy=None):
         out = unpack_codes(self.packed, self.w)
