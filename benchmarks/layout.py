@@ -7,16 +7,19 @@ bits, the tied embedding at its built-in 8 bits) and an all-4-bit build (a rule 
 embedding to 4 bits too). Then, for each build and format, a fresh process timed by
 ``/usr/bin/time -v`` writes both layers from the build's netlist and another reads them back
 and verifies them, so times and peak RSS are the layout stage's alone (worker processes
-included). Prints a table and writes benchmarks/results/layout.json.
+included); the peak RSS is the whole process tree's (sampled every 0.1 s, summed over the
+processes), the figure the 3 GiB bound of issue 17 is about. Each build's folders are sized
+too (bytes per weight of quant/, netlist/ and the whole build with these layers). Prints
+tables and writes benchmarks/results/layout.json.
 
-    python benchmarks/layout.py [MODEL_DIR]          # default out/smollm2 (the quick start's)
+    python benchmarks/layout.py [MODEL_DIR [COMPILE OPTION...]]   # default out/smollm2
+    python benchmarks/layout.py m200 --no-calib --only-4bit        # a synthetic model
 """
 
 from __future__ import annotations
 
 import json
 import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -45,11 +48,59 @@ def child(action: str, build: Path, fmt: str, out: Path) -> None:
         print(json.dumps({"seconds": time.perf_counter() - t0, "problems": problems}))
 
 
+def _tree_rss_mb(pid: int) -> float:
+    """Summed VmRSS of ``pid`` and its descendants (MB)."""
+    import os
+
+    kids: dict[int, list[int]] = {}
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            kids.setdefault(ppid, []).append(int(p))
+    total, todo = 0, [pid]
+    while todo:
+        q = todo.pop()
+        todo += kids.get(q, [])
+        try:
+            for ln in Path(f"/proc/{q}/status").read_text().splitlines():
+                if ln.startswith("VmRSS:"):
+                    total += int(ln.split()[1])
+        except OSError:
+            pass
+    return total / 1024
+
+
+def tree_peak(cmd: list[str]) -> tuple[str, float, float]:
+    """Run ``cmd``: its stdout, wall seconds and the peak RSS of its whole process tree (MB)."""
+    t0 = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as out:
+        p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.DEVNULL, text=True)
+        peak = 0.0
+        while p.poll() is None:
+            peak = max(peak, _tree_rss_mb(p.pid))
+            time.sleep(0.1)
+        if p.returncode:
+            raise subprocess.CalledProcessError(p.returncode, cmd)
+        out.seek(0)
+        return out.read(), time.perf_counter() - t0, peak
+
+
 def timed(args: list[str]) -> tuple[dict, float]:
-    cmd = ["/usr/bin/time", "-v", sys.executable, __file__, *args]
-    r = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", r.stderr)[1])
-    return json.loads(r.stdout.strip().splitlines()[-1]), rss / 1024
+    text, _wall, rss = tree_peak([sys.executable, __file__, *args])
+    return json.loads(text.strip().splitlines()[-1]), rss
+
+
+def folder_bytes(build: Path) -> dict[str, int]:
+    """Bytes of each top-level folder of a build (files at the top under ".")."""
+    out: dict[str, int] = {}
+    for p in build.rglob("*"):
+        if p.is_file():
+            top = p.relative_to(build).parts[0] if len(p.relative_to(build).parts) > 1 else "."
+            out[top] = out.get(top, 0) + p.stat().st_size
+    return out
 
 
 def main() -> None:
@@ -57,14 +108,16 @@ def main() -> None:
         child(sys.argv[2], Path(sys.argv[3]), sys.argv[4], Path(sys.argv[5]))
         return
     model = Path(sys.argv[1] if len(sys.argv) > 1 else "out/smollm2")
+    extra_opts = [a for a in sys.argv[2:] if a != "--only-4bit"]
+    variants = [("default (8-bit embedding)", []), ("all 4-bit", ["--config", "ALL4"])]
+    if "--only-4bit" in sys.argv[2:]:
+        variants = variants[1:]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         rules = Path(tmp) / "all4.toml"
         rules.write_text(ALL4)
-        for label, extra in (
-            ("default (8-bit embedding)", []),
-            ("all 4-bit", ["--config", str(rules)]),
-        ):
+        for label, extra in variants:
+            extra = [str(rules) if a == "ALL4" else a for a in extra] + extra_opts
             build = Path(tmp) / "b"
             subprocess.run(
                 [
@@ -86,6 +139,7 @@ def main() -> None:
             )
             nl = json.loads((build / "netlist" / "netlist.json").read_text())
             weights = sum(m["shape"][0] * m["shape"][1] for m in nl["matrices"].values())
+            sizes = folder_bytes(build)
             for fmt in ("oas", "gds"):
                 out = Path(tmp) / f"layers-{fmt}"
                 w, w_rss = timed(["--child", "write", str(build), fmt, str(out)])
@@ -107,20 +161,29 @@ def main() -> None:
                         "verify_s": v["seconds"],
                         "verify_rss_mb": v_rss,
                         "verified": not v["problems"],
+                        "folders_bytes": {k: n for k, n in sizes.items() if k != "layers"},
+                        "build_bytes_per_weight": (
+                            sum(n for k, n in sizes.items() if k != "layers") + total
+                        )
+                        / weights,
                     }
                 )
                 subprocess.run(["rm", "-rf", str(out)], check=True)
     print(
         f"{'build':<27}{'fmt':>4}{'files':>6}{'MB':>9}{'B/weight':>9}{'write s':>9}"
-        f"{'RSS MB':>8}{'verify s':>9}{'RSS MB':>8}{'ok':>4}"
+        f"{'RSS MB':>8}{'verify s':>9}{'RSS MB':>8}{'ok':>4}{'build B/w':>10}"
     )
     for r in rows:
         print(
             f"{r['build']:<27}{r['format']:>4}{r['files']:>6}{r['bytes'] / 1e6:>9.1f}"
             f"{r['bytes_per_weight']:>9.3f}{r['write_s']:>9.1f}{r['write_rss_mb']:>8.0f}"
             f"{r['verify_s']:>9.1f}{r['verify_rss_mb']:>8.0f}"
-            f"{'yes' if r['verified'] else 'NO':>4}"
+            f"{'yes' if r['verified'] else 'NO':>4}{r['build_bytes_per_weight']:>10.3f}"
         )
+    print("bytes per weight of each build folder (without layers/):")
+    for r in rows[::2]:
+        per = {k: n / r["weights"] for k, n in sorted(r["folders_bytes"].items())}
+        print(f"  {r['build']:<27}" + "  ".join(f"{k} {v:.3f}" for k, v in per.items()))
     out = HERE / "results" / "layout.json"
     out.write_text(
         json.dumps(

@@ -263,11 +263,15 @@ class SafetensorsFile:
 
 
 def _header_bytes(
-    entries: list[tuple[str, str, tuple[int, ...]]], metadata: dict[str, str] | None
+    entries: list[tuple[str, str, tuple[int, ...]]],
+    metadata: dict[str, str] | None,
+    align: int = 1,
 ) -> tuple[bytes, list[int]]:
     """The 8-byte length + JSON header of ``entries`` ``(name, dtype, shape)``, sorted by name
     (the deterministic format both writers share: compact JSON, ASCII, padded with spaces to a
-    multiple of 8 bytes), and each sorted entry's byte size."""
+    multiple of 8 bytes), and each sorted entry's byte size plus the zero bytes before it
+    (``align > 1``: a tensor whose data would not start at a multiple of ``align`` is preceded
+    by a U8 tensor ``<name>:pad`` of those zero bytes)."""
     header: dict[str, object] = {}
     if metadata:
         header["__metadata__"] = {str(k): str(v) for k, v in sorted(metadata.items())}
@@ -281,13 +285,21 @@ def _header_bytes(
         if dtype not in WRITABLE:
             raise TypeError(f"write_safetensors: tensor {name!r} has unsupported dtype {dtype}")
         nbytes = math.prod(shape) * WRITABLE[dtype].itemsize
+        pad = -offset % align
+        if pad:
+            header[f"{name}:pad"] = {
+                "dtype": "U8",
+                "shape": [pad],
+                "data_offsets": [offset, offset + pad],
+            }
+            offset += pad
         header[name] = {
             "dtype": dtype,
             "shape": [int(d) for d in shape],
             "data_offsets": [offset, offset + nbytes],
         }
         offset += nbytes
-        sizes.append(nbytes)
+        sizes.append(pad + nbytes)
     blob = json.dumps(header, separators=(",", ":"), ensure_ascii=True).encode()
     blob += b" " * (-len(blob) % 8)
     return struct.pack("<Q", len(blob)) + blob, sizes
@@ -306,8 +318,13 @@ def write_safetensors(
     path: str | os.PathLike,
     tensors: dict[str, np.ndarray],
     metadata: dict[str, str] | None = None,
+    align: int = 1,
 ) -> None:
     """Write ``tensors`` to ``path`` deterministically (sorted names, 8-byte aligned header).
+
+    ``align > 1`` starts every tensor's bytes at a file offset that is a multiple of ``align``
+    (so it can be memory-mapped as its dtype): a tensor that would not is preceded by a U8
+    padding tensor named ``<name>:pad`` (the format allows no unindexed bytes).
 
     Accepts numpy float32/float16/float64, ``ml_dtypes.bfloat16`` and integer/bool arrays.
     The output is readable by the ``safetensors`` library and by :class:`SafetensorsFile`.
@@ -318,10 +335,12 @@ def write_safetensors(
             raise ValueError(f"write_safetensors: invalid tensor name {name!r}")
         arr = np.asarray(tensors[name])
         arrays[name] = np.ascontiguousarray(arr, dtype=WRITABLE[_dtype_name(arr, name)])
-    head, _ = _header_bytes([(n, _dtype_name(a, n), a.shape) for n, a in arrays.items()], metadata)
+    entries = [(n, _dtype_name(a, n), a.shape) for n, a in arrays.items()]
+    head, sizes = _header_bytes(entries, metadata, align)
     with open(path, "wb") as f:
         f.write(head)
-        for arr in arrays.values():
+        for arr, size in zip(arrays.values(), sizes, strict=True):
+            f.write(bytes(size - arr.nbytes))
             f.write(arr.reshape(-1).view(np.uint8).data)
 
 

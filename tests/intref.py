@@ -287,6 +287,10 @@ class Matrix:
             raise ValueError(f"{name}: levels not strictly increasing")
         self.levels = levels
         codes = arrays[pre + "codes"]
+        # netlist.md, version 2: codes of 4 bits or fewer are stored two per byte, cell 2j in
+        # the low nibble and cell 2j+1 in the high one ([n, TR, W // 2]).
+        if bits is not None and bits <= 4:
+            codes = [[[v >> s & 15 for v in row for s in (0, 4)] for row in tile] for tile in codes]
         scale_m = arrays[pre + "scale_m"]
         scale_s = arrays[pre + "scale_s"]
         scale_e = arrays[pre + "scale_e"]
@@ -564,9 +568,9 @@ class IntRef:
         self.dir = _resolve_netlist_dir(netlist_dir)
         self.net = json.loads((self.dir / "netlist.json").read_text(encoding="utf-8"))
         net = self.net
-        if net.get("format") != "maskc-netlist" or net.get("version") != 1:
+        if net.get("format") != "maskc-netlist" or net.get("version") != 2:
             raise ValueError(
-                f"not a maskc-netlist version 1: {net.get('format')} {net.get('version')}"
+                f"not a maskc-netlist version 2: {net.get('format')} {net.get('version')}"
             )
         num = net["numerics"]
         if num.get("contract") != 1:

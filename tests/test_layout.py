@@ -539,3 +539,62 @@ def test_verify_catches_an_encoder_bug_planted_in_the_writer(
     assert all(re.match(r"tile T\d+_\d+_\d+ \(model\.\S+\) ", p) for p in problems), problems
     assert any(says in p and "found" in p for p in problems), (says, problems)
     assert verify_layers(nl, nl.fabric, nl.path.parent / "layers", banks) == []  # the true layers
+
+
+def test_a_bank_worker_reads_only_its_own_tiles(builds, tmp_path, monkeypatch):
+    """The OASIS writer's and verify's bank workers index the netlist's tile arrays (memory
+    maps) tile by tile, and only at their bank's tiles: no worker reads a whole matrix's codes
+    or scale fields (the positions and the level table are small and may be read whole)."""
+    import maskc.layout.banks
+    import maskc.netlist.loader as loader
+    from maskc.layout.banks import plan_banks
+    from maskc.layout.oasis import _write_oas_bank
+    from maskc.layout.verify import _verify_bank_worker
+    from maskc.netlist import load_netlist
+
+    reads: list[tuple[str, object]] = []
+    real = loader._memmap
+
+    class Spy:
+        def __init__(self, a, key):
+            self.a, self.key, self.shape, self.dtype = a, key, a.shape, a.dtype
+
+        def __len__(self):
+            return len(self.a)
+
+        def __getitem__(self, idx):
+            reads.append((self.key, idx))
+            return self.a[idx]
+
+        def __array__(self, dtype=None, copy=None):
+            reads.append((self.key, "all"))
+            return np.asarray(self.a, dtype)
+
+        def __getattr__(self, attr):
+            reads.append((self.key, "all"))
+            return getattr(self.a, attr)
+
+    monkeypatch.setattr(loader, "_memmap", lambda f, key: Spy(real(f, key), key))
+    nl = load_netlist(builds["oas"])
+    monkeypatch.setattr(maskc.layout.banks, "BANK_CELLS", 3 * nl.fabric.cells_per_tile)
+    banks = plan_banks(nl, nl.fabric, "oas")
+    assert len(banks) > 2
+    for k, bank in enumerate(banks):
+        bank["files"] = {layer: f"{layer}.{k}.oas" for layer in ("via", "metal")}
+        mine = {(n, i) for n, a, e in bank["tiles"] for i in range(a, e)}
+        for work in ("write", "verify"):
+            reads.clear()
+            if work == "write":
+                _write_oas_bank(str(nl.path), bank, str(tmp_path))
+            else:
+                paths = {x: str(tmp_path / f) for x, f in bank["files"].items()}
+                assert _verify_bank_worker(str(nl.path), bank, paths, 10) == []
+            touched = set()
+            for key, idx in reads:
+                name, field = key.rsplit("/", 1)
+                if field in ("pos", "levels"):
+                    continue
+                i = idx[0] if isinstance(idx, tuple) else idx
+                assert isinstance(i, int), (work, key, idx)
+                touched.add((name, i))
+            assert touched == mine, (work, k)

@@ -50,7 +50,7 @@ def test_netlist_files_and_structure(built):
         "tokenizer.json",
     ]
     doc = json.loads((root / "netlist.json").read_text())
-    assert doc["format"] == "maskc-netlist" and doc["version"] == 1
+    assert doc["format"] == "maskc-netlist" and doc["version"] == 2
     assert doc["numerics"]["contract"] == 1 and doc["numerics"]["signal_frac"] == 12
     kinds = [op["op"] for op in doc["ops"]]
     assert kinds[0] == "embed" and kinds[-1] == "logits"
@@ -123,7 +123,7 @@ def test_dump_is_canonical_across_compiles(model_cache, tmp_path, cli):
         dumps.append(r.out)
     assert dumps[0] == dumps[1]
     lines = dumps[0].splitlines()
-    assert lines[0] == "maskc-netlist v1"
+    assert lines[0] == "maskc-netlist v2"
     tiles = [ln for ln in lines if ln.startswith("  tile ")]
     doc = json.loads((tmp_path / "b0" / "netlist" / "netlist.json").read_text())
     assert len(tiles) == doc["placement"]["tiles_used"]
@@ -246,3 +246,93 @@ def test_a_mistyped_matrix_entry_is_exit_3(model_cache, tmp_path):
         p.write_text(json.dumps(doc))
         with pytest.raises(InputError, match=needle):
             load_netlist(b)
+
+
+# -- storage: nibble-packed, aligned, memory-mapped tiles (netlist version 2) ----------------------
+
+
+def _raw_tensor(path, key):
+    """dtype string, shape and absolute file offset of ``key``, parsed from the safetensors
+    header with struct/json only."""
+    import struct
+
+    data = path.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    e = json.loads(data[8 : 8 + n])[key]
+    return e["dtype"], e["shape"], 8 + n + e["data_offsets"][0], data
+
+
+def test_codes_are_nibble_packed_aligned_and_memory_mapped(built):
+    """Every matrix of 4 bits or fewer stores uint8 [n, TR, W // 2], cell 2j in the low nibble
+    and 2j + 1 in the high one (unpacked here with numpy bit operations), 8-byte aligned; 8-bit
+    codes stay [n, TR, W]. packed_codes is a read-only memory map of exactly those bytes."""
+    from maskc.netlist.loader import packed_codes, unpack_codes
+
+    nl = load_netlist(built["tiny"])
+    kinds = set()
+    for name, m in nl.matrices.items():
+        tr, w = m["tile_shape"]
+        bits = m["format"]["bits"]
+        path = nl.path / m["file"]
+        dtype, shape, off, data = _raw_tensor(path, f"{name}/codes")
+        assert dtype == "U8" and off % 8 == 0
+        raw = np.frombuffer(data, np.uint8, int(np.prod(shape)), off).reshape(shape)
+        if bits <= 4:
+            kinds.add("packed")
+            assert shape == [m["tiles"], tr, w // 2]
+            mine = np.empty((m["tiles"], tr, w), np.uint8)
+            mine[..., 0::2] = np.bitwise_and(raw, 0x0F)
+            mine[..., 1::2] = np.right_shift(raw, 4)
+        else:
+            kinds.add("bytes")
+            assert shape == [m["tiles"], tr, w]
+            mine = raw
+        # the tiles hold the quantizer's codes (independent reassembly from the blocks)
+        want = _quant(built["tiny"], name).codes
+        blocks = load_file(str(path))[f"{name}/block"]
+        for i, (r0, nr, c0, nc) in enumerate(blocks.tolist()):
+            assert np.array_equal(mine[i, :nr, :nc], want[r0 : r0 + nr, c0 : c0 + nc])
+            assert not mine[i, nr:].any() and not mine[i, :, nc:].any()  # padding is zero
+        for src in (nl, path):
+            p = packed_codes(src, name)
+            assert isinstance(p, np.memmap) and not p.flags.writeable
+            assert p.offset == off and np.array_equal(p, raw)
+        assert np.array_equal(unpack_codes(packed_codes(nl, name), w), mine)
+        t = nl.tile_arrays(name)
+        assert np.array_equal(t["codes"][1], mine[1])
+        assert np.array_equal(t["codes"][1:3, :2], mine[1:3, :2])
+        assert np.array_equal(t["codes"][0, 3], mine[0, 3])
+    assert kinds == {"packed", "bytes"}  # the tiny model has both (8-bit embedding)
+
+
+def test_a_version_1_netlist_is_a_clear_error(built, tmp_path, cli):
+    b = tmp_path / "b"
+    shutil.copytree(built["tiny"], b)
+    man = json.loads((b / "manifest.json").read_text())
+    nj = b / "netlist" / "netlist.json"
+    doc = json.loads(nj.read_text())
+    doc["version"] = 1
+    nj.write_text(json.dumps(doc))
+    write_manifest(b, man["stages"])
+    for args in (("inspect", b, "--netlist"), ("verify", b), ("emulate", b, "--tokens", "1")):
+        r = cli(*args)
+        assert r.code == 3 and "netlist version 1" in r.err and "recompile" in r.err, r
+        assert "Traceback" not in r.err
+
+
+def test_unpacked_codes_in_a_version_2_netlist_are_refused(built, tmp_path):
+    """A tiles file whose codes are one per byte (version 1's layout) is refused, naming the
+    shape the netlist stores."""
+    from maskc.errors import InputError
+    from maskc.safetensors_io import write_safetensors
+
+    b = tmp_path / "b"
+    shutil.copytree(built["tiny"], b)
+    nl = load_netlist(b)
+    name = "model.layers.0.self_attn.q_proj.weight"
+    path = nl.path / nl.matrices[name]["file"]
+    t = {k: v for k, v in load_file(str(path)).items() if not k.endswith(":pad")}
+    t[f"{name}/codes"] = nl.tile_arrays(name)["codes"][:]
+    write_safetensors(path, t, align=8)
+    with pytest.raises(InputError, match=r"codes.*recompile"):
+        load_netlist(b).matrix(name)

@@ -5,7 +5,7 @@ from its tiles."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,13 +16,91 @@ from maskc.ir import ModelArch
 from maskc.netlist.constants import CONTRACT, SIGNAL_FRAC
 from maskc.netlist.ops import Op, check_dataflow, parse_ops
 from maskc.romformat import TILE_FIELDS, QuantFormat, QuantTensor, fields_of
-from maskc.safetensors_io import SafetensorsFile
+from maskc.safetensors_io import WRITABLE, SafetensorsFile
 
 FORMAT = "maskc-netlist"
-VERSION = 1
+#: 2: codes of 4 bits or fewer nibble-packed ``[n, TR, W // 2]``, 8-byte aligned (memory-mappable)
+VERSION = 2
 DIR = "netlist"
 #: Activations are read in groups of this many elements; weight groups must be multiples.
 ACT_GROUP = 32
+
+
+#: Matrices of at most this many bits per code store two codes per byte (docs/netlist.md)
+PACK_BITS = 4
+
+
+def packed_width(bits: int, w: int) -> int:
+    """Bytes per tile row of ``NAME/codes`` for ``bits``-bit codes and ``w`` weights per row."""
+    return w // 2 if bits <= PACK_BITS else w
+
+
+def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
+    """uint8 ``[..., W]`` codes -> the stored ``[..., W // 2]`` (cell ``2j`` in the low nibble,
+    ``2j + 1`` in the high one) when ``bits <= 4``; 8-bit codes are stored as they are."""
+    codes = np.asarray(codes, np.uint8)
+    if bits > PACK_BITS:
+        return codes
+    return codes[..., 0::2] | (codes[..., 1::2] << 4)
+
+
+def unpack_codes(packed: np.ndarray, w: int) -> np.ndarray:
+    """The stored codes ``[..., W // 2]`` (or ``[..., W]``: 8-bit, returned as a copy) -> uint8
+    ``[..., W]``, one code per byte."""
+    p = np.asarray(packed)
+    if p.shape[-1] == w:
+        return np.array(p, np.uint8)
+    out = np.empty((*p.shape[:-1], w), np.uint8)
+    out[..., 0::2] = p & 15
+    out[..., 1::2] = p >> 4
+    return out
+
+
+def packed_codes(src, name: str) -> np.ndarray:
+    """The stored codes of matrix ``name`` as a read-only memory map (no copy): uint8
+    ``[n, TR, W // 2]`` (``[n, TR, W]`` for 8-bit codes). ``src`` is a loaded :class:`Netlist`
+    or the path of a tiles file."""
+    if isinstance(src, Netlist):
+        return src.packed_codes(name)
+    return _memmap(SafetensorsFile(src), f"{name}/codes")
+
+
+def _memmap(f: SafetensorsFile, key: str) -> np.ndarray:
+    info = f.tensors.get(key)
+    if info is None:
+        raise InputError(f"{f.path}: no tile array {key!r}")
+    if info.dtype not in WRITABLE:
+        raise InputError(f"{f.path}: tile array {key!r} has dtype {info.dtype}")
+    dt = WRITABLE[info.dtype]
+    if info.nbytes == 0:
+        return np.zeros(info.shape, dt)
+    return np.memmap(f.path, dtype=dt, mode="r", offset=info.begin, shape=info.shape)
+
+
+class TileCodes:
+    """The codes of a matrix's tiles, unpacked on access: ``codes[i]`` (or a slice of tiles,
+    with more indices after it) reads and unpacks only those tiles of the memory map."""
+
+    def __init__(self, packed: np.ndarray, w: int) -> None:
+        self.packed, self.w = packed, w
+        self.shape = (*packed.shape[:-1], w)
+        self.dtype = np.dtype(np.uint8)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, idx):
+        rest = ()
+        if isinstance(idx, tuple):
+            idx, rest = idx[0], idx[1:]
+        out = unpack_codes(self.packed[idx], self.w)
+        if not rest:
+            return out
+        return out[rest] if isinstance(idx, int | np.integer) else out[(slice(None), *rest)]
+
+    def __array__(self, dtype=None, copy=None):
+        out = unpack_codes(self.packed, self.w)
+        return out if dtype is None else out.astype(dtype)
 
 
 def tiles_file(layer: int | None) -> str:
@@ -40,6 +118,7 @@ class Netlist:
     arch: ModelArch
     fabric: Fabric
     ops: list[Op]
+    _files: dict = field(default_factory=dict, repr=False)
 
     @property
     def matrices(self) -> dict:
@@ -49,16 +128,41 @@ class Netlist:
         f = SafetensorsFile(self.path / "params.safetensors")
         return {k: f.read_raw(k) for k in sorted(f.tensors)}
 
-    def tile_arrays(self, name: str, keys: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
-        """The arrays of matrix ``name`` (``pos``, ``block``, ``levels``, ``codes``, ...), or
-        only ``keys`` of them (``("pos",)`` reads no codes)."""
+    def _file(self, name: str) -> SafetensorsFile:
+        file = self.path / self.matrices[name]["file"]
+        f = self._files.get(file)
+        if f is None:
+            f = self._files[file] = SafetensorsFile(file)
+        return f
+
+    def packed_codes(self, name: str) -> np.ndarray:
+        """Matrix ``name``'s stored codes, a read-only memory map (see :func:`packed_codes`),
+        checked against its shape ``[tiles, TR, W // 2]`` (``W`` for 8-bit codes)."""
         m = self.matrices[name]
-        f = SafetensorsFile(self.path / m["file"])
-        out = {}
+        tr, w = m["tile_shape"]
+        want = (m["tiles"], tr, packed_width(m["format"]["bits"], w))
+        p = _memmap(self._file(name), f"{name}/codes")
+        if tuple(p.shape) != want:
+            raise InputError(
+                f"{self.path}: matrix {name}: tile array 'codes' is shaped {list(p.shape)}, "
+                f"netlist version {VERSION} stores {list(want)}; recompile"
+            )
+        return p
+
+    def tile_arrays(self, name: str, keys: tuple[str, ...] | None = None) -> dict:
+        """The arrays of matrix ``name`` (``pos``, ``block``, ``levels``, ``codes``, ...), or
+        only ``keys`` of them, as read-only memory maps: indexing a tile reads only its bytes.
+        ``codes`` is a :class:`TileCodes` (unpacked one code per byte on access)."""
+        f = self._file(name)
+        out: dict = {}
         for k in keys or ("pos", "block", "levels", *TILE_FIELDS):
             key = f"{name}/{k}"
-            if key in f.tensors:
-                out[k] = f.read_raw(key)
+            if key not in f.tensors:
+                continue
+            if k == "codes":
+                out[k] = TileCodes(self.packed_codes(name), self.matrices[name]["tile_shape"][1])
+            else:
+                out[k] = _memmap(f, key)
         return out
 
     def matrix(self, name: str) -> QuantTensor:
@@ -137,6 +241,9 @@ def _check_matrix_entry(p: Path, name: str, m: object) -> None:
     positive_ints("shape", 2)
     positive_ints("tile_shape", 2)
     positive_ints("tiles", None)
+    bits, w = m["format"]["bits"], m["tile_shape"][1]
+    if bits <= PACK_BITS and w % 2:
+        raise InputError(f"{where}: {w} weights per tile row: {bits}-bit codes are packed in pairs")
 
 
 def load_netlist(build_path: Path) -> Netlist:

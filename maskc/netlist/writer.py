@@ -28,7 +28,15 @@ from maskc.netlist.constants import (
     rope_phase_steps,
 )
 from maskc.netlist.dataflow import build_ops
-from maskc.netlist.loader import ACT_GROUP, DIR, FORMAT, VERSION, tiles_file
+from maskc.netlist.loader import (
+    ACT_GROUP,
+    DIR,
+    FORMAT,
+    PACK_BITS,
+    VERSION,
+    pack_codes,
+    tiles_file,
+)
 from maskc.romformat import QuantTensor, fields_of
 from maskc.safetensors_io import write_safetensors
 from maskc.sram import netlist_sram
@@ -132,6 +140,12 @@ def write_netlist(
                     "group size of 32, 64 or 128"
                 )
             w = fabric.weights_per_tile_row(q.fmt.bits)
+            if q.fmt.bits <= PACK_BITS and w % 2:
+                raise InputError(
+                    f"{name}: the fabric's tile rows hold {w} {q.fmt.bits}-bit weights, an odd "
+                    "number: the netlist stores codes in pairs (docs/netlist.md); use an even "
+                    "number of columns"
+                )
             s_bound, acc_bits = matrix_bounds(q)
             if acc_bits - 1 + 17 > MAX_PRODUCT_BITS:
                 raise InputError(
@@ -139,7 +153,7 @@ def write_netlist(
                     f"int64 datapath (docs/numerics.md); use fewer scale or level bits"
                 )
             for k, v in tile_arrays(q, bl, fabric.tile.rows, w).items():
-                arrays[f"{name}/{k}"] = v
+                arrays[f"{name}/{k}"] = pack_codes(v, q.fmt.bits) if k == "codes" else v
             matrices[name] = {
                 "file": file,
                 "role": bl[0].role,
@@ -154,7 +168,7 @@ def write_netlist(
             weights += q.shape[0] * q.shape[1]
             if events:
                 events.advance(1, name)
-        write_safetensors(root / file, arrays, {"maskc": "netlist tiles"})
+        write_safetensors(root / file, arrays, {"maskc": "netlist tiles"}, align=8)
         del arrays
     eps_d = round(d * arch.rms_norm_eps * 2.0**40)
     params.update(compile_luts())
