@@ -192,10 +192,21 @@ def cluster(address: str | None, build: Path, model: Path) -> Iterator[None]:
     if address is None:
         yield
         return
-    quiet = logging.getLogger("distributed")
-    level = quiet.level
-    quiet.setLevel(logging.CRITICAL)  # the client's reconnect chatter: our error says it
-    client = connect(address)
+    try:
+        import distributed  # noqa: F401  (its loggers exist once it is imported)
+    except ImportError:
+        raise UsageError(INSTALL_HINT) from None
+    # The client's log (reconnect attempts, tracebacks of a lost connection) is chatter: the
+    # error below says it in one line.
+    names = [n for n in logging.root.manager.loggerDict if n.split(".")[0] == "distributed"]
+    levels = {n: logging.getLogger(n).level for n in names}
+    for n in names:
+        logging.getLogger(n).setLevel(logging.CRITICAL)
+    try:
+        client = connect(address)
+    except BaseException:
+        _restore(levels)
+        raise
     prev, _client = _client, client
     try:
         check_shared(client, build, model)
@@ -211,4 +222,9 @@ def cluster(address: str | None, build: Path, model: Path) -> Iterator[None]:
         _client = prev
         with suppress(Exception):  # a lost scheduler: nothing left to close
             client.close(timeout=5)
-        quiet.setLevel(level)
+        _restore(levels)
+
+
+def _restore(levels: dict[str, int]) -> None:
+    for n, level in levels.items():
+        logging.getLogger(n).setLevel(level)
