@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 from collections.abc import Iterator
 from concurrent.futures import Executor
@@ -95,6 +96,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
         raise
 
 
+def remove_debris(folder: str | os.PathLike) -> None:
+    """Remove what :func:`atomic_path` writers killed before their rename left in ``folder``
+    (their tasks were run again and wrote the real file)."""
+    for p in Path(folder).iterdir():
+        if _DEBRIS.fullmatch(p.name) and p.is_file():
+            p.unlink()
+
+
+_DEBRIS = re.compile(r".+\.tmp-\d+-[0-9a-f]{8}")
+
+
 def _timeout() -> float:
     try:
         return float(os.environ.get("MASKC_DASK_TIMEOUT", CONNECT_TIMEOUT))
@@ -107,6 +119,10 @@ def connect(address: str, timeout: float | None = None):
     :class:`ClusterError` when the scheduler or its workers cannot be reached in ``timeout``
     seconds, a :class:`UsageError` (exit 2) when Dask is not installed."""
     timeout = _timeout() if timeout is None else timeout
+    if not re.fullmatch(r"(?:[a-z]+://)?(?:\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):\d{1,5}", address):
+        raise UsageError(
+            f"--dask must be a scheduler address like tcp://HOST:PORT, got {address!r}"
+        )
     try:
         from distributed import Client
     except ImportError:

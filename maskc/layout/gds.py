@@ -17,7 +17,7 @@ from maskc.layout import gdsii
 from maskc.layout.banks import tile_name, tile_positions
 from maskc.layout.geometry import CELL_BITS, Geometry
 from maskc.layout.rom import TileRom, config_bits
-from maskc.parallel import atomic_path, pool
+from maskc.parallel import atomic_path, pool, remove_debris
 
 #: tiles per GDS part (the unit of parallel writing and of progress)
 PART_TILES = 48
@@ -188,4 +188,5 @@ def write_gds(nl, fabric, banks, out_dir: Path, workers: int, progress) -> None:
                     f.write(gdsii.begin_cell("rowstrap") + strap + gdsii.end_cell())
                 f.write(_gds_top(layer, bank, geo, positions[b]))
                 f.write(gdsii.end_lib())
+    remove_debris(parts)  # temporary files of tasks killed and run again
     parts.rmdir()
