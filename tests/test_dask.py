@@ -6,6 +6,7 @@ build, and Dask missing are one-line errors with their exit codes and leave noth
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 import maskc.layout.banks
 import maskc.layout.gds
 from maskc import parallel
+from maskc.fabric import DEFAULT_FABRIC, load_fabric
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -49,7 +51,8 @@ def small_parts(monkeypatch):
     """GDSII parts of 2 tiles and OASIS banks of 3 tiles: several tasks per layer write (the
     split happens in the client, so the patch reaches the workers as arguments)."""
     monkeypatch.setattr(maskc.layout.gds, "PART_TILES", 2)
-    monkeypatch.setattr(maskc.layout.banks, "BANK_CELLS", 3 * 64 * 4)
+    cells = load_fabric(DEFAULT_FABRIC).cells_per_tile
+    monkeypatch.setattr(maskc.layout.banks, "BANK_CELLS", 3 * cells)
 
 
 @pytest.mark.slow
@@ -100,6 +103,8 @@ def test_a_worker_killed_mid_task_is_retried(scheduler, small_parts, model_cache
     r = cli("compile", model, "-o", tmp_path / "dask", *args, "--dask", scheduler)
     assert r.code == 0, r.err
     assert marker.exists()  # a worker did die
+    index = json.loads((tmp_path / "dask" / "layers" / "index.json").read_text())
+    assert len(index["banks"]) > 2  # several tasks
     assert cli("compile", model, "-o", tmp_path / "local", *args).code == 0
     _assert_same_build(tmp_path / "local", tmp_path / "dask")
 
