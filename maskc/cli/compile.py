@@ -177,6 +177,17 @@ def compile(
             "byte-identical for any value.",
         ),
     ] = None,
+    dask: Annotated[
+        str | None,
+        typer.Option(
+            "--dask",
+            metavar="ADDRESS",
+            help="Run the parallel work (layer files, verify) on the workers of this Dask "
+            "scheduler (tcp://HOST:PORT; pip install 'maskc[dask]'). MODEL and BUILD must be on "
+            "a filesystem every worker mounts at the same path (checked first). The build is "
+            "byte-identical to a local one. docs/distributed.md.",
+        ),
+    ] = None,
     reserve_sram: Annotated[
         str | None,
         typer.Option(
@@ -226,6 +237,8 @@ def compile(
 
     if no_calib and calib is not None:
         raise UsageError("--calib and --no-calib contradict each other")
+    if dask is not None and plan_only:
+        raise UsageError("--dask is for a full compile; --plan-only reads no weights")
     if bits is not None and bits not in (3, 4):
         raise UsageError(f"--bits must be 3 or 4, got {bits} (use a [[rule]] for other widths)")
     opts = CompileOptions(
@@ -249,6 +262,7 @@ def compile(
         verify=verify,
         reserve_sram=reserve_sram,
         jobs=jobs,
+        dask=dask,
     )
     if plan_only:
         _plan(model, output, opts, as_json)

@@ -17,6 +17,7 @@ from maskc.layout import gdsii
 from maskc.layout.banks import tile_name, tile_positions
 from maskc.layout.geometry import CELL_BITS, Geometry
 from maskc.layout.rom import TileRom, config_bits
+from maskc.parallel import atomic_path, pool, remove_debris
 
 #: tiles per GDS part (the unit of parallel writing and of progress)
 PART_TILES = 48
@@ -114,7 +115,12 @@ def _gds_part(nl_root: str, tiles: list, via_path: str, metal_path: str):
     geo = Geometry(fabric)
     used = [np.zeros(0, np.int64)]
     cache: dict[str, dict] = {}
-    with open(via_path, "wb") as fv, open(metal_path, "wb") as fm:
+    with (
+        atomic_path(via_path) as tv,
+        atomic_path(metal_path) as tm,
+        open(tv, "wb") as fv,
+        open(tm, "wb") as fm,
+    ):
         for name, i in tiles:
             if name not in cache:
                 cache = {name: nl.tile_arrays(name)}
@@ -139,9 +145,6 @@ def write_gds(nl, fabric, banks, out_dir: Path, workers: int, progress) -> None:
     """Write every bank's ``via`` and ``metal`` GDSII files (``bank["files"]``) into
     ``out_dir``: parts of ``PART_TILES`` tiles in ``workers`` processes, then each file
     assembled from its parts, the cell library and the top cell."""
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
-
     geo = Geometry(fabric)
     jobs = []  # (bank index, part index, tiles)
     positions: list[list] = [[] for _ in banks]
@@ -161,7 +164,7 @@ def write_gds(nl, fabric, banks, out_dir: Path, workers: int, progress) -> None:
     if progress:
         progress.start("writing the via and metal layers (GDSII)", len(jobs))
     used = [np.zeros(1 << (4 * WORD), bool) for _ in banks]  # words each bank's tiles use
-    with ProcessPoolExecutor(max(1, workers), mp_context=get_context("fork")) as ex:
+    with pool(workers) as ex:
         for (b, _p, _tl), u in zip(jobs, ex.map(_gds_part, *zip(*args, strict=True)), strict=True):
             used[b][u] = True
             if progress:
@@ -185,4 +188,5 @@ def write_gds(nl, fabric, banks, out_dir: Path, workers: int, progress) -> None:
                     f.write(gdsii.begin_cell("rowstrap") + strap + gdsii.end_cell())
                 f.write(_gds_top(layer, bank, geo, positions[b]))
                 f.write(gdsii.end_lib())
+    remove_debris(parts)  # temporary files of tasks killed and run again
     parts.rmdir()

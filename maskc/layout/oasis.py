@@ -11,6 +11,7 @@ import numpy as np
 from maskc.layout.banks import iter_tiles, tile_name
 from maskc.layout.geometry import Geometry
 from maskc.layout.rom import TileRom, config_bits
+from maskc.parallel import atomic_path, pool
 
 #: zlib level of OASIS CBLOCKs
 OAS_LEVEL = 6
@@ -86,19 +87,17 @@ def _write_oas_bank(nl_root: str, bank: dict, out_dir: str) -> None:
         top_v.add(gdstk.Reference(vc, (x * geo.tpx // g, y * geo.tpy // g)))
         top_m.add(gdstk.Reference(mc, (x * geo.tpx // g, y * geo.tpy // g)))
     for layer, lib in (("via", via), ("metal", metal)):
-        lib.write_oas(str(Path(out_dir) / bank["files"][layer]), compression_level=OAS_LEVEL)
+        with atomic_path(Path(out_dir) / bank["files"][layer]) as tmp:
+            lib.write_oas(tmp, compression_level=OAS_LEVEL)
 
 
 def write_oas(nl, banks, out_dir: Path, workers: int, progress) -> None:
     """Write every bank's ``via`` and ``metal`` OASIS files (``bank["files"]``) into
     ``out_dir``, a bank per worker process."""
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
-
     if progress:
         progress.start("writing the via and metal layers (OASIS)", len(banks))
     args = [(str(nl.path), b, str(out_dir)) for b in banks]
-    with ProcessPoolExecutor(min(len(banks), workers), mp_context=get_context("fork")) as ex:
+    with pool(min(len(banks), workers)) as ex:
         for _ in ex.map(_write_oas_bank, *zip(*args, strict=True)):
             if progress:
                 progress.advance(1)

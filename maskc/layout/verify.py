@@ -268,10 +268,10 @@ def verify_layers(nl, fabric, root, banks: list[dict], limit: int = 10, progress
     configuration and position, in parallel processes (an OASIS bank per process; a GDSII file,
     memory-mapped, shared by all). Returns the first ``limit`` mismatches (empty: all match)."""
     import os
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
 
-    workers = os.cpu_count() or 1
+    from maskc import parallel
+
+    workers = parallel.worker_count(os.cpu_count() or 1)
     args = []
     for b in banks:
         paths = {k: str(Path(root) / v) for k, v in b["files"].items()}
@@ -282,13 +282,13 @@ def verify_layers(nl, fabric, root, banks: list[dict], limit: int = 10, progress
     if progress:
         progress.start("reading the layers back and comparing them with the netlist", len(args))
     results = []
-    if n <= 1:
+    if n <= 1 and not parallel.distributed():
         for a in args:
             results.append(_verify_bank_worker(*a))
             if progress:
                 progress.advance(1)
     else:
-        with ProcessPoolExecutor(n, mp_context=get_context("fork")) as ex:
+        with parallel.pool(n) as ex:
             for r in ex.map(_verify_bank_worker, *zip(*args, strict=True)):
                 results.append(r)
                 if progress:

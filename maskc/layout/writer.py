@@ -10,6 +10,7 @@ from pathlib import Path
 from maskc.layout.banks import plan_banks
 from maskc.layout.gds import write_gds
 from maskc.layout.oasis import write_oas
+from maskc.parallel import remove_debris
 
 
 def write_layers(
@@ -27,6 +28,7 @@ def write_layers(
         write_gds(nl, fabric, banks, out_dir, workers, progress)
     else:
         write_oas(nl, banks, out_dir, workers, progress)
+    remove_debris(out_dir)  # temporary files of tasks killed and run again
     index = [{k: b[k] for k in ("die", "top", "tiles", "files")} for b in banks]
     doc = {"format": fmt, "banks": index}
     (out_dir / "index.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")

@@ -35,7 +35,7 @@ class Quiet:
 class CompileOptions:
     """Options of ``maskc compile`` (``None`` = not given: built-ins and the config decide).
 
-    Every field but ``force`` and ``jobs`` is recorded in the build's manifest."""
+    Every field but ``force``, ``jobs`` and ``dask`` is recorded in the build's manifest."""
 
     bits: int | None = None
     group_size: int | None = None
@@ -68,6 +68,9 @@ class CompileOptions:
     layout_format: str = "gds"
     #: processes that write the layers (None: one per core); the output does not depend on it
     jobs: int | None = None
+    #: a Dask scheduler's address (tcp://HOST:PORT): the parallel tasks run on its workers
+    #: (maskc/parallel.py, docs/distributed.md); the output does not depend on it
+    dask: str | None = None
     #: read the layers back and compare them with the netlist (None: on builds of at most
     #: VERIFY_AUTO_WEIGHTS weights)
     verify: bool | None = None

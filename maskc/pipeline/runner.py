@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from maskc.fsutil import atomic_output_dir
+from maskc.parallel import cluster
 from maskc.pipeline import steps as S
 from maskc.pipeline.options import CompileOptions, CompileResult, Events, Quiet
 
@@ -72,10 +73,13 @@ PLAN = (
 def run_steps(
     steps: tuple[Step, ...], out: Path, model_path: Path, opts: CompileOptions, events: Events
 ) -> dict:
-    """Run ``steps`` in order into the build folder ``out`` (written atomically); return every
-    value the steps made."""
+    """Run ``steps`` in order into the build folder ``out`` (written atomically), their parallel
+    tasks on the Dask cluster ``opts.dask`` if given; return every value the steps made."""
     model_path = Path(model_path)
-    with atomic_output_dir(out, force=opts.force, inputs=(model_path,)) as tmp:
+    with (
+        atomic_output_dir(out, force=opts.force, inputs=(model_path,)) as tmp,
+        cluster(opts.dask, tmp, model_path),  # None: local processes
+    ):
         values = {"model_path": model_path, "opts": opts, "build": tmp, "events": events}
         for step in steps:
             step.run(values)

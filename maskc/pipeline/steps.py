@@ -312,7 +312,7 @@ def manifest(
     hash."""
     from maskc.layout import tile_hashes
 
-    skip = ("force", "jobs")  # neither changes a byte of the build
+    skip = ("force", "jobs", "dask")  # none changes a byte of the build
     options = {
         k: (v.name if isinstance(v, Path) else v)
         for k, v in dataclasses.asdict(opts).items()

@@ -1,0 +1,208 @@
+"""``maskc compile --dask``: the parallel tasks on a Dask cluster (maskc/parallel.py,
+docs/distributed.md). A ``LocalCluster`` of two worker processes compiles tiny models byte for
+byte like a local compile (GDSII in parts, OASIS in banks, verify on the workers), also when a
+worker dies in the middle of a task; an unreachable scheduler, a worker that cannot see the
+build, and Dask missing are one-line errors with their exit codes and leave nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+import maskc.layout.banks
+import maskc.layout.gds
+from maskc import parallel
+from maskc.fabric import DEFAULT_FABRIC, load_fabric
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def _assert_same_build(a: Path, b: Path) -> None:
+    fa, fb = _files(a), _files(b)
+    assert sorted(fa) == sorted(fb)
+    differ = [k for k in fa if fa[k] != fb[k]]
+    assert not differ, differ
+
+
+def _leftovers(folder: Path, name: str) -> list[str]:
+    return [p.name for p in folder.iterdir() if p.name.startswith((name, f".{name}"))]
+
+
+@pytest.fixture(scope="module")
+def scheduler():
+    """The address of a LocalCluster: two worker processes of one thread each."""
+    pytest.importorskip("distributed")
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None
+    ) as cluster:
+        yield cluster.scheduler_address
+
+
+@pytest.fixture
+def small_parts(monkeypatch):
+    """GDSII parts of 2 tiles and OASIS banks of 3 tiles: several tasks per layer write (the
+    split happens in the client, so the patch reaches the workers as arguments)."""
+    monkeypatch.setattr(maskc.layout.gds, "PART_TILES", 2)
+    cells = load_fabric(DEFAULT_FABRIC).cells_per_tile
+    monkeypatch.setattr(maskc.layout.banks, "BANK_CELLS", 3 * cells)
+
+
+@pytest.mark.slow
+def test_gds_build_on_dask_is_byte_identical(scheduler, small_parts, model_cache, tmp_path, cli):
+    model = model_cache("tiny").path
+    args = ("--no-calib", "--verify")
+    assert cli("compile", model, "-o", tmp_path / "local", *args, "--jobs", "2").code == 0
+    r = cli("compile", model, "-o", tmp_path / "dask", *args, "--dask", scheduler)
+    assert r.code == 0, r.err
+    _assert_same_build(tmp_path / "local", tmp_path / "dask")
+    assert _leftovers(tmp_path, "dask") == ["dask"]  # no temporary folder, no probe file
+    assert not list((tmp_path / "dask").rglob("*maskc-dask-probe*"))
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_task_is_retried(scheduler, small_parts, model_cache, tmp_path, cli):
+    """The first OASIS file written dies half way (truncated, then os._exit, as a crash or an
+    OOM kill would): Dask runs the task again on a live worker, the torn temporary file is
+    removed, and the build is unchanged."""
+    from distributed import Client
+
+    model = model_cache("tiny").path
+    marker = tmp_path / "killed"
+
+    def patch(marker: str) -> None:  # runs on each worker: pickled by value (a closure)
+        from contextlib import contextmanager
+
+        import maskc.layout.oasis as oasis
+
+        original = oasis.atomic_path
+
+        @contextmanager
+        def dies_once(path):
+            with original(path) as tmp:
+                yield tmp
+                try:
+                    os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                except FileExistsError:
+                    return
+                os.truncate(tmp, os.path.getsize(tmp) // 2)  # a torn file, then the crash
+                os._exit(1)
+
+        oasis.atomic_path = dies_once
+
+    with Client(scheduler, set_as_default=False) as client:
+        client.run(patch, str(marker))
+    args = ("--layout-format", "oas", "--no-calib", "--verify")
+    r = cli("compile", model, "-o", tmp_path / "dask", *args, "--dask", scheduler)
+    assert r.code == 0, r.err
+    assert marker.exists()  # a worker did die
+    index = json.loads((tmp_path / "dask" / "layers" / "index.json").read_text())
+    assert len(index["banks"]) > 2  # several tasks
+    assert cli("compile", model, "-o", tmp_path / "local", *args).code == 0
+    _assert_same_build(tmp_path / "local", tmp_path / "dask")
+
+
+def test_unreachable_scheduler_is_one_line_exit_3(model_cache, tmp_path, cli, monkeypatch):
+    pytest.importorskip("distributed")
+    monkeypatch.setenv("MASKC_DASK_TIMEOUT", "1")
+    out = tmp_path / "b"
+    r = cli("compile", model_cache("tiny").path, "-o", out, "--dask", "tcp://127.0.0.1:9")
+    assert r.code == 3, r.err
+    lines = r.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("maskc: error: tcp://127.0.0.1:9: ")
+    assert "cannot reach the Dask scheduler" in r.err and "Traceback" not in r.err
+    assert _leftovers(tmp_path, "b") == []
+
+
+def test_bad_address_is_a_usage_error(model_cache, tmp_path, cli):
+    r = cli("compile", model_cache("tiny").path, "-o", tmp_path / "b", "--dask", "no-port")
+    assert r.code == 2 and "tcp://HOST:PORT" in r.err
+    assert _leftovers(tmp_path, "b") == []
+    r = cli("compile", model_cache("tiny").path, "-o", tmp_path / "b", "--plan-only", "--dask=h:1")
+    assert r.code == 2 and "--plan-only" in r.err
+
+
+def test_without_dask_installed_the_hint_is_exit_2(model_cache, tmp_path, cli, monkeypatch):
+    monkeypatch.setitem(sys.modules, "distributed", None)  # import distributed -> ImportError
+    out = tmp_path / "b"
+    r = cli("compile", model_cache("tiny").path, "-o", out, "--dask", "tcp://127.0.0.1:8786")
+    assert r.code == 2, r.err
+    assert r.err.strip().splitlines() == [f"maskc: error: {parallel.INSTALL_HINT}"]
+    assert "pip install 'maskc[dask]'" in r.err
+    assert _leftovers(tmp_path, "b") == []
+    # without --dask, nothing imports Dask: the compile works
+    assert cli("compile", model_cache("tiny").path, "-o", out, "--no-verify").code == 0
+
+
+@pytest.mark.slow
+def test_a_worker_that_cannot_see_the_build_is_named(scheduler, model_cache, tmp_path, cli):
+    """A worker on another filesystem: it looks for the probe file under another root (as if
+    the build's folder were not mounted there)."""
+    from distributed import Client
+
+    def elsewhere() -> None:
+        from maskc import parallel as p
+
+        original = p._probe_worker
+
+        def probe(path, token, model, version):
+            return original("/nonexistent" + path, token, model, version)
+
+        p._probe_worker = probe
+        p._original_probe = original
+
+    def restore() -> None:
+        from maskc import parallel as p
+
+        p._probe_worker = p._original_probe
+
+    out = tmp_path / "b"
+    with Client(scheduler, set_as_default=False) as client:
+        client.run(elsewhere)
+        try:
+            r = cli("compile", model_cache("tiny").path, "-o", out, "--dask", scheduler)
+        finally:
+            client.run(restore)
+    assert r.code == 3, r.err
+    lines = r.err.strip().splitlines()
+    assert len(lines) == 1 and "/nonexistent" in lines[0] and "Dask worker tcp://" in lines[0]
+    assert "cannot read the build's temporary folder" in lines[0]
+    assert _leftovers(tmp_path, "b") == []
+
+
+def test_probe_names_what_a_worker_misses(tmp_path):
+    probe = tmp_path / "probe"
+    probe.write_text("token")
+    ok = parallel._probe_worker(str(probe), "token", str(tmp_path), maskc_version())
+    assert ok is None
+    other = parallel._probe_worker(str(probe), "other", str(tmp_path), maskc_version())
+    assert "not the same filesystem" in other
+    gone = parallel._probe_worker(str(probe), "token", str(tmp_path / "model"), maskc_version())
+    assert "cannot see the model" in gone and str(tmp_path / "model") in gone
+    old = parallel._probe_worker(str(probe), "token", str(tmp_path), "0.0.0")
+    assert "0.0.0" in old
+
+
+def test_atomic_path_leaves_the_old_file_or_the_new_one(tmp_path):
+    f = tmp_path / "f"
+    f.write_bytes(b"old")
+    with pytest.raises(RuntimeError), parallel.atomic_path(f) as tmp:
+        Path(tmp).write_bytes(b"ha")
+        raise RuntimeError("worker died")
+    assert f.read_bytes() == b"old" and sorted(tmp_path.iterdir()) == [f]
+    with parallel.atomic_path(f) as tmp:
+        Path(tmp).write_bytes(b"new")
+    assert f.read_bytes() == b"new" and sorted(tmp_path.iterdir()) == [f]
+
+
+def maskc_version() -> str:
+    from maskc import __version__
+
+    return __version__
