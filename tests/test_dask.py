@@ -65,6 +65,11 @@ def test_gds_build_on_dask_is_byte_identical(scheduler, small_parts, model_cache
     _assert_same_build(tmp_path / "local", tmp_path / "dask")
     assert _leftovers(tmp_path, "dask") == ["dask"]  # no temporary folder, no probe file
     assert not list((tmp_path / "dask").rglob("*maskc-dask-probe*"))
+    from distributed import Client
+
+    with Client(scheduler) as client:  # the work really ran on the cluster
+        ran = client.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.task_prefixes))
+    assert {"quantize_unit", "gds_part"} <= set(ran), ran
 
 
 @pytest.mark.slow

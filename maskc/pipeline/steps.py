@@ -203,15 +203,17 @@ def quantize(
 ) -> tuple[QuantizedModel, list[dict]]:
     """Stage 2: quant/ written; the quantized model and its per-tensor rows. Without
     calibration the layers are quantized by ``--jobs`` worker processes (quant_workers: fewer
-    when memory says so); the build does not depend on how many."""
-    from concurrent.futures import ProcessPoolExecutor
-    from multiprocessing import get_context
+    when memory says so), or by the Dask cluster's workers under ``--dask``; the build does
+    not depend on how many or where."""
+    from maskc import parallel
 
     n = quant_workers(model, opts.jobs) if calib is None else 1
-    if n <= 1:
+    if calib is None and parallel.distributed():
+        n = parallel.worker_count(n)
+    if n <= 1 and not (calib is None and parallel.distributed()):
         q = quantize_model(model, quant_settings, calib, build, events)
     else:
-        with ProcessPoolExecutor(n, mp_context=get_context("fork")) as ex:
+        with parallel.pool(n) as ex:
             q = quantize_model(model, quant_settings, calib, build, events, executor=ex)
     return q, q.rows
 
