@@ -33,6 +33,8 @@ import threading
 import time
 from pathlib import Path
 
+from _proctree import tree_rss_bytes  # benchmarks/_proctree.py (scripts run from benchmarks/)
+
 #: seconds between two RSS samples
 SAMPLE = 0.2
 #: "maskc: STEP: 0 / N" starts a step; "maskc: STEP: done in 1m05s" ends it
@@ -40,34 +42,9 @@ START = re.compile(r"^maskc: (?P<step>.+?): 0 / [\d,]+$")
 DONE = re.compile(r"^maskc: (?P<step>.+?): done in (?P<dur>\S+)$")
 
 
-def _children() -> dict[int, list[int]]:
-    kids: dict[int, list[int]] = {}
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                with open(f"/proc/{p}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            kids.setdefault(ppid, []).append(int(p))
-    return kids
-
-
 def tree_rss_mb(pid: int) -> float:
     """Summed VmRSS of ``pid`` and all its descendants, MiB."""
-    kids = _children()
-    todo, total = [pid], 0
-    while todo:
-        q = todo.pop()
-        todo += kids.get(q, [])
-        try:
-            with open(f"/proc/{q}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-        except OSError:
-            pass
-    return total / 1024
+    return tree_rss_bytes(pid) / 2**20
 
 
 def run_sampled(cmd: list[str], env: dict) -> dict:

@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _proctree import tree_rss_bytes  # benchmarks/_proctree.py (scripts run from benchmarks/)
+
 HERE = Path(__file__).parent
 ALL4 = '[[rule]]\nmatch = "model\\\\.embed_tokens"\nbits = 4\n'
 
@@ -49,28 +51,8 @@ def child(action: str, build: Path, fmt: str, out: Path) -> None:
 
 
 def _tree_rss_mb(pid: int) -> float:
-    """Summed VmRSS of ``pid`` and its descendants (MB)."""
-    import os
-
-    kids: dict[int, list[int]] = {}
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                ppid = int(Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            kids.setdefault(ppid, []).append(int(p))
-    total, todo = 0, [pid]
-    while todo:
-        q = todo.pop()
-        todo += kids.get(q, [])
-        try:
-            for ln in Path(f"/proc/{q}/status").read_text().splitlines():
-                if ln.startswith("VmRSS:"):
-                    total += int(ln.split()[1])
-        except OSError:
-            pass
-    return total / 1024
+    """Summed VmRSS of ``pid`` and its descendants (MiB)."""
+    return tree_rss_bytes(pid) / 2**20
 
 
 def tree_peak(cmd: list[str]) -> tuple[str, float, float]:

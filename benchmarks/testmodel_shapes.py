@@ -27,37 +27,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from _proctree import tree_rss_bytes  # benchmarks/_proctree.py (scripts run from benchmarks/)
+
 SAMPLE_SECONDS = 0.1
-
-
-def _children() -> dict[int, list[int]]:
-    kids: dict[int, list[int]] = {}
-    for p in os.listdir("/proc"):
-        if not p.isdigit():
-            continue
-        try:
-            with open(f"/proc/{p}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        kids.setdefault(ppid, []).append(int(p))
-    return kids
 
 
 def tree_rss_mb(pid: int) -> float:
     """Summed VmRSS of ``pid`` and all its descendants, in MB (10^6 bytes)."""
-    kids, todo, total = _children(), [pid], 0
-    while todo:
-        q = todo.pop()
-        todo += kids.get(q, [])
-        try:
-            with open(f"/proc/{q}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) * 1024
-        except OSError:
-            continue
-    return total / 1e6
+    return tree_rss_bytes(pid) / 1e6
 
 
 def run(cmd: list[str]) -> tuple[float, float, int]:

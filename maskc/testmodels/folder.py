@@ -118,6 +118,19 @@ def generate(
     files += ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"]
 
     tensors = tuple((nm, tuple(weights[nm].shape), spec.dtype) for nm in names)
+    return generated(path, spec, seed, arch, tensors, files)
+
+
+def generated(
+    path: Path,
+    spec: TinySpec,
+    seed: int,
+    arch: ModelArch,
+    tensors: tuple[tuple[str, tuple[int, ...], str], ...],
+    files: list[str],
+) -> GeneratedModel:
+    """The :class:`GeneratedModel` of a written folder, its parameter total checked against
+    the architecture's."""
     total = sum(math.prod(shape) for _, shape, _ in tensors)
     if total != parameter_count(arch):  # pragma: no cover - guards ir/testmodels drift
         raise AssertionError(f"parameter total {total} != parameter_count {parameter_count(arch)}")

@@ -17,16 +17,15 @@ and the ``weight_map``); a single shard is ``model.safetensors`` without an inde
 from __future__ import annotations
 
 import dataclasses
-import math
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 from maskc.errors import InputError, UsageError
-from maskc.ir import expected_tensors, parameter_count
+from maskc.ir import expected_tensors
 from maskc.safetensors_io import SafetensorsWriter
 from maskc.testmodels.config import config_json, generation_config_json, write_json
-from maskc.testmodels.folder import GeneratedModel
+from maskc.testmodels.folder import GeneratedModel, generated
 from maskc.testmodels.spec import DTYPES, TinySpec
 from maskc.testmodels.synthetic import DEFAULT_CHUNK_BLOCKS, TensorGenerator, outlier_channels
 from maskc.testmodels.tokenizer import tokenizer_config_json, tokenizer_json
@@ -129,19 +128,8 @@ def generate_shape(
     if groups:
         files += _write_weights(path, spec, seed, groups, total_bytes, chunk_blocks, progress)
         spec = dataclasses.replace(spec, shards=len(groups))
-    tensors = tuple((t.name, t.shape, spec.dtype) for t in specs)
-    total = sum(math.prod(shape) for _, shape, _ in tensors)
-    if total != parameter_count(arch):  # pragma: no cover - guards ir/testmodels drift
-        raise AssertionError(f"parameter total {total} != parameter_count {parameter_count(arch)}")
-    return GeneratedModel(
-        path=path,
-        spec=spec,
-        seed=seed,
-        arch=arch,
-        tensors=tensors,
-        total_parameters=total,
-        files=tuple(sorted(files)),
-    )
+    tensors = tuple((t.name, tuple(t.shape), spec.dtype) for t in specs)
+    return generated(path, spec, seed, arch, tensors, files)
 
 
 def _check_disk(path: Path, need: int) -> None:
