@@ -598,3 +598,38 @@ def test_a_bank_worker_reads_only_its_own_tiles(builds, tmp_path, monkeypatch):
                 assert isinstance(i, int), (work, key, idx)
                 touched.add((name, i))
             assert touched == mine, (work, k)
+
+
+def test_the_fast_oasis_rows_are_the_general_paths_rectangles():
+    """The OASIS writer's fast path (a flat scan of the bits, offsets as lists) gives exactly
+    the rectangles and repetitions of the general path, empty lines and grids included."""
+    from maskc.fabric import load_fabric
+    from maskc.layout.geometry import Geometry
+    from maskc.layout.oasis import _FastVias, _via_rows
+
+    geo = Geometry(load_fabric("mini"))
+    g = geo.grid
+    fast = _FastVias(geo, g)
+    assert fast.ok
+    rng = np.random.default_rng(5)
+
+    def shapes(rects):
+        return [
+            (
+                r.points.tolist(),
+                r.layer,
+                r.datatype,
+                None if r.repetition.size == 0 else r.repetition.x_offsets.tolist(),
+            )
+            for r in rects
+        ]
+
+    for lines, density in ((geo.rows, 0.5), (7, 0.02), (3, 0.0), (0, 0.5)):
+        for area in ("array", "scale"):
+            keep = rng.random((lines, geo.cols)) < density
+            grid = (rng.integers(0, 16, (lines, geo.cols)) * keep).astype(np.uint8)
+            if lines > 2:
+                grid[1] = 0  # an empty line
+            pos = geo.via_positions(area, grid)
+            want = _via_rows(pos, geo.size, geo.via, g) if len(pos) else []
+            assert shapes(fast.rows(area, grid)) == shapes(want)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from maskc.layout.banks import iter_tiles, tile_name
-from maskc.layout.geometry import Geometry
+from maskc.layout.geometry import CELL_BITS, Geometry
 from maskc.layout.rom import TileRom, config_bits
 from maskc.parallel import atomic_path, pool
 
@@ -32,10 +32,14 @@ def _rect_rep(pos: np.ndarray, w: int, h: int, layer: tuple[int, int], grid: int
     return r
 
 
+#: the via-site bits of a 4-bit slot value: bool [16, CELL_BITS]
+_SLOT_BITS = ((np.arange(16)[:, None] >> np.arange(CELL_BITS)) & 1).astype(bool)
+
+
 def _via_rows(pos: np.ndarray, size: int, layer: tuple[int, int], grid: int) -> list:
     """Vias (dbu corners in row-major order) as one rectangle per line of sites, repeated
     along x: the smallest OASIS (horizontal repetitions with small, regular spacings compress
-    best) and the fastest to build."""
+    best). The general path, for fabrics where :class:`_FastVias` does not apply."""
     import gdstk
 
     p = pos // grid
@@ -53,6 +57,61 @@ def _via_rows(pos: np.ndarray, size: int, layer: tuple[int, int], grid: int) -> 
     return out
 
 
+class _FastVias:
+    """The same rectangles as :func:`_via_rows` without building the via positions, for
+    fabrics whose 4 bit sites lie on one site row in increasing x (``sites_x >= 4``, as on
+    ``hc1``): then every line of a nibble grid is one line of sites, and the vias of a line
+    are its set bits in (column, bit) order. One flat scan of the grid's bits, line bounds by
+    binary search, x from a per-(line, column, bit) table cached per grid shape, offsets of
+    every line at once handed to gdstk as lists of floats (parsed much faster than arrays)."""
+
+    def __init__(self, geo: Geometry, g: int) -> None:
+        self.geo, self.g = geo, g
+        self.tables: dict = {}
+        cols = geo.cols
+        x = geo.ox + np.arange(cols, dtype=np.int64)[:, None] * geo.cpx + geo.bit_off[:, 0]
+        self.ok = bool((geo.bit_off[:, 1] == 0).all() and (np.diff(x.reshape(-1)) > 0).all())
+
+    def _table(self, lines: int, cols: int) -> np.ndarray:
+        t = self.tables.get((lines, cols))
+        if t is None:
+            geo = self.geo
+            x = geo.ox + np.arange(cols, dtype=np.int64)[:, None] * geo.cpx + geo.bit_off[:, 0]
+            t = np.tile((x // self.g).reshape(-1), lines)
+            if len(self.tables) > 4:  # a bank holds few grid shapes; bound the memory anyway
+                self.tables.clear()
+            self.tables[(lines, cols)] = t
+        return t
+
+    def rows(self, area: str, grid: np.ndarray) -> list:
+        import gdstk
+
+        geo, g = self.geo, self.g
+        lines, cols = grid.shape
+        if not lines:
+            return []
+        idx = np.flatnonzero(_SLOT_BITS[grid])
+        per_line = cols * CELL_BITS
+        bounds = np.searchsorted(idx, np.arange(lines + 1, dtype=np.int64) * per_line)
+        keep = np.flatnonzero(bounds[1:] > bounds[:-1])
+        starts, ends = bounds[:-1][keep], bounds[1:][keep]
+        _, y_line = geo.slot_origin(area, keep, np.zeros(len(keep), np.int64))
+        x = self._table(lines, cols)[idx]
+        x0 = x[starts]
+        off = (x - np.repeat(x0, ends - starts)).astype(np.float64).tolist()
+        s = geo.size // g
+        lay, dt = geo.via
+        out = []
+        for a, b, xa, ya in zip(
+            starts.tolist(), ends.tolist(), x0.tolist(), (y_line // g).tolist(), strict=True
+        ):
+            r = gdstk.rectangle((xa, ya), (xa + s, ya + s), layer=lay, datatype=dt)
+            if b - a > 1:
+                r.repetition = gdstk.Repetition(x_offsets=off[a + 1 : b])
+            out.append(r)
+        return out
+
+
 def _write_oas_bank(nl_root: str, bank: dict, out_dir: str) -> None:
     """Write one bank's two OASIS files (run in a worker process)."""
     import gdstk
@@ -68,16 +127,21 @@ def _write_oas_bank(nl_root: str, bank: dict, out_dir: str) -> None:
     metal = gdstk.Library("maskc_metal", unit=unit, precision=unit)
     top_v = via.new_cell(f"VIA_{bank['top']}")
     top_m = metal.new_cell(f"METAL_{bank['top']}")
+    fast = _FastVias(geo, g)
     for name, meta, t, i in iter_tiles(nl, bank["tiles"]):
         rom = TileRom(t, i, meta, fabric)
         cname = tile_name(rom.pos)
         geo.check_fits(rom.scale.shape[0], f"tile {cname} ({name})")
         vc = via.new_cell(cname)
-        pos = np.concatenate(
-            [geo.via_positions("array", rom.array), geo.via_positions("scale", rom.scale)]
-        )
-        if len(pos):
-            vc.add(*_via_rows(pos, geo.size, geo.via, g))
+        if fast.ok:
+            rects = fast.rows("array", rom.array) + fast.rows("scale", rom.scale)
+        else:
+            pos = np.concatenate(
+                [geo.via_positions("array", rom.array), geo.via_positions("scale", rom.scale)]
+            )
+            rects = _via_rows(pos, geo.size, geo.via, g) if len(pos) else []
+        if rects:
+            vc.add(*rects)
         mc = metal.new_cell(cname)
         cfg = geo.config_positions(config_bits(rom.config))
         mc.add(_rect_rep(cfg, geo.cfg_len, geo.strap_w, geo.metal, g))
