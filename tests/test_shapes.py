@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save as st_save
 from safetensors.numpy import save_file as st_save_file
+from test_testmodels import folder_bytes, raw_header, read_all
 from tokenizers import Tokenizer
 
 from maskc.ingest import load_model
@@ -28,7 +29,6 @@ from maskc.safetensors_io import SafetensorsWriter, write_safetensors
 from maskc.testmodels import SHAPES, generate_shape, resolve_shape
 from maskc.testmodels.streaming import plan_shards
 from maskc.testmodels.synthetic import SEED_BLOCK_ELEMENTS, TensorGenerator, outlier_channels
-from tests.test_testmodels import folder_bytes, raw_header, read_all
 
 #: A small Llama-3.1-8B-derived shape: 2 layers, hidden 256, 3 seed blocks in the embedding.
 SMALL = [
