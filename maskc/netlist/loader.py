@@ -121,10 +121,12 @@ class Netlist:
     _files: dict = field(default_factory=dict, repr=False)
     _plans: dict = field(default_factory=dict, repr=False)
 
+    _maps: dict = field(default_factory=dict, repr=False)
+
     def release(self, name: str) -> None:
-        """Forget matrix ``name``'s cached tile placement and memory maps (their pages stop
-        counting in this process's resident memory once unmapped)."""
-        self._plans.pop(name, None)
+        """Unmap matrix ``name``'s tile arrays (the pages read through them stop counting in
+        this process's resident memory); they are mapped again when next read."""
+        self._maps.pop(name, None)
 
     @property
     def matrices(self) -> dict:
@@ -174,7 +176,11 @@ class Netlist:
     def matrix(self, name: str) -> QuantTensor:
         """Matrix ``name`` reassembled from its tiles, validated (every field, and the tiles
         covering the matrix exactly once)."""
-        return self.matrix_rows(name, 0, self.matrices[name]["shape"][0])
+        mapped = name in self._maps
+        q = self.matrix_rows(name, 0, self.matrices[name]["shape"][0])
+        if not mapped:
+            self.release(name)
+        return q
 
     def matrix_rows(self, name: str, lo: int, hi: int) -> QuantTensor:
         """Rows ``lo:hi`` of matrix ``name`` (a QuantTensor named ``name``, shaped
@@ -183,7 +189,10 @@ class Netlist:
         memory. The tile placement (every tile inside the matrix, the tiles covering it exactly
         once) is checked once per matrix."""
         plan = self._tile_plan(name)
-        fmt, t, where = plan["fmt"], plan["arrays"], plan["where"]
+        fmt, where = plan["fmt"], plan["where"]
+        t = self._maps.get(name)
+        if t is None:
+            t = self._maps[name] = self.tile_arrays(name)
         r, c = self.matrices[name]["shape"]
         if not 0 <= lo < hi <= r:
             raise ValueError(f"rows {lo}:{hi} outside matrix {name} ({r} rows)")
@@ -221,9 +230,9 @@ class Netlist:
         return q
 
     def _tile_plan(self, name: str) -> dict:
-        """Matrix ``name``'s format, tile arrays (memory maps) and checked tile placement,
-        cached: ``blocks`` ``[r0, nr, c0, nc]`` per tile, ``order`` the tiles sorted by first
-        row and ``starts`` those first rows."""
+        """Matrix ``name``'s format and checked tile placement, cached: ``blocks`` ``[r0, nr,
+        c0, nc]`` per tile, ``order`` the tiles sorted by first row and ``starts`` those first
+        rows."""
         cache = self._plans
         if name in cache:
             return cache[name]
@@ -266,7 +275,6 @@ class Netlist:
         order = np.argsort(np.array([b[0] for b in blocks], np.int64), kind="stable")
         plan = {
             "fmt": fmt,
-            "arrays": t,
             "where": where,
             "per_tile": per_tile,
             "blocks": blocks,
