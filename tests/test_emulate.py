@@ -136,6 +136,79 @@ def test_same_result_on_one_and_two_threads(builds):
     assert out[0] == out[1] == out[2]
 
 
+@pytest.mark.parametrize("preset", ["tiny-micro", "tiny-untied"])
+def test_logits_do_not_depend_on_how_the_tiles_are_loaded(builds, preset):
+    """Matrices read from the tiles 128 rows at a time give the same logits as the default
+    (whole-matrix row blocks), and the same as the independent reference."""
+    from maskc.emulate.chip import Chip
+    from maskc.netlist import load_netlist
+
+    tokens = [1, 2, 3, 4, 5, 6]
+    want = intref.IntRef(builds[preset])
+    ref_rows = intref.generate(want, tokens[:5], 2, 0.0, 0, 1.0, 0)[1]
+    got = []
+    for rows in (128, 256, 1 << 20):
+        chip = Chip(load_netlist(builds[preset]), load_rows=rows)
+        got.append([chip.forward(tokens[:5])[-1].tolist(), chip.forward([6])[0].tolist()])
+    assert got[0] == got[1] == got[2]
+    assert got[0][0] == ref_rows[0]
+
+
+@pytest.mark.parametrize("preset", ["tiny", "tiny-untied", "tiny-micro"])
+def test_chip_memory_is_the_packed_matrices_only(builds, preset):
+    """No prepared matrix keeps a QuantTensor (the embedding is read from the tiles); 4-bit
+    codes take half a byte per weight, the default formats' scale and offset factors two
+    bytes per (row, group); the stacked q/k/v and gate/up members are views of their stack,
+    and the whole is at most 0.5 + 4/32 bytes per (padded) weight plus the row exponents."""
+    from maskc.emulate.chip import Chip
+    from maskc.netlist import load_netlist
+    from maskc.romformat import QuantTensor
+
+    nl = load_netlist(builds[preset])
+    chip = Chip(nl)
+    assert not any(isinstance(v, QuantTensor) for v in vars(chip).values())
+    padded = 0
+    for m in chip.mats.values():
+        assert not any(isinstance(v, QuantTensor) for v in vars(m).values())
+        nb, cp = m.lev.shape[0], m.cp
+        padded += nb * 128 * cp
+        g = nl.matrices[m.name]["format"]["group_size"]
+        if nl.matrices[m.name]["format"]["bits"] == 4:
+            assert m.packed and m.lev.nbytes == nb * 128 * cp // 2
+            assert m.msh.dtype == np.int16 and m.msh.size == nb * 128 * cp // g
+            assert m.zsh.dtype == np.int16 and m.zsh.size == m.rows * cp // g
+    stacks = [st for _, st, _ in chip._fused.values()]
+    assert stacks
+    for group, st, _ in chip._fused.values():
+        for k in group:
+            assert np.shares_memory(chip.mats[chip.ops[k].matrix].lev, st.lev)
+    rows = sum(m.rows for m in chip.mats.values())
+    assert chip.resident_bytes() <= padded * (0.5 + 4 / 32) + rows * 16 + sum(
+        m.lev.nbytes for m in chip.mats.values() if not m.packed
+    )
+
+
+def test_matrix_rows_are_the_matrix_rows(builds):
+    """Netlist.matrix_rows reads any row range of a matrix cut into small tiles exactly as the
+    whole matrix has it, and keeps no tile array mapped after release."""
+    from maskc.netlist import load_netlist
+
+    nl = load_netlist(builds["tiny-micro"])
+    for name in list(nl.matrices)[:4]:
+        whole = nl.matrix(name)
+        r = whole.shape[0]
+        for lo, hi in ((0, 1), (r - 1, r), (r // 3, r // 3 + 37), (5, r)):
+            hi = min(hi, r)
+            part = nl.matrix_rows(name, lo, hi)
+            for k in ("codes", "scale_m", "scale_s", "scale_e", "zero_m", "zero_s", "zero_e"):
+                a, b = getattr(whole, k), getattr(part, k)
+                assert (a is None) == (b is None)
+                if a is not None:
+                    assert np.array_equal(a[lo:hi], b), (name, k, lo, hi)
+        nl.release(name)
+        assert name not in nl._maps
+
+
 def test_stops_at_eos_and_chat_template(builds, cli):
     r = cli("emulate", builds["tiny"], "--prompt", "hello there", "--chat", "-n", "40", "--json")
     assert r.code == 0, r.err

@@ -16,7 +16,7 @@ import numpy as np
 
 from maskc.emulate import kernels as K
 from maskc.emulate.kernels import GROUP as ACT_GROUP
-from maskc.emulate.prepared import Matrix, prepare, stack
+from maskc.emulate.prepared import LOAD_ROWS, Matrix, prepare, stack
 from maskc.errors import FitError, InputError
 from maskc.netlist import Netlist
 from maskc.netlist import ops as O
@@ -38,9 +38,18 @@ class Act8:
 class Chip:
     """A build's netlist, executable. ``forward(tokens)`` -> int32 logits ``[T, vocab]``."""
 
-    def __init__(self, nl: Netlist, context: int | None = None, progress=None, adapters=()) -> None:
+    def __init__(
+        self,
+        nl: Netlist,
+        context: int | None = None,
+        progress=None,
+        adapters=(),
+        load_rows: int = LOAD_ROWS,
+    ) -> None:
         """``adapters``: :class:`maskc.adapters.Adapter` list, loaded into SRAM in order (they
-        must fit beside the KV cache of ``context`` tokens: FitError otherwise)."""
+        must fit beside the KV cache of ``context`` tokens: FitError otherwise). ``load_rows``:
+        rows of a matrix read from the tiles at once while loading (the results do not depend
+        on it)."""
         self.nl = nl
         a = nl.arch
         self.vocab = a.vocab_size
@@ -80,16 +89,11 @@ class Chip:
         self.inv_sqrt_hd = nl.doc["numerics"]["inv_sqrt_hd_q16"]
         self.ops = nl.ops  # typed and checked by load_netlist
         self.mats: dict[str, Matrix] = {}
-        names = sorted({m for op in self.ops for m in op.matrices()})
-        if progress:
-            progress.start("loading netlist", len(names))
-        for name in names:
-            self.mats[name] = prepare(nl.matrix(name))
-            if progress:
-                progress.advance(1, name)
+        #: the Embed ops' matrices, read a row at a time from the tiles' memory maps
+        self.embeds = sorted({op.matrix for op in self.ops if isinstance(op, O.Embed)})
         self.n_layers = a.num_layers
         self._nobias = np.zeros(1, I64)
-        self._fused = self._fuse(p)
+        self._fused = self._load(p, progress, load_rows)
         if progress:  # the kernels compile on first use (then load from numba's disk cache)
             progress.start("preparing kernels (compiled on the first run only)", 1)
         self.reset()
@@ -98,14 +102,29 @@ class Chip:
         if progress:
             progress.advance(1)
 
-    def _fuse(self, params) -> dict[int, tuple[list[int], Matrix, np.ndarray | None]]:
-        """Consecutive matmul ops reading the same act8 (q/k/v; gate/up) run as one kernel call
-        over their stacked row blocks when their storage agrees: fewer calls, and the small
-        k/v products share the threads. The arithmetic per row is unchanged (row blocks are
-        independent). Returns ``{first op index: (op indices, stacked matrix, stacked bias)}``."""
+    def _load(
+        self, params, progress, load_rows
+    ) -> dict[int, tuple[list[int], Matrix, np.ndarray | None]]:
+        """Prepares every matmul's matrix, one at a time (:func:`prepare`). Consecutive matmul
+        ops reading the same act8 (q/k/v; gate/up) run as one kernel call over their stacked
+        row blocks when their storage agrees: fewer calls, and the small k/v products share the
+        threads. The arithmetic per row is unchanged (row blocks are independent); the members
+        keep views of the stack, not copies. Returns ``{first op index: (op indices, stacked
+        matrix, stacked bias)}``."""
+        ops = self.ops
+        names = sorted({op.matrix for op in ops if isinstance(op, O.MatMul)})
+        if progress:
+            progress.start("loading netlist", len(names))
+
+        def load(name: str) -> Matrix:
+            if name not in self.mats:
+                self.mats[name] = prepare(self.nl, name, load_rows)
+                if progress:
+                    progress.advance(1, name)
+            return self.mats[name]
+
         out = {}
         i = 0
-        ops = self.ops
         while i < len(ops):
             first = ops[i]
             if not isinstance(first, O.MatMul):
@@ -120,12 +139,27 @@ class Chip:
             ):
                 j += 1
             group = list(range(i, j + 1))
-            mats = [self.mats[ops[k].matrix] for k in group]
-            if len(group) > 1 and all(m.same_storage(mats[0]) for m in mats):
+            fresh = len({ops[k].matrix for k in group}) == len(group) and not any(
+                ops[k].matrix in self.mats for k in group
+            )
+            mats = [load(ops[k].matrix) for k in group]
+            if len(group) > 1 and fresh and all(m.same_storage(mats[0]) for m in mats):
                 biases = [None if ops[k].bias is None else params[ops[k].bias] for k in group]
                 out[i] = (group, *stack(mats, biases))
             i = j + 1
         return out
+
+    def resident_bytes(self) -> int:
+        """Bytes of the prepared matrices' arrays (each buffer once; the members of a stack are
+        views of it)."""
+        seen: dict[int, int] = {}
+        for m in self.mats.values():
+            for arr in m.arrays():
+                base = arr
+                while isinstance(base.base, np.ndarray):
+                    base = base.base
+                seen[id(base)] = base.nbytes
+        return sum(seen.values())
 
     @property
     def adapter_note(self) -> str:
@@ -146,20 +180,28 @@ class Chip:
     # -- ops -----------------------------------------------------------------------------------
 
     def embed(self, matrix: str, tokens: np.ndarray) -> np.ndarray:
-        q = self.mats[matrix].q
+        """Rows ``tokens`` of the embedding, read from the tiles (only those rows' bytes)."""
+        ids = np.asarray(tokens, I64)
+        uniq, where = np.unique(ids, return_inverse=True)
+        rows = [self.nl.matrix_rows(matrix, int(i), int(i) + 1) for i in uniq.tolist()]
+        q = rows[0]
         f = q.fmt
         z = q.zero_m is not None
+
+        def cat(k):
+            return np.concatenate([getattr(r, k) for r in rows])
+
         dummy8 = np.zeros((1, 1), np.uint8)
         return K.embed_rows(
-            np.asarray(tokens, I64),
-            q.codes,
+            np.asarray(where, I64).reshape(-1),
+            cat("codes"),
             q.levels.astype(I64),
-            q.scale_m,
-            q.scale_s,
-            q.scale_e.astype(I64),
-            q.zero_m if z else np.zeros((1, 1), np.int16),
-            q.zero_s if z else dummy8,
-            q.zero_e.astype(I64) if z else np.zeros(1, I64),
+            cat("scale_m"),
+            cat("scale_s"),
+            cat("scale_e").astype(I64),
+            cat("zero_m") if z else np.zeros((1, 1), np.int16),
+            cat("zero_s") if z else dummy8,
+            cat("zero_e").astype(I64) if z else np.zeros(1, I64),
             f.group_size,
             (1 << f.scale_shift_bits) - 1,
             (1 << f.zero_shift_bits) - 1,
@@ -179,10 +221,11 @@ class Chip:
             a.e,
             mat.lev,
             mat.packed,
+            mat.msh.dtype == np.int16,
             mat.d,
             mat.off,
             mat.msh,
-            mat.accum,
+            mat.rep,
             mat.ka,
             mat.zsh,
             mat.kb,

@@ -6,23 +6,28 @@ at a time; the heavy loops run in parallel over independent rows or heads. The b
 docs/numerics.md keep every int64 intermediate from overflowing.
 
 Everything, the matrix product included, is integer arithmetic: no floating point touches a
-value. The product is ``acc[t, r] = sum_a msh[a, r] * sum_{j in a} lev[j, r] * xs[t, j]`` over
-activation groups ``a`` of 32, with ``xs = x * 2^s_a`` (``|xs| <= 127 * 2^7 < 2^14``):
+value. The product is ``acc[t, r] = sum_a msh[a, r] * (sum_{j in a} lev[j, r] * x[t, j]) * 2^s_a``
+over activation groups ``a`` of 32 (``msh`` is per weight group, shared by its activation
+groups), with the act8 codes ``|x| <= 127`` and group shifts ``s_a <= 7``:
 
-* a group's sum is at most ``32 * 2^14 * max|stored level|``: below 2^24 for nibble-packed
-  codes (``<= 15``) and 2^26 for int8-stored levels, so it is accumulated in int32; int16-stored
-  levels (large codebooks) accumulate in int64;
+* a group's sum (before its shift) is at most ``32 * 127 * max|stored level|``: for
+  nibble-packed codes stored centred (``code - 8``, ``|.| <= 8``) 32512 < 2^15, accumulated in
+  int16 lanes; for int8/int16-stored levels below 2^27, in int32 (see "matrices" below);
 * ``acc`` is int64; the loader checks per matrix that its worst case is below 2^53.
 
-Weights stay int8/int16 in memory (``levels[codes]``), laid out in blocks of 128 output rows,
-each ``[Cp, 128]`` contiguous (:func:`blocked`): the inner loop runs over contiguous rows and a
-block streams from memory in order, and stays in cache while every token of a batch uses it.
+Weights stay packed codes or int8/int16 levels in memory, laid out in blocks of 128 output
+rows, each ``[Cp, 128]`` (packed: ``[Cp, 64]``) contiguous (:func:`blocked`): the inner loop
+runs over contiguous rows and a block streams from memory in order, and stays in cache while
+every token of a batch uses it.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from llvmlite import ir
 from numba import njit, prange
+from numba.core import cgutils, types
+from numba.extending import intrinsic
 
 GROUP = 32  #: activation group (docs/numerics.md, act8)
 ACT_SMAX = 7  #: largest act8 group shift
@@ -31,6 +36,8 @@ PARALLEL_MIN_MACS = 1 << 17  #: smaller products run on one thread (thread start
 INT32_MIN = -(1 << 31)
 INT32_MAX = (1 << 31) - 1
 TERM_LIMIT = 1 << 40
+#: weight rows (``lev[b, j]``) the product prefetches ahead: 4 KiB of packed codes
+PREFETCH_ROWS = 64
 
 
 # -- primitives ---------------------------------------------------------------------------------
@@ -148,64 +155,176 @@ def q8_rows(y, f, group):  # pragma: no cover - compiled
 # A matrix is stored for the kernel as ``lev`` (see :func:`prepare_levels`): either 4-bit codes
 # packed two per byte (``packed``; rows r and r + 64 of a block share a byte) when the level
 # table is affine, ``level = off + d * code``; or ``level - off`` in int8 / int16. Either way
-# a group's sum of levels times inputs is ``d * S' + off * gs`` where ``S'`` is the sum over the
-# stored values and ``gs`` the group's sum of inputs.
+# a group's sum of levels times inputs is ``d * S' + off' * gs`` where ``S'`` is the sum over
+# the stored values (packed: ``code - 8``, ``off' = off + 8 * d``) and ``gs`` the group's sum of
+# inputs. The act8 group shift is applied to the group's sum, ``S' = (sum lev * x) << s_a``,
+# so the sum runs over the act8 codes themselves (``|x| <= 127``):
+#
+# * packed: ``|sum (code - 8) * x| <= 32 * 8 * 127 = 32512 < 2^15``: int16 lanes (twice the
+#   lanes of int32 per vector instruction);
+# * int8 / int16 stored levels: ``|sum lev * x| <= 32 * 2^15 * 127 < 2^27``: int32.
+
+
+@intrinsic
+def _prefetch(typingctx, arr, offset):  # pragma: no cover - compiled
+    """Hint the CPU to load element ``offset`` of C-contiguous ``arr`` (flat) into the caches:
+    llvm.prefetch, which never faults (an address past the end is harmless). A matrix's
+    codes stream from memory once per token in decode; fetching ahead overlaps that with the
+    arithmetic (about 2x on a 30 MB matrix at one token, measured)."""
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        i8p = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+            "llvm.prefetch.p0i8",
+        )
+        ptr = builder.bitcast(builder.gep(ary.data, [args[1]]), i8p)
+        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.void(arr, types.int64), codegen
 
 
 @njit(cache=True, boundscheck=False, inline="always")
-def _block(lev, packed, d, off, xs, gs, msh, acc, b, t0, t1, s):  # pragma: no cover
-    """acc[t, :] (int64 [T, 128]) for tokens t0..t1 of row block b; ``s`` is the group-sum
-    scratch (int32, or int64 for int16 levels: kernels docstring)."""
-    cp = xs.shape[1]
+def _block(
+    lev, packed, narrow, d, off, x8, sh, g0, msh, rep, acc, b, t0, t1, s16, s32, p32, q32, sb
+):  # pragma: no cover
+    """acc[t, :] (int64 [T, 128]) for tokens t0..t1 of row block b. ``s16``/``s32`` the group
+    sums' scratch (int16 for packed codes, int32 otherwise: see above), ``sb`` int64 [128].
+
+    ``acc = d * A + off' * B`` with ``A = sum_a (msh * S_a) << s_a`` and ``B = sum_a (msh * g0_a)
+    << s_a`` (``g0_a`` the group's sum of act8 codes, ``|g0_a| <= 32 * 127 < 2^12``): for packed
+    codes ``|msh * S_a| < 2^15 * 2^15`` fits the int32 products LLVM makes of it when ``msh``
+    is int16 (:func:`maskc.emulate.prepared.scale_dtype`). Each of ``d * A`` and
+    ``off' * B`` is at most ``(|off| + 16 |d|) / lmax < 3.2`` times the accumulator bound the
+    loader checks (2^53): exact in int64."""
+    cp = x8.shape[1]
     ng = cp // GROUP
     n = BLOCK_ROWS
     half = n // 2
+    offc = off + 8 * d if packed else off
     for t in range(t0, t1):
         for r in range(n):
             acc[t, r] = 0
+            sb[r] = 0
         for a in range(ng):
-            s[:] = 0
-            for j in range(a * GROUP, a * GROUP + GROUP):
-                xj = xs[t, j]
-                lr = lev[b, j]
-                if packed:
+            sa = sh[t, a]
+            mr = msh[b, a // rep]
+            ga = g0[t, a]
+            if packed:
+                for r in range(n):
+                    s16[r] = 0
+                for j in range(a * GROUP, a * GROUP + GROUP):
+                    _prefetch(lev, (np.int64(b) * cp + j + PREFETCH_ROWS) * half)
+                    xj = x8[t, j]
+                    lr = lev[b, j]
                     for r in range(half):
-                        v = np.int32(lr[r])
-                        s[r] += (v & 15) * xj
-                        s[r + half] += (v >> 4) * xj
+                        v = lr[r]
+                        s16[r] += np.int16((v & 15) - 8) * xj
+                        s16[r + half] += np.int16((v >> 4) - 8) * xj
+                if narrow:  # int16 x int16 products stored as int32: int32 multiplies
+                    for r in range(n):
+                        p32[r] = mr[r] * s16[r]
+                        q32[r] = mr[r] * ga
+                    for r in range(n):
+                        acc[t, r] += np.int64(p32[r]) << sa
+                        sb[r] += np.int64(q32[r]) << sa
                 else:
                     for r in range(n):
-                        s[r] += lr[r] * xj
-            mr = msh[b, a]
-            corr = off * gs[t, a]
-            for r in range(n):
-                acc[t, r] += mr[r] * (d * np.int64(s[r]) + corr)
+                        acc[t, r] += (np.int64(mr[r]) * s16[r]) << sa
+                        sb[r] += (np.int64(mr[r]) * ga) << sa
+            else:
+                for r in range(n):
+                    s32[r] = 0
+                for j in range(a * GROUP, a * GROUP + GROUP):
+                    for k in range(0, n, 32):  # 128 int8 or int16 levels: 2 or 4 lines
+                        _prefetch(lev, (np.int64(b) * cp + j + PREFETCH_ROWS) * n + k)
+                    xj = np.int32(x8[t, j])
+                    lr = lev[b, j]
+                    for r in range(n):
+                        s32[r] += np.int32(lr[r]) * xj
+                for r in range(n):
+                    acc[t, r] += (np.int64(mr[r]) * s32[r]) << sa
+                    sb[r] += (np.int64(mr[r]) * ga) << sa
+        for r in range(n):
+            acc[t, r] = d * acc[t, r] + offc * sb[r]
 
 
 @njit(cache=True, boundscheck=False)
-def _product(lev, packed, d, off, xs, gs, msh, rows, parallel, scratch):  # pragma: no cover
-    t_n = xs.shape[0]
+def _product(lev, packed, narrow, d, off, x8, sh, g0, msh, rep, parallel):  # pragma: no cover
+    t_n = x8.shape[0]
     nb = lev.shape[0]
     out = np.empty((t_n, nb * BLOCK_ROWS), np.int64)
     if parallel:
-        _product_par(lev, packed, d, off, xs, gs, msh, out, scratch)
+        _product_par(lev, packed, narrow, d, off, x8, sh, g0, msh, rep, out)
     else:
-        s = np.empty(BLOCK_ROWS, scratch.dtype)
+        s16 = np.empty(BLOCK_ROWS, np.int16)
+        s32 = np.empty(BLOCK_ROWS, np.int32)
+        p32 = np.empty(BLOCK_ROWS, np.int32)
+        q32 = np.empty(BLOCK_ROWS, np.int32)
+        sb = np.empty(BLOCK_ROWS, np.int64)
         acc = np.empty((t_n, BLOCK_ROWS), np.int64)
         for b in range(nb):
-            _block(lev, packed, d, off, xs, gs, msh, acc, b, 0, t_n, s)
+            _block(
+                lev,
+                packed,
+                narrow,
+                d,
+                off,
+                x8,
+                sh,
+                g0,
+                msh,
+                rep,
+                acc,
+                b,
+                0,
+                t_n,
+                s16,
+                s32,
+                p32,
+                q32,
+                sb,
+            )
             out[:, b * BLOCK_ROWS : (b + 1) * BLOCK_ROWS] = acc
     return out
 
 
 @njit(cache=True, parallel=True, boundscheck=False)
-def _product_par(lev, packed, d, off, xs, gs, msh, out, scratch):  # pragma: no cover
-    t_n = xs.shape[0]
+def _product_par(lev, packed, narrow, d, off, x8, sh, g0, msh, rep, out):  # pragma: no cover
+    t_n = x8.shape[0]
     nb = lev.shape[0]
     for b in prange(nb):
-        s = np.empty(BLOCK_ROWS, scratch.dtype)
+        s16 = np.empty(BLOCK_ROWS, np.int16)
+        s32 = np.empty(BLOCK_ROWS, np.int32)
+        p32 = np.empty(BLOCK_ROWS, np.int32)
+        q32 = np.empty(BLOCK_ROWS, np.int32)
+        sb = np.empty(BLOCK_ROWS, np.int64)
         acc = np.empty((t_n, BLOCK_ROWS), np.int64)
-        _block(lev, packed, d, off, xs, gs, msh, acc, b, 0, t_n, s)
+        _block(
+            lev,
+            packed,
+            narrow,
+            d,
+            off,
+            x8,
+            sh,
+            g0,
+            msh,
+            rep,
+            acc,
+            b,
+            0,
+            t_n,
+            s16,
+            s32,
+            p32,
+            q32,
+            sb,
+        )
         out[:, b * BLOCK_ROWS : (b + 1) * BLOCK_ROWS] = acc
 
 
@@ -217,10 +336,11 @@ def matmul(
     e,
     lev,
     packed,
+    narrow,
     d,
     off,
     msh,
-    scratch,
+    rep,
     ka,
     zsh,
     kb,
@@ -232,27 +352,40 @@ def matmul(
     parallel,
 ):  # pragma: no cover - compiled
     """act8 (x [T, C], s [T, ng], m [T], e [T]) times one matrix -> signal int64 [T, rows]
-    (docs/numerics.md, "Matrix-vector product"). ``scratch``: a 1-element array whose dtype
-    (int32 or int64) is the group sums' accumulator (:func:`prepare_levels`)."""
+    (docs/numerics.md, "Matrix-vector product"). ``msh`` per (row, weight group of ``rep``
+    activation groups); ``zsh`` [R, Cp / (32 rep)]. ``narrow``: ``msh`` is int16 (its
+    products with the packed codes' group sums are int32, see :func:`_block`)."""
     t_n, c = x.shape
     cp = lev.shape[1]
     ng = cp // GROUP
-    xs = np.zeros((t_n, cp), np.int32)  # x * 2^s: |xs| <= 127 * 2^7 < 2^14
-    gs = np.zeros((t_n, ng), np.int64)
+    x8 = np.zeros((t_n, cp), np.int16)  # the act8 codes, |x| <= 127
+    sh = np.zeros((t_n, ng), np.int64)
+    g0 = np.zeros((t_n, ng), np.int64)  # the group's sum of x
+    gs = np.zeros((t_n, ng), np.int64)  # the group's sum of x * 2^s
     for t in range(t_n):
+        for a in range(ng):
+            if a * GROUP < c:
+                sh[t, a] = s[t, a]
         for j in range(c):
-            v = x[t, j] << s[t, j // GROUP]
-            xs[t, j] = v
-            gs[t, j // GROUP] += v
-    acc = _product(lev, packed, d, off, xs, gs, msh, rows, parallel, scratch)
+            x8[t, j] = x[t, j]
+            g0[t, j // GROUP] += x[t, j]
+        for a in range(ng):
+            gs[t, a] = g0[t, a] << sh[t, a]
+    acc = _product(lev, packed, narrow, d, off, x8, sh, g0, msh, rep, parallel)
     y = np.empty((t_n, rows), np.int64)
+    ngw = zsh.shape[1]
+    gw = np.zeros(ngw, np.int64)
     for t in range(t_n):
+        if has_zero:
+            gw[:] = 0
+            for a in range(ng):
+                gw[a // rep] += gs[t, a]
         for r in range(rows):
             v = term(acc[t, r] * m[t], ka[r] - e[t] - f)
             if has_zero:
                 bsum = np.int64(0)
-                for a in range(zsh.shape[1]):
-                    bsum += zsh[r, a] * gs[t, a]
+                for a in range(ngw):
+                    bsum += np.int64(zsh[r, a]) * gw[a]
                 v += term(bsum * m[t], kb[r] - e[t] - f)
             if has_bias:
                 v += bias[r]
@@ -296,26 +429,23 @@ def blocked(a: np.ndarray) -> np.ndarray:
 
 
 def prepare_levels(codes: np.ndarray, levels: np.ndarray):
-    """``(lev, packed, d, off, accumulator dtype)`` for a matrix's ``codes`` [R, Cp] and level
-    table (see the module docstring for the bounds).
+    """``(lev, packed, d, off)`` for a matrix's ``codes`` [R, Cp] (R a multiple of
+    ``BLOCK_ROWS``, or the whole matrix) and level table (see "matrices" above for the bounds):
 
-    * affine levels (``level = off + d * code``) with codes below 16: nibble-packed codes;
-      a group's sum of codes times inputs is below ``32 * 15 * 2^14 < 2^24``: int32;
-    * otherwise ``level - off`` (``off`` centres the table) as int8 (group sums below
-      ``32 * 128 * 2^14 = 2^26``: int32) or int16 (below ``2^34``: int64)."""
+    * affine levels (``level = off + d * code``) with codes below 16: nibble-packed codes
+      ``[NB, Cp, 64]``, rows r (low nibble) and r + 64 (high) of a block in one byte;
+    * otherwise ``level - off`` (``off`` centres the table) as int8 or int16."""
     lv = levels.astype(np.int64)
     k = np.arange(len(lv))
     if len(lv) <= 16 and len(lv) >= 2 and np.array_equal(lv, lv[0] + (lv[1] - lv[0]) * k):
         blk = blocked(codes.astype(np.uint8))
         half = BLOCK_ROWS // 2
         packed = (blk[:, :, :half] | (blk[:, :, half:] << 4)).astype(np.uint8)
-        return np.ascontiguousarray(packed), True, int(lv[1] - lv[0]), int(lv[0]), np.int32
+        return np.ascontiguousarray(packed), True, int(lv[1] - lv[0]), int(lv[0])
     off = int((lv.min() + lv.max() + 1) // 2)
-    stored = lv - off
-    big = int(np.abs(stored).max())
-    dt = np.int8 if big <= 127 else np.int16
-    lev = blocked(stored.astype(dt)[codes])
-    return lev, False, 1, off, (np.int32 if big <= 127 else np.int64)
+    stored = lv - off  # in [-2^15, 2^15) for level_bits <= 16
+    dt = np.int8 if stored.min() >= -128 and stored.max() <= 127 else np.int16
+    return blocked(stored.astype(dt)[codes]), False, 1, off
 
 
 # -- fixed-function units -----------------------------------------------------------------------

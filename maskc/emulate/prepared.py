@@ -1,5 +1,11 @@
-"""A ROM matrix prepared for the emulator's exact integer product (kernels.py), and the
-stacking of matrices that share their input into one kernel call."""
+"""A ROM matrix prepared for the emulator's exact integer product (kernels.py), read from the
+netlist's tiles one row block at a time, and the stacking of matrices that share their input
+into one kernel call.
+
+Resident memory per weight (4-bit, g32, the defaults): ``lev`` 0.5 B (two codes per byte), the
+scale factors ``msh`` 2 B per (row, weight group) and the offsets ``zsh`` 2 B per (row, weight
+group): 0.625 B per weight. Loading holds one row block of one matrix unpacked at a time
+(:data:`LOAD_ROWS` rows)."""
 
 from __future__ import annotations
 
@@ -11,21 +17,42 @@ from maskc.emulate import kernels as K
 from maskc.emulate.kernels import GROUP as ACT_GROUP
 from maskc.emulate.kernels import blocked
 from maskc.errors import InputError
-from maskc.romformat import QuantTensor
+from maskc.romformat import QuantFormat
 
 I64 = np.int64
 #: the bound the loader enforces on a matrix's accumulator (far inside int64)
 ACC_LIMIT = 1 << 53
+#: rows of a matrix unpacked at once while loading (a multiple of kernels.BLOCK_ROWS)
+LOAD_ROWS = 32 * K.BLOCK_ROWS
+
+
+def factor_dtype(bits: int) -> type:
+    """The narrowest of int16/int32/int64 holding every value of magnitude below ``2^bits``."""
+    return np.int16 if bits <= 15 else np.int32 if bits <= 31 else np.int64
+
+
+def scale_dtype(f: QuantFormat) -> type:
+    """``scale_m << (SMAX - scale_s)`` < ``2^(scale_bits + SMAX)`` (unsigned mantissa): at
+    most 2^31 (scale_bits <= 16, SMAX <= 15), so int16 or int32; int16 for the default
+    formats (8 + 7 = 15 bits)."""
+    return factor_dtype(f.scale_bits + (1 << f.scale_shift_bits) - 1)
+
+
+def zero_dtype(f: QuantFormat) -> type:
+    """``|zero_m << (ZMAX - zero_s)|`` <= ``2^(zero_bits - 1 + ZMAX)`` (signed mantissa): below
+    2^31, int16 when ``zero_bits - 1 + ZMAX <= 14``."""
+    return factor_dtype(f.zero_bits + (1 << f.zero_shift_bits) - 1)
 
 
 @dataclass
 class Matrix:
     """One matrix ready for exact evaluation (kernels.py, :func:`kernels.prepare_levels`).
 
-    ``lev``/``packed``/``d``/``off``/``accum``: the stored levels and the group sums' integer
-    type; ``msh``: int64 blocked ``[NB, Cp/32, 128]`` = ``scale_m * 2^(SMAX - scale_s)`` per
-    activation group; ``zsh``: int64 ``[R, Cp/32]`` = ``zero_m * 2^(ZMAX - zero_s)``; ``ka``/``kb``:
-    int64 ``[R]`` = ``SMAX - scale_e``, ``ZMAX - zero_e``."""
+    ``lev``/``packed``/``d``/``off``: the stored levels (see :func:`kernels.prepare_levels`);
+    ``msh``: blocked ``[NB, Cp/G, 128]`` = ``scale_m * 2^(SMAX - scale_s)`` per (row, weight
+    group of ``G = rep * 32``), :func:`scale_dtype`; ``zsh``: ``[R, Cp/G]`` =
+    ``zero_m * 2^(ZMAX - zero_s)``, :func:`zero_dtype`; ``ka``/``kb``: int64 ``[R]`` =
+    ``SMAX - scale_e``, ``ZMAX - zero_e``."""
 
     name: str
     rows: int
@@ -35,13 +62,12 @@ class Matrix:
     packed: bool
     d: int
     off: int
-    accum: np.ndarray  #: a 1-element array of the group sums' dtype (int32 or int64)
     msh: np.ndarray
     zsh: np.ndarray
     ka: np.ndarray
     kb: np.ndarray
     has_zero: bool
-    q: QuantTensor | None  #: the stored matrix (the embedding reads rows of it)
+    rep: int  #: activation groups per weight group
 
     def same_storage(self, other: Matrix) -> bool:
         """Whether the two can run as one kernel call (stacked row blocks)."""
@@ -50,65 +76,75 @@ class Matrix:
             and self.d == other.d
             and self.off == other.off
             and self.cp == other.cp
-            and self.accum.dtype == other.accum.dtype
+            and self.rep == other.rep
             and self.lev.dtype == other.lev.dtype
+            and self.msh.dtype == other.msh.dtype
+            and self.zsh.dtype == other.zsh.dtype
             and self.has_zero == other.has_zero
         )
 
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        return self.lev, self.msh, self.zsh, self.ka, self.kb
 
-def prepare(q: QuantTensor) -> Matrix:
-    """``q`` laid out for :func:`kernels.matmul`, after checking its accumulator bound."""
-    f = q.fmt
-    r, c = q.shape
+
+def prepare(nl, name: str, load_rows: int = LOAD_ROWS) -> Matrix:
+    """Matrix ``name`` of netlist ``nl`` laid out for :func:`kernels.matmul`, read ``load_rows``
+    rows at a time (:meth:`maskc.netlist.Netlist.matrix_rows`), after checking its
+    accumulator bound. The result does not depend on ``load_rows``."""
+    if load_rows <= 0 or load_rows % K.BLOCK_ROWS:
+        raise ValueError(f"load_rows must be a positive multiple of {K.BLOCK_ROWS}")
+    r, c = nl.matrices[name]["shape"]
+    f = QuantFormat.from_json(nl.matrices[name]["format"], f"{nl.path}: matrix {name}")
     g = f.group_size
     if g % ACT_GROUP:
-        raise InputError(f"{q.name}: group size {g} is not a multiple of {ACT_GROUP}")
+        raise InputError(f"{name}: group size {g} is not a multiple of {ACT_GROUP}")
     rep = g // ACT_GROUP  # activation groups per weight group
-    lmax = int(np.abs(q.levels.astype(I64)).max())
+    cp = f.padded_cols(c)
+    ngw = cp // g
+    nb = -(-r // K.BLOCK_ROWS)
     smax = (1 << f.scale_shift_bits) - 1
-    mshift = q.scale_m.astype(I64) << (smax - q.scale_s.astype(I64))
+    zmax = (1 << f.zero_shift_bits) - 1
+    has_zero = f.zero_bits > 0
+    msh = np.zeros((nb, ngw, K.BLOCK_ROWS), scale_dtype(f))
+    zsh = np.zeros((r, ngw) if has_zero else (r, 1), zero_dtype(f))
+    ka = np.zeros(r, I64)
+    kb = np.zeros(r, I64)
+    lev = None
+    worst = 0
+    for lo in range(0, r, load_rows):
+        hi = min(r, lo + load_rows)
+        q = nl.matrix_rows(name, lo, hi)
+        nl.release(name)  # the tiles' pages read so far leave this process's resident set
+        b0, b1 = lo // K.BLOCK_ROWS, -(-hi // K.BLOCK_ROWS)
+        mshift = q.scale_m.astype(I64) << (smax - q.scale_s.astype(I64))
+        worst = max(worst, int(mshift.sum(axis=1).max()))
+        msh[b0:b1] = blocked(mshift.astype(msh.dtype))
+        ka[lo:hi] = smax - q.scale_e.astype(I64)
+        if has_zero:
+            zsh[lo:hi] = q.zero_m.astype(I64) << (zmax - q.zero_s.astype(I64))
+            kb[lo:hi] = zmax - q.zero_e.astype(I64)
+        part, packed, d, off = K.prepare_levels(q.codes, q.levels)
+        if lev is None:
+            lev = np.empty((nb, *part.shape[1:]), part.dtype)
+            lmax = int(np.abs(q.levels.astype(I64)).max())
+        del q
+        lev[b0:b1] = part
     # |acc| <= sum_a mshift * 32 * lmax * 127 * 2^7 must stay < 2^53 (kernels.py)
-    if int(mshift.sum(axis=1).max()) * rep * ACT_GROUP * lmax * 127 * 128 >= ACC_LIMIT:
-        raise InputError(f"{q.name}: accumulator bound beyond the emulator's exact datapath")
-    lev, packed, d, off, accum = K.prepare_levels(q.codes, q.levels)
-    msh = blocked(np.repeat(mshift, rep, axis=1))
-    if q.zero_m is not None:
-        zmax = (1 << f.zero_shift_bits) - 1
-        z = q.zero_m.astype(I64) << (zmax - q.zero_s.astype(I64))
-        zsh = np.ascontiguousarray(np.repeat(z, rep, axis=1))
-        kb = zmax - q.zero_e.astype(I64)
-    else:
-        zsh = np.zeros((r, 1), I64)
-        kb = np.zeros(r, I64)
-    return Matrix(
-        q.name,
-        r,
-        c,
-        f.padded_cols(c),
-        lev,
-        packed,
-        d,
-        off,
-        np.zeros(1, accum),
-        msh,
-        zsh,
-        smax - q.scale_e.astype(I64),
-        kb,
-        q.zero_m is not None,
-        q,
-    )
+    if worst * rep * ACT_GROUP * lmax * 127 * 128 >= ACC_LIMIT:
+        raise InputError(f"{name}: accumulator bound beyond the emulator's exact datapath")
+    return Matrix(name, r, c, cp, lev, packed, d, off, msh, zsh, ka, kb, has_zero, rep)
 
 
 def stack(mats: list[Matrix], biases: list[np.ndarray | None]) -> tuple[Matrix, np.ndarray | None]:
     """Matrices of the same storage (:meth:`Matrix.same_storage`) as one, their row blocks one
     after the other (each padded to ``BLOCK_ROWS``), and their biases (int64, or None when
-    none has one)."""
+    none has one). The members' arrays become views of the stacked ones (no second copy)."""
     br = K.BLOCK_ROWS
     total = sum(m.lev.shape[0] for m in mats) * br
 
-    def rows_padded(arrs, width=None):
+    def rows_padded(arrs, dtype, width=None):
         shape = (total,) if width is None else (total, width)
-        o = np.zeros(shape, I64)
+        o = np.zeros(shape, dtype)
         r = 0
         for m, a in zip(mats, arrs, strict=True):
             o[r : r + m.rows] = a
@@ -122,23 +158,33 @@ def stack(mats: list[Matrix], biases: list[np.ndarray | None]) -> tuple[Matrix, 
             [
                 np.zeros(m.rows, I64) if b is None else b.astype(I64)
                 for m, b in zip(mats, biases, strict=True)
-            ]
+            ],
+            I64,
         )
     st = Matrix(
         "+".join(m.name for m in mats),
         total,
         m0.cols,
         m0.cp,
-        np.ascontiguousarray(np.concatenate([m.lev for m in mats])),
+        np.concatenate([m.lev for m in mats]),
         m0.packed,
         m0.d,
         m0.off,
-        m0.accum,
-        np.ascontiguousarray(np.concatenate([m.msh for m in mats])),
-        rows_padded([m.zsh for m in mats], m0.zsh.shape[1]),
-        rows_padded([m.ka for m in mats]),
-        rows_padded([m.kb for m in mats]),
+        np.concatenate([m.msh for m in mats]),
+        rows_padded([m.zsh for m in mats], m0.zsh.dtype, m0.zsh.shape[1]),
+        rows_padded([m.ka for m in mats], I64),
+        rows_padded([m.kb for m in mats], I64),
         m0.has_zero,
-        None,
+        m0.rep,
     )
+    b = r = 0
+    for m in mats:  # the members read their rows of the stack
+        nb = m.lev.shape[0]
+        m.lev = st.lev[b : b + nb]
+        m.msh = st.msh[b : b + nb]
+        m.zsh = st.zsh[r : r + m.rows]
+        m.ka = st.ka[r : r + m.rows]
+        m.kb = st.kb[r : r + m.rows]
+        b += nb
+        r += nb * br
     return st, bias

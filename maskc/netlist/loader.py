@@ -119,6 +119,14 @@ class Netlist:
     fabric: Fabric
     ops: list[Op]
     _files: dict = field(default_factory=dict, repr=False)
+    _plans: dict = field(default_factory=dict, repr=False)
+
+    _maps: dict = field(default_factory=dict, repr=False)
+
+    def release(self, name: str) -> None:
+        """Unmap matrix ``name``'s tile arrays (the pages read through them stop counting in
+        this process's resident memory); they are mapped again when next read."""
+        self._maps.pop(name, None)
 
     @property
     def matrices(self) -> dict:
@@ -168,6 +176,66 @@ class Netlist:
     def matrix(self, name: str) -> QuantTensor:
         """Matrix ``name`` reassembled from its tiles, validated (every field, and the tiles
         covering the matrix exactly once)."""
+        mapped = name in self._maps
+        q = self.matrix_rows(name, 0, self.matrices[name]["shape"][0])
+        if not mapped:
+            self.release(name)
+        return q
+
+    def matrix_rows(self, name: str, lo: int, hi: int) -> QuantTensor:
+        """Rows ``lo:hi`` of matrix ``name`` (a QuantTensor named ``name``, shaped
+        ``[hi - lo, cols]``), validated like :meth:`matrix`, reading only the tiles that hold
+        those rows from the memory maps: a whole matrix can be read in row blocks in bounded
+        memory. The tile placement (every tile inside the matrix, the tiles covering it exactly
+        once) is checked once per matrix."""
+        plan = self._tile_plan(name)
+        fmt, where = plan["fmt"], plan["where"]
+        t = self._maps.get(name)
+        if t is None:
+            t = self._maps[name] = self.tile_arrays(name)
+        r, c = self.matrices[name]["shape"]
+        if not 0 <= lo < hi <= r:
+            raise ValueError(f"rows {lo}:{hi} outside matrix {name} ({r} rows)")
+        g = fmt.group_size
+        cp = fmt.padded_cols(c)
+        ng = cp // g
+        per_tile = plan["per_tile"]
+        n = hi - lo
+        whole = {"weight": (n, cp), "group": (n, ng), "row": (n,)}
+        out = {fd.name: np.zeros(whole[fd.axis], t[fd.name].dtype) for fd in per_tile}
+        order, starts, blocks = plan["order"], plan["starts"], plan["blocks"]
+        # the tiles whose rows meet lo:hi start in (lo - tile rows, hi)
+        first = int(np.searchsorted(starts, lo - plan["tile_rows"], side="right"))
+        last = int(np.searchsorted(starts, hi, side="left"))
+        for i in order[first:last].tolist():
+            r0, nr, c0, nc = blocks[i]
+            a, b = max(r0, lo), min(r0 + nr, hi)
+            if a >= b:
+                continue
+            k = -(-nc // g)
+            g0 = c0 // g
+            for fd in per_tile:
+                src = t[fd.name][i, a - r0 : b - r0]
+                dst = out[fd.name][a - lo : b - lo]
+                if fd.axis == "weight":
+                    dst[:, c0 : c0 + k * g] = src[:, : k * g]
+                elif fd.axis == "group":
+                    dst[:, g0 : g0 + k] = src[:, :k]
+                elif c0 == 0:  # the row exponents: every tile of a row block holds them
+                    dst[:] = src
+                elif not np.array_equal(dst, src):
+                    raise InputError(f"{where}: tile {i} disagrees on the row exponents {fd.name}")
+        q = QuantTensor(name=name, shape=(n, c), fmt=fmt, levels=t.get("levels"), **out)
+        q.validate()
+        return q
+
+    def _tile_plan(self, name: str) -> dict:
+        """Matrix ``name``'s format and checked tile placement, cached: ``blocks`` ``[r0, nr,
+        c0, nc]`` per tile, ``order`` the tiles sorted by first row and ``starts`` those first
+        rows."""
+        cache = self._plans
+        if name in cache:
+            return cache[name]
         m = self.matrices[name]
         t = self.tile_arrays(name)
         where = f"{self.path}: matrix {name}"
@@ -184,10 +252,9 @@ class Netlist:
         for k, shape in need.items():
             if k not in t or tuple(t[k].shape) != shape:
                 raise InputError(f"{where}: tile array {k!r} missing or not shaped {list(shape)}")
-        whole = {"weight": (r, cp), "group": (r, ng), "row": (r,)}
-        out = {fd.name: np.zeros(whole[fd.axis], t[fd.name].dtype) for fd in per_tile}
+        blocks = t["block"].tolist()
         covered = np.zeros((r, ng), bool)
-        for i, (r0, nr, c0, nc) in enumerate(t["block"].tolist()):
+        for i, (r0, nr, c0, nc) in enumerate(blocks):
             if not (
                 r0 >= 0
                 and 1 <= nr <= tr
@@ -203,21 +270,20 @@ class Netlist:
             if covered[r0 : r0 + nr, g0 : g0 + k].any():
                 raise InputError(f"{where}: tile {i} overlaps another tile")
             covered[r0 : r0 + nr, g0 : g0 + k] = True
-            for fd in per_tile:
-                src, dst = t[fd.name][i, :nr], out[fd.name][r0 : r0 + nr]
-                if fd.axis == "weight":
-                    dst[:, c0 : c0 + k * g] = src[:, : k * g]
-                elif fd.axis == "group":
-                    dst[:, g0 : g0 + k] = src[:, :k]
-                elif c0 == 0:  # the row exponents: every tile of a row block holds them
-                    dst[:] = src
-                elif not np.array_equal(dst, src):
-                    raise InputError(f"{where}: tile {i} disagrees on the row exponents {fd.name}")
         if not covered.all():
             raise InputError(f"{where}: the tiles do not cover the whole matrix")
-        q = QuantTensor(name=name, shape=(r, c), fmt=fmt, levels=t.get("levels"), **out)
-        q.validate()
-        return q
+        order = np.argsort(np.array([b[0] for b in blocks], np.int64), kind="stable")
+        plan = {
+            "fmt": fmt,
+            "where": where,
+            "per_tile": per_tile,
+            "blocks": blocks,
+            "order": order,
+            "starts": np.array([blocks[i][0] for i in order.tolist()], np.int64),
+            "tile_rows": tr,
+        }
+        cache[name] = plan
+        return plan
 
 
 def _check_matrix_entry(p: Path, name: str, m: object) -> None:
