@@ -7,13 +7,11 @@ import shutil
 
 import numpy as np
 import pytest
-from helpers import micro_fabric
+from helpers import micro_fabric, quantizer_output
 from safetensors.numpy import load_file
 
 from maskc.build import write_manifest
 from maskc.netlist import load_netlist
-from maskc.quantize.store import load_quant
-from maskc.safetensors_io import SafetensorsFile
 
 
 @pytest.fixture(scope="module")
@@ -29,13 +27,20 @@ def built(model_cache, tmp_path_factory):
         b = root / preset
         compile_model(gen.path, b, CompileOptions(fabric=fab))
         out[preset] = b
+        # the quantizer's output for the same inputs, which the build keeps only as tiles
+        _QUANT[b] = quantizer_output(gen.path, root / f"{preset}-quant", CompileOptions(fabric=fab))
     return out
 
 
+_QUANT: dict = {}
+
+
 def _quant(build, name):
-    idx = json.loads((build / "quant" / "index.json").read_text())["tensors"]
-    e = idx[name]
-    return load_quant(build / e["file"], SafetensorsFile(build / e["file"]), name, e)
+    """Matrix ``name`` as the quantizer wrote it (quant/ of a compile stopped after quantize)."""
+    store = _QUANT[build]
+    e = store.index[name]
+    assert "stored" not in e
+    return store.matrix(name)
 
 
 def test_netlist_files_and_structure(built):
@@ -99,6 +104,77 @@ def test_tiles_reassemble_to_the_quantized_matrices(built):
                 assert (d, x, y) not in seen
                 seen.add((d, x, y))
         assert len(seen) == nl.doc["placement"]["tiles_used"]
+
+
+def test_quant_keeps_no_quantized_arrays(built):
+    """A complete build's quant/ holds only the float tensors (read with the safetensors
+    library); quant/index.json marks every quantized matrix as stored in the netlist."""
+    for b in built.values():
+        doc = json.loads((b / "quant" / "index.json").read_text())
+        assert doc["version"] == 2
+        idx = doc["tensors"]
+        floats = {n for n, e in idx.items() if e["kind"] == "float"}
+        assert floats and len(floats) < len(idx)
+        for name, e in idx.items():
+            if e["kind"] == "quantized":
+                assert e["stored"] == "netlist" and "file" not in e, name
+        stored = set()
+        for f in sorted((b / "quant").glob("*.safetensors")):
+            t = load_file(str(f))
+            assert all(v.dtype == np.float32 for v in t.values()), f
+            stored |= set(t)
+        assert stored == floats
+        # what quant/ held before for the same inputs: every array, in one byte per code
+        qdir = _QUANT[b].build / "quant"
+        before = sum(p.stat().st_size for p in qdir.glob("*.safetensors"))
+        after = sum(p.stat().st_size for p in (b / "quant").glob("*.safetensors"))
+        assert after * 20 < before
+
+
+@pytest.mark.parametrize("rows_per_block", [5, 4096])
+def test_quant_store_reads_matrices_back_from_the_netlist(built, monkeypatch, rows_per_block):
+    """QuantStore reads each quantized matrix of a complete build from the netlist's tiles:
+    every field equal to the quantizer's own output, and dequantized (in row blocks that cut
+    across tiles when ``rows_per_block`` is 5) to the same float32 bytes."""
+    import maskc.quantize.store as store_mod
+
+    monkeypatch.setattr(store_mod, "DEQUANT_ROWS", rows_per_block)
+    for b in built.values():
+        idx = json.loads((b / "quant" / "index.json").read_text())["tensors"]
+        store = store_mod.QuantStore(b, idx)
+        want_store = _QUANT[b]
+        for name, e in idx.items():
+            if e["kind"] != "quantized":
+                assert np.array_equal(store.float(name), want_store.float(name))
+                continue
+            assert store.in_netlist(name)
+            got, want = store.matrix(name), want_store.matrix(name)
+            assert got.shape == want.shape and got.fmt == want.fmt and got.method == want.method
+            for f in ("codes", "levels", "scale_m", "scale_s", "scale_e", "zero_m", "zero_s"):
+                a, w = getattr(got, f), getattr(want, f)
+                assert (a is None) == (w is None) and (a is None or np.array_equal(a, w)), f
+            assert store.dequantized(name).tobytes() == want_store.dequantized(name).tobytes()
+
+
+def test_a_build_with_quant_arrays_still_reads(built, tmp_path, cli):
+    """A build written before the arrays moved to the netlist (quant/ holding every array,
+    index version 1) still reads: inspect --tensor and emulate --compare-dequantized give the
+    same output as on the complete build."""
+    b = tmp_path / "old"
+    shutil.copytree(built["tiny"], b)
+    shutil.rmtree(b / "quant")
+    shutil.copytree(_QUANT[built["tiny"]].build / "quant", b / "quant")
+    assert json.loads((b / "quant" / "index.json").read_text())["version"] == 1
+    man = json.loads((b / "manifest.json").read_text())
+    write_manifest(b, man["stages"])
+    name = "model.layers.1.mlp.up_proj.weight"
+    for args in (
+        ("inspect", "--tensor", name, "--json"),
+        ("emulate", "--tokens", "1,5,9", "--compare-dequantized", "--json"),
+    ):
+        old, new = cli(args[0], b, *args[1:]), cli(args[0], built["tiny"], *args[1:])
+        assert old.code == new.code == 0, (old.err, new.err)
+        assert old.out == new.out.replace(str(built["tiny"]), str(b))
 
 
 def test_qwen2_biases_and_norms_are_fixed_point(built):

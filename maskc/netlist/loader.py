@@ -165,14 +165,19 @@ class Netlist:
                 out[k] = _memmap(f, key)
         return out
 
-    def matrix(self, name: str) -> QuantTensor:
+    def matrix(self, name: str, rows: tuple[int, int] | None = None) -> QuantTensor:
         """Matrix ``name`` reassembled from its tiles, validated (every field, and the tiles
-        covering the matrix exactly once)."""
+        covering the matrix exactly once); with ``rows = (a, b)`` only its rows ``a:b`` (a
+        ``[b - a, C]`` matrix of its own), read from the tiles holding them, so a large matrix
+        can be read in bounded memory."""
         m = self.matrices[name]
         t = self.tile_arrays(name)
         where = f"{self.path}: matrix {name}"
         fmt = QuantFormat.from_json(m["format"], where)
         r, c = m["shape"]
+        a, b = (0, r) if rows is None else rows
+        if not 0 <= a < b <= r:
+            raise ValueError(f"{where}: rows {a}:{b} outside [0, {r}]")
         g = fmt.group_size
         cp = fmt.padded_cols(c)
         ng = cp // g
@@ -184,10 +189,9 @@ class Netlist:
         for k, shape in need.items():
             if k not in t or tuple(t[k].shape) != shape:
                 raise InputError(f"{where}: tile array {k!r} missing or not shaped {list(shape)}")
-        whole = {"weight": (r, cp), "group": (r, ng), "row": (r,)}
-        out = {fd.name: np.zeros(whole[fd.axis], t[fd.name].dtype) for fd in per_tile}
+        blocks = np.asarray(t["block"]).tolist()
         covered = np.zeros((r, ng), bool)
-        for i, (r0, nr, c0, nc) in enumerate(t["block"].tolist()):
+        for i, (r0, nr, c0, nc) in enumerate(blocks):
             if not (
                 r0 >= 0
                 and 1 <= nr <= tr
@@ -203,8 +207,19 @@ class Netlist:
             if covered[r0 : r0 + nr, g0 : g0 + k].any():
                 raise InputError(f"{where}: tile {i} overlaps another tile")
             covered[r0 : r0 + nr, g0 : g0 + k] = True
+        if not covered.all():
+            raise InputError(f"{where}: the tiles do not cover the whole matrix")
+        del covered
+        whole = {"weight": (b - a, cp), "group": (b - a, ng), "row": (b - a,)}
+        out = {fd.name: np.zeros(whole[fd.axis], t[fd.name].dtype) for fd in per_tile}
+        for i, (r0, nr, c0, nc) in enumerate(blocks):
+            lo, hi = max(r0, a), min(r0 + nr, b)
+            if lo >= hi:
+                continue
+            k = -(-nc // g)
+            g0 = c0 // g
             for fd in per_tile:
-                src, dst = t[fd.name][i, :nr], out[fd.name][r0 : r0 + nr]
+                src, dst = t[fd.name][i, lo - r0 : hi - r0], out[fd.name][lo - a : hi - a]
                 if fd.axis == "weight":
                     dst[:, c0 : c0 + k * g] = src[:, : k * g]
                 elif fd.axis == "group":
@@ -213,9 +228,8 @@ class Netlist:
                     dst[:] = src
                 elif not np.array_equal(dst, src):
                     raise InputError(f"{where}: tile {i} disagrees on the row exponents {fd.name}")
-        if not covered.all():
-            raise InputError(f"{where}: the tiles do not cover the whole matrix")
-        q = QuantTensor(name=name, shape=(r, c), fmt=fmt, levels=t.get("levels"), **out)
+        levels = None if t.get("levels") is None else np.array(t["levels"])
+        q = QuantTensor(name=name, shape=(b - a, c), fmt=fmt, levels=levels, **out)
         q.validate()
         return q
 
