@@ -55,7 +55,7 @@ def test_netlist_files_and_structure(built):
         "tokenizer.json",
     ]
     doc = json.loads((root / "netlist.json").read_text())
-    assert doc["format"] == "maskc-netlist" and doc["version"] == 2
+    assert doc["format"] == "maskc-netlist" and doc["version"] == 3
     assert doc["numerics"]["contract"] == 1 and doc["numerics"]["signal_frac"] == 12
     kinds = [op["op"] for op in doc["ops"]]
     assert kinds[0] == "embed" and kinds[-1] == "logits"
@@ -199,7 +199,7 @@ def test_dump_is_canonical_across_compiles(model_cache, tmp_path, cli):
         dumps.append(r.out)
     assert dumps[0] == dumps[1]
     lines = dumps[0].splitlines()
-    assert lines[0] == "maskc-netlist v2"
+    assert lines[0] == "maskc-netlist v3"
     tiles = [ln for ln in lines if ln.startswith("  tile ")]
     doc = json.loads((tmp_path / "b0" / "netlist" / "netlist.json").read_text())
     assert len(tiles) == doc["placement"]["tiles_used"]
@@ -324,7 +324,7 @@ def test_a_mistyped_matrix_entry_is_exit_3(model_cache, tmp_path):
             load_netlist(b)
 
 
-# -- storage: nibble-packed, aligned, memory-mapped tiles (netlist version 2) ----------------------
+# -- storage: nibble-packed, narrow, aligned, memory-mapped tiles (netlist version 3) -------------
 
 
 def _raw_tensor(path, key):
@@ -381,22 +381,66 @@ def test_codes_are_nibble_packed_aligned_and_memory_mapped(built):
     assert kinds == {"packed", "bytes"}  # the tiny model has both (8-bit embedding)
 
 
-def test_a_version_1_netlist_is_a_clear_error(built, tmp_path, cli):
+@pytest.mark.parametrize("version", [1, 2])
+def test_an_older_netlist_is_a_clear_error(built, tmp_path, cli, version):
     b = tmp_path / "b"
     shutil.copytree(built["tiny"], b)
     man = json.loads((b / "manifest.json").read_text())
     nj = b / "netlist" / "netlist.json"
     doc = json.loads(nj.read_text())
-    doc["version"] = 1
+    doc["version"] = version
     nj.write_text(json.dumps(doc))
     write_manifest(b, man["stages"])
     for args in (("inspect", b, "--netlist"), ("verify", b), ("emulate", b, "--tokens", "1")):
         r = cli(*args)
-        assert r.code == 3 and "netlist version 1" in r.err and "recompile" in r.err, r
+        assert r.code == 3 and f"netlist version {version}" in r.err and "recompile" in r.err, r
         assert "Traceback" not in r.err
 
 
-def test_unpacked_codes_in_a_version_2_netlist_are_refused(built, tmp_path):
+def test_group_fields_are_stored_in_their_rom_bits(built):
+    """Version 3 stores each group field of at most 8 ROM bits in one byte (int8 when signed):
+    read with the safetensors library, the tiles hold the quantizer's values exactly, and the
+    loader hands them back in the field's own dtype."""
+    nl = load_netlist(built["tiny"])
+    for name, m in nl.matrices.items():
+        raw = load_file(str(nl.path / m["file"]))
+        fmt = m["format"]
+        want = _quant(built["tiny"], name)
+        wide = nl.tile_arrays(name)
+        for f, bits_key, dt in (
+            ("scale_m", "scale_bits", np.uint8),
+            ("scale_s", "scale_shift_bits", np.uint8),
+            ("zero_m", "zero_bits", np.int8),
+            ("zero_s", "zero_shift_bits", np.uint8),
+        ):
+            assert fmt[bits_key] <= 8
+            assert raw[f"{name}/{f}"].dtype == dt, (name, f)
+            assert wide[f][0].dtype == getattr(want, f).dtype
+            for i, (r0, nr, c0, nc) in enumerate(raw[f"{name}/block"].tolist()):
+                k, g0 = -(-nc // fmt["group_size"]), c0 // fmt["group_size"]
+                got = raw[f"{name}/{f}"][i, :nr, :k].astype(np.int64)
+                assert np.array_equal(got, getattr(want, f)[r0 : r0 + nr, g0 : g0 + k])
+                assert np.array_equal(wide[f][i], raw[f"{name}/{f}"][i].astype(wide[f].dtype))
+
+
+def test_a_wide_group_field_in_a_version_3_netlist_is_refused(built, tmp_path):
+    """A tiles file whose scale_m is uint16 (version 2's layout) is refused: recompile."""
+    from maskc.errors import InputError
+    from maskc.safetensors_io import write_safetensors
+
+    b = tmp_path / "b"
+    shutil.copytree(built["tiny"], b)
+    nl = load_netlist(b)
+    name = "model.layers.0.self_attn.q_proj.weight"
+    path = nl.path / nl.matrices[name]["file"]
+    t = {k: v for k, v in load_file(str(path)).items() if not k.endswith(":pad")}
+    t[f"{name}/scale_m"] = t[f"{name}/scale_m"].astype(np.uint16)
+    write_safetensors(path, t, align=8)
+    with pytest.raises(InputError, match=r"scale_m.*uint16.*recompile"):
+        load_netlist(b).matrix(name)
+
+
+def test_unpacked_codes_in_a_version_3_netlist_are_refused(built, tmp_path):
     """A tiles file whose codes are one per byte (version 1's layout) is refused, naming the
     shape the netlist stores."""
     from maskc.errors import InputError
