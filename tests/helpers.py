@@ -38,3 +38,67 @@ def micro_fabric(dirpath) -> str:
     p = Path(dirpath) / "micro.toml"
     p.write_text(text)
     return str(p)
+
+
+def quantizer_output(model_path, out, opts):
+    """The quantizer's own output for a compile of ``model_path`` with ``opts``: the compile's
+    steps up to and including "quantize" run into ``out``, whose quant/ then holds every
+    quantized array (a complete build keeps them only in its netlist). Returns that
+    QuantStore."""
+    from maskc.pipeline.runner import COMPILE, Quiet, run_steps
+    from maskc.quantize import QuantStore
+
+    k = [s.name for s in COMPILE].index("quantize")
+    values = run_steps(COMPILE[: k + 1], Path(out), Path(model_path), opts, Quiet())
+    return QuantStore(Path(out), values["quantized"].store.index)
+
+
+def raw_fields(build, name) -> dict:
+    """Quantized matrix ``name``'s whole fields (``codes`` ``[R, Cp]``, ``levels``, ``scale_m``
+    ...) read with the ``safetensors`` library and numpy only: from quant/ when it holds them
+    (a build written before they moved), otherwise reassembled by hand from the netlist's
+    tiles (docs/netlist.md: nibble-packed codes, blocks, zero padding)."""
+    import json
+
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    build = Path(build)
+    e = json.loads((build / "quant" / "index.json").read_text())["tensors"][name]
+    if "file" in e:
+        t = load_file(build / e["file"])
+        return {k.split("/", 1)[1]: v for k, v in t.items() if k.startswith(name + "/")}
+    m = json.loads((build / "netlist" / "netlist.json").read_text())["matrices"][name]
+    t = {
+        k.split("/", 1)[1]: v
+        for k, v in load_file(build / "netlist" / m["file"]).items()
+        if k.startswith(name + "/") and not k.endswith(":pad")
+    }
+    r, c = m["shape"]
+    g = m["format"]["group_size"]
+    cp = -(-c // g) * g
+    w = m["tile_shape"][1]
+    codes = t["codes"]
+    if codes.shape[-1] * 2 == w:  # two codes a byte, the low nibble first
+        un = np.empty((*codes.shape[:-1], w), np.uint8)
+        un[..., 0::2], un[..., 1::2] = codes & 15, codes >> 4
+        t["codes"] = un
+    out = {"levels": t["levels"]}
+    for k, v in t.items():
+        if k in ("pos", "block", "levels"):
+            continue
+        width = {w: cp, w // g: cp // g}.get(v.shape[-1]) if v.ndim == 3 else None
+        out[k] = np.zeros((r, width) if v.ndim == 3 else (r,), v.dtype)
+    for i, (r0, nr, c0, nc) in enumerate(t["block"].tolist()):
+        k = -(-nc // g)
+        for f, dst in out.items():
+            if f == "levels":
+                continue
+            src = t[f][i, :nr]
+            if src.ndim == 1:
+                dst[r0 : r0 + nr] = src
+            elif f == "codes":
+                dst[r0 : r0 + nr, c0 : c0 + k * g] = src[:, : k * g]
+            else:
+                dst[r0 : r0 + nr, c0 // g : c0 // g + k] = src[:, :k]
+    return out

@@ -287,7 +287,7 @@ class Matrix:
             raise ValueError(f"{name}: levels not strictly increasing")
         self.levels = levels
         codes = arrays[pre + "codes"]
-        # netlist.md, version 2: codes of 4 bits or fewer are stored two per byte, cell 2j in
+        # netlist.md, version 2 and 3: codes of 4 bits or fewer are stored two per byte, cell 2j in
         # the low nibble and cell 2j+1 in the high one ([n, TR, W // 2]).
         if bits is not None and bits <= 4:
             codes = [[[v >> s & 15 for v in row for s in (0, 4)] for row in tile] for tile in codes]
@@ -568,9 +568,9 @@ class IntRef:
         self.dir = _resolve_netlist_dir(netlist_dir)
         self.net = json.loads((self.dir / "netlist.json").read_text(encoding="utf-8"))
         net = self.net
-        if net.get("format") != "maskc-netlist" or net.get("version") != 2:
+        if net.get("format") != "maskc-netlist" or net.get("version") != 3:
             raise ValueError(
-                f"not a maskc-netlist version 2: {net.get('format')} {net.get('version')}"
+                f"not a maskc-netlist version 3: {net.get('format')} {net.get('version')}"
             )
         num = net["numerics"]
         if num.get("contract") != 1:

@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 import pytest
-from helpers import assert_bad
+from helpers import assert_bad, raw_fields
 
 from maskc.testmodels import PRESETS
 
@@ -22,12 +22,11 @@ def tree_hashes(root):
 
 
 def raw_dequant(build, name):
-    """Dequantize a stored tensor straight from the safetensors arrays and index.json, with
-    numpy only (independent of maskc.romformat.dequantize)."""
-    from safetensors.numpy import load_file
-
+    """Dequantize a stored tensor straight from the safetensors arrays (the netlist's tiles) and
+    index.json, with numpy only (independent of maskc.romformat.dequantize and of the netlist
+    loader)."""
     idx = json.loads((build / "quant" / "index.json").read_text())["tensors"][name]
-    t = load_file(build / idx["file"])
+    t = {f"{name}/{k}": v for k, v in raw_fields(build, name).items()}
     _, c = idx["shape"]
     g = idx["format"]["group_size"]
     col_group = np.arange(c) // g
@@ -296,26 +295,30 @@ def test_eval_text_not_utf8(model_cache, tmp_path, cli):
 
 def test_tampered_build_with_matching_hashes_is_still_validated(model_cache, tmp_path, cli):
     """Editing a build file and its manifest hash consistently still fails validation when
-    the content is invalid (a code out of range) - exit 3 naming the tensor, not a crash."""
+    the content is invalid (a step shift out of range in a netlist tile, where the quantized
+    matrices are stored) - exit 3 naming the tensor, not a crash."""
     import hashlib
 
-    from safetensors.numpy import load_file, save_file
+    from safetensors.numpy import load_file
+
+    from maskc.safetensors_io import write_safetensors
 
     gen = model_cache("tiny")
     out = tmp_path / "b"
     assert cli("compile", gen.path, "-o", out).code == 0
-    f = out / "quant" / "layer-000.safetensors"
-    t = load_file(f)
+    rel = "netlist/tiles/layer-000.safetensors"
+    f = out / rel
+    t = {k: v for k, v in load_file(f).items() if not k.endswith(":pad")}
     name = "model.layers.0.self_attn.q_proj.weight"
-    t[f"{name}/codes"][0, 0] = 200  # not a 4-bit code
-    save_file(t, f)
+    t[f"{name}/scale_s"][0, 0, 0] = 200  # beyond the format's shift bits
+    write_safetensors(f, t, {"maskc": "netlist tiles"}, align=8)
     man = json.loads((out / "manifest.json").read_text())
     digest = hashlib.sha256(f.read_bytes()).hexdigest()
-    man["files"]["quant/layer-000.safetensors"] = {"sha256": digest, "bytes": f.stat().st_size}
+    man["files"][rel] = {"sha256": digest, "bytes": f.stat().st_size}
     (out / "manifest.json").write_text(json.dumps(man))
     assert cli("inspect", out).code == 0  # hashes match the edited manifest
     r = cli("inspect", out, "--tensor", name)
-    assert_bad(r, name, "codes")
+    assert_bad(r, name, "scale_s")
 
 
 def test_codebook_rule(model_cache, tmp_path, cli):

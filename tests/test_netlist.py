@@ -7,13 +7,11 @@ import shutil
 
 import numpy as np
 import pytest
-from helpers import micro_fabric
+from helpers import micro_fabric, quantizer_output
 from safetensors.numpy import load_file
 
 from maskc.build import write_manifest
 from maskc.netlist import load_netlist
-from maskc.quantize.store import load_quant
-from maskc.safetensors_io import SafetensorsFile
 
 
 @pytest.fixture(scope="module")
@@ -29,13 +27,20 @@ def built(model_cache, tmp_path_factory):
         b = root / preset
         compile_model(gen.path, b, CompileOptions(fabric=fab))
         out[preset] = b
+        # the quantizer's output for the same inputs, which the build keeps only as tiles
+        _QUANT[b] = quantizer_output(gen.path, root / f"{preset}-quant", CompileOptions(fabric=fab))
     return out
 
 
+_QUANT: dict = {}
+
+
 def _quant(build, name):
-    idx = json.loads((build / "quant" / "index.json").read_text())["tensors"]
-    e = idx[name]
-    return load_quant(build / e["file"], SafetensorsFile(build / e["file"]), name, e)
+    """Matrix ``name`` as the quantizer wrote it (quant/ of a compile stopped after quantize)."""
+    store = _QUANT[build]
+    e = store.index[name]
+    assert "stored" not in e
+    return store.matrix(name)
 
 
 def test_netlist_files_and_structure(built):
@@ -50,7 +55,7 @@ def test_netlist_files_and_structure(built):
         "tokenizer.json",
     ]
     doc = json.loads((root / "netlist.json").read_text())
-    assert doc["format"] == "maskc-netlist" and doc["version"] == 2
+    assert doc["format"] == "maskc-netlist" and doc["version"] == 3
     assert doc["numerics"]["contract"] == 1 and doc["numerics"]["signal_frac"] == 12
     kinds = [op["op"] for op in doc["ops"]]
     assert kinds[0] == "embed" and kinds[-1] == "logits"
@@ -101,6 +106,77 @@ def test_tiles_reassemble_to_the_quantized_matrices(built):
         assert len(seen) == nl.doc["placement"]["tiles_used"]
 
 
+def test_quant_keeps_no_quantized_arrays(built):
+    """A complete build's quant/ holds only the float tensors (read with the safetensors
+    library); quant/index.json marks every quantized matrix as stored in the netlist."""
+    for b in built.values():
+        doc = json.loads((b / "quant" / "index.json").read_text())
+        assert doc["version"] == 2
+        idx = doc["tensors"]
+        floats = {n for n, e in idx.items() if e["kind"] == "float"}
+        assert floats and len(floats) < len(idx)
+        for name, e in idx.items():
+            if e["kind"] == "quantized":
+                assert e["stored"] == "netlist" and "file" not in e, name
+        stored = set()
+        for f in sorted((b / "quant").glob("*.safetensors")):
+            t = load_file(str(f))
+            assert all(v.dtype == np.float32 for v in t.values()), f
+            stored |= set(t)
+        assert stored == floats
+        # what quant/ held before for the same inputs: every array, in one byte per code
+        qdir = _QUANT[b].build / "quant"
+        before = sum(p.stat().st_size for p in qdir.glob("*.safetensors"))
+        after = sum(p.stat().st_size for p in (b / "quant").glob("*.safetensors"))
+        assert after * 20 < before
+
+
+@pytest.mark.parametrize("rows_per_block", [5, 4096])
+def test_quant_store_reads_matrices_back_from_the_netlist(built, monkeypatch, rows_per_block):
+    """QuantStore reads each quantized matrix of a complete build from the netlist's tiles:
+    every field equal to the quantizer's own output, and dequantized (in row blocks that cut
+    across tiles when ``rows_per_block`` is 5) to the same float32 bytes."""
+    import maskc.quantize.store as store_mod
+
+    monkeypatch.setattr(store_mod, "DEQUANT_ROWS", rows_per_block)
+    for b in built.values():
+        idx = json.loads((b / "quant" / "index.json").read_text())["tensors"]
+        store = store_mod.QuantStore(b, idx)
+        want_store = _QUANT[b]
+        for name, e in idx.items():
+            if e["kind"] != "quantized":
+                assert np.array_equal(store.float(name), want_store.float(name))
+                continue
+            assert store.in_netlist(name)
+            got, want = store.matrix(name), want_store.matrix(name)
+            assert got.shape == want.shape and got.fmt == want.fmt and got.method == want.method
+            for f in ("codes", "levels", "scale_m", "scale_s", "scale_e", "zero_m", "zero_s"):
+                a, w = getattr(got, f), getattr(want, f)
+                assert (a is None) == (w is None) and (a is None or np.array_equal(a, w)), f
+            assert store.dequantized(name).tobytes() == want_store.dequantized(name).tobytes()
+
+
+def test_a_build_with_quant_arrays_still_reads(built, tmp_path, cli):
+    """A build written before the arrays moved to the netlist (quant/ holding every array,
+    index version 1) still reads: inspect --tensor and emulate --compare-dequantized give the
+    same output as on the complete build."""
+    b = tmp_path / "old"
+    shutil.copytree(built["tiny"], b)
+    shutil.rmtree(b / "quant")
+    shutil.copytree(_QUANT[built["tiny"]].build / "quant", b / "quant")
+    assert json.loads((b / "quant" / "index.json").read_text())["version"] == 1
+    man = json.loads((b / "manifest.json").read_text())
+    write_manifest(b, man["stages"])
+    name = "model.layers.1.mlp.up_proj.weight"
+    for args in (
+        ("inspect", "--tensor", name, "--json"),
+        ("emulate", "--tokens", "1,5,9", "--compare-dequantized", "--json"),
+    ):
+        old, new = cli(args[0], b, *args[1:]), cli(args[0], built["tiny"], *args[1:])
+        assert old.code == new.code == 0, (old.err, new.err)
+        assert old.out == new.out.replace(str(built["tiny"]), str(b))
+
+
 def test_qwen2_biases_and_norms_are_fixed_point(built):
     nl = load_netlist(built["tiny-qwen2"])
     p = nl.params()
@@ -123,7 +199,7 @@ def test_dump_is_canonical_across_compiles(model_cache, tmp_path, cli):
         dumps.append(r.out)
     assert dumps[0] == dumps[1]
     lines = dumps[0].splitlines()
-    assert lines[0] == "maskc-netlist v2"
+    assert lines[0] == "maskc-netlist v3"
     tiles = [ln for ln in lines if ln.startswith("  tile ")]
     doc = json.loads((tmp_path / "b0" / "netlist" / "netlist.json").read_text())
     assert len(tiles) == doc["placement"]["tiles_used"]
@@ -248,7 +324,7 @@ def test_a_mistyped_matrix_entry_is_exit_3(model_cache, tmp_path):
             load_netlist(b)
 
 
-# -- storage: nibble-packed, aligned, memory-mapped tiles (netlist version 2) ----------------------
+# -- storage: nibble-packed, narrow, aligned, memory-mapped tiles (netlist version 3) -------------
 
 
 def _raw_tensor(path, key):
@@ -305,22 +381,99 @@ def test_codes_are_nibble_packed_aligned_and_memory_mapped(built):
     assert kinds == {"packed", "bytes"}  # the tiny model has both (8-bit embedding)
 
 
-def test_a_version_1_netlist_is_a_clear_error(built, tmp_path, cli):
+@pytest.mark.parametrize("version", [1, 4])
+def test_an_older_netlist_is_a_clear_error(built, tmp_path, cli, version):
+    """Version 1 (one byte per code) and unknown versions are refused, naming the version."""
     b = tmp_path / "b"
     shutil.copytree(built["tiny"], b)
     man = json.loads((b / "manifest.json").read_text())
     nj = b / "netlist" / "netlist.json"
     doc = json.loads(nj.read_text())
-    doc["version"] = 1
+    doc["version"] = version
     nj.write_text(json.dumps(doc))
     write_manifest(b, man["stages"])
     for args in (("inspect", b, "--netlist"), ("verify", b), ("emulate", b, "--tokens", "1")):
         r = cli(*args)
-        assert r.code == 3 and "netlist version 1" in r.err and "recompile" in r.err, r
+        assert r.code == 3 and f"netlist version {version}" in r.err and "recompile" in r.err, r
         assert "Traceback" not in r.err
 
 
-def test_unpacked_codes_in_a_version_2_netlist_are_refused(built, tmp_path):
+def test_group_fields_are_stored_in_their_rom_bits(built):
+    """Version 3 stores each group field of at most 8 ROM bits in one byte (int8 when signed):
+    read with the safetensors library, the tiles hold the quantizer's values exactly, and the
+    loader hands them back in the field's own dtype."""
+    nl = load_netlist(built["tiny"])
+    for name, m in nl.matrices.items():
+        raw = load_file(str(nl.path / m["file"]))
+        fmt = m["format"]
+        want = _quant(built["tiny"], name)
+        wide = nl.tile_arrays(name)
+        for f, bits_key, dt in (
+            ("scale_m", "scale_bits", np.uint8),
+            ("scale_s", "scale_shift_bits", np.uint8),
+            ("zero_m", "zero_bits", np.int8),
+            ("zero_s", "zero_shift_bits", np.uint8),
+        ):
+            assert fmt[bits_key] <= 8
+            assert raw[f"{name}/{f}"].dtype == dt, (name, f)
+            assert wide[f][0].dtype == getattr(want, f).dtype
+            for i, (r0, nr, c0, nc) in enumerate(raw[f"{name}/block"].tolist()):
+                k, g0 = -(-nc // fmt["group_size"]), c0 // fmt["group_size"]
+                got = raw[f"{name}/{f}"][i, :nr, :k].astype(np.int64)
+                assert np.array_equal(got, getattr(want, f)[r0 : r0 + nr, g0 : g0 + k])
+                assert np.array_equal(wide[f][i], raw[f"{name}/{f}"][i].astype(wide[f].dtype))
+
+
+def test_a_version_2_netlist_still_reads(built, tmp_path):
+    """Version 2 stored every group field in its own dtype (uint16/int16 mantissas): such a
+    build reads the same matrices as version 3, and version 3's narrow fields under a version 2
+    netlist.json are refused naming the field."""
+    from maskc.errors import InputError
+    from maskc.safetensors_io import write_safetensors
+
+    b = tmp_path / "b"
+    shutil.copytree(built["tiny"], b)
+    man = json.loads((b / "manifest.json").read_text())
+    nj = b / "netlist" / "netlist.json"
+    doc = json.loads(nj.read_text())
+    doc["version"] = 2
+    nj.write_text(json.dumps(doc))
+    write_manifest(b, man["stages"])
+    with pytest.raises(InputError, match=r"scale_m.*version 2 stores uint16.*recompile"):
+        load_netlist(b).matrix("model.layers.0.self_attn.q_proj.weight")
+    wide = {"scale_m": np.uint16, "zero_m": np.int16, "scale_s": np.uint8, "zero_s": np.uint8}
+    for f in sorted((b / "netlist" / "tiles").glob("*.safetensors")):
+        t = {k: v for k, v in load_file(str(f)).items() if not k.endswith(":pad")}
+        for k in t:
+            if k.rsplit("/", 1)[-1] in wide:
+                t[k] = t[k].astype(wide[k.rsplit("/", 1)[-1]])
+        write_safetensors(f, t, align=8)
+    old, new = load_netlist(b), load_netlist(built["tiny"])
+    for name in new.matrices:
+        a, c = old.matrix(name), new.matrix(name)
+        for f in ("codes", *wide):
+            x, y = getattr(a, f), getattr(c, f)
+            assert (x is None) == (y is None) and (x is None or np.array_equal(x, y)), (name, f)
+
+
+def test_a_wide_group_field_in_a_version_3_netlist_is_refused(built, tmp_path):
+    """A tiles file whose scale_m is uint16 (version 2's layout) is refused: recompile."""
+    from maskc.errors import InputError
+    from maskc.safetensors_io import write_safetensors
+
+    b = tmp_path / "b"
+    shutil.copytree(built["tiny"], b)
+    nl = load_netlist(b)
+    name = "model.layers.0.self_attn.q_proj.weight"
+    path = nl.path / nl.matrices[name]["file"]
+    t = {k: v for k, v in load_file(str(path)).items() if not k.endswith(":pad")}
+    t[f"{name}/scale_m"] = t[f"{name}/scale_m"].astype(np.uint16)
+    write_safetensors(path, t, align=8)
+    with pytest.raises(InputError, match=r"scale_m.*uint16.*recompile"):
+        load_netlist(b).matrix(name)
+
+
+def test_unpacked_codes_in_a_version_3_netlist_are_refused(built, tmp_path):
     """A tiles file whose codes are one per byte (version 1's layout) is refused, naming the
     shape the netlist stores."""
     from maskc.errors import InputError

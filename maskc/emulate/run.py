@@ -244,7 +244,7 @@ def _base_getter(session: Session, model_dir: Path | None):
     b = session.build
     if INDEX not in b.manifest["files"]:
         raise InputError(f"{b.path}: no quant/ folder to dequantize")
-    store = QuantStore(b.path, b.json(INDEX)["tensors"])
+    store = QuantStore(b.path, b.json(INDEX)["tensors"], session.netlist)
     return session.netlist.arch, store.dequantized
 
 

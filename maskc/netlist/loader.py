@@ -15,12 +15,15 @@ from maskc.fabric import Fabric
 from maskc.ir import ModelArch
 from maskc.netlist.constants import CONTRACT, SIGNAL_FRAC
 from maskc.netlist.ops import Op, check_dataflow, parse_ops
-from maskc.romformat import TILE_FIELDS, QuantFormat, QuantTensor, fields_of
+from maskc.romformat import FIELD, TILE_FIELDS, Field, QuantFormat, QuantTensor, fields_of
 from maskc.safetensors_io import WRITABLE, SafetensorsFile
 
 FORMAT = "maskc-netlist"
-#: 2: codes of 4 bits or fewer nibble-packed ``[n, TR, W // 2]``, 8-byte aligned (memory-mappable)
-VERSION = 2
+#: 2: codes of 4 bits or fewer nibble-packed ``[n, TR, W // 2]``, 8-byte aligned (memory-mappable);
+#: 3: the group fields in the smallest integer type holding their ROM bits (:func:`stored_dtype`)
+VERSION = 3
+#: the versions this maskc reads: 2 differs from 3 only in storing every field in its own dtype
+READS = (2, 3)
 DIR = "netlist"
 #: Activations are read in groups of this many elements; weight groups must be multiples.
 ACT_GROUP = 32
@@ -33,6 +36,16 @@ PACK_BITS = 4
 def packed_width(bits: int, w: int) -> int:
     """Bytes per tile row of ``NAME/codes`` for ``bits``-bit codes and ``w`` weights per row."""
     return w // 2 if bits <= PACK_BITS else w
+
+
+def stored_dtype(fd: Field, fmt: QuantFormat) -> np.dtype:
+    """The dtype a tiles file stores field ``fd`` of a matrix of format ``fmt`` in: a group
+    field of at most 8 ROM bits in one byte (int8 when signed, else uint8), every other field in
+    its own dtype (:data:`maskc.romformat.FIELDS`). Readers get the field's dtype back
+    (:meth:`Netlist.tile_arrays` widens on access)."""
+    if fd.axis == "group" and fd.rom_bits(fmt) <= 8:
+        return np.dtype(np.int8 if fd.signed else np.uint8)
+    return fd.dtype
 
 
 def pack_codes(codes: np.ndarray, bits: int) -> np.ndarray:
@@ -103,6 +116,24 @@ class TileCodes:
         return out if dtype is None else out.astype(dtype)
 
 
+class TileField:
+    """A per-tile field stored narrower than its dtype (:func:`stored_dtype`), widened on
+    access: ``field[i]`` (or any index) reads only those elements of the memory map."""
+
+    def __init__(self, stored: np.ndarray, dtype: np.dtype) -> None:
+        self.stored, self.dtype, self.shape = stored, np.dtype(dtype), stored.shape
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, idx):
+        return np.asarray(self.stored[idx]).astype(self.dtype)
+
+    def __array__(self, dtype=None, copy=None):
+        out = np.asarray(self.stored).astype(self.dtype)
+        return out if dtype is None else out.astype(dtype)
+
+
 def tiles_file(layer: int | None) -> str:
     return "tiles/global.safetensors" if layer is None else f"tiles/layer-{layer:03d}.safetensors"
 
@@ -160,8 +191,10 @@ class Netlist:
     def tile_arrays(self, name: str, keys: tuple[str, ...] | None = None) -> dict:
         """The arrays of matrix ``name`` (``pos``, ``block``, ``levels``, ``codes``, ...), or
         only ``keys`` of them, as read-only memory maps: indexing a tile reads only its bytes.
-        ``codes`` is a :class:`TileCodes` (unpacked one code per byte on access)."""
+        ``codes`` is a :class:`TileCodes` (unpacked one code per byte on access), a field stored
+        narrower than its dtype a :class:`TileField` (widened on access)."""
         f = self._file(name)
+        fmt = QuantFormat.from_json(self.matrices[name]["format"], f"{self.path}: {name}")
         out: dict = {}
         for k in keys or ("pos", "block", "levels", *TILE_FIELDS):
             key = f"{name}/{k}"
@@ -169,15 +202,28 @@ class Netlist:
                 continue
             if k == "codes":
                 out[k] = TileCodes(self.packed_codes(name), self.matrices[name]["tile_shape"][1])
-            else:
-                out[k] = _memmap(f, key)
+                continue
+            out[k] = a = _memmap(f, key)
+            fd = FIELD.get(k)
+            if fd is None or fd.axis == "level":
+                continue
+            want = stored_dtype(fd, fmt) if self.doc["version"] >= 3 else fd.dtype
+            if a.dtype != want:
+                raise InputError(
+                    f"{self.path}: matrix {name}: tile array {k!r} is {a.dtype}, netlist "
+                    f"version {self.doc['version']} stores {want}; recompile"
+                )
+            if want != fd.dtype:
+                out[k] = TileField(a, fd.dtype)
         return out
 
-    def matrix(self, name: str) -> QuantTensor:
+    def matrix(self, name: str, rows: tuple[int, int] | None = None) -> QuantTensor:
         """Matrix ``name`` reassembled from its tiles, validated (every field, and the tiles
-        covering the matrix exactly once)."""
+        covering the matrix exactly once); with ``rows = (a, b)`` only its rows ``a:b`` (see
+        :meth:`matrix_rows`)."""
         mapped = name in self._maps
-        q = self.matrix_rows(name, 0, self.matrices[name]["shape"][0])
+        a, b = (0, self.matrices[name]["shape"][0]) if rows is None else rows
+        q = self.matrix_rows(name, a, b)
         if not mapped:
             self.release(name)
         return q
@@ -225,7 +271,8 @@ class Netlist:
                     dst[:] = src
                 elif not np.array_equal(dst, src):
                     raise InputError(f"{where}: tile {i} disagrees on the row exponents {fd.name}")
-        q = QuantTensor(name=name, shape=(n, c), fmt=fmt, levels=t.get("levels"), **out)
+        levels = None if t.get("levels") is None else np.array(t["levels"])
+        q = QuantTensor(name=name, shape=(n, c), fmt=fmt, levels=levels, **out)
         q.validate()
         return q
 
@@ -252,7 +299,7 @@ class Netlist:
         for k, shape in need.items():
             if k not in t or tuple(t[k].shape) != shape:
                 raise InputError(f"{where}: tile array {k!r} missing or not shaped {list(shape)}")
-        blocks = t["block"].tolist()
+        blocks = np.asarray(t["block"]).tolist()
         covered = np.zeros((r, ng), bool)
         for i, (r0, nr, c0, nc) in enumerate(blocks):
             if not (
@@ -326,9 +373,10 @@ def load_netlist(build_path: Path) -> Netlist:
     doc = read_json_file(p, "netlist/netlist.json", max_bytes=1 << 30)
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise InputError(f"{p}: not a maskc netlist")
-    if doc.get("version") != VERSION:
+    if doc.get("version") not in READS:
         raise InputError(
-            f"{p}: netlist version {doc.get('version')!r}; this maskc reads {VERSION}; recompile"
+            f"{p}: netlist version {doc.get('version')!r}; this maskc reads versions "
+            f"{', '.join(map(str, READS))}; recompile"
         )
     num = doc.get("numerics")
     if (

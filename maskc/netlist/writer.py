@@ -35,9 +35,10 @@ from maskc.netlist.loader import (
     PACK_BITS,
     VERSION,
     pack_codes,
+    stored_dtype,
     tiles_file,
 )
-from maskc.romformat import QuantTensor, fields_of
+from maskc.romformat import FIELD, QuantTensor, fields_of
 from maskc.safetensors_io import write_safetensors
 from maskc.sram import netlist_sram
 
@@ -153,7 +154,11 @@ def write_netlist(
                     f"int64 datapath (docs/numerics.md); use fewer scale or level bits"
                 )
             for k, v in tile_arrays(q, bl, fabric.tile.rows, w).items():
-                arrays[f"{name}/{k}"] = pack_codes(v, q.fmt.bits) if k == "codes" else v
+                if k == "codes":
+                    v = pack_codes(v, q.fmt.bits)
+                elif k in FIELD:  # in range by QuantTensor.validate: exact
+                    v = v.astype(stored_dtype(FIELD[k], q.fmt), copy=False)
+                arrays[f"{name}/{k}"] = v
             matrices[name] = {
                 "file": file,
                 "role": bl[0].role,

@@ -53,6 +53,7 @@ COMPILE = (
     Step("quant-report", S.report, ("report",)),
     Step("place", S.placement, ("placement",)),
     Step("netlist", S.netlist, ("netlist", "netlist_summary")),
+    Step("drop-quant", S.drop_quant),
     Step("layout", S.layout, ("banks",)),
     Step("verify", S.verify, ("layers",)),
     Step("reports", S.reports, ("full_report",)),

@@ -263,6 +263,13 @@ def netlist(
     return load_netlist(build), summary
 
 
+def drop_quant(quantized: QuantizedModel, netlist) -> None:
+    """quant/ keeps only what the netlist does not hold: its quantized arrays are dropped (the
+    netlist's tiles are the same fields) and quant/index.json marks those matrices as stored
+    in the netlist, where QuantStore reads them from (issue 17: one copy of the codes)."""
+    quantized.store.move_to_netlist(netlist)
+
+
 def layout(netlist, fabric: Fabric, opts: CompileOptions, build: Path, events) -> list[dict]:
     """Stages 5-6: the via and metal layers written (layers/ and its index)."""
     from maskc.layout import write_layers

@@ -6,7 +6,7 @@ import numpy as np
 
 from maskc.build import Build
 from maskc.errors import InputError
-from maskc.quantize.store import load_quant
+from maskc.quantize.store import QuantStore
 from maskc.romformat import group_values
 from maskc.safetensors_io import SafetensorsFile
 
@@ -26,18 +26,21 @@ def tensor_detail(build: Build, name: str, sample: int = 8) -> dict:
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise InputError(f"{build.path}: the build has no tensor {name!r}{hint}")
     e = index[name]
-    if not isinstance(e, dict) or not isinstance(e.get("file"), str):
+    if not isinstance(e, dict) or not (
+        isinstance(e.get("file"), str) or (e.get("kind") == "quantized" and e.get("stored"))
+    ):
         raise InputError(f"{build.path}: quant/index.json entry of {name!r} is malformed")
-    st = SafetensorsFile(build.file(e["file"]))
     if e.get("kind") == "float":
-        w = st.read(name).astype(np.float32)
+        w = SafetensorsFile(build.file(e["file"])).read(name).astype(np.float32)
         return {
             "name": name,
             "kind": "float",
             "shape": list(w.shape),
             "sample": [float(v) for v in w.reshape(-1)[:sample]],
         }
-    q = load_quant(st.path, st, name, e)
+    if isinstance(e.get("file"), str):
+        build.file(e["file"])  # a file the manifest lists
+    q = QuantStore(build.path, index).matrix(name)  # from quant/ or the netlist's tiles
     c = q.shape[1]
     hist = np.bincount(q.codes[:, :c].reshape(-1), minlength=1 << q.fmt.bits)
     step = group_values(q.scale_m, q.scale_s, q.scale_e)

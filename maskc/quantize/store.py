@@ -8,6 +8,14 @@ layer at a time. Each quantized matrix ``NAME`` is stored as its fields ``NAME/c
 (norms, biases, skipped matrices) are stored under their own name as float32.
 ``quant/index.json`` lists every tensor with its file, shape, kind (``quantized`` or ``float``)
 and format. :class:`QuantStore` is that folder opened, the object the later stages read.
+
+Once the netlist is written, its tiles are the quantized matrices (the same fields, cut into
+tiles): :meth:`QuantStore.move_to_netlist` drops the quantized arrays from ``quant/`` (its
+files keep the float tensors), and quant/index.json (version 2) marks each quantized matrix
+``"stored": "netlist"`` instead of naming a file. The store then reads such a matrix back from
+the netlist (:meth:`maskc.netlist.Netlist.matrix`, validated), so every reader works on both
+kinds of build: a complete build holds the codes once in netlist/ (and once as geometry in
+layers/), and a build written before this (quant/index.json version 1) still reads.
 """
 
 from __future__ import annotations
@@ -22,6 +30,10 @@ from maskc.romformat import QuantFormat, QuantTensor, fields_of, from_arrays, re
 from maskc.safetensors_io import SafetensorsFile
 
 INDEX = "quant/index.json"
+#: quant/index.json's version: 1 every matrix's arrays in quant/, 2 quantized ones in the netlist
+INDEX_VERSION = 2
+#: An index entry's ``stored`` value for a matrix whose arrays are the netlist's tiles
+IN_NETLIST = "netlist"
 
 
 def file_for(layer: int | None) -> str:
@@ -64,12 +76,15 @@ def load_quant(path: Path, st: SafetensorsFile, name: str, entry: dict) -> Quant
 
 class QuantStore:
     """A build's quantized model: ``index`` (quant/index.json's ``tensors``, in canonical order)
-    and its tensors, read one at a time from files opened once."""
+    and its tensors, read one at a time from files opened once; a matrix the index marks
+    ``"stored": "netlist"`` is read from the build's netlist (``netlist``: the loaded one, or
+    None to load it on first use)."""
 
-    def __init__(self, build: Path, index: dict) -> None:
+    def __init__(self, build: Path, index: dict, netlist=None) -> None:
         self.build = Path(build)
         self.index = index
         self._files: dict[str, SafetensorsFile] = {}
+        self._netlist = netlist
 
     def file(self, rel: str) -> SafetensorsFile:
         if rel not in self._files:
@@ -79,14 +94,83 @@ class QuantStore:
     def kind(self, name: str) -> str:
         return self.index[name]["kind"]
 
+    def in_netlist(self, name: str) -> bool:
+        """Whether quantized matrix ``name``'s arrays are the netlist's tiles (not in quant/)."""
+        return self.index[name].get("stored") == IN_NETLIST
+
+    def netlist(self):
+        if self._netlist is None:
+            from maskc.netlist import load_netlist
+
+            self._netlist = load_netlist(self.build)
+        return self._netlist
+
     def matrix(self, name: str) -> QuantTensor:
         """Quantized matrix ``name``, validated."""
         e = self.index[name]
+        if self.in_netlist(name):
+            return self._from_netlist(name, None)
         return load_quant(self.build / e["file"], self.file(e["file"]), name, e)
+
+    def _from_netlist(self, name: str, rows: tuple[int, int] | None) -> QuantTensor:
+        """Matrix ``name`` (or its rows ``a:b``) reassembled from the netlist's tiles, checked
+        against its index entry."""
+        e = self.index[name]
+        nl = self.netlist()
+        where = f"{self.build / INDEX}: tensor {name!r}"
+        m = nl.matrices.get(name)
+        if m is None:
+            raise InputError(f"{where}: stored in the netlist, which has no such matrix")
+        if m.get("shape") != e.get("shape") or m.get("format") != e.get("format"):
+            raise InputError(f"{where}: shape or format differs from the netlist's matrix")
+        q = nl.matrix(name, rows)
+        q.method = str(e.get("method", ""))
+        return q
 
     def float(self, name: str) -> np.ndarray:
         """A tensor kept in float (a norm, a bias), as stored."""
         return self.file(self.index[name]["file"]).read(name)
+
+    def move_to_netlist(self, netlist) -> None:
+        """Drop the quantized arrays from quant/ now that ``netlist`` (the loaded netlist of
+        this build, its matrices the same fields cut into tiles) holds them: each quant/ file
+        is rewritten with its float tensors only (removed if it has none) and quant/index.json
+        marks the quantized matrices ``"stored": "netlist"``. Works on one file at a time; the
+        store reads those matrices from ``netlist`` afterwards."""
+        from maskc.build import write_json
+        from maskc.safetensors_io import write_safetensors
+
+        for name, e in self.index.items():
+            m = netlist.matrices.get(name) if e["kind"] == "quantized" else None
+            if e["kind"] == "quantized" and (
+                m is None or m["shape"] != e["shape"] or m["format"] != e["format"]
+            ):
+                raise ValueError(f"{name}: the netlist does not hold this quantized matrix")
+        files = sorted({e["file"] for e in self.index.values() if "file" in e})
+        for rel in files:
+            floats = [
+                n
+                for n, e in self.index.items()
+                if e.get("file") == rel and e["kind"] != "quantized"
+            ]
+            st = SafetensorsFile(self.build / rel)
+            meta = dict(st.metadata or {})
+            arrays = {n: st.read(n) for n in floats}
+            self._files.pop(rel, None)
+            tmp = self.build / (rel + ".tmp")
+            if arrays:
+                write_safetensors(tmp, arrays, meta)
+                tmp.replace(self.build / rel)
+            else:
+                (self.build / rel).unlink()
+        index = {}
+        for name, e in self.index.items():
+            if e["kind"] == "quantized":
+                e = {k: v for k, v in e.items() if k != "file"} | {"stored": IN_NETLIST}
+            index[name] = e
+        write_json(self.build / INDEX, {"version": INDEX_VERSION, "tensors": index})
+        self.index = index
+        self._netlist = netlist
 
     def dequantized(self, name: str) -> np.ndarray:
         """Any tensor as float32: a quantized matrix's exact stored values, or the float.
@@ -97,6 +181,17 @@ class QuantStore:
             return self.float(name).astype(np.float32)
         e = self.index[name]
         r = e["shape"][0] if isinstance(e.get("shape"), list) and e["shape"] else 0
+        if self.in_netlist(name):
+            if not isinstance(r, int) or r <= 0:
+                return self._from_netlist(name, None).dequantize()
+            out = None
+            for a in range(0, r, DEQUANT_ROWS):
+                b = min(a + DEQUANT_ROWS, r)
+                part = self._from_netlist(name, (a, b)).dequantize()
+                if out is None:
+                    out = np.empty((r, part.shape[1]), dtype=np.float32)
+                out[a:b] = part
+            return out
         if not isinstance(r, int) or r <= DEQUANT_ROWS:
             return self.matrix(name).dequantize()
         try:
