@@ -25,6 +25,9 @@ from maskc.errors import InputError, VerifyError
 from maskc.ingest.config import read_json_file
 
 MANIFEST = "manifest.json"
+#: manifest.json's size limit: it lists a ROM hash per tile, ~80 bytes a tile (3.8 MB for an
+#: 8B model's 47,524 tiles; ~200 MB for 405B), as netlist.json's limit
+MAX_MANIFEST_BYTES = 1 << 30
 FORMAT = "maskc-build"
 VERSION = 1
 
@@ -105,7 +108,7 @@ def open_build(path: str | os.PathLike, check_hashes: bool = True) -> Build:
     mpath = path / MANIFEST
     if not mpath.is_file():
         raise InputError(f"{path}: not a build folder (no {MANIFEST}); run maskc compile")
-    m = read_json_file(mpath, MANIFEST)
+    m = read_json_file(mpath, MANIFEST, max_bytes=MAX_MANIFEST_BYTES)
     if not isinstance(m, dict) or m.get("format") != FORMAT:
         raise InputError(f"{mpath}: not a maskc build manifest")
     if m.get("version") != VERSION:
