@@ -456,8 +456,13 @@ def test_a_version_2_netlist_still_reads(built, tmp_path):
             assert (x is None) == (y is None) and (x is None or np.array_equal(x, y)), (name, f)
 
 
-def test_a_wide_group_field_in_a_version_3_netlist_is_refused(built, tmp_path):
-    """A tiles file whose scale_m is uint16 (version 2's layout) is refused: recompile."""
+@pytest.mark.parametrize(
+    "array, pattern",
+    [("scale_m", r"scale_m.*uint16.*recompile"), ("codes", r"codes.*recompile")],
+)
+def test_an_older_tile_layout_in_a_version_3_netlist_is_refused(built, tmp_path, array, pattern):
+    """A tiles file in an older layout under a version-3 netlist.json is refused, naming the
+    array: scale_m as uint16 (version 2), codes one per byte (version 1)."""
     from maskc.errors import InputError
     from maskc.safetensors_io import write_safetensors
 
@@ -467,27 +472,12 @@ def test_a_wide_group_field_in_a_version_3_netlist_is_refused(built, tmp_path):
     name = "model.layers.0.self_attn.q_proj.weight"
     path = nl.path / nl.matrices[name]["file"]
     t = {k: v for k, v in load_file(str(path)).items() if not k.endswith(":pad")}
-    t[f"{name}/scale_m"] = t[f"{name}/scale_m"].astype(np.uint16)
+    if array == "codes":
+        t[f"{name}/codes"] = nl.tile_arrays(name)["codes"][:]
+    else:
+        t[f"{name}/scale_m"] = t[f"{name}/scale_m"].astype(np.uint16)
     write_safetensors(path, t, align=8)
-    with pytest.raises(InputError, match=r"scale_m.*uint16.*recompile"):
-        load_netlist(b).matrix(name)
-
-
-def test_unpacked_codes_in_a_version_3_netlist_are_refused(built, tmp_path):
-    """A tiles file whose codes are one per byte (version 1's layout) is refused, naming the
-    shape the netlist stores."""
-    from maskc.errors import InputError
-    from maskc.safetensors_io import write_safetensors
-
-    b = tmp_path / "b"
-    shutil.copytree(built["tiny"], b)
-    nl = load_netlist(b)
-    name = "model.layers.0.self_attn.q_proj.weight"
-    path = nl.path / nl.matrices[name]["file"]
-    t = {k: v for k, v in load_file(str(path)).items() if not k.endswith(":pad")}
-    t[f"{name}/codes"] = nl.tile_arrays(name)["codes"][:]
-    write_safetensors(path, t, align=8)
-    with pytest.raises(InputError, match=r"codes.*recompile"):
+    with pytest.raises(InputError, match=pattern):
         load_netlist(b).matrix(name)
 
 

@@ -253,6 +253,24 @@ def _block(
             acc[t, r] = d * acc[t, r] + offc * sb[r]
 
 
+@njit(cache=True, boundscheck=False, inline="always")
+def _block_out(lev, packed, narrow, d, off, x8, sh, g0, msh, rep, out, b):  # pragma: no cover
+    """Row block ``b`` of the product into ``out[:, b * 128 : (b + 1) * 128]``, with its own
+    scratch (so blocks can run on any thread)."""
+    n = BLOCK_ROWS
+    s16 = np.empty(n, np.int16)
+    s32 = np.empty(n, np.int32)
+    p32 = np.empty(n, np.int32)
+    q32 = np.empty(n, np.int32)
+    sb = np.empty(n, np.int64)
+    acc = np.empty((x8.shape[0], n), np.int64)
+    _block(
+        lev, packed, narrow, d, off, x8, sh, g0, msh, rep, acc, b, 0, x8.shape[0],
+        s16, s32, p32, q32, sb,
+    )  # fmt: skip
+    out[:, b * n : (b + 1) * n] = acc
+
+
 @njit(cache=True, boundscheck=False)
 def _product(lev, packed, narrow, d, off, x8, sh, g0, msh, rep, parallel):  # pragma: no cover
     t_n = x8.shape[0]
@@ -261,71 +279,15 @@ def _product(lev, packed, narrow, d, off, x8, sh, g0, msh, rep, parallel):  # pr
     if parallel:
         _product_par(lev, packed, narrow, d, off, x8, sh, g0, msh, rep, out)
     else:
-        s16 = np.empty(BLOCK_ROWS, np.int16)
-        s32 = np.empty(BLOCK_ROWS, np.int32)
-        p32 = np.empty(BLOCK_ROWS, np.int32)
-        q32 = np.empty(BLOCK_ROWS, np.int32)
-        sb = np.empty(BLOCK_ROWS, np.int64)
-        acc = np.empty((t_n, BLOCK_ROWS), np.int64)
         for b in range(nb):
-            _block(
-                lev,
-                packed,
-                narrow,
-                d,
-                off,
-                x8,
-                sh,
-                g0,
-                msh,
-                rep,
-                acc,
-                b,
-                0,
-                t_n,
-                s16,
-                s32,
-                p32,
-                q32,
-                sb,
-            )
-            out[:, b * BLOCK_ROWS : (b + 1) * BLOCK_ROWS] = acc
+            _block_out(lev, packed, narrow, d, off, x8, sh, g0, msh, rep, out, b)
     return out
 
 
 @njit(cache=True, parallel=True, boundscheck=False)
 def _product_par(lev, packed, narrow, d, off, x8, sh, g0, msh, rep, out):  # pragma: no cover
-    t_n = x8.shape[0]
-    nb = lev.shape[0]
-    for b in prange(nb):
-        s16 = np.empty(BLOCK_ROWS, np.int16)
-        s32 = np.empty(BLOCK_ROWS, np.int32)
-        p32 = np.empty(BLOCK_ROWS, np.int32)
-        q32 = np.empty(BLOCK_ROWS, np.int32)
-        sb = np.empty(BLOCK_ROWS, np.int64)
-        acc = np.empty((t_n, BLOCK_ROWS), np.int64)
-        _block(
-            lev,
-            packed,
-            narrow,
-            d,
-            off,
-            x8,
-            sh,
-            g0,
-            msh,
-            rep,
-            acc,
-            b,
-            0,
-            t_n,
-            s16,
-            s32,
-            p32,
-            q32,
-            sb,
-        )
-        out[:, b * BLOCK_ROWS : (b + 1) * BLOCK_ROWS] = acc
+    for b in prange(lev.shape[0]):
+        _block_out(lev, packed, narrow, d, off, x8, sh, g0, msh, rep, out, b)
 
 
 @njit(cache=True, boundscheck=False)
