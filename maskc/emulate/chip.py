@@ -89,8 +89,6 @@ class Chip:
         self.inv_sqrt_hd = nl.doc["numerics"]["inv_sqrt_hd_q16"]
         self.ops = nl.ops  # typed and checked by load_netlist
         self.mats: dict[str, Matrix] = {}
-        #: the Embed ops' matrices, read a row at a time from the tiles' memory maps
-        self.embeds = sorted({op.matrix for op in self.ops if isinstance(op, O.Embed)})
         self.n_layers = a.num_layers
         self._nobias = np.zeros(1, I64)
         self._fused = self._load(p, progress, load_rows)
