@@ -13,7 +13,7 @@ from maskc.layout.geometry import CELL_BITS, Geometry
 from maskc.layout.rom import TileRom, config_bits
 from maskc.parallel import atomic_path, pool
 
-#: zlib level of OASIS CBLOCKs: 4, measured against 6 on SmolLM2's banks, 2.3-2.5x less CPU for
+#: zlib level of OASIS CBLOCKs: 4, measured against 6 on SmolLM2's banks, 1.8-2.5x less CPU for
 #: files 6.8-7.0% larger (docs/layout.md); 5 saves less time, 9 quadruples it for 4% less
 OAS_LEVEL = 4
 
