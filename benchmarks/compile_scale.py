@@ -122,6 +122,9 @@ def main() -> None:
     a.extra = argv[cut + 1 :]
 
     env = {k: v for k, v in os.environ.items() if k != "MASKC_PROGRESS"}
+    # the maskc of this checkout, installed or not
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
     tmp = None
     if a.build is None:
         tmp = Path(tempfile.mkdtemp(prefix="compile_scale-"))

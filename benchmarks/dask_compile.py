@@ -5,7 +5,8 @@ byte for byte with a local one, and the wall time with 1, 2 and 4 workers (and l
     python benchmarks/dask_compile.py MODEL [--workers 1 2 4] [--format oas] [--scratch DIR]
 
 Prints a table and writes benchmarks/results/dask_compile.json. MODEL: e.g. one made by
-``python /work/tools/mkwide.py OUT 8 1024 2816 32000 16 4``. Compiles with --no-calib, 4 bits.
+``maskc testmodel OUT --hidden 2048 --intermediate 5632 --layers 8 --heads 16 --kv-heads 4
+--vocab 32000`` (490M weights). Compiles with --no-calib, 4 bits.
 """
 
 from __future__ import annotations

@@ -175,6 +175,49 @@ def _probe_worker(probe: str, token: str, model: str, version: str) -> str | Non
     return None
 
 
+def _probe_reader(path: str, digest: str, version: str) -> str | None:
+    """Run on every worker of a read-only job (verify): None when it reads the same file at
+    ``path`` (sha256 ``digest``) and runs the same maskc version; else what is wrong."""
+    import hashlib
+
+    import maskc
+
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError as e:
+        return f"{path}: the worker cannot read the build ({e.strerror or e})"
+    if h.hexdigest() != digest:
+        return f"{path}: another file is at this path on the worker (not the same filesystem)"
+    if maskc.__version__ != version:
+        return f"the worker runs maskc {maskc.__version__}, this command {version}"
+    return None
+
+
+def check_readable(client, probe: Path) -> None:
+    """Every worker must read the file ``probe`` (a build's manifest.json) at the same absolute
+    path with the same bytes, without anything being written: a one-line
+    :class:`ClusterError` naming the path and the worker otherwise."""
+    import hashlib
+
+    probe = Path(probe).resolve()
+    digest = hashlib.sha256(probe.read_bytes()).hexdigest()
+    answers = client.run(_probe_reader, str(probe), digest, __version__)
+    _raise_first(answers, "read the build")
+
+
+def _raise_first(answers: dict, need: str) -> None:
+    """The first worker's problem (by worker address) as a :class:`ClusterError`."""
+    for worker, problem in sorted(answers.items()):
+        if problem is not None:
+            raise ClusterError(
+                f"{problem} [Dask worker {worker}]; workers must {need} on a filesystem every "
+                "machine mounts at the same path (docs/distributed.md)"
+            )
+
+
 def check_shared(client, build: Path, model: Path) -> None:
     """Every worker must see ``build`` (the compile's temporary folder) and ``model`` at the same
     absolute paths as this machine: a one-line :class:`ClusterError` naming the path and the
@@ -187,12 +230,7 @@ def check_shared(client, build: Path, model: Path) -> None:
         answers = client.run(_probe_worker, str(probe), token, str(model), __version__)
     finally:
         probe.unlink()
-    for worker, problem in sorted(answers.items()):
-        if problem is not None:
-            raise ClusterError(
-                f"{problem} [Dask worker {worker}]; workers must read the model and write the "
-                "build on a filesystem every machine mounts at the same path (docs/distributed.md)"
-            )
+    _raise_first(answers, "read the model and write the build")
 
 
 def _lost(client) -> bool:
@@ -200,10 +238,14 @@ def _lost(client) -> bool:
 
 
 @contextmanager
-def cluster(address: str | None, build: Path, model: Path) -> Iterator[None]:
+def cluster(
+    address: str | None, build: Path, model: Path, read_only: Path | None = None
+) -> Iterator[None]:
     """Run the enclosed compile's parallel sites on the Dask cluster at ``address`` (None: local
     processes). Connects, checks the shared filesystem, and maps a lost scheduler to a
-    :class:`ClusterError`; the client is closed at the end."""
+    :class:`ClusterError`; the client is closed at the end. With ``read_only`` (a file of an
+    existing build, for ``maskc verify``) the workers are only checked to read that file, and
+    nothing is written."""
     global _client
     if address is None:
         yield
@@ -225,13 +267,20 @@ def cluster(address: str | None, build: Path, model: Path) -> Iterator[None]:
         raise
     prev, _client = _client, client
     try:
-        check_shared(client, build, model)
+        if read_only is None:
+            check_shared(client, build, model)
+        else:
+            check_readable(client, read_only)
         yield
     except Exception as e:
         if not isinstance(e, ClusterError) and _lost(client):
+            what = (
+                "the verify: restart the scheduler and verify again"
+                if read_only is not None
+                else "the compile: no build was written: restart the scheduler and compile again"
+            )
             raise ClusterError(
-                f"{address}: lost the Dask scheduler during the compile ({type(e).__name__}); "
-                "no build was written: restart the scheduler and compile again"
+                f"{address}: lost the Dask scheduler during {what} ({type(e).__name__})"
             ) from None
         raise
     finally:

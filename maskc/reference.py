@@ -26,6 +26,10 @@ from typing import Any
 import numpy as np
 
 GetTensor = Callable[[str], np.ndarray]
+#: ``get_rows(name, a, b)``: float32 rows ``a:b`` of a 2-d tensor
+GetRows = Callable[[str, int, int], np.ndarray]
+#: Rows of the embedding / lm_head read at once when the model is given ``get_rows``
+VOCAB_BLOCK = 4096
 
 
 def rope_inv_freq(arch: Any) -> np.ndarray:
@@ -85,15 +89,23 @@ class FloatLlama:
     attention_bias, sliding_window`` (see :class:`maskc.ir.ModelArch`). ``get_tensor(name)``
     returns a float32 ndarray by Hugging Face name. With ``cache_weights=False`` each layer's
     weights are fetched when used and dropped right after (peak memory: one layer, or the
-    embedding matrix).
+    embedding matrix). With ``get_rows`` as well (:data:`GetRows`), the embedding and the
+    lm_head are read :data:`VOCAB_BLOCK` rows at a time instead (peak memory: one layer).
     """
 
-    def __init__(self, arch: Any, get_tensor: GetTensor, cache_weights: bool = True) -> None:
+    def __init__(
+        self,
+        arch: Any,
+        get_tensor: GetTensor,
+        cache_weights: bool = True,
+        get_rows: GetRows | None = None,
+    ) -> None:
         if arch.num_heads % arch.num_kv_heads:
             raise ValueError("num_heads must be a multiple of num_kv_heads")
         self.arch = arch
         self._get_tensor = get_tensor
         self._cache: dict[str, np.ndarray] | None = {} if cache_weights else None
+        self._get_rows = None if cache_weights else get_rows
         self.inv_freq = rope_inv_freq(arch)
         #: optional ``observer(layer, site, activations)``, see :meth:`block`
         self.observer: Callable[[int, str, np.ndarray], None] | None = None
@@ -213,15 +225,32 @@ class FloatLlama:
         ids = np.asarray(tokens, dtype=np.int64)
         if ids.min() < 0 or ids.max() >= a.vocab_size:
             raise ValueError("token id outside the vocabulary")
-        embed = self._get("model.embed_tokens.weight")
-        x = embed[ids].astype(np.float32)  # [T, hidden]
-        del embed
+        x = self._embed(ids)  # [T, hidden]
         for i in range(a.num_layers):
             x = self.block(i, x, start_pos)
         x = rms_norm(x, self._get("model.norm.weight"), a.rms_norm_eps)
         head = "model.embed_tokens.weight" if a.tie_word_embeddings else "lm_head.weight"
         self.pos = start_pos + len(tokens)
-        return (x @ self._get(head).T).astype(np.float32, copy=False)
+        if self._get_rows is None:
+            return (x @ self._get(head).T).astype(np.float32, copy=False)
+        out = np.empty((len(x), a.vocab_size), dtype=np.float32)
+        for r in range(0, a.vocab_size, VOCAB_BLOCK):
+            w = self._get_rows(head, r, min(r + VOCAB_BLOCK, a.vocab_size))
+            out[:, r : r + len(w)] = x @ w.T
+        return out
+
+    def _embed(self, ids: np.ndarray) -> np.ndarray:
+        """The embedding rows of ``ids``, float32 ``[T, hidden]``."""
+        name = "model.embed_tokens.weight"
+        if self._get_rows is None:
+            return self._get(name)[ids].astype(np.float32)
+        x = np.empty((len(ids), self.arch.hidden_size), dtype=np.float32)
+        for r in np.unique(ids // VOCAB_BLOCK).tolist():  # only the blocks the tokens are in
+            a = r * VOCAB_BLOCK
+            w = self._get_rows(name, a, min(a + VOCAB_BLOCK, self.arch.vocab_size))
+            sel = (ids >= a) & (ids < a + len(w))
+            x[sel] = w[ids[sel] - a]
+        return x
 
 
 def greedy_generate(model: FloatLlama, prompt_tokens: list[int], max_new_tokens: int) -> list[int]:

@@ -376,6 +376,9 @@ def test_interrupted_compile_leaves_nothing(tmp_path):
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        # a test run started in the background (cmd &) ignores SIGINT, and its children would
+        # inherit that: the compile must see Ctrl-C as a terminal's foreground job does
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.time() + 60
     while time.time() < deadline and not any(out.iterdir()):

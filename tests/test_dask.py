@@ -182,6 +182,96 @@ def test_a_worker_that_cannot_see_the_build_is_named(scheduler, model_cache, tmp
     assert _leftovers(tmp_path, "b") == []
 
 
+@pytest.mark.slow
+def test_verify_on_dask_reads_the_banks_on_the_workers(
+    scheduler, small_parts, model_cache, tmp_path, cli
+):
+    """``maskc verify --dask``: the banks are read back on the cluster's workers, the same
+    answer as a local verify, and nothing is written into the build (it may be read-only);
+    a worker that cannot read the build is named in one line (exit 3)."""
+    import stat
+
+    from distributed import Client
+
+    b = tmp_path / "b"
+    args = ("--layout-format", "oas", "--no-calib", "--no-verify")
+    assert cli("compile", model_cache("tiny").path, "-o", b, *args).code == 0
+    before = _files(b)
+    modes = {p: p.stat().st_mode for p in [b, *b.rglob("*")]}
+    for p in modes:  # read-only, as an archived build
+        p.chmod(stat.S_IMODE(modes[p]) & ~0o222)
+    log = tmp_path / "tasks.log"
+
+    def count_tasks(log: str) -> None:  # runs on each worker: pickled by value (a closure)
+        import maskc.layout.verify as v
+
+        original = getattr(v, "_counted", v._verify_bank_worker)
+
+        def counted(*a):
+            with open(log, "a") as f:
+                f.write(f"{os.getpid()}\n")
+            return original(*a)
+
+        v._counted, v._verify_bank_worker = original, counted
+
+    def uncount() -> None:
+        import maskc.layout.verify as v
+
+        v._verify_bank_worker = v._counted
+
+    with Client(scheduler, set_as_default=False) as client:
+        client.run(count_tasks, str(log))
+        try:
+            r = cli("verify", b, "--dask", scheduler, "--json")
+        finally:
+            client.run(uncount)
+            for p, m in modes.items():
+                p.chmod(stat.S_IMODE(m))
+        local = cli("verify", b, "--json")
+        assert r.code == 0, r.err
+        got, want = json.loads(r.out), json.loads(local.out)
+        assert got["ok"] and got == want
+        assert _files(b) == before
+        banks = json.loads((b / "layers" / "index.json").read_text())["banks"]
+        pids = log.read_text().split()
+        assert len(pids) == len(banks) > 2 and os.getpid() not in map(int, pids)
+
+        def elsewhere() -> None:
+            from maskc import parallel as p
+
+            p._original_reader = p._probe_reader
+            p._probe_reader = lambda path, *a: p._original_reader("/nonexistent" + path, *a)
+
+        def restore() -> None:
+            from maskc import parallel as p
+
+            p._probe_reader = p._original_reader
+
+        client.run(elsewhere)
+        try:
+            r = cli("verify", b, "--dask", scheduler)
+        finally:
+            client.run(restore)
+    lines = r.err.strip().splitlines()
+    assert r.code == 3 and len(lines) == 1, r.err
+    assert "/nonexistent" in lines[0] and "cannot read the build" in lines[0]
+    assert "Dask worker tcp://" in lines[0]
+
+
+def test_read_only_probe_names_what_a_worker_misses(tmp_path):
+    import hashlib
+
+    f = tmp_path / "manifest.json"
+    f.write_text("{}")
+    digest = hashlib.sha256(b"{}").hexdigest()
+    assert parallel._probe_reader(str(f), digest, maskc_version()) is None
+    other = parallel._probe_reader(str(f), hashlib.sha256(b"x").hexdigest(), maskc_version())
+    assert "not the same filesystem" in other
+    gone = parallel._probe_reader(str(tmp_path / "nope"), digest, maskc_version())
+    assert "cannot read the build" in gone and str(tmp_path / "nope") in gone
+    assert "0.0.0" in parallel._probe_reader(str(f), digest, "0.0.0")
+
+
 def test_probe_names_what_a_worker_misses(tmp_path):
     probe = tmp_path / "probe"
     probe.write_text("token")

@@ -65,6 +65,42 @@ def test_uncached_weights_give_the_same_logits_one_layer_at_a_time(loaded):
     assert layers == sorted(layers)  # layer by layer, in order
 
 
+def test_rows_path_reads_the_embedding_and_head_by_blocks_only(loaded, monkeypatch):
+    """With ``get_rows`` the embedding and lm_head are never read whole (the compile's report
+    holds one block of rows, not the 2 GB float32 head of an 8B model), and the logits are
+    the same as the whole-matrix path's."""
+    import maskc.reference as R
+    from maskc.quantize.stream import RowReader
+
+    _, model = loaded
+    monkeypatch.setattr(R, "VOCAB_BLOCK", 7)  # many blocks, the last one partial
+    big = {"model.embed_tokens.weight", "lm_head.weight"}
+    spans: list[tuple[str, int, int]] = []
+    reader = RowReader(model)
+
+    def get(name: str) -> np.ndarray:
+        assert name not in big, f"{name} read whole"
+        return model.read(name)
+
+    def rows(name: str, a: int, b: int) -> np.ndarray:
+        spans.append((name, a, b))
+        assert b - a <= 7
+        return reader.rows(name, a, b)
+
+    ids = _tokens(model.arch, 12)
+    whole = FloatLlama(model.arch, model.read, cache_weights=False).forward(ids)
+    by_rows = FloatLlama(model.arch, get, cache_weights=False, get_rows=rows).forward(ids)
+    reader.close()
+    np.testing.assert_allclose(by_rows, whole, rtol=0, atol=1e-5)
+    head = "model.embed_tokens.weight" if model.arch.tie_word_embeddings else "lm_head.weight"
+    v = model.arch.vocab_size
+    assert [(a, b) for n, a, b in spans if n == head][-((v + 6) // 7) :] == [
+        (a, min(a + 7, v)) for a in range(0, v, 7)
+    ]
+    embed_blocks = {a for n, a, _ in spans if n == "model.embed_tokens.weight"}
+    assert {a // 7 * 7 for a in embed_blocks} >= {t // 7 * 7 for t in ids}
+
+
 def test_causal(loaded):
     _, model = loaded
     ref = FloatLlama(model.arch, model.read)

@@ -20,6 +20,17 @@ def verify(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object on stdout.")
     ] = False,
+    dask: Annotated[
+        str | None,
+        typer.Option(
+            "--dask",
+            metavar="ADDRESS",
+            help="Read the layer banks back on the workers of this Dask scheduler "
+            "(tcp://HOST:PORT; pip install 'maskc[dask]'). BUILD must be on a filesystem "
+            "every worker mounts at the same path (checked first, read-only). "
+            "docs/distributed.md.",
+        ),
+    ] = None,
 ) -> None:
     """Read the two customizable layers back and compare them with the netlist.
 
@@ -32,7 +43,7 @@ def verify(
     from maskc.layout import verify_build
 
     with progress_bar(in_bytes=False) as prog:
-        res = verify_build(build, progress=RichEvents(prog))
+        res = verify_build(build, progress=RichEvents(prog), dask=dask)
     problems = res["problems"]
     if as_json:
         emit_json({"ok": not problems, **res})

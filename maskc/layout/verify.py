@@ -319,12 +319,14 @@ def tile_hashes(nl) -> dict[str, str]:
     return dict(sorted(out.items()))
 
 
-def verify_build(path, limit: int = 10, progress=None) -> dict:
-    """``maskc verify``: the layer files read back and compared with the netlist, then every
-    file's manifest hash. Returns ``{"problems": [...], "tiles": n, "files": [...]}``."""
+def verify_build(path, limit: int = 10, progress=None, dask: str | None = None) -> dict:
+    """``maskc verify``: the layer files read back and compared with the netlist (by the workers
+    of the Dask scheduler ``dask`` if given: they must read the build at the same path), then
+    every file's manifest hash. Returns ``{"problems": [...], "tiles": n, "files": [...]}``."""
     from maskc.build import open_build, verify_hashes
     from maskc.errors import InputError, MaskcError
     from maskc.netlist import load_netlist
+    from maskc.parallel import cluster
 
     b = open_build(path, check_hashes=False)
     nl = load_netlist(b.path)
@@ -332,7 +334,8 @@ def verify_build(path, limit: int = 10, progress=None) -> dict:
     if "layers/index.json" not in b.manifest["files"]:
         raise InputError(f"{b.path}: the build has no layers/ (recompile it with this maskc)")
     index = b.json("layers/index.json")
-    problems = verify_layers(nl, fab, b.path / "layers", index["banks"], limit, progress)
+    with cluster(dask, b.path, b.path, read_only=b.path / "manifest.json"):
+        problems = verify_layers(nl, fab, b.path / "layers", index["banks"], limit, progress)
     try:
         verify_hashes(b.path, b.manifest["files"])
     except MaskcError as e:

@@ -42,7 +42,7 @@ from maskc.quantize.report import (
     sensitivity,
 )
 from maskc.quantize.rules import QUANTIZABLE_ROLES, Resolution
-from maskc.quantize.stream import quant_workers
+from maskc.quantize.stream import RowReader, quant_workers
 
 #: The IR stages a complete build holds (its manifest's ``stages``).
 BUILD_STAGES = ["ingest", "quantize", "place", "netlist", "layout"]
@@ -235,12 +235,16 @@ def report(
         "roles_at_4_bits_in_3_bit_builds": list(MIXED_4BIT_ROLES),
     }
     if eval_ids and len(eval_ids) >= 2:
-        ref = logits(model.arch, model.read, eval_ids)  # the float model, shared by both
-        rep["output"] = output_error(model.arch, quantized.store, eval_ids, ref, events)
-        if opts.sensitivity:
-            rep["sensitivity"] = sensitivity(
-                model.arch, model.read, quantized.store, eval_ids, ref, events
-            )
+        reader = RowReader(model)  # the embedding and lm_head by blocks of rows
+        try:
+            ref = logits(model.arch, model.read, eval_ids, reader.rows)  # the float model
+            rep["output"] = output_error(model.arch, quantized.store, eval_ids, ref, events)
+            if opts.sensitivity:
+                rep["sensitivity"] = sensitivity(
+                    model.arch, model.read, quantized.store, eval_ids, ref, events, reader.rows
+                )
+        finally:
+            reader.close()
     else:
         events.warn(f"{model.path}: no tokenizer.json: output-level error not measured")
     return rep

@@ -99,15 +99,16 @@ def quant_report(total_parameters: int, rows: list[dict], res, calib) -> dict:
     }
 
 
-def logits(arch, get, ids) -> np.ndarray:
-    """The float32 reference's logits of ``ids`` with the weights ``get`` serves."""
-    return FloatLlama(arch, get, cache_weights=False).forward(ids)
+def logits(arch, get, ids, rows=None) -> np.ndarray:
+    """The float32 reference's logits of ``ids`` with the weights ``get`` serves (the
+    embedding and lm_head in blocks of rows from ``rows(name, a, b)`` if given)."""
+    return FloatLlama(arch, get, cache_weights=False, get_rows=rows).forward(ids)
 
 
 def output_error(arch, store, ids, ref, ev) -> dict:
     """The whole quantized model (``store``'s exact values) against the float logits ``ref``."""
     ev.start("measuring output error", 1)
-    qlog = logits(arch, store.dequantized, ids)
+    qlog = logits(arch, store.dequantized, ids, store.dequantized_rows)
     ev.advance()
     return compare_logits(ref, qlog, ids)
 
@@ -139,9 +140,9 @@ def compare_logits(ref, qlog, ids, chunk: int = 32) -> dict:
     }
 
 
-def sensitivity(arch, float_get, store, ids, ref, ev) -> list[dict]:
+def sensitivity(arch, float_get, store, ids, ref, ev, float_rows=None) -> list[dict]:
     """Per layer: the output error against the float logits ``ref`` when only that layer's
-    matrices are quantized."""
+    matrices are quantized (the float embedding and lm_head by rows from ``float_rows``)."""
     out = []
     ev.start("sensitivity per layer", arch.num_layers)
     for i in range(arch.num_layers):
@@ -150,6 +151,7 @@ def sensitivity(arch, float_get, store, ids, ref, ev) -> list[dict]:
         def get(name, prefix=prefix):
             return store.dequantized(name) if name.startswith(prefix) else float_get(name)
 
-        out.append({"layer": i, **compare_logits(ref, logits(arch, get, ids), ids)})
+        qlog = logits(arch, get, ids, float_rows)
+        out.append({"layer": i, **compare_logits(ref, qlog, ids)})
         ev.advance()
     return out

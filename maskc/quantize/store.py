@@ -179,21 +179,39 @@ class QuantStore:
         float32 result is whole in memory (not its codes too)."""
         if self.kind(name) == "float":
             return self.float(name).astype(np.float32)
-        e = self.index[name]
-        r = e["shape"][0] if isinstance(e.get("shape"), list) and e["shape"] else 0
-        if self.in_netlist(name):
-            if not isinstance(r, int) or r <= 0:
-                return self._from_netlist(name, None).dequantize()
-            out = None
-            for a in range(0, r, DEQUANT_ROWS):
-                b = min(a + DEQUANT_ROWS, r)
-                part = self._from_netlist(name, (a, b)).dequantize()
-                if out is None:
-                    out = np.empty((r, part.shape[1]), dtype=np.float32)
-                out[a:b] = part
-            return out
-        if not isinstance(r, int) or r <= DEQUANT_ROWS:
+        r = self._rows(name)
+        if r is None:
             return self.matrix(name).dequantize()
+        out = None
+        for a in range(0, r, DEQUANT_ROWS):
+            part = self.dequantized_rows(name, a, min(a + DEQUANT_ROWS, r))
+            if out is None:
+                out = np.empty((r, part.shape[1]), dtype=np.float32)
+            out[a : a + len(part)] = part
+        return out
+
+    def _rows(self, name: str) -> int | None:
+        """The row count of a 2-d tensor's index entry (None if it has none)."""
+        shape = self.index[name].get("shape")
+        ok = isinstance(shape, list) and len(shape) == 2 and isinstance(shape[0], int)
+        return shape[0] if ok and shape[0] > 0 else None
+
+    def dequantized_rows(self, name: str, a: int, b: int) -> np.ndarray:
+        """Rows ``a:b`` of :meth:`dequantized` ``(name)``, reading only those rows' fields
+        (memory: the rows, not the matrix)."""
+        r = self._rows(name)
+        if r is None or not 0 <= a <= b <= r:
+            return self.dequantized(name)[a:b]
+        e = self.index[name]
+        if self.kind(name) == "float":
+            st = self.file(e["file"])
+            info = st.tensors.get(name)
+            if info is None or info.dtype != "F32" or list(info.shape) != e["shape"]:
+                return self.float(name)[a:b].astype(np.float32)  # raises what is wrong
+            with open(st.path, "rb") as f:
+                return _read_rows(f, info, np.dtype(np.float32), a, b)
+        if self.in_netlist(name):
+            return self._from_netlist(name, (a, b)).dequantize()
         try:
             fmt = QuantFormat.from_json(e["format"], name)
             st = self.file(e["file"])
@@ -207,19 +225,13 @@ class QuantStore:
             ):
                 raise KeyError(name)
         except (KeyError, TypeError, InputError):
-            return self.matrix(name).dequantize()  # raises the error naming what is wrong
-        levels = st.read_raw(f"{name}/levels")
-        out = np.empty((r, c), dtype=np.float32)
+            return self.matrix(name).dequantize()[a:b]  # raises the error naming what is wrong
+        arrays = {"levels": st.read_raw(f"{name}/levels")}
         with open(st.path, "rb") as f:
-            for a in range(0, r, DEQUANT_ROWS):
-                b = min(a + DEQUANT_ROWS, r)
-                arrays = {"levels": levels}
-                for fd in fds:
-                    if fd.axis != "level":
-                        arrays[fd.name] = _read_rows(f, infos[fd.name], fd.dtype, a, b)
-                q = from_arrays(name, (b - a, c), fmt, arrays, str(e.get("method", "")))
-                out[a:b] = q.dequantize()
-        return out
+            for fd in fds:
+                if fd.axis != "level":
+                    arrays[fd.name] = _read_rows(f, infos[fd.name], fd.dtype, a, b)
+        return from_arrays(name, (b - a, c), fmt, arrays, str(e.get("method", ""))).dequantize()
 
 
 #: Rows of a matrix dequantized at once by QuantStore.dequantized.

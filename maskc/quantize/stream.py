@@ -159,7 +159,16 @@ class ErrorSums:
         self.buf: np.ndarray | None = None
 
     def add(self, r0: int, w: np.ndarray, deq: np.ndarray) -> None:
-        """Rows ``r0 ..`` of the tensor (float32) and their dequantized values."""
+        """Rows ``r0 ..`` of the tensor (float32) and their dequantized values, the next rows
+        after the previous call's; they may cross one or more ``CHUNK_ROWS`` blocks (a stack's
+        row blocks need not align with a member's, e.g. an intermediate size of 5,632)."""
+        while len(w):
+            take = min(len(w), self.block0 + min(CHUNK_ROWS, self.rows - self.block0) - r0)
+            self._add(r0, w[:take], deq[:take])
+            r0, w, deq = r0 + take, w[take:], deq[take:]
+
+    def _add(self, r0: int, w: np.ndarray, deq: np.ndarray) -> None:
+        """Rows ``r0 ..`` within the current block of ``CHUNK_ROWS`` rows."""
         n = min(CHUNK_ROWS, self.rows - self.block0)
         if self.buf is None:
             self.buf = np.empty((n, self.cols), dtype=np.float64)
