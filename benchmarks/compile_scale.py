@@ -1,17 +1,17 @@
 """Compile at scale: wall time, peak RSS of the whole process tree and disk, per stage and per
 compile step.
 
-Runs ``maskc compile MODEL -o BUILD`` (then ``maskc verify BUILD``, then ``maskc emulate BUILD
--n 8`` with ``--emulate``) as subprocesses, sampling the summed RSS of each command's process
-tree (the command and every worker it starts) from /proc every 0.2 s. The compile's steps are
-timed from its progress lines on stderr (README "Progress": stderr is a pipe and
-MASKC_PROGRESS is unset, so every long step prints a start line and a "done in" line); the
-peak RSS of a step is the highest sample between those two lines. Prints a table per stage and
-per step, the disk used by the build folder and each of its subfolders, and writes
-benchmarks/results/compile_scale-<MODEL name>[-<label>].json.
+Runs ``maskc compile MODEL -o BUILD`` (then ``maskc verify BUILD`` unless ``--no-verify``,
+then ``maskc emulate BUILD -n 8`` with ``--emulate``) as subprocesses, sampling the summed RSS
+of each command's process tree (the command and every worker it starts) from /proc every
+0.2 s. The compile's steps are timed from its progress lines on stderr (README "Progress":
+stderr is a pipe and MASKC_PROGRESS is unset, so every long step prints a start line and a
+"done in" line); the peak RSS of a step is the highest sample between those two lines. Prints
+a table per stage and per step, the disk used by the build folder and each of its subfolders,
+and writes benchmarks/results/compile_scale-<MODEL name>[-<label>].json.
 
-    python benchmarks/compile_scale.py MODEL [--jobs N] [--emulate] [--keep] [--label L]
-        [--build DIR] [-- extra compile args ...]
+    python benchmarks/compile_scale.py MODEL [--jobs N] [--emulate] [--no-verify] [--keep]
+        [--label L] [--build DIR] [-- extra compile args ...]
 
 Extra compile arguments come after ``--`` (e.g. ``-- --no-calib --layout-format oas``). The
 build goes to a temporary folder next to ``--build`` (default: under $TMPDIR) and is deleted at
@@ -113,6 +113,7 @@ def main() -> None:
     ap.add_argument("model", type=Path)
     ap.add_argument("--jobs", type=int, default=None)
     ap.add_argument("--emulate", action="store_true", help="also run emulate -n 8")
+    ap.add_argument("--no-verify", action="store_true", help="skip maskc verify")
     ap.add_argument("--keep", action="store_true", help="keep the build folder")
     ap.add_argument("--label", default="", help="suffix of the JSON file name")
     ap.add_argument("--build", type=Path, default=None, help="build folder (default: temporary)")
@@ -142,7 +143,8 @@ def main() -> None:
         disk = {"build": disk_mb(build)}
         for sub in sorted(p for p in build.iterdir() if p.is_dir()):
             disk[sub.name + "/"] = disk_mb(sub)
-        stages.append(("verify", run_sampled([*mx, "verify", str(build)], env)))
+        if not a.no_verify:
+            stages.append(("verify", run_sampled([*mx, "verify", str(build)], env)))
         if a.emulate:
             stages.append(
                 (
