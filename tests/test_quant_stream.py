@@ -100,6 +100,44 @@ def test_any_executor_and_a_retried_unit(model_cache, tmp_path):
     assert _tree(tmp_path / "a") == _tree(tmp_path / "b")
 
 
+@pytest.mark.parametrize("method", ["lsq", "gptq"])
+def test_calibrated_blocks_side_by_side(model_cache, tmp_path, monkeypatch, method):
+    """With calibration, the row blocks of each stack quantized by a pool of threads (several
+    in flight, finishing in any order) give the same quant/ files and report as one after the
+    other; gptq's blocks (with their Hessian) go to the pool's local threads, never to the
+    (remote) executor."""
+    from maskc.quantize.driver import Calibration
+
+    gen = model_cache("tiny-odd")
+    model = load_model(gen.path)
+    res = resolve_settings(model.specs, 3, None, method, None, False, None)
+    monkeypatch.setattr(S, "BLOCK_ELEMS", 3 * 96)  # blocks of 3 rows (2 for gptq: CHUNK_ROWS)
+    if method == "gptq":
+        import maskc.quantize.matrix as mq
+
+        monkeypatch.setattr(S, "CHUNK_ROWS", 2)
+        monkeypatch.setattr(mq, "CHUNK_ROWS", 2)
+    calib = Calibration(tuple(range(3, 40)), "ids", 16, method == "gptq")
+    a = quantize_model(model, res, calib, tmp_path / "a", Quiet())
+
+    class Remote(ThreadPoolExecutor):  # stands for a cluster: records what it is given
+        hessians: list = []
+
+        def submit(self, fn, *args, **kw):
+            Remote.hessians.append(args[-1] is not None)
+            return super().submit(fn, *args, **kw)
+
+    with Remote(3) as remote, ThreadPoolExecutor(2) as local:
+        b = quantize_model(
+            model, res, calib, tmp_path / "b", Quiet(), blocks=S.BlockPool(remote, 3, local)
+        )
+    assert _tree(tmp_path / "a") == _tree(tmp_path / "b")
+    assert a.rows == b.rows
+    assert Remote.hessians and not any(Remote.hessians)  # lsq's layers and the 8-bit rtn ones
+    if method == "lsq":
+        assert len(Remote.hessians) > 100
+
+
 CHILD = r"""
 import sys, tracemalloc
 from maskc.ingest import load_model

@@ -42,7 +42,7 @@ from maskc.quantize.report import (
     sensitivity,
 )
 from maskc.quantize.rules import QUANTIZABLE_ROLES, Resolution
-from maskc.quantize.stream import RowReader, quant_workers
+from maskc.quantize.stream import BlockPool, RowReader, quant_workers
 
 #: The IR stages a complete build holds (its manifest's ``stages``).
 BUILD_STAGES = ["ingest", "quantize", "place", "netlist", "layout"]
@@ -203,14 +203,30 @@ def quantize(
 ) -> tuple[QuantizedModel, list[dict]]:
     """Stage 2: quant/ written; the quantized model and its per-tensor rows. Without
     calibration the layers are quantized by ``--jobs`` worker processes (quant_workers: fewer
-    when memory says so), or by the Dask cluster's workers under ``--dask``; the build does
-    not depend on how many or where."""
+    when memory says so), or by the Dask cluster's workers under ``--dask``. With calibration
+    the layers go in order in this process, and the row blocks of each layer's matrices are
+    quantized side by side by ``--jobs`` threads, or by the cluster's workers (gptq's blocks,
+    whose Hessians are too big to ship, by the local threads). The build does not depend on
+    how many or where."""
     from maskc import parallel
 
-    n = quant_workers(model, opts.jobs) if calib is None else 1
-    if calib is None and parallel.distributed():
+    if calib is not None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        threads = max(1, opts.jobs)
+        with ThreadPoolExecutor(threads, thread_name_prefix="maskc-quant") as local:
+            if parallel.distributed():
+                with parallel.pool(0) as ex:
+                    blocks = BlockPool(ex, parallel.worker_count(1), local)
+                    q = quantize_model(model, quant_settings, calib, build, events, blocks=blocks)
+            else:
+                blocks = BlockPool(local, threads)
+                q = quantize_model(model, quant_settings, calib, build, events, blocks=blocks)
+        return q, q.rows
+    n = quant_workers(model, opts.jobs)
+    if parallel.distributed():
         n = parallel.worker_count(n)
-    if n <= 1 and not (calib is None and parallel.distributed()):
+    if n <= 1 and not parallel.distributed():
         q = quantize_model(model, quant_settings, calib, build, events)
     else:
         with parallel.pool(n) as ex:

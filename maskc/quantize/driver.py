@@ -23,7 +23,7 @@ from maskc.fsutil import read_text
 from maskc.quantize.calibrate import LayerCalibrator
 from maskc.quantize.rules import Resolution
 from maskc.quantize.store import INDEX, QuantStore, file_for
-from maskc.quantize.stream import quantize_unit, run_unit, settings_json
+from maskc.quantize.stream import BlockPool, quantize_unit, run_unit, settings_json
 from maskc.reference import FloatLlama
 
 #: Fewest tokens a calibration text must give.
@@ -124,7 +124,13 @@ class _LayerWeights:
 
 
 def quantize_model(
-    model, res: Resolution, calib: Calibration | None, build: Path, events, executor=None
+    model,
+    res: Resolution,
+    calib: Calibration | None,
+    build: Path,
+    events,
+    executor=None,
+    blocks: BlockPool | None = None,
 ) -> QuantizedModel:
     """Quantize every tensor of ``model`` per ``res`` into ``build/quant/`` and write
     quant/index.json.
@@ -167,7 +173,7 @@ def quantize_model(
         embed = next(s for s in model.specs if s.layer is None).name
         uniq = np.unique(np.asarray(calib.ids)) if calib is not None else None
         keep = {embed: uniq} if calib is not None else None
-        rows, index, kept = run_unit(model, build, None, settings, None, keep, progress)
+        rows, index, kept = run_unit(model, build, None, settings, None, keep, progress, blocks)
         results[None] = (rows, index)
         calibrator = None
         weights = _LayerWeights()
@@ -191,7 +197,7 @@ def quantize_model(
                 stats = calibrator.observe(i)
                 weights.tensors = {}
             keep = {s.name: None for s in specs} if calibrator is not None else None
-            rows, index, deqs = run_unit(model, build, i, settings, stats, keep, progress)
+            rows, index, deqs = run_unit(model, build, i, settings, stats, keep, progress, blocks)
             results[i] = (rows, index)
             if calibrator is not None:
                 weights.tensors = deqs

@@ -23,7 +23,9 @@ import json
 import math
 import os
 import struct
-from dataclasses import asdict
+from collections import deque
+from concurrent.futures import Executor
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -197,6 +199,22 @@ class ErrorSums:
 # -- one unit ------------------------------------------------------------------------------------
 
 
+@dataclass
+class BlockPool:
+    """Where a stack's row blocks are quantized when a unit runs in the compile's own process
+    (with calibration, layer after layer): rows are independent given the statistics, so the
+    blocks of one stack run side by side and are written in row order (the build does not
+    depend on the pool). ``executor`` runs :func:`quantize_stack` calls: local threads (numpy
+    releases the GIL in the quantizer's array work) or a Dask cluster's executor; ``ahead``
+    blocks are in flight at once (their float rows are held until written). ``local``: threads
+    for blocks whose statistics are too big to ship to a cluster (gptq's ``[in, in]``
+    Hessian); None when ``executor`` is itself local."""
+
+    executor: Executor
+    ahead: int
+    local: Executor | None = None
+
+
 def report_row(spec, setting, fmt: QuantFormat | None, metrics: dict, bpw: float) -> dict:
     """The quantization report's row of one tensor (fmt None: kept in float)."""
     q = fmt is not None
@@ -238,12 +256,14 @@ def run_unit(
     stats=None,
     keep: dict[str, np.ndarray | None] | None = None,
     progress=None,
+    pool: BlockPool | None = None,
 ) -> tuple[list[dict], dict[str, dict], dict[str, np.ndarray]]:
     """Quantize the tensors of ``layer`` (None: the model-level ones) into ``file_for(layer)``.
 
     ``stats``: calibration statistics by input site (or None). ``keep``: tensor name -> row
     indices (None: every row) whose dequantized float32 values to return. ``progress(n,
-    name)`` is called after each tensor. Returns ``(report rows, index entries, kept)``."""
+    name)`` is called after each tensor. ``pool``: where the row blocks are quantized (None:
+    here, one after the other). Returns ``(report rows, index entries, kept)``."""
     specs = [s for s in model.specs if s.layer == layer]
     file = file_for(layer)
     floats, stacks = _groups(specs, settings)
@@ -281,7 +301,8 @@ def run_unit(
                 progress(spec.parameters, spec.name)
         for site, setting, group in stacks:
             st = stats.get(site) if stats else None
-            _stack(model, reader, out, group, setting, st, keep, kept, rows, index, file, progress)
+            args = (group, setting, st, keep, kept, rows, index, file, progress, pool)
+            _stack(model, reader, out, *args)
         out.close()
     except BaseException:
         out.abort()
@@ -291,7 +312,7 @@ def run_unit(
     return rows, index, kept
 
 
-def _stack(model, reader, out, group, setting, st, keep, kept, rows, index, file, progress):
+def _stack(model, reader, out, group, setting, st, keep, kept, rows, index, file, progress, pool):
     """Quantize one stack of matrices block by block into ``out``."""
     imp = None if st is None else st.importance
     hes = None if st is None else st.hessian
@@ -311,7 +332,8 @@ def _stack(model, reader, out, group, setting, st, keep, kept, rows, index, file
     kept_rows = {s.name: [] for s in group if s.name in keep}
     levels = None
     method = setting.method
-    for a, b in blocks:
+
+    def read(a: int, b: int):
         parts = []  # (spec, tensor row a0, stack row a1, rows)
         for k, spec in enumerate(group):
             lo, hi = max(a, int(starts[k])), min(b, int(starts[k + 1]))
@@ -319,7 +341,9 @@ def _stack(model, reader, out, group, setting, st, keep, kept, rows, index, file
                 parts.append((spec, lo - int(starts[k]), lo - a, hi - lo))
         w = [reader.rows(s.name, t0, t0 + n) for s, t0, _b0, n in parts]
         x = w[0] if len(w) == 1 else np.concatenate(w, axis=0)
-        (q,) = quantize_stack([gname], [x], setting, importance=imp, hessian=hes)
+        return parts, w, x
+
+    for parts, w, q in _quantized_blocks(blocks, read, gname, setting, imp, hes, pool):
         method = q.method
         if levels is None:
             levels = q.levels
@@ -333,7 +357,7 @@ def _stack(model, reader, out, group, setting, st, keep, kept, rows, index, file
             sums[spec.name].add(t0, wp, deq[b0 : b0 + n])
             if spec.name in kept_rows:
                 kept_rows[spec.name].append((t0, deq[b0 : b0 + n]))
-        del w, x, q, deq
+        del w, q, deq
     for spec in group:
         out.write_rows(f"{spec.name}/levels", 0, levels)
         index[spec.name] = index_entry_of(fmt, method, spec.shape, file)
@@ -349,6 +373,33 @@ def _stack(model, reader, out, group, setting, st, keep, kept, rows, index, file
             kept[spec.name] = full
         if progress:
             progress(spec.parameters, spec.name)
+
+
+def _quantized_blocks(blocks, read, gname, setting, imp, hes, pool):
+    """``(parts, float rows, QuantTensor)`` of each row block, in row order; with ``pool``,
+    ``pool.ahead`` blocks are being quantized while the caller writes the one before them."""
+    if pool is None or pool.ahead <= 1 or len(blocks) == 1:
+        for a, b in blocks:
+            parts, w, x = read(a, b)
+            (q,) = quantize_stack([gname], [x], setting, importance=imp, hessian=hes)
+            yield parts, w, q
+        return
+    ex = pool.executor if hes is None or pool.local is None else pool.local
+    pending: deque = deque()
+    try:
+        for a, b in blocks:
+            parts, w, x = read(a, b)
+            pending.append((parts, w, ex.submit(quantize_stack, [gname], [x], setting, imp, hes)))
+            del x
+            if len(pending) > pool.ahead:
+                parts, w, f = pending.popleft()
+                yield parts, w, f.result()[0]
+        while pending:
+            parts, w, f = pending.popleft()
+            yield parts, w, f.result()[0]
+    finally:
+        for _p, _w, f in pending:  # an error or an interrupt: drop what was not written
+            f.cancel()
 
 
 def _pick(blocks: list[tuple[int, np.ndarray]], want: np.ndarray, cols: int) -> np.ndarray:
