@@ -120,11 +120,11 @@ def test_calibrated_blocks_side_by_side(model_cache, tmp_path, monkeypatch, meth
     calib = Calibration(tuple(range(3, 40)), "ids", 16, method == "gptq")
     a = quantize_model(model, res, calib, tmp_path / "a", Quiet())
 
-    class Remote(ThreadPoolExecutor):  # stands for a cluster: records what it is given
-        hessians: list = []
+    hessians: list[bool] = []  # per block sent to the (remote) executor: carried a Hessian
 
+    class Remote(ThreadPoolExecutor):  # stands for a cluster: records what it is given
         def submit(self, fn, *args, **kw):
-            Remote.hessians.append(args[-1] is not None)
+            hessians.append(args[-1] is not None)
             return super().submit(fn, *args, **kw)
 
     with Remote(3) as remote, ThreadPoolExecutor(2) as local:
@@ -133,9 +133,9 @@ def test_calibrated_blocks_side_by_side(model_cache, tmp_path, monkeypatch, meth
         )
     assert _tree(tmp_path / "a") == _tree(tmp_path / "b")
     assert a.rows == b.rows
-    assert Remote.hessians and not any(Remote.hessians)  # lsq's layers and the 8-bit rtn ones
+    assert hessians and not any(hessians)  # lsq's layers and the 8-bit rtn ones
     if method == "lsq":
-        assert len(Remote.hessians) > 100
+        assert len(hessians) > 100
 
 
 CHILD = r"""
