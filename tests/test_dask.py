@@ -114,6 +114,31 @@ def test_a_worker_killed_mid_task_is_retried(scheduler, small_parts, model_cache
     _assert_same_build(tmp_path / "local", tmp_path / "dask")
 
 
+@pytest.mark.slow
+def test_calibrated_build_on_dask_is_byte_identical(
+    scheduler, small_parts, model_cache, tmp_path, cli, monkeypatch
+):
+    """A 3-bit build calibrates layer by layer on the client; the row blocks of each layer's
+    matrices are quantized on the cluster's workers (a block of 3 rows each here), and the
+    build is the local one byte for byte."""
+    from distributed import Client
+
+    import maskc.quantize.stream as stream
+
+    monkeypatch.setattr(stream, "BLOCK_ELEMS", 3 * 64)  # several blocks per stack
+    model = model_cache("tiny").path
+    args = ("--bits", "3", "--layout-format", "oas", "--calib-tokens", "128")
+    assert cli("compile", model, "-o", tmp_path / "local", *args, "--jobs", "1").code == 0
+    r = cli("compile", model, "-o", tmp_path / "dask", *args, "--dask", scheduler)
+    assert r.code == 0, r.err
+    _assert_same_build(tmp_path / "local", tmp_path / "dask")
+    calib = json.loads((tmp_path / "dask" / "reports" / "quant.json").read_text())["calibration"]
+    assert calib["tokens"] > 0
+    with Client(scheduler, set_as_default=False) as client:
+        ran = client.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.task_prefixes))
+    assert "quantize_stack" in ran, ran  # no other test sends these to the cluster
+
+
 def test_unreachable_scheduler_is_one_line_exit_3(model_cache, tmp_path, cli, monkeypatch):
     pytest.importorskip("distributed")
     monkeypatch.setenv("MASKC_DASK_TIMEOUT", "1")
