@@ -170,7 +170,7 @@ def _flat_set_gdstk(path):
 
 
 def test_gds_and_oasis_hold_the_same_vias_read_by_gdstk(builds):
-    """Two writers (maskc's streaming GDSII with word cells, gdstk's flat OASIS) and one
+    """Two writers (maskc's streaming GDSII with word cells, its flat OASIS records) and one
     independent reader (gdstk flattening): the same vias, site for site."""
     g = _flat_set_gdstk(builds["gds"] / "layers" / "via.gds")
     o = _flat_set_gdstk(builds["oas"] / "layers" / "via.oas")
@@ -600,9 +600,9 @@ def test_a_bank_worker_reads_only_its_own_tiles(builds, tmp_path, monkeypatch):
             assert touched == mine, (work, k)
 
 
-def test_the_fast_oasis_rows_are_the_general_paths_rectangles():
-    """The OASIS writer's fast path (a flat scan of the bits, offsets as lists) gives exactly
-    the rectangles and repetitions of the general path, empty lines and grids included."""
+def test_the_fast_oasis_rows_are_the_general_paths_vias():
+    """The OASIS writer's fast path (a flat scan of the bits) gives exactly the via corners of
+    the general path, in the same order, empty lines and grids included."""
     from maskc.fabric import load_fabric
     from maskc.layout.geometry import Geometry
     from maskc.layout.oasis import _FastVias, _via_rows
@@ -612,18 +612,6 @@ def test_the_fast_oasis_rows_are_the_general_paths_rectangles():
     fast = _FastVias(geo, g)
     assert fast.ok
     rng = np.random.default_rng(5)
-
-    def shapes(rects):
-        return [
-            (
-                r.points.tolist(),
-                r.layer,
-                r.datatype,
-                None if r.repetition.size == 0 else r.repetition.x_offsets.tolist(),
-            )
-            for r in rects
-        ]
-
     for lines, density in ((geo.rows, 0.5), (7, 0.02), (3, 0.0), (0, 0.5)):
         for area in ("array", "scale"):
             keep = rng.random((lines, geo.cols)) < density
@@ -631,5 +619,92 @@ def test_the_fast_oasis_rows_are_the_general_paths_rectangles():
             if lines > 2:
                 grid[1] = 0  # an empty line
             pos = geo.via_positions(area, grid)
-            want = _via_rows(pos, geo.size, geo.via, g) if len(pos) else []
-            assert shapes(fast.rows(area, grid)) == shapes(want)
+            want = _via_rows(pos, g) if len(pos) else (pos[:, 0] // g, pos[:, 1] // g)
+            got = fast.rows(area, grid)
+            assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
+
+
+def _varint(x: int) -> bytes:
+    """An OASIS unsigned integer, written from the specification (SEMI P39, 7.2.3)."""
+    out = bytearray()
+    while True:
+        out.append((x & 0x7F) | (0x80 if x >= 0x80 else 0))
+        x >>= 7
+        if not x:
+            return bytes(out)
+
+
+def test_oasis_writer_integers_follow_the_specification():
+    from maskc.layout.oasfile import uvarints, zig
+
+    v = [0, 1, 127, 128, 255, 300, 16383, 16384, 2**21 - 1, 2**21, 2**35 + 5, 2**62]
+    assert uvarints(np.array(v, np.int64)) == b"".join(_varint(x) for x in v)
+    assert uvarints(np.array([5, 127], np.int64)) == bytes([5, 127])
+    assert [int(zig(x)) for x in (0, 3, -3)] == [0, 6, 7]  # sign in the low bit
+    assert zig(np.array([-1, 1])).tolist() == [3, 2]
+
+
+def test_oasis_writer_file_reads_back_in_gdstk_and_klayout(tmp_path):
+    """Records of every kind the layer writer uses (lines of one via, of many, negative and
+    multi-byte coordinates, several CBLOCKs, columns, placements) read back by two
+    independent readers to the shapes written; the CRC32 validation checks."""
+    import maskc.layout.oasfile as of
+
+    rng = np.random.default_rng(3)
+    cells = []
+    for _ in range(3):
+        y = np.repeat(rng.choice(np.arange(-50, 400), 40, replace=False), rng.integers(1, 30, 40))
+        x = rng.integers(-300, 9000, len(y))
+        key = np.unique(np.stack([y, x], 1), axis=0)  # sorted by (y, x), no duplicates
+        cells.append((key[:, 1], key[:, 0]))
+    path = tmp_path / "t.oas"
+    old = of.CBLOCK_BYTES
+    of.CBLOCK_BYTES = 64  # a CBLOCK per cell or two
+    try:
+        with open(path, "wb") as f:
+            w = of.OasisWriter(f, 50, ["A", "B", "C", "TOP"])
+            for ref, (x, y) in enumerate(cells):
+                w.cell(ref)
+                w.rect_rows((60, 0), 1, x[:5], y[:5])
+                w.rect_rows((60, 0), 1, x[5:], y[5:])
+                w.rect_column((61, 2), 7, 2, -4, np.array([0, 3, 10, 400]))
+            w.cell(3)
+            for ref in range(3):
+                w.placement(ref, 1000 * ref - 50, 20000 * ref)
+            w.close()
+    finally:
+        of.CBLOCK_BYTES = old
+    data = path.read_bytes()
+    assert data.startswith(b"%SEMI-OASIS\r\n") and data.count(b"\x22\x00") >= 1
+    assert gdstk.oas_validate(str(path))[0] is True
+    lib = gdstk.read_oas(str(path), unit=2e-8)  # one file unit (20 nm) per coordinate
+    top = _cell(lib, "TOP")
+    got_v, got_m = set(), set()
+    for ref in top.references:
+        ox, oy = (round(v) for v in ref.origin)
+        for p in ref.cell.polygons:
+            lo = np.rint(np.asarray(p.points).min(axis=0)).astype(int)
+            hi = np.rint(np.asarray(p.points).max(axis=0)).astype(int)
+            offs = [(0, 0)] if p.repetition.size == 0 else p.repetition.get_offsets()
+            for dx, dy in np.rint(offs).astype(int).tolist():
+                s = (ref.cell.name, lo[0] + dx + ox, lo[1] + dy + oy, *(hi - lo))
+                (got_v if p.layer == 60 else got_m).add(s)
+    want_v = {
+        (n, int(a) + 1000 * r - 50, int(b) + 20000 * r, 1, 1)
+        for r, (n, (x, y)) in enumerate(zip("ABC", cells, strict=True))
+        for a, b in zip(x, y, strict=True)
+    }
+    want_m = {(n, -4 + 1000 * r - 50, yy + 20000 * r, 7, 2) for r, n in enumerate("ABC")
+              for yy in (0, 3, 10, 400)}  # fmt: skip
+    assert got_v == want_v and got_m == want_m
+    db = pytest.importorskip("klayout.db")
+    ly = db.Layout()
+    ly.read(str(path))
+    (t,) = ly.top_cells()
+    boxes = set()
+    it = t.begin_shapes_rec(ly.layer(60, 0))
+    while not it.at_end():
+        b = it.shape().bbox().transformed(it.trans())
+        boxes.add((round(b.left * ly.dbu / 0.02), round(b.bottom * ly.dbu / 0.02)))
+        it.next()
+    assert boxes == {(x, y) for _, x, y, _, _ in want_v}

@@ -1,6 +1,7 @@
-"""The OASIS layer writer (gdstk): each tile's vias flat, one rectangle per line of via sites
-with an explicit repetition along x, in coordinates of the layout grid, compressed (about one
-byte per weight); one bank's two files per worker process."""
+"""The OASIS layer writer: each tile's vias flat, one rectangle per line of via sites with an
+explicit repetition along x, in coordinates of the layout grid, Huffman-coded in CBLOCKs
+(maskc's own record writer, :mod:`maskc.layout.oasfile`); one bank's two files per worker
+process."""
 
 from __future__ import annotations
 
@@ -8,63 +9,38 @@ from pathlib import Path
 
 import numpy as np
 
-from maskc.layout.banks import iter_tiles, tile_name
+from maskc.layout.banks import iter_tiles, tile_name, tile_positions
 from maskc.layout.geometry import CELL_BITS, Geometry
+from maskc.layout.oasfile import HUFFMAN, MATCHING, OasisWriter
 from maskc.layout.rom import TileRom, config_bits
 from maskc.parallel import atomic_path, pool
 
-#: zlib level of OASIS CBLOCKs: 4, measured against 6 on SmolLM2's banks, 1.8-2.5x less CPU for
-#: files 6.8-7.0% larger (docs/layout.md); 5 saves less time, 9 quadruples it for 4% less
-OAS_LEVEL = 4
+#: DEFLATE (level, strategy) of the via and metal files' CBLOCKs: Huffman coding alone for the
+#: via rows' near-random spacings, string matching for the small, regular metal files
+#: (docs/layout.md; benchmarks/oas_deflate.py measures the choices)
+VIA_DEFLATE, METAL_DEFLATE = HUFFMAN, MATCHING
 
 
-def _rect_rep(pos: np.ndarray, w: int, h: int, layer: tuple[int, int], grid: int):
-    """One rectangle repeated at every position of ``pos`` (dbu, kept in its order), in
-    coordinates of the layout grid."""
-    import gdstk
-
+def _via_rows(pos: np.ndarray, grid: int) -> tuple[np.ndarray, np.ndarray]:
+    """Via corners (dbu) -> their (x, y) in units of the layout grid, sorted by (y, x): the
+    order :meth:`OasisWriter.rect_rows` writes as one record per line of sites. The general
+    path, for fabrics where :class:`_FastVias` does not apply."""
     p = pos // grid
-    x0, y0 = (int(v) for v in p[0])
-    r = gdstk.rectangle(
-        (x0, y0), (x0 + w // grid, y0 + h // grid), layer=layer[0], datatype=layer[1]
-    )
-    if len(p) > 1:
-        r.repetition = gdstk.Repetition(offsets=(p[1:] - p[0]).astype(np.float64))
-    return r
+    if (np.diff(p[:, 1]) < 0).any() or ((np.diff(p[:, 1]) == 0) & (np.diff(p[:, 0]) <= 0)).any():
+        p = p[np.lexsort((p[:, 0], p[:, 1]))]  # bits on several site rows (sites_x < 4)
+    return p[:, 0], p[:, 1]
 
 
 #: the via-site bits of a 4-bit slot value: bool [16, CELL_BITS]
 _SLOT_BITS = ((np.arange(16)[:, None] >> np.arange(CELL_BITS)) & 1).astype(bool)
 
 
-def _via_rows(pos: np.ndarray, size: int, layer: tuple[int, int], grid: int) -> list:
-    """Vias (dbu corners in row-major order) as one rectangle per line of sites, repeated
-    along x: the smallest OASIS (horizontal repetitions with small, regular spacings compress
-    best). The general path, for fabrics where :class:`_FastVias` does not apply."""
-    import gdstk
-
-    p = pos // grid
-    if (np.diff(p[:, 1]) < 0).any() or ((np.diff(p[:, 1]) == 0) & (np.diff(p[:, 0]) <= 0)).any():
-        p = p[np.lexsort((p[:, 0], p[:, 1]))]  # bits on several site rows (sites_x < 4)
-    s = size // grid
-    cut = np.flatnonzero(np.diff(p[:, 1])) + 1
-    out = []
-    for a, b in zip(np.r_[0, cut].tolist(), np.r_[cut, len(p)].tolist(), strict=True):
-        x0, y0 = int(p[a, 0]), int(p[a, 1])
-        r = gdstk.rectangle((x0, y0), (x0 + s, y0 + s), layer=layer[0], datatype=layer[1])
-        if b - a > 1:
-            r.repetition = gdstk.Repetition(x_offsets=(p[a + 1 : b, 0] - x0).astype(np.float64))
-        out.append(r)
-    return out
-
-
 class _FastVias:
-    """The same rectangles as :func:`_via_rows` without building the via positions, for
-    fabrics whose 4 bit sites lie on one site row in increasing x (``sites_x >= 4``, as on
-    ``hc1``): then every line of a nibble grid is one line of sites, and the vias of a line
-    are its set bits in (column, bit) order. One flat scan of the grid's bits, line bounds by
-    binary search, x from a per-(line, column, bit) table cached per grid shape, offsets of
-    every line at once handed to gdstk as lists of floats (parsed much faster than arrays)."""
+    """The same (x, y) as :func:`_via_rows` without building dbu positions, for fabrics whose
+    4 bit sites lie on one site row in increasing x (``sites_x >= 4``, as on ``hc1``): then
+    every line of a nibble grid is one line of sites, and the vias of a line are its set bits
+    in (column, bit) order. One flat scan of the grid's bits, x from a per-(line, column, bit)
+    table cached per grid shape."""
 
     def __init__(self, geo: Geometry, g: int) -> None:
         self.geo, self.g = geo, g
@@ -84,76 +60,59 @@ class _FastVias:
             self.tables[(lines, cols)] = t
         return t
 
-    def rows(self, area: str, grid: np.ndarray) -> list:
-        import gdstk
-
-        geo, g = self.geo, self.g
+    def rows(self, area: str, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         lines, cols = grid.shape
-        if not lines:
-            return []
         idx = np.flatnonzero(_SLOT_BITS[grid])
-        per_line = cols * CELL_BITS
-        bounds = np.searchsorted(idx, np.arange(lines + 1, dtype=np.int64) * per_line)
-        keep = np.flatnonzero(bounds[1:] > bounds[:-1])
-        starts, ends = bounds[:-1][keep], bounds[1:][keep]
-        _, y_line = geo.slot_origin(area, keep, np.zeros(len(keep), np.int64))
-        x = self._table(lines, cols)[idx]
-        x0 = x[starts]
-        off = (x - np.repeat(x0, ends - starts)).astype(np.float64).tolist()
-        s = geo.size // g
-        lay, dt = geo.via
-        out = []
-        for a, b, xa, ya in zip(
-            starts.tolist(), ends.tolist(), x0.tolist(), (y_line // g).tolist(), strict=True
-        ):
-            r = gdstk.rectangle((xa, ya), (xa + s, ya + s), layer=lay, datatype=dt)
-            if b - a > 1:
-                r.repetition = gdstk.Repetition(x_offsets=off[a + 1 : b])
-            out.append(r)
-        return out
+        line = idx // (cols * CELL_BITS)
+        _, y = self.geo.slot_origin(area, line, np.zeros(len(line), np.int64))
+        return self._table(lines, cols)[idx], y // self.g
 
 
 def _write_oas_bank(nl_root: str, bank: dict, out_dir: str) -> None:
     """Write one bank's two OASIS files (run in a worker process)."""
-    import gdstk
-
     from maskc.netlist import load_netlist
 
     nl = load_netlist(Path(nl_root).parent)
     fabric = nl.fabric
     geo = Geometry(fabric)
     g = geo.grid
-    unit = geo.dbu_m * g
-    via = gdstk.Library("maskc_via", unit=unit, precision=unit)
-    metal = gdstk.Library("maskc_metal", unit=unit, precision=unit)
-    top_v = via.new_cell(f"VIA_{bank['top']}")
-    top_m = metal.new_cell(f"METAL_{bank['top']}")
+    unit = 1e-6 / (geo.dbu_m * g)  # file units per micron
     fast = _FastVias(geo, g)
-    for name, meta, t, i in iter_tiles(nl, bank["tiles"]):
-        rom = TileRom(t, i, meta, fabric)
-        cname = tile_name(rom.pos)
-        geo.check_fits(rom.scale.shape[0], f"tile {cname} ({name})")
-        vc = via.new_cell(cname)
-        if fast.ok:
-            rects = fast.rows("array", rom.array) + fast.rows("scale", rom.scale)
-        else:
-            pos = np.concatenate(
-                [geo.via_positions("array", rom.array), geo.via_positions("scale", rom.scale)]
+    pos = [p for _, _, p in tile_positions(nl, bank["tiles"])]
+    names = [tile_name(p) for p in pos]
+    with (
+        atomic_path(Path(out_dir) / bank["files"]["via"]) as tv,
+        atomic_path(Path(out_dir) / bank["files"]["metal"]) as tm,
+        open(tv, "wb") as fv,
+        open(tm, "wb") as fm,
+    ):
+        via = OasisWriter(fv, unit, [*names, f"VIA_{bank['top']}"], VIA_DEFLATE)
+        metal = OasisWriter(fm, unit, [*names, f"METAL_{bank['top']}"], METAL_DEFLATE)
+        for ref, (name, meta, t, i) in enumerate(iter_tiles(nl, bank["tiles"])):
+            rom = TileRom(t, i, meta, fabric)
+            geo.check_fits(rom.scale.shape[0], f"tile {names[ref]} ({name})")
+            via.cell(ref)
+            for area, grid in (("array", rom.array), ("scale", rom.scale)):
+                if fast.ok:
+                    x, y = fast.rows(area, grid)
+                else:
+                    pos = geo.via_positions(area, grid)
+                    x, y = _via_rows(pos, g) if len(pos) else (pos[:, 0], pos[:, 1])
+                via.rect_rows(geo.via, geo.size // g, x, y)
+            metal.cell(ref)
+            cfg = geo.config_positions(config_bits(rom.config)) // g
+            metal.rect_column(
+                geo.metal, geo.cfg_len // g, geo.strap_w // g, geo.cfg_x0 // g, cfg[:, 1]
             )
-            rects = _via_rows(pos, geo.size, geo.via, g) if len(pos) else []
-        if rects:
-            vc.add(*rects)
-        mc = metal.new_cell(cname)
-        cfg = geo.config_positions(config_bits(rom.config))
-        mc.add(_rect_rep(cfg, geo.cfg_len, geo.strap_w, geo.metal, g))
-        rp = geo.row_strap_positions(rom.block[1])
-        mc.add(_rect_rep(rp, geo.row_strap_len, geo.strap_w, geo.metal, g))
-        _, x, y = rom.pos
-        top_v.add(gdstk.Reference(vc, (x * geo.tpx // g, y * geo.tpy // g)))
-        top_m.add(gdstk.Reference(mc, (x * geo.tpx // g, y * geo.tpy // g)))
-    for layer, lib in (("via", via), ("metal", metal)):
-        with atomic_path(Path(out_dir) / bank["files"][layer]) as tmp:
-            lib.write_oas(tmp, compression_level=OAS_LEVEL)
+            rp = geo.row_strap_positions(rom.block[1]) // g
+            metal.rect_column(
+                geo.metal, geo.row_strap_len // g, geo.strap_w // g, geo.ox // g, rp[:, 1]
+            )
+        for w in (via, metal):
+            w.cell(len(pos))
+            for ref, (_, x, y) in enumerate(pos):
+                w.placement(ref, x * geo.tpx // g, y * geo.tpy // g)
+            w.close()
 
 
 def write_oas(nl, banks, out_dir: Path, workers: int, progress) -> None:
