@@ -23,6 +23,7 @@ from pathlib import Path
 from maskc import __version__
 from maskc.errors import InputError, VerifyError
 from maskc.ingest.config import read_json_file
+from maskc.parallel import usable_cpus
 
 MANIFEST = "manifest.json"
 #: manifest.json's size limit: it lists a ROM hash per tile, ~80 bytes a tile (3.8 MB for an
@@ -133,7 +134,6 @@ def open_build(path: str | os.PathLike, check_hashes: bool = True) -> Build:
 def verify_hashes(root: Path, files: dict) -> None:
     """Compare every file with the manifest; VerifyError listing the first differences. Files
     are hashed on all cores (hashlib releases the GIL), the problems listed in path order."""
-    import os
     from concurrent.futures import ThreadPoolExecutor
 
     def check(item) -> str | None:
@@ -147,7 +147,7 @@ def verify_hashes(root: Path, files: dict) -> None:
             return f"{rel} content differs from its manifest sha256"
         return None
 
-    with ThreadPoolExecutor(os.cpu_count() or 1) as ex:
+    with ThreadPoolExecutor(usable_cpus()) as ex:
         problems = [x for x in ex.map(check, sorted(files.items())) if x is not None]
     extra = sorted(set(_walk(root)) - set(files))
     problems += [f"{rel} is not in the manifest" for rel in extra]

@@ -19,6 +19,7 @@ imports it.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import secrets
@@ -45,6 +46,40 @@ _client = None
 
 class ClusterError(InputError):
     """The Dask cluster cannot be reached, cannot see the build's files, or was lost (exit 3)."""
+
+
+def usable_cpus(cgroup_root: str = "/sys/fs/cgroup", proc_self: str = "/proc/self") -> int:
+    """CPUs this process may actually use: its affinity mask, capped by the CPU quota of its
+    cgroup (v2 ``cpu.max`` of its cgroup and every parent; v1 ``cpu.cfs_quota_us`` /
+    ``cpu.cfs_period_us``), rounded up. A container limited to 1.5 CPUs of a 64-core host
+    gets 2, not 64: more threads than that only wait for each other."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        n = os.cpu_count() or 1
+    quotas = []
+    root = Path(cgroup_root)
+    with suppress(OSError, ValueError):
+        for line in Path(proc_self, "cgroup").read_text().splitlines():
+            hier, _, path = line.split(":", 2)
+            if hier == "0":  # cgroup v2: the process's cgroup and its parents
+                d = root / path.lstrip("/")
+                while True:
+                    with suppress(OSError, ValueError):
+                        q, per = (d / "cpu.max").read_text().split()[:2]
+                        if q != "max":
+                            quotas.append(int(q) / int(per))
+                    if d == root:
+                        break
+                    d = d.parent
+    with suppress(OSError, ValueError):  # cgroup v1
+        q = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        per = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        if q > 0 and per > 0:
+            quotas.append(q / per)
+    for q in quotas:
+        n = min(n, max(1, math.ceil(q - 1e-9)))
+    return max(1, n)
 
 
 def distributed() -> bool:

@@ -165,7 +165,13 @@ def emulate(
         ),
     ] = ContextFull.refuse,
     threads: Annotated[
-        int | None, typer.Option("--threads", min=1, help="CPU threads (default: all cores).")
+        int | None,
+        typer.Option(
+            "--threads",
+            min=1,
+            help="CPU threads (default: the CPUs this process may use: its affinity, "
+            "capped by its cgroup's CPU quota).",
+        ),
     ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object on stdout.")
@@ -204,10 +210,11 @@ def emulate(
         raise UsageError("--chat needs --prompt")
     if ppl is not None and (prompt is not None or tokens is not None):
         raise UsageError("--ppl scores a file; drop --prompt/--tokens")
-    if threads is not None:
-        import numba
+    import numba
 
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    from maskc.parallel import usable_cpus
+
+    numba.set_num_threads(min(threads or usable_cpus(), numba.config.NUMBA_NUM_THREADS))
     with progress_bar(in_bytes=False) as prog:
         session = open_session(build, context, RichEvents(prog), adapter or [])
     perf = session.modeled()

@@ -4,13 +4,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from maskc.layout.banks import plan_banks
 from maskc.layout.gds import write_gds
 from maskc.layout.oasis import write_oas
-from maskc.parallel import remove_debris
+from maskc.parallel import remove_debris, usable_cpus
 
 
 def write_layers(
@@ -23,7 +22,7 @@ def write_layers(
     banks = plan_banks(nl, fabric, fmt)
     for bank in banks:
         bank["files"] = {layer: f"{layer}{bank['stem']}.{fmt}" for layer in ("via", "metal")}
-    workers = workers or os.cpu_count() or 1
+    workers = workers or usable_cpus()
     if fmt == "gds":
         write_gds(nl, fabric, banks, out_dir, workers, progress)
     else:

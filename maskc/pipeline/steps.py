@@ -10,7 +10,6 @@ steps are the model). Files are written into ``build``, the run's temporary fold
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 from pathlib import Path
 
@@ -214,7 +213,7 @@ def quantize(
     if calib is not None:
         from concurrent.futures import ThreadPoolExecutor
 
-        threads = max(1, opts.jobs if opts.jobs is not None else (os.cpu_count() or 1))
+        threads = max(1, opts.jobs if opts.jobs is not None else parallel.usable_cpus())
         with ThreadPoolExecutor(threads, thread_name_prefix="maskc-quant") as local:
             if parallel.distributed():
                 with parallel.pool(0) as ex:

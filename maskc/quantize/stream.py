@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from maskc import parallel
 from maskc.errors import InputError
 from maskc.quantize.calibrate import SITE_OF_ROLE
 from maskc.quantize.matrix import CHUNK_ROWS, quantize_stack
@@ -453,5 +454,5 @@ def unit_bytes(model) -> int:
 def quant_workers(model, jobs: int | None) -> int:
     """Worker processes for the units of ``model``: ``jobs`` (None: one per core), at most one
     per unit and at most as many as :data:`WORKERS_BYTES` holds, at least one."""
-    n = jobs if jobs is not None else (os.cpu_count() or 1)
+    n = jobs if jobs is not None else parallel.usable_cpus()
     return max(1, min(n, model.arch.num_layers + 1, WORKERS_BYTES // unit_bytes(model)))
