@@ -33,9 +33,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _results import write
 from numba import njit, prange
-
-HERE = Path(__file__).parent
 
 
 @njit(parallel=True, cache=True)
@@ -149,9 +148,6 @@ def main() -> None:
     print(f"{'prefill bound by an int8 dot product (numba)':<52}{vnni:>10.1f} tok/s")
     print(f"{'prefill bound by a float32 GEMM (BLAS)':<52}{gemm:>10.1f} tok/s")
     result = {
-        "benchmark": "emulate_limits",
-        "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.machine()}, {cores} usable cores",
         "bandwidth_gbs": {"1": bw1, str(cores): bwn},
         "mac_per_s_per_core": macs,
         "per_token": tok,
@@ -171,9 +167,7 @@ def main() -> None:
                 f"({100 * gbs / bwn:.0f}% of bandwidth); prefill {r['prefill_tps']:7.1f} "
                 f"tok/s = {gmac:5.1f} GMAC/s"
             )
-    out = HERE / "results" / "emulate_limits.json"
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write("emulate_limits", result)
 
 
 if __name__ == "__main__":

@@ -17,13 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-HERE = Path(__file__).parent
+from _results import write
 
 CHILD = r"""
 import json, sys, time
@@ -98,21 +97,7 @@ def main() -> None:
             f"{args.busy} busy: {row['busy_tps']:7.1f} tok/s ({100 * row['kept']:.0f}%)",
             flush=True,
         )
-    out = HERE / "results" / "emulate_load.json"
-    out.write_text(
-        json.dumps(
-            {
-                "benchmark": "emulate_load",
-                "date": time.strftime("%Y-%m-%d"),
-                "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} usable cores",
-                "busy": args.busy,
-                "rows": rows,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    print(f"wrote {out}")
+    write("emulate_load", {"busy": args.busy, "rows": rows})
 
 
 if __name__ == "__main__":
