@@ -78,8 +78,8 @@ def _write_oas_bank(nl_root: str, bank: dict, out_dir: str) -> None:
     g = geo.grid
     unit = 1e-6 / (geo.dbu_m * g)  # file units per micron
     fast = _FastVias(geo, g)
-    pos = [p for _, _, p in tile_positions(nl, bank["tiles"])]
-    names = [tile_name(p) for p in pos]
+    places = [p for _, _, p in tile_positions(nl, bank["tiles"])]
+    names = [tile_name(p) for p in places]
     with (
         atomic_path(Path(out_dir) / bank["files"]["via"]) as tv,
         atomic_path(Path(out_dir) / bank["files"]["metal"]) as tm,
@@ -109,8 +109,8 @@ def _write_oas_bank(nl_root: str, bank: dict, out_dir: str) -> None:
                 geo.metal, geo.row_strap_len // g, geo.strap_w // g, geo.ox // g, rp[:, 1]
             )
         for w in (via, metal):
-            w.cell(len(pos))
-            for ref, (_, x, y) in enumerate(pos):
+            w.cell(len(places))
+            for ref, (_, x, y) in enumerate(places):
                 w.placement(ref, x * geo.tpx // g, y * geo.tpy // g)
             w.close()
 
