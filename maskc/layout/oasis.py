@@ -96,18 +96,13 @@ def _write_oas_bank(nl_root: str, bank: dict, out_dir: str) -> None:
                 if fast.ok:
                     x, y = fast.rows(area, grid)
                 else:
-                    pos = geo.via_positions(area, grid)
-                    x, y = _via_rows(pos, g) if len(pos) else (pos[:, 0], pos[:, 1])
+                    x, y = _via_rows(geo.via_positions(area, grid), g)
                 via.rect_rows(geo.via, geo.size // g, x, y)
             metal.cell(ref)
             cfg = geo.config_positions(config_bits(rom.config)) // g
-            metal.rect_column(
-                geo.metal, geo.cfg_len // g, geo.strap_w // g, geo.cfg_x0 // g, cfg[:, 1]
-            )
+            metal.rect_column(geo.metal, geo.cfg_len // g, geo.strap_w // g, cfg)
             rp = geo.row_strap_positions(rom.block[1]) // g
-            metal.rect_column(
-                geo.metal, geo.row_strap_len // g, geo.strap_w // g, geo.ox // g, rp[:, 1]
-            )
+            metal.rect_column(geo.metal, geo.row_strap_len // g, geo.strap_w // g, rp)
         for w in (via, metal):
             w.cell(len(places))
             for ref, (_, x, y) in enumerate(places):

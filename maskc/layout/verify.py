@@ -267,7 +267,6 @@ def verify_layers(nl, fabric, root, banks: list[dict], limit: int = 10, progress
     """Compare the layer files under ``root`` with the netlist: every tile's cells, scale bits,
     configuration and position, in parallel processes (an OASIS bank per process; a GDSII file,
     memory-mapped, shared by all). Returns the first ``limit`` mismatches (empty: all match)."""
-
     from maskc import parallel
 
     workers = parallel.worker_count(parallel.usable_cpus())
