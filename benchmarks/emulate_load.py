@@ -28,9 +28,9 @@ CHILD = r"""
 import json, sys, time
 from maskc.emulate.run import open_session, generate
 from maskc.emulate.sampling import SamplingParams
-import numba
+from maskc.emulate import backend
 if sys.argv[2] == "1":
-    numba.set_num_threads(1)
+    backend.set_threads(1)
 s = open_session(sys.argv[1])
 p = s.encode("The capital of France is")
 generate(s, p, 4, SamplingParams(), stop_at_eos=False)  # warm-up

@@ -29,10 +29,11 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=32, help="extrapolate to this many layers")
     args = ap.parse_args()
 
-    import numba
     import numpy as np
 
-    numba.set_num_threads(args.threads)
+    from maskc.emulate import backend
+
+    backend.set_threads(args.threads)
     from maskc.emulate.chip import Chip
     from maskc.netlist import load_netlist
 

@@ -170,7 +170,8 @@ def emulate(
             "--threads",
             min=1,
             help="CPU threads (default: the CPUs this process may use: its affinity, "
-            "capped by its cgroup's CPU quota).",
+            "capped by its cgroup's CPU quota). Idle threads sleep after 50 µs; they never "
+            "spin beside a busy process.",
         ),
     ] = None,
     as_json: Annotated[
@@ -210,11 +211,10 @@ def emulate(
         raise UsageError("--chat needs --prompt")
     if ppl is not None and (prompt is not None or tokens is not None):
         raise UsageError("--ppl scores a file; drop --prompt/--tokens")
-    import numba
-
+    from maskc.emulate import backend
     from maskc.parallel import usable_cpus
 
-    numba.set_num_threads(min(threads or usable_cpus(), numba.config.NUMBA_NUM_THREADS))
+    backend.set_threads(threads or usable_cpus())
     with progress_bar(in_bytes=False) as prog:
         session = open_session(build, context, RichEvents(prog), adapter or [])
     perf = session.modeled()
@@ -385,11 +385,14 @@ def _generate(
     n = len(g.tokens)
     decode_tps = (n - 1) / g.decode_s if n > 1 and g.decode_s > 0 else None
     modeled = _modeled_us(perf, len(ids) + n)
+    from maskc.emulate import backend
+
     timings = {
         "prefill_s": g.prefill_s,
         "decode_s": g.decode_s,
         "decode_tokens_per_s": decode_tps,
         "modeled_chip_us_per_token": modeled,
+        "kernel": backend.describe(),
     }
     if as_json:
         emit_json(

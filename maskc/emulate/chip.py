@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from maskc.emulate import kernels as K
+from maskc.emulate.backend import _kern
 from maskc.emulate.kernels import GROUP as ACT_GROUP
 from maskc.emulate.prepared import LOAD_ROWS, Matrix, prepare, stack
 from maskc.errors import FitError, InputError
@@ -22,6 +23,9 @@ from maskc.netlist import Netlist
 from maskc.netlist import ops as O
 
 I64 = np.int64
+#: matrix products ahead whose weights idle threads read into the caches (a few MB: well
+#: inside the last-level cache, and more than the units in between leave time for)
+PREFETCH_CALLS = 3
 
 
 @dataclass
@@ -50,6 +54,9 @@ class Chip:
         must fit beside the KV cache of ``context`` tokens: FitError otherwise). ``load_rows``:
         rows of a matrix read from the tiles at once while loading (the results do not depend
         on it)."""
+        from maskc.emulate import backend
+
+        backend.default_threads()
         self.nl = nl
         a = nl.arch
         self.vocab = a.vocab_size
@@ -78,7 +85,7 @@ class Chip:
             for ad in self.adapters:
                 for sm in to_sram(ad, progress):
                     self.lora.setdefault(sm.matrix, []).append(sm)
-        p = nl.params()
+        p = {k: v.astype(I64) for k, v in nl.params().items()}  # small: LUTs, gammas, biases
         self.params = p
         self.rsqrt = p["lut.rsqrt"].astype(I64)
         self.cos = p["lut.cos"].astype(I64)
@@ -91,7 +98,9 @@ class Chip:
         self.mats: dict[str, Matrix] = {}
         self.n_layers = a.num_layers
         self._nobias = np.zeros(1, I64)
+        self._padded: dict[int, np.ndarray] = {}
         self._fused = self._load(p, progress, load_rows)
+        self._next = self._prefetch_plan()
         if progress:  # the kernels compile on first use (then load from numba's disk cache)
             progress.start("preparing kernels (compiled on the first run only)", 1)
         self.reset()
@@ -147,6 +156,28 @@ class Chip:
             i = j + 1
         return out
 
+    def _prefetch_plan(self) -> dict[int, tuple]:
+        """``{op index: arrays of the next PREFETCH_CALLS matrix products}`` (after the last
+        product come the first: the next token's). The C kernel's idle threads read them into
+        the caches while the calling thread runs the units in between, until the next product
+        starts (maskc/emulate/_kern.c)."""
+        calls = []
+        members = {k for g, _, _ in self._fused.values() for k in g}
+        for idx, op in enumerate(self.ops):
+            if idx in self._fused:
+                calls.append((idx, self._fused[idx][1]))
+            elif isinstance(op, O.MatMul) and idx not in members:
+                calls.append((idx, self.mats[op.matrix]))
+        plan = {}
+        for i, (idx, _) in enumerate(calls):
+            arrays = []
+            for k in range(1, PREFETCH_CALLS + 1):
+                nxt = calls[(i + k) % len(calls)][1]
+                if nxt.c:
+                    arrays += [nxt.lev, nxt.msh, *((nxt.zsh,) if nxt.has_zero else ())]
+            plan[idx] = tuple(arrays)
+        return plan
+
     def resident_bytes(self) -> int:
         """Bytes of the prepared matrices' arrays (each buffer once; the members of a stack are
         views of it)."""
@@ -180,6 +211,12 @@ class Chip:
     def embed(self, matrix: str, tokens: np.ndarray) -> np.ndarray:
         """Rows ``tokens`` of the embedding, read from the tiles (only those rows' bytes)."""
         ids = np.asarray(tokens, I64)
+        mat = self.mats.get(matrix)
+        if mat is not None and mat.c:  # tied: the prepared lm_head holds the same rows
+            return K.embed_rows_tiled(
+                ids, mat.lev, mat.packed, mat.lmin, mat.msh, mat.zsh, mat.ka, mat.kb,
+                mat.has_zero, mat.rep, mat.cols, self.F,
+            )  # fmt: skip
         uniq, where = np.unique(ids, return_inverse=True)
         rows = [self.nl.matrix_rows(matrix, int(i), int(i) + 1) for i in uniq.tolist()]
         q = rows[0]
@@ -208,8 +245,27 @@ class Chip:
             self.F,
         )
 
-    def matmul(self, a: Act8, mat: Matrix, bias: np.ndarray | None) -> np.ndarray:
+    def matmul(
+        self, a: Act8, mat: Matrix, bias: np.ndarray | None, hint: tuple | None = None
+    ) -> np.ndarray:
+        """``hint``: the next product's arrays, prefetched by idle threads (C kernel only)."""
         t = a.x.shape[0]
+        if mat.c:  # the compiled kernel (maskc/emulate/_kern.c): the same integers
+            y = np.empty((t, mat.rows), I64)
+            if bias is None:
+                b = self._nobias
+            else:
+                b = self._padded.get(id(bias))
+                if b is None:  # biases live as long as the chip: pad each once
+                    b = self._padded[id(bias)] = np.zeros(mat.padded_rows, I64)
+                    b[: len(bias)] = bias
+            _kern.matmul(
+                a.x, a.s, a.m, a.e, a.x.shape[1], mat.cp, mat.lev, mat.packed,
+                mat.lev.shape[0], mat.msh.shape[1], mat.rep, mat.lmin,
+                mat.msh.dtype == np.int16, mat.msh, mat.zsh.dtype == np.int16, mat.zsh,
+                mat.has_zero, mat.ka, mat.kb, b, bias is not None, mat.rows, self.F, y, hint,
+            )  # fmt: skip
+            return y
         b = self._nobias if bias is None else bias.astype(I64)
         par = t * mat.rows * mat.cp >= K.PARALLEL_MIN_MACS
         return K.matmul(
@@ -260,7 +316,8 @@ class Chip:
         return K.add_rows(y, d)
 
     def rmsnorm(self, h: np.ndarray, gamma: np.ndarray, gamma_frac: int, eps_d: int) -> Act8:
-        return Act8(*K.rmsnorm_rows(h, gamma.astype(I64), gamma_frac, eps_d, self.F, self.rsqrt))
+        fn = K.rmsnorm_rows_par if h.shape[0] >= K.PARALLEL_MIN_ROWS else K.rmsnorm_rows
+        return Act8(*fn(h, gamma, gamma_frac, eps_d, self.F, self.rsqrt))
 
     def rope(self, y: np.ndarray, heads: int, positions: np.ndarray) -> np.ndarray:
         return K.rope_rows(y, heads, self.hd, positions, self.phase_step, self.cos)
@@ -280,7 +337,8 @@ class Chip:
         start = int(positions[0])
         K.kv_store(k, kvh, self.hd, self.F, c["xk"], c["mk"], c["ek"], start)
         K.kv_store(v, kvh, self.hd, self.F, c["xv"], c["mv"], c["ev"], start)
-        return K.attention_rows(
+        fn = K.attention_rows_par if q.shape[0] >= K.PARALLEL_MIN_ROWS else K.attention_rows
+        return fn(
             q,
             positions,
             heads,
@@ -300,10 +358,12 @@ class Chip:
         )
 
     def swiglu(self, g: np.ndarray, u: np.ndarray) -> Act8:
-        return Act8(*K.swiglu_rows(g, u, self.F, self.sigmoid))
+        fn = K.swiglu_rows_par if g.shape[0] >= K.PARALLEL_MIN_ROWS else K.swiglu_rows
+        return Act8(*fn(g, u, self.F, self.sigmoid))
 
     def quantize(self, y: np.ndarray) -> Act8:
-        return Act8(*K.q8_rows(y, np.full(y.shape[0], self.F, I64), ACT_GROUP))
+        fn = K.q8_rows_par if y.shape[0] >= K.PARALLEL_MIN_ROWS else K.q8_rows
+        return Act8(*fn(y, np.full(y.shape[0], self.F, I64), ACT_GROUP))
 
     # -- the model -----------------------------------------------------------------------------
 
@@ -331,13 +391,13 @@ class Chip:
                 continue
             if idx in self._fused:
                 group, st, bias = self._fused[idx]
-                y = self.matmul(slots[op.src], st, bias)
+                y = self.matmul(slots[op.src], st, bias, self._next.get(idx))
                 r = 0
                 for k in group:
                     m = self.mats[self.ops[k].matrix]
                     yk = np.ascontiguousarray(y[:, r : r + m.rows])
                     slots[self.ops[k].out] = self._adapt(m.name, slots[op.src], yk)
-                    r += m.lev.shape[0] * K.BLOCK_ROWS
+                    r += m.padded_rows
                 skip = group[-1]
                 continue
             match op:
@@ -349,7 +409,7 @@ class Chip:
                     )
                 case O.MatMul():
                     bias = p[op.bias] if op.bias is not None else None
-                    y = self.matmul(slots[op.src], self.mats[op.matrix], bias)
+                    y = self.matmul(slots[op.src], self.mats[op.matrix], bias, self._next.get(idx))
                     slots[op.out] = self._adapt(op.matrix, slots[op.src], y)
                 case O.Rope():
                     slots[op.out] = self.rope(slots[op.src], op.heads, positions)

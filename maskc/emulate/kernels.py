@@ -33,6 +33,9 @@ GROUP = 32  #: activation group (docs/numerics.md, act8)
 ACT_SMAX = 7  #: largest act8 group shift
 BLOCK_ROWS = 128
 PARALLEL_MIN_MACS = 1 << 17  #: smaller products run on one thread (thread start-up dominates)
+#: the row-wise units (norms, SwiGLU, Q8, attention) run their ``*_par`` variant (rows in
+#: parallel) from this many rows (prefill); decode's single row never wakes a thread
+PARALLEL_MIN_ROWS = 16
 INT32_MIN = -(1 << 31)
 INT32_MAX = (1 << 31) - 1
 TERM_LIMIT = 1 << 40
@@ -72,6 +75,31 @@ def sat32(x):  # pragma: no cover - compiled
 def rdiv(a, b):  # pragma: no cover - compiled
     """floor((2a + b) / (2b)), b > 0."""
     return (2 * a + b) // (2 * b)
+
+
+#: the shift of :func:`rdiv_magic`'s reciprocal
+RDIV_SHIFT = 34
+
+
+@njit(cache=True, inline="always")
+def rdiv_magic(b):  # pragma: no cover - compiled
+    """The reciprocal of ``2 b`` that :func:`rdiv_by` multiplies with: ``ceil(2^34 / (2 b))``."""
+    return ((np.int64(1) << RDIV_SHIFT) + 2 * b - 1) // (2 * b)
+
+
+@njit(cache=True, inline="always")
+def rdiv_by(a, b, magic):  # pragma: no cover - compiled
+    """:func:`rdiv` ``(a, b)`` by a multiply and a shift, for ``1 <= b <= 2^12`` and
+    ``|2 a + b| < 2^21`` (Q8's divisions: ``|a| <= 2^18``, ``b = m < 2^12``): with
+    ``M = ceil(2^34 / d)``, ``d = 2 b <= 2^13``, ``floor(n * M / 2^34) = floor(n / d)`` for
+    every ``0 <= n < 2^21`` (Granlund and Montgomery, 1994: ``M d - 2^34 < d <= 2^(34 - 21)``),
+    and ``n * M < 2^21 * 2^33`` fits int64. Negative numerators use ``floor(n / d) =
+    -floor((d - 1 - n) / d)``. A division takes tens of cycles; this is what lets Q8 run
+    at the speed of the rest."""
+    n = 2 * a + b
+    if n >= 0:
+        return (n * magic) >> RDIV_SHIFT
+    return -(((2 * b - 1 - n) * magic) >> RDIV_SHIFT)
 
 
 @njit(cache=True, inline="always")
@@ -119,7 +147,8 @@ def q8_row(y, f, group, x, s):  # pragma: no cover - compiled
     ap = 0
     for j in range(n):
         ap = max(ap, abs(rsr(y[j], k)))
-    m = (ap + 126) // 127
+    m = (ap + 126) // 127  # 1 <= m <= 2065: rdiv_by's range
+    magic = rdiv_magic(m)
     for grp in range(ng):
         lo = grp * g
         hi = min(n, lo + g)
@@ -131,13 +160,13 @@ def q8_row(y, f, group, x, s):  # pragma: no cover - compiled
             d -= 1
         s[grp] = ACT_SMAX - d
         for j in range(lo, hi):
-            x[j] = rdiv(rsr(y[j], k) << d, m)
+            x[j] = rdiv_by(rsr(y[j], k) << d, m, magic)
     return m, k - ACT_SMAX - f
 
 
 @njit(cache=True)
 def q8_rows(y, f, group):  # pragma: no cover - compiled
-    """Q8 of every row of ``y`` [T, n] (``f`` [T] fraction bits)."""
+    """Q8 of every row of ``y`` [T, n] (``f`` [T] fraction bits), on the calling thread."""
     t_n, n = y.shape
     g = n if group <= 0 else group
     ng = (n + g - 1) // g
@@ -146,6 +175,21 @@ def q8_rows(y, f, group):  # pragma: no cover - compiled
     m = np.empty(t_n, np.int64)
     e = np.empty(t_n, np.int64)
     for t in range(t_n):
+        m[t], e[t] = q8_row(y[t], f[t], group, x[t], s[t])
+    return x, m, e, s
+
+
+@njit(cache=True, parallel=True)
+def q8_rows_par(y, f, group):  # pragma: no cover - compiled
+    """:func:`q8_rows` with the rows in parallel (see :data:`PARALLEL_MIN_ROWS`)."""
+    t_n, n = y.shape
+    g = n if group <= 0 else group
+    ng = (n + g - 1) // g
+    x = np.empty((t_n, n), np.int64)
+    s = np.empty((t_n, ng), np.int64)
+    m = np.empty(t_n, np.int64)
+    e = np.empty(t_n, np.int64)
+    for t in prange(t_n):
         m[t], e[t] = q8_row(y[t], f[t], group, x[t], s[t])
     return x, m, e, s
 
@@ -434,6 +478,61 @@ def embed_rows(
 
 
 @njit(cache=True)
+def embed_rows_tiled(
+    ids, lev, packed, lmin, msh, zsh, ka, kb, has_zero, rep, c, f
+):  # pragma: no cover - compiled
+    """:func:`embed_rows` read from a matrix prepared for the C kernel (prepared.py's tiled
+    layout: ``level = lmin + u``, ``msh = scale_m << (SMAX - scale_s)``, ``ka = SMAX -
+    scale_e``, ``zsh``/``kb`` likewise), the same integers: ``(sm * L) << k == (sm << k) * L``.
+    A tied embedding needs no second read of its tiles."""
+    out = np.empty((ids.shape[0], c), np.int64)
+    for t in range(ids.shape[0]):
+        row = ids[t]
+        tile = row // 16
+        rr = row % 16
+        for j in range(c):
+            a = j // GROUP
+            q = (j % GROUP) // 4
+            i = rr * 4 + j % 4
+            if packed:
+                u = (np.int64(lev[tile, a, q >> 1, i]) >> (4 * (q & 1))) & 15
+            else:
+                u = np.int64(lev[tile, a, q, i])
+            w = a // rep
+            v = term(np.int64(msh[tile, w, rr]) * (lmin + u), ka[row] - f)
+            if has_zero:
+                v += term(np.int64(zsh[tile, w, rr]), kb[row] - f)
+            out[t, j] = sat32(v)
+    return out
+
+
+@njit(cache=True, inline="always")
+def rmsnorm_row(h, gamma, gamma_frac, eps_d, f, rsqrt_lut, x, s):  # pragma: no cover
+    """RMSNorm of one row ``h`` into act8 ``x``/``s``; returns ``(m, e)``."""
+    d = h.shape[0]
+    a = 0
+    for j in range(d):
+        a = max(a, abs(h[j]))
+    p = max(bitlen(a) - 15, 0)
+    u = np.empty(d, np.int64)
+    ss = np.int64(0)
+    for j in range(d):
+        u[j] = rsr(h[j], p)
+        ss += u[j] * u[j]
+    v = ss + rsr(np.int64(eps_d), 40 - 2 * f + 2 * p)
+    if v == 0:
+        x[:] = 0
+        s[:] = 0
+        return np.int64(0), np.int64(0)
+    k = (bitlen(v) - 1) // 2
+    i = rsr(v, 2 * k - 8) - 256
+    r = rsqrt_lut[i]
+    for j in range(d):
+        u[j] = u[j] * r * gamma[j]
+    return q8_row(u, gamma_frac + 16 + k, GROUP, x, s)
+
+
+@njit(cache=True)
 def rmsnorm_rows(h, gamma, gamma_frac, eps_d, f, rsqrt_lut):  # pragma: no cover - compiled
     """RMSNorm of every row -> act8 (x, m, e, s)."""
     t_n, d = h.shape
@@ -442,26 +541,22 @@ def rmsnorm_rows(h, gamma, gamma_frac, eps_d, f, rsqrt_lut):  # pragma: no cover
     s = np.zeros((t_n, ng), np.int64)
     m = np.zeros(t_n, np.int64)
     e = np.zeros(t_n, np.int64)
-    u = np.empty(d, np.int64)
-    y = np.empty(d, np.int64)
     for t in range(t_n):
-        a = 0
-        for j in range(d):
-            a = max(a, abs(h[t, j]))
-        p = max(bitlen(a) - 15, 0)
-        ss = np.int64(0)
-        for j in range(d):
-            u[j] = rsr(h[t, j], p)
-            ss += u[j] * u[j]
-        v = ss + rsr(np.int64(eps_d), 40 - 2 * f + 2 * p)
-        if v == 0:
-            continue
-        k = (bitlen(v) - 1) // 2
-        i = rsr(v, 2 * k - 8) - 256
-        r = rsqrt_lut[i]
-        for j in range(d):
-            y[j] = u[j] * r * gamma[j]
-        m[t], e[t] = q8_row(y, gamma_frac + 16 + k, GROUP, x[t], s[t])
+        m[t], e[t] = rmsnorm_row(h[t], gamma, gamma_frac, eps_d, f, rsqrt_lut, x[t], s[t])
+    return x, m, e, s
+
+
+@njit(cache=True, parallel=True)
+def rmsnorm_rows_par(h, gamma, gamma_frac, eps_d, f, rsqrt_lut):  # pragma: no cover - compiled
+    """:func:`rmsnorm_rows` with the rows in parallel."""
+    t_n, d = h.shape
+    ng = (d + GROUP - 1) // GROUP
+    x = np.zeros((t_n, d), np.int64)
+    s = np.zeros((t_n, ng), np.int64)
+    m = np.zeros(t_n, np.int64)
+    e = np.zeros(t_n, np.int64)
+    for t in prange(t_n):
+        m[t], e[t] = rmsnorm_row(h[t], gamma, gamma_frac, eps_d, f, rsqrt_lut, x[t], s[t])
     return x, m, e, s
 
 
@@ -486,16 +581,30 @@ def rope_rows(y, heads, hd, positions, phase_step, cos_lut):  # pragma: no cover
     return out
 
 
+@njit(cache=True, inline="always")
+def swiglu_row(g, u, f, sig_lut, h):  # pragma: no cover - compiled
+    for j in range(g.shape[0]):
+        idx = min(max(rsr(g[j], f - 8), -4096), 4095) + 4096
+        sl = rsr(g[j] * sig_lut[idx], 15)
+        h[j] = sat32(rsr(sl * u[j], f))
+
+
 @njit(cache=True)
 def swiglu_rows(g, u, f, sig_lut):  # pragma: no cover - compiled
     t_n, n = g.shape
     h = np.empty((t_n, n), np.int64)
     for t in range(t_n):
-        for j in range(n):
-            idx = min(max(rsr(g[t, j], f - 8), -4096), 4095) + 4096
-            sl = rsr(g[t, j] * sig_lut[idx], 15)
-            h[t, j] = sat32(rsr(sl * u[t, j], f))
+        swiglu_row(g[t], u[t], f, sig_lut, h[t])
     return q8_rows(h, np.full(t_n, f, np.int64), GROUP)
+
+
+@njit(cache=True, parallel=True)
+def swiglu_rows_par(g, u, f, sig_lut):  # pragma: no cover - compiled
+    t_n, n = g.shape
+    h = np.empty((t_n, n), np.int64)
+    for t in prange(t_n):
+        swiglu_row(g[t], u[t], f, sig_lut, h[t])
+    return q8_rows_par(h, np.full(t_n, f, np.int64), GROUP)
 
 
 @njit(cache=True)
@@ -512,61 +621,106 @@ def kv_store(val, kvh, hd, f, cx, cm, ce, start):  # pragma: no cover - compiled
             ce[h, start + t] = e + s[0]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True, inline="always")
+def attention_job(
+    job,
+    q,
+    positions,
+    heads,
+    kvh,
+    hd,
+    window,
+    f,
+    inv_sqrt_hd,
+    log2e,
+    exp2_lut,
+    kx,
+    km,
+    ke,
+    vx,
+    vm,
+    ve,
+    out,
+):  # pragma: no cover - compiled
+    """One (query row, head) of :func:`attention_rows` into ``out``."""
+    group = heads // kvh
+    t = job // heads
+    h = job % heads
+    kv = h // group
+    p = positions[t]
+    lo = 0 if window <= 0 else max(0, p - window + 1)
+    n = p + 1 - lo
+    qv = np.empty(hd, np.int64)
+    for i in range(hd):
+        qv[i] = q[t, h * hd + i] * inv_sqrt_hd
+    xq = np.empty(hd, np.int64)
+    sq = np.empty(1, np.int64)
+    mq, eq = q8_row(qv, f + 16, 0, xq, sq)
+    eq += sq[0]
+    z = np.empty(n, np.int64)
+    zmax = np.int64(INT32_MIN) - 1
+    for k in range(n):
+        tt = lo + k
+        d = np.int64(0)
+        for i in range(hd):
+            d += xq[i] * kx[kv, tt, i]
+        zz = sat32(rsr(d * mq * km[kv, tt], -(eq + ke[kv, tt]) - f))
+        z[k] = zz
+        zmax = max(zmax, zz)
+    pr = np.empty(n, np.int64)
+    tot = np.int64(0)
+    emax = np.int64(-(1 << 62))
+    for k in range(n):
+        pr[k] = exp_weight(zmax - z[k], log2e, f, exp2_lut)
+        tot += pr[k]
+        if vm[kv, lo + k] != 0:  # all-zero value vectors do not set the exponent
+            emax = max(emax, ve[kv, lo + k])
+    if emax == -(1 << 62):
+        emax = 0
+    r = (np.int64(1) << 46) // tot
+    o = np.zeros(hd, np.int64)
+    for k in range(n):
+        tt = lo + k
+        if vm[kv, tt] == 0:
+            continue
+        wt = rsr(rsr(pr[k] * r, 31) * vm[kv, tt], emax - ve[kv, tt])
+        if wt != 0:
+            for i in range(hd):
+                o[i] += wt * vx[kv, tt, i]
+    for i in range(hd):
+        out[t, h * hd + i] = sat32(rsr(o[i], 15 - emax - f))
+
+
+@njit(cache=True)
 def attention_rows(
     q, positions, heads, kvh, hd, window, f, inv_sqrt_hd, log2e, exp2_lut, kx, km, ke, vx, vm, ve
 ):  # pragma: no cover - compiled
     """Attention of every query row over the cache (docs/numerics.md); signal [T, heads*hd].
-    ``window`` <= 0: no sliding window."""
+    ``window`` <= 0: no sliding window. On the calling thread (``attention_rows_par``: the
+    (row, head) jobs in parallel)."""
     t_n = q.shape[0]
-    group = heads // kvh
+    out = np.empty((t_n, heads * hd), np.int64)
+    for job in range(t_n * heads):
+        attention_job(
+            job, q, positions, heads, kvh, hd, window, f, inv_sqrt_hd, log2e, exp2_lut,
+            kx, km, ke, vx, vm, ve, out,
+        )  # fmt: skip
+    return out
+
+
+@njit(cache=True, parallel=True)
+def attention_rows_par(
+    q, positions, heads, kvh, hd, window, f, inv_sqrt_hd, log2e, exp2_lut, kx, km, ke, vx, vm, ve
+):  # pragma: no cover - compiled
+    """Attention of every query row over the cache (docs/numerics.md); signal [T, heads*hd].
+    ``window`` <= 0: no sliding window. The (row, head) jobs in parallel."""
+    t_n = q.shape[0]
     out = np.empty((t_n, heads * hd), np.int64)
     for job in prange(t_n * heads):
-        t = job // heads
-        h = job % heads
-        kv = h // group
-        p = positions[t]
-        lo = 0 if window <= 0 else max(0, p - window + 1)
-        n = p + 1 - lo
-        qv = np.empty(hd, np.int64)
-        for i in range(hd):
-            qv[i] = q[t, h * hd + i] * inv_sqrt_hd
-        xq = np.empty(hd, np.int64)
-        sq = np.empty(1, np.int64)
-        mq, eq = q8_row(qv, f + 16, 0, xq, sq)
-        eq += sq[0]
-        z = np.empty(n, np.int64)
-        zmax = np.int64(INT32_MIN) - 1
-        for k in range(n):
-            tt = lo + k
-            d = np.int64(0)
-            for i in range(hd):
-                d += xq[i] * kx[kv, tt, i]
-            zz = sat32(rsr(d * mq * km[kv, tt], -(eq + ke[kv, tt]) - f))
-            z[k] = zz
-            zmax = max(zmax, zz)
-        pr = np.empty(n, np.int64)
-        tot = np.int64(0)
-        emax = np.int64(-(1 << 62))
-        for k in range(n):
-            pr[k] = exp_weight(zmax - z[k], log2e, f, exp2_lut)
-            tot += pr[k]
-            if vm[kv, lo + k] != 0:  # all-zero value vectors do not set the exponent
-                emax = max(emax, ve[kv, lo + k])
-        if emax == -(1 << 62):
-            emax = 0
-        r = (np.int64(1) << 46) // tot
-        o = np.zeros(hd, np.int64)
-        for k in range(n):
-            tt = lo + k
-            if vm[kv, tt] == 0:
-                continue
-            wt = rsr(rsr(pr[k] * r, 31) * vm[kv, tt], emax - ve[kv, tt])
-            if wt != 0:
-                for i in range(hd):
-                    o[i] += wt * vx[kv, tt, i]
-        for i in range(hd):
-            out[t, h * hd + i] = sat32(rsr(o[i], 15 - emax - f))
+        attention_job(
+            job, q, positions, heads, kvh, hd, window, f, inv_sqrt_hd, log2e, exp2_lut,
+            kx, km, ke, vx, vm, ve, out,
+        )  # fmt: skip
     return out
 
 

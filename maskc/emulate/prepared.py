@@ -2,6 +2,15 @@
 netlist's tiles one row block at a time, and the stacking of matrices that share their input
 into one kernel call.
 
+Two layouts, one per kernel (:mod:`maskc.emulate.backend`):
+
+* numba (kernels.py): row blocks of 128, ``lev`` ``[NB, Cp, 64]`` packed codes or
+  ``[NB, Cp, 128]`` int8/int16 levels, ``msh`` ``[NB, Cp/G, 128]``, ``zsh`` ``[R, Cp/G]``;
+* C (``_kern.c``): tiles of 16 rows, ``lev`` ``[NT, Cp/32, lines, 64]`` holding
+  ``u = level - lmin`` (0..255) four weights of a row per 32-bit lane, two per byte when every
+  ``u < 16`` (4 lines per activation group, else 8); ``msh``/``zsh`` ``[NT, Cp/G, 16]``;
+  ``ka``/``kb`` int32 ``[NT * 16]``.
+
 Resident memory per weight (4-bit, g32, the defaults): ``lev`` 0.5 B (two codes per byte), the
 scale factors ``msh`` 2 B per (row, weight group) and the offsets ``zsh`` 2 B per (row, weight
 group): 0.625 B per weight. Loading holds one row block of one matrix unpacked at a time
@@ -13,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from maskc.emulate import backend
 from maskc.emulate import kernels as K
 from maskc.emulate.kernels import GROUP as ACT_GROUP
 from maskc.emulate.kernels import blocked
@@ -24,6 +34,8 @@ I64 = np.int64
 ACC_LIMIT = 1 << 53
 #: rows of a matrix unpacked at once while loading (a multiple of kernels.BLOCK_ROWS)
 LOAD_ROWS = 32 * K.BLOCK_ROWS
+#: rows per tile of the C kernel's layout
+TILE = 16
 
 
 def factor_dtype(bits: int) -> type:
@@ -52,7 +64,8 @@ class Matrix:
     ``msh``: blocked ``[NB, Cp/G, 128]`` = ``scale_m * 2^(SMAX - scale_s)`` per (row, weight
     group of ``G = rep * 32``), :func:`scale_dtype`; ``zsh``: ``[R, Cp/G]`` =
     ``zero_m * 2^(ZMAX - zero_s)``, :func:`zero_dtype`; ``ka``/``kb``: int64 ``[R]`` =
-    ``SMAX - scale_e``, ``ZMAX - zero_e``."""
+    ``SMAX - scale_e``, ``ZMAX - zero_e``. ``tile``: rows per block (128: numba layout;
+    16: the C kernel's, with ``lmin`` the lowest level; see the module docstring)."""
 
     name: str
     rows: int
@@ -68,11 +81,24 @@ class Matrix:
     kb: np.ndarray
     has_zero: bool
     rep: int  #: activation groups per weight group
+    tile: int = K.BLOCK_ROWS
+    lmin: int = 0
+
+    @property
+    def c(self) -> bool:
+        """Laid out for the C kernel."""
+        return self.tile == TILE
+
+    @property
+    def padded_rows(self) -> int:
+        return self.lev.shape[0] * self.tile
 
     def same_storage(self, other: Matrix) -> bool:
         """Whether the two can run as one kernel call (stacked row blocks)."""
         return (
-            self.packed == other.packed
+            self.tile == other.tile
+            and self.lmin == other.lmin
+            and self.packed == other.packed
             and self.d == other.d
             and self.off == other.off
             and self.cp == other.cp
@@ -85,6 +111,25 @@ class Matrix:
 
     def arrays(self) -> tuple[np.ndarray, ...]:
         return self.lev, self.msh, self.zsh, self.ka, self.kb
+
+
+def tiles(u: np.ndarray, packed: bool) -> np.ndarray:
+    """``u`` uint8 ``[n, Cp]`` (n a multiple of :data:`TILE`) in the C kernel's layout
+    ``[n / 16, Cp / 32, lines, 64]``: byte ``4 r + i`` of quad ``q`` of an activation group is
+    ``u[r, 4 q + i]``; packed: quads ``2 l`` and ``2 l + 1`` are the low and high nibbles of
+    line ``l``."""
+    n, cp = u.shape
+    a = u.reshape(n // TILE, TILE, cp // ACT_GROUP, 8, 4).transpose(0, 2, 3, 1, 4)
+    a = a.reshape(n // TILE, cp // ACT_GROUP, 8, TILE * 4)
+    if packed:
+        a = a[:, :, 0::2] | (a[:, :, 1::2] << 4)
+    return np.ascontiguousarray(a)
+
+
+def row_tiles(a: np.ndarray) -> np.ndarray:
+    """``[n, W]`` per-row factors -> ``[n / 16, W, 16]`` (the C kernel's layout)."""
+    n, w = a.shape
+    return np.ascontiguousarray(a.reshape(n // TILE, TILE, w).transpose(0, 2, 1))
 
 
 def prepare(nl, name: str, load_rows: int = LOAD_ROWS) -> Matrix:
@@ -105,6 +150,9 @@ def prepare(nl, name: str, load_rows: int = LOAD_ROWS) -> Matrix:
     smax = (1 << f.scale_shift_bits) - 1
     zmax = (1 << f.zero_shift_bits) - 1
     has_zero = f.zero_bits > 0
+    levels = nl.matrix_rows(name, 0, 1).levels.astype(I64)  # per matrix
+    if backend.use_c() and int(levels.max()) - int(levels.min()) <= 255:
+        return _prepare_c(nl, name, load_rows, f, r, c, cp, rep, levels)
     msh = np.zeros((nb, ngw, K.BLOCK_ROWS), scale_dtype(f))
     zsh = np.zeros((r, ngw) if has_zero else (r, 1), zero_dtype(f))
     ka = np.zeros(r, I64)
@@ -129,17 +177,64 @@ def prepare(nl, name: str, load_rows: int = LOAD_ROWS) -> Matrix:
             lmax = int(np.abs(q.levels.astype(I64)).max())
         del q
         lev[b0:b1] = part
-    # |acc| <= sum_a mshift * 32 * lmax * 127 * 2^7 must stay < 2^53 (kernels.py)
+    _check_bound(name, worst, rep, lmax)
+    return Matrix(name, r, c, cp, lev, packed, d, off, msh, zsh, ka, kb, has_zero, rep)
+
+
+def _check_bound(name: str, worst: int, rep: int, lmax: int) -> None:
+    """|acc| <= sum_a mshift * 32 * lmax * 127 * 2^7 must stay < 2^53 (kernels.py)."""
     if worst * rep * ACT_GROUP * lmax * 127 * 128 >= ACC_LIMIT:
         raise InputError(f"{name}: accumulator bound beyond the emulator's exact datapath")
-    return Matrix(name, r, c, cp, lev, packed, d, off, msh, zsh, ka, kb, has_zero, rep)
+
+
+def _prepare_c(nl, name, load_rows, f, r, c, cp, rep, levels) -> Matrix:
+    """:func:`prepare` for the C kernel: weights stored as ``u = level - lmin`` (0..255)."""
+    ngw = cp // f.group_size
+    nt = -(-r // TILE)
+    smax = (1 << f.scale_shift_bits) - 1
+    zmax = (1 << f.zero_shift_bits) - 1
+    has_zero = f.zero_bits > 0
+    lmin = int(levels.min())
+    u_of_code = (levels - lmin).astype(np.uint8)
+    packed = int(levels.max()) - lmin < 16
+    lines = 4 if packed else 8
+    lev = np.empty((nt, cp // ACT_GROUP, lines, TILE * 4), np.uint8)
+    msh = np.zeros((nt, ngw, TILE), scale_dtype(f))
+    zsh = np.zeros((nt, ngw if has_zero else 1, TILE), zero_dtype(f))
+    ka = np.zeros(nt * TILE, np.int32)
+    kb = np.zeros(nt * TILE, np.int32)
+    worst = 0
+    for lo in range(0, r, load_rows):
+        hi = min(r, lo + load_rows)
+        n = -(-(hi - lo) // TILE) * TILE
+        t0, t1 = lo // TILE, lo // TILE + n // TILE
+        q = nl.matrix_rows(name, lo, hi)
+        nl.release(name)
+        u = np.zeros((n, cp), np.uint8)
+        u[: hi - lo] = u_of_code[q.codes]
+        lev[t0:t1] = tiles(u, packed)
+        del u
+        mshift = np.zeros((n, ngw), I64)
+        mshift[: hi - lo] = q.scale_m.astype(I64) << (smax - q.scale_s.astype(I64))
+        worst = max(worst, int(mshift.sum(axis=1).max()))
+        msh[t0:t1] = row_tiles(mshift.astype(msh.dtype))
+        ka[lo:hi] = smax - q.scale_e.astype(I64)
+        if has_zero:
+            z = np.zeros((n, ngw), I64)
+            z[: hi - lo] = q.zero_m.astype(I64) << (zmax - q.zero_s.astype(I64))
+            zsh[t0:t1] = row_tiles(z.astype(zsh.dtype))
+            kb[lo:hi] = zmax - q.zero_e.astype(I64)
+        del q
+    _check_bound(name, worst, rep, int(np.abs(levels).max()))
+    return Matrix(name, r, c, cp, lev, packed, 1, lmin, msh, zsh, ka, kb, has_zero, rep, TILE, lmin)
 
 
 def stack(mats: list[Matrix], biases: list[np.ndarray | None]) -> tuple[Matrix, np.ndarray | None]:
     """Matrices of the same storage (:meth:`Matrix.same_storage`) as one, their row blocks one
     after the other (each padded to ``BLOCK_ROWS``), and their biases (int64, or None when
     none has one). The members' arrays become views of the stacked ones (no second copy)."""
-    br = K.BLOCK_ROWS
+    m0 = mats[0]
+    br = m0.tile
     total = sum(m.lev.shape[0] for m in mats) * br
 
     def rows_padded(arrs, dtype, width=None):
@@ -151,7 +246,6 @@ def stack(mats: list[Matrix], biases: list[np.ndarray | None]) -> tuple[Matrix, 
             r += m.lev.shape[0] * br
         return o
 
-    m0 = mats[0]
     bias = None
     if any(b is not None for b in biases):
         bias = rows_padded(
@@ -171,20 +265,29 @@ def stack(mats: list[Matrix], biases: list[np.ndarray | None]) -> tuple[Matrix, 
         m0.d,
         m0.off,
         np.concatenate([m.msh for m in mats]),
-        rows_padded([m.zsh for m in mats], m0.zsh.dtype, m0.zsh.shape[1]),
-        rows_padded([m.ka for m in mats], I64),
-        rows_padded([m.kb for m in mats], I64),
+        np.concatenate([m.zsh for m in mats])
+        if m0.c
+        else rows_padded([m.zsh for m in mats], m0.zsh.dtype, m0.zsh.shape[1]),
+        np.concatenate([m.ka for m in mats]) if m0.c else rows_padded([m.ka for m in mats], I64),
+        np.concatenate([m.kb for m in mats]) if m0.c else rows_padded([m.kb for m in mats], I64),
         m0.has_zero,
         m0.rep,
+        m0.tile,
+        m0.lmin,
     )
     b = r = 0
     for m in mats:  # the members read their rows of the stack
         nb = m.lev.shape[0]
         m.lev = st.lev[b : b + nb]
         m.msh = st.msh[b : b + nb]
-        m.zsh = st.zsh[r : r + m.rows]
-        m.ka = st.ka[r : r + m.rows]
-        m.kb = st.kb[r : r + m.rows]
+        if m.c:
+            m.zsh = st.zsh[b : b + nb]
+            m.ka = st.ka[r : r + nb * br]
+            m.kb = st.kb[r : r + nb * br]
+        else:
+            m.zsh = st.zsh[r : r + m.rows]
+            m.ka = st.ka[r : r + m.rows]
+            m.kb = st.kb[r : r + m.rows]
         b += nb
         r += nb * br
     return st, bias
