@@ -27,6 +27,12 @@ except ImportError:  # pragma: no cover - depends on the install
 ENV = "MASKC_KERNEL"
 ENV_ISA = "MASKC_KERNEL_ISA"
 
+# numba's OpenMP threads (the prefill's row-wise units) sleep when idle instead of spinning:
+# spinning threads take the CPU from the matrix product's threads and from other processes.
+# libgomp reads it when numba first runs a parallel loop, which is after this import (chip.py
+# imports this module through prepared.py). A user's own setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 
 def use_c() -> bool:
     """Whether matrices are prepared for the C kernel (``MASKC_KERNEL``; default: when built)."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from maskc.emulate import kernels as K
+from maskc.emulate import units as U
 from maskc.emulate.backend import _kern
 from maskc.emulate.kernels import GROUP as ACT_GROUP
 from maskc.emulate.prepared import LOAD_ROWS, Matrix, prepare, stack
@@ -213,7 +214,7 @@ class Chip:
         ids = np.asarray(tokens, I64)
         mat = self.mats.get(matrix)
         if mat is not None and mat.c:  # tied: the prepared lm_head holds the same rows
-            return K.embed_rows_tiled(
+            return U.embed_rows_tiled(
                 ids, mat.lev, mat.packed, mat.lmin, mat.msh, mat.zsh, mat.ka, mat.kb,
                 mat.has_zero, mat.rep, mat.cols, self.F,
             )  # fmt: skip
@@ -227,7 +228,7 @@ class Chip:
             return np.concatenate([getattr(r, k) for r in rows])
 
         dummy8 = np.zeros((1, 1), np.uint8)
-        return K.embed_rows(
+        return U.embed_rows(
             np.asarray(where, I64).reshape(-1),
             cat("codes"),
             q.levels.astype(I64),
@@ -313,14 +314,14 @@ class Chip:
                 self.F,
                 d,
             )
-        return K.add_rows(y, d)
+        return U.add_rows(y, d)
 
     def rmsnorm(self, h: np.ndarray, gamma: np.ndarray, gamma_frac: int, eps_d: int) -> Act8:
-        fn = K.rmsnorm_rows_par if h.shape[0] >= K.PARALLEL_MIN_ROWS else K.rmsnorm_rows
+        fn = U.rmsnorm_rows_par if h.shape[0] >= K.PARALLEL_MIN_ROWS else U.rmsnorm_rows
         return Act8(*fn(h, gamma, gamma_frac, eps_d, self.F, self.rsqrt))
 
     def rope(self, y: np.ndarray, heads: int, positions: np.ndarray) -> np.ndarray:
-        return K.rope_rows(y, heads, self.hd, positions, self.phase_step, self.cos)
+        return U.rope_rows(y, heads, self.hd, positions, self.phase_step, self.cos)
 
     def _cache(self, layer: int, kvh: int) -> dict:
         c = self.cache[layer]
@@ -335,9 +336,9 @@ class Chip:
         heads, kvh, layer = op.heads, op.kv_heads, op.layer
         c = self._cache(layer, kvh)
         start = int(positions[0])
-        K.kv_store(k, kvh, self.hd, self.F, c["xk"], c["mk"], c["ek"], start)
-        K.kv_store(v, kvh, self.hd, self.F, c["xv"], c["mv"], c["ev"], start)
-        fn = K.attention_rows_par if q.shape[0] >= K.PARALLEL_MIN_ROWS else K.attention_rows
+        U.kv_store(k, kvh, self.hd, self.F, c["xk"], c["mk"], c["ek"], start)
+        U.kv_store(v, kvh, self.hd, self.F, c["xv"], c["mv"], c["ev"], start)
+        fn = U.attention_rows_par if q.shape[0] >= K.PARALLEL_MIN_ROWS else U.attention_rows
         return fn(
             q,
             positions,
@@ -358,7 +359,7 @@ class Chip:
         )
 
     def swiglu(self, g: np.ndarray, u: np.ndarray) -> Act8:
-        fn = K.swiglu_rows_par if g.shape[0] >= K.PARALLEL_MIN_ROWS else K.swiglu_rows
+        fn = U.swiglu_rows_par if g.shape[0] >= K.PARALLEL_MIN_ROWS else U.swiglu_rows
         return Act8(*fn(g, u, self.F, self.sigmoid))
 
     def quantize(self, y: np.ndarray) -> Act8:
@@ -420,7 +421,7 @@ class Chip:
                 case O.Quantize():
                     slots[op.out] = self.quantize(slots[op.src])
                 case O.Add():
-                    slots[op.out] = K.add_rows(slots[op.a], slots[op.b])
+                    slots[op.out] = U.add_rows(slots[op.a], slots[op.b])
                 case O.SwiGlu():
                     slots[op.out] = self.swiglu(slots[op.gate], slots[op.up])
                 case O.Logits():
