@@ -8,8 +8,9 @@
 
 Both compute the integers of docs/numerics.md exactly (tests compare them with each other and
 with an independent reference). The environment variable ``MASKC_KERNEL`` (``c`` or ``numba``)
-picks one; ``MASKC_KERNEL_ISA=portable`` keeps the C kernel off AVX-512 VNNI. The C kernel
-takes matrices whose level table spans at most 256 consecutive integers from its lowest level
+picks one (default: C where the CPU has AVX-512 VNNI, numba elsewhere: the portable C loop is
+slower than numba's); ``MASKC_KERNEL_ISA=portable`` keeps the C kernel off AVX-512 VNNI. The C
+kernel takes matrices whose level table spans at most 256 consecutive integers from its lowest level
 (every built-in format); others run on numba in either case.
 """
 
@@ -35,7 +36,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 def use_c() -> bool:
-    """Whether matrices are prepared for the C kernel (``MASKC_KERNEL``; default: when built)."""
+    """Whether matrices are prepared for the C kernel (``MASKC_KERNEL``; default: when built
+    and the CPU has AVX-512 VNNI; ``MASKC_KERNEL=c`` takes the portable loop elsewhere)."""
     want = os.environ.get(ENV, "").strip().lower()
     if want not in ("", "c", "numba"):
         raise UsageError(f"{ENV}={want!r}: use 'c' or 'numba'")
@@ -49,7 +51,10 @@ def use_c() -> bool:
             _kern.set_isa(isa)
         except ValueError as e:
             raise UsageError(f"{ENV_ISA}={isa!r}: {e}") from None
-    return _kern is not None and want != "numba"
+    if _kern is None or want == "numba":
+        return False
+    # by default only where the vector loop runs: the portable C loop is slower than numba's
+    return want == "c" or _kern.isa() == "avx512-vnni"
 
 
 _configured = False
