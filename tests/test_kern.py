@@ -108,12 +108,15 @@ def _kern_product(c, f=16, hint=None):
     zsh = row_tiles(pad(c["zsh"], np.int16))
     bias = pad(c["bias"], np.int64) if c["bias"] is not None else np.zeros(1, np.int64)
     y = np.empty((c["x"].shape[0], rows), np.int64)
+    handle = kern.matrix(
+        tiles(up, packed), packed, pr // TILE, cp // (32 * c["rep"]), c["rep"], lmin,
+        not c["wide"], msh, True, zsh, c["zero"], pad(c["ka"], np.int32),
+        pad(c["kb"], np.int32), bias, c["bias"] is not None, rows, cp,
+    )  # fmt: skip
     kern.matmul(
         c["x"].astype(np.int64), c["s"].astype(np.int64), c["m"].astype(np.int64),
-        c["e"].astype(np.int64), c["cols"], cp, tiles(up, packed), packed, pr // TILE,
-        cp // (32 * c["rep"]), c["rep"], lmin, not c["wide"], msh, True, zsh, c["zero"],
-        pad(c["ka"], np.int32), pad(c["kb"], np.int32), bias, c["bias"] is not None, rows, f,
-        y, hint,
+        c["e"].astype(np.int64), c["cols"], f, handle, y,
+        *(() if hint is None else (kern.ranges(hint),)),
     )  # fmt: skip
     return y
 
@@ -209,11 +212,18 @@ def test_bad_calls_are_errors_not_crashes():
     c["s"][0, 0] = 8
     with pytest.raises(ValueError, match="group shift"):
         _kern_product(c)
-    with pytest.raises(ValueError, match="bytes"):
-        kern.matmul(*(np.zeros(1, np.int64),) * 4, 32, 32, np.zeros(3, np.uint8), True, 1, 1, 1,
-                    0, True, np.zeros(16, np.int16), True, np.zeros(1), False,
-                    np.zeros(16, np.int32), np.zeros(16, np.int32), np.zeros(1, np.int64), False,
-                    16, 16, np.zeros((1, 16), np.int64))  # fmt: skip
+    with pytest.raises(ValueError, match="codes has 3 bytes"):
+        kern.matrix(np.zeros(3, np.uint8), True, 1, 1, 1, 0, True, np.zeros(16, np.int16), True,
+                    np.zeros(1), False, np.zeros(16, np.int32), np.zeros(16, np.int32),
+                    np.zeros(1, np.int64), False, 16, 32)  # fmt: skip
+    good = kern.matrix(np.zeros(256, np.uint8), True, 1, 1, 1, 0, True, np.zeros(16, np.int16),
+                       True, np.zeros(1), False, np.zeros(16, np.int32), np.zeros(16, np.int32),
+                       np.zeros(1, np.int64), False, 16, 32)  # fmt: skip
+    one = np.zeros(1, np.int64)
+    with pytest.raises(ValueError, match="out has"):
+        kern.matmul(np.zeros((1, 32), np.int64), one, one, one, 32, 16, good, np.zeros(3))
+    with pytest.raises(ValueError):  # not a matrix handle
+        kern.matmul(np.zeros((1, 32), np.int64), one, one, one, 32, 16, one, np.zeros(16))
     with pytest.raises(ValueError):
         kern.set_threads(0)
     with pytest.raises(ValueError):

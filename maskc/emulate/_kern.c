@@ -305,7 +305,7 @@ static void run_unit(const job_t *J, int64_t u) {
  * from the caller) into the caches while the calling thread runs the non-matrix units (norms,
  * attention), so decode overlaps its DRAM traffic with that work. The caller never waits for
  * a whole prefetch: the next call cancels what is left (a new generation), waits for the
- * units in flight (pf_busy, a 64 KiB read each), and only then lets go of the hint's arrays,
+ * units in flight (pf_busy, a 16 KiB read each), and only then lets go of the hint's arrays,
  * which the module holds a reference to until then. */
 
 #define IDX_BITS 20
@@ -342,8 +342,8 @@ static inline void cpu_relax(void) {
 static inline int64_t gen_of(int64_t t) { return t >> (2 * IDX_BITS + 1); }
 static inline int kind_of(int64_t t) { return (int)((t >> (2 * IDX_BITS)) & 1); }
 
-#define PF_MAX 12
-#define PF_CHUNK 65536
+#define PF_MAX 64
+#define PF_CHUNK 16384
 static struct {
     const char *ptr[PF_MAX];
     int64_t len[PF_MAX], first_unit[PF_MAX + 1];
@@ -518,42 +518,139 @@ static void run_job(const job_t *J) {
 
 static int need(Py_buffer *b, Py_ssize_t n, const char *what) {
     if (b->len != n) {
-        PyErr_Format(PyExc_ValueError, "_kern.matmul: %s has %zd bytes, expected %zd", what, b->len, n);
+        PyErr_Format(PyExc_ValueError, "_kern: %s has %zd bytes, expected %zd", what, b->len, n);
         return 0;
     }
     return 1;
 }
 
+/* A prepared matrix: its arrays' buffers held (pinned) for as long as the handle lives, their
+ * sizes checked once, so a product call only reads the activations. */
+#define MAT_BUFS 7
+typedef struct {
+    Py_buffer b[MAT_BUFS]; /* codes, msh, zsh, ka, kb, bias */
+    int nb;
+    int64_t cp, ng, ngw, rep, nt, rows, lmin;
+    int packed, msh16, zsh16, has_zero, has_bias;
+} mat_t;
+
+static void mat_free(PyObject *cap) {
+    mat_t *M = PyCapsule_GetPointer(cap, "maskc._kern.matrix");
+    if (!M) return;
+    for (int i = 0; i < M->nb; i++) PyBuffer_Release(&M->b[i]);
+    free(M);
+}
+
+static PyObject *py_matrix(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *o[6];
+    long long cp, ngw, rep, nt, rows, lmin;
+    int packed, msh16, zsh16, has_zero, has_bias;
+    if (!PyArg_ParseTuple(args, "OpLLLLiOpOpOOOpLL", &o[0], &packed, &nt, &ngw, &rep, &lmin,
+                          &msh16, &o[1], &zsh16, &o[2], &has_zero, &o[3], &o[4], &o[5], &has_bias,
+                          &rows, &cp))
+        return NULL;
+    mat_t *M = calloc(1, sizeof(mat_t));
+    if (!M) return PyErr_NoMemory();
+    for (int i = 0; i < 6; i++) {
+        if (PyObject_GetBuffer(o[i], &M->b[i], PyBUF_C_CONTIGUOUS)) {
+            for (int k = 0; k < i; k++) PyBuffer_Release(&M->b[k]);
+            free(M);
+            return NULL;
+        }
+        M->nb = i + 1;
+    }
+    M->cp = cp, M->ng = cp / AG, M->ngw = ngw, M->rep = rep, M->nt = nt, M->rows = rows;
+    M->lmin = lmin, M->packed = packed, M->msh16 = msh16, M->zsh16 = zsh16;
+    M->has_zero = has_zero, M->has_bias = has_bias;
+    int64_t lines = packed ? 4 : 8, fb = msh16 ? 2 : 4, zb = zsh16 ? 2 : 4;
+    PyObject *cap = PyCapsule_New(M, "maskc._kern.matrix", mat_free);
+    if (!cap) {
+        for (int k = 0; k < M->nb; k++) PyBuffer_Release(&M->b[k]);
+        free(M);
+        return NULL;
+    }
+    if (cp <= 0 || cp % AG || rep <= 0 || (M->ng % rep) || ngw != M->ng / rep || nt <= 0 ||
+        rows <= 0 || rows > nt * TR || lmin < -(1 << 15) || lmin >= (1 << 15)) {
+        PyErr_SetString(PyExc_ValueError, "_kern.matrix: inconsistent shapes");
+        Py_DECREF(cap);
+        return NULL;
+    }
+    if (!need(&M->b[0], nt * M->ng * lines * QUAD, "codes") ||
+        !need(&M->b[1], nt * ngw * TR * fb, "msh") ||
+        !need(&M->b[2], has_zero ? nt * ngw * TR * zb : M->b[2].len, "zsh") ||
+        !need(&M->b[3], nt * TR * 4, "ka") || !need(&M->b[4], nt * TR * 4, "kb") ||
+        !need(&M->b[5], has_bias ? nt * TR * 8 : M->b[5].len, "bias")) {
+        Py_DECREF(cap);
+        return NULL;
+    }
+    return cap;
+}
+
+/* Arrays to prefetch after a product: their buffers held and their ranges listed once. */
+typedef struct {
+    Py_buffer b[PF_MAX];
+    const char *ptr[PF_MAX];
+    int64_t len[PF_MAX];
+    int n;
+} ranges_t;
+
+static void ranges_free(PyObject *cap) {
+    ranges_t *R = PyCapsule_GetPointer(cap, "maskc._kern.ranges");
+    if (!R) return;
+    for (int i = 0; i < R->n; i++) PyBuffer_Release(&R->b[i]);
+    free(R);
+}
+
+static PyObject *py_ranges(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *seq;
+    if (!PyArg_ParseTuple(args, "O!", &PyTuple_Type, &seq)) return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(seq);
+    if (n > PF_MAX) n = PF_MAX; /* the first PF_MAX arrays are prefetched */
+    ranges_t *R = calloc(1, sizeof(ranges_t));
+    if (!R) return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (PyObject_GetBuffer(PyTuple_GET_ITEM(seq, i), &R->b[i], PyBUF_SIMPLE)) {
+            for (int k = 0; k < R->n; k++) PyBuffer_Release(&R->b[k]);
+            free(R);
+            return NULL;
+        }
+        R->ptr[i] = R->b[i].buf;
+        R->len[i] = R->b[i].len;
+        R->n = (int)i + 1;
+    }
+    PyObject *cap = PyCapsule_New(R, "maskc._kern.ranges", ranges_free);
+    if (!cap) {
+        for (int k = 0; k < R->n; k++) PyBuffer_Release(&R->b[k]);
+        free(R);
+    }
+    return cap;
+}
+
 static PyObject *py_matmul(PyObject *self, PyObject *args) {
     (void)self;
-    Py_buffer x, s, m, e, codes, msh, zsh, ka, kb, bias, out;
-    long long C, cp, ngw, rep, nt, rows, f, lmin;
-    int packed, msh16, zsh16, has_zero, has_bias;
-    PyObject *hint = Py_None;
-    if (!PyArg_ParseTuple(args, "y*y*y*y*LLy*pLLLLiy*py*py*y*y*pLLw*|O", &x, &s, &m, &e, &C, &cp,
-                          &codes, &packed, &nt, &ngw, &rep, &lmin, &msh16, &msh, &zsh16, &zsh,
-                          &has_zero, &ka, &kb, &bias, &has_bias, &rows, &f, &out, &hint))
+    Py_buffer x, s, m, e, out;
+    long long C, f;
+    PyObject *mcap, *hint = Py_None;
+    if (!PyArg_ParseTuple(args, "y*y*y*y*LLOw*|O", &x, &s, &m, &e, &C, &f, &mcap, &out, &hint))
         return NULL;
-    const char *pf_ptr[PF_MAX];
-    int64_t pf_len[PF_MAX];
-    int pf_n = 0;
     PyObject *ret = NULL;
     int32_t *oa = NULL, *sa = NULL;
     int64_t *gw = NULL;
     int8_t *x8 = NULL;
-    int64_t T = m.len / 8, ng = cp / AG;
-    int64_t ngc = (C + AG - 1) / AG, lines = packed ? 4 : 8, fb = msh16 ? 2 : 4, zb = zsh16 ? 2 : 4;
-    if (C <= 0 || cp < C || cp % AG || rep <= 0 || (ng % rep) || ngw != ng / rep || nt <= 0 ||
-        rows <= 0 || rows > nt * TR || T <= 0 || T > (1 << 24) || lmin < -(1 << 15) ||
-        lmin >= (1 << 15)) {
+    ranges_t *R = NULL;
+    mat_t *M = PyCapsule_GetPointer(mcap, "maskc._kern.matrix");
+    if (!M) goto done;
+    if (hint != Py_None && !(R = PyCapsule_GetPointer(hint, "maskc._kern.ranges"))) goto done;
+    int64_t T = m.len / 8, cp = M->cp, ng = M->ng, ngw = M->ngw, rep = M->rep;
+    int64_t ngc = (C + AG - 1) / AG;
+    if (C <= 0 || C > cp || T <= 0 || T > (1 << 24)) {
         PyErr_SetString(PyExc_ValueError, "_kern.matmul: inconsistent shapes");
         goto done;
     }
     if (!need(&x, T * C * 8, "x") || !need(&s, T * ngc * 8, "s") || !need(&e, T * 8, "e") ||
-        !need(&codes, nt * ng * lines * QUAD, "codes") || !need(&msh, nt * ngw * TR * fb, "msh") ||
-        !need(&zsh, has_zero ? nt * ngw * TR * zb : zsh.len, "zsh") ||
-        !need(&ka, nt * TR * 4, "ka") || !need(&kb, nt * TR * 4, "kb") ||
-        !need(&bias, has_bias ? nt * TR * 8 : bias.len, "bias") || !need(&out, T * rows * 8, "out"))
+        !need(&out, T * M->rows * 8, "out"))
         goto done;
     x8 = calloc((size_t)(T * cp), 1);
     oa = calloc((size_t)(T * ng), 4);
@@ -580,35 +677,22 @@ static PyObject *py_matmul(PyObject *self, PyObject *args) {
                 x8[t * cp + j] = (int8_t)v;
                 g0 += v;
             }
-            oa[t * ng + a] = (int32_t)(lmin * g0);
+            oa[t * ng + a] = (int32_t)(M->lmin * g0);
             sa[t * ng + a] = (int32_t)sh;
             gw[t * ngw + a / rep] += shl64(g0, sh);
         }
     }
-    job_t J = {T, C, cp, ng, ngw, rep, nt, rows, f, lmin, packed, msh16, zsh16, has_zero, has_bias,
-               x8, oa, sa, gw, m.buf, e.buf, codes.buf, msh.buf, zsh.buf, ka.buf, kb.buf, bias.buf,
-               out.buf, 1};
+    job_t J = {T, C, cp, ng, ngw, rep, M->nt, M->rows, f, M->lmin, M->packed, M->msh16,
+               M->zsh16, M->has_zero, M->has_bias, x8, oa, sa, gw, m.buf, e.buf, M->b[0].buf,
+               M->b[1].buf, M->b[2].buf, M->b[3].buf, M->b[4].buf, M->b[5].buf, out.buf, 1};
     /* units: about 4 per thread (claims are cheap, but each moves a cache line between
      * cores), and at least ~64k multiply-adds each */
-    int64_t threads = P.nworkers + 1, macs_per_tile = T * TR * cp;
+    int64_t threads = P.nworkers + 1, macs_per_tile = T * TR * cp, nt = M->nt;
     J.tiles_per_unit = (nt + 4 * threads - 1) / (4 * threads);
     if (J.tiles_per_unit * macs_per_tile < (1 << 16)) J.tiles_per_unit = ((1 << 16) + macs_per_tile - 1) / macs_per_tile;
     if (J.tiles_per_unit > nt) J.tiles_per_unit = nt;
     if ((nt + J.tiles_per_unit - 1) / J.tiles_per_unit > MAX_UNITS)
         J.tiles_per_unit = (nt + MAX_UNITS - 1) / MAX_UNITS;
-    if (hint != Py_None) { /* the next product's arrays: only their addresses are kept */
-        if (!PyTuple_Check(hint) || PyTuple_GET_SIZE(hint) > PF_MAX) {
-            PyErr_SetString(PyExc_TypeError, "_kern.matmul: the prefetch hint is a tuple of arrays");
-            goto done;
-        }
-        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(hint); i++) {
-            Py_buffer hb;
-            if (PyObject_GetBuffer(PyTuple_GET_ITEM(hint, i), &hb, PyBUF_SIMPLE)) goto done;
-            pf_ptr[pf_n] = hb.buf;
-            pf_len[pf_n++] = hb.len;
-            PyBuffer_Release(&hb);
-        }
-    }
     PyObject *old_hold;
     Py_BEGIN_ALLOW_THREADS
     pthread_mutex_lock(&call_mu); /* one product at a time uses the pool */
@@ -616,13 +700,13 @@ static PyObject *py_matmul(PyObject *self, PyObject *args) {
     run_job(&J);
     old_hold = pf_hold;
     pf_hold = NULL;
-    if (pf_n && P.nworkers) {
+    if (R && R->n && P.nworkers) {
         pf_hold = hint;
-        start_prefetch(pf_ptr, pf_len, pf_n);
+        start_prefetch(R->ptr, R->len, R->n);
     }
     pthread_mutex_unlock(&call_mu);
     Py_END_ALLOW_THREADS
-    if (pf_hold == hint) Py_INCREF(hint);
+    if (pf_hold == hint) Py_INCREF(hint); /* the ranges' buffers live until the prefetch ends */
     Py_XDECREF(old_hold);
     ret = Py_None;
     Py_INCREF(ret);
@@ -632,8 +716,7 @@ done:
     free(sa);
     free(gw);
     PyBuffer_Release(&x); PyBuffer_Release(&s); PyBuffer_Release(&m); PyBuffer_Release(&e);
-    PyBuffer_Release(&codes); PyBuffer_Release(&msh); PyBuffer_Release(&zsh);
-    PyBuffer_Release(&ka); PyBuffer_Release(&kb); PyBuffer_Release(&bias); PyBuffer_Release(&out);
+    PyBuffer_Release(&out);
     return ret;
 }
 
@@ -687,7 +770,10 @@ static PyObject *py_set_isa(PyObject *self, PyObject *args) {
 }
 
 static PyMethodDef methods[] = {
-    {"matmul", py_matmul, METH_VARARGS, "The exact matrix product (see the module source)."},
+    {"matrix", py_matrix, METH_VARARGS, "A prepared matrix's handle (its arrays held)."},
+    {"ranges", py_ranges, METH_VARARGS, "A prefetch hint: a tuple of arrays, held."},
+    {"matmul", py_matmul, METH_VARARGS,
+     "matmul(x, s, m, e, C, F, matrix, out[, ranges]): the exact product (see the source)."},
     {"set_threads", py_set_threads, METH_VARARGS, "Threads of the product (the caller included)."},
     {"threads", py_threads, METH_NOARGS, "Threads of the product."},
     {"isa", py_isa, METH_NOARGS, "The instruction set of the product's inner loop."},

@@ -24,9 +24,10 @@ from maskc.netlist import Netlist
 from maskc.netlist import ops as O
 
 I64 = np.int64
+_LOGITS = "\0logits"  #: the slot the Logits op fills (no netlist name starts with NUL)
 #: matrix products ahead whose weights idle threads read into the caches (a few MB: well
 #: inside the last-level cache, and more than the units in between leave time for)
-PREFETCH_CALLS = 3
+PREFETCH_CALLS = 16
 
 
 @dataclass
@@ -99,9 +100,10 @@ class Chip:
         self.mats: dict[str, Matrix] = {}
         self.n_layers = a.num_layers
         self._nobias = np.zeros(1, I64)
-        self._padded: dict[int, np.ndarray] = {}
+        self._handles: dict[tuple, object] = {}  # the C kernel's matrix handles
         self._fused = self._load(p, progress, load_rows)
         self._next = self._prefetch_plan()
+        self._steps = self._compile()
         if progress:  # the kernels compile on first use (then load from numba's disk cache)
             progress.start("preparing kernels (compiled on the first run only)", 1)
         self.reset()
@@ -158,7 +160,8 @@ class Chip:
         return out
 
     def _prefetch_plan(self) -> dict[int, tuple]:
-        """``{op index: arrays of the next PREFETCH_CALLS matrix products}`` (after the last
+        """``{op index: the arrays of the next PREFETCH_CALLS matrix products}`` (a
+        ``_kern.ranges`` handle holding them; after the last
         product come the first: the next token's). The C kernel's idle threads read them into
         the caches while the calling thread runs the units in between, until the next product
         starts (maskc/emulate/_kern.c)."""
@@ -176,8 +179,111 @@ class Chip:
                 nxt = calls[(i + k) % len(calls)][1]
                 if nxt.c:
                     arrays += [nxt.lev, nxt.msh, *((nxt.zsh,) if nxt.has_zero else ())]
-            plan[idx] = tuple(arrays)
+            if arrays:
+                plan[idx] = _kern.ranges(tuple(arrays))
         return plan
+
+    def _compile(self) -> list:
+        """The netlist's ops as a list of closures ``step(slots, ids, positions)``, each with
+        its arguments looked up once (decode runs ~400 ops per token: dispatching on each
+        op's class and reading its fields every time cost more than some of the ops)."""
+        p = self.params
+        steps = []
+        skip = -1
+        for idx, op in enumerate(self.ops):
+            if idx <= skip:
+                continue
+            if idx in self._fused:
+                group, st, bias = self._fused[idx]
+                parts, r = [], 0
+                for k in group:
+                    m = self.mats[self.ops[k].matrix]
+                    parts.append((self.ops[k].out, m.name, r, r + m.rows))
+                    r += m.padded_rows
+                steps.append(self._fused_step(op.src, st, bias, self._next.get(idx), parts))
+                skip = group[-1]
+                continue
+            steps.append(self._step(idx, op, p))
+        return steps
+
+    def _fused_step(self, src, st, bias, hint, parts):
+        mm, adapt = self.matmul, self._adapt
+        lora = any(name in self.lora for _, name, _, _ in parts)
+
+        def step(slots, ids, positions):
+            a = slots[src]
+            y = mm(a, st, bias, hint)
+            for out, name, r0, r1 in parts:
+                yk = np.ascontiguousarray(y[:, r0:r1])
+                slots[out] = adapt(name, a, yk) if lora else yk
+
+        return step
+
+    def _step(self, idx: int, op, p):
+        match op:
+            case O.Embed():
+                embed, matrix, out = self.embed, op.matrix, op.out
+
+                def step(slots, ids, positions):
+                    slots[out] = embed(matrix, ids)
+
+            case O.RmsNorm():
+                norm, src, out = self.rmsnorm, op.src, op.out
+                gamma, gf, eps = p[op.gamma], op.gamma_frac, op.eps_d
+
+                def step(slots, ids, positions):
+                    slots[out] = norm(slots[src], gamma, gf, eps)
+
+            case O.MatMul():
+                mm, adapt, src, out = self.matmul, self._adapt, op.src, op.out
+                mat, hint, name = self.mats[op.matrix], self._next.get(idx), op.matrix
+                bias = p[op.bias] if op.bias is not None else None
+                lora = name in self.lora
+
+                def step(slots, ids, positions):
+                    a = slots[src]
+                    y = mm(a, mat, bias, hint)
+                    slots[out] = adapt(name, a, y) if lora else y
+
+            case O.Rope():
+                rope, src, out, heads = self.rope, op.src, op.out, op.heads
+
+                def step(slots, ids, positions):
+                    slots[out] = rope(slots[src], heads, positions)
+
+            case O.Attention():
+                att, q, k, v, out = self.attention, op.q, op.k, op.v, op.out
+
+                def step(slots, ids, positions):
+                    slots[out] = att(op, slots[q], slots[k], slots[v], positions)
+
+            case O.Quantize():
+                quant, src, out = self.quantize, op.src, op.out
+
+                def step(slots, ids, positions):
+                    slots[out] = quant(slots[src])
+
+            case O.Add():
+                add, a_, b_, out = U.add_rows, op.a, op.b, op.out
+
+                def step(slots, ids, positions):
+                    slots[out] = add(slots[a_], slots[b_])
+
+            case O.SwiGlu():
+                swiglu, gate, up, out = self.swiglu, op.gate, op.up, op.out
+
+                def step(slots, ids, positions):
+                    slots[out] = swiglu(slots[gate], slots[up])
+
+            case O.Logits():
+                src = op.src
+
+                def step(slots, ids, positions):
+                    slots[_LOGITS] = slots[src]
+
+            case _:  # load_netlist admits only the kinds of maskc.netlist.ops.OPS
+                raise InputError(f"netlist op {op.KIND!r} is not part of numerics contract 1")
+        return step
 
     def resident_bytes(self) -> int:
         """Bytes of the prepared matrices' arrays (each buffer once; the members of a stack are
@@ -246,26 +352,32 @@ class Chip:
             self.F,
         )
 
-    def matmul(
-        self, a: Act8, mat: Matrix, bias: np.ndarray | None, hint: tuple | None = None
-    ) -> np.ndarray:
-        """``hint``: the next product's arrays, prefetched by idle threads (C kernel only)."""
+    def _handle(self, mat: Matrix, bias: np.ndarray | None):
+        """The C kernel's handle of ``mat`` with ``bias`` (made once: it holds the arrays)."""
+        key = (id(mat), None if bias is None else id(bias))
+        h = self._handles.get(key)
+        if h is None:
+            b = self._nobias
+            if bias is not None:
+                b = np.zeros(mat.padded_rows, I64)
+                b[: len(bias)] = bias
+            h = self._handles[key] = _kern.matrix(
+                mat.lev, mat.packed, mat.lev.shape[0], mat.msh.shape[1], mat.rep, mat.lmin,
+                mat.msh.dtype == np.int16, mat.msh, mat.zsh.dtype == np.int16, mat.zsh,
+                mat.has_zero, mat.ka, mat.kb, b, bias is not None, mat.rows, mat.cp,
+            )  # fmt: skip
+        return h
+
+    def matmul(self, a: Act8, mat: Matrix, bias: np.ndarray | None, hint=None) -> np.ndarray:
+        """``hint``: the next products' arrays (``_kern.ranges``), prefetched by idle threads
+        (C kernel only)."""
         t = a.x.shape[0]
         if mat.c:  # the compiled kernel (maskc/emulate/_kern.c): the same integers
             y = np.empty((t, mat.rows), I64)
-            if bias is None:
-                b = self._nobias
-            else:
-                b = self._padded.get(id(bias))
-                if b is None:  # biases live as long as the chip: pad each once
-                    b = self._padded[id(bias)] = np.zeros(mat.padded_rows, I64)
-                    b[: len(bias)] = bias
-            _kern.matmul(
-                a.x, a.s, a.m, a.e, a.x.shape[1], mat.cp, mat.lev, mat.packed,
-                mat.lev.shape[0], mat.msh.shape[1], mat.rep, mat.lmin,
-                mat.msh.dtype == np.int16, mat.msh, mat.zsh.dtype == np.int16, mat.zsh,
-                mat.has_zero, mat.ka, mat.kb, b, bias is not None, mat.rows, self.F, y, hint,
-            )  # fmt: skip
+            h = self._handles.get((id(mat), None if bias is None else id(bias)))
+            if h is None:
+                h = self._handle(mat, bias)
+            _kern.matmul(a.x, a.s, a.m, a.e, a.x.shape[1], self.F, h, y, hint)
             return y
         b = self._nobias if bias is None else bias.astype(I64)
         par = t * mat.rows * mat.cp >= K.PARALLEL_MIN_MACS
@@ -384,50 +496,9 @@ class Chip:
             )
         positions = np.arange(self.pos, self.pos + t, dtype=I64)
         slots: dict[str, object] = {}
-        p = self.params
-        logits = None
-        skip = -1
-        for idx, op in enumerate(self.ops):
-            if idx <= skip:
-                continue
-            if idx in self._fused:
-                group, st, bias = self._fused[idx]
-                y = self.matmul(slots[op.src], st, bias, self._next.get(idx))
-                r = 0
-                for k in group:
-                    m = self.mats[self.ops[k].matrix]
-                    yk = np.ascontiguousarray(y[:, r : r + m.rows])
-                    slots[self.ops[k].out] = self._adapt(m.name, slots[op.src], yk)
-                    r += m.padded_rows
-                skip = group[-1]
-                continue
-            match op:
-                case O.Embed():
-                    slots[op.out] = self.embed(op.matrix, ids)
-                case O.RmsNorm():
-                    slots[op.out] = self.rmsnorm(
-                        slots[op.src], p[op.gamma], op.gamma_frac, op.eps_d
-                    )
-                case O.MatMul():
-                    bias = p[op.bias] if op.bias is not None else None
-                    y = self.matmul(slots[op.src], self.mats[op.matrix], bias, self._next.get(idx))
-                    slots[op.out] = self._adapt(op.matrix, slots[op.src], y)
-                case O.Rope():
-                    slots[op.out] = self.rope(slots[op.src], op.heads, positions)
-                case O.Attention():
-                    slots[op.out] = self.attention(
-                        op, slots[op.q], slots[op.k], slots[op.v], positions
-                    )
-                case O.Quantize():
-                    slots[op.out] = self.quantize(slots[op.src])
-                case O.Add():
-                    slots[op.out] = U.add_rows(slots[op.a], slots[op.b])
-                case O.SwiGlu():
-                    slots[op.out] = self.swiglu(slots[op.gate], slots[op.up])
-                case O.Logits():
-                    logits = slots[op.src]
-                case _:  # load_netlist admits only the kinds of maskc.netlist.ops.OPS
-                    raise InputError(f"netlist op {op.KIND!r} is not part of numerics contract 1")
+        for step in self._steps:
+            step(slots, ids, positions)
+        logits = slots.get(_LOGITS)
         self.pos += t
         if logits is None:
             raise InputError("the netlist has no logits op")
