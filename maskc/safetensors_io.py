@@ -15,14 +15,15 @@ the data buffer; offsets are relative to the start of the buffer; all values lit
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import ml_dtypes
 import numpy as np
 
 from maskc.errors import InputError, UnsupportedError
@@ -32,12 +33,42 @@ MAX_HEADER_BYTES = 100_000_000
 #: Largest single tensor accepted, in elements (2^36 = 64 G elements).
 MAX_TENSOR_ELEMENTS = 1 << 36
 
+
+@functools.cache
+def _bf16() -> np.dtype:
+    import ml_dtypes  # ~0.5 s to import: only when a BF16 tensor is read or written
+
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+class _DtypeTable(Mapping):
+    """safetensors dtype name -> numpy dtype, with BF16's made on first use: reading an
+    integer netlist (the emulator's start-up) never imports ml_dtypes."""
+
+    def __init__(self, fixed: dict[str, np.dtype], lazy: tuple[str, ...] = ("BF16",)):
+        self._fixed = fixed
+        self._lazy = lazy
+
+    def __getitem__(self, key: str) -> np.dtype:
+        if key in self._lazy:
+            return _bf16()
+        return self._fixed[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._fixed or key in self._lazy
+
+    def __iter__(self):
+        yield from self._fixed
+        yield from self._lazy
+
+    def __len__(self) -> int:
+        return len(self._fixed) + len(self._lazy)
+
+
 #: dtypes maskc reads as weights -> little-endian numpy dtype.
-SUPPORTED_DTYPES: dict[str, np.dtype] = {
-    "F32": np.dtype("<f4"),
-    "F16": np.dtype("<f2"),
-    "BF16": np.dtype(ml_dtypes.bfloat16),
-}
+SUPPORTED_DTYPES: Mapping[str, np.dtype] = _DtypeTable(
+    {"F32": np.dtype("<f4"), "F16": np.dtype("<f2")}
+)
 #: dtypes valid in the format but not accepted as weights -> bytes per element.
 OTHER_DTYPES: dict[str, float] = {
     "F64": 8,
@@ -58,19 +89,22 @@ OTHER_DTYPES: dict[str, float] = {
     "F4": 0.5,
 }
 #: dtypes the writer accepts (weights plus the integer types netlists use).
-WRITABLE: dict[str, np.dtype] = {
-    **SUPPORTED_DTYPES,
-    "F64": np.dtype("<f8"),
-    "I64": np.dtype("<i8"),
-    "I32": np.dtype("<i4"),
-    "I16": np.dtype("<i2"),
-    "I8": np.dtype("i1"),
-    "U8": np.dtype("u1"),
-    "U16": np.dtype("<u2"),
-    "U32": np.dtype("<u4"),
-    "U64": np.dtype("<u8"),
-    "BOOL": np.dtype("?"),
-}
+WRITABLE: Mapping[str, np.dtype] = _DtypeTable(
+    {
+        "F32": np.dtype("<f4"),
+        "F16": np.dtype("<f2"),
+        "F64": np.dtype("<f8"),
+        "I64": np.dtype("<i8"),
+        "I32": np.dtype("<i4"),
+        "I16": np.dtype("<i2"),
+        "I8": np.dtype("i1"),
+        "U8": np.dtype("u1"),
+        "U16": np.dtype("<u2"),
+        "U32": np.dtype("<u4"),
+        "U64": np.dtype("<u8"),
+        "BOOL": np.dtype("?"),
+    }
+)
 
 
 class DuplicateKeyError(ValueError):

@@ -38,6 +38,21 @@ def cli(capsys, monkeypatch):
     return run
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _layout_cache_in_tmp(tmp_path_factory):
+    """The emulator's layout cache (maskc/emulate/layoutcache.py) goes to a session folder,
+    not the user's ~/.cache."""
+    import os
+
+    old = os.environ.get("MASKC_CACHE_DIR")
+    os.environ["MASKC_CACHE_DIR"] = str(tmp_path_factory.mktemp("layout-cache"))
+    yield
+    if old is None:
+        os.environ.pop("MASKC_CACHE_DIR", None)
+    else:
+        os.environ["MASKC_CACHE_DIR"] = old
+
+
 @pytest.fixture(scope="session")
 def model_cache(tmp_path_factory):
     """Generate each preset once per session; tests copy before mutating."""

@@ -348,3 +348,43 @@ def test_emulator_equals_reference_on_other_formats(model_cache, tmp_path, cli, 
         g = generate(session, PROMPT, 9, sp, stop_at_eos=False)
         toks, rows = intref.generate(ref, PROMPT, 9, sp.temperature, sp.top_k, sp.top_p, sp.seed)
         assert (g.tokens, g.logits_sha256) == (toks, intref.logits_sha256(rows)), variant
+
+
+def test_layout_cache_is_used_checked_and_never_poisoned(builds, tmp_path, monkeypatch):
+    """The second open of a build reads its prepared matrices from the layout cache with the
+    same logits; a damaged cache file is ignored and rewritten; a build whose files do not
+    match its manifest fails the hash check (exit 5) and writes nothing to the cache;
+    MASKC_CACHE_DIR=off keeps no file."""
+    from maskc.emulate import layoutcache
+    from maskc.errors import VerifyError
+
+    monkeypatch.setenv(layoutcache.ENV, str(tmp_path / "cache"))
+    build = tmp_path / "b"
+    shutil.copytree(builds["tiny-gqa-bf16"], build)
+    prompt = list(range(3, 20))
+
+    def run():
+        s = open_session(build)
+        return s.chip.from_cache, generate(s, prompt, 4, SETTINGS[1], stop_at_eos=False)
+
+    first, g1 = run()
+    files = list((tmp_path / "cache").glob("*.safetensors"))
+    second, g2 = run()
+    assert (first, second, len(files)) == (False, True, 1)
+    assert g1.logits_sha256 == g2.logits_sha256
+    files[0].write_bytes(files[0].read_bytes()[:1000])  # damaged: ignored, then rewritten
+    third, g3 = run()
+    assert not third and g3.logits_sha256 == g1.logits_sha256
+    assert run()[0]
+    # a netlist file changed behind the manifest's back: exit 5, and no cache entry for it
+    shutil.rmtree(tmp_path / "cache")
+    params = build / "netlist" / "params.safetensors"
+    raw = bytearray(params.read_bytes())
+    raw[-1] ^= 1
+    params.write_bytes(bytes(raw))
+    with pytest.raises(VerifyError):
+        open_session(build)
+    assert not list((tmp_path / "cache").glob("*.safetensors"))
+    monkeypatch.setenv(layoutcache.ENV, "off")
+    params.write_bytes(bytes(raw[:-1]) + bytes([raw[-1] ^ 1]))
+    assert not run()[0] and not (tmp_path / "cache").exists()

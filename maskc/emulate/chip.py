@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from maskc.emulate import kernels as K
+from maskc.emulate import layoutcache
 from maskc.emulate import units as U
 from maskc.emulate.backend import _kern
 from maskc.emulate.kernels import GROUP as ACT_GROUP
@@ -27,7 +28,7 @@ I64 = np.int64
 _LOGITS = "\0logits"  #: the slot the Logits op fills (no netlist name starts with NUL)
 #: matrix products ahead whose weights idle threads read into the caches (a few MB: well
 #: inside the last-level cache, and more than the units in between leave time for)
-PREFETCH_CALLS = 16
+PREFETCH_CALLS = 8
 
 
 @dataclass
@@ -51,11 +52,15 @@ class Chip:
         progress=None,
         adapters=(),
         load_rows: int = LOAD_ROWS,
+        cache_key: str | None = None,
     ) -> None:
         """``adapters``: :class:`maskc.adapters.Adapter` list, loaded into SRAM in order (they
         must fit beside the KV cache of ``context`` tokens: FitError otherwise). ``load_rows``:
         rows of a matrix read from the tiles at once while loading (the results do not depend
-        on it)."""
+        on it). ``cache_key``: the build's key in :mod:`maskc.emulate.layoutcache` (given by
+        ``open_session``, which checks the build's hashes): the prepared matrices are read
+        from the cache when it has them (``from_cache``); ``open_session`` writes them there
+        otherwise."""
         from maskc.emulate import backend
 
         backend.default_threads()
@@ -101,7 +106,7 @@ class Chip:
         self.n_layers = a.num_layers
         self._nobias = np.zeros(1, I64)
         self._handles: dict[tuple, object] = {}  # the C kernel's matrix handles
-        self._fused = self._load(p, progress, load_rows)
+        self._fused = self._load(p, progress, load_rows, cache_key)
         self._next = self._prefetch_plan()
         self._steps = self._compile()
         if progress:  # the kernels compile on first use (then load from numba's disk cache)
@@ -113,7 +118,7 @@ class Chip:
             progress.advance(1)
 
     def _load(
-        self, params, progress, load_rows
+        self, params, progress, load_rows, cache_key=None
     ) -> dict[int, tuple[list[int], Matrix, np.ndarray | None]]:
         """Prepares every matmul's matrix, one at a time (:func:`prepare`). Consecutive matmul
         ops reading the same act8 (q/k/v; gate/up) run as one kernel call over their stacked
@@ -125,6 +130,13 @@ class Chip:
         names = sorted({op.matrix for op in ops if isinstance(op, O.MatMul)})
         if progress:
             progress.start("loading netlist", len(names))
+        cached = layoutcache.load(cache_key) if cache_key else None
+        if cached is not None and set(cached) == set(names):
+            self.mats.update(cached)
+            if progress:
+                progress.advance(len(names), "from the cache")
+        else:
+            cached = None
 
         def load(name: str) -> Matrix:
             if name not in self.mats:
@@ -134,6 +146,7 @@ class Chip:
             return self.mats[name]
 
         out = {}
+        seen: set[str] = set()  # matrices of earlier groups (one used twice is not stacked)
         i = 0
         while i < len(ops):
             first = ops[i]
@@ -150,13 +163,15 @@ class Chip:
                 j += 1
             group = list(range(i, j + 1))
             fresh = len({ops[k].matrix for k in group}) == len(group) and not any(
-                ops[k].matrix in self.mats for k in group
+                ops[k].matrix in seen for k in group
             )
+            seen.update(ops[k].matrix for k in group)
             mats = [load(ops[k].matrix) for k in group]
             if len(group) > 1 and fresh and all(m.same_storage(mats[0]) for m in mats):
                 biases = [None if ops[k].bias is None else params[ops[k].bias] for k in group]
                 out[i] = (group, *stack(mats, biases))
             i = j + 1
+        self.from_cache = cached is not None
         return out
 
     def _prefetch_plan(self) -> dict[int, tuple]:

@@ -53,11 +53,42 @@ def open_session(
     path: Path, context: int | None = None, progress=None, adapters: list[Path] = ()
 ) -> Session:
     """Open a build (hashes checked: exit 5), its netlist and tokenizer; prepare the chip with
-    ``adapters`` (PEFT LoRA folders) loaded into its SRAM."""
+    ``adapters`` (PEFT LoRA folders) loaded into its SRAM.
+
+    The files' hashes are checked on a second thread while the chip loads (hashlib releases
+    the GIL); the session is returned only when they match, and a mismatch wins over any
+    error the loading met. Matrices laid out from the tiles go to the layout cache
+    (:mod:`maskc.emulate.layoutcache`) only after that check."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from maskc.adapters import load_adapter
+    from maskc.build import verify_hashes
 
     loaded = [load_adapter(p) for p in adapters]
-    b = open_build(path)
+    b = open_build(path, check_hashes=False)
+    with ThreadPoolExecutor(2) as pool:
+        check = pool.submit(verify_hashes, b.path, b.manifest["files"])
+        pool.submit(_start_numba)
+        try:
+            nl, tok, chip, key = _load_session(b, context, progress, loaded)
+        finally:
+            check.result()  # VerifyError (exit 5) replaces whatever the loading raised
+    if not chip.from_cache:
+        from maskc.emulate import layoutcache
+
+        layoutcache.save(key, {n: chip.mats[n] for n in sorted(chip.mats)})
+    return Session(b, nl, chip, tok)
+
+
+def _start_numba() -> None:
+    """Loads one cached kernel: numba's first load sets up its compiler target (~0.3 s), which
+    then overlaps the hash check and the netlist's loading instead of following them."""
+    from maskc.emulate import kernels as K
+
+    K.bitlen(np.int64(1))
+
+
+def _load_session(b, context, progress, loaded):
     nl = load_netlist(b.path)
     tok = None
     t = nl.doc.get("tokenizer")
@@ -69,7 +100,11 @@ def open_session(
             tok = Tokenizer.from_file(str(p))
         except Exception as e:  # the tokenizers library raises a bare Exception
             raise InputError(f"{p}: not a readable tokenizer.json ({e})") from None
-    return Session(b, nl, Chip(nl, context=context, progress=progress, adapters=loaded), tok)
+    from maskc.emulate import backend, layoutcache
+
+    key = layoutcache.key(b.manifest, "c" if backend.use_c() else "numba")
+    chip = Chip(nl, context=context, progress=progress, adapters=loaded, cache_key=key)
+    return nl, tok, chip, key
 
 
 def chat_prompt(session: Session, user_text: str) -> str:
