@@ -388,3 +388,46 @@ def test_layout_cache_is_used_checked_and_never_poisoned(builds, tmp_path, monke
     monkeypatch.setenv(layoutcache.ENV, "off")
     params.write_bytes(bytes(raw[:-1]) + bytes([raw[-1] ^ 1]))
     assert not run()[0] and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("preset", ["tiny", "tiny-gqa-bf16"])
+def test_a_batch_gives_each_prompt_what_it_gives_alone(builds, preset):
+    """generate_batch (every matrix product shared by the sequences, attention per sequence)
+    returns, for each prompt, exactly the tokens, logits hash and stop reason of generating it
+    alone: greedy and sampled, prompts of different lengths, one stopping at EOS early."""
+    from maskc.emulate.run import generate_batch
+
+    s = open_session(builds[preset], context=40)
+    prompts = [[1, 2, 3, 4, 5], list(range(7, 30)), [9], list(range(40, 50))]
+    for params in SETTINGS:
+        for stop in (True, False):
+            alone = [generate(s, p, 12, params, stop_at_eos=stop, context_full="stop")
+                     for p in prompts]  # fmt: skip
+            gens, _, _ = generate_batch(s, prompts, 12, params, stop, "stop")
+            for a, b in zip(alone, gens, strict=True):
+                assert (a.tokens, a.logits_sha256, a.stopped_at_eos, a.stopped_at_context) == (
+                    b.tokens, b.logits_sha256, b.stopped_at_eos, b.stopped_at_context
+                )  # fmt: skip
+
+
+def test_prompts_file_runs_a_batch_from_the_command_line(builds, cli, tmp_path):
+    build = builds["tiny"]
+    f = tmp_path / "prompts.txt"
+    f.write_text("hello world\n\nthe model\n", encoding="utf-8")
+    r = cli("emulate", build, "--prompts", f, "-n", "6", "--json")
+    assert r.code == 0, r.err
+    doc = json.loads(r.out)
+    assert [x["prompt"] for x in doc["results"]] == ["hello world", "the model"]
+    for x in doc["results"]:
+        one = json.loads(cli("emulate", build, "--prompt", x["prompt"], "-n", "6", "--json").out)
+        assert (x["tokens"], x["logits_sha256"]) == (one["tokens"], one["logits_sha256"])
+    assert doc["timings"]["prompts"] == 2
+    text = cli("emulate", build, "--prompts", f, "-n", "3")
+    assert text.code == 0 and "[2] the model" in text.out and "2 prompts" in text.err
+    assert cli("emulate", build, "--prompts", f, "--prompt", "x").code == 2
+    assert cli("emulate", build, "--prompts", f, "--ppl", f).code == 2
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n", encoding="utf-8")
+    bad = cli("emulate", build, "--prompts", empty)
+    assert bad.code == 3 and "--prompts" in bad.err
+    assert cli("emulate", build, "--prompts", tmp_path / "missing.txt").code == 3

@@ -79,6 +79,16 @@ def emulate(
         str | None,
         typer.Option("--tokens", help="Token ids instead of --prompt, e.g. 1,2,3 (no tokenizer)."),
     ] = None,
+    prompts: Annotated[
+        Path | None,
+        typer.Option(
+            "--prompts",
+            metavar="FILE",
+            help="Several prompts at once: one per line of this UTF-8 file (blank lines "
+            "skipped), each in its own KV cache, all sharing each read of the weights; every "
+            "result is exactly that of its prompt run alone. --chat wraps each line.",
+        ),
+    ] = None,
     chat: Annotated[
         bool,
         typer.Option(
@@ -187,6 +197,9 @@ def emulate(
     Tokens stream as they come; --json gives prompt_tokens, tokens, text, logits_sha256 (the
     int32 logits of every generated position, little-endian) and timings.
 
+    --prompts FILE: one prompt per line, run together (each in its own KV cache, each result
+    exactly what it gives alone); --json gives results per prompt and the total decode rate.
+
     --ppl FILE --ctx 512 [--stride N]: perplexity with a fixed protocol: windows of ctx tokens
     from position 0, no BOS added, every position but a window's first scored.
 
@@ -207,8 +220,12 @@ def emulate(
         raise UsageError("--compare and --compare-dequantized contradict each other")
     if prompt is not None and tokens is not None:
         raise UsageError("give --prompt or --tokens, not both")
-    if chat and prompt is None:
-        raise UsageError("--chat needs --prompt")
+    if prompts is not None and (
+        prompt is not None or tokens is not None or ppl is not None or modes
+    ):
+        raise UsageError("--prompts runs its own prompts; drop --prompt/--tokens/--ppl/--compare")
+    if chat and prompt is None and prompts is None:
+        raise UsageError("--chat needs --prompt or --prompts")
     if ppl is not None and (prompt is not None or tokens is not None):
         raise UsageError("--ppl scores a file; drop --prompt/--tokens")
     from maskc.emulate import backend
@@ -229,6 +246,14 @@ def emulate(
 
     if ppl is not None:
         _perplexity(session, ppl, ctx, stride, max_tokens, perf, loaded, as_json)
+        return
+    if prompts is not None:
+        from maskc.cli.emulate_batch import run_batch
+        from maskc.emulate.sampling import SamplingParams
+
+        params = SamplingParams(temperature, top_k, top_p, seed)
+        run_batch(session, prompts, chat, max_new_tokens, params, not ignore_eos,
+                  context_full.value, as_json)  # fmt: skip
         return
     ids = _prompt_ids(session, prompt, tokens, chat)
     if compare is not None or compare_dequantized:

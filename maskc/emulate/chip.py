@@ -32,6 +32,15 @@ PREFETCH_CALLS = 8
 
 
 @dataclass
+class KVState:
+    """One sequence's KV cache: ``pos`` tokens stored, per layer the int8 keys and values with
+    their act8 mantissas and exponents (allocated on first use, ``context`` tokens each)."""
+
+    pos: int
+    cache: list[dict]
+
+
+@dataclass
 class Act8:
     """act8 values of a batch: codes int64 ``[T, n]``, mantissa and exponent int64 ``[T]``,
     group shifts int64 ``[T, ceil(n / 32)]``."""
@@ -199,7 +208,8 @@ class Chip:
         return plan
 
     def _compile(self) -> list:
-        """The netlist's ops as a list of closures ``step(slots, ids, positions)``, each with
+        """The netlist's ops as a list of closures ``step(slots, ids, positions, segs)``
+        (``segs``: each sequence's KV state and rows, :meth:`forward_batch`), each with
         its arguments looked up once (decode runs ~400 ops per token: dispatching on each
         op's class and reading its fields every time cost more than some of the ops)."""
         p = self.params
@@ -225,7 +235,7 @@ class Chip:
         mm, adapt = self.matmul, self._adapt
         lora = any(name in self.lora for _, name, _, _ in parts)
 
-        def step(slots, ids, positions):
+        def step(slots, ids, positions, segs):
             a = slots[src]
             y = mm(a, st, bias, hint)
             for out, name, r0, r1 in parts:
@@ -239,14 +249,14 @@ class Chip:
             case O.Embed():
                 embed, matrix, out = self.embed, op.matrix, op.out
 
-                def step(slots, ids, positions):
+                def step(slots, ids, positions, segs):
                     slots[out] = embed(matrix, ids)
 
             case O.RmsNorm():
                 norm, src, out = self.rmsnorm, op.src, op.out
                 gamma, gf, eps = p[op.gamma], op.gamma_frac, op.eps_d
 
-                def step(slots, ids, positions):
+                def step(slots, ids, positions, segs):
                     slots[out] = norm(slots[src], gamma, gf, eps)
 
             case O.MatMul():
@@ -255,7 +265,7 @@ class Chip:
                 bias = p[op.bias] if op.bias is not None else None
                 lora = name in self.lora
 
-                def step(slots, ids, positions):
+                def step(slots, ids, positions, segs):
                     a = slots[src]
                     y = mm(a, mat, bias, hint)
                     slots[out] = adapt(name, a, y) if lora else y
@@ -263,37 +273,46 @@ class Chip:
             case O.Rope():
                 rope, src, out, heads = self.rope, op.src, op.out, op.heads
 
-                def step(slots, ids, positions):
+                def step(slots, ids, positions, segs):
                     slots[out] = rope(slots[src], heads, positions)
 
             case O.Attention():
                 att, q, k, v, out = self.attention, op.q, op.k, op.v, op.out
 
-                def step(slots, ids, positions):
-                    slots[out] = att(op, slots[q], slots[k], slots[v], positions)
+                def step(slots, ids, positions, segs):
+                    qa, ka, va = slots[q], slots[k], slots[v]
+                    if len(segs) == 1:
+                        slots[out] = att(op, qa, ka, va, positions, segs[0][0])
+                        return
+                    slots[out] = np.concatenate(
+                        [
+                            att(op, qa[r0:r1], ka[r0:r1], va[r0:r1], positions[r0:r1], st)
+                            for st, r0, r1 in segs
+                        ]
+                    )
 
             case O.Quantize():
                 quant, src, out = self.quantize, op.src, op.out
 
-                def step(slots, ids, positions):
+                def step(slots, ids, positions, segs):
                     slots[out] = quant(slots[src])
 
             case O.Add():
                 add, a_, b_, out = U.add_rows, op.a, op.b, op.out
 
-                def step(slots, ids, positions):
+                def step(slots, ids, positions, segs):
                     slots[out] = add(slots[a_], slots[b_])
 
             case O.SwiGlu():
                 swiglu, gate, up, out = self.swiglu, op.gate, op.up, op.out
 
-                def step(slots, ids, positions):
+                def step(slots, ids, positions, segs):
                     slots[out] = swiglu(slots[gate], slots[up])
 
             case O.Logits():
                 src = op.src
 
-                def step(slots, ids, positions):
+                def step(slots, ids, positions, segs):
                     slots[_LOGITS] = slots[src]
 
             case _:  # load_netlist admits only the kinds of maskc.netlist.ops.OPS
@@ -321,12 +340,21 @@ class Chip:
 
     # -- state ---------------------------------------------------------------------------------
 
+    def new_state(self) -> KVState:
+        """An empty KV cache (one sequence; :meth:`forward_batch` runs several)."""
+        return KVState(
+            0,
+            [{k: None for k in ("xk", "mk", "ek", "xv", "mv", "ev")} for _ in range(self.n_layers)],
+        )
+
     def reset(self) -> None:
         """Empty the KV cache; the next token is at position 0."""
-        self.pos = 0
-        self.cache = [
-            {k: None for k in ("xk", "mk", "ek", "xv", "mv", "ev")} for _ in range(self.n_layers)
-        ]
+        self.state = self.new_state()
+
+    @property
+    def pos(self) -> int:
+        """The position of the next token of the default sequence."""
+        return self.state.pos
 
     # -- ops -----------------------------------------------------------------------------------
 
@@ -450,8 +478,8 @@ class Chip:
     def rope(self, y: np.ndarray, heads: int, positions: np.ndarray) -> np.ndarray:
         return U.rope_rows(y, heads, self.hd, positions, self.phase_step, self.cos)
 
-    def _cache(self, layer: int, kvh: int) -> dict:
-        c = self.cache[layer]
+    def _cache(self, state: KVState, layer: int, kvh: int) -> dict:
+        c = state.cache[layer]
         if c["xk"] is None:
             for k in ("k", "v"):
                 c["x" + k] = np.zeros((kvh, self.context, self.hd), np.int8)
@@ -459,9 +487,11 @@ class Chip:
                 c["e" + k] = np.zeros((kvh, self.context), I64)
         return c
 
-    def attention(self, op: O.Attention, q, k, v, positions: np.ndarray) -> np.ndarray:
+    def attention(self, op: O.Attention, q, k, v, positions: np.ndarray, state=None) -> np.ndarray:
+        """Attention of one sequence's rows over its KV cache (``state``; default: the chip's
+        own sequence)."""
         heads, kvh, layer = op.heads, op.kv_heads, op.layer
-        c = self._cache(layer, kvh)
+        c = self._cache(self.state if state is None else state, layer, kvh)
         start = int(positions[0])
         U.kv_store(k, kvh, self.hd, self.F, c["xk"], c["mk"], c["ek"], start)
         U.kv_store(v, kvh, self.hd, self.F, c["xv"], c["mv"], c["ev"], start)
@@ -497,27 +527,46 @@ class Chip:
 
     def forward(self, tokens: list[int]) -> np.ndarray:
         """Run ``tokens`` at the next positions; int32 logits ``[len(tokens), vocab]``."""
-        t = len(tokens)
-        if t == 0:
-            raise ValueError("forward needs at least one token")
-        ids = np.asarray(tokens, I64)
+        return self.forward_batch([self.state], [tokens])[0]
+
+    def forward_batch(self, states: list[KVState], tokens: list[list[int]]) -> list[np.ndarray]:
+        """Run several sequences together, each ``tokens[i]`` at the next positions of its own
+        KV cache ``states[i]``: their rows share every matrix product (one read of the
+        weights for all), and attention runs per sequence. The logits of each are exactly
+        those of running it alone (``[len(tokens[i]), vocab]`` int32 each)."""
+        if len(states) != len(tokens) or not states:
+            raise ValueError("forward_batch needs one token list per state")
+        if len({id(s) for s in states}) != len(states):
+            raise ValueError("forward_batch: a state appears twice")
+        segs, r = [], 0
+        for st, toks in zip(states, tokens, strict=True):
+            t = len(toks)
+            if t == 0:
+                raise ValueError("forward needs at least one token")
+            if st.pos + t > self.context:
+                raise FitError(
+                    f"the KV cache holds {self.context:,} tokens (--context; at most "
+                    f"{self.max_context:,} on this build{self.adapter_note}); this run needs "
+                    f"{st.pos + t:,}"
+                )
+            segs.append((st, r, r + t))
+            r += t
+        ids = np.asarray([i for toks in tokens for i in toks], I64)
         if ids.min() < 0 or ids.max() >= self.vocab:
             raise InputError(f"token id outside the vocabulary (0..{self.vocab - 1})")
-        if self.pos + t > self.context:
-            raise FitError(
-                f"the KV cache holds {self.context:,} tokens (--context; at most "
-                f"{self.max_context:,} on this build{self.adapter_note}); this run needs "
-                f"{self.pos + t:,}"
-            )
-        positions = np.arange(self.pos, self.pos + t, dtype=I64)
+        positions = np.concatenate(
+            [np.arange(st.pos, st.pos + (r1 - r0), dtype=I64) for st, r0, r1 in segs]
+        )
         slots: dict[str, object] = {}
         for step in self._steps:
-            step(slots, ids, positions)
+            step(slots, ids, positions, segs)
         logits = slots.get(_LOGITS)
-        self.pos += t
         if logits is None:
             raise InputError("the netlist has no logits op")
-        return logits.astype(np.int32)
+        for st, r0, r1 in segs:
+            st.pos += r1 - r0
+        out = logits.astype(np.int32)
+        return [out[r0:r1] for _, r0, r1 in segs]
 
 
-__all__ = ["Act8", "Chip"]
+__all__ = ["Act8", "Chip", "KVState"]

@@ -163,6 +163,104 @@ def generate(
     ``max_new_tokens - 1`` exceeds it, unless ``context_full == "stop"``: generation then
     stops when the cache is full (``stopped_at_context``). Nothing is ever truncated."""
     chip = session.chip
+    _check_room(chip, prompt, max_new_tokens, context_full)
+    chip.reset()
+    num = session.netlist.doc["numerics"]
+    sampler = Sampler(params, num["signal_frac"], num["log2e_q16"], chip.params["lut.exp2"])
+    eos = (session.netlist.doc.get("tokenizer") or {}).get("eos_token_id")
+    g = Generation(list(prompt))
+    h = hashlib.sha256()
+    t0 = time.perf_counter()
+    logits = chip.forward(list(prompt))[-1]
+    g.prefill_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    while True:
+        h.update(np.ascontiguousarray(logits, dtype="<i4").tobytes())
+        if keep_logits is not None:
+            keep_logits.append(logits.copy())
+        tok = sampler(logits)
+        g.tokens.append(tok)
+        if on_token:
+            on_token(tok)
+        if _done(g, tok, eos, stop_at_eos, max_new_tokens, chip.pos, chip.context):
+            break
+        logits = chip.forward([tok])[0]
+    g.decode_s = time.perf_counter() - t1
+    g.logits_sha256 = h.hexdigest()
+    return g
+
+
+def _done(g: Generation, tok: int, eos, stop_at_eos: bool, n: int, pos: int, ctx: int) -> bool:
+    """Whether generation ``g`` (``tok`` just sampled, its cache at ``pos``) stops here."""
+    if stop_at_eos and eos is not None and tok == eos:
+        g.stopped_at_eos = True
+        return True
+    if len(g.tokens) >= n:
+        return True
+    if pos >= ctx:
+        g.stopped_at_context = True
+        return True
+    return False
+
+
+def generate_batch(
+    session: Session,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    params: SamplingParams,
+    stop_at_eos: bool = True,
+    context_full: str = "refuse",
+) -> tuple[list[Generation], float, float]:
+    """:func:`generate` for several prompts at once, each in its own KV cache, sharing every
+    matrix product (:meth:`Chip.forward_batch`): each result (tokens, logits hash, stops) is
+    exactly that of generating its prompt alone with the same ``params`` (each sequence has
+    its own sampler, seeded alike). Returns the generations and the batch's prefill and
+    decode seconds."""
+    chip = session.chip
+    if not prompts:
+        raise UsageError("no prompts to run")
+    for p in prompts:
+        _check_room(chip, p, max_new_tokens, context_full)
+    num = session.netlist.doc["numerics"]
+    eos = (session.netlist.doc.get("tokenizer") or {}).get("eos_token_id")
+    states = [chip.new_state() for _ in prompts]
+    samplers = [
+        Sampler(params, num["signal_frac"], num["log2e_q16"], chip.params["lut.exp2"])
+        for _ in prompts
+    ]
+    gens = [Generation(list(p)) for p in prompts]
+    hashes = [hashlib.sha256() for _ in prompts]
+    t0 = time.perf_counter()
+    logits = [lg[-1] for lg in chip.forward_batch(states, [list(p) for p in prompts])]
+    prefill_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    active = list(range(len(prompts)))
+    while active:
+        nxt = []
+        for i, lg in zip(active, logits, strict=True):
+            hashes[i].update(np.ascontiguousarray(lg, dtype="<i4").tobytes())
+            tok = samplers[i](lg)
+            gens[i].tokens.append(tok)
+            if not _done(gens[i], tok, eos, stop_at_eos, max_new_tokens, states[i].pos,
+                         chip.context):  # fmt: skip
+                nxt.append(i)
+        active = nxt
+        if active:
+            logits = [
+                lg[0]
+                for lg in chip.forward_batch(
+                    [states[i] for i in active], [[gens[i].tokens[-1]] for i in active]
+                )
+            ]
+    decode_s = time.perf_counter() - t1
+    for g, h in zip(gens, hashes, strict=True):
+        g.logits_sha256 = h.hexdigest()
+        g.prefill_s, g.decode_s = prefill_s, decode_s
+    return gens, prefill_s, decode_s
+
+
+def _check_room(chip: Chip, prompt: list[int], max_new_tokens: int, context_full: str) -> None:
+    """The refusals of :func:`generate` (exit 2 for usage, 4 for a KV cache too small)."""
     if not prompt:
         raise UsageError("the prompt is empty (give some text or --tokens)")
     if max_new_tokens < 1:
@@ -183,36 +281,6 @@ def generate(
             f"{chip.max_context:,} on this build{chip.adapter_note}); use --max-new-tokens "
             f"{room + 1:,} or less, a larger --context, or --context-full stop"
         )
-    chip.reset()
-    num = session.netlist.doc["numerics"]
-    sampler = Sampler(params, num["signal_frac"], num["log2e_q16"], chip.params["lut.exp2"])
-    eos = (session.netlist.doc.get("tokenizer") or {}).get("eos_token_id")
-    g = Generation(list(prompt))
-    h = hashlib.sha256()
-    t0 = time.perf_counter()
-    logits = chip.forward(list(prompt))[-1]
-    g.prefill_s = time.perf_counter() - t0
-    t1 = time.perf_counter()
-    while True:
-        h.update(np.ascontiguousarray(logits, dtype="<i4").tobytes())
-        if keep_logits is not None:
-            keep_logits.append(logits.copy())
-        tok = sampler(logits)
-        g.tokens.append(tok)
-        if on_token:
-            on_token(tok)
-        if stop_at_eos and eos is not None and tok == eos:
-            g.stopped_at_eos = True
-            break
-        if len(g.tokens) >= max_new_tokens:
-            break
-        if chip.pos >= chip.context:
-            g.stopped_at_context = True
-            break
-        logits = chip.forward([tok])[0]
-    g.decode_s = time.perf_counter() - t1
-    g.logits_sha256 = h.hexdigest()
-    return g
 
 
 def float_logits(session: Session, arr: np.ndarray) -> np.ndarray:
