@@ -372,7 +372,11 @@ def test_layout_cache_is_used_checked_and_never_poisoned(builds, tmp_path, monke
     second, g2 = run()
     assert (first, second, len(files)) == (False, True, 1)
     assert g1.logits_sha256 == g2.logits_sha256
-    files[0].write_bytes(files[0].read_bytes()[:1000])  # damaged: ignored, then rewritten
+    # damaged (a new file put in its place: truncating a file in place would pull the pages
+    # from under the earlier chip's memory maps): ignored, then rewritten
+    damaged = tmp_path / "damaged"
+    damaged.write_bytes(files[0].read_bytes()[:1000])
+    damaged.replace(files[0])
     third, g3 = run()
     assert not third and g3.logits_sha256 == g1.logits_sha256
     assert run()[0]
