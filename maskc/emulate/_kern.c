@@ -25,8 +25,9 @@
  * AVX-512 VNNI vpdpbusd multiplies a quad by 4 broadcast activation bytes into 16 int32 sums.
  *
  * Threads: tiles are handed out in units from one atomic counter; the calling thread works
- * too, so a worker that is asleep or descheduled never holds a product up unless it already
- * took a unit. Waiting threads spin at most SPIN_NS, then sleep on a condition variable.
+ * too (from the back, the workers from the front), so a worker that is asleep or descheduled
+ * never holds a product up unless it already took a unit. Waiting threads spin at most
+ * SPIN_NS, then sleep on a condition variable.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -65,6 +66,7 @@ typedef struct {
     const int64_t *bias; /* [nt * 16] */
     int64_t *out;        /* [T, rows] */
     int64_t tiles_per_unit;
+    int64_t units;       /* set by run_job */
 } job_t;
 
 /* -- the contract's scalar functions (docs/numerics.md) --------------------------------------- */
@@ -369,7 +371,21 @@ static void prefetch_unit(int64_t u) {
     }
 }
 
-/* Claims and runs units of the job in ticket generation ``gen`` until none is left. */
+/* Runs unit ``idx`` of the product in generation ``gen``; the last one done wakes the caller
+ * if it sleeps. */
+static void finish(int64_t gen, int64_t idx) {
+    const job_t *J = &P.slot[gen & 1];
+    run_unit(J, idx);
+    if (atomic_fetch_add(&P.done, 1) + 1 == J->units && atomic_load(&P.main_waiting)) {
+        pthread_mutex_lock(&P.mu);
+        pthread_cond_broadcast(&P.cv_done);
+        pthread_mutex_unlock(&P.mu);
+    }
+}
+
+/* Claims and runs units of the job in ticket generation ``gen`` from the front (the ticket's
+ * next index; its units field is the end, lowered by the caller's claims from the back)
+ * until none is left. */
 static void work(int64_t gen) {
     for (;;) {
         int64_t t = atomic_load(&P.ticket);
@@ -383,12 +399,21 @@ static void work(int64_t gen) {
             continue;
         }
         if (!atomic_compare_exchange_weak(&P.ticket, &t, t + 1)) continue;
-        run_unit(&P.slot[gen & 1], idx);
-        if (atomic_fetch_add(&P.done, 1) + 1 == units && atomic_load(&P.main_waiting)) {
-            pthread_mutex_lock(&P.mu);
-            pthread_cond_broadcast(&P.cv_done);
-            pthread_mutex_unlock(&P.mu);
-        }
+        finish(gen, idx);
+    }
+}
+
+/* The calling thread's claims: from the back. The workers take units from the front, and
+ * the front is what they have just read into their caches (the prefetch of the previous
+ * call), so each side mostly works on lines its own core holds. */
+static void work_back(int64_t gen) {
+    for (;;) {
+        int64_t t = atomic_load(&P.ticket);
+        if (gen_of(t) != gen) return;
+        int64_t hi = (t >> IDX_BITS) & IDX_MASK, lo = t & IDX_MASK;
+        if (lo >= hi) return;
+        if (!atomic_compare_exchange_weak(&P.ticket, &t, t - ((int64_t)1 << IDX_BITS))) continue;
+        finish(gen, hi - 1);
     }
 }
 
@@ -497,9 +522,10 @@ static void run_job(const job_t *J) {
     }
     int64_t gen = next_gen();
     P.slot[gen & 1] = *J;
+    P.slot[gen & 1].units = units;
     atomic_store(&P.done, 0);
     publish(gen, 0, units);
-    work(gen);
+    work_back(gen);
     int64_t until = now_ns() + SPIN_NS;
     for (int i = 0; atomic_load(&P.done) < units; i++) {
         cpu_relax();
