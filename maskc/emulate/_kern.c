@@ -37,6 +37,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
@@ -514,9 +515,44 @@ static void start_prefetch(const char **ptr, const int64_t *len, int n) {
     if (units > 0) publish(next_gen(), 1, units);
 }
 
+/* Beside busy processes the workers take CPU time from the calling thread, which carries
+ * the token from product to product: with one busy process on 2 cores, 2 threads kept 45%
+ * of their idle decode speed and 1 thread all of it (benchmarks/emulate_load.py). So every
+ * CHECK_EVERY products the pool reads the number of runnable tasks (Linux: procs_running in
+ * /proc/stat); while the others would leave fewer online CPUs than this pool has threads,
+ * products run on the calling thread alone, without prefetch ("solo"). */
+#define CHECK_EVERY 256
+static int solo, check_left;
+
+static int oversubscribed(void) {
+#if defined(__linux__)
+    FILE *fp = fopen("/proc/stat", "r");
+    if (!fp) return 0;
+    char line[256];
+    long running = -1;
+    while (fgets(line, sizeof line, fp))
+        if (!strncmp(line, "procs_running ", 14)) {
+            running = atol(line + 14);
+            break;
+        }
+    fclose(fp);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    if (running < 0 || cpus <= 0) return 0;
+    /* ours: this thread, and in the pooled mode the workers (spinning or prefetching) */
+    long ours = 1 + (solo ? 0 : P.nworkers), others = running - ours;
+    return others + P.nworkers + 1 > cpus;
+#else
+    return 0;
+#endif
+}
+
 static void run_job(const job_t *J) {
     int64_t units = (J->nt + J->tiles_per_unit - 1) / J->tiles_per_unit;
-    if (P.nworkers == 0 || units <= 1) {
+    if (P.nworkers && --check_left <= 0) {
+        check_left = CHECK_EVERY;
+        solo = oversubscribed();
+    }
+    if (P.nworkers == 0 || units <= 1 || solo) {
         for (int64_t u = 0; u < units; u++) run_unit(J, u);
         return;
     }
@@ -726,7 +762,7 @@ static PyObject *py_matmul(PyObject *self, PyObject *args) {
     run_job(&J);
     old_hold = pf_hold;
     pf_hold = NULL;
-    if (R && R->n && P.nworkers) {
+    if (R && R->n && P.nworkers && !solo) {
         pf_hold = hint;
         start_prefetch(R->ptr, R->len, R->n);
     }

@@ -3,7 +3,9 @@
 * ``c``: :mod:`maskc.emulate._kern`, compiled by pip from ``_kern.c`` when a C compiler is
   present: AVX-512 VNNI where the CPU has it (one instruction multiplies 64 4-bit or 8-bit
   weights by activation bytes), portable C otherwise, and its own thread pool whose idle
-  threads sleep after 50 µs (never spinning beside a busy process);
+  threads sleep after 50 µs, and which runs products on the calling thread alone while
+  other processes keep the CPUs busy (``/proc/stat``'s runnable count, checked every 256
+  products);
 * ``numba``: the loops of :mod:`maskc.emulate.kernels`, always available.
 
 Both compute the integers of docs/numerics.md exactly (tests compare them with each other and
