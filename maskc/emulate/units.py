@@ -191,7 +191,7 @@ def kv_store(val, kvh, hd, f, cx, cm, ce, start):  # pragma: no cover - compiled
 
 
 @njit(cache=True, inline="always")
-def attention_job(
+def attention_kv_job(
     job,
     q,
     positions,
@@ -211,53 +211,67 @@ def attention_job(
     ve,
     out,
 ):  # pragma: no cover - compiled
-    """One (query row, head) of :func:`attention_rows` into ``out``."""
+    """The ``heads / kvh`` query heads sharing kv head ``job % kvh``, of row ``job // kvh``,
+    into ``out``: each head exactly as docs/numerics.md computes it alone, the cached keys and
+    values read once for the group (grouped-query attention)."""
     group = heads // kvh
-    t = job // heads
-    h = job % heads
-    kv = h // group
+    t = job // kvh
+    kv = job % kvh
     p = positions[t]
     lo = 0 if window <= 0 else max(0, p - window + 1)
     n = p + 1 - lo
     qv = np.empty(hd, np.int64)
-    for i in range(hd):
-        qv[i] = q[t, h * hd + i] * inv_sqrt_hd
-    xq = np.empty(hd, np.int64)
+    xq = np.empty((group, hd), np.int64)
+    mq = np.empty(group, np.int64)
+    eq = np.empty(group, np.int64)
     sq = np.empty(1, np.int64)
-    mq, eq = q8_row(qv, f + 16, 0, xq, sq)
-    eq += sq[0]
-    z = np.empty(n, np.int64)
-    zmax = np.int64(INT32_MIN) - 1
+    for g in range(group):
+        h = kv * group + g
+        for i in range(hd):
+            qv[i] = q[t, h * hd + i] * inv_sqrt_hd
+        mq[g], e = q8_row(qv, f + 16, 0, xq[g], sq)
+        eq[g] = e + sq[0]
+    z = np.empty((group, n), np.int64)
+    zmax = np.full(group, np.int64(INT32_MIN) - 1)
     for k in range(n):
         tt = lo + k
-        d = np.int64(0)
-        for i in range(hd):
-            d += xq[i] * kx[kv, tt, i]
-        zz = sat32(rsr(d * mq * km[kv, tt], -(eq + ke[kv, tt]) - f))
-        z[k] = zz
-        zmax = max(zmax, zz)
-    pr = np.empty(n, np.int64)
-    tot = np.int64(0)
+        kmv = km[kv, tt]
+        kev = ke[kv, tt]
+        for g in range(group):
+            d = np.int64(0)
+            for i in range(hd):
+                d += xq[g, i] * kx[kv, tt, i]
+            zz = sat32(rsr(d * mq[g] * kmv, -(eq[g] + kev) - f))
+            z[g, k] = zz
+            zmax[g] = max(zmax[g], zz)
+    pr = np.empty((group, n), np.int64)
+    tot = np.zeros(group, np.int64)
     emax = np.int64(-(1 << 62))
     for k in range(n):
-        pr[k] = exp_weight(zmax - z[k], log2e, f, exp2_lut)
-        tot += pr[k]
+        for g in range(group):
+            pr[g, k] = exp_weight(zmax[g] - z[g, k], log2e, f, exp2_lut)
+            tot[g] += pr[g, k]
         if vm[kv, lo + k] != 0:  # all-zero value vectors do not set the exponent
             emax = max(emax, ve[kv, lo + k])
     if emax == -(1 << 62):
         emax = 0
-    r = (np.int64(1) << 46) // tot
-    o = np.zeros(hd, np.int64)
+    r = np.empty(group, np.int64)
+    for g in range(group):
+        r[g] = (np.int64(1) << 46) // tot[g]
+    o = np.zeros((group, hd), np.int64)
     for k in range(n):
         tt = lo + k
         if vm[kv, tt] == 0:
             continue
-        wt = rsr(rsr(pr[k] * r, 31) * vm[kv, tt], emax - ve[kv, tt])
-        if wt != 0:
-            for i in range(hd):
-                o[i] += wt * vx[kv, tt, i]
-    for i in range(hd):
-        out[t, h * hd + i] = sat32(rsr(o[i], 15 - emax - f))
+        for g in range(group):
+            wt = rsr(rsr(pr[g, k] * r[g], 31) * vm[kv, tt], emax - ve[kv, tt])
+            if wt != 0:
+                for i in range(hd):
+                    o[g, i] += wt * vx[kv, tt, i]
+    for g in range(group):
+        h = kv * group + g
+        for i in range(hd):
+            out[t, h * hd + i] = sat32(rsr(o[g, i], 15 - emax - f))
 
 
 @njit(cache=True)
@@ -266,11 +280,11 @@ def attention_rows(
 ):  # pragma: no cover - compiled
     """Attention of every query row over the cache (docs/numerics.md); signal [T, heads*hd].
     ``window`` <= 0: no sliding window. On the calling thread (``attention_rows_par``: the
-    (row, head) jobs in parallel)."""
+    (row, kv head) jobs in parallel)."""
     t_n = q.shape[0]
     out = np.empty((t_n, heads * hd), np.int64)
-    for job in range(t_n * heads):
-        attention_job(
+    for job in range(t_n * kvh):
+        attention_kv_job(
             job, q, positions, heads, kvh, hd, window, f, inv_sqrt_hd, log2e, exp2_lut,
             kx, km, ke, vx, vm, ve, out,
         )  # fmt: skip
@@ -282,11 +296,11 @@ def attention_rows_par(
     q, positions, heads, kvh, hd, window, f, inv_sqrt_hd, log2e, exp2_lut, kx, km, ke, vx, vm, ve
 ):  # pragma: no cover - compiled
     """Attention of every query row over the cache (docs/numerics.md); signal [T, heads*hd].
-    ``window`` <= 0: no sliding window. The (row, head) jobs in parallel."""
+    ``window`` <= 0: no sliding window. The (row, kv head) jobs in parallel."""
     t_n = q.shape[0]
     out = np.empty((t_n, heads * hd), np.int64)
-    for job in prange(t_n * heads):
-        attention_job(
+    for job in prange(t_n * kvh):
+        attention_kv_job(
             job, q, positions, heads, kvh, hd, window, f, inv_sqrt_hd, log2e, exp2_lut,
             kx, km, ke, vx, vm, ve, out,
         )  # fmt: skip
