@@ -420,18 +420,9 @@ def _generate(
         "kernel": backend.describe(),
     }
     if as_json:
-        emit_json(
-            {
-                "prompt_tokens": g.prompt_tokens,
-                "tokens": g.tokens,
-                "text": session.decode(g.tokens),
-                "logits_sha256": g.logits_sha256,
-                "stopped_at_eos": g.stopped_at_eos,
-                "stopped_at_context": g.stopped_at_context,
-                "adapters": loaded,
-                "timings": timings,
-            }
-        )
+        from maskc.cli.emulate_batch import generation_json
+
+        emit_json({**generation_json(session, g), "adapters": loaded, "timings": timings})
         return
     sys.stdout.write("\n")
     err.print(

@@ -15,6 +15,18 @@ from maskc.cli.app import emit_json, err, out
 from maskc.errors import InputError
 
 
+def generation_json(session, g) -> dict:
+    """A generation's fields in ``--json`` output (one prompt's, or each of a batch's)."""
+    return {
+        "prompt_tokens": g.prompt_tokens,
+        "tokens": g.tokens,
+        "text": session.decode(g.tokens),
+        "logits_sha256": g.logits_sha256,
+        "stopped_at_eos": g.stopped_at_eos,
+        "stopped_at_context": g.stopped_at_context,
+    }
+
+
 def read_prompts(path: Path) -> list[str]:
     """The non-blank lines of ``path`` (UTF-8); InputError when there are none."""
     from maskc.fsutil import read_text
@@ -52,16 +64,7 @@ def run_batch(session, path: Path, chat: bool, max_new_tokens: int, params, stop
         "kernel": backend.describe(),
     }
     results = [
-        {
-            "prompt": t,
-            "prompt_tokens": g.prompt_tokens,
-            "tokens": g.tokens,
-            "text": session.decode(g.tokens),
-            "logits_sha256": g.logits_sha256,
-            "stopped_at_eos": g.stopped_at_eos,
-            "stopped_at_context": g.stopped_at_context,
-        }
-        for t, g in zip(texts, gens, strict=True)
+        {"prompt": t, **generation_json(session, g)} for t, g in zip(texts, gens, strict=True)
     ]
     if as_json:
         emit_json({"results": results, "timings": timings})
