@@ -3,13 +3,15 @@ rate, and what a build asks of them per token (issue 18: "find the limit first")
 
 * **bandwidth**: GB/s of a numba loop summing a 512 MiB array (far larger than the caches),
   with 1 thread and with every thread this process may use;
-* **MAC rate**: multiply-accumulates per second per core, data in L1/L2, of three inner loops:
-  the emulator's own packed 4-bit block kernel (``kernels._block``, int16 lanes, one token), the
-  same kernel over 64 tokens (the weights loaded once per 64 tokens, as in prefill), a plain
-  int8 x int8 -> int32 dot product as numba compiles it, and a float32 GEMM of numpy's BLAS
+* **MAC rate**: multiply-accumulates per second per core, data in L1/L2, of the inner loops:
+  the C kernel that ``maskc emulate`` runs where the CPU has AVX-512 VNNI (``_kern.c``, one
+  and 64 tokens); numba's packed 4-bit block kernel (``kernels._block``, int16 lanes, one
+  token), the same kernel over 64 tokens (the weights loaded once per 64 tokens, as in
+  prefill), a plain int8 x int8 -> int32 dot product as numba compiles it, and a float32 GEMM
+  of numpy's BLAS
   (64 x 4096 by 4096 x 4096, all threads, per core: exact for integer sums below 2^24, the
   GEMM route to prefill). The hardware's peak (AVX-512 VNNI ``vpdpbusd``: 64 int8 MACs per
-  instruction) is above all of these; none of them reaches it;
+  instruction) is above all of these;
 * **per token**, from a build: bytes of the prepared matrices read per decoded token
   (``Chip.resident_bytes``: every matrix once; a tied embedding is read as the lm_head), and
   MACs per token (rows x columns of every matmul op);
@@ -94,6 +96,7 @@ def mac_rates() -> dict:
         reps = max(1, 2000 // tokens)
         t = _best(lambda args=args, reps=reps: [K._block_out(*args) for _ in range(reps)], 3)
         out[f"emulator packed kernel, {tokens} token(s)"] = reps * tokens * cp * 128 / t
+    out.update(c_kernel_rates(rng))
     a = rng.integers(-127, 128, 32768).astype(np.int8)
     b = rng.integers(-127, 128, 32768).astype(np.int8)
     _dot_i8(a, b, 1)
@@ -105,6 +108,42 @@ def mac_rates() -> dict:
     x @ w
     cores = len(os.sched_getaffinity(0))
     out["float32 GEMM (numpy BLAS), per core"] = 64 * 4096 * 4096 / _best(lambda: x @ w, 3) / cores
+    return out
+
+
+def c_kernel_rates(rng) -> dict:
+    """The C kernel (maskc/emulate/_kern.c) on one thread over a 4-bit matrix of 512 x 1024
+    (256 KiB of codes, in L2), 1 and 64 tokens; {} when it is not built."""
+    from maskc.emulate import backend
+
+    kern = backend._kern
+    if kern is None:
+        return {}
+    kern.set_threads(1)
+    rows, cp = 512, 1024
+    nt, ng = rows // 16, cp // 32
+    codes = rng.integers(0, 256, (nt, ng, 4, 64), dtype=np.uint8)
+    msh = rng.integers(1, 1 << 14, (nt, ng, 16)).astype(np.int16)
+    z = np.zeros((nt, ng, 16), np.int16)
+    k = np.full(nt * 16, 20, np.int32)
+    h = kern.matrix(codes, True, nt, ng, 1, -8, True, msh, True, z, True, k, k,
+                    np.zeros(1, np.int64), False, rows, cp)  # fmt: skip
+    out = {}
+    for tokens in (1, 64):
+        x = rng.integers(-127, 128, (tokens, cp)).astype(np.int64)
+        s = rng.integers(0, 8, (tokens, ng)).astype(np.int64)
+        m, e = np.full(tokens, 1000, np.int64), np.full(tokens, -30, np.int64)
+        y = np.empty((tokens, rows), np.int64)
+        reps = max(1, 2000 // tokens)
+
+        def run(x=x, s=s, m=m, e=e, y=y, reps=reps):
+            for _ in range(reps):
+                kern.matmul(x, s, m, e, cp, 16, h, y)
+
+        run()
+        out[f"C kernel ({kern.isa()}), {tokens} token(s)"] = (
+            reps * tokens * cp * rows / _best(run, 3)
+        )
     return out
 
 
@@ -146,6 +185,10 @@ def main() -> None:
     print(f"{'decode bound by the kernel at 1 token (all cores)':<52}{one:>10.1f} tok/s")
     print(f"{'prefill bound by the kernel at 64 tokens':<52}{many:>10.1f} tok/s")
     print(f"{'prefill bound by an int8 dot product (numba)':<52}{vnni:>10.1f} tok/s")
+    for k, v in macs.items():
+        if k.startswith("C kernel"):
+            bound = v * cores / tok["macs"]
+            print(f"{'bound by the ' + k + ', all cores':<52}{bound:>10.1f} tok/s")
     print(f"{'prefill bound by a float32 GEMM (BLAS)':<52}{gemm:>10.1f} tok/s")
     result = {
         "bandwidth_gbs": {"1": bw1, str(cores): bwn},

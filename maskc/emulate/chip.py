@@ -320,16 +320,22 @@ class Chip:
         return step
 
     def resident_bytes(self) -> int:
-        """Bytes of the prepared matrices' arrays (each buffer once; the members of a stack are
-        views of it)."""
-        seen: dict[int, int] = {}
-        for m in self.mats.values():
-            for arr in m.arrays():
-                base = arr
-                while isinstance(base.base, np.ndarray):
-                    base = base.base
-                seen[id(base)] = base.nbytes
-        return sum(seen.values())
+        """Bytes of the prepared matrices' arrays, each byte once: the members of a stack are
+        views of it, and matrices from the layout cache are views of one memory-mapped file
+        (only their own ranges count)."""
+        spans = sorted(
+            (a.__array_interface__["data"][0], a.nbytes)
+            for m in self.mats.values()
+            for a in m.arrays()
+            if a.nbytes
+        )
+        total, end = 0, 0
+        for start, n in spans:
+            lo, hi = max(start, end), start + n
+            if hi > lo:
+                total += hi - lo
+            end = max(end, hi)
+        return total
 
     @property
     def adapter_note(self) -> str:
