@@ -13,7 +13,6 @@ Memory: the header is read once; tensors are read one module (one A/B pair) at a
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ import numpy as np
 from maskc.errors import InputError, UnsupportedError
 from maskc.fsutil import decode_utf8, read_small_file
 from maskc.safetensors_io import SafetensorsFile
+from maskc.textparse import ParseError, json_loads
 
 #: LoRA targets maskc supports: module name -> its block ("self_attn" or "mlp")
 TARGETS = {
@@ -148,9 +148,9 @@ def _read_config(path: Path) -> dict:
     cfg_path = path / CONFIG_FILE
     raw = read_small_file(cfg_path, "adapter config", CONFIG_MAX_BYTES)
     try:
-        cfg = json.loads(decode_utf8(cfg_path, "adapter config", raw))
-    except json.JSONDecodeError as e:
-        raise _cfg_error(path, f"not valid JSON (line {e.lineno}: {e.msg})") from None
+        cfg = json_loads(decode_utf8(cfg_path, "adapter config", raw))
+    except ParseError as e:
+        raise _cfg_error(path, f"not valid JSON ({e.detail})") from None
     if not isinstance(cfg, dict):
         raise _cfg_error(path, "must hold a JSON object")
     return cfg

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from maskc.errors import InputError, UnsupportedError
+from maskc.textparse import ParseError, json_loads
 
 #: Largest header accepted (the reference implementation's limit is 100 MB).
 MAX_HEADER_BYTES = 100_000_000
@@ -184,11 +185,11 @@ class SafetensorsFile:
         except OSError as e:
             raise self._err(f"cannot read: {e.strerror or e}") from None
         try:
-            header = json.loads(raw.decode("utf-8"), object_pairs_hook=unique_keys)
-        except DuplicateKeyError as e:
-            raise self._err(f"header names tensor {e.key!r} twice") from None
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-            raise self._err(f"header is not valid UTF-8 JSON ({type(e).__name__})") from None
+            header = json_loads(raw)
+        except ParseError as e:
+            if e.key is not None:
+                raise self._err(f"header names tensor {e.key!r} twice") from None
+            raise self._err(f"header is not valid UTF-8 JSON ({e.detail})") from None
         if not isinstance(header, dict):
             raise self._err("header must be a JSON object")
         base = 8 + n

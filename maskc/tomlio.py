@@ -4,12 +4,12 @@ one-line error messages."""
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from maskc.errors import InputError
 from maskc.fsutil import decode_utf8, read_small_file
+from maskc.textparse import ParseError, toml_loads
 
 
 def read_toml(path: Path, what: str, max_bytes: int, hint: str = "") -> tuple[dict, bytes]:
@@ -18,9 +18,9 @@ def read_toml(path: Path, what: str, max_bytes: int, hint: str = "") -> tuple[di
     raw = read_small_file(path, f"{what} ({hint})" if hint else what, max_bytes)
     text = decode_utf8(path, what, raw)
     try:
-        return tomllib.loads(text), raw
-    except tomllib.TOMLDecodeError as e:
-        raise InputError(f"{path}: not valid TOML: {e}") from None
+        return toml_loads(text), raw
+    except ParseError as e:
+        raise InputError(f"{path}: not valid TOML: {e.detail}") from None
 
 
 def show_value(value: Any) -> str:

@@ -32,6 +32,7 @@ import numpy as np
 from maskc.emulate.prepared import Matrix
 from maskc.errors import InputError
 from maskc.safetensors_io import WRITABLE, SafetensorsFile, write_safetensors
+from maskc.textparse import ParseError, json_loads
 
 #: bump when prepared.py's layouts change
 LAYOUT_VERSION = 1
@@ -99,7 +100,7 @@ def load(k: str) -> dict[str, Matrix] | None:
         return None
     try:
         f = SafetensorsFile(path)
-        meta = json.loads(f.metadata["maskc.layout"])
+        meta = json_loads(f.metadata["maskc.layout"])
         if meta.get("key") != k:
             return None
         raw = np.memmap(path, np.uint8, mode="r")
@@ -118,7 +119,7 @@ def load(k: str) -> dict[str, Matrix] | None:
                                arrs["ka"], arrs["kb"], bool(sc["has_zero"]), sc["rep"],
                                sc["tile"], sc["lmin"])  # fmt: skip
         return out
-    except (InputError, OSError, KeyError, TypeError, ValueError, ZeroDivisionError):
+    except (InputError, ParseError, OSError, KeyError, TypeError, ValueError, ZeroDivisionError):
         return None
 
 

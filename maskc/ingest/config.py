@@ -9,14 +9,13 @@ sliding window) is refused with :class:`~maskc.errors.UnsupportedError` rather t
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 from maskc.errors import InputError, UnsupportedError
 from maskc.fsutil import read_small_file
 from maskc.ir import SUPPORTED_ARCHITECTURES, ModelArch, RopeScaling
-from maskc.safetensors_io import DuplicateKeyError, unique_keys
+from maskc.textparse import ParseError, json_loads
 
 #: Largest config.json accepted, in bytes.
 MAX_CONFIG_BYTES = 4 << 20
@@ -38,12 +37,11 @@ def read_json_file(path: Path, what: str, max_bytes: int = MAX_CONFIG_BYTES) -> 
     """Load a small JSON file, mapping every failure to a one-line :class:`InputError`."""
     raw = read_small_file(path, what, max_bytes)
     try:
-        return json.loads(raw.decode("utf-8"), object_pairs_hook=unique_keys)
-    except DuplicateKeyError as e:
-        raise InputError(f"{path}: {what} has the key {e.key!r} twice") from None
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-        detail = f"line {e.lineno}: {e.msg}" if isinstance(e, json.JSONDecodeError) else type(e)
-        raise InputError(f"{path}: {what} is not valid JSON ({detail})") from None
+        return json_loads(raw)
+    except ParseError as e:
+        if e.key is not None:
+            raise InputError(f"{path}: {what} has the key {e.key!r} twice") from None
+        raise InputError(f"{path}: {what} is not valid JSON ({e.detail})") from None
 
 
 def _int(cfg: dict, key: str, where: str, default: object = ...) -> int:

@@ -51,6 +51,15 @@ case("model-arch-gpt2", "model", "unsupported architecture (GPT2LMHeadModel)", C
 case("model-truncated", "model", "model.safetensors cut in half", C, 3, "model.safetensors")
 case("model-header-absurd", "model", "header length of 2^60 bytes", C, 3, "header length")
 case("model-header-not-json", "model", "header bytes are not JSON", C, 3, "header")
+# parser limits (issue 19, class 1): Python's int() refuses literals over 4,300 digits, and deep
+# nesting exhausts the parsers' recursion; both must be exit 3 naming the file
+LONG = "1" * 5000
+case("model-config-long-int", "model", "config.json: a 5,000-digit integer", C, 3,
+     "config.json", "4,300 digits")  # fmt: skip
+case("model-config-deep", "model", "config.json nested 100,000 deep", C, 3, "config.json",
+     "nested too deeply")  # fmt: skip
+case("model-header-long-int", "model", "a 5,000-digit integer in a safetensors header", C, 3,
+     "header", "4,300 digits")  # fmt: skip
 case(
     "model-duplicate-tensor",
     "model",
@@ -110,6 +119,10 @@ case(
 case("quant-unknown-key", "quant config", "an unknown key in a rule", Q, 3, "quant.toml", "colour")
 case("quant-bits-7", "quant config", "bits = 7", Q, 3, "quant.toml", "bits")
 case("quant-not-toml", "quant config", "not TOML", Q, 3, "quant.toml")
+case("quant-long-int", "quant config", "bits = a 5,000-digit integer", Q, 3, "quant.toml",
+     "4,300 digits")  # fmt: skip
+case("quant-deep", "quant config", "an array nested 5,000 deep", Q, 3, "quant.toml",
+     "nested too deeply")  # fmt: skip
 case(
     "quant-flag-bits",
     "quant config",
@@ -121,6 +134,8 @@ case(
 # -- fabrics -------------------------------------------------------------------------------------
 F = [*C, "--fabric", "{d}/fab.toml"]
 case("fabric-not-toml", "fabric", "fabric file is not TOML", F, 3, "fab.toml")
+case("fabric-long-int", "fabric", "a 5,000-digit integer in the fabric file", F, 3, "fab.toml",
+     "4,300 digits")  # fmt: skip
 case(
     "fabric-unknown-key",
     "fabric",
@@ -148,6 +163,8 @@ case(
 )
 case("build-tiles-deleted", "build", "a tiles file deleted", E, 5, "missing")
 case("build-wrong-version", "build", "manifest of another format version", E, 5, "version")
+case("build-manifest-long-int", "build", "manifest.json holds a 5,000-digit integer", E, 3,
+     "manifest.json", "4,300 digits")  # fmt: skip
 case(
     "build-verify-layer-altered",
     "build",
@@ -175,6 +192,8 @@ case(
 # -- adapters ------------------------------------------------------------------------------------
 A = [*E, "--adapter", "{d}/ad"]
 case("adapter-rank-0", "adapter", "r = 0", A, 3, "r = 0")
+case("adapter-long-int", "adapter", "adapter_config.json: r is a 5,000-digit integer", A, 3,
+     "adapter_config.json", "4,300 digits")  # fmt: skip
 case("adapter-nan", "adapter", "NaN in lora_B", A, 3, "nan", "lora_B")
 case("adapter-dora", "adapter", "a DoRA adapter (use_dora)", A, 3, "use_dora")
 case(
@@ -380,6 +399,16 @@ def _make(name: str, d: Path, model: Path, build: Path) -> None:
         w.write_bytes(struct.pack("<Q", 1 << 60) + w.read_bytes()[8:])
     elif name == "model-header-not-json":
         _write_raw(w, "\x00not json at all", _header(w)[1])
+    elif name == "model-config-long-int":
+        p = d / "m" / "config.json"
+        p.write_text(p.read_text().replace('"hidden_size": 64', f'"hidden_size": {LONG}', 1))
+    elif name == "model-config-deep":
+        (d / "m" / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    elif name == "model-header-long-int":
+        head, data = _header(w)
+        text = json.dumps(head)
+        text = text.replace('"data_offsets": [0,', f'"data_offsets": [{LONG},', 1)
+        _write_raw(w, text, data)
     elif name == "model-duplicate-tensor":
         head, data = _header(w)
         text = json.dumps(head)
@@ -428,12 +457,18 @@ def _make(name: str, d: Path, model: Path, build: Path) -> None:
         (d / "quant.toml").write_text('[[rule]]\nmatch = "up_proj"\nbits = 7\n')
     elif name == "quant-not-toml":
         (d / "quant.toml").write_text("[[rule]\nmatch = \n")
+    elif name == "quant-long-int":
+        (d / "quant.toml").write_text(f'[[rule]]\nmatch = "up_proj"\nbits = {LONG}\n')
+    elif name == "quant-deep":
+        (d / "quant.toml").write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
     elif kind == "fabric" and name != "fabric-unknown-name":
         from maskc.fabric import load_fabric
 
         text = load_fabric("mini").to_toml()
         if name == "fabric-not-toml":
             text = text.replace("[die]", "[die", 1)
+        elif name == "fabric-long-int":
+            text = text.replace("[die]\n", f"[die]\nsram_bytes_x = {LONG}\n", 1)
         elif name == "fabric-unknown-key":
             text = text.replace("[die]\n", "[die]\nwarp_drive = 1\n", 1)
         elif name == "fabric-negative-sram":
@@ -461,6 +496,9 @@ def _make(name: str, d: Path, model: Path, build: Path) -> None:
         next(iter(sorted((d / "b" / "netlist" / "tiles").iterdir()))).unlink()
     elif name == "build-wrong-version":
         edit_cfg(d / "b" / "manifest.json", version=99)
+    elif name == "build-manifest-long-int":
+        p = d / "b" / "manifest.json"
+        p.write_text(p.read_text().replace('"version": 1', f'"version": {LONG}', 1))
     elif name == "build-verify-layer-altered":
         p = next(iter(sorted((d / "b" / "layers").glob("via.*"))))
         _flip(p, p.stat().st_size // 2)
@@ -473,6 +511,9 @@ def _make(name: str, d: Path, model: Path, build: Path) -> None:
         p.write_text(p.read_text().replace('"version"', '"version" ', 1))
     elif name == "adapter-rank-0":
         edit_cfg(adapter() / "adapter_config.json", r=0)
+    elif name == "adapter-long-int":
+        p = adapter() / "adapter_config.json"
+        p.write_text(p.read_text().replace('"r": 2', f'"r": {LONG}', 1))
     elif name == "adapter-nan":
         p = adapter() / "adapter_model.safetensors"
         t = {k: v.astype(np.float32) for k, v in _tensors(p).items()}
