@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from maskc.errors import InputError
+from maskc.errors import InputError, UsageError
 
 #: Largest text (calibration, evaluation, --ppl) accepted, in bytes.
 MAX_TEXT_BYTES = 64 << 20
@@ -48,6 +48,16 @@ def read_text(path: Path, what: str) -> str:
     if not text.strip():
         raise InputError(f"{path}: {what} is empty")
     return text
+
+
+def check_output_file(path: Path, flag: str) -> None:
+    """Before any work: ``path`` (an output file given by ``flag``) can be created, i.e. its
+    folder exists and it is not itself a folder (UsageError, exit 2)."""
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"{flag} {path}: the folder {parent} does not exist")
+    if path.is_dir():
+        raise UsageError(f"{flag} {path} is a folder; give a file name")
 
 
 def _resolve(p: Path) -> Path:

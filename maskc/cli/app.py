@@ -132,8 +132,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(EXIT_INTERRUPTED)
     except typer.Exit as e:
         sys.exit(e.exit_code)
-    except typer.TyperException as e:  # click's usage errors (typer vendors click)
-        e.show(file=sys.stderr)
+    except typer.TyperException as e:  # click's usage errors (typer vendors click): one line
+        fmt = getattr(e, "format_message", None)
+        msg = " ".join((fmt() if fmt else str(e)).split())
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        err.print(f"maskc: error: {msg}{hint}", markup=False, soft_wrap=True)
         sys.exit(getattr(e, "exit_code", EXIT_USAGE) or EXIT_USAGE)
     except KeyboardInterrupt:
         err.print("maskc: interrupted")

@@ -7,6 +7,7 @@ The command validates its options, opens the build and hands over to one functio
 
 from __future__ import annotations
 
+import math
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -35,6 +36,9 @@ def _ids_option(value: str) -> list[int]:
         raise UsageError(f"--tokens must be token ids separated by commas, got {value!r}") from None
     if not ids:
         raise UsageError("--tokens is empty")
+    big = next((i for i in ids if not 0 <= i < 1 << 31), None)
+    if big is not None:
+        raise UsageError(f"--tokens: {str(big)[:40]} is not a token id (0 to 2^31 - 1)")
     return ids
 
 
@@ -228,6 +232,11 @@ def emulate(
         raise UsageError("--chat needs --prompt or --prompts")
     if ppl is not None and (prompt is not None or tokens is not None):
         raise UsageError("--ppl scores a file; drop --prompt/--tokens")
+    if stride is not None and stride > ctx:
+        raise UsageError(f"--stride {stride} is longer than --ctx {ctx}: windows would skip tokens")
+    for flag, v in (("--temperature", temperature), ("--top-p", top_p)):
+        if not math.isfinite(v):
+            raise UsageError(f"{flag} must be a finite number, got {v}")
     from maskc.emulate import backend
     from maskc.parallel import usable_cpus
 

@@ -83,8 +83,10 @@ def render(
     site. Right: the tile's first cells to scale with their vias, metal straps and the 4-bit
     value each cell holds.
     """
+    from maskc.fsutil import check_output_file
     from maskc.layout.render import render_tile
 
+    check_output_file(output, "-o")
     res = render_tile(build, tile, output, zoom)
     if as_json:
         emit_json(res)
@@ -125,7 +127,10 @@ def diff_layers(
     """
     from maskc.diff import diff_layers as run
     from maskc.diff import heatmap_png
+    from maskc.fsutil import check_output_file
 
+    if png is not None:
+        check_output_file(png, "--png")
     with progress_bar(in_bytes=False) as prog:
         res = run(a, b, RichEvents(prog), top)
     if png is not None:

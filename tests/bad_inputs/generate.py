@@ -266,6 +266,22 @@ case(
     4,
     "40 tokens",
 )
+# options (issue 19, class 7): every usage error is one line, exit 2 (click's own ones too)
+EB = ["emulate", "{d}/b"]
+case("prompt-n-0", "prompt", "-n 0 (click's range check)", [*EB, "--tokens", "1", "-n", "0"], 2,
+     "--max-new-tokens")  # fmt: skip
+case("prompt-unknown-option", "prompt", "an option that does not exist",
+     [*EB, "--tokens", "1", "--frobnicate"], 2, "--frobnicate")  # fmt: skip
+case("prompt-temperature-inf", "prompt", "--temperature inf",
+     [*EB, "--tokens", "1", "--temperature", "inf"], 2, "--temperature")  # fmt: skip
+case("prompt-token-huge", "prompt", "a 30-digit token id", [*EB, "--tokens", "9" * 30], 2,
+     "--tokens")  # fmt: skip
+case("prompt-ppl-stride", "prompt", "--stride longer than --ctx",
+     [*EB, "--ppl", "{d}/text.txt", "--ctx", "8", "--stride", "1000"], 2, "--stride")  # fmt: skip
+case("prompt-render-nodir", "prompt", "`render -o` into a folder that does not exist",
+     ["render", "{d}/b", "--tile", "T0_0_0", "-o", "{d}/nodir/x.png"], 2, "nodir")  # fmt: skip
+case("prompt-diff-png-nodir", "prompt", "`diff-layers --png` into a missing folder",
+     ["diff-layers", "{d}/b", "{d}/b", "--png", "{d}/nodir/x.png"], 2, "nodir")  # fmt: skip
 # -- paths ---------------------------------------------------------------------------------------
 case(
     "path-output-inside-input",
@@ -540,6 +556,8 @@ def _make(name: str, d: Path, model: Path, build: Path) -> None:
         (d / "text.txt").write_bytes(b"The quick brown fox \xff\xfe jumps" * 20)
     elif name == "prompt-ppl-empty":
         (d / "text.txt").write_bytes(b"")
+    elif name == "prompt-ppl-stride":
+        (d / "text.txt").write_text("a short text to score, " * 20, encoding="utf-8")
     elif name == "path-output-not-empty":
         (d / "out").mkdir()
         (d / "out" / "keep.txt").write_text("mine")
