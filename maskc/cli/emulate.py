@@ -297,6 +297,10 @@ def _prompt_ids(session, prompt: str | None, tokens: str | None, chat: bool) -> 
     if tokens is not None:
         return _ids_option(tokens)
     text = prompt if prompt is not None else ""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8 arrive as lone surrogates
+        raise UsageError("--prompt is not valid UTF-8 text") from None
     if chat:
         text = chat_prompt(session, text)
     if not text:

@@ -268,6 +268,8 @@ case(
 )
 # options (issue 19, class 7): every usage error is one line, exit 2 (click's own ones too)
 EB = ["emulate", "{d}/b"]
+case("prompt-not-utf8", "prompt", "--prompt with bytes that are not UTF-8",
+     [*EB, "--prompt", "ab\udcffcd", "-n", "1"], 2, "utf-8")  # fmt: skip
 case("prompt-n-0", "prompt", "-n 0 (click's range check)", [*EB, "--tokens", "1", "-n", "0"], 2,
      "--max-new-tokens")  # fmt: skip
 case("prompt-unknown-option", "prompt", "an option that does not exist",
