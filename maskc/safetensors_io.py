@@ -108,24 +108,6 @@ WRITABLE: Mapping[str, np.dtype] = _DtypeTable(
 )
 
 
-class DuplicateKeyError(ValueError):
-    """A JSON object repeats a key (json.loads would silently keep the last one)."""
-
-    def __init__(self, key: str) -> None:
-        super().__init__(f"duplicate key {key!r}")
-        self.key = key
-
-
-def unique_keys(pairs: list[tuple[str, object]]) -> dict:
-    """``object_pairs_hook`` for json.loads that refuses repeated keys."""
-    out: dict = {}
-    for k, v in pairs:
-        if k in out:
-            raise DuplicateKeyError(k)
-        out[k] = v
-    return out
-
-
 @dataclass(frozen=True)
 class TensorInfo:
     """Header entry of one tensor: where its bytes are and what they mean."""
