@@ -423,9 +423,7 @@ class Chip:
         t = a.x.shape[0]
         if mat.c:  # the compiled kernel (maskc/emulate/_kern.c): the same integers
             y = np.empty((t, mat.rows), I64)
-            h = self._handles.get((id(mat), None if bias is None else id(bias)))
-            if h is None:
-                h = self._handle(mat, bias)
+            h = self._handle(mat, bias)
             _kern.matmul(a.x, a.s, a.m, a.e, a.x.shape[1], self.F, h, y, hint)
             return y
         b = self._nobias if bias is None else bias.astype(I64)

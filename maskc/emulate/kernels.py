@@ -164,16 +164,22 @@ def q8_row(y, f, group, x, s):  # pragma: no cover - compiled
     return m, k - ACT_SMAX - f
 
 
+@njit(cache=True, inline="always")
+def act8_empty(t_n, n, group):  # pragma: no cover - compiled
+    """Uninitialised act8 arrays for ``t_n`` rows of ``n`` values: codes ``x`` [T, n],
+    mantissas ``m`` and exponents ``e`` [T], group shifts ``s`` [T, ceil(n / g)] (``g`` =
+    ``group``, or the whole row when ``group`` <= 0)."""
+    g = n if group <= 0 else group
+    ng = (n + g - 1) // g
+    return (np.empty((t_n, n), np.int64), np.empty(t_n, np.int64), np.empty(t_n, np.int64),
+            np.empty((t_n, ng), np.int64))  # fmt: skip
+
+
 @njit(cache=True)
 def q8_rows(y, f, group):  # pragma: no cover - compiled
     """Q8 of every row of ``y`` [T, n] (``f`` [T] fraction bits), on the calling thread."""
-    t_n, n = y.shape
-    g = n if group <= 0 else group
-    ng = (n + g - 1) // g
-    x = np.empty((t_n, n), np.int64)
-    s = np.empty((t_n, ng), np.int64)
-    m = np.empty(t_n, np.int64)
-    e = np.empty(t_n, np.int64)
+    x, m, e, s = act8_empty(y.shape[0], y.shape[1], group)
+    t_n = y.shape[0]
     for t in range(t_n):
         m[t], e[t] = q8_row(y[t], f[t], group, x[t], s[t])
     return x, m, e, s
@@ -182,13 +188,8 @@ def q8_rows(y, f, group):  # pragma: no cover - compiled
 @njit(cache=True, parallel=True)
 def q8_rows_par(y, f, group):  # pragma: no cover - compiled
     """:func:`q8_rows` with the rows in parallel (see :data:`PARALLEL_MIN_ROWS`)."""
-    t_n, n = y.shape
-    g = n if group <= 0 else group
-    ng = (n + g - 1) // g
-    x = np.empty((t_n, n), np.int64)
-    s = np.empty((t_n, ng), np.int64)
-    m = np.empty(t_n, np.int64)
-    e = np.empty(t_n, np.int64)
+    x, m, e, s = act8_empty(y.shape[0], y.shape[1], group)
+    t_n = y.shape[0]
     for t in prange(t_n):
         m[t], e[t] = q8_row(y[t], f[t], group, x[t], s[t])
     return x, m, e, s

@@ -15,6 +15,7 @@ from numba import njit, prange
 from maskc.emulate.kernels import (
     GROUP,
     INT32_MIN,
+    act8_empty,
     bitlen,
     exp_weight,
     q8_row,
@@ -104,12 +105,8 @@ def rmsnorm_row(h, gamma, gamma_frac, eps_d, f, rsqrt_lut, x, s):  # pragma: no 
 @njit(cache=True)
 def rmsnorm_rows(h, gamma, gamma_frac, eps_d, f, rsqrt_lut):  # pragma: no cover - compiled
     """RMSNorm of every row -> act8 (x, m, e, s)."""
-    t_n, d = h.shape
-    ng = (d + GROUP - 1) // GROUP
-    x = np.zeros((t_n, d), np.int64)
-    s = np.zeros((t_n, ng), np.int64)
-    m = np.zeros(t_n, np.int64)
-    e = np.zeros(t_n, np.int64)
+    t_n = h.shape[0]
+    x, m, e, s = act8_empty(t_n, h.shape[1], GROUP)  # rmsnorm_row writes every element
     for t in range(t_n):
         m[t], e[t] = rmsnorm_row(h[t], gamma, gamma_frac, eps_d, f, rsqrt_lut, x[t], s[t])
     return x, m, e, s
@@ -118,12 +115,8 @@ def rmsnorm_rows(h, gamma, gamma_frac, eps_d, f, rsqrt_lut):  # pragma: no cover
 @njit(cache=True, parallel=True)
 def rmsnorm_rows_par(h, gamma, gamma_frac, eps_d, f, rsqrt_lut):  # pragma: no cover - compiled
     """:func:`rmsnorm_rows` with the rows in parallel."""
-    t_n, d = h.shape
-    ng = (d + GROUP - 1) // GROUP
-    x = np.zeros((t_n, d), np.int64)
-    s = np.zeros((t_n, ng), np.int64)
-    m = np.zeros(t_n, np.int64)
-    e = np.zeros(t_n, np.int64)
+    t_n = h.shape[0]
+    x, m, e, s = act8_empty(t_n, h.shape[1], GROUP)  # rmsnorm_row writes every element
     for t in prange(t_n):
         m[t], e[t] = rmsnorm_row(h[t], gamma, gamma_frac, eps_d, f, rsqrt_lut, x[t], s[t])
     return x, m, e, s
