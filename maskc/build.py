@@ -126,9 +126,37 @@ def open_build(path: str | os.PathLike, check_hashes: bool = True) -> Build:
         p = Path(rel)
         if p.is_absolute() or ".." in p.parts:
             raise InputError(f"{mpath}: file path {rel!r} escapes the build folder")
+    _check_claims(mpath, m)
     if check_hashes:
         verify_hashes(path, files)
     return Build(path, m)
+
+
+#: the stage lists a manifest may record: a compiled build, or a ``--plan-only`` one
+STAGE_LISTS = (["ingest", "quantize", "place", "netlist", "layout"], ["plan"])
+#: files each stage list promises (a reader relies on them being there)
+STAGE_FILES = {"layout": ("netlist/netlist.json", "layers/index.json"), "plan": ()}
+
+
+def _check_claims(mpath: Path, m: dict) -> None:
+    """Every manifest field besides the file hashes is a claim a reader may rely on: check its
+    type, and that it agrees with the listed files (the per-tile ROM hashes, derived from the
+    tiles, are checked by ``maskc verify``: :func:`maskc.layout.check_tile_hashes`)."""
+    stages = m.get("stages")
+    if stages not in STAGE_LISTS:
+        raise InputError(
+            f"{mpath}: field 'stages' is {str(stages)[:80]!r}, not a stage list this maskc "
+            "writes; recompile"
+        )
+    for rel in STAGE_FILES[stages[-1]]:
+        if rel not in m["files"]:
+            raise InputError(f"{mpath}: stage {stages[-1]!r} is recorded but {rel} is not listed")
+    for key, kind in (("maskc_version", str), ("inputs", dict), ("options", dict), ("tiles", dict)):
+        if key in m and not isinstance(m[key], kind):
+            raise InputError(f"{mpath}: field {key!r} must be a {kind.__name__}")
+    for name, h in (m.get("tiles") or {}).items():
+        if not (isinstance(h, str) and len(h) == 64 and all(c in "0123456789abcdef" for c in h)):
+            raise InputError(f"{mpath}: tiles[{name!r}] is not a sha256 hex digest")
 
 
 def verify_hashes(root: Path, files: dict) -> None:

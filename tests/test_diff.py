@@ -151,6 +151,22 @@ def test_one_weight_changed_is_one_tile_and_exactly_its_vias(pair, tmp_path, cli
         assert r.code == 1 and (d["added"], d["removed"], d["changed_tiles"]) == (added, removed, 1)
 
 
+def test_a_forged_per_tile_hash_map_changes_nothing(pair, tmp_path, cli):
+    """B's manifest given A's per-tile hash map (no file changed, so every file hash still
+    matches): diff-layers still finds B's changed vias, and verify refuses B (issue 19)."""
+    ref = json.loads(cli("diff-layers", pair["a"], pair["b"], "--json").out)
+    forged = tmp_path / "b"
+    shutil.copytree(pair["b"], forged)
+    m = json.loads((forged / "manifest.json").read_text())
+    m["tiles"] = json.loads((pair["a"] / "manifest.json").read_text())["tiles"]
+    (forged / "manifest.json").write_text(json.dumps(m))
+    r = cli("diff-layers", pair["a"], forged, "--json")
+    assert r.code == 1 and json.loads(r.out)["layers"] == ref["layers"], r
+    r = cli("verify", forged)
+    assert r.code == 5 and "per-tile ROM hash" in r.err, r
+    assert cli("verify", pair["b"]).code == 0
+
+
 def test_klayout_xor_counts_the_same_vias(pair, cli):
     db = pytest.importorskip("klayout.db")
     regions, layouts = [], []  # a Region reads its layout lazily: keep both alive

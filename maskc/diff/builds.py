@@ -1,8 +1,11 @@
 """The fast path: two build folders compared without decoding a layer file.
 
-The manifests' per-tile hashes skip every tile whose ROM did not change, and the rest are
-compared on the netlists' ROM content, which ``maskc verify`` proves equal to the layer files
-and the manifests' file hashes tie to them (a tampered file is exit 5). Where two tiles hold the
+A matrix whose tiles file is byte-identical in both builds (the manifests' file hashes, which
+:func:`maskc.build.open_build` checks against the files before anything is read) and whose
+netlist entry is the same is skipped; the rest are compared on the netlists' ROM content,
+which ``maskc verify`` proves equal to the layer files. Nothing rests on an unchecked claim:
+the manifests' per-tile hash maps are not used here (``maskc verify`` checks them against the
+tiles). Where two tiles hold the
 same matrix block in the same format, a stored bit is a via site in both, so vias added/removed
 are popcounts of ``B & ~A`` / ``A & ~B`` over the codes and scale fields, vectorized per matrix.
 Tiles whose contents moved or changed format are compared cell by cell on their ROM grids. The
@@ -24,14 +27,19 @@ from maskc.romformat import QuantFormat, scale_rom_fields
 
 @dataclass
 class _Side:
-    """One build as diff sees it: its netlist, fabric, manifest tile hashes and, per tile site
-    ``T<die>_<x>_<y>``, which matrix tile it holds."""
+    """One build as diff sees it: its netlist, fabric, the checked sha256 of every file and,
+    per tile site ``T<die>_<x>_<y>``, which matrix tile it holds."""
 
     path: Path
     nl: object
     fabric: object
-    hashes: dict
+    files: dict  # relative path -> sha256, each checked against its file by open_build
     sites: dict  # tile name -> (matrix, index)
+
+    def tiles_sha(self, name: str) -> str | None:
+        """The checked sha256 of the tiles file holding matrix ``name``."""
+        entry = self.files.get(f"netlist/{self.nl.matrices[name]['file']}")
+        return entry.get("sha256") if isinstance(entry, dict) else None
 
 
 def _open_build(path: Path) -> _Side:
@@ -47,7 +55,7 @@ def _open_build(path: Path) -> _Side:
     for name in nl.matrices:
         for i, pos in enumerate(_small(nl, name, "pos").tolist()):
             sites[tile_name(pos)] = (name, i)
-    return _Side(b.path, nl, nl.fabric, b.manifest.get("tiles", {}), sites)
+    return _Side(b.path, nl, nl.fabric, b.manifest["files"], sites)
 
 
 def _small(nl, name: str, key: str) -> np.ndarray:
@@ -177,7 +185,8 @@ def _via_layer(a: _Side, b: _Side, progress=None) -> dict:
         names = [tile_name(p) for p in pb.tolist()]
         ta = a.nl.tile_arrays(name)
         rep["shapes_a"] += int(_matrix_bits(ta, ma).sum())
-        if all(a.hashes.get(n) is not None and a.hashes.get(n) == b.hashes.get(n) for n in names):
+        same_file = a.tiles_sha(name) is not None and a.tiles_sha(name) == b.tiles_sha(name)
+        if same_file and ma == meta:  # the same bytes at the same offsets: the same tiles
             fast.update(names)
             if progress:
                 progress.advance(len(names))
@@ -193,13 +202,10 @@ def _via_layer(a: _Side, b: _Side, progress=None) -> dict:
     ca: dict = {}
     cb: dict = {}
     for n in rest:  # moved, new, removed or re-formatted tiles: cell by cell
-        ha, hb = a.hashes.get(n), b.hashes.get(n)
         sa, sb = a.sites.get(n), b.sites.get(n)
         ga = _grids(a, sa, ca)
         if sa is not None:
             rep["shapes_a"] += sum(popcount(g) for g in ga)
-        if ha is not None and ha == hb and sa is not None and sb is not None:
-            continue
         x, y = _grid_diff(ga, _grids(b, sb, cb))
         count(rep, n, (sb or sa)[0], x, y)
     return rep

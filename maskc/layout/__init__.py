@@ -28,7 +28,7 @@ from maskc.layout.rom import (
     record_bits,
     scale_bits,
 )
-from maskc.layout.verify import tile_hashes, verify_build, verify_layers
+from maskc.layout.verify import check_tile_hashes, tile_hashes, verify_build, verify_layers
 from maskc.layout.writer import write_layers
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "record_bits",
     "scale_bits",
     "tile_hashes",
+    "check_tile_hashes",
     "tile_name",
     "tile_positions",
     "verify_build",

@@ -317,6 +317,24 @@ def tile_hashes(nl) -> dict[str, str]:
     return dict(sorted(out.items()))
 
 
+def check_tile_hashes(manifest: dict, nl) -> list[str]:
+    """The manifest's per-tile ROM hashes against the hashes of the tiles themselves (the map
+    is derived data: a manifest whose map was edited, every file hash still matching, must not
+    pass). A manifest without the map passes: nothing reads it but this check."""
+    claimed = manifest.get("tiles")
+    if claimed is None:
+        return []
+    actual = tile_hashes(nl)
+    if claimed == actual:
+        return []
+    wrong = sorted(n for n in set(claimed) | set(actual) if claimed.get(n) != actual.get(n))
+    more = f" (+{len(wrong) - 3} more)" if len(wrong) > 3 else ""
+    return [
+        f"manifest.json: the per-tile ROM hash of {', '.join(wrong[:3])}{more} does not match "
+        "the tile in the netlist; the manifest was edited, recompile"
+    ]
+
+
 def verify_build(path, limit: int = 10, progress=None, dask: str | None = None) -> dict:
     """``maskc verify``: the layer files read back and compared with the netlist (by the workers
     of the Dask scheduler ``dask`` if given: they must read the build at the same path), then
@@ -338,6 +356,8 @@ def verify_build(path, limit: int = 10, progress=None, dask: str | None = None) 
         verify_hashes(b.path, b.manifest["files"])
     except MaskcError as e:
         problems.append(str(e))
+    else:  # the tiles are the hashed ones: the map can be checked against them
+        problems += check_tile_hashes(b.manifest, nl)
     files = sorted(f"layers/{f}" for bank in index["banks"] for f in bank["files"].values())
     tiles = sum(m["tiles"] for m in nl.matrices.values())
     return {"problems": problems[:limit], "tiles": tiles, "files": files}

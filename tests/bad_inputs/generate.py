@@ -189,6 +189,11 @@ case(
     5,
     "netlist.json",
 )
+# manifest claims (issue 19, class 9): nothing a reader relies on is taken on trust
+case("build-tile-hashes-forged", "build", "`verify`: the manifest's per-tile hash map edited "
+     "(every file hash still matches)", ["verify", "{d}/b"], 5, "per-tile ROM hash")  # fmt: skip
+case("build-stages-forged", "build", "manifest.json claims stages no maskc writes", E, 3,
+     "manifest.json", "stages")  # fmt: skip
 # -- adapters ------------------------------------------------------------------------------------
 A = [*E, "--adapter", "{d}/ad"]
 case("adapter-rank-0", "adapter", "r = 0", A, 3, "r = 0")
@@ -527,6 +532,14 @@ def _make(name: str, d: Path, model: Path, build: Path) -> None:
         build_copy("b2")
         p = d / "b2" / "netlist" / "netlist.json"
         p.write_text(p.read_text().replace('"version"', '"version" ', 1))
+    elif name == "build-tile-hashes-forged":
+        p = d / "b" / "manifest.json"
+        m = json.loads(p.read_text())
+        first, second = sorted(m["tiles"])[:2]
+        m["tiles"][first] = m["tiles"][second]
+        p.write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
+    elif name == "build-stages-forged":
+        edit_cfg(d / "b" / "manifest.json", stages=["ingest", "layout"])
     elif name == "adapter-rank-0":
         edit_cfg(adapter() / "adapter_config.json", r=0)
     elif name == "adapter-long-int":
