@@ -1,4 +1,5 @@
-"""The die's SRAM: the KV cache of the die's layers, and the region left for LoRA adapters.
+"""The die's SRAM: the model's params (the boot image, :mod:`maskc.boot`), the KV cache of the
+die's layers, and the region left for LoRA adapters, in that order from address 0.
 
 One plan, used three times: placement sizes the KV cache for the build's context and reports
 each die's split (:func:`sram_report`); the netlist records the allocation
@@ -37,24 +38,25 @@ def sram_report(report: dict, matrices: list, fabric, context: int) -> None:
     shapes = {m.name: {"shape": [m.rows, m.cols]} for m in matrices}
     for d in report["per_die"]:
         kv = d["kv_bytes_per_token"] * context
+        rest = fabric.die.sram_bytes - d["params_bytes"] - kv
         d["sram_bytes"] = fabric.die.sram_bytes
         d["kv_bytes"] = kv
-        d["adapter_bytes"] = fabric.die.sram_bytes - kv
+        d["adapter_bytes"] = rest
         layers = set(range(d["layers"][0], d["layers"][1] + 1))
-        d["adapter_max_rank"] = rank_budget(shapes, layers, fabric.die.sram_bytes - kv)
+        d["adapter_max_rank"] = rank_budget(shapes, layers, rest)
 
 
 def netlist_sram(placement, arch, fabric) -> dict:
-    """The netlist's ``sram``: per die, the KV-cache region of its layers, sized for the
-    build's context, and the adapter region (the rest) with the LoRA ranks it holds, as the
-    placement report split them. ``max_context`` is what the SRAM left after
-    ``reserved_for_adapters`` could hold."""
+    """The netlist's ``sram``: per die, the params region (the boot image), the KV-cache region
+    of its layers, sized for the build's context, and the adapter region (the rest) with the
+    LoRA ranks it holds, as the placement report split them. ``max_context`` is what the SRAM
+    left after ``reserved_for_adapters`` could hold."""
     per_layer = kv_bytes_per_token(arch, 1)
     ctx = placement.context
     dies = []
     for d in placement.report["per_die"]:
         first, last = d["layers"]
-        kv_bytes = d["kv_bytes"]
+        kv_bytes, pb = d["kv_bytes"], d["params_bytes"]
         layers = [
             {"layer": first + k, "offset": k * per_layer * ctx, "bytes_per_token": per_layer}
             for k in range(last - first + 1)
@@ -63,15 +65,16 @@ def netlist_sram(placement, arch, fabric) -> dict:
             {
                 "die": d["die"],
                 "bytes": fabric.die.sram_bytes,
+                "params": {"base": 0, "bytes": pb},
                 "kv": {
-                    "base": 0,
+                    "base": pb,
                     "bytes": kv_bytes,
                     "bytes_per_token": d["kv_bytes_per_token"],
                     "context": ctx,
                     "layers": layers,
                 },
                 "adapters": {
-                    "base": kv_bytes,
+                    "base": pb + kv_bytes,
                     "bytes": d["adapter_bytes"],
                     "max_rank": d["adapter_max_rank"],
                 },
@@ -124,15 +127,17 @@ def sram_fit(sram: dict, adapters: list[Adapter], context: int) -> list[dict]:
         kv = d["kv"]["bytes_per_token"] * context
         need = sum(a.sram_bytes(layers) for a in adapters)
         bpt = d["kv"]["bytes_per_token"]
+        pb = d["params"]["bytes"] if "params" in d else 0  # netlist version < 4: none
         rows.append(
             {
                 "die": d["die"],
                 "sram_bytes": d["bytes"],
+                "params_bytes": pb,
                 "kv_bytes": kv,
                 "context": context,
                 "adapter_bytes": need,
-                "free_bytes": d["bytes"] - kv - need,
-                "max_context": max(0, (d["bytes"] - need) // bpt),
+                "free_bytes": d["bytes"] - pb - kv - need,
+                "max_context": max(0, (d["bytes"] - pb - need) // bpt),
             }
         )
     return rows
@@ -151,8 +156,9 @@ def require_fit(sram: dict, adapters: list[Adapter], context: int) -> list[dict]
             )
             raise FitError(
                 f"adapter {names} needs {r['adapter_bytes']:,} bytes of SRAM on die {r['die']}, "
-                f"which has {r['sram_bytes']:,} with {r['kv_bytes']:,} taken by the KV cache of "
-                f"{context:,} tokens ({r['sram_bytes'] - r['kv_bytes']:,} free); {hint}"
+                f"which has {r['sram_bytes']:,} with {r['params_bytes']:,} taken by the model's "
+                f"params and {r['kv_bytes']:,} by the KV cache of {context:,} tokens "
+                f"({r['sram_bytes'] - r['params_bytes'] - r['kv_bytes']:,} free); {hint}"
             )
     return rows
 

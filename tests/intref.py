@@ -568,9 +568,9 @@ class IntRef:
         self.dir = _resolve_netlist_dir(netlist_dir)
         self.net = json.loads((self.dir / "netlist.json").read_text(encoding="utf-8"))
         net = self.net
-        if net.get("format") != "maskc-netlist" or net.get("version") != 3:
+        if net.get("format") != "maskc-netlist" or net.get("version") not in (3, 4):
             raise ValueError(
-                f"not a maskc-netlist version 3: {net.get('format')} {net.get('version')}"
+                f"not a maskc-netlist version 3 or 4: {net.get('format')} {net.get('version')}"
             )
         num = net["numerics"]
         if num.get("contract") != 1:

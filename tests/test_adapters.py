@@ -220,6 +220,11 @@ def test_adapters_leave_the_build_untouched(env, cli):
 
 # -- SRAM budget ----------------------------------------------------------------------------------
 
+#: the tiny model's params region (docs/sram.md, "The boot image"): 5 norms of 64 int16 (128
+#: bytes) with two 64-byte-aligned int64 constants each, 8 RoPE steps (64) and the attention
+#: scale (64): 5 * (128 + 64 + 64) + 64 + 64
+PARAMS = 1_408
+
 
 def test_adapter_that_does_not_fit_is_exit_4_with_the_numbers(env, model_cache, tmp_path, cli):
     from maskc.pipeline import CompileOptions, compile_model
@@ -229,12 +234,12 @@ def test_adapter_that_does_not_fit_is_exit_4_with_the_numbers(env, model_cache, 
     b = tmp_path / "b"
     compile_model(model_cache("tiny").path, b, CompileOptions(fabric=fab, verify=False))
     need = load_adapter(env["full"]).sram_bytes()
-    assert 40_960 + need > 50_000
+    assert PARAMS + 40_960 + need > 50_000
     r = cli("emulate", b, "--tokens", "1,2", "--adapter", env["full"])
     assert r.code == 4 and "Traceback" not in r.err
     msg = r.err.strip().splitlines()[-1]
-    assert f"{need:,}" in msg and "50,000" in msg and "40,960" in msg
-    fit_ctx = (50_000 - need) // 160
+    assert f"{need:,}" in msg and "50,000" in msg and "40,960" in msg and "1,408" in msg
+    fit_ctx = (50_000 - PARAMS - need) // 160
     assert f"--context {fit_ctx:,} or less" in msg
     assert (
         cli(
@@ -277,10 +282,12 @@ def test_reserve_sram_sets_the_split_and_reports_the_rank_budget(model_cache, tm
     )
     assert r.code == 0, r.err
     die = json.loads(r.out)["placement"]["per_die"][0]
-    # 40,000 bytes of KV cache at 160 bytes per token: 250 tokens
-    assert die["kv_bytes"] == 250 * 160 and die["adapter_bytes"] == 100_000 - 250 * 160
+    # 40,000 bytes minus the params region for the KV cache, at 160 bytes per token
+    ctx = (40_000 - PARAMS) // 160
+    assert die["params_bytes"] == PARAMS and die["kv_bytes"] == ctx * 160
+    assert die["adapter_bytes"] == 100_000 - PARAMS - ctx * 160
     sram = load_netlist(tmp_path / "b").doc["sram"]
-    assert sram["context"] == 250 and sram["max_context"] == 250
+    assert sram["context"] == ctx and sram["max_context"] == ctx
     assert sram["reserved_for_adapters"] == 60_000
     ranks = sram["dies"][0]["adapters"]["max_rank"]
     # the largest rank whose all-target adapter fits the region, and one more does not

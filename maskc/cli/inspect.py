@@ -249,13 +249,21 @@ def _inspect_adapter(
         if build is not None:
             title = f"on {build} at {doc['build']['context']:,} tokens of context"
             t = Table(
-                "die", "SRAM", "KV cache", "adapter", "free", "max context with it", title=title
+                "die",
+                "SRAM",
+                "params",
+                "KV cache",
+                "adapter",
+                "free",
+                "max context with it",
+                title=title,
             )
             for r in doc["build"]["dies"]:
                 free = r["free_bytes"]
                 t.add_row(
                     str(r["die"]),
                     f"{r['sram_bytes']:,}",
+                    f"{r['params_bytes']:,}",
                     f"{r['kv_bytes']:,}",
                     f"{r['adapter_bytes']:,}",
                     f"{free:,}" if free >= 0 else f"[red]{free:,}[/red]",

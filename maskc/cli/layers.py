@@ -32,12 +32,15 @@ def verify(
         ),
     ] = None,
 ) -> None:
-    """Read the two customizable layers back and compare them with the netlist.
+    """Read the two customizable layers and the SRAM boot image back and compare them with
+    the netlist.
 
     Every via and strap of BUILD/layers/ is extracted and every tile's cells, scale-ROM bits,
-    configuration and position are compared with BUILD/netlist/; then every file's manifest
-    hash is checked. Exit 0 when everything matches; exit 5 listing the first mismatches
-    (tile, cell, bit, expected vs found) otherwise.
+    configuration and position are compared with BUILD/netlist/; the boot image
+    (BUILD/boot/: the norm gammas and constants, biases, RoPE steps; docs/sram.md) is rebuilt
+    from the netlist and compared byte for byte; then every file's manifest hash and the
+    manifest's per-tile ROM hashes are checked. Exit 0 when everything matches; exit 5 listing
+    the first mismatches (tile, cell, bit, expected vs found) otherwise.
     """
     from maskc.errors import VerifyError
     from maskc.layout import verify_build
@@ -49,8 +52,8 @@ def verify(
         emit_json({"ok": not problems, **res})
     elif not problems:
         out.print(
-            f"{build}: the layers match the netlist ({res['tiles']:,} tiles) and every file "
-            "matches the manifest"
+            f"{build}: the layers and the boot image match the netlist ({res['tiles']:,} "
+            "tiles) and every file matches the manifest"
         )
     if problems:
         first = "; ".join(problems[:5])

@@ -117,7 +117,8 @@ def print_placement(p: dict) -> None:
         if "adapter_bytes" in d:
             r = d["adapter_max_rank"]
             text = (
-                f"{d['sram_bytes']:,} bytes = KV cache {d['kv_bytes']:,} "
+                f"{d['sram_bytes']:,} bytes = params {d['params_bytes']:,} + KV cache "
+                f"{d['kv_bytes']:,} "
                 f"({d['kv_bytes_per_token']:,} per token) + adapters {d['adapter_bytes']:,}: "
                 f"LoRA rank up to {r['all']} on all 7 projections of its layers, "
                 f"{r['attention']} on q/k/v/o only (docs/sram.md)"

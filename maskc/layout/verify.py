@@ -339,6 +339,7 @@ def verify_build(path, limit: int = 10, progress=None, dask: str | None = None) 
     """``maskc verify``: the layer files read back and compared with the netlist (by the workers
     of the Dask scheduler ``dask`` if given: they must read the build at the same path), then
     every file's manifest hash. Returns ``{"problems": [...], "tiles": n, "files": [...]}``."""
+    from maskc.boot import verify_boot
     from maskc.build import open_build, verify_hashes
     from maskc.errors import InputError, MaskcError
     from maskc.netlist import load_netlist
@@ -358,6 +359,7 @@ def verify_build(path, limit: int = 10, progress=None, dask: str | None = None) 
         problems.append(str(e))
     else:  # the tiles are the hashed ones: the map can be checked against them
         problems += check_tile_hashes(b.manifest, nl)
+    problems += verify_boot(nl, b.path)
     files = sorted(f"layers/{f}" for bank in index["banks"] for f in bank["files"].values())
     tiles = sum(m["tiles"] for m in nl.matrices.values())
     return {"problems": problems[:limit], "tiles": tiles, "files": files}

@@ -6,6 +6,7 @@ the netlist as integers; nothing at run time calls ``exp``, ``cos`` or ``sqrt``.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -22,6 +23,7 @@ GAMMA_FRAC_MAX = 24
 EPS_FRAC = 40
 
 
+@functools.cache
 def compile_luts() -> dict[str, np.ndarray]:
     """``lut.rsqrt`` int32[769], ``lut.cos`` int16[16384], ``lut.exp2`` int32[1024],
     ``lut.sigmoid`` int32[8192] (definitions in docs/numerics.md)."""

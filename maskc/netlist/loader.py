@@ -13,7 +13,7 @@ import numpy as np
 from maskc.errors import InputError
 from maskc.fabric import Fabric
 from maskc.ir import ModelArch
-from maskc.netlist.constants import CONTRACT, SIGNAL_FRAC
+from maskc.netlist.constants import CONTRACT, SIGNAL_FRAC, compile_luts
 from maskc.netlist.ops import Op, check_dataflow, parse_ops
 from maskc.romformat import FIELD, TILE_FIELDS, Field, QuantFormat, QuantTensor, fields_of
 from maskc.safetensors_io import WRITABLE, SafetensorsFile
@@ -21,9 +21,12 @@ from maskc.safetensors_io import WRITABLE, SafetensorsFile
 FORMAT = "maskc-netlist"
 #: 2: codes of 4 bits or fewer nibble-packed ``[n, TR, W // 2]``, 8-byte aligned (memory-mappable);
 #: 3: the group fields in the smallest integer type holding their ROM bits (:func:`stored_dtype`)
-VERSION = 3
-#: the versions this maskc reads: 2 differs from 3 only in storing every field in its own dtype
-READS = (2, 3)
+#: 4: the SRAM plan starts with each die's params region (``sram.dies[].params``; the boot
+#: image, maskc/boot.py)
+VERSION = 4
+#: the versions this maskc reads: 2 differs from 3 only in storing every field in its own dtype,
+#: 3 from 4 in having no params region (such a build has no boot image: verify refuses it)
+READS = (2, 3, 4)
 DIR = "netlist"
 #: Activations are read in groups of this many elements; weight groups must be multiples.
 ACT_GROUP = 32
@@ -359,6 +362,21 @@ def _check_matrix_entry(p: Path, name: str, m: object) -> None:
         raise InputError(f"{where}: {w} weights per tile row: {bits}-bit codes are packed in pairs")
 
 
+def _check_base_die_tables(pf, where: str) -> None:
+    """The base die's fixed tables (rsqrt, cos, exp2, sigmoid) are not model data: the copy in
+    params.safetensors must be exactly the contract's (docs/numerics.md), or exit 3."""
+    for name, want in compile_luts().items():
+        t = pf.tensors.get(name)
+        if t is None:
+            raise InputError(f"{where}: the base die's table {name} is missing; recompile")
+        got = pf.read_raw(name)
+        if got.shape != want.shape or not np.array_equal(got.astype(np.int64), want):
+            raise InputError(
+                f"{where}: {name} is not the base die's table (docs/numerics.md): the base die "
+                "hard-wires it, a build cannot change it; recompile"
+            )
+
+
 def load_netlist(build_path: Path) -> Netlist:
     """Open ``BUILD/netlist`` and validate its structure, its ops and their dataflow (exit 3
     naming the field otherwise).
@@ -404,7 +422,9 @@ def load_netlist(build_path: Path) -> Netlist:
             raise InputError(f"{p}: matrix {name}: file {m.get('file')!r} is not in the netlist")
     arch = ModelArch.from_json(doc["architecture"], f"{p}: architecture")
     fabric = Fabric.from_json(doc.get("fabric"), str(p))
-    params = {k: v.shape for k, v in SafetensorsFile(root / "params.safetensors").tensors.items()}
+    pf = SafetensorsFile(root / "params.safetensors")
+    params = {k: v.shape for k, v in pf.tensors.items()}
+    _check_base_die_tables(pf, str(p.parent / "params.safetensors"))
     ops = parse_ops(doc["ops"], str(p), mats, params)
     check_dataflow(ops, mats, params, arch, str(p))
     return Netlist(root, doc, arch, fabric, ops)

@@ -63,9 +63,11 @@ def dump_text(nl: Netlist, tiles: bool = True) -> str:
     s = d["sram"]
     out.append(f"sram context={s['context']} max_context={s['max_context']}")
     for die in s["dies"]:
-        kv, ad = die["kv"], die["adapters"]
+        kv, ad, pr = die["kv"], die["adapters"], die.get("params")
         out.append(
-            f"  die {die['die']} bytes={die['bytes']} kv base={kv['base']} "
+            f"  die {die['die']} bytes={die['bytes']} "
+            + (f"params base={pr['base']} bytes={pr['bytes']} " if pr else "")
+            + f"kv base={kv['base']} "
             f"bytes={kv['bytes']} per_token={kv['bytes_per_token']} "
             f"layers={[x['layer'] for x in kv['layers']]} adapters base={ad['base']} "
             f"bytes={ad['bytes']} max_rank={ad['max_rank']}"

@@ -55,6 +55,7 @@ COMPILE = (
     Step("netlist", S.netlist, ("netlist", "netlist_summary")),
     Step("drop-quant", S.drop_quant),
     Step("layout", S.layout, ("banks",)),
+    Step("boot", S.boot, ("boot",)),
     Step("verify", S.verify, ("layers",)),
     Step("reports", S.reports, ("full_report",)),
     Step("manifest", S.manifest, ("manifest",)),

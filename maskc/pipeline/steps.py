@@ -10,6 +10,7 @@ steps are the model). Files are written into ``build``, the run's temporary fold
 from __future__ import annotations
 
 import dataclasses
+import math
 import shutil
 from pathlib import Path
 
@@ -76,9 +77,10 @@ def placement(
 ) -> Placement:
     """Cut every quantized matrix into tile blocks and place them (stage 3); writes
     reports/placement.json and reports/floorplan.png."""
-    mats = []
+    mats, tensors = [], []
     for r in rows:
         if not r["quantized"]:
+            tensors.append((r["name"], math.prod(r["shape"])))
             if r["role"] in QUANTIZABLE_ROLES:
                 raise InputError(
                     f"{r['name']}: kept in float (skip = true) but the fabric stores only "
@@ -98,12 +100,12 @@ def placement(
         )
     if opts.reserve_sram is None:
         context = opts.context or min(2048, arch.max_position_embeddings)
-        p = place(mats, arch, fabric, opts.dies, context)
+        p = place(mats, arch, fabric, opts.dies, context, tensors=tensors)
     else:
         from maskc.sram import parse_size
 
         reserve = parse_size(opts.reserve_sram, fabric.die.sram_bytes, "--reserve-sram")
-        p = place(mats, arch, fabric, opts.dies, opts.context, reserve)
+        p = place(mats, arch, fabric, opts.dies, opts.context, reserve, tensors)
     write_json(build / "reports" / "placement.json", p.report)
     floorplan_png(p, build / "reports" / "floorplan.png")
     return p
@@ -299,6 +301,14 @@ def layout(netlist, fabric: Fabric, opts: CompileOptions, build: Path, events) -
     )
 
 
+def boot(netlist, build: Path) -> dict:
+    """The SRAM boot image: boot/sram.d<die>.bin and boot/index.json (maskc/boot.py), every
+    model-specific value that is not a weight."""
+    from maskc.boot import write_boot
+
+    return write_boot(netlist, build)
+
+
 def verify(
     netlist,
     netlist_summary: dict,
@@ -311,16 +321,18 @@ def verify(
     """The layer files' sizes and, on builds up to VERIFY_AUTO_WEIGHTS weights (or with
     ``--verify``), the layers read back and compared with the netlist (a mismatch here is a
     bug: RuntimeError)."""
+    from maskc.boot import verify_boot
     from maskc.layout import verify_layers
 
     weights = netlist_summary["weights"]
     check = opts.verify if opts.verify is not None else weights <= VERIFY_AUTO_WEIGHTS
     rep = layers_report(build / "layers", banks, opts.layout_format, weights)
     rep["verified"] = check
+    problems = verify_boot(netlist, build)  # small: always
     if check:
-        problems = verify_layers(netlist, fabric, build / "layers", banks, progress=events)
-        if problems:  # a bug: the layers just written disagree with the netlist
-            raise RuntimeError(f"layout verification failed: {problems[0]}")
+        problems += verify_layers(netlist, fabric, build / "layers", banks, progress=events)
+    if problems:  # a bug: the layers or the boot image just written disagree with the netlist
+        raise RuntimeError(f"layout verification failed: {problems[0]}")
     return rep
 
 

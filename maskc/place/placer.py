@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from maskc.boot import die_entries, region_bytes
 from maskc.errors import FitError, InputError
 from maskc.place.perf import LINK_BYTES_PER_VALUE, modeled_performance
 from maskc.sram import kv_bytes_per_token, sram_report
@@ -157,12 +158,15 @@ def place(
     dies: int | str = "fabric",
     context: int | None = 2048,
     reserve: int = 0,
+    tensors: list[tuple[str, int]] = (),
 ) -> Placement:
     """Place ``matrices`` (canonical order) on ``fabric``; ``dies``: a number, ``"auto"`` (the
     fewest that fit) or ``"fabric"`` (the fabric's own count). ``reserve``: SRAM bytes per die
     kept for adapters; the KV cache gets the rest. ``context`` None: as many tokens as that
-    rest holds (at most the model's ``max_position_embeddings``). Raises FitError (exit 4)
-    with the numbers and what would make it fit."""
+    rest holds (at most the model's ``max_position_embeddings``). ``tensors``: (name, elements)
+    of the model's non-matrix tensors (norm gammas, biases), which with the die constants fill
+    each die's params region at the start of its SRAM (:mod:`maskc.boot`). Raises FitError
+    (exit 4) with the numbers and what would make it fit."""
     layers = arch.num_layers
     if not 0 <= reserve < fabric.die.sram_bytes:
         raise FitError(
@@ -213,20 +217,23 @@ def place(
     for d, (a, b) in enumerate(zip(starts, ends, strict=True)):
         for i in range(a, b):
             die_of_layer[i] = d
+    boot = die_entries(list(tensors), die_of_layer, dies, arch.head_dim)
+    params = [region_bytes(e) for e in boot]
     max_ctx = min(
-        sram // max(kv_bytes_per_token(arch, b - a), 1) for a, b in zip(starts, ends, strict=True)
+        max(sram - params[d], 0) // max(kv_bytes_per_token(arch, b - a), 1)
+        for d, (a, b) in enumerate(zip(starts, ends, strict=True))
     )
     if context is None:
         context = max(1, min(max_ctx, arch.max_position_embeddings))
     kv_need = [kv_bytes_per_token(arch, b - a) * context for a, b in zip(starts, ends, strict=True)]
     over = [d for d in range(dies) if need[d] > tpd]
-    sram_over = [d for d in range(dies) if kv_need[d] > sram]
+    sram_over = [d for d in range(dies) if kv_need[d] + params[d] > sram]
     if over or sram_over:
         d = (over or sram_over)[0]
         hint = "--dies auto to spread the layers" if dies == 1 else "more dies (--dies auto)"
         raise FitError(
             f"{fabric.name}: does not fit on {dies} die(s): die {d} needs {need[d]:,} tiles of "
-            f"{tpd:,} and {kv_need[d]:,} bytes of SRAM of {sram:,}"
+            f"{tpd:,} and {kv_need[d] + params[d]:,} bytes of SRAM of {sram:,}"
             + (f" (after --reserve-sram {reserve:,})" if reserve else "")
             + f" for a {context}-token KV cache (model total {total:,} tiles). Try fewer bits "
             f"(--bits 3), {hint}, a smaller --context"
@@ -246,6 +253,8 @@ def place(
             x, y = next(cursors[d])
             blocks.append(Block(m.name, m.role, m.layer, m.bits, r0, nr, c0, nc, d, x, y))
     report = _report(blocks, matrices, fabric, dies, need, starts, ends, arch, context, max_ctx)
+    for d, row in enumerate(report["per_die"]):
+        row["params_bytes"] = params[d]
     p = Placement(fabric.name, dies, tpd, (cols, rows), tuple(blocks), context, report)
     p.validate()
     report["sram_reserved_for_adapters"] = reserve

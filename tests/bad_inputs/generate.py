@@ -194,6 +194,15 @@ case("build-tile-hashes-forged", "build", "`verify`: the manifest's per-tile has
      "(every file hash still matches)", ["verify", "{d}/b"], 5, "per-tile ROM hash")  # fmt: skip
 case("build-stages-forged", "build", "manifest.json claims stages no maskc writes", E, 3,
      "manifest.json", "stages")  # fmt: skip
+# model data outside the masks (issue 19, class 10): every file edited consistently with its
+# manifest hash, so only the boot image (or the base die's tables) can tell
+V = ["verify", "{d}/b"]
+case("build-params-gamma-rehashed", "build", "`verify`: a norm gamma edited in "
+     "params.safetensors, manifest re-hashed", V, 5, "sram.d0.bin", "layernorm")  # fmt: skip
+case("build-boot-image-rehashed", "build", "`verify`: a byte of the SRAM boot image edited, "
+     "manifest re-hashed", V, 5, "boot/sram.d0.bin", "differs")  # fmt: skip
+case("build-lut-rehashed", "build", "a base-die table (lut.exp2) edited in params.safetensors, "
+     "manifest re-hashed", E, 3, "lut.exp2", "base die")  # fmt: skip
 # -- adapters ------------------------------------------------------------------------------------
 A = [*E, "--adapter", "{d}/ad"]
 case("adapter-rank-0", "adapter", "r = 0", A, 3, "r = 0")
@@ -373,6 +382,31 @@ def _flip(path: Path, offset: int) -> None:
     path.write_bytes(bytes(b))
 
 
+def _rehash(build: Path) -> None:
+    """Re-seal ``build``'s manifest after an edit: every file's sha256 and size recomputed, the
+    other fields kept (what a careful forger does)."""
+    import hashlib
+
+    p = build / "manifest.json"
+    m = json.loads(p.read_text())
+    for rel in m["files"]:
+        data = (build / rel).read_bytes()
+        m["files"][rel] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    p.write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
+
+
+def _edit_param(build: Path, name: str, fn) -> None:
+    """Rewrite one array of the build's params.safetensors through ``fn``; re-hash."""
+    from maskc.safetensors_io import SafetensorsFile, write_safetensors
+
+    p = build / "netlist" / "params.safetensors"
+    f = SafetensorsFile(p)
+    t = {k: np.array(f.read_raw(k)) for k in f.tensors}
+    t[name] = fn(t[name])
+    write_safetensors(p, t, {"maskc": "netlist parameters"})
+    _rehash(build)
+
+
 def _make(name: str, d: Path, model: Path, build: Path) -> None:
     w = d / "m" / "model.safetensors"
     up = "model.layers.0.mlp.up_proj.weight"
@@ -540,6 +574,18 @@ def _make(name: str, d: Path, model: Path, build: Path) -> None:
         p.write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
     elif name == "build-stages-forged":
         edit_cfg(d / "b" / "manifest.json", stages=["ingest", "layout"])
+    elif name == "build-params-gamma-rehashed":
+        _edit_param(d / "b", "model.layers.0.input_layernorm.weight", lambda g: g + 1)
+    elif name == "build-boot-image-rehashed":
+        _flip(d / "b" / "boot" / "sram.d0.bin", 130)  # inside layer 0's first gamma
+        _rehash(d / "b")
+    elif name == "build-lut-rehashed":
+
+        def nudge(t):
+            t[5] += 1
+            return t
+
+        _edit_param(d / "b", "lut.exp2", nudge)
     elif name == "adapter-rank-0":
         edit_cfg(adapter() / "adapter_config.json", r=0)
     elif name == "adapter-long-int":
