@@ -83,7 +83,7 @@ def pair(model_cache, tmp_path_factory):
     fab = micro_fabric(root)
     model_b = root / "model-b"
     name = _one_weight_changed(model_cache("tiny").path, model_b)
-    out = {"fabric": fab, "tensor": name}
+    out = {"fabric": fab, "tensor": name, "model_a": model_cache("tiny").path}
     base = model_cache("tiny").path
     for key, model, fmt in (
         ("a", base, "gds"),
@@ -165,6 +165,32 @@ def test_a_forged_per_tile_hash_map_changes_nothing(pair, tmp_path, cli):
     r = cli("verify", forged)
     assert r.code == 5 and "per-tile ROM hash" in r.err, r
     assert cli("verify", pair["b"]).code == 0
+
+
+def test_a_norm_gamma_changes_the_boot_image_not_the_masks(pair, tmp_path, cli):
+    """A gamma is SRAM data (docs/sram.md): both masks identical, the boot image not, exit 1."""
+    from safetensors.numpy import load_file, save_file
+
+    from maskc.pipeline import CompileOptions, compile_model
+
+    model = tmp_path / "m"
+    shutil.copytree(pair["model_a"], model)
+    w = load_file(str(model / "model.safetensors"))
+    name = "model.layers.1.post_attention_layernorm.weight"
+    w[name] = w[name] * np.float32(1.5)
+    save_file(w, str(model / "model.safetensors"))
+    opts = CompileOptions(fabric=pair["fabric"], method="rtn", layout_format="gds")
+    compile_model(model, tmp_path / "b", opts)
+    r = cli("diff-layers", pair["a"], tmp_path / "b", "--json")
+    doc = json.loads(r.out)
+    assert r.code == 1 and doc["masks_to_remake"] == [] and not doc["identical"], r
+    assert all(v["identical"] for v in doc["layers"].values())
+    assert doc["boot"] == {"identical": False, "changed": [name]}
+    assert doc["verdict"].startswith("masks identical") and "boot firmware" in doc["verdict"]
+    assert json.loads(cli("diff-layers", pair["a"], pair["a"], "--json").out)["boot"] == {
+        "identical": True,
+        "changed": [],
+    }
 
 
 def test_klayout_xor_counts_the_same_vias(pair, cli):

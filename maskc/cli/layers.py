@@ -121,12 +121,13 @@ def diff_layers(
 ) -> None:
     """Which masks change between two chips, and by how much.
 
-    A and B are two build folders (compared by the manifests' per-tile hashes, then tile by
-    tile on the changed tiles: seconds for SmolLM2) or two layer files of one kind inside
-    build folders (every tile cell decoded and compared). Prints, per layer, whether it is
-    identical, the vias/straps added and removed, the tiles changed and the tensors they
-    hold, and a verdict: which masks must be re-made. Exit 0 identical, 1 different, 3/5 on
-    bad or corrupt input.
+    A and B are two build folders (every file's hash checked, unchanged tiles files skipped,
+    the rest compared tile by tile: seconds for SmolLM2; their SRAM boot images compared too)
+    or two layer files of one kind inside build folders (every tile cell decoded and
+    compared). Prints, per layer, whether it is identical, the vias/straps added and removed,
+    the tiles changed and the tensors they hold, and a verdict: which masks must be re-made
+    (and whether the boot image differs: new boot firmware, no new mask). Exit 0 identical,
+    1 different, 3/5 on bad or corrupt input.
     """
     from maskc.diff import diff_layers as run
     from maskc.diff import heatmap_png

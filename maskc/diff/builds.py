@@ -72,7 +72,25 @@ def diff_builds(pa: Path, pb: Path, progress=None) -> Comparison:
         progress.start("comparing the via layers", len(sb.sites))
     layers = {"via": _via_layer(sa, sb, progress), "metal": _metal_layer(sa, sb)}
     sites = tuple(sorted(set(sa.sites) | set(sb.sites)))
-    return Comparison(True, sa.fabric.name, sb.fabric.name, layers, sb.fabric, sites)
+    boot = _boot_changed(sa.nl, sb.nl)
+    return Comparison(True, sa.fabric.name, sb.fabric.name, layers, sb.fabric, sites, boot)
+
+
+def _boot_changed(na, nb) -> tuple[str, ...]:
+    """The SRAM boot image entries (maskc/boot.py) whose place or value differs between the
+    two netlists (which ``maskc verify`` proves equal to each build's boot image)."""
+    from maskc.boot import netlist_layout, netlist_values
+
+    def entries(nl) -> dict:
+        vals = netlist_values(nl)
+        return {
+            (d, e.name): (e.offset, e.dtype, vals[e.name].tobytes())
+            for d, die in enumerate(netlist_layout(nl))
+            for e in die
+        }
+
+    ea, eb = entries(na), entries(nb)
+    return tuple(sorted({n for k, n in set(ea) | set(eb) if ea.get((k, n)) != eb.get((k, n))}))
 
 
 # -- the via layer from the netlists ------------------------------------------------------------

@@ -79,7 +79,10 @@ def finish(res: Comparison, a: str, b: str, top: int) -> DiffResult:
         }
         tiles[name] = rep["tiles"]
     remake = [n for n, rep in layers.items() if not rep["identical"]]
-    if not remake:
+    boot = res.boot_changed or ()
+    if not remake and boot:
+        verdict = "masks identical: same base die, no mask changes"
+    elif not remake:
         verdict = "identical: same base die, no mask changes"
     else:
         parts = []
@@ -97,11 +100,18 @@ def finish(res: Comparison, a: str, b: str, top: int) -> DiffResult:
         verdict = f"{what} to re-make: {'; '.join(parts)}" + (
             f"; the {' and '.join(kept)} mask is reused" if kept else ""
         )
+    if boot:  # SRAM, not a mask: new boot firmware, no respin
+        verdict += (
+            f"; the SRAM boot image differs in {len(boot):,} value(s) "
+            f"({', '.join(boot[:3])}{', ...' if len(boot) > 3 else ''}): new boot firmware"
+        )
     doc |= {
-        "identical": not remake,
+        "identical": not remake and not boot,
         "same_base_die": True,
         "verdict": verdict,
         "masks_to_remake": remake,
         "layers": layers,
     }
+    if res.boot_changed is not None:
+        doc["boot"] = {"identical": not boot, "changed": list(boot)}
     return DiffResult(doc, tiles, res.fabric, res.sites)

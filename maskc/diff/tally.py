@@ -75,3 +75,5 @@ class Comparison:
     layers: dict[str, dict]
     fabric: Fabric | None = None
     sites: tuple[str, ...] = ()
+    #: two builds: the SRAM boot images' entries that differ (None: files, not compared)
+    boot_changed: tuple[str, ...] | None = None
