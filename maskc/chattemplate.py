@@ -224,13 +224,12 @@ def render_chat(
         finally:
             sys.settrace(old)
     except _Limit as e:
-        raise InputError(f"{where}: the chat template exceeds a limit: {e}") from None
+        raise InputError(f"{where} exceeds a limit: {e}; fix the template") from None
     except (KeyboardInterrupt, SystemExit):
         raise
     except RecursionError:
-        raise InputError(f"{where}: the chat template recurses too deeply") from None
+        raise InputError(f"{where} recurses too deeply; fix the template") from None
     except Exception as e:
-        msg = str(e).splitlines()[0][:200] if str(e) else ""
-        kind = type(e).__name__
-        raise InputError(f"{where}: the chat template fails: {kind}: {msg}") from None
+        msg = (str(e).strip().splitlines() or [""])[0][:200]
+        raise InputError(f"{where} fails: {type(e).__name__}: {msg}; fix the template") from None
     return "".join(out)

@@ -199,7 +199,16 @@ def _contained(path: Path, what: str, fn, *args):
         except BaseException as e:  # PanicException derives from BaseException
             panicked[0] = True
             msg = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-            raise InputError(f"{path}: the tokenizer fails {what}: {msg}") from None
+            raise _library_error(path, what, msg) from None
+
+
+def _library_error(path: Path, what: str, msg: str) -> InputError:
+    hint = (
+        " (a Split or Replace regex of tokenizer.json backtracks catastrophically on this text)"
+        if "retry-limit" in msg
+        else ""
+    )
+    return InputError(f"{path}: the tokenizer fails {what}: {msg}{hint}")
 
 
 _WORKER = """
@@ -275,7 +284,7 @@ class _Worker:
             )
         reply = json.loads(line)
         if "error" in reply:
-            raise InputError(f"{self.path}: the tokenizer fails to {op} the text: {reply['error']}")
+            raise _library_error(self.path, f"to {op} the text", reply["error"])
         return reply["ok"]
 
     def _line(self, deadline: float) -> bytes | None:
