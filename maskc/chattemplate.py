@@ -153,6 +153,8 @@ def _environment(budget: _Budget):
 
         def call(__self, __context, __obj, *args, **kwargs):
             _check_args(args, kwargs)
+            if getattr(__obj, "__name__", "") in ("format", "format_map"):  # jinja < 3.1.5
+                _wide(getattr(__obj, "__self__", None))
             return budget.size(super().call(__context, __obj, *args, **kwargs))
 
         def wrap_str_format(self, value):  # ``'{:>99999}'.format(x)``
