@@ -96,7 +96,9 @@ def emulate(
     chat: Annotated[
         bool,
         typer.Option(
-            "--chat", help="Wrap --prompt as one user turn with the model's chat template."
+            "--chat",
+            help="Wrap --prompt as one user turn with the model's chat template (rendered in a "
+            "sandbox with limits on work, size and recursion).",
         ),
     ] = False,
     max_new_tokens: Annotated[

@@ -19,6 +19,7 @@ from maskc.emulate.chip import Chip
 from maskc.emulate.sampling import Sampler, SamplingParams
 from maskc.errors import FitError, InputError, UsageError
 from maskc.netlist import Netlist, load_netlist
+from maskc.tokenizer import ModelTokenizer, open_tokenizer
 
 
 @dataclass
@@ -26,7 +27,7 @@ class Session:
     build: Build
     netlist: Netlist
     chip: Chip
-    tokenizer: object | None
+    tokenizer: ModelTokenizer | None
 
     @property
     def signal_frac(self) -> int:
@@ -35,12 +36,12 @@ class Session:
     def encode(self, text: str) -> list[int]:
         if self.tokenizer is None:
             raise InputError(f"{self.build.path}: the build has no tokenizer; give token ids")
-        return list(self.tokenizer.encode(text, add_special_tokens=False).ids)
+        return self.tokenizer.encode(text)
 
     def decode(self, ids: list[int]) -> str:
         if self.tokenizer is None:
             return ""
-        return self.tokenizer.decode(ids, skip_special_tokens=False)
+        return self.tokenizer.decode(ids)
 
     def modeled(self) -> dict | None:
         """The compile report's modeled chip performance (docs/fabric.md), if present."""
@@ -93,13 +94,7 @@ def _load_session(b, context, progress, loaded):
     tok = None
     t = nl.doc.get("tokenizer")
     if t:
-        from tokenizers import Tokenizer
-
-        p = nl.path / t["file"]
-        try:
-            tok = Tokenizer.from_file(str(p))
-        except Exception as e:  # the tokenizers library raises a bare Exception
-            raise InputError(f"{p}: not a readable tokenizer.json ({e})") from None
+        tok = open_tokenizer(nl.path / t["file"])
     from maskc.emulate import backend, layoutcache
 
     key = layoutcache.key(b.manifest, "c" if backend.use_c() else "numba")
@@ -109,29 +104,16 @@ def _load_session(b, context, progress, loaded):
 
 def chat_prompt(session: Session, user_text: str) -> str:
     """``user_text`` rendered with the model's chat template (one user turn, generation prompt
-    added), in a sandboxed Jinja environment as Hugging Face does."""
+    added), in the bounded sandbox of :mod:`maskc.chattemplate` (exit 3 naming the template)."""
+    from maskc.chattemplate import render_chat
+
     t = session.netlist.doc.get("tokenizer") or {}
     template = t.get("chat_template")
     if not template:
         raise InputError(f"{session.build.path}: the model has no chat template; drop --chat")
-    from jinja2 import TemplateError
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-
-    def raise_exception(msg):
-        raise TemplateError(msg)
-
-    env.globals["raise_exception"] = raise_exception
-    try:
-        return env.from_string(template).render(
-            messages=[{"role": "user", "content": user_text}],
-            add_generation_prompt=True,
-            bos_token="",
-            eos_token="",
-        )
-    except TemplateError as e:
-        raise InputError(f"chat template: {e}") from None
+    where = f"{session.netlist.path / 'netlist.json'}: chat_template (from tokenizer_config.json)"
+    messages = [{"role": "user", "content": user_text}]
+    return render_chat(template, where, messages, bos_token="", eos_token="")
 
 
 @dataclass

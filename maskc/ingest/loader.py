@@ -56,6 +56,8 @@ class Model:
     files: list[Path]
     tokenizer_path: Path | None
     tokenizer_vocab_size: int | None
+    #: tokenizer_config.json's chat_template (checked by a sample render), if any
+    chat_template: str | None = None
     ignored: list[str] = field(default_factory=list)
 
     @property
@@ -180,22 +182,35 @@ def _resolve(path: Path, config: Path | None) -> tuple[Path, list[Path], dict[st
     return config, [path], None
 
 
-def _load_tokenizer(path: Path, vocab_size: int) -> int:
-    """Validate tokenizer.json with the tokenizers library; return its vocabulary size."""
-    from tokenizers import Tokenizer  # imported lazily: only needed when a tokenizer exists
+def _load_tokenizer(path: Path, vocab_size: int) -> tuple[int, str | None]:
+    """Validate tokenizer.json (:mod:`maskc.tokenizer`) and the chat template of
+    tokenizer_config.json beside it (:mod:`maskc.chattemplate`): both are used once, on a
+    sample, as ``emulate --chat`` will. Returns the vocabulary size and the template."""
+    from maskc.chattemplate import render_chat
+    from maskc.tokenizer import SAMPLE_TEXT, open_tokenizer
 
+    template = None
+    tc = path.parent / "tokenizer_config.json"
+    if tc.is_file():
+        doc = read_json_file(tc, "tokenizer_config.json")
+        template = doc.get("chat_template") if isinstance(doc, dict) else None
+        if template is not None and not isinstance(template, str):
+            raise InputError(f"{tc}: chat_template must be a string")
+    tok = open_tokenizer(path)
     try:
-        tok = Tokenizer.from_file(str(path))
-    except Exception as e:  # the Rust library raises its own exception types
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise InputError(f"{path}: not a valid tokenizer.json ({msg[:200]})") from None
-    n = tok.get_vocab_size(with_added_tokens=True)
-    top = max(tok.get_vocab(with_added_tokens=True).values(), default=-1)
-    if top >= vocab_size:
-        raise InputError(
-            f"{path}: tokenizer has token id {top}, outside the model's vocab_size {vocab_size}"
-        )
-    return n
+        vocab = tok.vocab()
+        top = max(vocab.values(), default=-1)
+        if top >= vocab_size:
+            raise InputError(
+                f"{path}: tokenizer has token id {top}, outside the model's vocab_size {vocab_size}"
+            )
+        sample = SAMPLE_TEXT
+        if template is not None:
+            sample += render_chat(template, f"{tc}: chat_template", bos_token="", eos_token="")
+        tok.decode(tok.encode(sample))
+    finally:
+        tok.close()
+    return len(vocab), template
 
 
 def load_model(path: str | os.PathLike, config: str | os.PathLike | None = None) -> Model:
@@ -276,7 +291,9 @@ def load_model(path: str | os.PathLike, config: str | os.PathLike | None = None)
             )
 
     tok_path = cfg_path.parent / "tokenizer.json"
-    tok_vocab = _load_tokenizer(tok_path, arch.vocab_size) if tok_path.is_file() else None
+    tok_vocab, template = (
+        _load_tokenizer(tok_path, arch.vocab_size) if tok_path.is_file() else (None, None)
+    )
     return Model(
         path=path,
         config_path=cfg_path,
@@ -286,5 +303,6 @@ def load_model(path: str | os.PathLike, config: str | os.PathLike | None = None)
         files=files,
         tokenizer_path=tok_path if tok_vocab is not None else None,
         tokenizer_vocab_size=tok_vocab,
+        chat_template=template,
         ignored=ignored,
     )

@@ -365,26 +365,15 @@ def manifest(
 
 
 def tokenizer_info(model: Model) -> dict:
-    """What the netlist records of the tokenizer: file, bos/eos ids, chat template."""
+    """What the netlist records of the tokenizer: file, bos/eos ids, chat template (checked
+    when the model was loaded)."""
     a = model.arch
-    info = {
+    return {
         "path": model.tokenizer_path,
         "bos_token_id": a.bos_token_id,
         "eos_token_id": a.eos_token_ids[0] if a.eos_token_ids else None,
-        "chat_template": None,
+        "chat_template": model.chat_template if model.tokenizer_path is not None else None,
     }
-    if model.tokenizer_path is not None:
-        tc = model.tokenizer_path.parent / "tokenizer_config.json"
-        if tc.is_file():
-            from maskc.ingest.config import read_json_file
-
-            doc = read_json_file(tc, "tokenizer_config.json")
-            ct = doc.get("chat_template") if isinstance(doc, dict) else None
-            if isinstance(ct, str):
-                info["chat_template"] = ct
-            elif ct is not None:
-                raise InputError(f"{tc}: chat_template must be a string")
-    return info
 
 
 def layers_report(root: Path, banks: list[dict], fmt: str, weights: int) -> dict:

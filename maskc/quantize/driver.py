@@ -36,12 +36,15 @@ def builtin_calibration_text() -> str:
 
 def tokenize(model, text: str) -> list[int]:
     """``text`` in the model's tokenizer.json (no special tokens added)."""
-    from tokenizers import Tokenizer
+    from maskc.tokenizer import open_tokenizer
 
     if model.tokenizer_path is None:
         raise InputError(f"{model.path}: no tokenizer.json; it is needed to tokenize text")
-    tok = Tokenizer.from_file(str(model.tokenizer_path))
-    return list(tok.encode(text, add_special_tokens=False).ids)
+    tok = open_tokenizer(model.tokenizer_path)
+    try:
+        return tok.encode(text)
+    finally:
+        tok.close()
 
 
 @dataclass(frozen=True)

@@ -298,6 +298,34 @@ case("prompt-render-nodir", "prompt", "`render -o` into a folder that does not e
      ["render", "{d}/b", "--tile", "T0_0_0", "-o", "{d}/nodir/x.png"], 2, "nodir")  # fmt: skip
 case("prompt-diff-png-nodir", "prompt", "`diff-layers --png` into a missing folder",
      ["diff-layers", "{d}/b", "{d}/b", "--png", "{d}/nodir/x.png"], 2, "nodir")  # fmt: skip
+# tokenizers and chat templates (issue 19, class 2: the tokenizers library panics or backtracks;
+# class 3: chat templates that fail, recurse or never end): exit 3 naming the file and field
+TC = "tokenizer_config.json"
+case("model-tok-stride", "model", "tokenizer.json: truncation stride >= max_length", C, 3,
+     "tokenizer.json", "truncation.stride")  # fmt: skip
+case("model-tok-unk", "model", "tokenizer.json: WordLevel unk_token not in the vocabulary", C, 3,
+     "tokenizer.json", "model.unk_token")  # fmt: skip
+case("model-tok-type", "model", "tokenizer.json: an unknown model type", C, 3, "tokenizer.json",
+     "model.type")  # fmt: skip
+case("model-template-div0", "model", "chat template divides by zero", C, 3, TC, "chat_template",
+     "ZeroDivisionError")  # fmt: skip
+case("model-template-recursion", "model", "chat template: a macro calling itself forever", C, 3,
+     TC, "chat_template", "recursion")  # fmt: skip
+case("model-template-str-int", "model", "chat template adds a string to an int", C, 3, TC,
+     "chat_template", "TypeError")  # fmt: skip
+case("model-template-power", "model", "chat template computes 2 ** 99999999", C, 3, TC,
+     "chat_template", "too large")  # fmt: skip
+case("model-template-loops", "model", "chat template: nested range(99999) loops", C, 3, TC,
+     "chat_template", "range()")  # fmt: skip
+case("model-template-output", "model", "chat template writes 100 MB", C, 3, TC, "chat_template",
+     "output")  # fmt: skip
+case("prompt-tok-regex", "prompt", "a Split regex `(a+)+$` on a prompt of 40 a's and a b",
+     [*EB, "--prompt", "a" * 40 + "b", "-n", "1"], 3, "tokenizer.json", "encode")  # fmt: skip
+case("prompt-tok-stride", "prompt", "a build whose tokenizer.json has stride >= max_length",
+     [*EB, "--prompt", "hello", "-n", "1"], 3, "tokenizer.json", "truncation.stride")  # fmt: skip
+case("prompt-template-div0", "prompt", "`--chat` with a build whose template divides by zero",
+     [*EB, "--prompt", "hello", "--chat", "-n", "1"], 3, "chat_template",
+     "ZeroDivisionError")  # fmt: skip
 # -- paths ---------------------------------------------------------------------------------------
 case(
     "path-output-inside-input",
@@ -405,6 +433,33 @@ def _edit_param(build: Path, name: str, fn) -> None:
     t[name] = fn(t[name])
     write_safetensors(p, t, {"maskc": "netlist parameters"})
     _rehash(build)
+
+
+TEMPLATES = {  # chat templates of the model-template-* and prompt-template-* cases
+    "div0": "{{ messages|length // 0 }}",
+    "recursion": "{% macro f(x) %}{{ f(x) }}{% endmacro %}{{ f(1) }}",
+    "str-int": "{{ messages[0]['content'] + 1 }}",
+    "power": "{{ 2 ** 99999999 }}",
+    "loops": "{% for i in range(99999) %}{% for j in range(99999) %}x{% endfor %}{% endfor %}",
+    "output": "{% for i in range(100000) %}{{ 'x' * 1000 }}{% endfor %}",
+}
+
+
+def _reseal(b: Path) -> None:
+    """A build edited on purpose, its hashes updated: what a hostile build looks like once
+    the hash check passes (netlist.json's tokenizer hash, then manifest.json)."""
+    import hashlib
+
+    from maskc.build import write_manifest
+
+    nj = b / "netlist" / "netlist.json"
+    doc = json.loads(nj.read_text())
+    tok = (b / "netlist" / "tokenizer.json").read_bytes()
+    doc["tokenizer"]["sha256"] = hashlib.sha256(tok).hexdigest()
+    nj.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    man = json.loads((b / "manifest.json").read_text())
+    own = ("format", "version", "maskc_version", "stages", "files")
+    write_manifest(b, man["stages"], {k: v for k, v in man.items() if k not in own})
 
 
 def _make(name: str, d: Path, model: Path, build: Path) -> None:
@@ -619,6 +674,41 @@ def _make(name: str, d: Path, model: Path, build: Path) -> None:
         (d / "text.txt").write_bytes(b"")
     elif name == "prompt-ppl-stride":
         (d / "text.txt").write_text("a short text to score, " * 20, encoding="utf-8")
+    elif name.startswith(("model-tok-", "prompt-tok-")):
+        p = d / ("m/tokenizer.json" if kind == "model" else "b/netlist/tokenizer.json")
+        doc = json.loads(p.read_text())
+        if name.endswith("-stride"):
+            doc["truncation"] = {
+                "direction": "Right", "max_length": 8, "strategy": "LongestFirst", "stride": 8
+            }  # fmt: skip
+        elif name == "model-tok-unk":
+            words = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "hello", "world"]
+            doc["model"] = {
+                "type": "WordLevel", "vocab": {w: i for i, w in enumerate(words)},
+                "unk_token": "<unk>",
+            }  # fmt: skip
+            doc["pre_tokenizer"] = {"type": "Whitespace"}
+        elif name == "model-tok-type":
+            doc["model"]["type"] = "SentencePieceBPE"
+        elif name == "prompt-tok-regex":
+            doc["pre_tokenizer"] = {
+                "type": "Split", "pattern": {"Regex": "(a+)+$"}, "behavior": "Isolated",
+                "invert": False,
+            }  # fmt: skip
+        p.write_text(json.dumps(doc))
+        if kind == "prompt":
+            _reseal(d / "b")
+    elif name.startswith(("model-template-", "prompt-template-")):
+        template = TEMPLATES[name.split("-", 2)[2]]
+        if kind == "model":
+            p = d / "m" / "tokenizer_config.json"
+            edit_cfg(p, chat_template=template)
+        else:
+            p = d / "b" / "netlist" / "netlist.json"
+            doc = json.loads(p.read_text())
+            doc["tokenizer"]["chat_template"] = template
+            p.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+            _reseal(d / "b")
     elif name == "path-output-not-empty":
         (d / "out").mkdir()
         (d / "out" / "keep.txt").write_text("mine")
