@@ -22,6 +22,7 @@ from pathlib import Path
 
 from maskc import __version__
 from maskc.errors import InputError, VerifyError
+from maskc.fsutil import open_regular
 from maskc.ingest.config import read_json_file
 from maskc.parallel import usable_cpus
 
@@ -34,8 +35,9 @@ VERSION = 1
 
 
 def sha256_file(path: Path) -> str:
+    """The SHA-256 of a regular file (a FIFO or folder is an InputError naming it)."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path, "file") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()

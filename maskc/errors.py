@@ -13,7 +13,11 @@ names the offending file, tensor or field and says what to do. ``maskc/cli/`` pr
 | 4    | the model does not fit the fabric                  | :class:`FitError`      |
 | 5    | verification failed (hash, netlist, layers)        | :class:`VerifyError`   |
 | 70   | internal error (a bug in maskc: please report it)  | -                      |
+| 129  | terminated by SIGHUP (128 + 1)                     | -                      |
 | 130  | interrupted (Ctrl-C)                               | -                      |
+| 143  | terminated by SIGTERM (128 + 15)                   | -                      |
+
+A signal, like an error, removes the temporary build of a command writing one.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ EXIT_FIT = 4
 EXIT_VERIFY = 5
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
+#: SIGTERM and SIGHUP exit with 128 + the signal's number (143, 129), as a shell reports them
+EXIT_SIGNAL_BASE = 128
 
 
 class MaskcError(Exception):

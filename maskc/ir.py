@@ -211,36 +211,60 @@ class TensorSpec:
         return math.prod(self.shape)
 
 
-def expected_tensors(arch: ModelArch) -> list[TensorSpec]:
+#: Most decoder layers maskc builds (the largest published models have ~130): a bound on the
+#: loops a config drives before any weight is seen (``compile --plan-only`` of a config alone).
+MAX_LAYERS = 4096
+
+
+def layer_tensors(arch: ModelArch, n: int) -> list[TensorSpec]:
+    """The tensors of decoder layer ``n``, in data-flow order: input norm, q, k, v (and their
+    biases), o, post-attention norm, gate, up, down."""
+    h, i = arch.hidden_size, arch.intermediate_size
+    p = f"model.layers.{n}."
+    layer = [
+        TensorSpec(p + "input_layernorm.weight", (h,), "input_norm", n),
+        TensorSpec(p + "self_attn.q_proj.weight", (arch.q_dim, h), "q_proj", n),
+        TensorSpec(p + "self_attn.k_proj.weight", (arch.kv_dim, h), "k_proj", n),
+        TensorSpec(p + "self_attn.v_proj.weight", (arch.kv_dim, h), "v_proj", n),
+    ]
+    if arch.attention_bias:
+        layer += [
+            TensorSpec(p + "self_attn.q_proj.bias", (arch.q_dim,), "q_bias", n),
+            TensorSpec(p + "self_attn.k_proj.bias", (arch.kv_dim,), "k_bias", n),
+            TensorSpec(p + "self_attn.v_proj.bias", (arch.kv_dim,), "v_bias", n),
+        ]
+    layer += [
+        TensorSpec(p + "self_attn.o_proj.weight", (h, arch.q_dim), "o_proj", n),
+        TensorSpec(p + "post_attention_layernorm.weight", (h,), "post_attention_norm", n),
+        TensorSpec(p + "mlp.gate_proj.weight", (i, h), "gate_proj", n),
+        TensorSpec(p + "mlp.up_proj.weight", (i, h), "up_proj", n),
+        TensorSpec(p + "mlp.down_proj.weight", (h, i), "down_proj", n),
+    ]
+    return layer
+
+
+def embedding_tensor(arch: ModelArch) -> TensorSpec:
+    """The first tensor of every architecture: the token embedding."""
+    return TensorSpec("model.embed_tokens.weight", (arch.vocab_size, arch.hidden_size), "embed")
+
+
+def expected_tensors(arch: ModelArch, where: str = "config.json") -> list[TensorSpec]:
     """Every tensor ``arch`` needs, in canonical order (embedding, layers 0..L-1, norm, head).
 
-    Layer order within a decoder layer follows the data flow: input norm, q, k, v, o,
-    post-attention norm, gate, up, down.
+    Layer order within a decoder layer follows the data flow (:func:`layer_tensors`). More
+    than :data:`MAX_LAYERS` layers is an InputError naming ``where`` (the config), before the
+    loop: a model whose weights are at hand is checked against them first
+    (:func:`maskc.ingest.loader.load_model` names the first missing tensor).
     """
-    h, i, v = arch.hidden_size, arch.intermediate_size, arch.vocab_size
-    out = [TensorSpec("model.embed_tokens.weight", (v, h), "embed")]
+    if arch.num_layers > MAX_LAYERS:
+        raise InputError(
+            f"{where}: num_hidden_layers {arch.num_layers} is more than maskc builds "
+            f"(at most {MAX_LAYERS})"
+        )
+    h, v = arch.hidden_size, arch.vocab_size
+    out = [embedding_tensor(arch)]
     for n in range(arch.num_layers):
-        p = f"model.layers.{n}."
-        layer = [
-            TensorSpec(p + "input_layernorm.weight", (h,), "input_norm", n),
-            TensorSpec(p + "self_attn.q_proj.weight", (arch.q_dim, h), "q_proj", n),
-            TensorSpec(p + "self_attn.k_proj.weight", (arch.kv_dim, h), "k_proj", n),
-            TensorSpec(p + "self_attn.v_proj.weight", (arch.kv_dim, h), "v_proj", n),
-        ]
-        if arch.attention_bias:
-            layer += [
-                TensorSpec(p + "self_attn.q_proj.bias", (arch.q_dim,), "q_bias", n),
-                TensorSpec(p + "self_attn.k_proj.bias", (arch.kv_dim,), "k_bias", n),
-                TensorSpec(p + "self_attn.v_proj.bias", (arch.kv_dim,), "v_bias", n),
-            ]
-        layer += [
-            TensorSpec(p + "self_attn.o_proj.weight", (h, arch.q_dim), "o_proj", n),
-            TensorSpec(p + "post_attention_layernorm.weight", (h,), "post_attention_norm", n),
-            TensorSpec(p + "mlp.gate_proj.weight", (i, h), "gate_proj", n),
-            TensorSpec(p + "mlp.up_proj.weight", (i, h), "up_proj", n),
-            TensorSpec(p + "mlp.down_proj.weight", (h, i), "down_proj", n),
-        ]
-        out += layer
+        out += layer_tensors(arch, n)
     out.append(TensorSpec("model.norm.weight", (h,), "final_norm"))
     if not arch.tie_word_embeddings:
         out.append(TensorSpec("lm_head.weight", (v, h), "lm_head"))

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from maskc.errors import InputError, UnsupportedError
+from maskc.fsutil import open_regular
 from maskc.textparse import ParseError, json_loads
 
 #: Largest header accepted (the reference implementation's limit is 100 MB).
@@ -145,8 +146,8 @@ class SafetensorsFile:
 
     def _parse_header(self) -> None:
         try:
-            size = self.path.stat().st_size
-            with open(self.path, "rb") as f:
+            with open_regular(self.path, "safetensors file") as f:
+                size = os.fstat(f.fileno()).st_size
                 head = f.read(8)
                 if len(head) < 8:
                     raise self._err(
@@ -269,7 +270,7 @@ class SafetensorsFile:
             )
         out = np.empty(info.shape, dtype=WRITABLE[info.dtype])
         try:
-            with open(self.path, "rb") as f:
+            with open_regular(self.path, "safetensors file") as f:
                 f.seek(info.begin)
                 got = f.readinto(memoryview(out.reshape(-1).view(np.uint8)))
         except OSError as e:

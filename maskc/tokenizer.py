@@ -43,8 +43,8 @@ from maskc.errors import InputError
 from maskc.fsutil import read_small_file
 from maskc.textparse import ParseError, json_loads
 
-#: Largest tokenizer.json accepted, in bytes (the largest published ones are ~35 MB).
-MAX_TOKENIZER_BYTES = 256 << 20
+#: Largest tokenizer.json accepted, in bytes (real ones are under 40 MB: Llama 3's is 9 MB).
+MAX_TOKENIZER_BYTES = 64 << 20
 MODEL_TYPES = ("BPE", "WordPiece", "WordLevel", "Unigram")
 #: Regexes that run in the process: the pre-tokenizer patterns of GPT-2, Llama 3 and Qwen2.
 KNOWN_PATTERNS = frozenset(

@@ -79,19 +79,20 @@ def test_atomic_output_dir_refuses_file_and_overlap(tmp_path, cli):
     f.write_text("x")
     r = cli("testmodel", f)
     assert r.code == 3 and "not a folder" in r.err
-    from maskc.errors import InputError
+    from maskc.errors import UsageError
 
     with (
-        pytest.raises(InputError, match="overlaps"),
+        pytest.raises(UsageError, match="overlaps"),
         atomic_output_dir(tmp_path / "in" / "out", inputs=(tmp_path / "in",)),
     ):
         pass
 
 
 def test_unwritable_parent(tmp_path, cli):
-    """The output's parent cannot be created (it is a file): exit 3, nothing written."""
+    """The output's parent cannot be created (it is a file): exit 2 before any work, nothing
+    written."""
     blocker = tmp_path / "blocker"
     blocker.write_text("x")
     r = cli("testmodel", blocker / "sub" / "m")
-    assert r.code == 3 and "cannot create" in r.err, r
+    assert r.code == 2 and "is a file" in r.err, r
     assert blocker.read_text() == "x"

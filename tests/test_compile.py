@@ -204,8 +204,11 @@ def test_refuses_existing_non_empty_build(model_cache, tmp_path, cli):
 
 
 def test_output_inside_input(tiny_copy, cli):
+    """-o inside the model folder is a usage error (exit 2), refused before any work."""
     d = tiny_copy()
-    assert_bad(cli("compile", d, "-o", d / "build"), "overlaps")
+    r = cli("compile", d, "-o", d / "build")
+    assert r.code == 2 and "overlaps" in r.err, r
+    assert not (d / "build").exists()
 
 
 @pytest.mark.parametrize(

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from enum import Enum
 from typing import Annotated, TypeVar
 
@@ -17,7 +20,15 @@ from rich.progress import BarColumn, DownloadColumn, TaskID, TaskProgressColumn,
 
 from maskc import __version__
 from maskc.cli.progress import EtaColumn, StepProgress, progress_off
-from maskc.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_USAGE, MaskcError, UsageError
+from maskc.errors import (
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_SIGNAL_BASE,
+    EXIT_USAGE,
+    MaskcError,
+    UsageError,
+)
+from maskc.fsutil import hold_signal
 
 app = typer.Typer(
     name="maskc",
@@ -25,7 +36,8 @@ app = typer.Typer(
         "maskc compiles a Hugging Face LLM (safetensors) into the two customizable mask layers "
         "(a via layer and a metal layer) of a mask-ROM inference ASIC.\n\n"
         "Exit codes: 0 ok, 1 differs (diff-layers), 2 usage, 3 bad input, 4 does not fit the "
-        "fabric, 5 verification failed, 70 internal error."
+        "fabric, 5 verification failed, 70 internal error, 130 interrupted (Ctrl-C), 143 "
+        "terminated (SIGTERM; 129 SIGHUP)."
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -119,11 +131,54 @@ class RichEvents:
         err.print(f"maskc: warning: {message}", markup=False)
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived: unwinds like Ctrl-C's KeyboardInterrupt (a temporary build
+    is removed on the way out), then exits 128 + the signal's number."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+#: The signals handled like Ctrl-C: what timeout, systemd and CI send, and a closed terminal.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+@contextmanager
+def _stop_signals() -> Iterator[None]:
+    """While a command runs: SIGTERM and SIGHUP raise :class:`Terminated` in this process. A
+    forked worker (``--jobs``) that inherits the handler dies of the signal as it would have."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread (an embedding caller)
+        return
+    pid = os.getpid()
+
+    def handler(signum, _frame):
+        if os.getpid() != pid:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        if hold_signal(signum):  # a finished build is being renamed into place: then
+            return
+        raise Terminated(signum)
+
+    old = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``maskc`` console script: run the app and map errors to exit codes."""
     command = typer.main.get_command(app)
     try:
-        rc = command.main(args=argv, prog_name="maskc", standalone_mode=False)
+        with _stop_signals():
+            rc = command.main(args=argv, prog_name="maskc", standalone_mode=False)
+    except Terminated as e:
+        err.print(f"maskc: terminated ({signal.Signals(e.signum).name})")
+        sys.exit(EXIT_SIGNAL_BASE + e.signum)
     except MaskcError as e:
         err.print(f"maskc: error: {e}", markup=False)
         sys.exit(e.exit_code)

@@ -217,7 +217,12 @@ def compile(
         ),
     ] = None,
     force: Annotated[
-        bool, typer.Option("--force", help="Replace BUILD if it exists and is not empty.")
+        bool,
+        typer.Option(
+            "--force",
+            help="Replace BUILD if it exists and is not empty; if another maskc is writing "
+            "it, wait for that one to finish (the two never interleave).",
+        ),
     ] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the report summary as JSON on stdout.")

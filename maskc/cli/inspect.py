@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -93,7 +94,7 @@ def inspect(
     from maskc.adapters import CONFIG_FILE
     from maskc.build import is_build
 
-    if (model / CONFIG_FILE).is_file():
+    if os.path.lexists(model / CONFIG_FILE):  # a FIFO or folder there is the adapter's error
         if tensor is not None or netlist:
             raise UsageError("--tensor and --netlist work on builds, not adapters")
         _inspect_adapter(model, build, context, headers_only, as_json)

@@ -117,7 +117,12 @@ def testmodel(
     ] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the weights.")] = 0,
     force: Annotated[
-        bool, typer.Option("--force", help="Replace OUT_DIR if it exists and is not empty.")
+        bool,
+        typer.Option(
+            "--force",
+            help="Replace OUT_DIR if it exists and is not empty; if another maskc is writing "
+            "it, wait for that one to finish (the two never interleave).",
+        ),
     ] = False,
     list_presets: Annotated[
         bool, typer.Option("--list", help="List the presets and shapes and exit.")

@@ -26,14 +26,18 @@ from pathlib import Path
 import numpy as np
 
 from maskc.errors import InputError, UnsupportedError
+from maskc.fsutil import check_regular, optional_file
 from maskc.ingest.config import load_config, read_json_file
-from maskc.ir import ModelArch, TensorSpec, expected_tensors
+from maskc.ir import ModelArch, TensorSpec, embedding_tensor, expected_tensors, layer_tensors
 from maskc.safetensors_io import SUPPORTED_DTYPES, SafetensorsFile, TensorInfo
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
 #: Tensors some exporters write that carry no weights maskc needs (recomputed from config).
 IGNORABLE_PATTERNS = (re.compile(r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq"),)
+#: A decoder layer's tensor name, its index (at most 9 digits: a longer one is no layer of a
+#: model maskc builds, and is refused as an unexpected tensor)
+_LAYER = re.compile(r"model\.layers\.(\d{1,9})\.")
 #: Largest index.json accepted, in bytes.
 MAX_INDEX_BYTES = 64 << 20
 
@@ -142,10 +146,11 @@ def _open_index(folder: Path) -> tuple[list[Path], dict[str, str]]:
                 "*.safetensors file name in the model folder"
             )
         p = folder / shard
-        if not p.is_file():
+        if not os.path.lexists(p):
             raise InputError(
                 f"{index_path}: names shard {shard!r} (for tensor {name!r}) which does not exist"
             )
+        check_regular(p, "shard")
         shards[shard] = p
     return [shards[k] for k in sorted(shards)], wmap
 
@@ -155,7 +160,7 @@ def _resolve(path: Path, config: Path | None) -> tuple[Path, list[Path], dict[st
     _check_exists(path, "model")
     if path.is_dir():
         cfg = config or path / "config.json"
-        if not cfg.is_file():
+        if not os.path.lexists(cfg):
             raise InputError(
                 f"{path}: no config.json in the model folder (give --config CONFIG.json)"
             )
@@ -190,8 +195,8 @@ def _load_tokenizer(path: Path, vocab_size: int) -> tuple[int, str | None]:
     from maskc.tokenizer import SAMPLE_TEXT, open_tokenizer
 
     template = None
-    tc = path.parent / "tokenizer_config.json"
-    if tc.is_file():
+    tc = optional_file(path.parent / "tokenizer_config.json", "tokenizer_config.json")
+    if tc is not None:
         doc = read_json_file(tc, "tokenizer_config.json")
         template = doc.get("chat_template") if isinstance(doc, dict) else None
         if template is not None and not isinstance(template, str):
@@ -213,15 +218,12 @@ def _load_tokenizer(path: Path, vocab_size: int) -> tuple[int, str | None]:
     return len(vocab), template
 
 
-def load_model(path: str | os.PathLike, config: str | os.PathLike | None = None) -> Model:
-    """Open and validate a checkpoint (headers only; no tensor data is read).
-
-    ``path`` is a model folder or a ``.safetensors`` file; ``config`` overrides/provides the
-    config.json path. Raises :class:`InputError` (exit 3) naming the file and problem.
-    """
-    path = Path(path)
-    cfg_path, files, wmap = _resolve(path, Path(config) if config is not None else None)
-    _check_exists(cfg_path, "config.json")
+def _open_headers(
+    path: Path, config: Path | None
+) -> tuple[Path, ModelArch, list[Path], dict[str, tuple[SafetensorsFile, TensorInfo]]]:
+    """config.json and every weight file's header (no tensor data): the config's path, the
+    architecture, the files, and where each tensor is; the shard index checked."""
+    cfg_path, files, wmap = _resolve(path, config)
     arch = load_config(cfg_path)
 
     locations: dict[str, tuple[SafetensorsFile, TensorInfo]] = {}
@@ -247,16 +249,80 @@ def load_model(path: str | os.PathLike, config: str | os.PathLike | None = None)
                     f"{path / INDEX_NAME}: lists tensor {name!r} in {shard!r} but that shard "
                     "does not contain it"
                 )
+    return cfg_path, arch, files, locations
 
-    specs = expected_tensors(arch)
-    expected = {s.name for s in specs}
-    missing = [s.name for s in specs if s.name not in locations]
+
+def _missing(path: Path, arch: ModelArch, name: str, more: str = "", why: str = "") -> InputError:
+    return InputError(
+        f"{path}: tensor {name!r}{more} is missing for {arch.architecture} with "
+        f"{arch.num_layers} layers ({why or 'config.json and weights disagree?'})"
+    )
+
+
+def _expected(path: Path, cfg_path: Path, arch: ModelArch, names) -> list[TensorSpec]:
+    """The tensors ``arch`` needs, each checked present among ``names`` (InputError naming the
+    first missing one). Time O(len(names)), whatever num_hidden_layers says: when a declared
+    layer has no tensor at all, the first missing tensor is found among the layers before it,
+    before the declared count drives any loop."""
+    present = set()
+    for name in names:
+        m = _LAYER.match(name)
+        if m:
+            present.add(int(m.group(1)))
+    first_absent = 0
+    while first_absent in present:
+        first_absent += 1
+    if first_absent < arch.num_layers:
+        head = [embedding_tensor(arch)]
+        for n in range(first_absent + 1):
+            head += layer_tensors(arch, n)
+        name = next(s.name for s in head if s.name not in names)
+        why = (
+            f"num_hidden_layers in config.json; the weights have {len(present)} layers: "
+            "config.json and weights disagree?"
+        )
+        raise _missing(path, arch, name, why=why)
+    specs = expected_tensors(arch, str(cfg_path))
+    missing = [s.name for s in specs if s.name not in names]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise InputError(
-            f"{path}: tensor {missing[0]!r}{more} is missing for {arch.architecture} with "
-            f"{arch.num_layers} layers (config.json and weights disagree?)"
-        )
+        raise _missing(path, arch, missing[0], more)
+    return specs
+
+
+def declared_tensors(
+    path: str | os.PathLike, config: str | os.PathLike | None = None
+) -> tuple[ModelArch, list[TensorSpec], Path]:
+    """``compile --plan-only``: the architecture, its tensors and the config's path, from
+    config.json alone (``path`` a model folder or a config.json). When weights are at hand (a
+    folder with weights, or a ``.safetensors`` file and ``config``), their headers (never their
+    data) are first checked to hold every tensor the config declares."""
+    path = Path(path)
+    cfg = Path(config) if config is not None else None
+    if path.is_dir():
+        weights = os.path.lexists(path / INDEX_NAME) or os.path.lexists(path / SINGLE_NAME)
+    else:
+        weights = cfg is not None and path.suffix == ".safetensors"
+    if weights:
+        cfg_path, arch, _files, locations = _open_headers(path, cfg)
+        return arch, _expected(path, cfg_path, arch, locations), cfg_path
+    cfg_path = cfg or (path / "config.json" if path.is_dir() else path)
+    arch = load_config(cfg_path)
+    return arch, expected_tensors(arch, str(cfg_path)), cfg_path
+
+
+def load_model(path: str | os.PathLike, config: str | os.PathLike | None = None) -> Model:
+    """Open and validate a checkpoint (headers only; no tensor data is read).
+
+    ``path`` is a model folder or a ``.safetensors`` file; ``config`` overrides/provides the
+    config.json path. Raises :class:`InputError` (exit 3) naming the file and problem.
+    """
+    path = Path(path)
+    cfg_path, arch, files, locations = _open_headers(
+        path, Path(config) if config is not None else None
+    )
+    specs = _expected(path, cfg_path, arch, locations)
+    expected = {s.name for s in specs}
     ignored = []
     for name in sorted(locations):
         if name in expected:
@@ -290,9 +356,9 @@ def load_model(path: str | os.PathLike, config: str | os.PathLike | None = None)
                 f"{list(info.shape)} {info.dtype}, expected the embedding's shape"
             )
 
-    tok_path = cfg_path.parent / "tokenizer.json"
+    tok_path = optional_file(cfg_path.parent / "tokenizer.json", "tokenizer.json")
     tok_vocab, template = (
-        _load_tokenizer(tok_path, arch.vocab_size) if tok_path.is_file() else (None, None)
+        _load_tokenizer(tok_path, arch.vocab_size) if tok_path is not None else (None, None)
     )
     return Model(
         path=path,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -214,10 +215,14 @@ def write_netlist(
 
 
 def _write_tokenizer(root: Path, tokenizer: dict) -> dict | None:
-    """Copy the tokenizer into the netlist; what netlist.json records of it."""
+    """The tokenizer into the netlist (a hard link to ``tokenizer["path"]``, the build's copy,
+    where the filesystem allows: one copy on disk); what netlist.json records of it."""
     if tokenizer.get("path") is None:
         return None
-    shutil.copyfile(tokenizer["path"], root / "tokenizer.json")
+    try:
+        os.link(tokenizer["path"], root / "tokenizer.json")
+    except OSError:
+        shutil.copyfile(tokenizer["path"], root / "tokenizer.json")
     return {
         "file": "tokenizer.json",
         "sha256": hashlib.sha256((root / "tokenizer.json").read_bytes()).hexdigest(),

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import shutil
 from pathlib import Path
 
 from maskc import __version__
 from maskc.build import sha256_file, write_json, write_manifest
 from maskc.errors import InputError
 from maskc.fabric import Fabric, load_fabric
-from maskc.fsutil import read_text
+from maskc.fsutil import copy_regular, optional_file, read_text
 from maskc.ingest import Model, load_model
-from maskc.ir import ModelArch, expected_tensors
+from maskc.ir import ModelArch
 from maskc.pipeline.options import CompileOptions
 from maskc.place import MatrixInfo, Placement, floorplan_png, place
 from maskc.quantize import (
@@ -45,6 +44,8 @@ from maskc.quantize.report import (
 from maskc.quantize.rules import QUANTIZABLE_ROLES, Resolution
 from maskc.quantize.stream import BlockPool, RowReader, quant_workers
 
+#: The tokenizer's optional settings beside tokenizer.json (the chat template)
+TC = "tokenizer_config.json"
 #: The IR stages a complete build holds (its manifest's ``stages``).
 BUILD_STAGES = ["ingest", "quantize", "place", "netlist", "layout"]
 #: compile verifies the layers by default up to this many weights (SmolLM2's GDS takes a minute)
@@ -188,11 +189,11 @@ def model_files(
             "quant_settings": quant_settings.to_json(),
         },
     )
-    if model.tokenizer_path is not None:
-        shutil.copyfile(model.tokenizer_path, build / "tokenizer.json")
-        tc = model.tokenizer_path.parent / "tokenizer_config.json"
-        if tc.is_file():
-            shutil.copyfile(tc, build / "tokenizer_config.json")
+    if model.tokenizer_path is not None:  # the one copy of the model's (the netlist links it)
+        copy_regular(model.tokenizer_path, build / "tokenizer.json", "tokenizer.json")
+        tc = optional_file(model.tokenizer_path.parent / TC, TC)
+        if tc is not None:
+            copy_regular(tc, build / TC, TC)
 
 
 def quantize(
@@ -280,7 +281,7 @@ def netlist(
     from maskc.netlist import load_netlist, write_netlist
 
     summary = write_netlist(
-        build, model.arch, quantized.store, placement, fabric, tokenizer_info(model), events
+        build, model.arch, quantized.store, placement, fabric, tokenizer_info(model, build), events
     )
     return load_netlist(build), summary
 
@@ -364,12 +365,12 @@ def manifest(
     return write_manifest(build, BUILD_STAGES, extra)
 
 
-def tokenizer_info(model: Model) -> dict:
-    """What the netlist records of the tokenizer: file, bos/eos ids, chat template (checked
-    when the model was loaded)."""
+def tokenizer_info(model: Model, build: Path) -> dict:
+    """What the netlist records of the tokenizer: file (the build's copy, made by
+    :func:`model_files`), bos/eos ids, chat template (checked when the model was loaded)."""
     a = model.arch
     return {
-        "path": model.tokenizer_path,
+        "path": build / "tokenizer.json" if model.tokenizer_path is not None else None,
         "bos_token_id": a.bos_token_id,
         "eos_token_id": a.eos_token_ids[0] if a.eos_token_ids else None,
         "chat_template": model.chat_template if model.tokenizer_path is not None else None,
@@ -403,12 +404,11 @@ def layers_report(root: Path, banks: list[dict], fmt: str, weights: int) -> dict
 
 
 def config(model_path: Path, opts: CompileOptions) -> tuple[ModelArch, list, Path]:
-    """The architecture from config.json alone (no weights): arch, its tensors, the file."""
-    from maskc.ingest.config import load_config
+    """The architecture from config.json (no weight data): arch, its tensors, the file; the
+    weights' headers, when they are at hand, checked to hold those tensors."""
+    from maskc.ingest.loader import declared_tensors
 
-    cfg = opts.model_config or (model_path / "config.json" if model_path.is_dir() else model_path)
-    arch = load_config(Path(cfg))
-    return arch, expected_tensors(arch), Path(cfg)
+    return declared_tensors(model_path, opts.model_config)
 
 
 def plan_rows(specs: list, quant_settings: Resolution) -> list[dict]:

@@ -32,6 +32,7 @@ import numpy as np
 
 from maskc import parallel
 from maskc.errors import InputError
+from maskc.fsutil import open_regular
 from maskc.quantize.calibrate import SITE_OF_ROLE
 from maskc.quantize.matrix import CHUNK_ROWS, quantize_stack
 from maskc.quantize.profiles import format_for
@@ -67,7 +68,8 @@ class RowReader:
         out = np.empty((b - a, cols), dtype=dt)
         fd = self._fds.get(st.path)
         if fd is None:
-            fd = self._fds[st.path] = os.open(st.path, os.O_RDONLY)
+            with open_regular(st.path, "safetensors file") as f:  # never blocks on a FIFO
+                fd = self._fds[st.path] = os.dup(f.fileno())
         buf = memoryview(out.reshape(-1).view(np.uint8))
         pos, got = info.begin + a * cols * dt.itemsize, 0
         while got < len(buf):

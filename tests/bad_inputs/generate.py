@@ -105,6 +105,20 @@ case(
     "model.norm.weight",
 )
 case("model-inspect-nan", "model", "`inspect` of a model with NaN", ["inspect", "{d}/m"], 3, "nan")
+# special files and absurd shapes (issue 19, class 4): every input is checked to be a regular
+# file before it is opened (a FIFO would block the read forever), and the declared layer count
+# is checked against the weights in time O(tensors) before anything loops over it
+case("model-fifo", "model", "model.safetensors is a FIFO", C, 3, "model.safetensors", "fifo")
+case("model-tokenizer-folder", "model", "tokenizer.json is a folder", C, 3, "tokenizer.json",
+     "folder")  # fmt: skip
+case("model-tokenizer-fifo", "model", "tokenizer.json is a FIFO", C, 3, "tokenizer.json", "fifo")
+case("model-tokenizer-huge", "model", "tokenizer.json of 300 MB (sparse)", C, 3,
+     "tokenizer.json", "too large")  # fmt: skip
+L2 = "model.layers.2.input_layernorm.weight"
+case("model-layers-absurd", "model", "num_hidden_layers 16777216, weights of 2 layers", C, 3, L2)
+case("model-layers-absurd-inspect", "model", "the same, `inspect`", ["inspect", "{d}/m"], 3, L2)
+case("model-layers-absurd-plan", "model", "the same, `compile --plan-only`",
+     ["compile", "{d}/m", "-o", "{d}/out", "--plan-only"], 3, L2)  # fmt: skip
 # -- quantization configs -----------------------------------------------------------------------
 Q = [*C, "--config", "{d}/quant.toml"]
 case(
@@ -332,7 +346,7 @@ case(
     "path",
     "-o inside the model folder",
     ["compile", "{d}/m", "-o", "{d}/m/out", "--no-verify"],
-    3,
+    2,
     "overlaps",
 )
 case(
@@ -349,8 +363,8 @@ case(
     "path",
     "-o below a regular file (unwritable)",
     ["compile", "{d}/m", "-o", "{d}/file/out", "--no-verify"],
-    3,
-    "cannot create",
+    2,
+    "is a file",
 )
 case(
     "path-output-is-file",
@@ -368,6 +382,17 @@ case(
     3,
     "not empty",
 )
+# output paths (issue 19, class 6): checked before any work (exit 2); parents made for the
+# output are removed again when the compile fails
+CO = ["compile", "{d}/m", "--no-verify", "-o"]
+case("path-output-empty", "path", "-o ''", [*CO, ""], 2, "-o", "folder name")
+case("path-output-dot", "path", "-o .", [*CO, "."], 2, "-o", "folder name")
+case("path-output-cwd-parent", "path", "-o / (a parent of the current folder)", [*CO, "/"], 2,
+     "-o")  # fmt: skip
+case("path-output-name-too-long", "path", "-o a 256-byte folder name", [*CO, "{d}/" + "n" * 256],
+     2, "256 bytes")  # fmt: skip
+case("path-output-new-parents", "path", "-o new1/new2/build of a bad model leaves no new1",
+     [*CO, "{d}/new1/new2/build"], 3, "model.layers.2")  # fmt: skip
 
 
 # -- writing the inputs ---------------------------------------------------------------------------
@@ -561,6 +586,20 @@ def _make(name: str, d: Path, model: Path, build: Path) -> None:
             _save(d / "m" / s2, {k: t[k] for k in names[half:]})
             wmap["model.norm.weight"] = s1 if wmap["model.norm.weight"] == s2 else s2
         (d / "m" / "model.safetensors.index.json").write_text(json.dumps({"weight_map": wmap}))
+    elif name == "model-fifo":
+        w.unlink()
+        os.mkfifo(w)
+    elif name == "model-tokenizer-folder":
+        (d / "m" / "tokenizer.json").unlink()
+        (d / "m" / "tokenizer.json").mkdir()
+    elif name == "model-tokenizer-fifo":
+        (d / "m" / "tokenizer.json").unlink()
+        os.mkfifo(d / "m" / "tokenizer.json")
+    elif name == "model-tokenizer-huge":
+        with open(d / "m" / "tokenizer.json", "r+b") as f:
+            f.truncate(300 << 20)  # sparse: no disk used
+    elif name.startswith("model-layers-absurd") or name == "path-output-new-parents":
+        cfg(lambda c: c.update(num_hidden_layers=1 << 24))
     elif name == "quant-bad-regex":
         (d / "quant.toml").write_text('[[rule]]\nmatch = "mlp\\\\.(up"\nbits = 3\n')
     elif name == "quant-unknown-key":
