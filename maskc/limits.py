@@ -58,10 +58,11 @@ def _num(v: float) -> str:
 
 #: config.json numbers, by field (``rope_scaling.*`` for the llama3 scaling's fields)
 CONFIG_RANGES = {
-    # eps_d = round(D * eps * 2^40) is int64 and nonzero for every D <= 2^24
-    "rms_norm_eps": Range(2.0**-40, 0.5),
-    # finite in float32 (inv_freq is float32), 2 pi / inv_freq finite in float32, and at least
-    # the faster half of every head's pairs rotates (phase step >= 1 of 2^32)
+    # eps_d = round(D * eps * 2^40) is nonzero, and below 2^63 (int64) for every D <= 2^24
+    "rms_norm_eps": Range(2.0**-40, 0.25),
+    # above 1 the frequencies fall; up to 2^64 theta and 2 pi / inv_freq are finite in float32
+    # (inv_freq is float32, as in transformers) and the faster 47% of every head's pairs keep
+    # a nonzero phase step (1 / 2^32 of a turn per position)
     "rope_theta": Range(1.0, 2.0**64, lo_open=True),
     # llama3 scaling stretches the context (factor >= 1, as transformers requires) to at most
     # the 2^24 positions a config may declare
