@@ -261,3 +261,15 @@ def test_calibration_that_overflows_is_refused(tiny_copy, cli):
     out = d.parent / "b"
     assert_bad(cli("compile", d, "-o", out, "--bits", "3", "--no-verify"), "calibration", "layer")
     assert not out.exists()
+
+
+@pytest.mark.parametrize("v", [1, -1, 2**61, -(2**61), 2**62 - 1, -(2**62) + 1])
+def test_a_matrix_of_tiny_weights_rounds_to_zero_in_both_kernels(v):
+    """A row of weights near 1e-40 gets the row exponent -128, and the matmul's rounding shift
+    reaches ~180: the numba kernel's term() gives the contract's 0, as the C kernel does
+    (an int64 shift of 64 or more is undefined)."""
+    from maskc.emulate.kernels import term
+
+    for k in (62, 63, 64, 100, 183):
+        want = max(-(2**40), min(2**40, (v + (1 << (k - 1))) >> k))  # rsr, in Python integers
+        assert term(np.int64(v), np.int64(k)) == want, (v, k)
