@@ -44,9 +44,12 @@ def sha256_file(path: Path) -> str:
 
 
 def write_json(path: Path, obj: object) -> None:
-    """Deterministic JSON: sorted keys, 2-space indent, trailing newline, ASCII only."""
+    """Deterministic JSON: sorted keys, 2-space indent, trailing newline, ASCII only; a NaN or
+    an infinity is a ValueError (a bug: JSON has no such numbers)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=True) + "\n")
+    path.write_text(
+        json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=True, allow_nan=False) + "\n"
+    )
 
 
 def _walk(root: Path) -> list[str]:

@@ -18,6 +18,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 
 from maskc.errors import InputError
+from maskc.limits import check_number
 
 #: Architectures maskc implements end to end (config.json ``architectures[0]``).
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
@@ -38,23 +39,25 @@ class RopeScaling:
         """Read back what :meth:`ModelArch.to_json` wrote (untrusted: every field checked)."""
         return _from_json(cls, d, where)
 
-    def validate(self, where: str = "rope_scaling") -> None:
+    def validate(self, where: str = "config.json") -> None:
         if self.rope_type != "llama3":
             raise InputError(
-                f"{where}.rope_type: {self.rope_type!r} is not supported; maskc supports "
-                "'llama3' or no rope_scaling"
+                f"{where}: rope_scaling.rope_type {self.rope_type!r} is not supported; maskc "
+                "supports 'llama3' or no rope_scaling"
             )
         for name in ("factor", "low_freq_factor", "high_freq_factor"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v > 0):
-                raise InputError(f"{where}.{name}: must be a positive finite number, got {v!r}")
+            check_number(getattr(self, name), f"rope_scaling.{name}", where)
         if self.high_freq_factor <= self.low_freq_factor:
             raise InputError(
-                f"{where}: high_freq_factor ({self.high_freq_factor}) must exceed "
+                f"{where}: rope_scaling.high_freq_factor ({self.high_freq_factor}) must exceed "
                 f"low_freq_factor ({self.low_freq_factor})"
             )
-        if self.original_max_position_embeddings <= 0:
-            raise InputError(f"{where}.original_max_position_embeddings: must be positive")
+        n = self.original_max_position_embeddings
+        if not 0 < n <= 1 << 24:
+            raise InputError(
+                f"{where}: rope_scaling.original_max_position_embeddings must be in [1, 2^24], "
+                f"got {n}"
+            )
 
 
 @dataclass(frozen=True)
@@ -114,12 +117,10 @@ class ModelArch:
             )
         if self.head_dim % 2:
             raise InputError(f"{where}: head_dim ({self.head_dim}) must be even for RoPE")
-        if not (math.isfinite(self.rms_norm_eps) and 0 < self.rms_norm_eps < 1):
-            raise InputError(f"{where}: rms_norm_eps must be in (0, 1), got {self.rms_norm_eps!r}")
-        if not (math.isfinite(self.rope_theta) and self.rope_theta > 1):
-            raise InputError(f"{where}: rope_theta must be a finite number > 1")
+        check_number(self.rms_norm_eps, "rms_norm_eps", where)
+        check_number(self.rope_theta, "rope_theta", where)
         if self.rope_scaling is not None:
-            self.rope_scaling.validate(f"{where}: rope_scaling")
+            self.rope_scaling.validate(where)
         sw = self.sliding_window
         if sw is not None and (not isinstance(sw, int) or isinstance(sw, bool) or sw <= 0):
             raise InputError(f"{where}: sliding_window must be a positive integer or null")

@@ -318,7 +318,7 @@ def _header_bytes(
         }
         offset += nbytes
         sizes.append(pad + nbytes)
-    blob = json.dumps(header, separators=(",", ":"), ensure_ascii=True).encode()
+    blob = json.dumps(header, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
     blob += b" " * (-len(blob) % 8)
     return struct.pack("<Q", len(blob)) + blob, sizes
 

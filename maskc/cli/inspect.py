@@ -193,7 +193,9 @@ def _inspect_model(model: Path, config: Path | None, headers_only: bool, as_json
     out.print(table)
     if m.ignored:
         out.print(f"ignored: {', '.join(m.ignored)}")
-    checked = "headers checked (data not read)" if headers_only else "all tensors finite"
+    checked = (
+        "headers checked (data not read)" if headers_only else "all tensors finite and in range"
+    )
     out.print(
         f"[green]ok[/green]: {len(tensors)} tensors, {m.total_parameters:,} parameters, {checked}"
     )

@@ -58,8 +58,8 @@ def print_quant_report(report: dict) -> None:
                 str(r["group_size"]),
                 r["method"],
                 f"{r['bpw']:.3f}",
-                f"{r['rel_error']:.4f}",
-                f"{r['snr_db']:.2f}",
+                "-" if r["rel_error"] is None else f"{r['rel_error']:.4f}",
+                "exact" if r["snr_db"] is None else f"{r['snr_db']:.2f}",
             )
         else:
             table.add_row(r["name"], "x".join(map(str, r["shape"])), "float", "", "", "32", "", "")

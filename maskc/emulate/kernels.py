@@ -57,6 +57,8 @@ def rsr(x, k):  # pragma: no cover - compiled
 @njit(cache=True, inline="always")
 def term(v, k):  # pragma: no cover - compiled
     """clamp(rsr(v, k), -2^40, 2^40), overflow-free for |v| < 2^62."""
+    if k > 62:  # |v| < 2^62: the rounded quotient is 0 (an int64 shift of 64 or more is
+        return np.int64(0)  # undefined; a row of tiny weights has scale_e -128: k near 180)
     if k > 0:
         r = (v + (np.int64(1) << (k - 1))) >> k
     else:

@@ -57,9 +57,18 @@ def _float(cfg: dict, key: str, where: str, default: float) -> float:
     v = cfg.get(key, default)
     if v is None:
         v = default
-    if not isinstance(v, int | float) or isinstance(v, bool) or not math.isfinite(v):
+    if not isinstance(v, int | float) or isinstance(v, bool):
         raise InputError(f"{where}: field {key!r} must be a finite number, got {v!r}")
-    return float(v)
+    try:
+        f = float(v)
+    except OverflowError:  # an integer beyond the float range (up to 4,300 digits parse)
+        raise InputError(
+            f"{where}: field {key!r} must be a finite number, got an integer of "
+            f"{len(str(abs(v)))} digits"
+        ) from None
+    if not math.isfinite(f):
+        raise InputError(f"{where}: field {key!r} must be a finite number, got {v!r}")
+    return f
 
 
 def _rope_scaling(cfg: dict, where: str) -> RopeScaling | None:
@@ -114,6 +123,11 @@ def parse_config(cfg: object, where: str) -> ModelArch:
     act = cfg.get("hidden_act", "silu")
     if act != "silu":
         raise UnsupportedError(f"{where}: hidden_act {act!r} is not supported (only 'silu')")
+    if _float(cfg, "partial_rotary_factor", where, 1.0) != 1.0:
+        raise UnsupportedError(
+            f"{where}: partial_rotary_factor {cfg['partial_rotary_factor']!r} is not supported "
+            "(maskc rotates every dimension of a head: 1.0 or absent)"
+        )
     if cfg.get("mlp_bias", False):
         raise UnsupportedError(f"{where}: mlp_bias true is not supported")
     if model_type == "qwen2":

@@ -29,6 +29,7 @@ from maskc.errors import InputError, UnsupportedError
 from maskc.fsutil import check_regular, optional_file
 from maskc.ingest.config import load_config, read_json_file
 from maskc.ir import ModelArch, TensorSpec, embedding_tensor, expected_tensors, layer_tensors
+from maskc.limits import check_tensor
 from maskc.safetensors_io import SUPPORTED_DTYPES, SafetensorsFile, TensorInfo
 
 INDEX_NAME = "model.safetensors.index.json"
@@ -72,7 +73,8 @@ class Model:
         return self.locations[name][1].dtype
 
     def read(self, name: str) -> np.ndarray:
-        """Tensor ``name`` as float32 with its HF shape; raises InputError on NaN/Inf."""
+        """Tensor ``name`` as float32 with its HF shape; raises InputError on NaN/Inf or a
+        value the chip cannot represent (:mod:`maskc.limits`)."""
         st, _info = self.locations[name]
         arr = st.read(name).astype(np.float32, copy=False)
         finite = np.isfinite(arr)
@@ -83,6 +85,7 @@ class Model:
                 f"{st.path}: tensor {name!r} has {bad} NaN/Inf value(s), first at index "
                 f"{tuple(int(i) for i in first)}; the checkpoint is corrupt"
             )
+        check_tensor(arr, name, str(st.path))
         return arr
 
     def iter_tensors(self) -> Iterator[tuple[TensorSpec, np.ndarray]]:
@@ -91,7 +94,8 @@ class Model:
             yield spec, self.read(spec.name)
 
     def check_data(self, on_tensor: Callable[[str, int], None] | None = None) -> None:
-        """Read every tensor once to check it is finite (and a tied lm_head equals the embedding).
+        """Read every tensor once to check it is finite and in range (and a tied lm_head equals
+        the embedding).
 
         ``on_tensor(name, bytes)`` is called after each tensor, for progress reporting.
         """

@@ -30,5 +30,7 @@ def write_layers(
     remove_debris(out_dir)  # temporary files of tasks killed and run again
     index = [{k: b[k] for k in ("die", "top", "tiles", "files")} for b in banks]
     doc = {"format": fmt, "banks": index}
-    (out_dir / "index.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    (out_dir / "index.json").write_text(
+        json.dumps(doc, indent=1, sort_keys=True, allow_nan=False) + "\n"
+    )
     return banks

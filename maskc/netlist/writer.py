@@ -204,7 +204,9 @@ def write_netlist(
         "sram": netlist_sram(placement, arch, fabric),
         "tokenizer": _write_tokenizer(root, tokenizer),
     }
-    (root / "netlist.json").write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    (root / "netlist.json").write_text(
+        json.dumps(doc, indent=1, sort_keys=True, allow_nan=False) + "\n"
+    )
     nbytes = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
     return {
         "tiles": len(placement.blocks),

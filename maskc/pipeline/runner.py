@@ -40,10 +40,12 @@ class Step:
             values[name] = value
 
 
-#: ingest -> quantize (+ report) -> place -> netlist -> layout (+ verify) -> reports, manifest
+#: ingest (+ weights checked) -> quantize (+ report) -> place -> netlist -> layout (+ verify)
+#: -> reports, manifest
 COMPILE = (
     Step("fabric", S.fabric, ("fabric",)),
     Step("ingest", S.ingest, ("model", "arch", "specs")),
+    Step("weights", S.weights),
     Step("settings", S.settings, ("quant_settings",)),
     Step("calibration", S.calibration, ("calib",)),
     Step("eval-text", S.eval_tokens, ("eval_ids",)),

@@ -122,6 +122,14 @@ def ingest(model_path: Path, opts: CompileOptions) -> tuple[Model, ModelArch, li
     return m, m.arch, m.specs
 
 
+def weights(model: Model, events) -> None:
+    """Every tensor read once, one at a time, before anything is compiled: finite, and within
+    what the chip can represent (:mod:`maskc.limits`; InputError naming the tensor otherwise)."""
+    params = {s.name: s.parameters for s in model.specs}
+    events.start("checking weights", sum(params.values()))
+    model.check_data(lambda name, _nbytes: events.advance(params[name], name))
+
+
 def calibration(
     model: Model, quant_settings: Resolution, opts: CompileOptions, events
 ) -> Calibration | None:
@@ -257,13 +265,24 @@ def report(
         reader = RowReader(model)  # the embedding and lm_head by blocks of rows
         try:
             ref = logits(model.arch, model.read, eval_ids, reader.rows)  # the float model
-            rep["output"] = output_error(model.arch, quantized.store, eval_ids, ref, events)
-            if opts.sensitivity:
+            out = None
+            if ref is not None:
+                out = output_error(model.arch, quantized.store, eval_ids, ref, events)
+            rep["output"] = out
+            if out is not None and opts.sensitivity:
                 rep["sensitivity"] = sensitivity(
                     model.arch, model.read, quantized.store, eval_ids, ref, events, reader.rows
                 )
         finally:
             reader.close()
+        if out is None:
+            events.warn(
+                f"{model.path}: the float32 reference overflows on the evaluation text (its "
+                "activations exceed float32 though every weight is in range): output-level "
+                "error not measured"
+            )
+        elif opts.sensitivity and rep["sensitivity"] is None:
+            events.warn(f"{model.path}: a layer's float32 run overflows: sensitivity not measured")
     else:
         events.warn(f"{model.path}: no tokenizer.json: output-level error not measured")
     return rep

@@ -21,7 +21,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from maskc.errors import InputError
 from maskc.reference import FloatLlama
+
+#: Largest mean squared input activation (importance) the quantizers take: their float32 sums
+#: of ``importance * w**2`` over a group stay finite for |w| < 2^19 and groups up to 2^12.
+IMPORTANCE_LIMIT = 2.0**64
 
 #: Which observer site feeds each matrix role.
 SITE_OF_ROLE = {
@@ -84,12 +89,23 @@ class LayerCalibrator:
 
         self.model.observer = obs
         try:
-            for x in self.windows:
-                self.model.block(layer, x, 0)
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # checked below
+                for x in self.windows:
+                    self.model.block(layer, x, 0)
         finally:
             self.model.observer = None
+        for site, st in sorted(self.stats.items()):
+            top = -1.0 if st.sum_sq is None else float(np.max(st.importance, initial=0.0))
+            if not top < IMPORTANCE_LIMIT:  # NaN too
+                raise InputError(
+                    f"calibration: the float model's activations entering layer {layer} "
+                    f"({site}) reach a mean square of {top:.3g} on the calibration text, beyond "
+                    "the 2^64 the quantizer's float32 arithmetic takes (weights near the chip's "
+                    "limits, docs/numerics.md); compile with --no-calib"
+                )
         return self.stats
 
     def advance(self, layer: int) -> None:
         """Push every window's residual stream through layer ``layer`` (current weights)."""
-        self.windows = [self.model.block(layer, x, 0) for x in self.windows]
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # checked next time
+            self.windows = [self.model.block(layer, x, 0) for x in self.windows]

@@ -82,13 +82,14 @@ def quantize_stack(
 
 def weight_metrics(w: np.ndarray, deq: np.ndarray, rows_per_block: int = 4096) -> dict[str, float]:
     """``rel_error`` = ||w - deq|| / ||w|| and ``snr_db`` = -20 log10(rel_error) (float64
-    sums over blocks of rows)."""
+    sums over blocks of rows); ``snr_db`` is None when the tensor is stored exactly, and
+    ``rel_error`` None when an all-zero tensor is not (JSON has no infinity)."""
     num = den = 0.0
     for a in range(0, w.shape[0], rows_per_block):
         wb = w[a : a + rows_per_block].astype(np.float64)
         num += float(((wb - deq[a : a + rows_per_block]) ** 2).sum())
         den += float((wb**2).sum())
     num, den = math.sqrt(num), math.sqrt(den)
-    rel = num / den if den else (0.0 if num == 0 else math.inf)
-    snr = -20 * math.log10(rel) if rel > 0 else math.inf
+    rel = num / den if den else (0.0 if num == 0 else None)  # None: an all-zero tensor
+    snr = -20 * math.log10(rel) if rel else None  # None: exact (or all zero)
     return {"rel_error": rel, "snr_db": snr}

@@ -37,7 +37,11 @@ def error_png(report: dict, path: Path) -> None:
     axes = fig.subplots(2 if sens else 1, 1, squeeze=False)[:, 0]
     ax = axes[0]
     for role in ROLES:
-        pts = [(r["layer"], r["snr_db"]) for r in rows if r["role"] == role]
+        pts = [
+            (r["layer"], r["snr_db"])
+            for r in rows
+            if r["role"] == role and r["snr_db"] is not None  # None: stored exactly
+        ]
         if pts:
             xs, ys = zip(*pts, strict=True)
             ax.plot(xs, ys, marker="o", markersize=3, linewidth=1, label=role)
@@ -99,23 +103,29 @@ def quant_report(total_parameters: int, rows: list[dict], res, calib) -> dict:
     }
 
 
-def logits(arch, get, ids, rows=None) -> np.ndarray:
+def logits(arch, get, ids, rows=None) -> np.ndarray | None:
     """The float32 reference's logits of ``ids`` with the weights ``get`` serves (the
-    embedding and lm_head in blocks of rows from ``rows(name, a, b)`` if given)."""
-    return FloatLlama(arch, get, cache_weights=False, get_rows=rows).forward(ids)
+    embedding and lm_head in blocks of rows from ``rows(name, a, b)`` if given); None when
+    float32 overflows on the way (a model whose weights are in range but whose activations
+    are not: docs/numerics.md, "What the chip can represent")."""
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        out = FloatLlama(arch, get, cache_weights=False, get_rows=rows).forward(ids)
+    return out if np.isfinite(out).all() else None
 
 
-def output_error(arch, store, ids, ref, ev) -> dict:
-    """The whole quantized model (``store``'s exact values) against the float logits ``ref``."""
+def output_error(arch, store, ids, ref, ev) -> dict | None:
+    """The whole quantized model (``store``'s exact values) against the float logits ``ref``;
+    None when either model overflows float32."""
     ev.start("measuring output error", 1)
     qlog = logits(arch, store.dequantized, ids, store.dequantized_rows)
     ev.advance()
-    return compare_logits(ref, qlog, ids)
+    return None if qlog is None else compare_logits(ref, qlog, ids)
 
 
-def compare_logits(ref, qlog, ids, chunk: int = 32) -> dict:
+def compare_logits(ref, qlog, ids, chunk: int = 32) -> dict | None:
     """KL, top-1 agreement and ppl of ``qlog`` against ``ref`` (``[T, V]`` logits), computed
-    over blocks of positions so memory stays a few ``[chunk, V]`` float64 arrays."""
+    over blocks of positions so memory stays a few ``[chunk, V]`` float64 arrays; None when a
+    result is beyond float64 (a perplexity above 1.8e308)."""
     t = len(ids)
     kl = np.empty(t)
     agree = np.empty(t, dtype=bool)
@@ -130,19 +140,22 @@ def compare_logits(ref, qlog, ids, chunk: int = 32) -> dict:
             rows = np.arange(e - a)
             nll_ref[a:e] = -log_softmax(ref[a:e])[rows, tgt[a:e]]
             nll_q[a:e] = -log_softmax(qlog[a:e])[rows, tgt[a:e]]
-    return {
-        "tokens": t,
-        "kl_mean": float(kl.mean()),
-        "kl_max": float(kl.max()),
-        "top1_agreement": float(agree.mean()),
-        "ppl_float": float(np.exp(nll_ref.mean())),
-        "ppl_quantized": float(np.exp(nll_q.mean())),
-    }
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = {
+            "tokens": t,
+            "kl_mean": float(kl.mean()),
+            "kl_max": float(kl.max()),
+            "top1_agreement": float(agree.mean()),
+            "ppl_float": float(np.exp(nll_ref.mean())),
+            "ppl_quantized": float(np.exp(nll_q.mean())),
+        }
+    return out if all(math.isfinite(v) for v in out.values()) else None
 
 
-def sensitivity(arch, float_get, store, ids, ref, ev, float_rows=None) -> list[dict]:
+def sensitivity(arch, float_get, store, ids, ref, ev, float_rows=None) -> list[dict] | None:
     """Per layer: the output error against the float logits ``ref`` when only that layer's
-    matrices are quantized (the float embedding and lm_head by rows from ``float_rows``)."""
+    matrices are quantized (the float embedding and lm_head by rows from ``float_rows``); None
+    when a layer's run overflows float32."""
     out = []
     ev.start("sensitivity per layer", arch.num_layers)
     for i in range(arch.num_layers):
@@ -152,6 +165,9 @@ def sensitivity(arch, float_get, store, ids, ref, ev, float_rows=None) -> list[d
             return store.dequantized(name) if name.startswith(prefix) else float_get(name)
 
         qlog = logits(arch, get, ids, float_rows)
-        out.append({"layer": i, **compare_logits(ref, qlog, ids)})
+        err = None if qlog is None else compare_logits(ref, qlog, ids)
+        if err is None:
+            return None
+        out.append({"layer": i, **err})
         ev.advance()
     return out

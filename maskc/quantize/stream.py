@@ -33,6 +33,7 @@ import numpy as np
 from maskc import parallel
 from maskc.errors import InputError
 from maskc.fsutil import open_regular
+from maskc.limits import WEIGHT_LIMIT
 from maskc.quantize.calibrate import SITE_OF_ROLE
 from maskc.quantize.matrix import CHUNK_ROWS, quantize_stack
 from maskc.quantize.profiles import format_for
@@ -59,7 +60,7 @@ class RowReader:
 
     def rows(self, name: str, a: int, b: int) -> np.ndarray:
         """float32 rows ``a:b`` of ``name``: the same values as ``model.read(name)[a:b]``, with
-        the same errors (a non-finite value raises the whole tensor's message)."""
+        the same errors (a non-finite or out-of-range value raises the whole tensor's message)."""
         st, info = self.model.locations[name]
         if info.dtype not in SUPPORTED_DTYPES or len(info.shape) != 2:
             return self.model.read(name)[a:b]
@@ -81,7 +82,7 @@ class RowReader:
             self.model.read(name)  # raises the checkpoint's error
             raise InputError(f"{st.path}: tensor {name!r}: file ended early")
         arr = out.astype(np.float32, copy=False)
-        if not np.isfinite(arr).all():
+        if not np.isfinite(arr).all() or (arr.size and max(arr.max(), -arr.min()) >= WEIGHT_LIMIT):
             self.model.read(name)  # raises the error naming the count and the first index
         return arr
 
@@ -114,7 +115,9 @@ class StreamWriter:
             }
             self.where[name] = (offset, dt, shape)
             offset += nbytes
-        blob = json.dumps(header, separators=(",", ":"), ensure_ascii=True).encode()
+        blob = json.dumps(
+            header, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+        ).encode()
         blob += b" " * (-len(blob) % 8)
         self.base = 8 + len(blob)
         self.size = self.base + offset
@@ -194,8 +197,8 @@ class ErrorSums:
 
     def result(self) -> dict[str, float]:
         num, den = math.sqrt(self.num), math.sqrt(self.den)
-        rel = num / den if den else (0.0 if num == 0 else math.inf)
-        snr = -20 * math.log10(rel) if rel > 0 else math.inf
+        rel = num / den if den else (0.0 if num == 0 else None)  # None: an all-zero tensor
+        snr = -20 * math.log10(rel) if rel else None  # None: exact (or all zero)
         return {"rel_error": rel, "snr_db": snr}
 
 

@@ -119,6 +119,31 @@ case("model-layers-absurd", "model", "num_hidden_layers 16777216, weights of 2 l
 case("model-layers-absurd-inspect", "model", "the same, `inspect`", ["inspect", "{d}/m"], 3, L2)
 case("model-layers-absurd-plan", "model", "the same, `compile --plan-only`",
      ["compile", "{d}/m", "-o", "{d}/out", "--plan-only"], 3, L2)  # fmt: skip
+# finite but extreme numbers (issue 19, class 5): what the chip cannot represent is refused
+# before anything is compiled, naming the tensor or field, the value and the range
+UP = "model.layers.0.mlp.up_proj.weight"
+case("model-weight-3e38", "model", "a matrix weight of +3e38", C, 3, UP, "3e+38", "2^19")
+case("model-weight-minus-3e38", "model", "a matrix weight of -3e38", C, 3, UP, "-3e+38", "2^19")
+case("model-norm-1e30", "model", "a norm weight of 1e30", C, 3,
+     "model.layers.1.post_attention_layernorm.weight", "1e+30")  # fmt: skip
+case("model-embed-1e30", "model", "an embedding value of 1e30", C, 3, "model.embed_tokens.weight",
+     "1e+30")  # fmt: skip
+case("model-inspect-1e30", "model", "`inspect` of a model with a weight of 1e30",
+     ["inspect", "{d}/m"], 3, UP, "2^19")  # fmt: skip
+case("model-rope-theta-1e308", "model", "rope_theta 1e308 (infinite in float32)", C, 3,
+     "rope_theta", "1e+308", "2^64")  # fmt: skip
+case("model-rope-theta-0", "model", "rope_theta 0", C, 3, "rope_theta", "(1, 2^64]")
+case("model-rope-theta-negative", "model", "rope_theta -10000", C, 3, "rope_theta", "-10000")
+case("model-rope-theta-long", "model", "rope_theta a 400-digit integer (beyond float64)", C, 3,
+     "rope_theta", "400 digits")  # fmt: skip
+case("model-rope-factor-1e-300", "model", "rope_scaling.factor 1e-300", C, 3,
+     "rope_scaling.factor", "1e-300")  # fmt: skip
+case("model-rope-low-freq-0", "model", "rope_scaling.low_freq_factor 0", C, 3,
+     "rope_scaling.low_freq_factor")  # fmt: skip
+case("model-eps-1e-300", "model", "rms_norm_eps 1e-300 (0 in float32)", C, 3, "rms_norm_eps",
+     "2^-40")  # fmt: skip
+case("model-eps-1e300", "model", "rms_norm_eps 1e300", C, 3, "rms_norm_eps", "1e+300")
+case("model-partial-rotary", "model", "partial_rotary_factor 0.5", C, 3, "partial_rotary_factor")
 # -- quantization configs -----------------------------------------------------------------------
 Q = [*C, "--config", "{d}/quant.toml"]
 case(
@@ -563,6 +588,36 @@ def _make(name: str, d: Path, model: Path, build: Path) -> None:
         t[k] = t[k].copy()
         t[k][0, 3] = np.nan
         _save(w, t)
+    elif name in ("model-weight-3e38", "model-weight-minus-3e38", "model-inspect-1e30"):
+        t = _tensors(w)
+        t[up] = t[up].copy()
+        t[up][7, 9] = {"model-weight-3e38": 3e38, "model-inspect-1e30": 1e30}.get(name, -3e38)
+        _save(w, t)
+    elif name in ("model-norm-1e30", "model-embed-1e30"):
+        t = _tensors(w)
+        k = (
+            "model.embed_tokens.weight"
+            if "embed" in name
+            else "model.layers.1.post_attention_layernorm.weight"
+        )
+        t[k] = t[k].copy()
+        t[k].reshape(-1)[5] = 1e30
+        _save(w, t)
+    elif name.startswith("model-rope-theta-") and name != "model-rope-theta-long":
+        theta = {"1e308": 1e308, "0": 0.0, "negative": -10000.0}[name.split("-")[-1]]
+        cfg(lambda c: c.update(rope_theta=theta))
+    elif name == "model-rope-theta-long":
+        p = d / "m" / "config.json"
+        p.write_text(p.read_text().replace('"rope_theta": 10000.0', f'"rope_theta": {"9" * 400}'))
+    elif name in ("model-rope-factor-1e-300", "model-rope-low-freq-0"):
+        rs = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+              "original_max_position_embeddings": 128}  # fmt: skip
+        rs.update(factor=1e-300) if "factor" in name else rs.update(low_freq_factor=0.0)
+        cfg(lambda c: c.update(rope_scaling=rs))
+    elif name in ("model-eps-1e-300", "model-eps-1e300"):
+        cfg(lambda c: c.update(rms_norm_eps=float(name.split("-", 2)[2])))
+    elif name == "model-partial-rotary":
+        cfg(lambda c: c.update(partial_rotary_factor=0.5))
     elif name == "model-int-dtype":
         t = _tensors(w)
         t[up] = t[up].astype(np.int64)
