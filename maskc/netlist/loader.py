@@ -13,6 +13,7 @@ import numpy as np
 from maskc.errors import InputError
 from maskc.fabric import Fabric
 from maskc.ir import ModelArch
+from maskc.netlist.check import check_netlist
 from maskc.netlist.constants import CONTRACT, SIGNAL_FRAC
 from maskc.netlist.ops import Op, check_dataflow, parse_ops
 from maskc.romformat import FIELD, TILE_FIELDS, Field, QuantFormat, QuantTensor, fields_of
@@ -319,6 +320,7 @@ class Netlist:
             covered[r0 : r0 + nr, g0 : g0 + k] = True
         if not covered.all():
             raise InputError(f"{where}: the tiles do not cover the whole matrix")
+        _check_acc_bits(where, m, fmt, t, blocks)
         order = np.argsort(np.array([b[0] for b in blocks], np.int64), kind="stable")
         plan = {
             "fmt": fmt,
@@ -331,6 +333,25 @@ class Netlist:
         }
         cache[name] = plan
         return plan
+
+
+def _check_acc_bits(where: str, m: dict, fmt: QuantFormat, t: dict, blocks: list) -> None:
+    """netlist.json's ``acc_bits`` of a matrix: the bits of its worst-case ``|A|`` (docs/
+    numerics.md), recomputed from the tiles' step fields as the writer computes it (its
+    ``s_bound``, from the level table, is checked at load)."""
+    g, smax = fmt.group_size, (1 << fmt.scale_shift_bits) - 1
+    rows = np.zeros(m["shape"][0], np.int64)
+    for i, (r0, nr, _, nc) in enumerate(blocks):
+        k = -(-nc // g)
+        sm = np.asarray(t["scale_m"][i, :nr, :k]).astype(np.int64)
+        sh = np.clip(smax - np.asarray(t["scale_s"][i, :nr, :k]).astype(np.int64), 0, smax)
+        rows[r0 : r0 + nr] += (sm << sh).sum(axis=1)
+    acc_bits = (int(rows.max(initial=0)) * m["s_bound"]).bit_length() + 1
+    if m["acc_bits"] != acc_bits:
+        raise InputError(
+            f"{where}: acc_bits = {m['acc_bits']} in netlist.json, its tiles' step fields give "
+            f"{acc_bits}; recompile"
+        )
 
 
 def _check_matrix_entry(p: Path, name: str, m: object) -> None:
@@ -404,7 +425,9 @@ def load_netlist(build_path: Path) -> Netlist:
             raise InputError(f"{p}: matrix {name}: file {m.get('file')!r} is not in the netlist")
     arch = ModelArch.from_json(doc["architecture"], f"{p}: architecture")
     fabric = Fabric.from_json(doc.get("fabric"), str(p))
-    params = {k: v.shape for k, v in SafetensorsFile(root / "params.safetensors").tensors.items()}
+    pf = SafetensorsFile(root / "params.safetensors")
+    params = {k: v.shape for k, v in pf.tensors.items()}
     ops = parse_ops(doc["ops"], str(p), mats, params)
     check_dataflow(ops, mats, params, arch, str(p))
-    return Netlist(root, doc, arch, fabric, ops)
+    files = check_netlist(p, doc, arch, fabric, ops, pf)
+    return Netlist(root, doc, arch, fabric, ops, _files=files)
