@@ -219,6 +219,8 @@ def _check_matrices(p: Path, doc: dict, arch: ModelArch, fabric) -> dict[Path, S
             raise InputError(
                 f"{p}: matrices[{json.dumps(name)}] is not a matrix of the architecture; recompile"
             )
+    keys = ("hidden_size", "num_heads", "num_kv_heads", "head_dim", "intermediate_size")
+    shapes = " ".join(f"{k}={getattr(arch, k)}" for k in (*keys, "vocab_size"))
     by_file: dict[str, list[str]] = {}
     for name, spec in specs.items():
         where = _key("matrices", name)
@@ -249,7 +251,7 @@ def _check_matrices(p: Path, doc: dict, arch: ModelArch, fabric) -> dict[Path, S
             "acc_bits": m.get("acc_bits"),
             "s_bound": m.get("s_bound"),
         }
-        _same(p, want, m, where, "the architecture on this fabric")
+        _same(p, want, m, where, f"the architecture ({shapes}) on this fabric")
         ab, sb = m["acc_bits"], m["s_bound"]
         if not (_int(ab) and _int(sb) and sb > 0 and sb.bit_length() + 1 <= ab):
             raise InputError(

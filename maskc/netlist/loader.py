@@ -381,8 +381,9 @@ def _check_matrix_entry(p: Path, name: str, m: object) -> None:
 
 
 def load_netlist(build_path: Path) -> Netlist:
-    """Open ``BUILD/netlist`` and validate its structure, its ops and their dataflow (exit 3
-    naming the field otherwise).
+    """Open ``BUILD/netlist`` and validate its structure, its ops and their dataflow, then
+    netlist.json as a whole (:func:`maskc.netlist.check.check_netlist`: every field against the
+    others, the fabric and the files beside it); exit 3 naming the field otherwise.
 
     Call after :func:`maskc.build.open_build` has checked the hashes."""
     root = Path(build_path) / DIR
