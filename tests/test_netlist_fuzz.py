@@ -167,6 +167,7 @@ def _fuzz(run, b: Path, rel: str, cases: list, write) -> dict:
     assert code == 0, err
     tally: dict = {}
     bad = []
+    accepted: set[str] = set()
     for c in cases:
         write(c)
         _rehash(b, rel)
@@ -180,18 +181,23 @@ def _fuzz(run, b: Path, rel: str, cases: list, write) -> dict:
         ):
             code = "0, logits changed"
         tally[code] = tally.get(code, 0) + 1
+        if code == 0:
+            accepted.add(str(c[0]) if isinstance(c[0], tuple) else str(c[:2]))
         if code not in (0, 3, 5) or "Traceback" in err or "not one line" in err:
             bad.append((c, code, err.strip()[:300]))
     (b / rel).write_bytes(good)
     _rehash(b, rel)
     print(f"{rel}: {len(cases)} mutations: {tally}")
+    if FULL:
+        print("accepted, unchanged:", "; ".join(sorted(accepted)))
     assert not bad, bad[:10]
     return tally
 
 
 def test_every_netlist_json_mutation_is_accepted_unchanged_or_refused(build, cli, tmp_path):
     """Single-field mutations of netlist.json (a fixed sample; all with MASKC_FUZZ_FULL=1),
-    always including the ones the outside tester reported."""
+    always including the ones the outside tester reported and those the full run found, run
+    through the CLI."""
     b = tmp_path / "b"
     shutil.copytree(build, b)
     doc = json.loads((b / NETLIST).read_text())
@@ -206,6 +212,7 @@ def test_every_netlist_json_mutation_is_accepted_unchanged_or_refused(build, cli
         (("sram", "context"), doc["sram"]["context"] - 1),
         (("tokenizer", "eos_token_id"), 113),
         (("matrices", "model.embed_tokens.weight", "format", "zero_bits"), 0),
+        (("ops", 10, "b"), "x"),  # add x x: was an IndexError (exit 70), found by the full run
     ]
     cases = _pick(_mutations(doc), SAMPLE, 19)
 

@@ -18,7 +18,10 @@ not ``1``, ``4.0`` is not ``4``):
   architecture to (``eps_d`` from ``rms_norm_eps`` and the hidden size);
 * ``placement`` and ``sram``: the grid, the tile count, the dies, and the SRAM plan of
   :func:`maskc.sram.netlist_sram` recomputed from the dies' layers and the context;
-* ``tokenizer``: its file's sha256, and its bos/eos ids as the architecture has them.
+* ``tokenizer``: its file's sha256, its bos/eos ids as the architecture has them, its chat
+  template as the build's tokenizer_config.json has it;
+* against what a build's quant/ keeps: each matrix's shape and format (quant/index.json) and
+  each rmsnorm's ``gamma_frac`` (from the norm weight in float).
 
 Any difference is an :class:`InputError` (exit 3) naming netlist.json and the field's path:
 a netlist maskc did not write this way is refused, never run.
@@ -160,6 +163,13 @@ def check_netlist(
     if missing:
         raise InputError(f"{p}: field {missing[0]!r} is missing; recompile")
     _same(p, arch.to_json(), doc["architecture"], "architecture", "as maskc writes it")
+    from maskc.ingest.config import _MODEL_TYPES  # the model_type of each architecture
+
+    if arch.model_type != _MODEL_TYPES[arch.architecture]:
+        raise InputError(
+            f"{p}: architecture.model_type = {_show(arch.model_type)}, {arch.architecture} is "
+            f"{_show(_MODEL_TYPES[arch.architecture])}; recompile"
+        )
     # every loop below runs over the architecture's layers: bound them by the file first
     layers = arch.num_layers
     n_mat = 1 + 7 * layers + (0 if arch.tie_word_embeddings else 1)
@@ -183,7 +193,7 @@ def check_netlist(
     _same(p, want, doc["ops"], "ops", "the dataflow of the architecture")
     _check_placement(p, doc, arch, fabric)
     _check_tokenizer(p, root, doc["tokenizer"], arch)
-    _check_gamma_fracs(p, root.parent, ops, arch)
+    _check_against_quant(p, root.parent, doc["matrices"], ops, arch)
     return files
 
 
@@ -415,13 +425,17 @@ def _check_placement(p: Path, doc: dict, arch: ModelArch, fabric) -> None:
 
 
 def _check_tokenizer(p: Path, root: Path, tok: object, arch: ModelArch) -> None:
+    """``tokenizer``: null exactly when the netlist has no tokenizer.json; its hash, the
+    architecture's bos/eos ids, and the chat template of the build's tokenizer_config.json (a
+    copy of the model's; none without it)."""
     if tok is None:
+        if (root / "tokenizer.json").exists():
+            raise InputError(
+                f"{p}: tokenizer = null, but the netlist has a tokenizer.json; recompile"
+            )
         return
     if not isinstance(tok, dict):
         raise InputError(f"{p}: tokenizer must be an object or null; recompile")
-    tpl = tok.get("chat_template")
-    if tpl is not None and not isinstance(tpl, str):
-        raise InputError(f"{p}: tokenizer.chat_template must be a string or null; recompile")
     if tok.get("file") != "tokenizer.json":
         raise InputError(
             f'{p}: tokenizer.file = {_show(tok.get("file"))}, expected "tokenizer.json"; recompile'
@@ -431,6 +445,15 @@ def _check_tokenizer(p: Path, root: Path, tok: object, arch: ModelArch) -> None:
     with open(f, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
+    tc = root.parent / "tokenizer_config.json"
+    if tc.is_file():
+        from maskc.ingest.config import read_json_file
+
+        cfg = read_json_file(tc, "tokenizer_config.json")
+        ct = cfg.get("chat_template") if isinstance(cfg, dict) else None
+        tpl = ct if isinstance(ct, str) else None
+    else:
+        tpl = None
     want = {
         "file": "tokenizer.json",
         "sha256": h.hexdigest(),
@@ -441,10 +464,12 @@ def _check_tokenizer(p: Path, root: Path, tok: object, arch: ModelArch) -> None:
     _same(p, want, tok, "tokenizer", "the tokenizer file and the architecture's token ids")
 
 
-def _check_gamma_fracs(p: Path, build: Path, ops: list, arch: ModelArch) -> None:
-    """Each rmsnorm's ``gamma_frac`` as the compiler picks it from the norm weight, which a
-    build keeps in float in quant/ (docs/netlist.md): the one op field nothing in the netlist
-    determines. A netlist without quant/ beside it (not a build) is not checked."""
+def _check_against_quant(p: Path, build: Path, mats: dict, ops: list, arch: ModelArch) -> None:
+    """What a build's quant/ still holds (docs/netlist.md): quant/index.json's shape and format
+    of every matrix (the format's ROM widths, which the values in the tiles need not show),
+    and each rmsnorm's ``gamma_frac`` as the compiler picks it from the norm weight kept there
+    in float (nothing in the netlist determines it). A netlist without quant/ beside it is not
+    checked against it."""
     index_path = build / "quant" / "index.json"
     if not index_path.is_file():
         return
@@ -454,6 +479,12 @@ def _check_gamma_fracs(p: Path, build: Path, ops: list, arch: ModelArch) -> None
     tensors = index.get("tensors") if isinstance(index, dict) else None
     if not isinstance(tensors, dict):
         raise InputError(f"{index_path}: field 'tensors' must be an object")
+    for name, m in mats.items():
+        e = tensors.get(name)
+        e = e if isinstance(e, dict) else {}
+        want = {"shape": e.get("shape"), "format": e.get("format")}
+        got = {"shape": m["shape"], "format": m["format"]}
+        _same(p, want, got, _key("matrices", name), "as quant/index.json records the matrix")
     d = arch.hidden_size
     files: dict[Path, SafetensorsFile] = {}
     for i, op in enumerate(ops):

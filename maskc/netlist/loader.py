@@ -338,14 +338,20 @@ class Netlist:
 def _check_acc_bits(where: str, m: dict, fmt: QuantFormat, t: dict, blocks: list) -> None:
     """netlist.json's ``acc_bits`` of a matrix: the bits of its worst-case ``|A|`` (docs/
     numerics.md), recomputed from the tiles' step fields as the writer computes it (its
-    ``s_bound``, from the level table, is checked at load)."""
+    ``s_bound``, from the level table, is checked at load). Works through the tiles in chunks
+    (bounded memory)."""
     g, smax = fmt.group_size, (1 << fmt.scale_shift_bits) - 1
     rows = np.zeros(m["shape"][0], np.int64)
-    for i, (r0, nr, _, nc) in enumerate(blocks):
-        k = -(-nc // g)
-        sm = np.asarray(t["scale_m"][i, :nr, :k]).astype(np.int64)
-        sh = np.clip(smax - np.asarray(t["scale_s"][i, :nr, :k]).astype(np.int64), 0, smax)
-        rows[r0 : r0 + nr] += (sm << sh).sum(axis=1)
+    blk = np.asarray(blocks, np.int64).reshape(-1, 4)
+    tr, ng = m["tile_shape"][0], m["tile_shape"][1] // g
+    for a in range(0, len(blk), 256):
+        b = min(a + 256, len(blk))
+        sm = np.asarray(t["scale_m"][a:b]).astype(np.int64)
+        sh = np.clip(smax - np.asarray(t["scale_s"][a:b]).astype(np.int64), 0, smax)
+        groups = np.arange(ng)[None, :] < -(-blk[a:b, 3:4] // g)  # the block's groups
+        per_row = ((sm << sh) * groups[:, None, :]).sum(axis=2)  # [tiles, TR]
+        used = np.arange(tr)[None, :] < blk[a:b, 1:2]  # the block's rows
+        np.add.at(rows, (blk[a:b, 0:1] + np.arange(tr)[None, :])[used], per_row[used])
     acc_bits = (int(rows.max(initial=0)) * m["s_bound"]).bit_length() + 1
     if m["acc_bits"] != acc_bits:
         raise InputError(
@@ -395,7 +401,7 @@ def load_netlist(build_path: Path) -> Netlist:
     doc = read_json_file(p, "netlist/netlist.json", max_bytes=1 << 30)
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise InputError(f"{p}: not a maskc netlist")
-    if doc.get("version") not in READS:
+    if type(doc.get("version")) is not int or doc["version"] not in READS:
         raise InputError(
             f"{p}: netlist version {doc.get('version')!r}; this maskc reads versions "
             f"{', '.join(map(str, READS))}; recompile"
