@@ -123,7 +123,12 @@ def netlist_tensors(nl) -> list[tuple[str, int]]:
     """(name, elements) of the netlist's model-specific params (not the base die's tables)."""
     from maskc.safetensors_io import SafetensorsFile
 
-    f = SafetensorsFile(nl.path / "params.safetensors")
+    return params_tensors(SafetensorsFile(nl.path / "params.safetensors"))
+
+
+def params_tensors(f) -> list[tuple[str, int]]:
+    """(name, elements) of the model-specific arrays of an opened params.safetensors ``f``:
+    the norm gammas and biases (not the base die's tables, not the RoPE steps)."""
     return sorted(
         (k, int(np.prod(t.shape, dtype=np.int64)))
         for k, t in f.tensors.items()

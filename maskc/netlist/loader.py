@@ -13,6 +13,7 @@ import numpy as np
 from maskc.errors import InputError
 from maskc.fabric import Fabric
 from maskc.ir import ModelArch
+from maskc.netlist.check import check_netlist
 from maskc.netlist.constants import CONTRACT, SIGNAL_FRAC, compile_luts
 from maskc.netlist.ops import Op, check_dataflow, parse_ops
 from maskc.romformat import FIELD, TILE_FIELDS, Field, QuantFormat, QuantTensor, fields_of
@@ -322,6 +323,7 @@ class Netlist:
             covered[r0 : r0 + nr, g0 : g0 + k] = True
         if not covered.all():
             raise InputError(f"{where}: the tiles do not cover the whole matrix")
+        _check_acc_bits(where, m, fmt, t, blocks)
         order = np.argsort(np.array([b[0] for b in blocks], np.int64), kind="stable")
         plan = {
             "fmt": fmt,
@@ -334,6 +336,31 @@ class Netlist:
         }
         cache[name] = plan
         return plan
+
+
+def _check_acc_bits(where: str, m: dict, fmt: QuantFormat, t: dict, blocks: list) -> None:
+    """netlist.json's ``acc_bits`` of a matrix: the bits of its worst-case ``|A|`` (docs/
+    numerics.md), recomputed from the tiles' step fields as the writer computes it (its
+    ``s_bound``, from the level table, is checked at load). Works through the tiles in chunks
+    (bounded memory)."""
+    g, smax = fmt.group_size, (1 << fmt.scale_shift_bits) - 1
+    rows = np.zeros(m["shape"][0], np.int64)
+    blk = np.asarray(blocks, np.int64).reshape(-1, 4)
+    tr, ng = m["tile_shape"][0], m["tile_shape"][1] // g
+    for a in range(0, len(blk), 256):
+        b = min(a + 256, len(blk))
+        sm = np.asarray(t["scale_m"][a:b]).astype(np.int64)
+        sh = np.clip(smax - np.asarray(t["scale_s"][a:b]).astype(np.int64), 0, smax)
+        groups = np.arange(ng)[None, :] < -(-blk[a:b, 3:4] // g)  # the block's groups
+        per_row = ((sm << sh) * groups[:, None, :]).sum(axis=2)  # [tiles, TR]
+        used = np.arange(tr)[None, :] < blk[a:b, 1:2]  # the block's rows
+        np.add.at(rows, (blk[a:b, 0:1] + np.arange(tr)[None, :])[used], per_row[used])
+    acc_bits = (int(rows.max(initial=0)) * m["s_bound"]).bit_length() + 1
+    if m["acc_bits"] != acc_bits:
+        raise InputError(
+            f"{where}: acc_bits = {m['acc_bits']} in netlist.json, its tiles' step fields give "
+            f"{acc_bits}; recompile"
+        )
 
 
 def _check_matrix_entry(p: Path, name: str, m: object) -> None:
@@ -378,8 +405,9 @@ def _check_base_die_tables(pf, where: str) -> None:
 
 
 def load_netlist(build_path: Path) -> Netlist:
-    """Open ``BUILD/netlist`` and validate its structure, its ops and their dataflow (exit 3
-    naming the field otherwise).
+    """Open ``BUILD/netlist`` and validate its structure, its ops and their dataflow, then
+    netlist.json as a whole (:func:`maskc.netlist.check.check_netlist`: every field against the
+    others, the fabric and the files beside it); exit 3 naming the field otherwise.
 
     Call after :func:`maskc.build.open_build` has checked the hashes."""
     root = Path(build_path) / DIR
@@ -391,7 +419,7 @@ def load_netlist(build_path: Path) -> Netlist:
     doc = read_json_file(p, "netlist/netlist.json", max_bytes=1 << 30)
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise InputError(f"{p}: not a maskc netlist")
-    if doc.get("version") not in READS:
+    if type(doc.get("version")) is not int or doc["version"] not in READS:
         raise InputError(
             f"{p}: netlist version {doc.get('version')!r}; this maskc reads versions "
             f"{', '.join(map(str, READS))}; recompile"
@@ -427,4 +455,5 @@ def load_netlist(build_path: Path) -> Netlist:
     _check_base_die_tables(pf, str(p.parent / "params.safetensors"))
     ops = parse_ops(doc["ops"], str(p), mats, params)
     check_dataflow(ops, mats, params, arch, str(p))
-    return Netlist(root, doc, arch, fabric, ops)
+    files = check_netlist(p, doc, arch, fabric, ops, pf)
+    return Netlist(root, doc, arch, fabric, ops, _files=files)

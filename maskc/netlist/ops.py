@@ -287,7 +287,10 @@ def check_dataflow(ops: list[Op], matrices: dict, params: dict, arch, where: str
     for i, op in enumerate(ops):
         w = f"{where}: op {i} ({op.KIND})"
         ins = []
-        for s, kind in op.reads().items():
+        # every read in order, an op reading one slot twice (add x x) included: not reads(),
+        # whose dict keeps a slot once
+        read = [(getattr(op, a), m["slot"]) for a, _, m in op.spec() if m["role"] == "read"]
+        for s, kind in read:
             if s not in slots:
                 raise InputError(f"{w} reads slot {s!r} before any op writes it")
             if slots[s][0] != kind:

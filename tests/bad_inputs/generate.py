@@ -11,6 +11,7 @@ that no traceback is printed and that no output file or folder is left behind.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -242,6 +243,22 @@ case("build-boot-image-rehashed", "build", "`verify`: a byte of the SRAM boot im
      "manifest re-hashed", V, 5, "boot/sram.d0.bin", "differs")  # fmt: skip
 case("build-lut-rehashed", "build", "a base-die table (lut.exp2) edited in params.safetensors, "
      "manifest re-hashed", E, 3, "lut.exp2", "base die")  # fmt: skip
+# the netlist is trusted too much (issue 19, class 8): netlist.json edited and re-sealed (its
+# manifest hash updated), so only the loader's validation can catch it
+case("build-netlist-layers-huge", "build", "netlist.json: num_layers = 2^62, re-hashed", E, 3,
+     "netlist.json", "num_layers")  # fmt: skip
+case("build-netlist-heads-0", "build", "netlist.json: num_heads = 0, re-hashed", E, 3,
+     "netlist.json", "num_heads")  # fmt: skip
+case("build-netlist-heads-8", "build", "netlist.json: num_heads = 8, not the matrices' shapes",
+     E, 3, "netlist.json", "q_proj", "shape")  # fmt: skip
+case("build-netlist-numerics", "build", "netlist.json: a numerics constant changed", E, 3,
+     "netlist.json", "numerics.log2e_q16")  # fmt: skip
+case("build-netlist-gamma-frac", "build", "netlist.json: an rmsnorm's gamma_frac + 1", E, 3,
+     "netlist.json", "ops[1].gamma_frac")  # fmt: skip
+case("build-netlist-op-no-matrix", "build", "netlist.json: an op names a missing matrix", E, 3,
+     "netlist.json", "qq_proj")  # fmt: skip
+case("build-netlist-op-order", "build", "netlist.json: two ops swapped (k before q)", E, 3,
+     "netlist.json", "ops[2]")  # fmt: skip
 # -- adapters ------------------------------------------------------------------------------------
 A = [*E, "--adapter", "{d}/ad"]
 case("adapter-rank-0", "adapter", "r = 0", A, 3, "r = 0")
@@ -512,6 +529,36 @@ def _reseal(b: Path) -> None:
     write_manifest(b, man["stages"], {k: v for k, v in man.items() if k not in own})
 
 
+def _edit_netlist(b: Path, name: str) -> None:
+    """One field of ``b``'s netlist.json changed, and the manifest's hash of it updated."""
+    p = b / "netlist" / "netlist.json"
+    doc = json.loads(p.read_text())
+    arch, ops = doc["architecture"], doc["ops"]
+    if name == "build-netlist-layers-huge":
+        arch["num_layers"] = 2**62
+    elif name == "build-netlist-heads-0":
+        arch["num_heads"] = 0
+    elif name == "build-netlist-heads-8":
+        arch["num_heads"] = 8
+    elif name == "build-netlist-numerics":
+        doc["numerics"]["log2e_q16"] += 1
+    elif name == "build-netlist-gamma-frac":
+        ops[1]["gamma_frac"] += 1
+    elif name == "build-netlist-op-no-matrix":
+        ops[2]["matrix"] = "model.layers.0.self_attn.qq_proj.weight"
+    elif name == "build-netlist-op-order":
+        ops[2], ops[3] = ops[3], ops[2]
+    p.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    mp = b / "manifest.json"
+    m = json.loads(mp.read_text())
+    data = p.read_bytes()
+    m["files"]["netlist/netlist.json"] = {
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "bytes": len(data),
+    }
+    mp.write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
+
+
 def _make(name: str, d: Path, model: Path, build: Path) -> None:
     w = d / "m" / "model.safetensors"
     up = "model.layers.0.mlp.up_proj.weight"
@@ -735,6 +782,8 @@ def _make(name: str, d: Path, model: Path, build: Path) -> None:
             return t
 
         _edit_param(d / "b", "lut.exp2", nudge)
+    elif name.startswith("build-netlist-") and name != "build-netlist-truncated":
+        _edit_netlist(d / "b", name)
     elif name == "adapter-rank-0":
         edit_cfg(adapter() / "adapter_config.json", r=0)
     elif name == "adapter-long-int":
