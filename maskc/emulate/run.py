@@ -17,7 +17,7 @@ import numpy as np
 from maskc.build import Build, open_build
 from maskc.emulate.chip import Chip
 from maskc.emulate.sampling import Sampler, SamplingParams
-from maskc.errors import FitError, InputError, UsageError
+from maskc.errors import FitError, InputError, UsageError, VerifyError
 from maskc.netlist import Netlist, load_netlist
 from maskc.tokenizer import ModelTokenizer, open_tokenizer
 
@@ -81,6 +81,20 @@ def open_session(
     return Session(b, nl, chip, tok)
 
 
+def _check_boot(nl, path: Path) -> None:
+    """The chip runs on the values of its SRAM boot image (maskc/boot.py): a netlist whose
+    params or norm constants disagree with the image is a corrupt build (exit 5), so an edit
+    of params.safetensors alone never changes the logits silently. A few hundred kilobytes;
+    builds of netlist version < 4 have no image."""
+    if nl.doc["version"] < 4:
+        return
+    from maskc.boot import verify_boot
+
+    problems = verify_boot(nl, path, limit=1)
+    if problems:
+        raise VerifyError(f"{path}: {problems[0]}")
+
+
 def _start_numba() -> None:
     """Loads one cached kernel: numba's first load sets up its compiler target (~0.3 s), which
     then overlaps the hash check and the netlist's loading instead of following them."""
@@ -91,6 +105,7 @@ def _start_numba() -> None:
 
 def _load_session(b, context, progress, loaded):
     nl = load_netlist(b.path)
+    _check_boot(nl, b.path)
     tok = None
     t = nl.doc.get("tokenizer")
     if t:

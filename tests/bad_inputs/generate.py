@@ -239,6 +239,8 @@ case("build-stages-forged", "build", "manifest.json claims stages no maskc write
 V = ["verify", "{d}/b"]
 case("build-params-gamma-rehashed", "build", "`verify`: a norm gamma edited in "
      "params.safetensors, manifest re-hashed", V, 5, "sram.d0.bin", "layernorm")  # fmt: skip
+case("build-params-gamma-emulate", "build", "`emulate`: the same edited gamma (the chip runs on "
+     "its boot image)", E, 5, "sram.d0.bin", "layernorm")  # fmt: skip
 case("build-boot-image-rehashed", "build", "`verify`: a byte of the SRAM boot image edited, "
      "manifest re-hashed", V, 5, "boot/sram.d0.bin", "differs")  # fmt: skip
 case("build-lut-rehashed", "build", "a base-die table (lut.exp2) edited in params.safetensors, "
@@ -770,7 +772,7 @@ def _make(name: str, d: Path, model: Path, build: Path) -> None:
         p.write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
     elif name == "build-stages-forged":
         edit_cfg(d / "b" / "manifest.json", stages=["ingest", "layout"])
-    elif name == "build-params-gamma-rehashed":
+    elif name in ("build-params-gamma-rehashed", "build-params-gamma-emulate"):
         _edit_param(d / "b", "model.layers.0.input_layernorm.weight", lambda g: g + 1)
     elif name == "build-boot-image-rehashed":
         _flip(d / "b" / "boot" / "sram.d0.bin", 130)  # inside layer 0's first gamma
@@ -851,6 +853,7 @@ def _make(name: str, d: Path, model: Path, build: Path) -> None:
             doc = json.loads(p.read_text())
             doc["tokenizer"]["chat_template"] = template
             p.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+            edit_cfg(d / "b" / "tokenizer_config.json", chat_template=template)  # its source
             _reseal(d / "b")
     elif name == "path-output-not-empty":
         (d / "out").mkdir()
