@@ -4,6 +4,9 @@ only the loader's validation can catch it, gives exit 0, 3 or 5 -- never 70, nev
 traceback -- and when it is accepted (0) the emulator's tokens and logits are those of the
 unmutated build: nothing changes the logits silently.
 
+The same for the other files a reader trusts (classes 9 and 10): manifest.json's fields, every
+params.safetensors array and every SRAM boot image entry.
+
 The normal suite runs a fixed sample of the mutations (seconds); ``MASKC_FUZZ_FULL=1`` runs
 every one of them (minutes)."""
 
@@ -270,6 +273,99 @@ def test_every_tile_header_mutation_is_accepted_unchanged_or_refused(build, cli,
         (b / rel).write_bytes(struct.pack("<Q", len(text)) + text + data)
 
     _fuzz(_run_lib, b, rel, cases, write)
+
+
+# -- the manifest's claims and the boot image (issue 19, classes 9 and 10) --------------------
+
+MANIFEST_SAMPLE = 120
+
+
+def test_every_manifest_mutation_is_accepted_unchanged_or_refused(build, tmp_path):
+    """Single-field mutations of manifest.json (nothing to re-hash: it seals the others): every
+    one is refused (3/5) or changes nothing the emulator computes, and a mutated per-tile hash
+    map makes ``verify`` fail (exit 5), never pass."""
+    from maskc.errors import MaskcError
+    from maskc.layout import verify_build
+
+    b = tmp_path / "b"
+    shutil.copytree(build, b)
+    mp = b / "manifest.json"
+    good = mp.read_text()
+    doc = json.loads(good)
+    code, base, err = _run_lib(b)
+    assert code == 0, err
+    cases = _pick(_mutations(doc), MANIFEST_SAMPLE, 9)
+    cases += [(("tiles", sorted(doc["tiles"])[0]), doc["tiles"][sorted(doc["tiles"])[1]])]
+    bad, tally = [], {}
+    for path, value in cases:
+        mp.write_text(json.dumps(_apply(doc, path, value), indent=2, sort_keys=True))
+        code, out, err = _run_lib(b)
+        if code == 0 and (out["tokens"], out["logits_sha256"]) != (
+            base["tokens"],
+            base["logits_sha256"],
+        ):
+            code = "0, logits changed"
+        if code == 0 and path[0] == "tiles":  # accepted by emulate (it does not read the map)
+            try:
+                problems = _timed(verify_build, b)["problems"]
+            except MaskcError as e:
+                problems = [str(e)]
+            if value is not DELETE and not problems:
+                code = "verify passed a forged tile hash"
+        tally[code] = tally.get(code, 0) + 1
+        if code not in (0, 3, 5):
+            bad.append((path, value, code, err[:200]))
+    mp.write_text(good)
+    print(f"manifest.json: {len(cases)} mutations: {tally}")
+    assert not bad, bad[:10]
+
+
+def test_every_params_and_boot_edit_is_refused(build, tmp_path):
+    """One value of every params.safetensors array, and one byte of every boot image entry,
+    changed and re-hashed: the emulator refuses the build (the base die's tables: exit 3; the
+    model's values, which must agree with the SRAM boot image: exit 5, naming the entry).
+    Nothing changes the logits silently."""
+    import numpy as np
+
+    from maskc.safetensors_io import SafetensorsFile, write_safetensors
+
+    b = tmp_path / "b"
+    shutil.copytree(build, b)
+    rel = "netlist/params.safetensors"
+    good = (b / rel).read_bytes()
+    f = SafetensorsFile(b / rel)
+    arrays = {k: np.array(f.read_raw(k)) for k in f.tensors}
+    del f
+    bad = []
+    for name in sorted(arrays):
+        edited = dict(arrays)
+        edited[name] = arrays[name].copy()
+        edited[name].flat[0] += 1
+        write_safetensors(b / rel, edited, {"maskc": "netlist parameters"})
+        _rehash(b, rel)
+        code, _, err = _run_lib(b)
+        # the base die's tables: 3; RoPE's steps are also derived from netlist.json: 3 or 5
+        want = (3,) if name.startswith("lut.") else (3, 5) if name == "rope.phase_step" else (5,)
+        if code not in want:
+            bad.append((name, code, err[:200]))
+    (b / rel).write_bytes(good)
+    _rehash(b, rel)
+    index = json.loads((b / "boot" / "index.json").read_text())
+    for die in index["dies"]:
+        rel = f"boot/{die['file']}"
+        image = (b / rel).read_bytes()
+        for e in die["entries"]:
+            edited = bytearray(image)
+            edited[e["offset"]] ^= 1
+            (b / rel).write_bytes(bytes(edited))
+            _rehash(b, rel)
+            code, _, err = _run_lib(b)
+            if code != 5 or e["name"] not in err:
+                bad.append((rel, e["name"], code, err[:200]))
+        (b / rel).write_bytes(image)
+        _rehash(b, rel)
+    assert not bad, bad[:10]
+    assert _run_lib(b)[0] == 0
 
 
 # -- the comparison every check above relies on -----------------------------------------------
