@@ -388,10 +388,13 @@ def _check_placement(p: Path, doc: dict, arch: ModelArch, fabric, params: Safete
             f"{total - 1:,} (bytes of a die's SRAM); recompile"
         )
     die_of_layer = [d for d, (a, b) in enumerate(runs) for _ in range(a, b)]
+    # version 4 starts each die's SRAM with its params region; a version 2/3 netlist.json has
+    # none, unless it came from a version 4 build (its tiles read the same)
+    with_params = doc["version"] >= 4 or any(isinstance(x, dict) and "params" in x for x in sd)
     pb = (
         [region_bytes(e) for e in die_entries(params_tensors(params), die_of_layer, dies,
                                               arch.head_dim)]
-        if doc["version"] >= 4
+        if with_params
         else [0] * dies
     )  # fmt: skip
     max_ctx = min(
@@ -412,7 +415,7 @@ def _check_placement(p: Path, doc: dict, arch: ModelArch, fabric, params: Safete
             {
                 "die": d,
                 "bytes": total,
-                **({"params": {"base": 0, "bytes": pb[d]}} if doc["version"] >= 4 else {}),
+                **({"params": {"base": 0, "bytes": pb[d]}} if with_params else {}),
                 "kv": {
                     "base": pb[d],
                     "bytes": kv,
