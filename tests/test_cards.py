@@ -145,3 +145,35 @@ def test_dies_n_on_cards_and_a_lone_die_without_link(model_cache, tmp_path, cli)
             "--dies", "2", "--plan-only")  # fmt: skip
     assert r.code == 4 and "link_gb_per_s" in r.err and "Traceback" not in r.err, r
     assert not (tmp_path / "c").exists()
+
+
+def test_two_die_build_hands_over_int32_and_gives_the_same_logits(model_cache, tmp_path, cli):
+    """The tiny model compiled for one die and for two (micro fabric): the two-die chip hands
+    the residual stream over at the die boundary, hidden_size * 4 bytes per token, and its
+    greedy tokens and logits are those of the one-die chip."""
+    from maskc.emulate.run import open_session
+
+    fab = micro_fabric(tmp_path)
+    gen = model_cache("tiny")
+    runs = {}
+    for dies in ("1", "2"):
+        out = tmp_path / f"d{dies}"
+        r = cli("compile", gen.path, "-o", out, "--fabric", fab, "--dies", dies, "--no-verify")
+        assert r.code == 0, r.err
+        r = cli("emulate", out, "--tokens", "1,2,3", "-n", "6", "--json")
+        assert r.code == 0, r.err
+        doc = json.loads(r.out)
+        runs[dies] = (doc["tokens"], doc["logits_sha256"])
+    assert runs["1"] == runs["2"]
+    chip = open_session(tmp_path / "d2").chip
+    hidden = chip.nl.arch.hidden_size
+    assert chip.die_starts == [0, 1] and chip.link_bytes == {(0, 1): 0}
+    chip.forward([1, 2, 3])  # prefill: three tokens cross the boundary
+    assert chip.link_bytes == {(0, 1): 3 * hidden * 4}
+    chip.forward([4])
+    assert chip.link_bytes == {(0, 1): 4 * hidden * 4}
+    one = open_session(tmp_path / "d1").chip
+    assert one.link_bytes == {}
+    one.reset()
+    chip.reset()
+    assert (one.forward([5, 6]) == chip.forward([5, 6])).all()
