@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import tomllib
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import micro_fabric
 
@@ -147,33 +149,79 @@ def test_dies_n_on_cards_and_a_lone_die_without_link(model_cache, tmp_path, cli)
     assert not (tmp_path / "c").exists()
 
 
-def test_two_die_build_hands_over_int32_and_gives_the_same_logits(model_cache, tmp_path, cli):
+@pytest.fixture(scope="module")
+def builds(model_cache, tmp_path_factory):
+    """The tiny model on the micro fabric: one die (``1``), two dies (``2``), and two dies with
+    one weight of layer 1 (on die 1) changed (``2b``)."""
+    from safetensors.numpy import load_file, save_file
+
+    from maskc.pipeline import CompileOptions, compile_model
+
+    root = tmp_path_factory.mktemp("cards")
+    fab = micro_fabric(root)
+    base = model_cache("tiny").path
+    changed = root / "model-b"
+    shutil.copytree(base, changed)
+    w = load_file(str(changed / "model.safetensors"))
+    name = "model.layers.1.mlp.down_proj.weight"
+    g = w[name][3, 0:32].copy()
+    order = np.argsort(g)
+    w[name] = w[name].copy()
+    w[name][3, order[8]] = g[order[24]]  # an interior value moved: its code changes
+    save_file(w, str(changed / "model.safetensors"))
+    out = {}
+    for key, model, dies in (("1", base, 1), ("2", base, 2), ("2b", changed, 2)):
+        out[key] = root / key
+        compile_model(model, out[key], CompileOptions(fabric=fab, dies=dies, verify=False))
+    return out
+
+
+def test_two_die_build_hands_over_int32_and_gives_the_same_logits(builds, cli):
     """The tiny model compiled for one die and for two (micro fabric): the two-die chip hands
     the residual stream over at the die boundary, hidden_size * 4 bytes per token, and its
     greedy tokens and logits are those of the one-die chip."""
     from maskc.emulate.run import open_session
 
-    fab = micro_fabric(tmp_path)
-    gen = model_cache("tiny")
     runs = {}
     for dies in ("1", "2"):
-        out = tmp_path / f"d{dies}"
-        r = cli("compile", gen.path, "-o", out, "--fabric", fab, "--dies", dies, "--no-verify")
-        assert r.code == 0, r.err
-        r = cli("emulate", out, "--tokens", "1,2,3", "-n", "6", "--json")
+        r = cli("emulate", builds[dies], "--tokens", "1,2,3", "-n", "6", "--json")
         assert r.code == 0, r.err
         doc = json.loads(r.out)
         runs[dies] = (doc["tokens"], doc["logits_sha256"])
     assert runs["1"] == runs["2"]
-    chip = open_session(tmp_path / "d2").chip
+    chip = open_session(builds["2"]).chip
     hidden = chip.nl.arch.hidden_size
     assert chip.die_starts == [0, 1] and chip.link_bytes == {(0, 1): 0}
     chip.forward([1, 2, 3])  # prefill: three tokens cross the boundary
     assert chip.link_bytes == {(0, 1): 3 * hidden * 4}
     chip.forward([4])
     assert chip.link_bytes == {(0, 1): 4 * hidden * 4}
-    one = open_session(tmp_path / "d1").chip
+    one = open_session(builds["1"]).chip
     assert one.link_bytes == {}
     one.reset()
     chip.reset()
     assert (one.forward([5, 6]) == chip.forward([5, 6])).all()
+
+
+def test_diff_layers_names_the_dies_whose_masks_change(builds, cli):
+    """One weight of layer 1 changed on a two-die build: only die 1's via mask changes, and
+    the layer files are per die."""
+    index = json.loads((builds["2"] / "layers" / "index.json").read_text())
+    assert sorted({b["die"] for b in index["banks"]}) == [0, 1]
+    r = cli("diff-layers", builds["2"], builds["2b"], "--json")
+    assert r.code == 1, r
+    doc = json.loads(r.out)
+    assert doc["masks_to_remake"] == ["via"]
+    assert doc["dies_to_remake"] == {"via": [1], "metal": []}
+    via = doc["layers"]["via"]["dies"]
+    assert via["0"] == {
+        "identical": True,
+        "changed_tiles": 0,
+        "total_tiles": via["0"]["total_tiles"],
+    }
+    assert via["1"]["changed_tiles"] == doc["layers"]["via"]["changed_tiles"] >= 1
+    assert "(via mask of die 1)" in doc["verdict"], doc["verdict"]
+    r = cli("diff-layers", builds["2"], builds["2b"])
+    assert r.code == 1 and "via mask of die 1" in r.out
+    r = cli("diff-layers", builds["2"], builds["2"], "--json")
+    assert r.code == 0 and json.loads(r.out)["dies_to_remake"] == {"via": [], "metal": []}

@@ -232,6 +232,15 @@ def print_diff(doc: dict, png) -> None:
             tops or "-",
         )
     out.print(t)
+    dies = sorted({int(d) for rep in doc["layers"].values() for d in rep.get("dies", {})})
+    if len(dies) > 1:  # each die has its own masks
+        out.print(
+            f"masks per die ({len(dies)} dies): "
+            + "; ".join(
+                f"{n}: {', '.join(map(str, v)) or 'none'} changes"
+                for n, v in doc["dies_to_remake"].items()
+            )
+        )
     out.print(f"[bold]verdict:[/bold] {doc['verdict']}")
     if png is not None:
         out.print(f"[green]wrote[/green] {png}")
