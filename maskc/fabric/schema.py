@@ -253,24 +253,12 @@ class Fabric:
         ``"card"``: card to card), ``gb_per_s``, ``latency_ns`` and ``pj_per_bit``."""
         c = self.card
         if c is None:  # every die its own card: the single-link model
-            return {
-                "kind": "card",
-                "gb_per_s": self.die.link_gb_per_s,
-                "latency_ns": 0.0,
-                "pj_per_bit": self.power.link_pj_per_bit,
-            }
-        if self.card_of_die(a) == self.card_of_die(b):
-            return {
-                "kind": "die",
-                "gb_per_s": c.die_link_gb_per_s,
-                "latency_ns": c.die_link_latency_ns,
-                "pj_per_bit": c.die_link_pj_per_bit,
-            }
+            d, p = self.die.link_gb_per_s, self.power.link_pj_per_bit
+            return {"kind": "card", "gb_per_s": d, "latency_ns": 0.0, "pj_per_bit": p}
+        kind = "die" if self.card_of_die(a) == self.card_of_die(b) else "card"
         return {
-            "kind": "card",
-            "gb_per_s": c.card_link_gb_per_s,
-            "latency_ns": c.card_link_latency_ns,
-            "pj_per_bit": c.card_link_pj_per_bit,
+            "kind": kind,
+            **{k: getattr(c, f"{kind}_link_{k}") for k in ("gb_per_s", "latency_ns", "pj_per_bit")},
         }
 
     @property
