@@ -84,7 +84,9 @@ def test_too_small_fabric_is_exit_4_and_auto_spreads(model_cache, tmp_path, cli)
     runs = [d["layers"] for d in p["per_die"]]
     assert runs[0][0] == 0 and runs[-1][1] == 1
     assert all(a[1] + 1 == b[0] for a, b in itertools.pairwise(runs))
-    assert len(p["links"]) == p["dies"] - 1
+    # one crossing per die boundary, and the tied head's way back to die 0
+    hops = [(x["from_die"], x["to_die"]) for x in p["links"]]
+    assert hops == [*((d, d + 1) for d in range(p["dies"] - 1)), (p["dies"] - 1, 0)]
 
 
 def test_sram_too_small_is_exit_4(model_cache, tmp_path, cli):

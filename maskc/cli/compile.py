@@ -144,8 +144,9 @@ def compile(
         typer.Option(
             "--dies",
             help="Number of dies to spread the layers over "
-            "(a layer pipeline), or 'auto' for the fewest that fit. Default: the "
-            "fabric's own count.",
+            "(a layer pipeline), or 'auto' for the fewest that fit (on a fabric with "
+            "[card]: every die of the fewest cards, the stage times balanced). Default: "
+            "the fabric's own count.",
         ),
     ] = "fabric",
     plan_only: Annotated[

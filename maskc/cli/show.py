@@ -146,6 +146,24 @@ def print_placement(p: dict) -> None:
                 for k, v in t_us.items()
             )
             out.print(f"time per token at {b['context']}: {parts}")
+        pipe = b.get("pipeline")
+        if pipe and perf.get("dies", 1) > 1:
+            out.print(
+                f"pipeline at {b['context']}: {perf['dies']} dies on {perf['cards']} card(s); "
+                f"slowest stage {pipe['slowest_stage']} ({pipe['slowest_stage_us']:.1f} us); "
+                f"{pipe['users_in_flight']} user(s) in flight (the KV cache holds "
+                f"{pipe['users_kv_cache_holds']:,}, {pipe['users_to_fill']} fill the "
+                f"pipeline): {pipe['tokens_per_s']:,.0f} tokens/s in all, "
+                f"{pipe['energy_mj_per_token']:.3f} mJ per token"
+            )
+            lb = b["link_bytes_per_token"]
+            out.print(
+                f"links per token: {lb['die_to_die']:,} bytes die to die, "
+                f"{lb['card_to_card']:,} bytes card to card; per die: "
+                + ", ".join(
+                    f"{s['die']} (card {s['card']}) {s['time_us']:.1f} us" for s in b["stages"]
+                )
+            )
 
 
 def _runs(items: list[tuple[str, int]]) -> str:
@@ -214,6 +232,15 @@ def print_diff(doc: dict, png) -> None:
             tops or "-",
         )
     out.print(t)
+    dies = sorted({int(d) for rep in doc["layers"].values() for d in rep.get("dies", {})})
+    if len(dies) > 1:  # each die has its own masks
+        out.print(
+            f"masks per die ({len(dies)} dies): "
+            + "; ".join(
+                f"{n}: {', '.join(map(str, v)) or 'none'} changes"
+                for n, v in doc["dies_to_remake"].items()
+            )
+        )
     out.print(f"[bold]verdict:[/bold] {doc['verdict']}")
     if png is not None:
         out.print(f"[green]wrote[/green] {png}")

@@ -16,7 +16,8 @@ class DiffResult:
     """Two builds (or layer files) compared.
 
     ``doc`` is the JSON document of docs/diff.md (``a``, ``b``, ``fabric_a``, ``fabric_b``,
-    ``identical``, ``same_base_die``, ``verdict``, ``masks_to_remake``, ``layers``), exactly
+    ``identical``, ``same_base_die``, ``verdict``, ``masks_to_remake``, ``dies_to_remake``,
+    ``layers`` with each layer's ``dies``), exactly
     as ``--json`` prints it; :meth:`to_json` returns a copy. The rest is what the heatmap
     draws: ``tiles`` maps each compared layer to its changed tiles (tile name -> vias or
     straps added + removed), ``fabric`` is the fabric both sides are built for and ``sites``
@@ -43,6 +44,38 @@ class DiffResult:
         return copy.deepcopy(self.doc)
 
 
+def _die(tile: str) -> int:
+    """The die of a tile site ``T<die>_<x>_<y>``."""
+    from maskc.diff.tally import TILE
+
+    m = TILE.fullmatch(tile)
+    return int(m.group(1)) if m else 0
+
+
+def _per_die(sites: tuple[str, ...], changed: dict[str, int]) -> dict[str, dict]:
+    """Per die (``"0"``, ``"1"``, ...): whether its mask changes, its changed tiles and the tile
+    sites either side uses on it."""
+    total: dict[int, int] = {}
+    for t in sites:
+        total[_die(t)] = total.get(_die(t), 0) + 1
+    moved: dict[int, int] = {}
+    for t in changed:
+        moved[_die(t)] = moved.get(_die(t), 0) + 1
+        total.setdefault(_die(t), 0)
+    return {
+        str(d): {
+            "identical": not moved.get(d),
+            "changed_tiles": moved.get(d, 0),
+            "total_tiles": total[d],
+        }
+        for d in sorted(total)
+    }
+
+
+def _die_list(dies: list[int]) -> str:
+    return f"die {dies[0]}" if len(dies) == 1 else "dies " + ", ".join(map(str, dies))
+
+
 def finish(res: Comparison, a: str, b: str, top: int) -> DiffResult:
     """The verdict and the document of a comparison of ``a`` and ``b``, with the ``top``
     tensors of each layer by changed shapes."""
@@ -56,6 +89,7 @@ def finish(res: Comparison, a: str, b: str, top: int) -> DiffResult:
             "builds are for different chips, so their masks are not compared",
             "layers": {},
             "masks_to_remake": None,
+            "dies_to_remake": None,
         }
         return DiffResult(doc, {}, None, ())
     layers = {}
@@ -76,9 +110,16 @@ def finish(res: Comparison, a: str, b: str, top: int) -> DiffResult:
             "shapes_in_a": rep["shapes_a"],
             "changed_fraction": fraction,
             "top_tensors": tensors[:top],
+            "dies": _per_die(res.sites, rep["tiles"]),
         }
         tiles[name] = rep["tiles"]
     remake = [n for n, rep in layers.items() if not rep["identical"]]
+    # each die has its own masks: which dies' masks must be re-made, per layer
+    dies_remake = {
+        n: [int(d) for d, x in rep["dies"].items() if not x["identical"]]
+        for n, rep in layers.items()
+    }
+    several = len({d for rep in layers.values() for d in rep["dies"]}) > 1
     boot = res.boot_changed or ()
     if not remake and boot:
         verdict = "masks identical: same base die, no mask changes"
@@ -97,6 +138,10 @@ def finish(res: Comparison, a: str, b: str, top: int) -> DiffResult:
         kept = [n for n in layers if n not in remake]
         names = {("via",): "via mask only", ("metal",): "metal mask only"}
         what = names.get(tuple(remake), " and ".join(remake) + " masks")
+        if several:  # "via mask only (via mask of dies 0, 2)"
+            what += (
+                " (" + "; ".join(f"{n} mask of {_die_list(dies_remake[n])}" for n in remake) + ")"
+            )
         verdict = f"{what} to re-make: {'; '.join(parts)}" + (
             f"; the {' and '.join(kept)} mask is reused" if kept else ""
         )
@@ -110,6 +155,7 @@ def finish(res: Comparison, a: str, b: str, top: int) -> DiffResult:
         "same_base_die": True,
         "verdict": verdict,
         "masks_to_remake": remake,
+        "dies_to_remake": dies_remake,
         "layers": layers,
     }
     if res.boot_changed is not None:

@@ -117,12 +117,16 @@ class Chip:
         self._handles: dict[tuple, object] = {}  # the C kernel's matrix handles
         self._fused = self._load(p, progress, load_rows, cache_key)
         self._next = self._prefetch_plan()
+        self.die_starts = [d["kv"]["layers"][0]["layer"] for d in sram["dies"]]
+        #: bytes handed over each die boundary ``(d, d + 1)`` so far (:meth:`_handover`)
+        self.link_bytes = {(d, d + 1): 0 for d in range(len(self.die_starts) - 1)}
         self._steps = self._compile()
         if progress:  # the kernels compile on first use (then load from numba's disk cache)
             progress.start("preparing kernels (compiled on the first run only)", 1)
         self.reset()
         self.forward([0])
         self.reset()
+        self.link_bytes.update(dict.fromkeys(self.link_bytes, 0))  # the steps hold this dict
         if progress:
             progress.advance(1)
 
@@ -215,9 +219,12 @@ class Chip:
         p = self.params
         steps = []
         skip = -1
+        entry = {layer: d for d, layer in enumerate(self.die_starts) if d}
         for idx, op in enumerate(self.ops):
             if idx <= skip:
                 continue
+            if isinstance(op, O.RmsNorm) and op.layer in entry:  # a die's first op
+                steps.append(self._handover(entry.pop(op.layer), op.src))
             if idx in self._fused:
                 group, st, bias = self._fused[idx]
                 parts, r = [], 0
@@ -230,6 +237,25 @@ class Chip:
                 continue
             steps.append(self._step(idx, op, p))
         return steps
+
+    def _handover(self, die: int, slot: str):
+        """The step at the start of die ``die``'s layers: the previous die hands the residual
+        stream ``slot`` over the link in the contract's format, int32 signals
+        (docs/numerics.md), and the die goes on from what it received. Counted in
+        :attr:`link_bytes`; the values are int32 by the contract (every signal saturates), so
+        the logits are those of one die."""
+        counts, key = self.link_bytes, (die - 1, die)
+
+        def step(slots, ids, positions, segs):
+            x = slots[slot]
+            wire = np.ascontiguousarray(x, dtype="<i4").tobytes()  # what crosses the link
+            got = np.frombuffer(wire, dtype="<i4").astype(I64).reshape(x.shape)
+            if not np.array_equal(got, x):  # an int32 signal by the contract: a bug otherwise
+                raise AssertionError(f"die {die - 1} -> {die}: {slot} is not an int32 signal")
+            counts[key] += len(wire)
+            slots[slot] = got
+
+        return step
 
     def _fused_step(self, src, st, bias, hint, parts):
         mm, adapt = self.matmul, self._adapt

@@ -46,9 +46,10 @@ def _f(kind: str, unit: str = "", lo: float | None = None, hi: float | None = No
 _POS_INT = {"lo": 1}
 
 
-def _table(cls: type) -> dict[str, Any]:
-    """Field metadata of a sub-table parsed into ``cls``."""
-    return {"kind": "table", "unit": "", "lo": None, "hi": None, "cls": cls}
+def _table(cls: type, optional: bool = False) -> dict[str, Any]:
+    """Field metadata of a sub-table parsed into ``cls``; ``optional``: the table may be
+    absent (the field is then ``None`` and the table is left out of the output)."""
+    return {"kind": "table", "unit": "", "lo": None, "hi": None, "cls": cls, "optional": optional}
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,22 @@ class System:
 
 
 @dataclass(frozen=True)
+class Card:
+    """``[card]`` (optional): dies grouped on cards, the links between dies of one card and
+    between cards, and each card's own static power. Without it every die is a card of its own
+    and the dies' links are ``[die] link_gb_per_s`` at ``[power] link_pj_per_bit``, no latency."""
+
+    dies_per_card: int = _f("int", "dies", lo=1, hi=1024)
+    static_w: float = _f("float", "W", lo=0.0, hi=1e5)
+    die_link_gb_per_s: float = _f("float", "GB/s", lo=1e-3, hi=1e6)
+    die_link_latency_ns: float = _f("float", "ns", lo=0.0, hi=1e9)
+    die_link_pj_per_bit: float = _f("float", "pJ/bit", lo=0.0, hi=1e6)
+    card_link_gb_per_s: float = _f("float", "GB/s", lo=1e-3, hi=1e6)
+    card_link_latency_ns: float = _f("float", "ns", lo=0.0, hi=1e9)
+    card_link_pj_per_bit: float = _f("float", "pJ/bit", lo=0.0, hi=1e6)
+
+
+@dataclass(frozen=True)
 class Power:
     """``[power]``: the energy model's figures."""
 
@@ -184,6 +201,7 @@ class Fabric:
     power: Power = field(metadata=_table(Power))
     geometry: Geometry = field(metadata=_table(Geometry))
     layers: Layers = field(metadata=_table(Layers))
+    card: Card | None = field(default=None, metadata=_table(Card, optional=True))
 
     # ------------------------------------------------------------------ derived numbers
 
@@ -220,6 +238,28 @@ class Fabric:
     @property
     def cells_total(self) -> int:
         return self.cells_per_tile * self.total_tiles
+
+    @property
+    def dies_per_card(self) -> int:
+        """Dies on one card: ``[card] dies``, or 1 without a ``[card]`` table."""
+        return self.card.dies_per_card if self.card is not None else 1
+
+    def card_of_die(self, die: int) -> int:
+        """The card die ``die`` (0-based, in pipeline order) sits on."""
+        return die // self.dies_per_card
+
+    def link(self, a: int, b: int) -> dict[str, Any]:
+        """The link from die ``a`` to die ``b``: ``kind`` (``"die"``: both on one card,
+        ``"card"``: card to card), ``gb_per_s``, ``latency_ns`` and ``pj_per_bit``."""
+        c = self.card
+        if c is None:  # every die its own card: the single-link model
+            d, p = self.die.link_gb_per_s, self.power.link_pj_per_bit
+            return {"kind": "card", "gb_per_s": d, "latency_ns": 0.0, "pj_per_bit": p}
+        kind = "die" if self.card_of_die(a) == self.card_of_die(b) else "card"
+        return {
+            "kind": kind,
+            **{k: getattr(c, f"{kind}_link_{k}") for k in ("gb_per_s", "latency_ns", "pj_per_bit")},
+        }
 
     @property
     def sram_bytes_total(self) -> int:
@@ -306,7 +346,11 @@ class Fabric:
             "peak_macs_per_s_4bit": round(self.peak_macs_per_s(4)),
             "peak_macs_per_s_3bit": round(self.peak_macs_per_s(3)),
             "peak_dynamic_w_per_die": round(self.peak_dynamic_w_per_die, 6),
-        }
+        } | (
+            {"cards": -(-self.system.dies // self.card.dies_per_card)}
+            if self.card is not None
+            else {}
+        )
 
     # ------------------------------------------------------------------ output
 
@@ -551,6 +595,9 @@ def _parse_table(cls: type, table: Any, where: str, label: str) -> Any:
     for f in fields(cls):
         meta = f.metadata
         sub = f"{label}.{f.name}" if label else f.name
+        if f.name not in table and meta.get("optional"):
+            values[f.name] = None
+            continue
         if f.name not in table:
             what = f"table [{sub}]" if meta["kind"] == "table" else f"key {f.name!r}"
             raise InputError(f"{where}: {shown} missing {what}; see docs/fabric.md")
@@ -575,6 +622,8 @@ def _check_instance(obj: Any, where: str, label: str) -> None:
         value = getattr(obj, f.name)
         sub = f"{label}.{f.name}" if label else f.name
         if f.metadata["kind"] == "table":
+            if value is None and f.metadata.get("optional"):
+                continue
             if not isinstance(value, f.metadata["cls"]):
                 raise InputError(f"{where}: [{sub}] must be a table")
             _check_instance(value, where, sub)
@@ -604,6 +653,8 @@ def _as_dict(obj: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for f in fields(obj):
         value = getattr(obj, f.name)
+        if value is None and f.metadata.get("optional"):
+            continue  # an absent optional table stays absent: older fabrics' JSON is unchanged
         if f.metadata["kind"] == "table":
             out[f.name] = _as_dict(value)
         elif isinstance(value, tuple):

@@ -1,20 +1,34 @@
-"""Modeled performance of a placed model: tokens/s per user, latency and energy per token, die
-area used. The model (docs/fabric.md, "Modeled performance"):
+"""Modeled performance of a placed model: the dies as a pipeline of stages joined by links;
+tokens/s per user, the pipeline's throughput with several users in flight, bytes over each
+link, energy per token, die area used. The model (docs/fabric.md, "Modeled performance"):
 
-* decode is a pipeline of *stages* that must run one after the other for one user's token:
-  per decoder layer q/k/v (one stage: they share the input), o, gate/up, down (4 stages), then
-  the lm_head (1 stage). All tiles of a stage work in parallel, so a stage takes one tile
+* one user's token runs through the dies in order. On a die, decode is a chain of sequential
+  *matrix stages*: per decoder layer q/k/v (one stage: they share the input), o, gate/up, down
+  (4 stages), plus the lm_head (1 stage) on the die holding it (the last die; die 0 for a head
+  tied to the embedding). All tiles of a stage work in parallel, so a stage takes one tile
   operation: ``cycles_per_tile_op / clock``;
 * attention of a layer at context ``c``: ``2 * num_heads * head_dim * c`` multiply-accumulates
   on that layer's attention unit (``units.attention.ops_per_cycle`` per cycle);
-* each die boundary adds the transfer of one hidden-state vector over the link;
-* energy per token: every placed tile does one tile operation per token
-  (``tile_op_pj``), the KV cache read at context ``c`` (``sram_pj_per_byte``), link bits, and
-  static power over the token's latency for every die.
-Norms, RoPE, SwiGLU and sampling are taken as overlapped with the matrix stages.
+* each link crossed hands over one hidden-state vector (``hidden_size`` int32 signals): its
+  transfer over the link's bandwidth plus the link's latency. A tied head on a multi-die
+  build adds the crossing back from the last die to die 0;
+* a die works on one token at a time: with several users in flight the dies and the links are
+  the pipeline's stages and the slowest one sets the throughput (a link's stage time is its
+  transfer; its latency only delays). Every user in flight keeps its own KV cache, so the
+  dies' SRAM bounds the users too;
+* energy per token: every placed tile does one tile operation per token (``tile_op_pj``), the
+  KV cache read at context ``c`` (``sram_pj_per_byte``), the link bits (each link's pJ/bit),
+  and static power (every die's, and every card's ``[card] static_w``) over the time one token
+  holds the system: the latency for one user, ``1 / throughput`` with the pipeline full.
+
+Norms, RoPE, SwiGLU and sampling are taken as overlapped with the matrix stages. Everything
+is computed from the placement's dies and layers; nothing depends on the order of a dict or
+the clock, so the report is deterministic.
 """
 
 from __future__ import annotations
+
+import math
 
 from maskc.sram import kv_bytes_per_token
 
@@ -24,30 +38,132 @@ LINK_BYTES_PER_VALUE = 4
 STAGES_PER_LAYER = 4  # q/k/v, o, gate/up, down
 
 
+def head_die(arch, dies: int) -> int:
+    """The die running the lm_head stage: the last, or die 0 when the head is the embedding."""
+    return 0 if arch.tie_word_embeddings else dies - 1
+
+
+def pipeline_links(arch, fabric, dies: int) -> list[dict]:
+    """The links one token crosses, in order: ``from_die``, ``to_die``, ``kind`` (``die`` on one
+    card, ``card`` between cards), ``bytes_per_token``, ``link_gb_per_s``, ``latency_ns``,
+    ``pj_per_bit``."""
+    hops = [(d, d + 1) for d in range(dies - 1)]
+    if dies > 1 and head_die(arch, dies) == 0:
+        hops.append((dies - 1, 0))  # back to the tied head's tiles on die 0
+    out = []
+    for a, b in hops:
+        link = fabric.link(a, b)
+        out.append(
+            {
+                "from_die": a,
+                "to_die": b,
+                "kind": link["kind"],
+                "bytes_per_token": arch.hidden_size * LINK_BYTES_PER_VALUE,  # int32 signals
+                "link_gb_per_s": link["gb_per_s"],
+                "latency_ns": link["latency_ns"],
+                "pj_per_bit": link["pj_per_bit"],
+            }
+        )
+    return out
+
+
+def layer_cycles(arch, fabric, ctx: int) -> float:
+    """Cycles one decoder layer keeps its die busy per token at context ``ctx``."""
+    attn = 2 * arch.num_heads * arch.head_dim * ctx / fabric.units.attention.ops_per_cycle
+    return STAGES_PER_LAYER * fabric.system.cycles_per_tile_op + attn
+
+
 def modeled_performance(placement, arch, fabric, context: int) -> dict:
     """Numbers at context 1 (no attention) and at ``context`` tokens."""
+    report = placement.report
+    dies = placement.dies
     clock = fabric.clock_hz
     stage_s = fabric.system.cycles_per_tile_op / clock
-    stages = arch.num_layers * STAGES_PER_LAYER + 1
-    link_bytes = arch.hidden_size * LINK_BYTES_PER_VALUE  # one int32 signal per token
-    link_s = (placement.dies - 1) * link_bytes / (fabric.die.link_gb_per_s * 1e9)
+    runs = [(d["layers"][0], d["layers"][1] + 1) for d in report["per_die"]]
+    hd = head_die(arch, dies)
+    links = pipeline_links(arch, fabric, dies)
+    for link in links:
+        if link["link_gb_per_s"] <= 0:  # only [die] link_gb_per_s may be 0 (a lone die)
+            from maskc.errors import FitError
+
+            raise FitError(
+                f"{fabric.name}: [die] link_gb_per_s is 0, so its dies cannot hand the hidden "
+                f"state on; use --dies 1 or a fabric with a link (a [card] table)"
+            )
     tiles = len(placement.blocks)
     kv_per_token = kv_bytes_per_token(arch, arch.num_layers)
+    cards = fabric.card_of_die(dies - 1) + 1
+    static_w = dies * fabric.power.static_w_per_die + (
+        cards * fabric.card.static_w if fabric.card is not None else 0.0
+    )
+    sram_free = [
+        fabric.die.sram_bytes - d["params_bytes"] - report.get("sram_reserved_for_adapters", 0)
+        for d in report["per_die"]
+    ]
 
     def at(ctx: int) -> dict:
         attn_cycles = (
             2 * arch.num_heads * arch.head_dim * ctx / fabric.units.attention.ops_per_cycle
         )
-        matrix_s, attn_s = stages * stage_s, arch.num_layers * attn_cycles / clock
+        stages = []
+        for d, (a, b) in enumerate(runs):
+            n = b - a
+            m_stages = STAGES_PER_LAYER * n + (1 if d == hd else 0)
+            m_s, a_s = m_stages * stage_s, n * attn_cycles / clock
+            stages.append(
+                {
+                    "die": d,
+                    "card": fabric.card_of_die(d),
+                    "layers": [a, b - 1],
+                    "matrix_stages": m_stages,
+                    "matrix_us": m_s * 1e6,
+                    "attention_us": a_s * 1e6,
+                    "time_us": (m_s + a_s) * 1e6,
+                }
+            )
+        hops = []
+        for link in links:
+            transfer = link["bytes_per_token"] / (link["link_gb_per_s"] * 1e9)
+            hops.append(
+                {
+                    "from_die": link["from_die"],
+                    "to_die": link["to_die"],
+                    "kind": link["kind"],
+                    "bytes_per_token": link["bytes_per_token"],
+                    "transfer_us": transfer * 1e6,
+                    "latency_us": link["latency_ns"] * 1e-3,
+                    "energy_mj": link["bytes_per_token"] * 8 * link["pj_per_bit"] * 1e-9,
+                }
+            )
+        matrix_s = sum(s["matrix_us"] for s in stages) * 1e-6
+        attn_s = sum(s["attention_us"] for s in stages) * 1e-6
+        link_s = sum(h["transfer_us"] + h["latency_us"] for h in hops) * 1e-6
         latency = matrix_s + attn_s + link_s
-        # where the time and the energy go (the parts add up to the totals)
-        parts_mj = {
+        # the pipeline: dies and links are its stages; the slowest sets the throughput
+        slow_name, slow_us = max(
+            [(f"die {s['die']}", s["time_us"]) for s in stages]
+            + [(f"link {h['from_die']}->{h['to_die']}", h["transfer_us"]) for h in hops],
+            key=lambda t: t[1],
+        )  # max() keeps the first of equals: deterministic
+        fill = max(1, math.ceil(latency / (slow_us * 1e-6) - 1e-9))
+        kv_fits = min(
+            free // max(kv_bytes_per_token(arch, b - a) * ctx, 1)
+            for free, (a, b) in zip(sram_free, runs, strict=True)
+        )
+        users = max(1, min(fill, kv_fits))
+        throughput = min(users / latency, 1e6 / slow_us)
+        dynamic = {
             "tiles": tiles * fabric.power.tile_op_pj * 1e-12,
             "kv_cache": ctx * kv_per_token * fabric.power.sram_pj_per_byte * 1e-12,
-            "links": (placement.dies - 1) * link_bytes * 8 * fabric.power.link_pj_per_bit * 1e-12,
-            "static": placement.dies * fabric.power.static_w_per_die * latency,
+            "links": sum(h["energy_mj"] for h in hops) * 1e-3,
         }
-        energy = parts_mj["tiles"] + parts_mj["kv_cache"] + parts_mj["links"] + parts_mj["static"]
+        # where the time and the energy go (the parts add up to the totals)
+        parts_mj = {**dynamic, "static": static_w * latency}
+        energy = sum(parts_mj.values())
+        full_j = sum(dynamic.values()) + static_w / throughput
+        by_kind = {"die": 0, "card": 0}
+        for h in hops:
+            by_kind[h["kind"]] += h["bytes_per_token"]
         return {
             "context": ctx,
             "latency_us": latency * 1e6,
@@ -59,13 +175,33 @@ def modeled_performance(placement, arch, fabric, context: int) -> dict:
                 "links": link_s * 1e6,
             },
             "energy_mj": {k: v * 1e3 for k, v in parts_mj.items()},
+            "pipeline": {
+                "slowest_stage": slow_name,
+                "slowest_stage_us": slow_us,
+                "users_to_fill": fill,
+                "users_kv_cache_holds": kv_fits,
+                "users_in_flight": users,
+                "tokens_per_s": throughput,
+                "tokens_per_s_per_user": throughput / users,
+                "energy_mj_per_token": full_j * 1e3,
+            },
+            "link_bytes_per_token": {
+                "die_to_die": by_kind["die"],
+                "card_to_card": by_kind["card"],
+            },
+            "stages": stages,
+            "links": hops,
         }
 
     return {
-        "sequential_stages": stages,
+        "sequential_stages": arch.num_layers * STAGES_PER_LAYER + 1,
         "tile_op_ns": stage_s * 1e9,
         "tiles_per_token": tiles,
         "die_area_used_mm2": tiles * fabric.tile.area_um2 * 1e-6,
+        "dies": dies,
+        "cards": cards,
+        "dies_per_card": fabric.dies_per_card,
+        "static_w": static_w,
         "at_context_1": at(1),
         "at_context": at(context),
     }

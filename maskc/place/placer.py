@@ -19,7 +19,9 @@ short and local), and consecutive layers are next to each other.
 pipeline) that minimize the largest die's tile count; the embedding goes with the first layer
 and the lm_head with the last (a tied head reuses the embedding's tiles on die 0). Each die keeps
 the KV cache of its own layers in its SRAM. Between consecutive dies one hidden-state vector per
-token crosses the link.
+token crosses the link. On a fabric with cards (``[card]``) the split balances the pipeline
+instead: the runs minimize the slowest die's modeled time per token (:mod:`maskc.place.perf`),
+and ``auto`` fills every die of the fewest cards that hold the model.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from dataclasses import dataclass
 
 from maskc.boot import die_entries, region_bytes
 from maskc.errors import FitError, InputError
-from maskc.place.perf import LINK_BYTES_PER_VALUE, modeled_performance
+from maskc.place.perf import layer_cycles, modeled_performance, pipeline_links
 from maskc.sram import kv_bytes_per_token, sram_report
 
 #: ROM cells per weight, by code width (3-bit codes are packed four to three 4-bit cells).
@@ -187,17 +189,33 @@ def place(
             head_tiles += t
     total = embed_tiles + head_tiles + sum(per_layer)
     tpd = fabric.tiles_per_die
+    kv_layer = kv_bytes_per_token(arch, 1) * fit_context
+    balance = fabric.card is not None  # cards: balance the pipeline's modeled stage times
+    fit = {"tpd": tpd, "kv_layer": kv_layer, "sram": sram}
+    cost = {
+        "layer": layer_cycles(arch, fabric, fit_context),
+        "head": fabric.system.cycles_per_tile_op,
+        "tied": arch.tie_word_embeddings,
+    }
+
+    def split(k: int):
+        if balance:
+            got = _split_pipeline(per_layer, embed_tiles, head_tiles, k, fit, cost)
+            if got is not None:
+                return got
+        return _split(per_layer, embed_tiles, head_tiles, k)  # (or the numbers of the misfit)
+
+    def fits(k: int) -> bool:
+        if balance:
+            return _split_pipeline(per_layer, embed_tiles, head_tiles, k, fit, cost) is not None
+        return _fits(per_layer, embed_tiles, head_tiles, k, tpd, kv_layer, sram)
+
     if dies == "auto":
-        kv_layer = kv_bytes_per_token(arch, 1) * fit_context
         fewest = max(1, min(layers, -(-total // tpd)))  # no fewer dies hold the tiles
-        n = next(
-            (
-                k
-                for k in range(fewest, layers + 1)
-                if _fits(per_layer, embed_tiles, head_tiles, k, tpd, kv_layer, sram)
-            ),
-            None,
-        )
+        n = next((k for k in range(fewest, layers + 1) if fits(k)), None)
+        if n is not None and balance:  # every die of the cards it needs: shorter stages
+            per_card = fabric.dies_per_card
+            n = min(layers, -(-n // per_card) * per_card)
         if n is None:
             raise FitError(
                 f"{fabric.name}: the model needs {total:,} tiles and its largest layer alone "
@@ -212,7 +230,7 @@ def place(
     dies = int(dies)
     if dies < 1 or dies > layers:
         raise InputError(f"--dies must be between 1 and {layers} (the number of layers)")
-    starts, ends, need = _split(per_layer, embed_tiles, head_tiles, dies)
+    starts, ends, need = split(dies)
     die_of_layer = [0] * layers
     for d, (a, b) in enumerate(zip(starts, ends, strict=True)):
         for i in range(a, b):
@@ -274,6 +292,55 @@ def _split(per_layer: list[int], embed: int, head: int, k: int):
     return starts, ends, need
 
 
+def _split_pipeline(per_layer: list[int], embed: int, head: int, k: int, fit: dict, cost: dict):
+    """The split of the layers over ``k`` dies that balances the pipeline: contiguous runs
+    minimizing the slowest die's modeled time per token (``cost["layer"]`` cycles per layer,
+    ``cost["head"]`` for the lm_head stage on the last die, or on die 0 when ``cost["tied"]``),
+    then that die's tiles, among the runs whose dies hold their tiles and KV cache (``fit``).
+    Returns (start layers, end layers, tiles per die), or ``None`` when no split fits.
+
+    A run's cost is computed from its layers alone, so a later change can weigh other units
+    (experts) by giving them their own per-unit cycles and tiles here."""
+    n = len(per_layer)
+    if not 1 <= k <= n:
+        return None
+    prefix = [0]
+    for v in per_layer:
+        prefix.append(prefix[-1] + v)
+    head_on = 1 if cost["tied"] else k
+    none = (math.inf, math.inf)
+    best = [[none] * (n + 1) for _ in range(k + 1)]
+    cut_at = [[0] * (n + 1) for _ in range(k + 1)]
+    best[0][0] = (0.0, 0)
+    for p in range(1, k + 1):
+        extra = (embed if p == 1 else 0) + (head if p == k else 0)
+        head_cycles = cost["head"] if p == head_on else 0
+        prev, here, cuts = best[p - 1], best[p], cut_at[p]
+        for i in range(p, n - (k - p) + 1):
+            for j in range(p - 1, i):
+                if prev[j][0] == math.inf:
+                    continue
+                tiles = prefix[i] - prefix[j] + extra
+                if tiles > fit["tpd"] or (i - j) * fit["kv_layer"] > fit["sram"]:
+                    continue
+                c = max(prev[j], ((i - j) * cost["layer"] + head_cycles, tiles))
+                if c < here[i]:
+                    here[i], cuts[i] = c, j
+    if best[k][n][0] == math.inf:
+        return None
+    starts, i = [], n
+    for p in range(k, 0, -1):
+        j = cut_at[p][i]
+        starts.append(j)
+        i = j
+    starts = starts[::-1]
+    ends = [*starts[1:], n]
+    need = [prefix[b] - prefix[a] for a, b in zip(starts, ends, strict=True)]
+    need[0] += embed
+    need[-1] += head
+    return starts, ends, need
+
+
 def _fits(per_layer, embed, head, k, tpd, kv_per_layer: int, sram: int) -> bool:
     """Whether ``k`` dies hold the model: tiles per die, and each die's KV cache in its SRAM."""
     starts, ends, need = _split(per_layer, embed, head, k)
@@ -302,17 +369,10 @@ def _report(blocks, matrices, fabric, dies, need, starts, ends, arch, context, m
                 "cell_utilization_of_used_tiles": used_cells[d] / alloc if alloc else 0.0,
                 "padding_cells": int(alloc - used_cells[d]),
                 "kv_bytes_per_token": kv_bytes_per_token(arch, ends[d] - starts[d]),
+                "card": fabric.card_of_die(d),
             }
         )
-    links = [
-        {
-            "from_die": d,
-            "to_die": d + 1,
-            "bytes_per_token": arch.hidden_size * LINK_BYTES_PER_VALUE,  # one int32 signal
-            "link_gb_per_s": fabric.die.link_gb_per_s,
-        }
-        for d in range(dies - 1)
-    ]
+    links = pipeline_links(arch, fabric, dies)  # one hidden state (int32 signals) per token
     return {
         "fabric": fabric.name,
         "dies": dies,

@@ -190,6 +190,21 @@ case(
     "fabric-unknown-name", "fabric", "--fabric names no built-in", [*C, "--fabric", "hc9"], 3, "hc9"
 )
 case("fabric-too-small", "fabric", "a fabric with 4 tiles per die", F, 4, "tiles")
+# [card] (issue 20): the optional table of cards and links, every key checked like the rest
+case("fabric-card-zero-dies", "fabric", "[card] dies_per_card = 0", F, 3, "fab.toml", "[card]",
+     "dies_per_card")  # fmt: skip
+case("fabric-card-no-bandwidth", "fabric", "[card] card_link_gb_per_s = 0", F, 3, "fab.toml",
+     "card_link_gb_per_s")  # fmt: skip
+case("fabric-card-negative-latency", "fabric", "[card] die_link_latency_ns = -5", F, 3,
+     "fab.toml", "die_link_latency_ns")  # fmt: skip
+case("fabric-card-unknown-key", "fabric", "[card] with an unknown key", F, 3, "fab.toml",
+     "lanes")  # fmt: skip
+case("fabric-card-missing-key", "fabric", "[card] without static_w", F, 3, "fab.toml",
+     "static_w")  # fmt: skip
+case("fabric-card-not-table", "fabric", "card = 4 instead of a [card] table", F, 3, "fab.toml",
+     "card")  # fmt: skip
+case("fabric-no-link", "fabric", "link_gb_per_s = 0 and --dies 2", [*F, "--dies", "2"], 4,
+     "link_gb_per_s")  # fmt: skip
 # -- builds --------------------------------------------------------------------------------------
 case("build-missing", "build", "`emulate` of a folder that does not exist", E, 3, "no such")
 case("build-netlist-truncated", "build", "netlist.json truncated", E, 5, "netlist.json")
@@ -734,6 +749,33 @@ def _make(name: str, d: Path, model: Path, build: Path) -> None:
                 )
                 + "\n"
             )
+        elif name.startswith("fabric-card-"):
+            card = {
+                "dies_per_card": "2",
+                "static_w": "10.0",
+                "die_link_gb_per_s": "100.0",
+                "die_link_latency_ns": "50.0",
+                "die_link_pj_per_bit": "1.0",
+                "card_link_gb_per_s": "10.0",
+                "card_link_latency_ns": "1000.0",
+                "card_link_pj_per_bit": "4.0",
+            }
+            edit = {
+                "fabric-card-zero-dies": ("dies_per_card", "0"),
+                "fabric-card-no-bandwidth": ("card_link_gb_per_s", "0"),
+                "fabric-card-negative-latency": ("die_link_latency_ns", "-5"),
+                "fabric-card-unknown-key": ("lanes", "4"),
+                "fabric-card-missing-key": ("static_w", None),
+            }.get(name)
+            if edit:
+                card[edit[0]] = edit[1]
+            body = "".join(f"{k} = {v}\n" for k, v in card.items() if v is not None)
+            if name == "fabric-card-not-table":
+                text = "card = 4\n" + text
+            else:
+                text += f"\n[card]\n{body}"
+        elif name == "fabric-no-link":
+            text = text.replace("link_gb_per_s = ", "link_gb_per_s = 0.0 #", 1)
         elif name == "fabric-too-small":
             lines = []
             for ln in text.splitlines():
