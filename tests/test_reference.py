@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from maskc.ingest import load_model
-from maskc.reference import FloatLlama, greedy_generate
 from maskc.ir import expert_of
+from maskc.reference import FloatLlama, greedy_generate
 from maskc.testmodels import MOE_PRESETS, preset_names
 
 N_TOKENS = 80  # > 2 * the Mistral preset's window (32) and > the llama3 preset's 64 positions

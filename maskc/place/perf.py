@@ -4,13 +4,18 @@ area used. The model (docs/fabric.md, "Modeled performance"):
 * decode is a pipeline of *stages* that must run one after the other for one user's token:
   per decoder layer q/k/v (one stage: they share the input), o, gate/up, down (4 stages), then
   the lm_head (1 stage). All tiles of a stage work in parallel, so a stage takes one tile
-  operation: ``cycles_per_tile_op / clock``;
+  operation: ``cycles_per_tile_op / clock``. A mixture of experts adds the router before the
+  experts (5 stages per layer: q/k/v, o, router and shared-expert gate, the selected experts'
+  and the shared expert's gate/up, their down);
 * attention of a layer at context ``c``: ``2 * num_heads * head_dim * c`` multiply-accumulates
   on that layer's attention unit (``units.attention.ops_per_cycle`` per cycle);
 * each die boundary adds the transfer of one hidden-state vector over the link;
 * energy per token: every placed tile does one tile operation per token
   (``tile_op_pj``), the KV cache read at context ``c`` (``sram_pj_per_byte``), link bits, and
-  static power over the token's latency for every die.
+  static power over the token's latency for every die. In a mixture of experts only the
+  selected experts' tiles fire: of the routed experts' tiles, the expert-activation rate
+  ``top_k / num_experts`` (the expectation when the router spreads tokens evenly); every other
+  tile (attention, router, shared expert, embedding, head) fires on every token.
 Norms, RoPE, SwiGLU and sampling are taken as overlapped with the matrix stages.
 """
 
@@ -22,16 +27,29 @@ from maskc.sram import kv_bytes_per_token
 LINK_BYTES_PER_VALUE = 4
 
 STAGES_PER_LAYER = 4  # q/k/v, o, gate/up, down
+MOE_STAGES_PER_LAYER = 5  # q/k/v, o, router, experts' gate/up, experts' down
+
+
+def active_tiles(placement, arch) -> float:
+    """Tiles that fire per token: all of them, but of the routed experts' tiles only the
+    expert-activation rate (their expected share under even routing)."""
+    tiles = len(placement.blocks)
+    if arch.moe is None:
+        return tiles
+    experts = placement.report["experts"]["expert_tiles"]
+    return tiles - experts + experts * arch.moe.activation_rate
 
 
 def modeled_performance(placement, arch, fabric, context: int) -> dict:
     """Numbers at context 1 (no attention) and at ``context`` tokens."""
     clock = fabric.clock_hz
     stage_s = fabric.system.cycles_per_tile_op / clock
-    stages = arch.num_layers * STAGES_PER_LAYER + 1
+    per_layer = STAGES_PER_LAYER if arch.moe is None else MOE_STAGES_PER_LAYER
+    stages = arch.num_layers * per_layer + 1
     link_bytes = arch.hidden_size * LINK_BYTES_PER_VALUE  # one int32 signal per token
     link_s = (placement.dies - 1) * link_bytes / (fabric.die.link_gb_per_s * 1e9)
-    tiles = len(placement.blocks)
+    tiles = active_tiles(placement, arch)
+    placed = len(placement.blocks)
     kv_per_token = kv_bytes_per_token(arch, arch.num_layers)
 
     def at(ctx: int) -> dict:
@@ -61,11 +79,15 @@ def modeled_performance(placement, arch, fabric, context: int) -> dict:
             "energy_mj": {k: v * 1e3 for k, v in parts_mj.items()},
         }
 
+    moe = {}
+    if arch.moe is not None:
+        moe = {"expert_activation_rate": arch.moe.activation_rate, "tiles_placed": placed}
     return {
         "sequential_stages": stages,
         "tile_op_ns": stage_s * 1e9,
         "tiles_per_token": tiles,
-        "die_area_used_mm2": tiles * fabric.tile.area_um2 * 1e-6,
+        **moe,
+        "die_area_used_mm2": placed * fabric.tile.area_um2 * 1e-6,
         "at_context_1": at(1),
         "at_context": at(context),
     }
