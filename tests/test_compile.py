@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from helpers import assert_bad, raw_fields
 
-from maskc.testmodels import PRESETS, dense_preset_names
+from maskc.testmodels import PRESETS
+from maskc.testmodels.presets import dense_preset_names
 
 
 def tree_hashes(root):

@@ -17,7 +17,7 @@ from maskc.ingest.config import parse_config
 from maskc.ir import ModelArch, MoeConfig, expected_tensors, expert_of, parameter_count
 from maskc.pipeline.options import CompileOptions, Quiet
 from maskc.pipeline.runner import PLAN, run_steps
-from maskc.testmodels import MOE_PRESETS
+from maskc.testmodels.presets import MOE_PRESETS
 
 BASE = {"hidden_size": 64, "num_attention_heads": 4, "vocab_size": 320, "num_hidden_layers": 2}
 

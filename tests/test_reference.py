@@ -16,7 +16,8 @@ import pytest
 from maskc.ingest import load_model
 from maskc.ir import expert_of
 from maskc.reference import FloatLlama, greedy_generate
-from maskc.testmodels import MOE_PRESETS, preset_names
+from maskc.testmodels import preset_names
+from maskc.testmodels.presets import MOE_PRESETS
 
 N_TOKENS = 80  # > 2 * the Mistral preset's window (32) and > the llama3 preset's 64 positions
 

@@ -5,8 +5,7 @@ Every test of maskc runs on these models: they are small (< 1 MB each), load wit
 Hugging Face tooling, and exercise the corners a compiler must get right (tied and untied heads,
 GQA, an explicit ``head_dim`` with ``num_heads * head_dim != hidden_size``, sizes that divide no
 tile or group size, an odd vocabulary, sharded checkpoints, Llama-3 RoPE scaling, Qwen2 q/k/v
-biases, Mistral sliding-window attention, F32/F16/BF16 storage), and the mixtures of experts
-(Mixtral, Qwen2-MoE with its shared expert, Qwen3-MoE with q/k norms).
+biases, Mistral sliding-window attention, F32/F16/BF16 storage, mixtures of experts).
 
 ``generate(out_dir, preset, seed)`` writes::
 
@@ -36,25 +35,17 @@ architectures, :func:`resolve_shape` with explicit overrides), :mod:`~maskc.test
 
 from maskc.testmodels.folder import GeneratedModel, generate
 from maskc.testmodels.lora import lora_shapes, write_lora_adapter
-from maskc.testmodels.presets import (
-    MOE_PRESETS,
-    PRESETS,
-    dense_preset_names,
-    preset_names,
-    resolve_preset,
-)
+from maskc.testmodels.presets import PRESETS, preset_names, resolve_preset
 from maskc.testmodels.shapes import SHAPES, resolve_shape, shape_names
 from maskc.testmodels.spec import TinySpec
 from maskc.testmodels.streaming import generate_shape
 from maskc.testmodels.weights import make_weights as make_weights
 
 __all__ = [
-    "MOE_PRESETS",
     "PRESETS",
     "SHAPES",
     "GeneratedModel",
     "TinySpec",
-    "dense_preset_names",
     "generate",
     "generate_shape",
     "lora_shapes",
