@@ -7,7 +7,8 @@ the boundary where it appears.
 
 This module holds the model-level IR produced by ingest:
 
-* :class:`RopeScaling` and :class:`ModelArch`: the architecture parsed from ``config.json``;
+* :class:`RopeScaling`, :class:`MoeConfig` and :class:`ModelArch`: the architecture parsed from
+  ``config.json``;
 * :class:`TensorSpec`: one expected weight tensor (name, shape, role);
 * :func:`expected_tensors`: the complete, ordered list of tensors an architecture must have.
 """
@@ -15,13 +16,29 @@ This module holds the model-level IR produced by ingest:
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, field, fields
 
 from maskc.errors import InputError
 from maskc.limits import check_number
 
 #: Architectures maskc implements end to end (config.json ``architectures[0]``).
-SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM")
+SUPPORTED_ARCHITECTURES = (
+    "LlamaForCausalLM",
+    "MistralForCausalLM",
+    "Qwen2ForCausalLM",
+    "MixtralForCausalLM",
+    "Qwen2MoeForCausalLM",
+    "Qwen3MoeForCausalLM",
+)
+#: The mixture-of-experts architectures among them: ingested, quantized and placed (``compile
+#: --plan-only``); their netlist is not built yet (docs/moe-design.md).
+MOE_ARCHITECTURES = ("MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM")
+#: Most routed experts per layer maskc accepts (DeepSeek-V3 has 256, Kimi K2 384).
+MAX_EXPERTS = 1024
+#: Most expert MLPs of a whole model (layers x experts): bounds the loops a config drives
+#: before any weight is seen (DeepSeek-V3: 58 x 256 = 14,848).
+MAX_EXPERT_MLPS = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -61,6 +78,60 @@ class RopeScaling:
 
 
 @dataclass(frozen=True)
+class MoeConfig:
+    """The mixture-of-experts MLP of every decoder layer (Mixtral, Qwen2-MoE, Qwen3-MoE).
+
+    The router is a linear layer ``[num_experts, hidden]``; each token's MLP output is
+    ``sum over its top_k experts of p_e * expert_e(x)`` where ``p = softmax(router(x))`` over all
+    experts, the top ``top_k`` by ``p`` (ties to the lowest expert index), and with
+    ``norm_topk_prob`` the selected ``p_e`` divided by their sum (Mixtral always does). An
+    expert is a SiLU-gated MLP of ``expert_intermediate_size``. ``shared_expert_intermediate_size``
+    > 0 (Qwen2-MoE) adds a shared expert of that size on every token, scaled by
+    ``sigmoid(shared_expert_gate(x))`` (a ``[1, hidden]`` linear layer).
+    """
+
+    num_experts: int
+    top_k: int
+    expert_intermediate_size: int
+    shared_expert_intermediate_size: int = 0
+    norm_topk_prob: bool = False
+
+    @classmethod
+    def from_json(cls, d: object, where: str) -> MoeConfig:
+        """Read back what :meth:`ModelArch.to_json` wrote (untrusted: every field checked)."""
+        return _from_json(cls, d, where)
+
+    @property
+    def activation_rate(self) -> float:
+        """The fraction of routed experts that run per token: ``top_k / num_experts``."""
+        return self.top_k / self.num_experts
+
+    def validate(self, where: str = "config.json") -> None:
+        for name, lo, hi in (
+            ("num_experts", 1, MAX_EXPERTS),
+            ("top_k", 1, self.num_experts),
+            ("expert_intermediate_size", 1, 1 << 24),
+            ("shared_expert_intermediate_size", 0, 1 << 24),
+        ):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+                raise InputError(
+                    f"{where}: {_MOE_FIELDS.get(name, name)} must be an integer in [{lo}, {hi}], "
+                    f"got {v!r}"
+                )
+        if not isinstance(self.norm_topk_prob, bool):
+            raise InputError(f"{where}: norm_topk_prob must be true or false")
+
+
+#: MoeConfig field -> the config.json field it comes from (for messages)
+_MOE_FIELDS = {
+    "num_experts": "num_experts (num_local_experts)",
+    "top_k": "num_experts_per_tok",
+    "expert_intermediate_size": "moe_intermediate_size",
+}
+
+
+@dataclass(frozen=True)
 class ModelArch:
     """A decoder-only transformer as maskc understands it (Llama family).
 
@@ -88,6 +159,10 @@ class ModelArch:
     sliding_window: int | None = None  #: Mistral-style local attention window, in tokens
     bos_token_id: int | None = None
     eos_token_ids: tuple[int, ...] = field(default_factory=tuple)
+    #: the MLP of every layer is a mixture of experts (None: a dense SiLU-gated MLP)
+    moe: MoeConfig | None = None
+    #: RMSNorm of each q and k head over head_dim before RoPE (Qwen3: ``q_norm``, ``k_norm``)
+    qk_norm: bool = False
 
     def validate(self, where: str = "config.json") -> None:
         if self.architecture not in SUPPORTED_ARCHITECTURES:
@@ -121,6 +196,25 @@ class ModelArch:
         check_number(self.rope_theta, "rope_theta", where)
         if self.rope_scaling is not None:
             self.rope_scaling.validate(where)
+        if (self.moe is not None) != (self.architecture in MOE_ARCHITECTURES):
+            raise InputError(
+                f"{where}: {self.architecture} "
+                + (
+                    "has no mixture of experts"
+                    if self.moe
+                    else "needs its mixture-of-experts fields"
+                )
+            )
+        if self.moe is not None:
+            self.moe.validate(where)
+            if self.num_layers * self.moe.num_experts > MAX_EXPERT_MLPS:
+                raise InputError(
+                    f"{where}: num_hidden_layers x num_experts = {self.num_layers} x "
+                    f"{self.moe.num_experts} expert MLPs is more than maskc builds (at most "
+                    f"{MAX_EXPERT_MLPS:,})"
+                )
+        if not isinstance(self.qk_norm, bool):
+            raise InputError(f"{where}: qk_norm must be true or false")
         sw = self.sliding_window
         if sw is not None and (not isinstance(sw, int) or isinstance(sw, bool) or sw <= 0):
             raise InputError(f"{where}: sliding_window must be a positive integer or null")
@@ -140,10 +234,20 @@ class ModelArch:
         """Rows of k_proj and v_proj (= num_kv_heads * head_dim)."""
         return self.num_kv_heads * self.head_dim
 
+    @property
+    def is_moe(self) -> bool:
+        """Whether the MLPs are mixtures of experts."""
+        return self.moe is not None
+
     def to_json(self) -> dict:
-        """A JSON-ready dict (sorted by the caller when written)."""
+        """A JSON-ready dict (sorted by the caller when written). The fields of
+        :data:`OMITTED_AT_DEFAULT` are left out at their default, so a dense model's JSON is
+        what maskc wrote before mixture-of-experts models existed."""
         d = asdict(self)
         d["eos_token_ids"] = list(self.eos_token_ids)
+        for name, default in OMITTED_AT_DEFAULT.items():
+            if d[name] == default:
+                del d[name]
         return d
 
     @classmethod
@@ -154,6 +258,11 @@ class ModelArch:
         arch = _from_json(cls, d, where)
         arch.validate(where)
         return arch
+
+
+#: ModelArch fields :meth:`ModelArch.to_json` omits at these defaults (and from_json accepts
+#: missing)
+OMITTED_AT_DEFAULT = {"moe": None, "qk_norm": False}
 
 
 def _from_json(cls, d: object, where: str):
@@ -168,6 +277,8 @@ def _from_json(cls, d: object, where: str):
         raise InputError(f"{where}: unknown field {unknown[0]!r}")
     values = {}
     for f in fields(cls):
+        if f.name not in d and cls is ModelArch and f.name in OMITTED_AT_DEFAULT:
+            continue
         if f.name not in d:
             raise InputError(f"{where}: field {f.name!r} is missing")
         values[f.name] = _json_value(d[f.name], str(f.type), f"{where}: field {f.name!r}")
@@ -179,6 +290,8 @@ def _json_value(v: object, kind: str, where: str) -> object:
         return None if v is None else _json_value(v, kind[: -len(" | None")], where)
     if kind == "RopeScaling":
         return RopeScaling.from_json(v, where)
+    if kind == "MoeConfig":
+        return MoeConfig.from_json(v, where)
     if kind == "tuple[int, ...]":
         if not isinstance(v, list):
             raise InputError(f"{where} must be a list of integers")
@@ -199,13 +312,15 @@ class TensorSpec:
     """One weight tensor the architecture requires.
 
     ``role`` names what it is independent of the layer ("embed", "q_proj", "norm", ...);
-    ``layer`` is the decoder layer index or ``None`` for model-level tensors.
+    ``layer`` is the decoder layer index or ``None`` for model-level tensors; ``expert`` the
+    routed expert a matrix belongs to (roles in :data:`EXPERT_ROLES`), ``None`` otherwise.
     """
 
     name: str
     shape: tuple[int, ...]
     role: str
     layer: int | None = None
+    expert: int | None = None
 
     @property
     def parameters(self) -> int:
@@ -217,9 +332,61 @@ class TensorSpec:
 MAX_LAYERS = 4096
 
 
+#: Roles of a routed expert's matrices (gate, up, down), in data-flow order
+EXPERT_ROLES = ("expert_gate_proj", "expert_up_proj", "expert_down_proj")
+#: Roles of Qwen2-MoE's shared expert (always run, scaled by its sigmoid gate)
+SHARED_EXPERT_ROLES = ("shared_gate_proj", "shared_up_proj", "shared_down_proj")
+#: Roles of the small matrices that weight the experts: the router ``[num_experts, hidden]``
+#: and the shared expert's gate ``[1, hidden]``
+ROUTER_ROLES = ("router", "shared_expert_gate")
+
+
+_EXPERT = re.compile(r"model\.layers\.\d+\.(?:mlp|block_sparse_moe)\.experts\.(\d+)\.")
+
+
+def expert_of(name: str) -> int | None:
+    """The routed expert a tensor name belongs to (``...experts.E....``), ``None`` otherwise."""
+    m = _EXPERT.match(name)
+    return int(m.group(1)) if m else None
+
+
+def _moe_prefix(arch: ModelArch, n: int) -> str:
+    """The module of layer ``n``'s sparse MLP: Mixtral's ``block_sparse_moe``, Qwen's ``mlp``."""
+    sub = "block_sparse_moe" if arch.architecture == "MixtralForCausalLM" else "mlp"
+    return f"model.layers.{n}.{sub}."
+
+
+def moe_tensors(arch: ModelArch, n: int) -> list[TensorSpec]:
+    """The mixture-of-experts MLP of layer ``n`` in data-flow order: the router, the shared
+    expert's gate and its gate/up/down (Qwen2-MoE), then every expert's gate, up and down
+    (expert 0 first; one expert's matrices next to each other). Mixtral names an expert's
+    gate/up/down ``w1``/``w3``/``w2``."""
+    moe = arch.moe
+    h, p = arch.hidden_size, _moe_prefix(arch, n)
+    out = [TensorSpec(p + "gate.weight", (moe.num_experts, h), "router", n)]
+    s = moe.shared_expert_intermediate_size
+    if s:
+        q = p + "shared_expert."
+        out += [
+            TensorSpec(p + "shared_expert_gate.weight", (1, h), "shared_expert_gate", n),
+            TensorSpec(q + "gate_proj.weight", (s, h), "shared_gate_proj", n),
+            TensorSpec(q + "up_proj.weight", (s, h), "shared_up_proj", n),
+            TensorSpec(q + "down_proj.weight", (h, s), "shared_down_proj", n),
+        ]
+    i = moe.expert_intermediate_size
+    mixtral = arch.architecture == "MixtralForCausalLM"
+    names = ("w1", "w3", "w2") if mixtral else ("gate_proj", "up_proj", "down_proj")
+    shapes = ((i, h), (i, h), (h, i))
+    for e in range(moe.num_experts):
+        for name, shape, role in zip(names, shapes, EXPERT_ROLES, strict=True):
+            out.append(TensorSpec(f"{p}experts.{e}.{name}.weight", shape, role, n, e))
+    return out
+
+
 def layer_tensors(arch: ModelArch, n: int) -> list[TensorSpec]:
     """The tensors of decoder layer ``n``, in data-flow order: input norm, q, k, v (and their
-    biases), o, post-attention norm, gate, up, down."""
+    biases, and Qwen3's q/k norms), o, post-attention norm, then the MLP: gate, up, down, or
+    the mixture of experts (:func:`moe_tensors`)."""
     h, i = arch.hidden_size, arch.intermediate_size
     p = f"model.layers.{n}."
     layer = [
@@ -234,9 +401,18 @@ def layer_tensors(arch: ModelArch, n: int) -> list[TensorSpec]:
             TensorSpec(p + "self_attn.k_proj.bias", (arch.kv_dim,), "k_bias", n),
             TensorSpec(p + "self_attn.v_proj.bias", (arch.kv_dim,), "v_bias", n),
         ]
+    if arch.qk_norm:
+        layer += [
+            TensorSpec(p + "self_attn.q_norm.weight", (arch.head_dim,), "q_norm", n),
+            TensorSpec(p + "self_attn.k_norm.weight", (arch.head_dim,), "k_norm", n),
+        ]
     layer += [
         TensorSpec(p + "self_attn.o_proj.weight", (h, arch.q_dim), "o_proj", n),
         TensorSpec(p + "post_attention_layernorm.weight", (h,), "post_attention_norm", n),
+    ]
+    if arch.moe is not None:
+        return layer + moe_tensors(arch, n)
+    layer += [
         TensorSpec(p + "mlp.gate_proj.weight", (i, h), "gate_proj", n),
         TensorSpec(p + "mlp.up_proj.weight", (i, h), "up_proj", n),
         TensorSpec(p + "mlp.down_proj.weight", (h, i), "down_proj", n),

@@ -11,7 +11,15 @@ Written to be read like llama2.c: one class, no tricks. It follows Hugging Face'
   ``h // (num_heads // num_kv_heads)``), optional Mistral sliding window (a query at position
   ``p`` sees keys in ``(p - window, p]``), optional q/k/v biases (Qwen2);
 * SiLU-gated MLP ``down(silu(gate(x)) * up(x))``;
-* ``lm_head = embed_tokens`` when embeddings are tied.
+* ``lm_head = embed_tokens`` when embeddings are tied;
+* Qwen3-MoE's q/k norms: an RMSNorm over ``head_dim`` of every q and k head, before RoPE;
+* a mixture of experts (``MixtralForCausalLM``, ``Qwen2MoeForCausalLM``,
+  ``Qwen3MoeForCausalLM``) in place of the MLP: router probabilities ``softmax(router(x))`` in
+  float32 over all experts, the ``top_k`` most probable (ties to the lowest expert index),
+  their probabilities divided by their sum when ``norm_topk_prob`` (Mixtral always), the output
+  ``sum_e p_e * expert_e(x)`` over the selected experts, each a SiLU-gated MLP; Qwen2-MoE adds
+  ``sigmoid(shared_expert_gate(x)) * shared_expert(x)``. Only the selected experts' weights are
+  read.
 
 Weights are fetched by Hugging Face name through ``get_tensor(name) -> float32 ndarray``
 (linear weights ``[out, in]``). All activations are float32.
@@ -81,6 +89,10 @@ def softmax(x: np.ndarray) -> np.ndarray:
     return e / np.sum(e, axis=-1, keepdims=True)
 
 
+#: The names of a SiLU-gated MLP's gate, up and down projections
+MLP_NAMES = ("gate_proj", "up_proj", "down_proj")
+
+
 class FloatLlama:
     """A float32 Llama forward pass with a KV cache.
 
@@ -134,12 +146,13 @@ class FloatLlama:
             "self_attn.v_proj.weight",
             "self_attn.o_proj.weight",
             "post_attention_layernorm.weight",
-            "mlp.gate_proj.weight",
-            "mlp.up_proj.weight",
-            "mlp.down_proj.weight",
         ]
+        if self.arch.moe is None:
+            names += ["mlp.gate_proj.weight", "mlp.up_proj.weight", "mlp.down_proj.weight"]
         if self.arch.attention_bias:
             names += ["self_attn.q_proj.bias", "self_attn.k_proj.bias", "self_attn.v_proj.bias"]
+        if self.arch.qk_norm:
+            names += ["self_attn.q_norm.weight", "self_attn.k_norm.weight"]
         return {n: self._get(p + n) for n in names}
 
     def _rope(self, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -162,6 +175,9 @@ class FloatLlama:
         q = q.reshape(t, a.num_heads, a.head_dim)
         k = k.reshape(t, a.num_kv_heads, a.head_dim)
         v = v.reshape(t, a.num_kv_heads, a.head_dim)
+        if a.qk_norm:  # Qwen3: each head normalized over head_dim, before RoPE
+            q = rms_norm(q, w["self_attn.q_norm.weight"], a.rms_norm_eps)
+            k = rms_norm(k, w["self_attn.k_norm.weight"], a.rms_norm_eps)
         positions = np.arange(start, start + t)
         cos, sin = self._rope(positions)
         q = q * cos + rotate_half(q) * sin
@@ -194,7 +210,9 @@ class FloatLlama:
         """Decoder layer ``i`` on the residual stream ``x`` float32 ``[T, hidden]`` at positions
         ``start_pos ..``; updates layer ``i``'s KV cache. If ``self.observer`` is set it is called
         as ``observer(i, site, activations)`` with the input of every linear layer: ``site`` is
-        ``"attn_in"`` (q/k/v), ``"o_in"``, ``"mlp_in"`` (gate/up) or ``"down_in"``."""
+        ``"attn_in"`` (q/k/v), ``"o_in"``, ``"mlp_in"`` (gate/up; a mixture's router, shared
+        expert and experts) or ``"down_in"``; in a mixture of experts ``"experts.E.down_in"``
+        (the rows of the tokens that selected expert E) and ``"shared_expert.down_in"``."""
         a = self.arch
         obs = self.observer
         w = self._layer(i)
@@ -205,10 +223,43 @@ class FloatLlama:
         h = rms_norm(x, w["post_attention_layernorm.weight"], a.rms_norm_eps)
         if obs:
             obs(i, "mlp_in", h)
+        if a.moe is not None:
+            return x + self._experts(i, h)
         act = silu(h @ w["mlp.gate_proj.weight"].T) * (h @ w["mlp.up_proj.weight"].T)
         if obs:
             obs(i, "down_in", act)
         return x + act @ w["mlp.down_proj.weight"].T
+
+    def _expert(self, i: int, prefix: str, names: tuple[str, str, str], h: np.ndarray, site: str):
+        """One SiLU-gated expert MLP of layer ``i`` (gate, up, down named ``prefix + names``)."""
+        gate, up, down = (self._get(prefix + n + ".weight") for n in names)
+        act = silu(h @ gate.T) * (h @ up.T)
+        if self.observer:
+            self.observer(i, site, act)
+        return act @ down.T
+
+    def _experts(self, i: int, h: np.ndarray) -> np.ndarray:
+        """The mixture of experts of layer ``i`` on the normed ``h`` float32 ``[T, hidden]``."""
+        moe = self.arch.moe
+        mixtral = self.arch.architecture == "MixtralForCausalLM"
+        p = f"model.layers.{i}." + ("block_sparse_moe." if mixtral else "mlp.")
+        names = ("w1", "w3", "w2") if mixtral else ("gate_proj", "up_proj", "down_proj")
+        probs = softmax(h @ self._get(p + "gate.weight").T)  # [T, num_experts]
+        # the top_k experts of each token, most probable first, ties to the lowest index
+        chosen = np.argsort(-probs, axis=-1, kind="stable")[:, : moe.top_k]  # [T, top_k]
+        weight = np.take_along_axis(probs, chosen, axis=-1)
+        if moe.norm_topk_prob:
+            weight = weight / np.sum(weight, axis=-1, keepdims=True)
+        out = np.zeros_like(h)
+        for e in np.unique(chosen).tolist():  # only the experts some token selected
+            tok, slot = np.nonzero(chosen == e)
+            y = self._expert(i, f"{p}experts.{e}.", names, h[tok], f"experts.{e}.down_in")
+            out[tok] += y * weight[tok, slot][:, None]
+        if moe.shared_expert_intermediate_size:  # Qwen2-MoE: on every token, gated
+            y = self._expert(i, p + "shared_expert.", MLP_NAMES, h, "shared_expert.down_in")
+            g = h @ self._get(p + "shared_expert_gate.weight").T  # [T, 1]
+            out += y / (np.float32(1.0) + np.exp(-g))
+        return out
 
     def forward(self, tokens: list[int], start_pos: int = 0) -> np.ndarray:
         """Run ``tokens`` at positions ``start_pos, start_pos + 1, ...``.

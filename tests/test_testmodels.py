@@ -32,6 +32,9 @@ MODEL_TYPE = {
     "LlamaForCausalLM": "llama",
     "MistralForCausalLM": "mistral",
     "Qwen2ForCausalLM": "qwen2",
+    "MixtralForCausalLM": "mixtral",
+    "Qwen2MoeForCausalLM": "qwen2_moe",
+    "Qwen3MoeForCausalLM": "qwen3_moe",
 }
 
 
@@ -45,7 +48,9 @@ def dims(s: TinySpec) -> tuple[int, int, int, int, int]:
 
 
 def independent_shapes(s: TinySpec) -> dict[str, tuple[int, ...]]:
-    """Every tensor name -> shape, written out from the HF Llama/Qwen2/Mistral layouts."""
+    """Every tensor name -> shape, written out from the HF Llama/Qwen2/Mistral layouts and the
+    Hub checkpoints of Mixtral (block_sparse_moe, w1/w3/w2), Qwen2-MoE (mlp.gate, experts,
+    shared_expert, shared_expert_gate) and Qwen3-MoE (q_norm, k_norm)."""
     h, i, v, q, kv = dims(s)
     out = {"model.embed_tokens.weight": (v, h), "model.norm.weight": (h,)}
     if not s.tie_word_embeddings:
@@ -59,10 +64,39 @@ def independent_shapes(s: TinySpec) -> dict[str, tuple[int, ...]]:
             p + "self_attn.k_proj.weight": (kv, h),
             p + "self_attn.v_proj.weight": (kv, h),
             p + "self_attn.o_proj.weight": (h, q),
-            p + "mlp.gate_proj.weight": (i, h),
-            p + "mlp.up_proj.weight": (i, h),
-            p + "mlp.down_proj.weight": (h, i),
         }
+        if s.architecture == "MixtralForCausalLM":
+            out[p + "block_sparse_moe.gate.weight"] = (s.num_experts, h)
+            for e in range(s.num_experts):
+                x = f"{p}block_sparse_moe.experts.{e}."
+                out |= {x + "w1.weight": (i, h), x + "w3.weight": (i, h), x + "w2.weight": (h, i)}
+        elif s.num_experts:
+            m = s.moe_intermediate_size
+            out[p + "mlp.gate.weight"] = (s.num_experts, h)
+            for e in range(s.num_experts):
+                x = f"{p}mlp.experts.{e}."
+                out |= {
+                    x + "gate_proj.weight": (m, h),
+                    x + "up_proj.weight": (m, h),
+                    x + "down_proj.weight": (h, m),
+                }
+            if s.shared_expert_intermediate_size:
+                sh = s.shared_expert_intermediate_size
+                out |= {
+                    p + "mlp.shared_expert_gate.weight": (1, h),
+                    p + "mlp.shared_expert.gate_proj.weight": (sh, h),
+                    p + "mlp.shared_expert.up_proj.weight": (sh, h),
+                    p + "mlp.shared_expert.down_proj.weight": (h, sh),
+                }
+        else:
+            out |= {
+                p + "mlp.gate_proj.weight": (i, h),
+                p + "mlp.up_proj.weight": (i, h),
+                p + "mlp.down_proj.weight": (h, i),
+            }
+        if s.architecture == "Qwen3MoeForCausalLM":
+            d = q // s.num_heads
+            out |= {p + "self_attn.q_norm.weight": (d,), p + "self_attn.k_norm.weight": (d,)}
         if s.attention_bias:
             out |= {
                 p + "self_attn.q_proj.bias": (q,),
@@ -75,7 +109,14 @@ def independent_shapes(s: TinySpec) -> dict[str, tuple[int, ...]]:
 def formula_parameters(s: TinySpec) -> int:
     """Closed-form parameter count (tied embeddings counted once)."""
     h, i, v, q, kv = dims(s)
-    per_layer = 2 * h + 2 * q * h + 2 * kv * h + 3 * h * i + (q + 2 * kv) * s.attention_bias
+    per_layer = 2 * h + 2 * q * h + 2 * kv * h + (q + 2 * kv) * s.attention_bias
+    if s.num_experts:  # router + experts (+ shared expert and its gate) (+ q/k norms)
+        e = s.moe_intermediate_size or i
+        sh = s.shared_expert_intermediate_size
+        per_layer += s.num_experts * h + s.num_experts * 3 * h * e + (3 * h * sh + h if sh else 0)
+        per_layer += 2 * (q // s.num_heads) * (s.architecture == "Qwen3MoeForCausalLM")
+    else:
+        per_layer += 3 * h * i
     return v * h * (1 if s.tie_word_embeddings else 2) + h + s.num_layers * per_layer
 
 
@@ -143,6 +184,9 @@ def test_preset_names_and_properties():
         "tiny-sharded",
         "tiny-qwen2",
         "tiny-mistral",
+        "mixtral",
+        "qwen2-moe",
+        "qwen3-moe",
     }
     p = PRESETS
     assert p["tiny"].tie_word_embeddings and p["tiny"].dtype == "F32"
@@ -207,11 +251,12 @@ def test_folder_config_and_weights(made, name):
     if cfg["model_type"] == "llama":
         assert cfg["attention_bias"] is False and cfg["mlp_bias"] is False
         assert cfg["rope_scaling"] == s.rope_scaling
-    elif cfg["model_type"] == "mistral":
+    elif cfg["model_type"] in ("mistral", "mixtral"):
         assert cfg["sliding_window"] == s.sliding_window
         assert "attention_bias" not in cfg
     else:
-        assert cfg["use_sliding_window"] is False and "attention_bias" not in cfg
+        assert cfg["use_sliding_window"] is False
+        assert cfg.get("attention_bias", False) is False
     gc = json.loads((folder / "generation_config.json").read_text())
     assert (gc["bos_token_id"], gc["eos_token_id"]) == (0, 2)
 
@@ -230,8 +275,17 @@ def test_folder_config_and_weights(made, name):
         d,
     )
     assert a.tie_word_embeddings == cfg["tie_word_embeddings"]
-    assert a.attention_bias == (cfg["model_type"] == "qwen2")
-    assert a.sliding_window == (cfg["sliding_window"] if cfg["model_type"] == "mistral" else None)
+    assert a.attention_bias == (cfg["model_type"] in ("qwen2", "qwen2_moe"))
+    window = cfg["model_type"] in ("mistral", "mixtral")
+    assert a.sliding_window == (cfg["sliding_window"] if window else None)
+    assert a.qk_norm == (cfg["model_type"] == "qwen3_moe")
+    assert (a.moe is None) == (s.num_experts == 0)
+    if a.moe is not None:  # the config's fields, under either architecture's names
+        assert cfg.get("num_local_experts", cfg.get("num_experts")) == a.moe.num_experts
+        assert cfg["num_experts_per_tok"] == a.moe.top_k
+        assert cfg.get("moe_intermediate_size", cfg["intermediate_size"]) == (
+            a.moe.expert_intermediate_size
+        )
     assert (a.bos_token_id, a.eos_token_ids) == (0, (2,))
     assert (a.rope_scaling is None) == (s.rope_scaling is None)
     a.validate()
@@ -264,9 +318,9 @@ def test_weight_statistics_are_sane(made, name):
     for n, v in w.items():
         if n.endswith("norm.weight"):
             assert 0.97 < v.mean() < 1.03 and 0.02 < v.std() < 0.08, n
-        elif n.endswith(("q_proj.weight", "k_proj.weight", "gate_proj.weight")):
+        elif n.endswith(("q_proj.weight", "k_proj.weight", "gate_proj.weight", "gate.weight")):
             assert 0.8 < v.std() * np.sqrt(v.shape[1]) < 1.2, n
-        elif n.endswith(("o_proj.weight", "down_proj.weight")):
+        elif n.endswith(("o_proj.weight", "down_proj.weight", ".w2.weight")):
             assert 2.0 < v.std() * np.sqrt(v.shape[1]) < 3.0, n
         elif n.endswith(".bias"):
             assert 0.0 < v.std() < 0.2, n

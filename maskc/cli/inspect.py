@@ -176,6 +176,22 @@ def _inspect_model(model: Path, config: Path | None, headers_only: bool, as_json
         ("max positions", a.max_position_embeddings),
         ("q/k/v bias", "yes" if a.attention_bias else "no"),
         ("sliding window", a.sliding_window or "none"),
+    ]
+    if a.qk_norm:
+        rows.append(("q/k norm", "yes (RMSNorm per head)"))
+    if a.moe is not None:
+        e = a.moe
+        experts = (
+            f"top {e.top_k} of {e.num_experts} (each {e.expert_intermediate_size} wide)"
+            + (", renormalized" if e.norm_topk_prob else "")
+            + (
+                f"; shared expert {e.shared_expert_intermediate_size} wide, gated"
+                if e.shared_expert_intermediate_size
+                else ""
+            )
+        )
+        rows.append(("experts", experts))
+    rows += [
         ("weight files", len(m.files)),
         ("tokenizer", tokenizer),
     ]

@@ -105,6 +105,15 @@ def print_placement(p: dict) -> None:
         )
     out.print(t)
     out.print(f"tiles per layer: {_runs(list(p['per_layer_tiles'].items()))}")
+    ex = p.get("experts")
+    if ex:
+        out.print(
+            f"experts: top {ex['top_k']} of {ex['num_experts']} per layer, all in ROM: "
+            f"{ex['expert_tiles']:,} tiles, {100 * ex['activation_rate']:.1f}% of them fire per "
+            f"token; cell use {100 * ex['cell_utilization']:.1f}% (per expert "
+            f"{100 * ex['cell_utilization_min']:.1f}-{100 * ex['cell_utilization_max']:.1f}%, "
+            "reports/placement.json)"
+        )
     reserve = p.get("sram_reserved_for_adapters", 0)
     out.print(
         f"KV cache: {p['context_requested']:,} tokens, at most {p['max_context']:,} fit in each "

@@ -1,10 +1,13 @@
 """Parse a Hugging Face ``config.json`` into a validated :class:`maskc.ir.ModelArch`.
 
 Defaults follow the ``transformers`` config classes of each architecture (LlamaConfig,
-MistralConfig, Qwen2Config) so that a config which omits a field means what it means to HF.
-Anything that would change the arithmetic and that maskc does not implement (other activations,
-MLP biases, RoPE scaling types other than llama3, pre-quantized checkpoints, Qwen2's per-layer
-sliding window) is refused with :class:`~maskc.errors.UnsupportedError` rather than ignored.
+MistralConfig, Qwen2Config, MixtralConfig, Qwen2MoeConfig, Qwen3MoeConfig) so that a config which
+omits a field means what it means to HF. Anything that would change the arithmetic and that
+maskc does not implement (other activations, MLP biases, RoPE scaling types other than llama3,
+pre-quantized checkpoints, Qwen2's per-layer sliding window, dense layers between the sparse
+ones of a mixture of experts) is refused with :class:`~maskc.errors.UnsupportedError` rather
+than ignored. Training-only fields (``router_aux_loss_coef``, ``output_router_logits``,
+``router_jitter_noise``) do not change inference and are ignored.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from pathlib import Path
 
 from maskc.errors import InputError, UnsupportedError
 from maskc.fsutil import read_small_file
-from maskc.ir import SUPPORTED_ARCHITECTURES, ModelArch, RopeScaling
+from maskc.ir import SUPPORTED_ARCHITECTURES, ModelArch, MoeConfig, RopeScaling
 from maskc.textparse import ParseError, json_loads
 
 #: Largest config.json accepted, in bytes.
@@ -24,12 +27,36 @@ _MODEL_TYPES = {
     "LlamaForCausalLM": "llama",
     "MistralForCausalLM": "mistral",
     "Qwen2ForCausalLM": "qwen2",
+    "MixtralForCausalLM": "mixtral",
+    "Qwen2MoeForCausalLM": "qwen2_moe",
+    "Qwen3MoeForCausalLM": "qwen3_moe",
 }
 # Per-architecture defaults of the transformers config classes.
 _DEFAULTS = {
     "llama": {"rms_norm_eps": 1e-6, "rope_theta": 10000.0, "max_position_embeddings": 2048},
     "mistral": {"rms_norm_eps": 1e-6, "rope_theta": 10000.0, "max_position_embeddings": 131072},
     "qwen2": {"rms_norm_eps": 1e-6, "rope_theta": 10000.0, "max_position_embeddings": 32768},
+    "mixtral": {"rms_norm_eps": 1e-5, "rope_theta": 1e6, "max_position_embeddings": 131072},
+    "qwen2_moe": {
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 10000.0,
+        "max_position_embeddings": 32768,
+        "intermediate_size": 5632,  # the dense MLP's, unused when every layer is sparse
+    },
+    "qwen3_moe": {
+        "rms_norm_eps": 1e-6,
+        "rope_theta": 10000.0,
+        "max_position_embeddings": 32768,
+        "intermediate_size": 6144,
+    },
+}
+# The mixture-of-experts defaults of MixtralConfig, Qwen2MoeConfig and Qwen3MoeConfig
+# (transformers 5.x): experts, experts per token, an expert's intermediate size (None: Mixtral's
+# intermediate_size), the shared expert's, norm_topk_prob (Mixtral always renormalizes).
+_MOE_DEFAULTS = {
+    "mixtral": {"num_experts": 8, "top_k": 2, "moe": None, "shared": 0, "norm": True},
+    "qwen2_moe": {"num_experts": 60, "top_k": 4, "moe": 1408, "shared": 5632, "norm": False},
+    "qwen3_moe": {"num_experts": 128, "top_k": 8, "moe": 768, "shared": 0, "norm": False},
 }
 
 
@@ -132,6 +159,15 @@ def parse_config(cfg: object, where: str) -> ModelArch:
         raise UnsupportedError(f"{where}: mlp_bias true is not supported")
     if model_type == "qwen2":
         attention_bias = True  # Qwen2 always has q/k/v biases and no o_proj bias
+    elif model_type == "qwen2_moe":  # q/k/v biases unless qkv_bias is false; no o_proj bias
+        attention_bias = _bool(cfg, "qkv_bias", where, True)
+    elif model_type == "qwen3_moe":
+        if _bool(cfg, "attention_bias", where, False):
+            raise UnsupportedError(
+                f"{where}: attention_bias true is not supported for {arch_name} (it biases "
+                "o_proj too)"
+            )
+        attention_bias = False
     else:
         if cfg.get("attention_bias", False):
             raise UnsupportedError(f"{where}: attention_bias true is not supported for {arch_name}")
@@ -154,11 +190,11 @@ def parse_config(cfg: object, where: str) -> ModelArch:
         head_dim = _int(cfg, "head_dim", where)
 
     sliding = None
-    if model_type == "mistral":
+    if model_type == "mistral" or model_type == "mixtral":
         sw = cfg.get("sliding_window")
         sliding = None if sw is None else _int(cfg, "sliding_window", where)
-    elif model_type == "qwen2" and cfg.get("use_sliding_window", False):
-        raise UnsupportedError(f"{where}: Qwen2 use_sliding_window true is not supported")
+    elif cfg.get("use_sliding_window", False):  # qwen2, qwen2_moe, qwen3_moe
+        raise UnsupportedError(f"{where}: use_sliding_window true is not supported for {arch_name}")
 
     eos = cfg.get("eos_token_id")
     if eos is None:
@@ -179,7 +215,7 @@ def parse_config(cfg: object, where: str) -> ModelArch:
         model_type=model_type,
         vocab_size=_int(cfg, "vocab_size", where),
         hidden_size=hidden,
-        intermediate_size=_int(cfg, "intermediate_size", where),
+        intermediate_size=_int(cfg, "intermediate_size", where, d.get("intermediate_size", ...)),
         num_layers=_int(cfg, "num_hidden_layers", where),
         num_heads=heads,
         num_kv_heads=kv,
@@ -195,9 +231,72 @@ def parse_config(cfg: object, where: str) -> ModelArch:
         sliding_window=sliding,
         bos_token_id=bos,
         eos_token_ids=eos_ids,
+        moe=_moe(cfg, model_type, where) if model_type in _MOE_DEFAULTS else None,
+        qk_norm=model_type == "qwen3_moe",
     )
     arch.validate(where)
     return arch
+
+
+def _moe(cfg: dict, model_type: str, where: str) -> MoeConfig:
+    """The mixture of experts of a Mixtral / Qwen2-MoE / Qwen3-MoE config.json.
+
+    The expert count is ``num_local_experts`` (Mixtral) or ``num_experts`` (Qwen); either name
+    is accepted for both, as transformers maps one onto the other, but not two different
+    values. Every layer must be sparse: ``decoder_sparse_step`` 1 and no ``mlp_only_layers``
+    (the dense layers between sparse ones are not implemented)."""
+    d = _MOE_DEFAULTS[model_type]
+    names = ("num_local_experts", "num_experts")
+    if model_type != "mixtral":
+        names = names[::-1]
+    given = [n for n in names if cfg.get(n) is not None]
+    counts = {n: _int(cfg, n, where) for n in given}
+    if len(set(counts.values())) > 1:
+        raise InputError(
+            f"{where}: num_local_experts ({counts['num_local_experts']}) and num_experts "
+            f"({counts['num_experts']}) disagree; give one"
+        )
+    experts = counts[given[0]] if given else d["num_experts"]
+    if experts < 1:
+        raise UnsupportedError(
+            f"{where}: field {names[0]!r} is {experts}; a {model_type} model without experts is "
+            "not supported (it needs at least 1)"
+        )
+    step = _int(cfg, "decoder_sparse_step", where, 1)
+    if step != 1:
+        raise UnsupportedError(
+            f"{where}: decoder_sparse_step {step} is not supported (maskc builds every layer as "
+            "a mixture of experts: 1 or absent)"
+        )
+    dense = cfg.get("mlp_only_layers")
+    if dense is not None and not isinstance(dense, list):
+        raise InputError(f"{where}: field 'mlp_only_layers' must be a list of layer indices")
+    if dense:
+        raise UnsupportedError(
+            f"{where}: mlp_only_layers {dense[:4]!r}{'...' if len(dense) > 4 else ''} is not "
+            "supported (maskc builds every layer as a mixture of experts: [] or absent)"
+        )
+    if model_type == "mixtral":
+        inter = _int(cfg, "intermediate_size", where)
+        shared, norm = 0, True
+    else:
+        inter = _int(cfg, "moe_intermediate_size", where, d["moe"])
+        shared = 0
+        if model_type == "qwen2_moe":
+            shared = _int(cfg, "shared_expert_intermediate_size", where, d["shared"])
+            if shared < 1:
+                raise UnsupportedError(
+                    f"{where}: shared_expert_intermediate_size {shared} is not supported "
+                    "(Qwen2-MoE's shared expert needs at least 1 row)"
+                )
+        norm = _bool(cfg, "norm_topk_prob", where, d["norm"])
+    return MoeConfig(
+        num_experts=experts,
+        top_k=_int(cfg, "num_experts_per_tok", where, d["top_k"]),
+        expert_intermediate_size=inter,
+        shared_expert_intermediate_size=shared,
+        norm_topk_prob=norm,
+    )
 
 
 def _bool(cfg: dict, key: str, where: str, default: bool) -> bool:

@@ -449,6 +449,11 @@ def load_netlist(build_path: Path) -> Netlist:
         if mf.is_absolute() or ".." in mf.parts or not (root / mf).is_file():
             raise InputError(f"{p}: matrix {name}: file {m.get('file')!r} is not in the netlist")
     arch = ModelArch.from_json(doc["architecture"], f"{p}: architecture")
+    if arch.moe is not None or arch.qk_norm:  # no op of this maskc runs them
+        raise InputError(
+            f"{p}: architecture {arch.architecture} is a mixture of experts, whose netlist this "
+            "maskc does not build (docs/moe-design.md); recompile"
+        )
     fabric = Fabric.from_json(doc.get("fabric"), str(p))
     pf = SafetensorsFile(root / "params.safetensors")
     params = {k: v.shape for k, v in pf.tensors.items()}

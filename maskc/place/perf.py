@@ -6,7 +6,9 @@ link, energy per token, die area used. The model (docs/fabric.md, "Modeled perfo
   *matrix stages*: per decoder layer q/k/v (one stage: they share the input), o, gate/up, down
   (4 stages), plus the lm_head (1 stage) on the die holding it (the last die; die 0 for a head
   tied to the embedding). All tiles of a stage work in parallel, so a stage takes one tile
-  operation: ``cycles_per_tile_op / clock``;
+  operation: ``cycles_per_tile_op / clock``. A mixture of experts adds the router before the
+  experts (5 stages per layer: q/k/v, o, router and shared-expert gate, the selected experts'
+  and the shared expert's gate/up, their down);
 * attention of a layer at context ``c``: ``2 * num_heads * head_dim * c`` multiply-accumulates
   on that layer's attention unit (``units.attention.ops_per_cycle`` per cycle);
 * each link crossed hands over one hidden-state vector (``hidden_size`` int32 signals): its
@@ -19,7 +21,11 @@ link, energy per token, die area used. The model (docs/fabric.md, "Modeled perfo
 * energy per token: every placed tile does one tile operation per token (``tile_op_pj``), the
   KV cache read at context ``c`` (``sram_pj_per_byte``), the link bits (each link's pJ/bit),
   and static power (every die's, and every card's ``[card] static_w``) over the time one token
-  holds the system: the latency for one user, ``1 / throughput`` with the pipeline full.
+  holds the system: the latency for one user, ``1 / throughput`` with the pipeline full. In a
+  mixture of experts only the selected experts' tiles fire: of the routed experts' tiles, the
+  expert-activation rate ``top_k / num_experts`` (the expectation when the router spreads
+  tokens evenly); every other tile (attention, router, shared expert, embedding, head) fires
+  on every token.
 
 Norms, RoPE, SwiGLU and sampling are taken as overlapped with the matrix stages. Everything
 is computed from the placement's dies and layers; nothing depends on the order of a dict or
@@ -36,6 +42,17 @@ from maskc.sram import kv_bytes_per_token
 LINK_BYTES_PER_VALUE = 4
 
 STAGES_PER_LAYER = 4  # q/k/v, o, gate/up, down
+MOE_STAGES_PER_LAYER = 5  # q/k/v, o, router, experts' gate/up, experts' down
+
+
+def active_tiles(placement, arch) -> float:
+    """Tiles that fire per token: all of them, but of the routed experts' tiles only the
+    expert-activation rate (their expected share under even routing)."""
+    tiles = len(placement.blocks)
+    if arch.moe is None:
+        return tiles
+    experts = placement.report["experts"]["expert_tiles"]
+    return tiles - experts + experts * arch.moe.activation_rate
 
 
 def head_die(arch, dies: int) -> int:
@@ -67,10 +84,15 @@ def pipeline_links(arch, fabric, dies: int) -> list[dict]:
     return out
 
 
+def stages_per_layer(arch) -> int:
+    """Sequential matrix stages of one decoder layer (dense or a mixture of experts)."""
+    return STAGES_PER_LAYER if arch.moe is None else MOE_STAGES_PER_LAYER
+
+
 def layer_cycles(arch, fabric, ctx: int) -> float:
     """Cycles one decoder layer keeps its die busy per token at context ``ctx``."""
     attn = 2 * arch.num_heads * arch.head_dim * ctx / fabric.units.attention.ops_per_cycle
-    return STAGES_PER_LAYER * fabric.system.cycles_per_tile_op + attn
+    return stages_per_layer(arch) * fabric.system.cycles_per_tile_op + attn
 
 
 def modeled_performance(placement, arch, fabric, context: int) -> dict:
@@ -90,7 +112,9 @@ def modeled_performance(placement, arch, fabric, context: int) -> dict:
                 f"{fabric.name}: [die] link_gb_per_s is 0, so its dies cannot hand the hidden "
                 f"state on; use --dies 1 or a fabric with a link (a [card] table)"
             )
-    tiles = len(placement.blocks)
+    tiles = active_tiles(placement, arch)
+    placed = len(placement.blocks)
+    per_layer = stages_per_layer(arch)
     kv_per_token = kv_bytes_per_token(arch, arch.num_layers)
     cards = fabric.card_of_die(dies - 1) + 1
     static_w = dies * fabric.power.static_w_per_die + (
@@ -108,7 +132,7 @@ def modeled_performance(placement, arch, fabric, context: int) -> dict:
         stages = []
         for d, (a, b) in enumerate(runs):
             n = b - a
-            m_stages = STAGES_PER_LAYER * n + (1 if d == hd else 0)
+            m_stages = per_layer * n + (1 if d == hd else 0)
             m_s, a_s = m_stages * stage_s, n * attn_cycles / clock
             stages.append(
                 {
@@ -193,11 +217,15 @@ def modeled_performance(placement, arch, fabric, context: int) -> dict:
             "links": hops,
         }
 
+    moe = {}
+    if arch.moe is not None:
+        moe = {"expert_activation_rate": arch.moe.activation_rate, "tiles_placed": placed}
     return {
-        "sequential_stages": arch.num_layers * STAGES_PER_LAYER + 1,
+        "sequential_stages": arch.num_layers * per_layer + 1,
         "tile_op_ns": stage_s * 1e9,
         "tiles_per_token": tiles,
-        "die_area_used_mm2": tiles * fabric.tile.area_um2 * 1e-6,
+        **moe,
+        "die_area_used_mm2": placed * fabric.tile.area_um2 * 1e-6,
         "dies": dies,
         "cards": cards,
         "dies_per_card": fabric.dies_per_card,

@@ -15,6 +15,13 @@ blocks sit in adjacent tiles: the column blocks whose partial sums are added tog
 neighbours, each layer occupies one contiguous band of the die (its activation buses stay
 short and local), and consecutive layers are next to each other.
 
+**Mixtures of experts.** Every expert is in ROM (a chip has no other memory for weights). A
+layer's router, its shared expert and then its experts, each expert's gate, up and down one
+after the other, follow in the same data-flow order, so the tiles of one expert are consecutive
+on the serpentine path, on one die (a layer never spans two). The report gives each expert's
+tiles and cell utilization (``experts``); the modeled chip fires only the selected experts'
+tiles (:mod:`maskc.place.perf`).
+
 **Dies.** With several dies the decoder layers are split into contiguous runs (a layer
 pipeline) that minimize the largest die's tile count; the embedding goes with the first layer
 and the lm_head with the last (a tied head reuses the embedding's tiles on die 0). Each die keeps
@@ -31,6 +38,7 @@ from dataclasses import dataclass
 
 from maskc.boot import die_entries, region_bytes
 from maskc.errors import FitError, InputError
+from maskc.ir import expert_of
 from maskc.place.perf import layer_cycles, modeled_performance, pipeline_links
 from maskc.sram import kv_bytes_per_token, sram_report
 
@@ -271,6 +279,8 @@ def place(
             x, y = next(cursors[d])
             blocks.append(Block(m.name, m.role, m.layer, m.bits, r0, nr, c0, nc, d, x, y))
     report = _report(blocks, matrices, fabric, dies, need, starts, ends, arch, context, max_ctx)
+    if arch.moe is not None:
+        report["experts"] = expert_report(blocks, arch, fabric)
     for d, row in enumerate(report["per_die"]):
         row["params_bytes"] = params[d]
     p = Placement(fabric.name, dies, tpd, (cols, rows), tuple(blocks), context, report)
@@ -279,6 +289,46 @@ def place(
     sram_report(report, matrices, fabric, context)
     report["performance"] = modeled_performance(p, arch, fabric, context)
     return p
+
+
+def expert_report(blocks, arch, fabric) -> dict:
+    """Per routed expert of every layer: its die, tiles, the cells its weights fill and their
+    share of those tiles' cells; and the totals the modeled chip uses (expert tiles, of which
+    ``activation_rate`` fire per token)."""
+    moe = arch.moe
+    rows: dict[tuple[int, int], dict] = {}
+    for b in blocks:
+        e = expert_of(b.tensor)
+        if e is None:
+            continue
+        r = rows.setdefault((b.layer, e), {"die": b.die, "tiles": 0, "cells": 0.0})
+        r["tiles"] += 1
+        r["cells"] += b.rows * b.cols * CELLS_PER_WEIGHT[b.bits]
+    cpt = fabric.cells_per_tile
+    per_expert = [
+        {
+            "layer": layer,
+            "expert": e,
+            "die": r["die"],
+            "tiles": r["tiles"],
+            "cell_utilization": r["cells"] / (r["tiles"] * cpt),
+        }
+        for (layer, e), r in sorted(rows.items())
+    ]
+    tiles = sum(r["tiles"] for r in per_expert)
+    util = [r["cell_utilization"] for r in per_expert]
+    return {
+        "num_experts": moe.num_experts,
+        "top_k": moe.top_k,
+        "activation_rate": moe.activation_rate,
+        "expert_tiles": tiles,
+        "cell_utilization": sum(r["cells"] for r in rows.values()) / (tiles * cpt)
+        if tiles
+        else 0.0,
+        "cell_utilization_min": min(util, default=0.0),
+        "cell_utilization_max": max(util, default=0.0),
+        "per_expert": per_expert,
+    }
 
 
 def _split(per_layer: list[int], embed: int, head: int, k: int):

@@ -5,12 +5,14 @@ Every quantizable tensor gets one :class:`QuantSetting`. Where each field comes 
 **Precedence** (lowest first; a later level overrides an earlier one field by field)::
 
     transformer-block matrices:  builtin  <  [defaults]  <  CLI flags  <  [[rule]]s (in order)
-    embed_tokens / lm_head:      builtin_embed                         <  [[rule]]s (in order)
+    embed_tokens / lm_head / routers:  builtin_embed                   <  [[rule]]s (in order)
 
 ``[defaults]`` and the CLI flags (``--bits``, ``--group-size``, ``--method``) apply to the
-transformer-block matrices only (q, k, v, o, gate, up, down); the embedding and an untied
-``lm_head`` keep ``builtin_embed`` (their own, usually wider, built-in setting) unless a rule
-matches them. Rules are the most specific level, so they win over everything.
+transformer-block matrices only (q, k, v, o, gate, up, down, and a mixture of experts' expert
+and shared-expert gate/up/down); the embedding, an untied ``lm_head`` and a mixture's router
+and shared-expert gate (:data:`maskc.ir.ROUTER_ROLES`: small matrices whose outputs choose and
+weight the experts) keep ``builtin_embed`` (their own, usually wider, built-in setting) unless a
+rule matches them. Rules are the most specific level, so they win over everything.
 
 **Rules** are applied in file order; each matching rule overrides only the fields it sets, so a
 later matching rule overrides an earlier one field by field (``bits`` from rule 3, ``method``
@@ -57,7 +59,7 @@ from pathlib import Path
 from typing import Any
 
 from maskc.errors import InputError, UsageError
-from maskc.ir import TensorSpec
+from maskc.ir import EXPERT_ROLES, ROUTER_ROLES, SHARED_EXPERT_ROLES, TensorSpec
 from maskc.tomlio import read_toml, show_value
 
 #: Tensor roles (:attr:`maskc.ir.TensorSpec.role`) that are quantized; everything else
@@ -70,11 +72,14 @@ QUANTIZABLE_ROLES = (
     "gate_proj",
     "up_proj",
     "down_proj",
+    *EXPERT_ROLES,
+    *SHARED_EXPERT_ROLES,
+    *ROUTER_ROLES,
     "embed",
     "lm_head",
 )
 #: Roles that take ``builtin_embed`` rather than ``builtin`` + ``[defaults]`` + CLI flags.
-EMBED_ROLES = ("embed", "lm_head")
+EMBED_ROLES = ("embed", "lm_head", *ROUTER_ROLES)
 
 #: Valid ``bits``: 8 is stored as two 4-bit cells.
 BITS = (2, 3, 4, 8)
@@ -239,7 +244,7 @@ class Resolution:
         """
         return {
             "precedence": "blocks: builtin < [defaults] < cli < rules; "
-            "embed/lm_head: builtin_embed < rules",
+            "embed/lm_head/routers: builtin_embed < rules",
             "config": None
             if self.config_name is None
             else {"file": self.config_name, "sha256": self.config_sha256},

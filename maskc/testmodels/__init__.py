@@ -5,7 +5,7 @@ Every test of maskc runs on these models: they are small (< 1 MB each), load wit
 Hugging Face tooling, and exercise the corners a compiler must get right (tied and untied heads,
 GQA, an explicit ``head_dim`` with ``num_heads * head_dim != hidden_size``, sizes that divide no
 tile or group size, an odd vocabulary, sharded checkpoints, Llama-3 RoPE scaling, Qwen2 q/k/v
-biases, Mistral sliding-window attention, F32/F16/BF16 storage).
+biases, Mistral sliding-window attention, F32/F16/BF16 storage, mixtures of experts).
 
 ``generate(out_dir, preset, seed)`` writes::
 

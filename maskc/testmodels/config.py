@@ -45,16 +45,44 @@ def config_json(spec: TinySpec) -> dict:
             pretraining_tp=1,
             rope_scaling=dict(spec.rope_scaling) if spec.rope_scaling else None,
         )
-    elif spec.model_type == "mistral":
+    elif spec.model_type in ("mistral", "mixtral"):
         cfg.update(sliding_window=spec.sliding_window)
-    else:  # qwen2: biases are implied by the architecture; the window is off
+    else:  # the Qwens: q/k/v biases are implied by the architecture; the window is off
         cfg.update(
             max_window_layers=spec.num_layers,
             rope_scaling=dict(spec.rope_scaling) if spec.rope_scaling else None,
             sliding_window=spec.max_position_embeddings,
             use_sliding_window=False,
         )
+    if spec.is_moe:
+        cfg.update(_moe_fields(spec))
     return cfg
+
+
+def _moe_fields(spec: TinySpec) -> dict[str, object]:
+    """The mixture-of-experts fields of MixtralConfig / Qwen2MoeConfig / Qwen3MoeConfig."""
+    common = {
+        "num_experts_per_tok": spec.num_experts_per_tok,
+        "output_router_logits": False,
+        "router_aux_loss_coef": 0.001,
+    }
+    if spec.model_type == "mixtral":
+        return {**common, "num_local_experts": spec.num_experts, "router_jitter_noise": 0.0}
+    out = {
+        **common,
+        "decoder_sparse_step": 1,
+        "mlp_only_layers": [],
+        "moe_intermediate_size": spec.moe_intermediate_size,
+        "norm_topk_prob": spec.norm_topk_prob,
+        "num_experts": spec.num_experts,
+    }
+    if spec.model_type == "qwen2_moe":
+        out.update(
+            qkv_bias=True, shared_expert_intermediate_size=spec.shared_expert_intermediate_size
+        )
+    else:  # qwen3_moe: q/k norms, no biases
+        out.update(attention_bias=False)
+    return out
 
 
 def generation_config_json(spec: TinySpec) -> dict:

@@ -110,13 +110,82 @@ PRESETS: dict[str, TinySpec] = {
             dtype="BF16",
             sliding_window=32,
         ),
+        # Mixtral: top-2 of 4 experts of 96 (the router's softmax renormalized over the two),
+        # untied, BF16 (~0.2 MB).
+        TinySpec(
+            name="mixtral",
+            architecture="MixtralForCausalLM",
+            vocab_size=320,
+            hidden_size=64,
+            intermediate_size=96,
+            num_layers=2,
+            num_heads=4,
+            num_kv_heads=2,
+            tie_word_embeddings=False,
+            dtype="BF16",
+            rope_theta=1000000.0,
+            num_experts=4,
+            num_experts_per_tok=2,
+            norm_topk_prob=True,
+        ),
+        # Qwen2-MoE: top-2 of 6 experts of 32 (not renormalized) plus a shared expert of 96
+        # behind its sigmoid gate; q/k/v biases, tied, F32 (~0.6 MB).
+        TinySpec(
+            name="qwen2-moe",
+            architecture="Qwen2MoeForCausalLM",
+            vocab_size=320,
+            hidden_size=64,
+            intermediate_size=160,
+            num_layers=2,
+            num_heads=4,
+            num_kv_heads=2,
+            tie_word_embeddings=True,
+            dtype="F32",
+            attention_bias=True,
+            rope_theta=1000000.0,
+            rms_norm_eps=1e-6,
+            num_experts=6,
+            num_experts_per_tok=2,
+            moe_intermediate_size=32,
+            shared_expert_intermediate_size=96,
+            norm_topk_prob=False,
+        ),
+        # Qwen3-MoE: q/k RMSNorm per head, top-3 of 8 experts of 48 renormalized, heads of 32
+        # (q_dim 128 != hidden 64), untied, F16 (~0.3 MB).
+        TinySpec(
+            name="qwen3-moe",
+            architecture="Qwen3MoeForCausalLM",
+            vocab_size=320,
+            hidden_size=64,
+            intermediate_size=160,
+            num_layers=2,
+            num_heads=4,
+            num_kv_heads=2,
+            head_dim=32,
+            tie_word_embeddings=False,
+            dtype="F16",
+            rope_theta=1000000.0,
+            rms_norm_eps=1e-6,
+            num_experts=8,
+            num_experts_per_tok=3,
+            moe_intermediate_size=48,
+            norm_topk_prob=True,
+        ),
     )
 }
+#: The mixture-of-experts presets: ingested, planned (``compile --plan-only``) and run by the
+#: float32 reference; ``maskc compile`` stops before their netlist (docs/moe-design.md).
+MOE_PRESETS = tuple(n for n, s in PRESETS.items() if s.is_moe)
 
 
 def preset_names() -> list[str]:
     """Names of the presets, in definition order (``"tiny"`` first)."""
     return list(PRESETS)
+
+
+def dense_preset_names() -> list[str]:
+    """Names of the presets that compile end to end (not :data:`MOE_PRESETS`)."""
+    return [n for n in PRESETS if n not in MOE_PRESETS]
 
 
 def resolve_preset(preset: str | TinySpec) -> TinySpec:

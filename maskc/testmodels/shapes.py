@@ -159,6 +159,56 @@ SHAPES: dict[str, Shape] = {
             ),
             "https://huggingface.co/mistralai/Mistral-7B-v0.1/blob/main/config.json",
         ),
+        # mistralai/Mixtral-8x7B-v0.1: Mistral-7B's attention (32 layers, hidden 4096, 32/8
+        # heads, vocab 32000, 32,768 positions) with rope_theta 1e6, no sliding window, and
+        # top-2 of 8 experts of 14336 per layer (46.7B parameters, 12.9B active), untied.
+        Shape(
+            TinySpec(
+                name="mixtral-8x7b",
+                architecture="MixtralForCausalLM",
+                vocab_size=32000,
+                hidden_size=4096,
+                intermediate_size=14336,
+                num_layers=32,
+                num_heads=32,
+                num_kv_heads=8,
+                tie_word_embeddings=False,
+                dtype="BF16",
+                rope_theta=1000000.0,
+                rms_norm_eps=1e-5,
+                max_position_embeddings=32768,
+                num_experts=8,
+                num_experts_per_tok=2,
+                norm_topk_prob=True,
+            ),
+            "https://huggingface.co/mistralai/Mixtral-8x7B-v0.1/blob/main/config.json",
+        ),
+        # Qwen/Qwen3-30B-A3B: 48 layers, hidden 2048, 32/4 heads of 128 (q_dim 4096), q/k
+        # norms, top-8 of 128 experts of 768, norm_topk_prob true, vocab 151,936, rope_theta
+        # 1e6, rms_norm_eps 1e-6, 40,960 positions, untied (30.5B parameters, 3.3B active).
+        Shape(
+            TinySpec(
+                name="qwen3-30b-a3b",
+                architecture="Qwen3MoeForCausalLM",
+                vocab_size=151936,
+                hidden_size=2048,
+                intermediate_size=6144,
+                num_layers=48,
+                num_heads=32,
+                num_kv_heads=4,
+                head_dim=128,
+                tie_word_embeddings=False,
+                dtype="BF16",
+                rope_theta=1000000.0,
+                rms_norm_eps=1e-6,
+                max_position_embeddings=40960,
+                num_experts=128,
+                num_experts_per_tok=8,
+                moe_intermediate_size=768,
+                norm_topk_prob=True,
+            ),
+            "https://huggingface.co/Qwen/Qwen3-30B-A3B/blob/main/config.json",
+        ),
     )
 }
 
@@ -166,7 +216,9 @@ SHAPES: dict[str, Shape] = {
 DEFAULT_SHAPE = "llama-3.1-8b"
 
 #: Override option -> TinySpec field. ``head_dim`` None (not given) keeps the shape's, which
-#: for every published shape is ``hidden_size // num_heads`` and so follows ``--hidden``.
+#: for every published dense shape is ``hidden_size // num_heads`` and so follows ``--hidden``
+#: (Qwen3-30B-A3B's is an explicit 128). ``--intermediate`` of a Qwen mixture of experts is its
+#: dense MLP's size, which no layer uses; of Mixtral its experts'.
 OVERRIDES = {
     "hidden": "hidden_size",
     "intermediate": "intermediate_size",

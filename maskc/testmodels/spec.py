@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import ml_dtypes
 import numpy as np
 
-from maskc.ir import ModelArch, RopeScaling, expected_tensors
+from maskc.ir import ModelArch, MoeConfig, RopeScaling, expected_tensors
 from maskc.testmodels.tokenizer import BASE_VOCAB, BOS_TOKEN_ID, EOS_TOKEN_ID
 
 #: ``architectures[0]`` -> ``model_type`` of config.json.
@@ -15,7 +15,14 @@ MODEL_TYPES = {
     "LlamaForCausalLM": "llama",
     "MistralForCausalLM": "mistral",
     "Qwen2ForCausalLM": "qwen2",
+    "MixtralForCausalLM": "mixtral",
+    "Qwen2MoeForCausalLM": "qwen2_moe",
+    "Qwen3MoeForCausalLM": "qwen3_moe",
 }
+#: The mixture-of-experts architectures (``num_experts`` > 0 exactly for these)
+MOE_MODEL_TYPES = ("mixtral", "qwen2_moe", "qwen3_moe")
+#: Architectures with q/k/v biases
+_BIASED = ("Qwen2ForCausalLM", "Qwen2MoeForCausalLM")
 #: safetensors dtype -> (numpy dtype the weights are cast to, config.json ``torch_dtype``).
 DTYPES: dict[str, tuple[np.dtype, str]] = {
     "F32": (np.dtype("<f4"), "float32"),
@@ -35,6 +42,13 @@ class TinySpec:
     ``sliding_window`` is Mistral's attention window (``None`` for the other architectures).
     ``tokenizer_vocab_size`` (``None`` = ``vocab_size``) lets the embedding have more rows than
     the tokenizer has tokens, as Qwen2 does; those rows are zero.
+
+    Mixtures of experts (Mixtral, Qwen2-MoE, Qwen3-MoE; ``num_experts`` > 0 exactly for them):
+    ``num_experts_per_tok`` of ``num_experts`` routed experts per token, each of
+    ``moe_intermediate_size`` (Mixtral: ``None``, its experts are ``intermediate_size``; Qwen's
+    ``intermediate_size`` is the unused dense MLP's), Qwen2-MoE's shared expert of
+    ``shared_expert_intermediate_size`` (0 for the others), ``norm_topk_prob`` (Mixtral always
+    renormalizes: true).
     """
 
     name: str
@@ -56,6 +70,11 @@ class TinySpec:
     max_position_embeddings: int = 256
     sliding_window: int | None = None
     tokenizer_vocab_size: int | None = None
+    num_experts: int = 0
+    num_experts_per_tok: int = 0
+    moe_intermediate_size: int | None = None
+    shared_expert_intermediate_size: int = 0
+    norm_topk_prob: bool = False
 
     @property
     def resolved_head_dim(self) -> int:
@@ -71,8 +90,13 @@ class TinySpec:
 
     @property
     def model_type(self) -> str:
-        """config.json ``model_type`` ("llama", "mistral" or "qwen2")."""
+        """config.json ``model_type`` ("llama", "mistral", "qwen2", "mixtral", "qwen2_moe" or
+        "qwen3_moe")."""
         return MODEL_TYPES[self.architecture]
+
+    @property
+    def is_moe(self) -> bool:
+        return self.model_type in MOE_MODEL_TYPES
 
     def validate(self) -> None:
         """Raise if the spec cannot be written as a coherent HF folder.
@@ -94,16 +118,19 @@ class TinySpec:
                 f"TinySpec {self.name!r}: hidden_size must be a multiple of num_heads when "
                 "head_dim is None"
             )
-        # Qwen2 always has q/k/v biases; Llama's attention_bias would also add an o_proj bias,
-        # which maskc.ir does not model, and Mistral has none.
-        if self.attention_bias != (self.architecture == "Qwen2ForCausalLM"):
+        # Qwen2 (and Qwen2-MoE) have q/k/v biases; Llama's attention_bias would also add an
+        # o_proj bias, which maskc.ir does not model, and the others have none.
+        if self.attention_bias != (self.architecture in _BIASED):
             raise ValueError(
-                f"TinySpec {self.name!r}: attention_bias must be true for Qwen2 and false otherwise"
+                f"TinySpec {self.name!r}: attention_bias must be true for Qwen2 and Qwen2-MoE "
+                "and false otherwise"
             )
-        if self.sliding_window is not None and self.architecture != "MistralForCausalLM":
-            raise ValueError(f"TinySpec {self.name!r}: sliding_window is only for Mistral")
-        if self.rope_scaling is not None and self.architecture == "MistralForCausalLM":
+        window = ("MistralForCausalLM", "MixtralForCausalLM")
+        if self.sliding_window is not None and self.architecture not in window:
+            raise ValueError(f"TinySpec {self.name!r}: sliding_window is only for Mistral/Mixtral")
+        if self.rope_scaling is not None and self.architecture in window:
             raise ValueError(f"TinySpec {self.name!r}: Mistral configs have no rope_scaling")
+        self._validate_moe()
         n_tok = self.resolved_tokenizer_vocab_size
         if not (BASE_VOCAB <= n_tok <= self.vocab_size):
             raise ValueError(
@@ -115,6 +142,35 @@ class TinySpec:
         self.to_arch().validate(f"TinySpec {self.name!r}")
         if self.shards > len(expected_tensors(self.to_arch())):
             raise ValueError(f"TinySpec {self.name!r}: more shards than tensors")
+
+    def _validate_moe(self) -> None:
+        bad = None
+        if self.is_moe != (self.num_experts > 0):
+            bad = "num_experts must be positive exactly for Mixtral, Qwen2-MoE and Qwen3-MoE"
+        elif not self.is_moe:
+            return
+        elif not 0 < self.num_experts_per_tok <= self.num_experts:
+            bad = "num_experts_per_tok must be in [1, num_experts]"
+        elif (self.moe_intermediate_size is None) != (self.model_type == "mixtral"):
+            bad = "moe_intermediate_size is None exactly for Mixtral (its intermediate_size)"
+        elif (self.shared_expert_intermediate_size > 0) != (self.model_type == "qwen2_moe"):
+            bad = "shared_expert_intermediate_size is positive exactly for Qwen2-MoE"
+        elif self.model_type == "mixtral" and not self.norm_topk_prob:
+            bad = "Mixtral always renormalizes its top-k weights: norm_topk_prob must be true"
+        if bad:
+            raise ValueError(f"TinySpec {self.name!r}: {bad}")
+
+    def to_moe(self) -> MoeConfig | None:
+        """The :class:`maskc.ir.MoeConfig` of config.json (``None`` for a dense model)."""
+        if not self.is_moe:
+            return None
+        return MoeConfig(
+            num_experts=self.num_experts,
+            top_k=self.num_experts_per_tok,
+            expert_intermediate_size=self.moe_intermediate_size or self.intermediate_size,
+            shared_expert_intermediate_size=self.shared_expert_intermediate_size,
+            norm_topk_prob=self.norm_topk_prob,
+        )
 
     def to_arch(self) -> ModelArch:
         """The :class:`maskc.ir.ModelArch` that config.json describes."""
@@ -146,4 +202,6 @@ class TinySpec:
             sliding_window=self.sliding_window,
             bos_token_id=BOS_TOKEN_ID,
             eos_token_ids=(EOS_TOKEN_ID,),
+            moe=self.to_moe(),
+            qk_norm=self.model_type == "qwen3_moe",
         )

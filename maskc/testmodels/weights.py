@@ -8,10 +8,11 @@ from a random model is not stuck on one token):
 
 * embeddings ``[vocab, hidden]``: normal(0, 0.2);
 * linear weights ``[out, in]``: normal(0, 1) / sqrt(in) (unit gain: q, k, v, gate and up
-  outputs have RMS ~1 since their input is RMS-normalized), except the residual-branch outputs
-  ``o_proj`` and ``down_proj``, scaled by a further 2.5;
+  outputs, and a mixture's router logits, have RMS ~1 since their input is RMS-normalized),
+  except the residual-branch outputs ``o_proj`` and the down matrices (``down_proj``, an
+  expert's and the shared expert's), scaled by a further 2.5;
 * untied ``lm_head`` ``[vocab, hidden]``: normal(0, 1) / sqrt(hidden) * 2 (logit std ~2);
-* RMSNorm weights ``[hidden]``: 1 + normal(0, 0.05);
+* RMSNorm weights ``[hidden]`` (Qwen3's q/k norms ``[head_dim]``): 1 + normal(0, 0.05);
 * q/k/v biases (Qwen2) ``[out]``: normal(0, 0.1);
 * embedding rows beyond the tokenizer's vocabulary (padding, as in Qwen2) are zero, so with a
   tied head their logit is exactly 0 and greedy decoding never picks them.
@@ -39,6 +40,8 @@ from maskc.testmodels.spec import DTYPES, TinySpec
 EMBED_STD = 0.2
 #: Extra gain of o_proj and down_proj over the unit-gain 1/sqrt(fan_in) initialization.
 RESIDUAL_BRANCH_GAIN = 2.5
+#: The matrices that write the residual stream (a mixture's experts' and shared expert's down)
+BRANCH_OUTPUT_ROLES = ("o_proj", "down_proj", "expert_down_proj", "shared_down_proj")
 
 
 def stable_int(name: str) -> int:
@@ -76,7 +79,7 @@ def make_weights(spec: TinySpec, seed: int) -> dict[str, np.ndarray]:
             w = z * np.float32(0.1)
         else:
             w = z * np.float32(1.0 / math.sqrt(t.shape[1]))
-            if t.role in ("o_proj", "down_proj"):
+            if t.role in BRANCH_OUTPUT_ROLES:
                 w *= branch_gain
         out[t.name] = np.ascontiguousarray(w.astype(np.float32).astype(np_dtype))
     return out

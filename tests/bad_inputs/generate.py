@@ -120,6 +120,34 @@ case("model-layers-absurd", "model", "num_hidden_layers 16777216, weights of 2 l
 case("model-layers-absurd-inspect", "model", "the same, `inspect`", ["inspect", "{d}/m"], 3, L2)
 case("model-layers-absurd-plan", "model", "the same, `compile --plan-only`",
      ["compile", "{d}/m", "-o", "{d}/out", "--plan-only"], 3, L2)  # fmt: skip
+# mixtures of experts (issue 20): bad MoE fields of config.json, and the full compile that is
+# not built yet (the tiny model's config made a Qwen3-MoE/Qwen2-MoE/Mixtral one)
+P = ["compile", "{d}/m", "-o", "{d}/out", "--plan-only"]
+case("model-moe-compile", "model", "full `compile` of a mixture of experts (qwen3-moe preset)", C,
+     3, "moe models compile up to placement: use --plan-only")  # fmt: skip
+case("model-moe-experts-0", "model", "Qwen3-MoE num_experts 0", P, 3, "num_experts", "is 0")
+case("model-moe-topk-over", "model", "num_experts_per_tok 9 of num_experts 8", P, 3,
+     "num_experts_per_tok", "[1, 8]")  # fmt: skip
+case("model-moe-experts-absurd", "model", "num_experts 16777216 (a loop bound)", P, 3,
+     "num_experts", "[1, 1024]")  # fmt: skip
+case("model-moe-expert-mlps-absurd", "model", "1,000 layers x 1,000 experts", P, 3,
+     "expert mlps", "65,536")  # fmt: skip
+case("model-moe-experts-disagree", "model", "num_experts 8 and num_local_experts 4", P, 3,
+     "num_local_experts", "disagree")  # fmt: skip
+case("model-moe-sparse-step", "model", "decoder_sparse_step 2 (dense layers between)", P, 3,
+     "decoder_sparse_step 2")  # fmt: skip
+case("model-moe-mlp-only-layers", "model", "mlp_only_layers [0]", P, 3, "mlp_only_layers")
+case("model-moe-mlp-only-not-list", "model", "mlp_only_layers \"all\"", P, 3, "mlp_only_layers",
+     "list")  # fmt: skip
+case("model-moe-intermediate-0", "model", "moe_intermediate_size 0", P, 3,
+     "moe_intermediate_size")  # fmt: skip
+case("model-moe-norm-topk-string", "model", 'norm_topk_prob "yes"', P, 3, "norm_topk_prob")
+case("model-moe-shared-0", "model", "Qwen2-MoE shared_expert_intermediate_size 0", P, 3,
+     "shared_expert_intermediate_size 0")  # fmt: skip
+case("model-moe-qwen3-bias", "model", "Qwen3-MoE attention_bias true (biases o_proj)", P, 3,
+     "attention_bias")  # fmt: skip
+case("model-moe-weights-missing-expert", "model", "Mixtral config over the dense weights", C, 3,
+     "block_sparse_moe", "missing")  # fmt: skip
 # finite but extreme numbers (issue 19, class 5): what the chip cannot represent is refused
 # before anything is compiled, naming the tensor or field, the value and the range
 UP = "model.layers.0.mlp.up_proj.weight"
@@ -682,6 +710,35 @@ def _make(name: str, d: Path, model: Path, build: Path) -> None:
         cfg(lambda c: c.update(rms_norm_eps=float(name.split("-", 2)[2])))
     elif name == "model-partial-rotary":
         cfg(lambda c: c.update(partial_rotary_factor=0.5))
+    elif name == "model-moe-compile":
+        from maskc.testmodels import generate
+
+        generate(d / "m", "qwen3-moe", 0, overwrite=True)
+    elif name.startswith("model-moe-"):
+        arch, kv = "Qwen3MoeForCausalLM", {"num_experts": 8, "num_experts_per_tok": 2}
+        kv.update(
+            {
+                "model-moe-experts-0": {"num_experts": 0},
+                "model-moe-topk-over": {"num_experts_per_tok": 9},
+                "model-moe-experts-absurd": {"num_experts": 1 << 24},
+                "model-moe-expert-mlps-absurd": {"num_experts": 1000, "num_hidden_layers": 1000},
+                "model-moe-experts-disagree": {"num_local_experts": 4},
+                "model-moe-sparse-step": {"decoder_sparse_step": 2},
+                "model-moe-mlp-only-layers": {"mlp_only_layers": [0]},
+                "model-moe-mlp-only-not-list": {"mlp_only_layers": "all"},
+                "model-moe-intermediate-0": {"moe_intermediate_size": 0},
+                "model-moe-norm-topk-string": {"norm_topk_prob": "yes"},
+                "model-moe-shared-0": {"shared_expert_intermediate_size": 0},
+                "model-moe-qwen3-bias": {"attention_bias": True},
+            }.get(name, {})
+        )
+        if name == "model-moe-shared-0":
+            arch = "Qwen2MoeForCausalLM"
+        elif name == "model-moe-weights-missing-expert":
+            arch, kv = "MixtralForCausalLM", {"num_local_experts": 2}
+        types = {"Qwen3MoeForCausalLM": "qwen3_moe", "Qwen2MoeForCausalLM": "qwen2_moe"}
+        kv.update(architectures=[arch], model_type=types.get(arch, "mixtral"))
+        cfg(lambda c: c.update(kv))
     elif name == "model-int-dtype":
         t = _tensors(w)
         t[up] = t[up].astype(np.int64)
