@@ -1,11 +1,11 @@
 """Published anchors (issue 20, part 5): the chip's published figures for its 8B part beside
-what maskc's model gives for the same shape, and for a 70B dense model over several dies and
-cards (docs/fabric.md, "Published anchors").
+what maskc's model gives for the same shape, for a 70B dense model and for a Mixtral-8x7B-class
+mixture of experts over several dies and cards (docs/fabric.md, "Published anchors").
 
 Each maskc row is ``maskc compile CONFIG --plan-only`` on a config written by ``maskc
 testmodel --shape NAME --config-only`` (no weights): Llama-3.1-8B on the built-in ``hc1`` at
-4 and 3 bits on one die, Llama-3.1-70B on ``examples/fabrics/hc1-cards.toml`` (hc1 dies on
-cards of four) with ``--dies auto``. Prints the table and writes
+4 and 3 bits on one die, Llama-3.1-70B and Mixtral-8x7B (a mixture of experts: top 2 of 8)
+on ``examples/fabrics/hc1-cards.toml`` (hc1 dies on cards of four) with ``--dies auto``. Prints the table and writes
 benchmarks/results/anchors.json. Takes about 20 seconds.
 
     python benchmarks/anchors.py
@@ -91,6 +91,8 @@ def main() -> None:
             plan("llama-3.1-8b", "hc1", 3, tmp),
             plan("llama-3.1-70b", str(CARDS), 4, tmp, "auto"),
             plan("llama-3.1-70b", str(CARDS), 3, tmp, "auto"),
+            plan("mixtral-8x7b", str(CARDS), 4, tmp, "auto"),
+            plan("mixtral-8x7b", str(CARDS), 3, tmp, "auto"),
         ]
     c = f"ctx{CONTEXT}"
     print(
