@@ -154,7 +154,7 @@ def netlist_values(nl) -> dict[str, np.ndarray]:
     vals = {k: v for k, v in params.items() if not k.startswith("lut.")}
     vals["attention.inv_sqrt_hd_q16"] = np.array([nl.doc["numerics"]["inv_sqrt_hd_q16"]])
     for op in nl.ops:
-        if op.KIND == "rmsnorm":
+        if op.KIND in ("rmsnorm", "head_norm"):
             for c in NORM_CONSTANTS:
                 vals[f"{op.gamma}.{c}"] = np.array([getattr(op, c)])
     return vals

@@ -31,8 +31,7 @@ SUPPORTED_ARCHITECTURES = (
     "Qwen2MoeForCausalLM",
     "Qwen3MoeForCausalLM",
 )
-#: The mixture-of-experts architectures among them: ingested, quantized and placed (``compile
-#: --plan-only``); their netlist is not built yet (docs/moe-design.md).
+#: The mixture-of-experts architectures among them (docs/moe-design.md).
 MOE_ARCHITECTURES = ("MixtralForCausalLM", "Qwen2MoeForCausalLM", "Qwen3MoeForCausalLM")
 #: Most routed experts per layer maskc accepts (DeepSeek-V3 has 256, Kimi K2 384).
 MAX_EXPERTS = 1024

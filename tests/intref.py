@@ -1,11 +1,13 @@
 """An independent reference of the chip's integer datapath (numerics contract version 1).
 
 Written from the documents alone — docs/numerics.md ("Weights" and "The integer datapath
-(contract version 1)", its LoRA adapters in SRAM included) and docs/netlist.md (the on-disk
-``netlist/`` format) — and sharing no code with ``maskc`` (nothing from the ``maskc`` package is
-imported). All arithmetic is on plain Python integers; numpy appears only as the carrier that
-``safetensors`` reads the netlist's arrays into, and every array is turned into Python lists
-(``.tolist()``) right after it is read. Adapter files are decoded from their bytes (``struct``).
+(contract version 1)", its LoRA adapters in SRAM and its mixture of experts included) and
+docs/netlist.md (the on-disk ``netlist/`` format, the ops ``head_norm``, ``route``,
+``experts`` and ``gate_scale`` of version 5) — and sharing no code with ``maskc``
+(nothing from the ``maskc`` package is imported). All arithmetic is on plain Python integers;
+numpy appears only as the carrier that ``safetensors`` reads the netlist's arrays into, and
+every array is turned into Python lists (``.tolist()``) right after it is read. Adapter files
+are decoded from their bytes (``struct``).
 
 Speed is not a goal: it is meant for the tiny test models (``maskc testmodel``), where one token
 takes a few tens of milliseconds.
@@ -81,6 +83,14 @@ Ambiguities found (each resolved by the most literal reading; see the code comme
 17. The adapter's ``y`` is the matmul's output "a signal, above", i.e. already ``sat32``'d with
     its bias; then ``y' = sat32(y + sum d)`` saturates a second time (the same result unless
     ``y`` saturated). The same adapter folder given twice is added twice.
+18. Mixture of experts: each expert's ``y_e`` is "as a dense MLP computes it": the gate and up
+    matmuls (no bias: netlist.md names none for an expert), SwiGLU's act8, the down matmul
+    (a signal, ``sat32``'d). The ``select`` slot holds the pairs ``(e, P_e)`` in the
+    selection's order; the sum over them is exact, so the order does not matter.
+19. head_norm: "as the RMSNorm above with D = hd" is read as the same ``eps_d`` formula with
+    ``hd`` (the op carries ``eps_d``, which is used and checked against ``round(hd * eps *
+    2^40)`` when the architecture gives ``rms_norm_eps``), and the op's one ``gamma`` is shared
+    by all its heads.
 """
 
 from __future__ import annotations
@@ -568,9 +578,9 @@ class IntRef:
         self.dir = _resolve_netlist_dir(netlist_dir)
         self.net = json.loads((self.dir / "netlist.json").read_text(encoding="utf-8"))
         net = self.net
-        if net.get("format") != "maskc-netlist" or net.get("version") not in (3, 4):
+        if net.get("format") != "maskc-netlist" or net.get("version") not in (3, 4, 5):
             raise ValueError(
-                f"not a maskc-netlist version 3 or 4: {net.get('format')} {net.get('version')}"
+                f"not a maskc-netlist version 3 to 5: {net.get('format')} {net.get('version')}"
             )
         num = net["numerics"]
         if num.get("contract") != 1:
@@ -699,6 +709,18 @@ class IntRef:
             elif kind == "logits":
                 out = _signal(slots[op["in"]])
                 logits = out
+            elif kind == "head_norm":
+                out = self._head_norm(_signal(slots[op["in"]]), op)
+                slots[op["out"]] = out
+            elif kind == "route":
+                out = self._route(_signal(slots[op["in"]]), int(op["top_k"]), op["norm_topk_prob"])
+                slots[op["out"]] = out
+            elif kind == "experts":
+                out = self._experts(_act(slots[op["in"]]), slots[op["sel"]], op)
+                slots[op["out"]] = out
+            elif kind == "gate_scale":
+                out = self._gate_scale(_signal(slots[op["gate"]]), _signal(slots[op["in"]]))
+                slots[op["out"]] = out
             else:
                 raise ValueError(f"op {idx}: unknown op {kind!r}")
             if self.trace is not None:
@@ -826,6 +848,88 @@ class IntRef:
                     for i in range(hd):
                         o[i] += Wt * xv[i]
             out.extend(sat32(rsr(oi, 15 - emax - F)) for oi in o)
+        return out
+
+    # --- mixture of experts (numerics.md "Mixture of experts") ----------------------------
+
+    def _route(self, z: list[int], top_k: int, norm_topk_prob) -> list[tuple[int, int]]:
+        """Selection and weights: ``[(e, P_e)]`` for the ``top_k`` experts, best first."""
+        if norm_topk_prob not in (0, 1):
+            raise ValueError(f"route: norm_topk_prob {norm_topk_prob!r}")
+        if not 1 <= top_k <= len(z):
+            raise ValueError(f"route: top_k {top_k} of {len(z)} experts")
+        F = self.F
+        order = sorted(range(len(z)), key=lambda e: (-z[e], e))
+        chosen = order[:top_k]
+        zmax = max(z)
+        assert zmax == z[chosen[0]]
+        p = []
+        for ze in z:
+            w = rsr((zmax - ze) * self.log2e_q16, F + 6)
+            p.append(rsr(self.EXP2[w % 1024], w >> 10) if (w >> 10) < 32 else 0)
+        tot = sum(p[e] for e in chosen) if norm_topk_prob else sum(p)
+        assert tot >= 1 << 15
+        R = (1 << 46) // tot
+        return [(e, rsr(p[e] * R, 31)) for e in chosen]
+
+    def _experts(self, act, sel, op) -> list[int]:
+        """Each selected expert's MLP on ``act``, weighted: ``sat32(rsr(sum P_e * y_e, 15))``."""
+        if not isinstance(sel, list):
+            raise TypeError("experts: its 'sel' slot is not a selection")
+        F = self.F
+        n = int(op["experts"])
+        acc = None
+        for e, P in sel:
+            if not 0 <= e < n:
+                raise ValueError(f"experts: expert {e} of {n}")
+            gate, up, down = (
+                self.matrices[op[k].replace("{e}", str(e))] for k in ("gate", "up", "down")
+            )
+            g = gate.matvec(act, None, F)
+            u = up.matvec(act, None, F)
+            y = down.matvec(self._swiglu(g, u), None, F)
+            acc = [0] * len(y) if acc is None else acc
+            for j, yj in enumerate(y):
+                acc[j] += P * yj
+        return [sat32(rsr(a, 15)) for a in acc]
+
+    def _gate_scale(self, g: list[int], y: list[int]) -> list[int]:
+        """Qwen2-MoE's shared expert: ``sat32(rsr(SIGMOID[n] * y, 15))``, ``n`` from ``g[0]``."""
+        if len(g) != 1:
+            raise ValueError(f"gate_scale: a gate of {len(g)} values")
+        n = min(max(rsr(g[0], self.F - 8), -4096), 4095) + 4096
+        s = self.SIGMOID[n]
+        return [sat32(rsr(s * yj, 15)) for yj in y]
+
+    def _head_norm(self, y: list[int], op) -> list[int]:
+        """q/k norms: RMSNorm of each head over head_dim, a signal out."""
+        F = self.F
+        heads = int(op["heads"])
+        gamma = self.params[op["gamma"]]
+        hd = len(gamma)
+        if len(y) != heads * hd:
+            raise ValueError(f"head_norm: {len(y)} values for {heads} heads of {hd}")
+        eps_d = int(op["eps_d"])
+        eps = self.arch.get("rms_norm_eps")
+        if eps is not None and eps_d != round(hd * eps * 2**40):
+            raise ValueError(f"head_norm: eps_d {eps_d}, round(hd * eps * 2^40) differs")
+        c0 = int(op["gamma_frac"]) + 16 - F
+        out = []
+        for h in range(heads):
+            v_ = y[h * hd : (h + 1) * hd]
+            a = max(abs(v) for v in v_)
+            p = max(0, bitlen(a) - 15)
+            u = [rsr(v, p) for v in v_]
+            v = sum(x * x for x in u) + rsr(eps_d, 40 - 2 * F + 2 * p)
+            if v == 0:
+                out += [0] * hd
+                continue
+            k = (bitlen(v) - 1) // 2
+            i = rsr(v, 2 * k - 8) - 256
+            assert 0 <= i <= 768, i
+            out += [
+                sat32(rsr(uj * self.RSQRT[i] * gj, c0 + k)) for uj, gj in zip(u, gamma, strict=True)
+            ]
         return out
 
     def _swiglu(self, g: list[int], u: list[int]) -> tuple[list[int], int, int]:

@@ -85,29 +85,32 @@ def test_plan_only_reuses_the_compile_steps():
 
 @pytest.fixture(scope="module")
 def netlist_doc(tmp_path_factory):
-    """netlist.json of a compiled tiny model with q/k/v biases (every op kind, and both
-    optional op keys set and unset)."""
+    """netlist.json of compiled tiny models: one with q/k/v biases (both optional op keys set
+    and unset), Qwen2-MoE (route, experts, gate_scale) and Qwen3-MoE (head_norm): every op
+    kind."""
+    from maskc.netlist import load_netlist
     from maskc.pipeline import CompileOptions, compile_model
     from maskc.testmodels import generate
 
     root = tmp_path_factory.mktemp("arch")
-    gen = generate(root / "m", "tiny-qwen2", 0)
-    compile_model(gen.path, root / "b", CompileOptions(calibrate=False, verify=False))
-    from maskc.netlist import load_netlist
-
-    return load_netlist(root / "b")
+    out = []
+    for preset in ("tiny-qwen2", "qwen2-moe", "qwen3-moe"):
+        gen = generate(root / preset / "m", preset, 0)
+        compile_model(gen.path, root / preset / "b", CompileOptions(calibrate=False, verify=False))
+        out.append(load_netlist(root / preset / "b"))
+    return out
 
 
 def test_every_op_kind_round_trips(netlist_doc):
     from maskc.netlist.ops import OPS, Op
 
-    nl = netlist_doc
-    assert {op.KIND for op in nl.ops} == set(OPS)
-    for raw, op in zip(nl.doc["ops"], nl.ops, strict=True):
-        assert op.to_json() == raw
-        assert Op.from_json(json.loads(json.dumps(raw)), "op") == op
-        line = op.text()
-        assert line.split()[0] == raw["op"] and "op=" not in line
+    assert {op.KIND for nl in netlist_doc for op in nl.ops} == set(OPS)
+    for nl in netlist_doc:
+        for raw, op in zip(nl.doc["ops"], nl.ops, strict=True):
+            assert op.to_json() == raw
+            assert Op.from_json(json.loads(json.dumps(raw)), "op") == op
+            line = op.text()
+            assert line.split()[0] == raw["op"] and "op=" not in line
 
 
 def _mutations(raw: dict):
@@ -128,20 +131,20 @@ def test_every_malformed_op_is_an_input_error(netlist_doc):
     TypeError, KeyError or the like (those would be exit 70)."""
     from maskc.netlist.ops import check_dataflow, parse_ops
 
-    nl = netlist_doc
-    mats = nl.matrices
-    params = {k: v.shape for k, v in nl.params().items()}
-    base = nl.doc["ops"]
     rejected = 0
-    seen_kinds = set()
-    for i, raw in enumerate(base):
-        if raw["op"] in seen_kinds:
-            continue
-        seen_kinds.add(raw["op"])
-        for bad in _mutations(raw):
-            ops = [*base[:i], bad, *base[i + 1 :]]
-            try:
-                check_dataflow(parse_ops(ops, "n", mats, params), mats, params, nl.arch, "n")
-            except InputError:
-                rejected += 1
+    for nl in netlist_doc:
+        mats = nl.matrices
+        params = {k: v.shape for k, v in nl.params().items()}
+        base = nl.doc["ops"]
+        seen_kinds = set()
+        for i, raw in enumerate(base):
+            if raw["op"] in seen_kinds:
+                continue
+            seen_kinds.add(raw["op"])
+            for bad in _mutations(raw):
+                ops = [*base[:i], bad, *base[i + 1 :]]
+                try:
+                    check_dataflow(parse_ops(ops, "n", mats, params), mats, params, nl.arch, "n")
+                except InputError:
+                    rejected += 1
     assert rejected > 100

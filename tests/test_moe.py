@@ -1,8 +1,8 @@
 """Mixtures of experts up to placement: config.json of Mixtral, Qwen2-MoE and Qwen3-MoE into a
 ModelArch (transformers' defaults), the quantization settings of the new roles, the placement
 (experts together, per-expert utilization), the modeled chip (only the selected experts' tiles
-fire), ``--plan-only`` of the published shapes from config.json alone, and the full compile's
-clean refusal (docs/moe-design.md: the netlist comes in a later round)."""
+fire), ``--plan-only`` of the published shapes from config.json alone. The full compile, the
+chip and its checks are tests/test_moe_chip.py."""
 
 from __future__ import annotations
 
@@ -120,18 +120,6 @@ def test_tensors_names_roles_and_json_round_trip():
 
 
 # --------------------------------------------------------------------------- compile, plan
-
-
-@pytest.mark.parametrize("preset", MOE_PRESETS)
-def test_full_compile_stops_with_one_line_and_writes_nothing(preset, model_cache, tmp_path, cli):
-    out = tmp_path / "build"
-    r = cli("compile", model_cache(preset).path, "-o", out)
-    assert r.code == 3
-    assert "MoE models compile up to placement: use --plan-only; the netlist of MoE is not " in (
-        r.err
-    )
-    assert len(r.err.strip().splitlines()) == 1 and "Traceback" not in r.err
-    assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
 def _plan(path: Path, out: Path, **kw):

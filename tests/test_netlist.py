@@ -55,7 +55,7 @@ def test_netlist_files_and_structure(built):
         "tokenizer.json",
     ]
     doc = json.loads((root / "netlist.json").read_text())
-    assert doc["format"] == "maskc-netlist" and doc["version"] == 4
+    assert doc["format"] == "maskc-netlist" and doc["version"] == 5
     assert doc["numerics"]["contract"] == 1 and doc["numerics"]["signal_frac"] == 12
     kinds = [op["op"] for op in doc["ops"]]
     assert kinds[0] == "embed" and kinds[-1] == "logits"
@@ -205,7 +205,7 @@ def test_dump_is_canonical_across_compiles(model_cache, tmp_path, cli):
         dumps.append(r.out)
     assert dumps[0] == dumps[1]
     lines = dumps[0].splitlines()
-    assert lines[0] == "maskc-netlist v4"
+    assert lines[0] == "maskc-netlist v5"
     tiles = [ln for ln in lines if ln.startswith("  tile ")]
     doc = json.loads((tmp_path / "b0" / "netlist" / "netlist.json").read_text())
     assert len(tiles) == doc["placement"]["tiles_used"]
@@ -387,7 +387,7 @@ def test_codes_are_nibble_packed_aligned_and_memory_mapped(built):
     assert kinds == {"packed", "bytes"}  # the tiny model has both (8-bit embedding)
 
 
-@pytest.mark.parametrize("version", [1, 5])
+@pytest.mark.parametrize("version", [1, 6])
 def test_an_older_netlist_is_a_clear_error(built, tmp_path, cli, version):
     """Version 1 (one byte per code) and unknown versions are refused, naming the version."""
     b = tmp_path / "b"

@@ -16,6 +16,7 @@ import numpy as np
 
 from maskc.emulate import kernels as K
 from maskc.emulate import layoutcache
+from maskc.emulate import moe as M
 from maskc.emulate import units as U
 from maskc.emulate.backend import _kern
 from maskc.emulate.kernels import GROUP as ACT_GROUP
@@ -140,7 +141,9 @@ class Chip:
         keep views of the stack, not copies. Returns ``{first op index: (op indices, stacked
         matrix, stacked bias)}``."""
         ops = self.ops
-        names = sorted({op.matrix for op in ops if isinstance(op, O.MatMul)})
+        names = sorted(
+            {name for op in ops for name in op.matrices() if not isinstance(op, O.Embed)}
+        )
         if progress:
             progress.start("loading netlist", len(names))
         cached = layoutcache.load(cache_key) if cache_key else None
@@ -184,6 +187,11 @@ class Chip:
                 biases = [None if ops[k].bias is None else params[ops[k].bias] for k in group]
                 out[i] = (group, *stack(mats, biases))
             i = j + 1
+        for op in ops:  # every expert's matrices (each run on the rows that selected it)
+            if isinstance(op, O.Experts):
+                for e in range(op.experts):
+                    for name in op.expert_matrices(e):
+                        load(name)
         self.from_cache = cached is not None
         return out
 
@@ -340,6 +348,32 @@ class Chip:
 
                 def step(slots, ids, positions, segs):
                     slots[_LOGITS] = slots[src]
+
+            case O.HeadNorm():
+                src, out, heads, hd, f, rs = op.src, op.out, op.heads, self.hd, self.F, self.rsqrt
+                gamma, gf, eps = p[op.gamma], op.gamma_frac, op.eps_d
+
+                def step(slots, ids, positions, segs):
+                    slots[out] = M.head_norm_rows(slots[src], heads, hd, gamma, gf, eps, f, rs)
+
+            case O.Route():
+                src, out, k, norm = op.src, op.out, op.top_k, bool(op.norm_topk_prob)
+                f, log2e, exp2 = self.F, self.log2e, self.exp2
+
+                def step(slots, ids, positions, segs):
+                    slots[out] = M.route_rows(slots[src], k, norm, f, log2e, exp2)
+
+            case O.Experts():
+                mats = [
+                    tuple(self.mats[n] for n in op.expert_matrices(e)) for e in range(op.experts)
+                ]
+                step = M.experts_step(self, op, mats)
+
+            case O.GateScale():
+                gate, src, out, f, sig = op.gate, op.src, op.out, self.F, self.sigmoid
+
+                def step(slots, ids, positions, segs):
+                    slots[out] = M.gate_scale_rows(slots[gate], slots[src], f, sig)
 
             case _:  # load_netlist admits only the kinds of maskc.netlist.ops.OPS
                 raise InputError(f"netlist op {op.KIND!r} is not part of numerics contract 1")

@@ -204,8 +204,21 @@ def parse_scale_bits(bits: np.ndarray, fmt: dict, tile_rows: int, groups: int) -
 #: (field, bits) of the 64-bit configuration word, most significant first
 CONFIG_FIELDS = (("enabled", 1), ("mode", 2), ("layer", 8), ("role", 4), ("row_block", 12),
                  ("col_block", 12), ("rows", 12), ("cols", 13))  # fmt: skip
+#: the role field's codes (4 bits): a matrix's role is its index here (docs/layout.md)
 ROLES = ("embed", "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
-         "lm_head")  # fmt: skip
+         "lm_head", "router", "shared_expert_gate", "expert_gate_proj", "expert_up_proj",
+         "expert_down_proj")  # fmt: skip
+#: roles that share a code: Qwen2-MoE's shared expert is the dense MLP of its layer (a layer
+#: has one or the other), and 4 bits hold 16 codes
+ROLE_ALIASES = {"shared_gate_proj": "gate_proj", "shared_up_proj": "up_proj",
+                "shared_down_proj": "down_proj"}  # fmt: skip
+
+
+def role_code(role: str) -> int:
+    """The configuration word's code of matrix role ``role``."""
+    return ROLES.index(ROLE_ALIASES.get(role, role))
+
+
 MODES = {3: 0, 4: 1, 8: 2}
 
 
@@ -218,7 +231,7 @@ def config_word(meta: dict, block: list[int], fabric) -> dict:
         "enabled": 1,
         "mode": MODES[meta["format"]["bits"]],
         "layer": 255 if meta["layer"] is None else meta["layer"],
-        "role": ROLES.index(meta["role"]),
+        "role": role_code(meta["role"]),
         "row_block": r0 // tr,
         "col_block": c0 // w,
         "rows": nr,

@@ -27,12 +27,12 @@ from maskc.layout.geometry import CELL_BITS, Geometry
 from maskc.layout.read import LayerFile, extract_metal, extract_tile
 from maskc.layout.rom import (
     MODES,
-    ROLES,
     cell_data_bits,
     codes_from_cells,
     nibbles_to_bits,
     parse_config_bits,
     parse_scale_bits,
+    role_code,
     scale_rom_layout,
 )
 from maskc.romformat import FIELDS
@@ -164,7 +164,7 @@ def expected_config(meta: dict, block) -> dict:
         "enabled": 1,
         "mode": MODES[meta["format"]["bits"]],
         "layer": 255 if meta["layer"] is None else meta["layer"],
-        "role": ROLES.index(meta["role"]),
+        "role": role_code(meta["role"]),
         "row_block": r0 // tr,
         "col_block": c0 // w,
         "rows": nr,

@@ -46,8 +46,8 @@ from maskc.netlist.constants import (
     inv_sqrt_hd_q16,
     rope_phase_steps,
 )
-from maskc.netlist.dataflow import build_ops
-from maskc.netlist.ops import RmsNorm
+from maskc.netlist.dataflow import build_ops, norm_dim
+from maskc.netlist.ops import HeadNorm, RmsNorm
 from maskc.romformat import QuantFormat, fields_of
 from maskc.safetensors_io import WRITABLE, SafetensorsFile
 
@@ -74,8 +74,27 @@ LUTS = {
 #: the int64 datapath's limit on ``acc_bits - 1 + 17`` (docs/numerics.md; the writer's
 #: MAX_PRODUCT_BITS)
 MAX_PRODUCT_BITS = 62
-#: ops per decoder layer, and outside them (embed; final norm, lm_head, logits)
+#: ops per dense decoder layer, and outside them (embed; final norm, lm_head, logits)
 OPS_PER_LAYER, OPS_OUTSIDE = 16, 4
+
+
+def ops_per_layer(arch: ModelArch) -> int:
+    """The ops of one decoder layer of ``arch`` (:func:`maskc.netlist.dataflow.build_ops`):
+    16 dense; a mixture of experts has 11 + the router matmul, route, experts and the residual
+    add, Qwen2-MoE's shared expert 7 more, Qwen3's q/k norms 2 more."""
+    n = OPS_PER_LAYER if arch.moe is None else 15
+    if arch.moe is not None and arch.moe.shared_expert_intermediate_size:
+        n += 7
+    return n + (2 if arch.qk_norm else 0)
+
+
+def matrices_per_layer(arch: ModelArch) -> int:
+    """The matrices of one decoder layer: q, k, v, o and the MLP's (gate, up, down; or the
+    router, Qwen2-MoE's shared gate and expert, and 3 per routed expert)."""
+    if arch.moe is None:
+        return 7
+    shared = 4 if arch.moe.shared_expert_intermediate_size else 0
+    return 4 + 1 + shared + 3 * arch.moe.num_experts
 
 
 def numerics(arch: ModelArch) -> dict:
@@ -172,23 +191,24 @@ def check_netlist(
         )
     # every loop below runs over the architecture's layers: bound them by the file first
     layers = arch.num_layers
-    n_mat = 1 + 7 * layers + (0 if arch.tie_word_embeddings else 1)
+    n_mat = 1 + matrices_per_layer(arch) * layers + (0 if arch.tie_word_embeddings else 1)
     if len(doc["matrices"]) != n_mat:
         raise InputError(
             f"{p}: architecture.num_layers = {layers} (tie_word_embeddings "
             f"{json.dumps(arch.tie_word_embeddings)}) needs {n_mat} matrices, 'matrices' has "
             f"{len(doc['matrices'])}; recompile"
         )
-    if len(ops) != OPS_PER_LAYER * layers + OPS_OUTSIDE:
+    n_ops = ops_per_layer(arch) * layers + OPS_OUTSIDE
+    if len(ops) != n_ops:
         raise InputError(
-            f"{p}: architecture.num_layers = {layers} needs "
-            f"{OPS_PER_LAYER * layers + OPS_OUTSIDE} ops, 'ops' has {len(ops)}; recompile"
+            f"{p}: architecture.num_layers = {layers} needs {n_ops} ops, 'ops' has {len(ops)}; "
+            "recompile"
         )
     _same(p, numerics(arch), doc["numerics"], "numerics", "numerics contract 1")
     _check_params(p, arch, params)
     _same(p, fabric.to_json(), doc["fabric"], "fabric", "the fabric as maskc writes it")
     files = _check_matrices(p, doc, arch, fabric)
-    fracs = {op.gamma: op.gamma_frac for op in ops if isinstance(op, RmsNorm)}
+    fracs = {op.gamma: op.gamma_frac for op in ops if isinstance(op, RmsNorm | HeadNorm)}
     want = [op.to_json() for op in build_ops(arch, fracs, eps_d(arch))]
     _same(p, want, doc["ops"], "ops", "the dataflow of the architecture")
     _check_placement(p, doc, arch, fabric, params)
@@ -254,6 +274,9 @@ def _check_matrices(p: Path, doc: dict, arch: ModelArch, fabric) -> dict[Path, S
             "file": tiles_file(spec.layer),
             "role": spec.role,
             "layer": spec.layer,
+            # version 5 names each matrix's expert (a version 2-4 netlist.json edited from a
+            # version 5 build may keep the key)
+            **({"expert": spec.expert} if doc["version"] >= 5 or "expert" in m else {}),
             "shape": [r, c],
             "format": fmt.to_json(),
             "tiles": tiles,
@@ -502,11 +525,11 @@ def _check_against_quant(p: Path, build: Path, mats: dict, ops: list, arch: Mode
         want = {"shape": e.get("shape"), "format": e.get("format")}
         got = {"shape": m["shape"], "format": m["format"]}
         _same(p, want, got, _key("matrices", name), "as quant/index.json records the matrix")
-    d = arch.hidden_size
     files: dict[Path, SafetensorsFile] = {}
     for i, op in enumerate(ops):
-        if not isinstance(op, RmsNorm):
+        if not isinstance(op, RmsNorm | HeadNorm):
             continue
+        d = norm_dim(arch, op.gamma)
         e = tensors.get(op.gamma)
         rel = Path(str(e.get("file"))) if isinstance(e, dict) else Path("")
         if (

@@ -24,10 +24,12 @@ FORMAT = "maskc-netlist"
 #: 3: the group fields in the smallest integer type holding their ROM bits (:func:`stored_dtype`)
 #: 4: the SRAM plan starts with each die's params region (``sram.dies[].params``; the boot
 #: image, maskc/boot.py)
-VERSION = 4
+#: 5: every matrix names its routed ``expert`` (null outside a mixture of experts); the ops of
+#: mixtures of experts (route, experts, gate_scale) and per-head norms (head_norm)
+VERSION = 5
 #: the versions this maskc reads: 2 differs from 3 only in storing every field in its own dtype,
 #: 3 from 4 in having no params region (such a build has no boot image: verify refuses it)
-READS = (2, 3, 4)
+READS = (2, 3, 4, 5)
 DIR = "netlist"
 #: Activations are read in groups of this many elements; weight groups must be multiples.
 ACT_GROUP = 32
@@ -449,10 +451,10 @@ def load_netlist(build_path: Path) -> Netlist:
         if mf.is_absolute() or ".." in mf.parts or not (root / mf).is_file():
             raise InputError(f"{p}: matrix {name}: file {m.get('file')!r} is not in the netlist")
     arch = ModelArch.from_json(doc["architecture"], f"{p}: architecture")
-    if arch.moe is not None or arch.qk_norm:  # no op of this maskc runs them
+    if (arch.moe is not None or arch.qk_norm) and doc.get("version", 0) < 5:
         raise InputError(
-            f"{p}: architecture {arch.architecture} is a mixture of experts, whose netlist this "
-            "maskc does not build (docs/moe-design.md); recompile"
+            f"{p}: architecture {arch.architecture} needs netlist version 5 (its ops), this "
+            f"netlist is version {doc.get('version')}; recompile"
         )
     fabric = Fabric.from_json(doc.get("fabric"), str(p))
     pf = SafetensorsFile(root / "params.safetensors")

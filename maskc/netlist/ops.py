@@ -30,6 +30,8 @@ from maskc.netlist.constants import GAMMA_FRAC_MAX
 
 SIGNAL = "signal"
 ACT8 = "act8"
+#: a mixture of experts' routing decision: ``top_k`` (expert, weight) pairs per token
+SELECT = "select"
 #: a bound far above any real model dimension (config.json fields are capped at 2^24 too)
 _DIM_MAX = 1 << 24
 
@@ -50,6 +52,11 @@ def _param(optional: bool = False) -> Any:
     """A params.safetensors name; ``optional``: JSON null or absent means none."""
     meta = {"role": "param", "nullable": optional, "optional": optional}
     return field(default=None, metadata=meta) if optional else field(metadata=meta)
+
+
+def _name() -> Any:
+    """A name that is neither a slot, a matrix nor a parameter (a matrix name pattern)."""
+    return field(metadata={"role": "name"})
 
 
 def _int(lo: int, hi: int, optional: bool = False, omit_none: bool = False) -> Any:
@@ -144,7 +151,12 @@ class Op:
             quoted = json.dumps(d, sort_keys=True)
             quoted = quoted if len(quoted) <= 300 else quoted[:300] + "..."
             raise InputError(f"{where}: unknown field {', '.join(map(repr, unknown))} in {quoted}")
-        return op_cls(**values)
+        op = op_cls(**values)
+        if matrices is not None:  # the matrices an op names through a pattern (experts)
+            for name in op.matrices():
+                if name not in matrices:
+                    raise InputError(f"{where} names matrix {name!r}, not in matrices")
+        return op
 
 
 def _value(v: object, m: dict, where: str) -> object:
@@ -158,6 +170,8 @@ def _value(v: object, m: dict, where: str) -> object:
         return v
     if not isinstance(v, str) or not v or len(v) > 1000:
         raise InputError(f"{where} must be a name (a non-empty string)")
+    if m["role"] == "name" and v.count("{e}") != 1:
+        raise InputError(f"{where} must hold {{e}} (the expert's index) once")
     return v
 
 
@@ -261,10 +275,77 @@ class Logits(Op):
     src: str = _slot_in(SIGNAL, "in")
 
 
+@dataclass(frozen=True)
+class HeadNorm(Op):
+    """signal -> signal: RMSNorm of each of ``heads`` heads over ``head_dim`` values with one
+    integer weight ``gamma`` ``[head_dim]`` shared by the heads (Qwen3's q/k norms, before
+    RoPE); ``gamma_frac`` and ``eps_d`` as :class:`RmsNorm`'s with ``D = head_dim``."""
+
+    KIND: ClassVar[str] = "head_norm"
+    src: str = _slot_in(SIGNAL, "in")
+    out: str = _slot_out(SIGNAL)
+    heads: int = _int(1, _DIM_MAX)
+    gamma: str = _param()
+    gamma_frac: int = _int(-63, GAMMA_FRAC_MAX)
+    eps_d: int = _int(0, (1 << 63) - 1)
+    layer: int = _int(0, _DIM_MAX)
+
+
+@dataclass(frozen=True)
+class Route(Op):
+    """signal (the router's scores, one per expert) -> select: the ``top_k`` experts of the
+    highest scores (ties to the lowest index) and their weights, the integer softmax over all
+    experts (``norm_topk_prob`` 0) or over the selected ones (1)."""
+
+    KIND: ClassVar[str] = "route"
+    src: str = _slot_in(SIGNAL, "in")
+    out: str = _slot_out(SELECT)
+    top_k: int = _int(1, 1 << 16)
+    norm_topk_prob: int = _int(0, 1)
+
+
+#: most routed experts an ``experts`` op names (maskc.ir.MAX_EXPERTS is lower)
+EXPERTS_MAX = 1 << 16
+
+
+@dataclass(frozen=True)
+class Experts(Op):
+    """act8 + select -> signal: each selected expert's SiLU-gated MLP (its gate, up and down
+    matrices: ``gate``/``up``/``down`` with ``{e}`` standing for the expert's index) on the
+    act8 input, weighted by the selection's weights and summed exactly, one rounding."""
+
+    KIND: ClassVar[str] = "experts"
+    src: str = _slot_in(ACT8, "in")
+    sel: str = _slot_in(SELECT)
+    out: str = _slot_out(SIGNAL)
+    layer: int = _int(0, _DIM_MAX)
+    experts: int = _int(1, EXPERTS_MAX)
+    gate: str = _name()
+    up: str = _name()
+    down: str = _name()
+
+    def expert_matrices(self, e: int) -> tuple[str, str, str]:
+        """The gate, up and down matrices of expert ``e``."""
+        return tuple(p.replace("{e}", str(e)) for p in (self.gate, self.up, self.down))
+
+    def matrices(self) -> list[str]:
+        return [n for e in range(self.experts) for n in self.expert_matrices(e)]
+
+
+@dataclass(frozen=True)
+class GateScale(Op):
+    """``sigmoid(gate) * src`` (Qwen2-MoE's shared expert): ``gate`` a one-value signal."""
+
+    KIND: ClassVar[str] = "gate_scale"
+    gate: str = _slot_in(SIGNAL)
+    src: str = _slot_in(SIGNAL, "in")
+    out: str = _slot_out(SIGNAL)
+
+
 #: every op kind of numerics contract 1, by its JSON name
-OPS: dict[str, type[Op]] = {
-    c.KIND: c for c in (Embed, RmsNorm, MatMul, Rope, Attention, Quantize, Add, SwiGlu, Logits)
-}
+_KINDS = (Embed, RmsNorm, MatMul, Rope, Attention, Quantize, Add, SwiGlu, Logits,
+          HeadNorm, Route, Experts, GateScale)  # fmt: skip
+OPS: dict[str, type[Op]] = {c.KIND: c for c in _KINDS}
 
 
 def parse_ops(doc: object, where: str, matrices: dict, params: dict) -> list[Op]:
@@ -337,6 +418,34 @@ def _width(op: Op, ins: list[int], matrices: dict, params: dict, arch, where: st
         case Add() | SwiGlu():
             need(ins[1], ins[0], "the second operand")
             return ins[0]
+        case HeadNorm():
+            need(params[op.gamma][0] if len(params[op.gamma]) == 1 else -1, arch.head_dim, "gamma")
+            need(ins[0], op.heads * arch.head_dim, "the normed heads")
+            return ins[0]
+        case Route():
+            moe = arch.moe
+            if moe is None or op.top_k != moe.top_k:
+                raise InputError(f"{where}: top_k is inconsistent with the architecture")
+            need(ins[0], moe.num_experts, "the router's scores")
+            return op.top_k
+        case Experts():
+            moe = arch.moe
+            if moe is None or op.experts != moe.num_experts or op.layer >= arch.num_layers:
+                raise InputError(f"{where}: experts/layer are inconsistent with the architecture")
+            need(ins[1], moe.top_k, "the selection")
+            rows = cols = -1
+            for e in range(op.experts):
+                g, u, d = (matrices[n]["shape"] for n in op.expert_matrices(e))
+                need(g[1], ins[0], f"the input of expert {e}'s gate")
+                need(u[1], ins[0], f"the input of expert {e}'s up")
+                need(u[0], g[0], f"expert {e}'s up")
+                need(d[1], g[0], f"the input of expert {e}'s down")
+                rows = d[0] if e == 0 else rows
+                need(d[0], rows, f"expert {e}'s down")
+            return rows
+        case GateScale():
+            need(ins[0], 1, "the gate")
+            return ins[1]
         case Quantize():
             return ins[0]
         case Logits():

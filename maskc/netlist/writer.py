@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from maskc.errors import InputError
-from maskc.ir import ModelArch
+from maskc.ir import ModelArch, expert_of
 from maskc.netlist.constants import (
     CONTRACT,
     LOG2E_Q16,
@@ -28,7 +28,7 @@ from maskc.netlist.constants import (
     inv_sqrt_hd_q16,
     rope_phase_steps,
 )
-from maskc.netlist.dataflow import build_ops
+from maskc.netlist.dataflow import build_ops, norm_dim
 from maskc.netlist.loader import (
     ACT_GROUP,
     DIR,
@@ -114,7 +114,7 @@ def write_netlist(
                 raise InputError(f"{name}: quantized but not placed on the fabric")
             by_file.setdefault(tiles_file(blocks_of[name][0].layer), []).append(name)
         elif name.endswith("norm.weight"):
-            gq, frac = gamma_fixed(quant.float(name).astype(np.float64), d)
+            gq, frac = gamma_fixed(quant.float(name).astype(np.float64), norm_dim(arch, name))
             params[name] = gq
             norm_fracs[name] = frac
         elif name.endswith(".bias"):
@@ -164,6 +164,7 @@ def write_netlist(
                 "file": file,
                 "role": bl[0].role,
                 "layer": bl[0].layer,
+                "expert": expert_of(name),
                 "shape": list(q.shape),
                 "format": q.fmt.to_json(),
                 "tiles": len(bl),

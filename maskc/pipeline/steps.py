@@ -15,7 +15,7 @@ from pathlib import Path
 
 from maskc import __version__
 from maskc.build import sha256_file, write_json, write_manifest
-from maskc.errors import InputError, UnsupportedError
+from maskc.errors import InputError
 from maskc.fabric import Fabric, load_fabric
 from maskc.fsutil import copy_regular, optional_file, read_text
 from maskc.ingest import Model, load_model
@@ -117,14 +117,8 @@ def placement(
 
 def ingest(model_path: Path, opts: CompileOptions) -> tuple[Model, ModelArch, list]:
     """Stage 1: the checkpoint opened and validated (headers only); its architecture and
-    tensors. A mixture of experts stops here (UnsupportedError, exit 3): its netlist ops are
-    not built yet (docs/moe-design.md), ``--plan-only`` places it."""
+    tensors."""
     m = load_model(model_path, opts.model_config)
-    if m.arch.moe is not None:
-        raise UnsupportedError(
-            f"{m.config_path}: {m.arch.architecture}: MoE models compile up to placement: use "
-            "--plan-only; the netlist of MoE is not built yet"
-        )
     return m, m.arch, m.specs
 
 

@@ -173,8 +173,7 @@ PRESETS: dict[str, TinySpec] = {
         ),
     )
 }
-#: The mixture-of-experts presets: ingested, planned (``compile --plan-only``) and run by the
-#: float32 reference; ``maskc compile`` stops before their netlist (docs/moe-design.md).
+#: The mixture-of-experts presets (docs/moe-design.md).
 MOE_PRESETS = tuple(n for n, s in PRESETS.items() if s.is_moe)
 
 
@@ -184,7 +183,7 @@ def preset_names() -> list[str]:
 
 
 def dense_preset_names() -> list[str]:
-    """Names of the presets that compile end to end (not :data:`MOE_PRESETS`)."""
+    """Names of the dense presets (not :data:`MOE_PRESETS`)."""
     return [n for n in PRESETS if n not in MOE_PRESETS]
 
 

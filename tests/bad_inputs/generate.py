@@ -120,11 +120,9 @@ case("model-layers-absurd", "model", "num_hidden_layers 16777216, weights of 2 l
 case("model-layers-absurd-inspect", "model", "the same, `inspect`", ["inspect", "{d}/m"], 3, L2)
 case("model-layers-absurd-plan", "model", "the same, `compile --plan-only`",
      ["compile", "{d}/m", "-o", "{d}/out", "--plan-only"], 3, L2)  # fmt: skip
-# mixtures of experts (issue 20): bad MoE fields of config.json, and the full compile that is
-# not built yet (the tiny model's config made a Qwen3-MoE/Qwen2-MoE/Mixtral one)
+# mixtures of experts (issue 20): bad MoE fields of config.json (the tiny model's config made a
+# Qwen3-MoE/Qwen2-MoE/Mixtral one)
 P = ["compile", "{d}/m", "-o", "{d}/out", "--plan-only"]
-case("model-moe-compile", "model", "full `compile` of a mixture of experts (qwen3-moe preset)", C,
-     3, "moe models compile up to placement: use --plan-only")  # fmt: skip
 case("model-moe-experts-0", "model", "Qwen3-MoE num_experts 0", P, 3, "num_experts", "is 0")
 case("model-moe-topk-over", "model", "num_experts_per_tok 9 of num_experts 8", P, 3,
      "num_experts_per_tok", "[1, 8]")  # fmt: skip
@@ -148,6 +146,12 @@ case("model-moe-qwen3-bias", "model", "Qwen3-MoE attention_bias true (biases o_p
      "attention_bias")  # fmt: skip
 case("model-moe-weights-missing-expert", "model", "Mixtral config over the dense weights", C, 3,
      "block_sparse_moe", "missing")  # fmt: skip
+case("model-moe-gptq", "model", "`compile --method gptq` of an MoE (qwen3-moe)",
+     [*C, "--method", "gptq"], 3, "mixture of experts is not calibrated",
+     "--method lsq")  # fmt: skip
+case("model-moe-calib", "model", "`compile --calib TEXT` of an MoE (qwen3-moe)",
+     [*C, "--calib", "{d}/text.txt"], 3, "mixture of experts is not calibrated",
+     "drop --calib")  # fmt: skip
 # finite but extreme numbers (issue 19, class 5): what the chip cannot represent is refused
 # before anything is compiled, naming the tensor or field, the value and the range
 UP = "model.layers.0.mlp.up_proj.weight"
@@ -304,6 +308,17 @@ case("build-netlist-op-no-matrix", "build", "netlist.json: an op names a missing
      "netlist.json", "qq_proj")  # fmt: skip
 case("build-netlist-op-order", "build", "netlist.json: two ops swapped (k before q)", E, 3,
      "netlist.json", "ops[2]")  # fmt: skip
+# a mixture of experts' netlist (a qwen3-moe build) edited and re-sealed: the new ops and keys
+case("build-moe-expert-swapped", "build", "MoE netlist.json: a matrix's expert 0 -> 1", E, 3,
+     "netlist.json", "experts.0.gate_proj", "expert")  # fmt: skip
+case("build-moe-route-top-k", "build", "MoE netlist.json: the route op's top_k + 1", E, 3,
+     "netlist.json", "route", "top_k")  # fmt: skip
+case("build-moe-experts-pattern", "build", "MoE netlist.json: an experts op's gate without {e}",
+     E, 3, "netlist.json", "'gate'", "{e}")  # fmt: skip
+case("build-moe-experts-count", "build", "MoE netlist.json: an experts op over 9 of 8 experts",
+     E, 3, "netlist.json", "experts.8.gate_proj", "not in matrices")  # fmt: skip
+case("build-moe-head-norm-eps", "build", "MoE netlist.json: a head_norm's eps_d + 1", E, 3,
+     "netlist.json", "eps_d")  # fmt: skip
 # -- adapters ------------------------------------------------------------------------------------
 A = [*E, "--adapter", "{d}/ad"]
 case("adapter-rank-0", "adapter", "r = 0", A, 3, "r = 0")
@@ -593,6 +608,19 @@ def _edit_netlist(b: Path, name: str) -> None:
         ops[2]["matrix"] = "model.layers.0.self_attn.qq_proj.weight"
     elif name == "build-netlist-op-order":
         ops[2], ops[3] = ops[3], ops[2]
+    elif name == "build-moe-expert-swapped":
+        doc["matrices"]["model.layers.0.mlp.experts.0.gate_proj.weight"]["expert"] = 1
+    elif name.startswith("build-moe-"):
+        kind = {"build-moe-head-norm-eps": "head_norm", "build-moe-route-top-k": "route"}
+        op = next(o for o in ops if o["op"] == kind.get(name, "experts"))
+        if name == "build-moe-head-norm-eps":
+            op["eps_d"] += 1
+        elif name == "build-moe-route-top-k":
+            op["top_k"] += 1
+        elif name == "build-moe-experts-pattern":
+            op["gate"] = op["gate"].replace("{e}", "0")
+        else:
+            op["experts"] += 1
     p.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
     mp = b / "manifest.json"
     m = json.loads(mp.read_text())
@@ -710,10 +738,11 @@ def _make(name: str, d: Path, model: Path, build: Path) -> None:
         cfg(lambda c: c.update(rms_norm_eps=float(name.split("-", 2)[2])))
     elif name == "model-partial-rotary":
         cfg(lambda c: c.update(partial_rotary_factor=0.5))
-    elif name == "model-moe-compile":
+    elif name in ("model-moe-gptq", "model-moe-calib"):
         from maskc.testmodels import generate
 
         generate(d / "m", "qwen3-moe", 0, overwrite=True)
+        (d / "text.txt").write_text("The quick brown fox jumps over the lazy dog. " * 40)
     elif name.startswith("model-moe-"):
         arch, kv = "Qwen3MoeForCausalLM", {"num_experts": 8, "num_experts_per_tok": 2}
         kv.update(
@@ -885,6 +914,10 @@ def _make(name: str, d: Path, model: Path, build: Path) -> None:
         _edit_param(d / "b", "lut.exp2", nudge)
     elif name.startswith("build-netlist-") and name != "build-netlist-truncated":
         _edit_netlist(d / "b", name)
+    elif name.startswith("build-moe-"):
+        shutil.rmtree(d / "b")
+        shutil.copytree(_moe_build(build.parent), d / "b")
+        _edit_netlist(d / "b", name)
     elif name == "adapter-rank-0":
         edit_cfg(adapter() / "adapter_config.json", r=0)
     elif name == "adapter-long-int":
@@ -962,6 +995,19 @@ def _make(name: str, d: Path, model: Path, build: Path) -> None:
     elif name == "path-testmodel-not-empty":
         (d / "out").mkdir()
         (d / "out" / "keep.txt").write_text("mine")
+
+
+def _moe_build(base: Path) -> Path:
+    """A build of the qwen3-moe preset (head norms, route, experts) under ``base``, made
+    once."""
+    from maskc.pipeline import CompileOptions, compile_model
+    from maskc.testmodels import generate as make_model
+
+    build = base / "moe-build"
+    if not build.exists():
+        model = make_model(base / "moe-model", "qwen3-moe", 0).path
+        compile_model(model, build, CompileOptions(verify=False))
+    return build
 
 
 def generate(out: Path, cases: list[Case] | None = None) -> list[tuple[Case, Path]]:

@@ -1,0 +1,146 @@
+"""The emulator's mixture-of-experts units (docs/numerics.md, "Mixture of experts"): the
+router's selection and weights, the experts' weighted sum, the shared expert's sigmoid gate,
+and Qwen3's per-head q/k norms, as integer loops on the primitives of
+:mod:`maskc.emulate.kernels` (whose bounds they share).
+
+:func:`experts_step` runs an ``experts`` op over a batch: each selected expert once, on the
+rows of the tokens that selected it (decode: one token, its ``top_k`` experts), so only the
+selected experts' matrices are read. The weighted sum is exact in int64, so the grouping
+cannot change a bit: prefill equals token-by-token decode.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from maskc.emulate.kernels import bitlen, exp_weight, rsr, sat32, term
+
+I64 = np.int64
+#: fraction bits of an expert's weight ``P`` (docs/numerics.md)
+P_FRAC = 15
+
+
+@njit(cache=True)
+def route_rows(z, top_k, norm_topk, f, log2e, exp2_lut):  # pragma: no cover - compiled
+    """Per row of router scores ``z`` [T, E]: the ``top_k`` experts by score (ties to the
+    lowest index; int64 [T, top_k], best first) and their weights ``P`` (int64 [T, top_k],
+    15 fraction bits): ``p_e`` by the exp2 table (``p <= 2^15``), ``R = 2^46 // T`` over all
+    experts or over the selected ones (``norm_topk``), ``P = rsr(p * R, 31) <= 2^15``."""
+    t_n, n_e = z.shape
+    sel = np.empty((t_n, top_k), np.int64)
+    wts = np.empty((t_n, top_k), np.int64)
+    p = np.empty(n_e, np.int64)
+    for t in range(t_n):
+        taken = np.zeros(n_e, np.bool_)
+        for k in range(top_k):  # the best not taken yet; ">" keeps the lowest index on ties
+            best = -1
+            for e in range(n_e):
+                if not taken[e] and (best < 0 or z[t, e] > z[t, best]):
+                    best = e
+            taken[best] = True
+            sel[t, k] = best
+        zmax = z[t, sel[t, 0]]
+        tot = np.int64(0)
+        for e in range(n_e):  # (zmax - z) < 2^32, times log2e < 2^49
+            p[e] = exp_weight(zmax - z[t, e], log2e, f, exp2_lut)
+            if not norm_topk:
+                tot += p[e]
+        if norm_topk:
+            for k in range(top_k):
+                tot += p[sel[t, k]]
+        r = (np.int64(1) << 46) // tot  # tot >= 2^15 (the best expert's p): r <= 2^31
+        for k in range(top_k):
+            wts[t, k] = rsr(p[sel[t, k]] * r, 31)  # p * r <= 2^46
+    return sel, wts
+
+
+@njit(cache=True)
+def weigh_into(acc, rows, wts, y):  # pragma: no cover - compiled
+    """``acc[rows[i]] += wts[i] * y[i]``: ``|wts| <= 2^15``, ``|y| < 2^31``, at most ``top_k
+    <= 1024`` terms per row: ``|acc| < 2^56``, exact in int64 in any order."""
+    for i in range(rows.shape[0]):
+        r = rows[i]
+        w = wts[i]
+        for j in range(y.shape[1]):
+            acc[r, j] += w * y[i, j]
+
+
+@njit(cache=True)
+def weighted_out(acc):  # pragma: no cover - compiled
+    """``sat32(rsr(acc, 15))`` of every element."""
+    out = np.empty_like(acc)
+    for t in range(acc.shape[0]):
+        for j in range(acc.shape[1]):
+            out[t, j] = sat32(rsr(acc[t, j], P_FRAC))
+    return out
+
+
+@njit(cache=True)
+def gate_scale_rows(g, y, f, sig_lut):  # pragma: no cover - compiled
+    """``sat32(rsr(SIGMOID[n] * y, 15))`` with ``n`` from the one-value gate ``g`` [T, 1]
+    (SwiGLU's index); ``|SIGMOID * y| < 2^15 * 2^31``."""
+    out = np.empty_like(y)
+    for t in range(y.shape[0]):
+        s = np.int64(sig_lut[min(max(rsr(g[t, 0], f - 8), -4096), 4095) + 4096])
+        for j in range(y.shape[1]):
+            out[t, j] = sat32(rsr(s * y[t, j], 15))
+    return out
+
+
+@njit(cache=True)
+def head_norm_rows(h, heads, hd, gamma, gamma_frac, eps_d, f, rsqrt_lut):  # pragma: no cover
+    """RMSNorm of each head of every row (``D = hd``), a signal out (docs/numerics.md, "q/k
+    norms"). ``|u * RSQRT * gamma| < 2^47``; the final shift goes through ``term``'s clamp
+    (2^40) before ``sat32``: the same result as the unclamped shift, overflow-free for any
+    ``gamma_frac`` a netlist may hold."""
+    out = np.empty_like(h)
+    u = np.empty(hd, np.int64)
+    for t in range(h.shape[0]):
+        for hh in range(heads):
+            base = hh * hd
+            a = 0
+            for j in range(hd):
+                a = max(a, abs(h[t, base + j]))
+            p = max(bitlen(a) - 15, 0)
+            ss = np.int64(0)
+            for j in range(hd):
+                u[j] = rsr(h[t, base + j], p)
+                ss += u[j] * u[j]  # <= hd * 2^30
+            v = ss + rsr(np.int64(eps_d), 40 - 2 * f + 2 * p)
+            if v == 0:
+                for j in range(hd):
+                    out[t, base + j] = 0
+                continue
+            k = (bitlen(v) - 1) // 2
+            r = np.int64(rsqrt_lut[rsr(v, 2 * k - 8) - 256])
+            for j in range(hd):
+                out[t, base + j] = sat32(term(u[j] * r * gamma[j], gamma_frac + 16 + k - f))
+    return out
+
+
+def experts_step(chip, op, experts: list[tuple]):
+    """The step of ``experts`` op ``op`` (:meth:`maskc.emulate.chip.Chip._compile`):
+    ``experts[e]`` is expert ``e``'s ``(gate, up, down)`` prepared matrices."""
+    from maskc.emulate.chip import Act8
+
+    src, sel, out = op.src, op.sel, op.out
+    mm, swiglu = chip.matmul, chip.swiglu
+
+    def step(slots, ids, positions, segs):
+        a = slots[src]
+        chosen, wts = slots[sel]
+        t_n = a.x.shape[0]
+        acc = None
+        # each expert once, on the rows that selected it (a token selects an expert once)
+        for e in np.unique(chosen).tolist():
+            rows, k = np.nonzero(chosen == e)
+            sub = a if len(rows) == t_n else Act8(a.x[rows], a.m[rows], a.e[rows], a.s[rows])
+            g, u, d = experts[e]
+            y = mm(swiglu(mm(sub, g, None), mm(sub, u, None)), d, None)
+            if acc is None:
+                acc = np.zeros((t_n, y.shape[1]), I64)
+            weigh_into(acc, rows.astype(I64), np.ascontiguousarray(wts[rows, k]), y)
+        slots[out] = weighted_out(acc)
+
+    return step

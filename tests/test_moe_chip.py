@@ -1,0 +1,202 @@
+"""Mixtures of experts compiled to a chip (issue 20): the netlist of Mixtral, Qwen2-MoE and
+Qwen3-MoE (the tiny presets), its emulation bit for bit against tests/intref.py (written from
+docs/numerics.md alone), golden hashes, prefill against decode, threads, only the selected
+experts' matrices read, the float32 reference, verify and diff-layers."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import intref
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from maskc.emulate.run import compare, generate, open_session
+from maskc.emulate.sampling import SamplingParams
+from maskc.netlist import load_netlist
+from maskc.testmodels.presets import MOE_PRESETS
+
+SETTINGS = [
+    SamplingParams(),  # greedy
+    # hot enough that every preset samples (qwen3-moe is peaked: at 0.8 it keeps its argmax)
+    SamplingParams(temperature=1.5, top_k=0, top_p=1.0, seed=3),
+]
+PROMPT = [1, 2, 3, 4, 5]
+
+
+@pytest.fixture(scope="module")
+def builds(model_cache, tmp_path_factory):
+    """Every MoE preset compiled with the defaults (hc1; the layers read back and verified)."""
+    from maskc.pipeline import CompileOptions, compile_model
+
+    root = tmp_path_factory.mktemp("moe")
+    for p in MOE_PRESETS:
+        compile_model(model_cache(p).path, root / p, CompileOptions())
+    return {p: root / p for p in MOE_PRESETS}
+
+
+@pytest.mark.parametrize("preset", MOE_PRESETS)
+def test_netlist_names_each_experts_tiles(builds, preset):
+    nl = load_netlist(builds[preset])
+    moe = nl.arch.moe
+    experts = {}
+    for name, m in nl.matrices.items():
+        if m["expert"] is not None:
+            assert f".experts.{m['expert']}." in name and m["role"].startswith("expert_")
+            experts.setdefault((m["layer"], m["expert"]), []).append(m["role"])
+        else:
+            assert ".experts." not in name
+    assert len(experts) == nl.arch.num_layers * moe.num_experts
+    assert all(sorted(r) == ["expert_down_proj", "expert_gate_proj", "expert_up_proj"]
+               for r in experts.values())  # fmt: skip
+    kinds = [op.KIND for op in nl.ops]
+    assert kinds.count("route") == kinds.count("experts") == nl.arch.num_layers
+    assert kinds.count("gate_scale") == (nl.arch.num_layers if preset == "qwen2-moe" else 0)
+    assert kinds.count("head_norm") == (2 * nl.arch.num_layers if preset == "qwen3-moe" else 0)
+
+
+@pytest.mark.parametrize("preset", MOE_PRESETS)
+def test_emulator_equals_the_integer_reference(builds, preset):
+    """Prompt + 6 decode steps, greedy and sampled: identical tokens and integer logits."""
+    session = open_session(builds[preset])
+    ref = intref.IntRef(builds[preset])
+    for sp in SETTINGS:
+        rows: list = []
+        g = generate(session, PROMPT, 7, sp, stop_at_eos=False, keep_logits=rows)
+        toks, ref_rows = intref.generate(
+            ref, PROMPT, 7, sp.temperature, sp.top_k, sp.top_p, sp.seed
+        )
+        assert g.tokens == toks, (preset, sp)
+        for a, b in zip(rows, ref_rows, strict=True):
+            assert a.tolist() == b
+        assert g.logits_sha256 == intref.logits_sha256(ref_rows)
+
+
+GOLDEN = {
+    # maskc testmodel --preset P (seed 0), compiled with the defaults, prompt 1..5, 8 tokens
+    ("mixtral", "greedy"): (
+        [223, 17, 260, 33, 59, 187, 223, 17],
+        "c9c1baa2231d2d91bb29e09588bc91739732f538d5eb5d51cbb158414c4ac94e",
+    ),
+    ("mixtral", "sampled"): (
+        [260, 266, 90, 228, 104, 238, 228, 73],
+        "bcb7ba59aeb9bcd6264c4521a54f7c6ba62a7cdda2c65e5beee5c084691767bf",
+    ),
+    ("qwen2-moe", "greedy"): (
+        [113, 97, 97, 97, 207, 207, 207, 283],
+        "45f941c60205423a55dc9d253f5bcfd4695359609c94a1814ed89e19e27b11c5",
+    ),
+    ("qwen2-moe", "sampled"): (
+        [279, 26, 274, 97, 36, 286, 251, 85],
+        "f3b8a82d3078d4134cedb48955b31020daf6bf68b1afced9b0f7dc0886bd6bd0",
+    ),
+    ("qwen3-moe", "greedy"): (
+        [259, 259, 259, 259, 259, 259, 259, 259],
+        "9bb5d3a266d0248402f8fa62d5ade65dec98feba6bad9f126881e878f169e0c9",
+    ),
+    ("qwen3-moe", "sampled"): (
+        [188, 153, 12, 278, 19, 230, 19, 33],
+        "55703ca62653728474936d29b6e0bbc7a025026fb621e472a158e1ec69876130",
+    ),
+}
+
+
+@pytest.mark.parametrize("preset", MOE_PRESETS)
+def test_golden_tokens(builds, preset):
+    session = open_session(builds[preset])
+    for mode, sp in zip(("greedy", "sampled"), SETTINGS, strict=True):
+        g = generate(session, PROMPT, 8, sp, stop_at_eos=False)
+        assert (g.tokens, g.logits_sha256) == GOLDEN[preset, mode], (preset, mode)
+
+
+@pytest.mark.parametrize("preset", MOE_PRESETS)
+def test_prefill_equals_decode_and_threads_do_not_matter(builds, preset):
+    """A batch of tokens groups the rows by expert; token by token runs each token's experts:
+    the same logits (the weighted sum is exact). Nor do 1 or 2 threads change a bit."""
+    from maskc.emulate import backend
+
+    chip = open_session(builds[preset]).chip
+    ids = [5, 17, 200, 3, 99, 45, 12, 250, 7, 64, 31, 18, 140, 2, 90, 77, 11]  # >= 16: parallel
+    out = []
+    try:
+        for n in (1, 2):
+            backend.set_threads(n)
+            chip.reset()
+            batch = chip.forward(ids)
+            chip.reset()
+            one = np.stack([chip.forward([t])[0] for t in ids])
+            assert np.array_equal(batch, one)
+            out.append(batch)
+    finally:
+        backend.default_threads()
+    assert np.array_equal(out[0], out[1])
+
+
+def test_decode_reads_only_the_selected_experts(builds, monkeypatch):
+    """One token runs ``top_k`` experts per layer: their matrices are the only expert
+    matrices the chip multiplies by."""
+    from maskc.emulate.chip import Chip
+
+    used: list[str] = []
+    real = Chip.matmul
+
+    def spy(self, a, mat, bias, hint=None):
+        used.append(mat.name)
+        return real(self, a, mat, bias, hint)
+
+    monkeypatch.setattr(Chip, "matmul", spy)
+    chip = open_session(builds["qwen3-moe"]).chip
+    moe, layers = chip.nl.arch.moe, chip.nl.arch.num_layers
+    chip.reset()
+    used.clear()
+    chip.forward([42])
+    experts = {n for n in used if ".experts." in n}
+    assert len(experts) == layers * moe.top_k * 3
+    per_layer = {(n.split(".")[2], n.split(".experts.")[1].split(".")[0]) for n in experts}
+    assert len(per_layer) == layers * moe.top_k
+
+
+@pytest.mark.parametrize("preset", MOE_PRESETS)
+def test_chip_follows_the_float_reference(builds, model_cache, preset):
+    """Gross errors only: the quantized chip against the float32 model (top-1 agreement and
+    KL as the dense tiny model's test), and against the float model of its own dequantized
+    weights (the integer datapath alone: nearly always the same top-1)."""
+    session = open_session(builds[preset])
+    toks = list(range(1, 17))
+    r = compare(session, toks, model_cache(preset).path)
+    assert r["top1_agreement"] >= 0.5 and r["kl_mean"] < 0.5, r
+    d = compare(session, toks, None)
+    assert d["top1_agreement"] >= 0.85 and d["kl_mean"] < 0.01, d
+
+
+def test_verify_passes(builds, cli):
+    for p in MOE_PRESETS:
+        r = cli("verify", builds[p])
+        assert r.code == 0, r.err
+
+
+def test_changing_one_expert_changes_only_its_tiles(builds, model_cache, tmp_path, cli):
+    """qwen2-moe (float32 weights) with one weight of expert 3's up_proj in layer 1 changed:
+    only that matrix's tiles differ, named in top_tensors; the metal mask is reused."""
+    from maskc.pipeline import CompileOptions, compile_model
+
+    m = tmp_path / "m"
+    shutil.copytree(model_cache("qwen2-moe").path, m)
+    name = "model.layers.1.mlp.experts.3.up_proj.weight"
+    files = sorted(m.glob("*.safetensors"))
+    for f in files:
+        t = load_file(str(f))
+        if name in t:
+            t[name] = t[name].copy()
+            t[name][5, 7] += 0.5 * float(np.abs(t[name]).max())
+            save_file(t, str(f), metadata={"format": "pt"})
+    compile_model(m, tmp_path / "b", CompileOptions())
+    r = cli("diff-layers", builds["qwen2-moe"], tmp_path / "b", "--json")
+    assert r.code == 1, r.err
+    doc = json.loads(r.out)
+    assert doc["masks_to_remake"] == ["via"]
+    via = doc["layers"]["via"]
+    assert via["changed_tiles"] >= 1
+    assert [t["tensor"] for t in via["top_tensors"]] == [name]
