@@ -5,8 +5,8 @@ mixture of experts over several dies and cards (docs/fabric.md, "Published ancho
 Each maskc row is ``maskc compile CONFIG --plan-only`` on a config written by ``maskc
 testmodel --shape NAME --config-only`` (no weights): Llama-3.1-8B on the built-in ``hc1`` at
 4 and 3 bits on one die, Llama-3.1-70B and Mixtral-8x7B (a mixture of experts: top 2 of 8)
-on ``examples/fabrics/hc1-cards.toml`` (hc1 dies on cards of four) with ``--dies auto``. Prints the table and writes
-benchmarks/results/anchors.json. Takes about 20 seconds.
+on ``examples/fabrics/hc1-cards.toml`` (hc1 dies on cards of four) with ``--dies auto``.
+Prints the table and writes benchmarks/results/anchors.json. Takes about 25 seconds.
 
     python benchmarks/anchors.py
 """
