@@ -267,6 +267,23 @@ def _finishing() -> Iterator[None]:
             signal.raise_signal(signum)
 
 
+#: the output locks this process holds (file descriptors): a forked child (a --jobs worker)
+#: closes its inherited copies at once, so that the lock dies with the process that took it,
+#: not with the last of its workers (a SIGKILLed compile's orphaned workers must not keep the
+#: next compile out)
+_HELD_LOCKS: set[int] = set()
+
+
+def _drop_locks_in_child() -> None:
+    for fd in list(_HELD_LOCKS):
+        with suppress(OSError):
+            os.close(fd)
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_drop_locks_in_child)
+
+
 def lock_path(out: Path) -> Path:
     """The lock file of the output folder ``out``: ``.NAME.lock`` beside it."""
     return out.parent / f".{out.name}.lock"
@@ -317,6 +334,7 @@ def output_lock(out: Path, force: bool = False, shown: Path | None = None) -> It
         if current:
             break
         os.close(fd)
+    _HELD_LOCKS.add(fd)
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
@@ -324,6 +342,7 @@ def output_lock(out: Path, force: bool = False, shown: Path | None = None) -> It
     finally:
         with suppress(OSError):
             os.unlink(lock)
+        _HELD_LOCKS.discard(fd)
         os.close(fd)
 
 

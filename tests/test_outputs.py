@@ -232,6 +232,37 @@ def test_a_lock_left_by_a_killed_process_is_reused(tmp_path):
     assert _tree(tmp_path) == ["b", "b/x"]
 
 
+#: a writer that forks a worker (as --jobs does) and is then SIGKILLed: the orphaned worker
+#: lives on for seconds
+KILLED_WITH_A_WORKER = """
+import os, signal, sys, time
+from pathlib import Path
+from maskc.fsutil import output_lock
+with output_lock(Path(sys.argv[1])):
+    if os.fork() == 0:
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):  # not the caller's pipes: it must not wait for the worker
+            os.dup2(null, fd)
+        time.sleep(20)
+        os._exit(0)
+    print("forked", flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_killed_writers_orphaned_worker_does_not_hold_the_lock(tmp_path):
+    """The lock dies with the process that took it: its forked workers close their copies."""
+    from maskc.fsutil import output_lock
+
+    out = tmp_path / "b"
+    r = subprocess.run(
+        [sys.executable, "-c", KILLED_WITH_A_WORKER, str(out)], capture_output=True, text=True
+    )
+    assert r.returncode == -signal.SIGKILL and r.stdout == "forked\n", r
+    with output_lock(out):  # no --force: refused at once if the worker still held it
+        pass
+
+
 def test_input_error_is_not_a_usage_error_for_an_existing_file(tmp_path):
     (tmp_path / "f").write_text("x")
     with pytest.raises(InputError, match="not a folder"), atomic_output_dir(tmp_path / "f"):
