@@ -210,9 +210,11 @@ class FloatLlama:
         """Decoder layer ``i`` on the residual stream ``x`` float32 ``[T, hidden]`` at positions
         ``start_pos ..``; updates layer ``i``'s KV cache. If ``self.observer`` is set it is called
         as ``observer(i, site, activations)`` with the input of every linear layer: ``site`` is
-        ``"attn_in"`` (q/k/v), ``"o_in"``, ``"mlp_in"`` (gate/up; a mixture's router, shared
-        expert and experts) or ``"down_in"``; in a mixture of experts ``"experts.E.down_in"``
-        (the rows of the tokens that selected expert E) and ``"shared_expert.down_in"``."""
+        ``"attn_in"`` (q/k/v), ``"o_in"``, ``"mlp_in"`` (gate/up; a mixture's router and shared
+        expert: every token) or ``"down_in"``; in a mixture of experts ``"experts.E.mlp_in"``
+        (the rows of ``mlp_in`` of the tokens that selected expert E, in token order) and
+        ``"experts.E.down_in"`` (expert E's SwiGLU output on those rows), for the selected
+        experts only, in increasing E, and ``"shared_expert.down_in"``."""
         a = self.arch
         obs = self.observer
         w = self._layer(i)
@@ -253,6 +255,8 @@ class FloatLlama:
         out = np.zeros_like(h)
         for e in np.unique(chosen).tolist():  # only the experts some token selected
             tok, slot = np.nonzero(chosen == e)
+            if self.observer:
+                self.observer(i, f"experts.{e}.mlp_in", h[tok])
             y = self._expert(i, f"{p}experts.{e}.", names, h[tok], f"experts.{e}.down_in")
             out[tok] += y * weight[tok, slot][:, None]
         if moe.shared_expert_intermediate_size:  # Qwen2-MoE: on every token, gated

@@ -257,6 +257,11 @@ def report(
     """The quantization report: rows and totals, and the output-level error of the whole
     quantized model (and per layer with ``--sensitivity``) against the float model."""
     rep = quant_report(model.total_parameters, quantized.rows, quant_settings, calib)
+    if rep["calibration"] is not None and quantized.uncalibrated_experts is not None:
+        # a mixture of experts: the routed experts quantized without calibration, by layer
+        rep["calibration"]["unselected_experts"] = {
+            str(i): v for i, v in sorted(quantized.uncalibrated_experts.items()) if v
+        }
     rep["mixed_precision"] = {
         "enabled": opts.mixed is not False,
         "roles_at_4_bits_in_3_bit_builds": list(MIXED_4BIT_ROLES),

@@ -13,6 +13,16 @@ the importance of every input column (mean of ``x_j**2``, llama.cpp's "imatrix")
 method needs it, the Hessian ``X^T X / N`` (float64 ``[in, in]``). After the layer's matrices are
 quantized, the residual stream is pushed through the *quantized* layer, so the next layer is
 calibrated on what it will really see (sequential GPTQ).
+
+In a mixture of experts the router, the shared expert's gate and its gate/up see every token
+(``mlp_in``), the shared expert's down its own SwiGLU output (``shared_expert.down_in``), and a
+routed expert ``E`` only the tokens the float router of the layer sends to it (its top-k, as
+:mod:`maskc.reference` routes): its gate/up ``experts.E.mlp_in`` (those tokens' rows of
+``mlp_in``), its down ``experts.E.down_in`` (its own SwiGLU output on them). An expert no
+calibration token selects has no statistics: its matrices are quantized without calibration
+(gptq falls back to lsq). An expert's Hessian is computed when its matrices are quantized, from
+its rows kept as float32 (one layer holds ``top_k`` x tokens rows of inputs, not ``experts``
+Hessians).
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ from maskc.reference import FloatLlama
 #: of ``importance * w**2`` over a group stay finite for |w| < 2^19 and groups up to 2^12.
 IMPORTANCE_LIMIT = 2.0**64
 
-#: Which observer site feeds each matrix role.
+#: Which observer site feeds each matrix role (a routed expert's: :data:`EXPERT_SITE_OF_ROLE`).
 SITE_OF_ROLE = {
     "q_proj": "attn_in",
     "k_proj": "attn_in",
@@ -37,24 +47,49 @@ SITE_OF_ROLE = {
     "gate_proj": "mlp_in",
     "up_proj": "mlp_in",
     "down_proj": "down_in",
+    "router": "mlp_in",
+    "shared_expert_gate": "mlp_in",
+    "shared_gate_proj": "mlp_in",
+    "shared_up_proj": "mlp_in",
+    "shared_down_proj": "shared_expert.down_in",
 }
+#: The observer site of a routed expert's matrices (``{e}``: the expert index)
+EXPERT_SITE_OF_ROLE = {
+    "expert_gate_proj": "experts.{e}.mlp_in",
+    "expert_up_proj": "experts.{e}.mlp_in",
+    "expert_down_proj": "experts.{e}.down_in",
+}
+#: Observer sites whose rows are kept and whose Hessian is computed on demand: the routed experts'
+EXPERT_SITE_PREFIX = "experts."
+
+
+def site_of(spec) -> str | None:
+    """The observer site of a :class:`~maskc.ir.TensorSpec`'s inputs (None: not a matrix of a
+    decoder layer, e.g. the embedding)."""
+    if spec.expert is not None and spec.role in EXPERT_SITE_OF_ROLE:
+        return EXPERT_SITE_OF_ROLE[spec.role].format(e=spec.expert)
+    return SITE_OF_ROLE.get(spec.role)
 
 
 @dataclass
 class SiteStats:
-    """Accumulated statistics of one input site (all float64)."""
+    """Accumulated statistics of one input site (all float64). With ``rows`` (a list), the
+    inputs are kept (float32) when Hessians are collected and :attr:`hessian` sums them when
+    asked, in the same order and arithmetic as the running sum."""
 
     count: int = 0
     sum_sq: np.ndarray | None = None  #: [in]
     xtx: np.ndarray | None = None  #: [in, in] when Hessians are collected
+    rows: list[np.ndarray] | None = None  #: the inputs, when the Hessian is computed on demand
 
     def add(self, x: np.ndarray, hessian: bool) -> None:
         x = np.asarray(x, dtype=np.float32)
         sq = (x.astype(np.float64) ** 2).sum(axis=0)
         self.sum_sq = sq if self.sum_sq is None else self.sum_sq + sq
-        if hessian:
-            h = (x.T @ x).astype(np.float64)  # float32 matmul, float64 accumulation
-            self.xtx = h if self.xtx is None else self.xtx + h
+        if hessian and self.rows is not None:
+            self.rows.append(x)
+        elif hessian:
+            self.xtx = _xtx_add(self.xtx, x)
         self.count += x.shape[0]
 
     @property
@@ -64,7 +99,15 @@ class SiteStats:
 
     @property
     def hessian(self) -> np.ndarray | None:
-        return None if self.xtx is None else self.xtx / max(self.count, 1)
+        xtx = self.xtx
+        for x in self.rows or ():  # computed on each call, not kept
+            xtx = _xtx_add(xtx, x)
+        return None if xtx is None else xtx / max(self.count, 1)
+
+
+def _xtx_add(xtx: np.ndarray | None, x: np.ndarray) -> np.ndarray:
+    h = (x.T @ x).astype(np.float64)  # float32 matmul, float64 accumulation
+    return h if xtx is None else xtx + h
 
 
 @dataclass
@@ -81,10 +124,14 @@ class LayerCalibrator:
     stats: dict[str, SiteStats] = field(default_factory=dict)
 
     def observe(self, layer: int) -> dict[str, SiteStats]:
-        """Run layer ``layer`` with the current weights, recording input statistics per site."""
-        self.stats = {s: SiteStats() for s in ("attn_in", "o_in", "mlp_in", "down_in")}
+        """Run layer ``layer`` with the current weights, recording input statistics per site
+        (a routed expert's sites only if some token selected it)."""
+        self.stats = {}
 
         def obs(i: int, site: str, x: np.ndarray) -> None:
+            if site not in self.stats:
+                keep = site.startswith(EXPERT_SITE_PREFIX)
+                self.stats[site] = SiteStats(rows=[] if keep else None)
             self.stats[site].add(x, self.hessian)
 
         self.model.observer = obs

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from maskc.build import write_json
-from maskc.errors import InputError, UnsupportedError, UsageError
+from maskc.errors import InputError, UsageError
 from maskc.fsutil import read_text
-from maskc.quantize.calibrate import LayerCalibrator
+from maskc.quantize.calibrate import EXPERT_SITE_PREFIX, LayerCalibrator
 from maskc.quantize.rules import Resolution
 from maskc.quantize.store import INDEX, QuantStore, file_for
 from maskc.quantize.stream import BlockPool, quantize_unit, run_unit, settings_json
@@ -75,16 +75,6 @@ def choose_calibration(
         if needs_h:
             raise UsageError("method gptq needs calibration: drop --no-calib")
         return None
-    if getattr(model.arch, "moe", None) is not None and (text is not None or wants):
-        # an expert's inputs are the rows of the tokens that selected it: not observed yet
-        # (docs/moe-design.md, "The rest of the compile")
-        if needs_h or text is not None:
-            raise UnsupportedError(
-                f"{model.path}: a mixture of experts is not calibrated yet (docs/moe-design.md): "
-                + ("choose --method lsq" if needs_h else "drop --calib")
-            )
-        warn(f"{model.path}: a mixture of experts: quantizing without calibration")
-        return None
     if text is not None:
         ids = tokenize(model, read_text(text, "calibration text"))
         if len(ids) < MIN_CALIB_TOKENS:
@@ -116,6 +106,9 @@ class QuantizedModel:
 
     store: QuantStore
     rows: list[dict]
+    #: a calibrated mixture of experts: per layer, the routed experts no calibration token
+    #: selected (quantized without calibration); None otherwise
+    uncalibrated_experts: dict[int, list[int]] | None = None
 
     def validate(self) -> None:
         names = [r["name"] for r in self.rows]
@@ -164,6 +157,7 @@ def quantize_model(
     units: list[int | None] = [None, *range(a.num_layers)]
     params = {u: sum(s.parameters for s in model.specs if s.layer == u) for u in units}
     results: dict[int | None, tuple[list, dict]] = {}
+    unselected: dict[int, list[int]] | None = None  # a calibrated mixture's unselected experts
 
     def progress(n: int, name: str) -> None:
         ev.advance(n, name)
@@ -202,6 +196,8 @@ def quantize_model(
             calibrator = LayerCalibrator(
                 FloatLlama(a, weights, cache_weights=False), windows, calib.hessians
             )
+        if calibrator is not None and getattr(a, "moe", None) is not None:
+            unselected = {}
         for i in range(a.num_layers):
             stats = None
             specs = [s for s in model.specs if s.layer == i]
@@ -209,6 +205,8 @@ def quantize_model(
                 weights.tensors = {s.name: model.read(s.name) for s in specs}
                 stats = calibrator.observe(i)
                 weights.tensors = {}
+                if unselected is not None:
+                    unselected[i] = unselected_experts(stats, a.moe.num_experts)
             keep = {s.name: None for s in specs} if calibrator is not None else None
             rows, index, deqs = run_unit(model, build, i, settings, stats, keep, progress, blocks)
             results[i] = (rows, index)
@@ -223,4 +221,22 @@ def quantize_model(
     index = {k: v for u in units for k, v in results[u][1].items()}
     index = dict(sorted(index.items(), key=lambda kv: order[kv[0]]))
     write_json(build / INDEX, {"version": 1, "tensors": index})
-    return QuantizedModel(QuantStore(build, index), rows)
+    if unselected is not None and any(unselected.values()):
+        ev.warn(unselected_warning(unselected, a.moe.num_experts))
+    return QuantizedModel(QuantStore(build, index), rows, unselected)
+
+
+def unselected_experts(stats: dict, num_experts: int) -> list[int]:
+    """The routed experts of a layer that no calibration token selected (no statistics)."""
+    return [e for e in range(num_experts) if f"{EXPERT_SITE_PREFIX}{e}.mlp_in" not in stats]
+
+
+def unselected_warning(unselected: dict[int, list[int]], num_experts: int) -> str:
+    """One line: how many experts of which layers no calibration token selected."""
+    n = sum(len(v) for v in unselected.values())
+    per = ", ".join(f"layer {i}: {len(v)}" for i, v in sorted(unselected.items()) if v)
+    return (
+        f"calibration: {n} routed expert{'s' * (n != 1)} of {num_experts * len(unselected)} "
+        f"({per}) selected by no calibration token: quantized without calibration (gptq as "
+        "lsq); give a longer --calib text or more --calib-tokens"
+    )

@@ -25,7 +25,7 @@ import os
 import struct
 from collections import deque
 from concurrent.futures import Executor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +34,7 @@ from maskc import parallel
 from maskc.errors import InputError
 from maskc.fsutil import open_regular
 from maskc.limits import WEIGHT_LIMIT
-from maskc.quantize.calibrate import SITE_OF_ROLE
+from maskc.quantize.calibrate import EXPERT_SITE_PREFIX, site_of
 from maskc.quantize.matrix import CHUNK_ROWS, quantize_stack
 from maskc.quantize.profiles import format_for
 from maskc.quantize.rules import QUANTIZABLE_ROLES, QuantSetting
@@ -250,8 +250,14 @@ def _groups(specs, settings: dict[str, QuantSetting]):
         if spec.role not in QUANTIZABLE_ROLES or s is None or s.skip:
             floats.append(spec)
         else:
-            stacks.setdefault((SITE_OF_ROLE.get(spec.role, spec.name), s), []).append(spec)
+            stacks.setdefault((site_of(spec) or spec.name, s), []).append(spec)
     return floats, [(site, s, g) for (site, s), g in stacks.items()]
+
+
+def uncalibrated(setting: QuantSetting) -> QuantSetting:
+    """The setting of a matrix that has no calibration statistics (a routed expert no
+    calibration token selected): gptq, which needs them, becomes lsq; others are unchanged."""
+    return replace(setting, method="lsq") if setting.method == "gptq" else setting
 
 
 def run_unit(
@@ -266,10 +272,11 @@ def run_unit(
 ) -> tuple[list[dict], dict[str, dict], dict[str, np.ndarray]]:
     """Quantize the tensors of ``layer`` (None: the model-level ones) into ``file_for(layer)``.
 
-    ``stats``: calibration statistics by input site (or None). ``keep``: tensor name -> row
-    indices (None: every row) whose dequantized float32 values to return. ``progress(n,
-    name)`` is called after each tensor. ``pool``: where the row blocks are quantized (None:
-    here, one after the other). Returns ``(report rows, index entries, kept)``."""
+    ``stats``: calibration statistics by input site (or None: not calibrating; a routed
+    expert's site missing from them: quantized as :func:`uncalibrated`). ``keep``: tensor
+    name -> row indices (None: every row) whose dequantized float32 values to return.
+    ``progress(n, name)`` is called after each tensor. ``pool``: where the row blocks are
+    quantized (None: here, one after the other). Returns ``(report rows, index entries, kept)``."""
     specs = [s for s in model.specs if s.layer == layer]
     file = file_for(layer)
     floats, stacks = _groups(specs, settings)
@@ -306,7 +313,10 @@ def run_unit(
             if progress:
                 progress(spec.parameters, spec.name)
         for site, setting, group in stacks:
-            st = stats.get(site) if stats else None
+            st = stats.get(site) if stats is not None else None
+            if st is None and stats is not None and site.startswith(EXPERT_SITE_PREFIX):
+                # an expert no calibration token selected: quantized without calibration
+                setting = uncalibrated(setting)
             args = (group, setting, st, keep, kept, rows, index, file, progress, pool)
             _stack(model, reader, out, *args)
         out.close()

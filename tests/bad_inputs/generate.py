@@ -146,12 +146,9 @@ case("model-moe-qwen3-bias", "model", "Qwen3-MoE attention_bias true (biases o_p
      "attention_bias")  # fmt: skip
 case("model-moe-weights-missing-expert", "model", "Mixtral config over the dense weights", C, 3,
      "block_sparse_moe", "missing")  # fmt: skip
-case("model-moe-gptq", "model", "`compile --method gptq` of an MoE (qwen3-moe)",
-     [*C, "--method", "gptq"], 3, "mixture of experts is not calibrated",
-     "--method lsq")  # fmt: skip
-case("model-moe-calib", "model", "`compile --calib TEXT` of an MoE (qwen3-moe)",
-     [*C, "--calib", "{d}/text.txt"], 3, "mixture of experts is not calibrated",
-     "drop --calib")  # fmt: skip
+case("model-moe-calib-overflow", "model",
+     "`compile --bits 3` (calibrated) of an MoE whose expert 0's SwiGLU output overflows",
+     [*C, "--bits", "3"], 3, "layer 0 (experts.0.down_in)", "--no-calib")  # fmt: skip
 # finite but extreme numbers (issue 19, class 5): what the chip cannot represent is refused
 # before anything is compiled, naming the tensor or field, the value and the range
 UP = "model.layers.0.mlp.up_proj.weight"
@@ -738,11 +735,16 @@ def _make(name: str, d: Path, model: Path, build: Path) -> None:
         cfg(lambda c: c.update(rms_norm_eps=float(name.split("-", 2)[2])))
     elif name == "model-partial-rotary":
         cfg(lambda c: c.update(partial_rotary_factor=0.5))
-    elif name in ("model-moe-gptq", "model-moe-calib"):
+    elif name == "model-moe-calib-overflow":
         from maskc.testmodels import generate
 
         generate(d / "m", "qwen3-moe", 0, overwrite=True)
-        (d / "text.txt").write_text("The quick brown fox jumps over the lazy dog. " * 40)
+        t = _tensors(w)  # expert 0's gate/up at +-2^15 (in range): a mean square over 2^64
+        rng = np.random.default_rng(0)
+        for k in ("gate_proj", "up_proj"):
+            n = f"model.layers.0.mlp.experts.0.{k}.weight"
+            t[n] = (np.where(rng.random(t[n].shape) < 0.5, -1, 1) * 2.0**15).astype(t[n].dtype)
+        _save(w, t)
     elif name.startswith("model-moe-"):
         arch, kv = "Qwen3MoeForCausalLM", {"num_experts": 8, "num_experts_per_tok": 2}
         kv.update(
