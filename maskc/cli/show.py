@@ -96,7 +96,9 @@ def print_placement(p: dict) -> None:
     for d in p["per_die"]:
         t.add_row(
             str(d["die"]),
-            f"{d['layers'][0]}-{d['layers'][1]}",
+            f"{d['layers'][0]}-{d['layers'][1]}"
+            if d["layers"]
+            else "experts of " + ", ".join(f"{x['layer']}" for x in d.get("experts_of", ())),
             f"{d['tiles_used']:,}",
             f"{d['tiles_available']:,}",
             f"{100 * d['tile_utilization']:.1f}%",
@@ -114,6 +116,15 @@ def print_placement(p: dict) -> None:
             f"{100 * ex['cell_utilization_min']:.1f}-{100 * ex['cell_utilization_max']:.1f}%, "
             "reports/placement.json)"
         )
+        if "expert_dies" in ex:
+            away = sum(
+                e != h for h, es in zip(ex["home_dies"], ex["expert_dies"], strict=True) for e in es
+            )
+            out.print(
+                f"experts over several dies: each layer on a home die of its own (attention, "
+                f"router, shared expert, KV cache), {away:,} of its experts on expert dies "
+                "(docs/fabric.md)"
+            )
     reserve = p.get("sram_reserved_for_adapters", 0)
     out.print(
         f"KV cache: {p['context_requested']:,} tokens, at most {p['max_context']:,} fit in each "
