@@ -14,6 +14,13 @@ link, energy per token, die area used. The model (docs/fabric.md, "Modeled perfo
 * each link crossed hands over one hidden-state vector (``hidden_size`` int32 signals): its
   transfer over the link's bandwidth plus the link's latency. A tied head on a multi-die
   build adds the crossing back from the last die to die 0;
+* experts spread over dies (:mod:`maskc.place.spread`): the hidden state goes from home die
+  to home die; per layer and expert die ``x`` holding ``n`` of its experts, the home die sends
+  the act8 input (:func:`act8_wire_bytes`) and ``x`` sends back the experts' int32 outputs,
+  each ``n * top_k / num_experts`` times per token (the expected selections). ``x``'s stage
+  time per token is 2 matrix stages (gate/up, down) times ``min(1, n * top_k / num_experts)``
+  per layer it serves; they overlap the home die's own expert stages, so latency adds only,
+  per layer, its slowest expert die's round trip (both transfers and latencies);
 * a die works on one token at a time: with several users in flight the dies and the links are
   the pipeline's stages and the slowest one sets the throughput (a link's stage time is its
   transfer; its latency only delays). Every user in flight keeps its own KV cache, so the

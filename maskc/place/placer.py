@@ -18,9 +18,11 @@ short and local), and consecutive layers are next to each other.
 **Mixtures of experts.** Every expert is in ROM (a chip has no other memory for weights). A
 layer's router, its shared expert and then its experts, each expert's gate, up and down one
 after the other, follow in the same data-flow order, so the tiles of one expert are consecutive
-on the serpentine path, on one die (a layer never spans two). The report gives each expert's
-tiles and cell utilization (``experts``); the modeled chip fires only the selected experts'
-tiles (:mod:`maskc.place.perf`).
+on the serpentine path, on one die. The report gives each expert's die, tiles and cell
+utilization (``experts``); the modeled chip fires only the selected experts' tiles
+(:mod:`maskc.place.perf`). When no split of whole layers fits, ``--dies auto`` spreads each
+layer's experts over expert dies beside its home die (:mod:`maskc.place.spread`; the report's
+``experts.home_dies`` and ``experts.expert_dies``); an explicit ``--dies N`` never does.
 
 **Dies.** With several dies the decoder layers are split into contiguous runs (a layer
 pipeline) that minimize the largest die's tile count; the embedding goes with the first layer
@@ -234,8 +236,9 @@ def place(
                 f"{fabric.name}: the model needs {total:,} tiles and its largest layer alone "
                 f"{max(per_layer):,} tiles plus embedding; no split over up to {layers} dies of "
                 f"{tpd:,} tiles (and its KV cache for {fit_context} tokens in "
-                f"{sram:,} bytes of SRAM) fits. Use fewer bits, a smaller "
-                "--context or a fabric with more tiles per die"
+                f"{sram:,} bytes of SRAM) fits"
+                + ("" if arch.moe is None else ", nor its experts spread over more dies")
+                + ". Use fewer bits, a smaller --context or a fabric with more tiles per die"
             )
         dies = n
     elif dies == "fabric":
