@@ -137,7 +137,10 @@ def sram_fit(sram: dict, adapters: list[Adapter], context: int) -> list[dict]:
                 "context": context,
                 "adapter_bytes": need,
                 "free_bytes": d["bytes"] - pb - kv - need,
-                "max_context": max(0, (d["bytes"] - pb - need) // bpt),
+                # an expert die (no layers) holds no KV cache: it bounds nothing
+                "max_context": max(0, (d["bytes"] - pb - need) // bpt)
+                if bpt
+                else sram["max_context"],
             }
         )
     return rows

@@ -193,3 +193,14 @@ def test_explicit_dies_do_not_spread_experts(model_cache, tmp_path, cli):
     r = cli("compile", cfg, "-o", tmp_path / "p", "--plan-only", "--fabric", fab, "--dies", "2")
     assert r.code == 4 and "--dies auto" in r.err, r.err
     assert not (tmp_path / "p").exists()
+
+
+def test_adapter_fit_skips_the_expert_die(builds):
+    """The SRAM plan's adapter check at run time: an expert die has no KV cache to divide by."""
+    from maskc.sram import sram_fit
+
+    sram = json.loads((builds["spread"] / "netlist" / "netlist.json").read_text())["sram"]
+    rows = sram_fit(sram, [], 16)
+    assert [r["kv_bytes"] for r in rows][1] == 0
+    assert rows[1]["max_context"] == sram["max_context"]
+    assert all(r["free_bytes"] > 0 for r in rows)

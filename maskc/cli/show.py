@@ -134,7 +134,14 @@ def print_placement(p: dict) -> None:
     )
     sram_lines: list[tuple[list[int], str]] = []  # consecutive dies with the same split: one line
     for d in p["per_die"]:
-        if "adapter_bytes" in d:
+        if "adapter_bytes" not in d:
+            continue
+        if not d["layers"]:  # an expert die (experts spread over dies)
+            text = (
+                f"{d['sram_bytes']:,} bytes = params {d['params_bytes']:,}; an expert die: no "
+                "KV cache, no adapters"
+            )
+        else:
             r = d["adapter_max_rank"]
             text = (
                 f"{d['sram_bytes']:,} bytes = params {d['params_bytes']:,} + KV cache "
@@ -143,10 +150,10 @@ def print_placement(p: dict) -> None:
                 f"LoRA rank up to {r['all']} on all 7 projections of its layers, "
                 f"{r['attention']} on q/k/v/o only (docs/sram.md)"
             )
-            if sram_lines and sram_lines[-1][1] == text and sram_lines[-1][0][-1] == d["die"] - 1:
-                sram_lines[-1][0].append(d["die"])
-            else:
-                sram_lines.append(([d["die"]], text))
+        if sram_lines and sram_lines[-1][1] == text and sram_lines[-1][0][-1] == d["die"] - 1:
+            sram_lines[-1][0].append(d["die"])
+        else:
+            sram_lines.append(([d["die"]], text))
     for dies, text in sram_lines:
         which = f"die {dies[0]}" if len(dies) == 1 else f"dies {dies[0]}-{dies[-1]}"
         out.print(f"SRAM {which}: {text}")
