@@ -193,6 +193,11 @@ def test_explicit_dies_do_not_spread_experts(model_cache, tmp_path, cli):
     r = cli("compile", cfg, "-o", tmp_path / "p", "--plan-only", "--fabric", fab, "--dies", "2")
     assert r.code == 4 and "--dies auto" in r.err, r.err
     assert not (tmp_path / "p").exists()
+    # a die of 8 tiles cannot hold layer 0's attention, router, shared expert and embedding (11)
+    fab = small_fabric(tmp_path, cols=2, rows=4)
+    r = cli("compile", cfg, "-o", tmp_path / "p", "--plan-only", "--fabric", fab, "--dies", "auto")
+    assert r.code == 4 and "nor its experts spread over more dies" in r.err, r.err
+    assert len(r.err.strip().splitlines()) == 1 and not (tmp_path / "p").exists()
 
 
 def test_adapter_fit_skips_the_expert_die(builds):
