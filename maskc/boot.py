@@ -20,7 +20,7 @@ address 0, each at a multiple of :data:`ALIGN` bytes, zero padding between them,
 little-endian in the entry's dtype. The entries of a die, in order: ``rope.phase_step``
 (int64, head_dim/2) and ``attention.inv_sqrt_hd_q16`` (int64, 1) on every die, then per
 non-matrix tensor of the die's layers (layer order, then name; the final norm on the last
-die) the tensor (a norm gamma int16, a bias int32) and, for a norm, ``NAME.gamma_frac`` and
+layer's die) the tensor (a norm gamma int16, a bias int32) and, for a norm, ``NAME.gamma_frac`` and
 ``NAME.eps_d`` (int64, 1 each).
 """
 
@@ -97,7 +97,7 @@ def die_entries(
 
     for name, count in sorted(tensors, key=key):
         layer = layer_of(name)
-        d = dies - 1 if layer is None else die_of_layer[layer]
+        d = die_of_layer[-1] if layer is None else die_of_layer[layer]  # the last layer's
         per_die[d].append((name, param_dtype(name), int(count)))
         if name.endswith("norm.weight"):
             per_die[d] += [(f"{name}.{c}", "int64", 1) for c in NORM_CONSTANTS]

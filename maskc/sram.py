@@ -42,7 +42,7 @@ def sram_report(report: dict, matrices: list, fabric, context: int) -> None:
         d["sram_bytes"] = fabric.die.sram_bytes
         d["kv_bytes"] = kv
         d["adapter_bytes"] = rest
-        layers = set(range(d["layers"][0], d["layers"][1] + 1))
+        layers = set(range(d["layers"][0], d["layers"][1] + 1)) if d["layers"] else set()
         d["adapter_max_rank"] = rank_budget(shapes, layers, rest)
 
 
@@ -55,7 +55,7 @@ def netlist_sram(placement, arch, fabric) -> dict:
     ctx = placement.context
     dies = []
     for d in placement.report["per_die"]:
-        first, last = d["layers"]
+        first, last = d["layers"] or (0, -1)  # an expert die: no layers, no KV cache
         kv_bytes, pb = d["kv_bytes"], d["params_bytes"]
         layers = [
             {"layer": first + k, "offset": k * per_layer * ctx, "bytes_per_token": per_layer}
@@ -137,7 +137,10 @@ def sram_fit(sram: dict, adapters: list[Adapter], context: int) -> list[dict]:
                 "context": context,
                 "adapter_bytes": need,
                 "free_bytes": d["bytes"] - pb - kv - need,
-                "max_context": max(0, (d["bytes"] - pb - need) // bpt),
+                # an expert die (no layers) holds no KV cache: it bounds nothing
+                "max_context": max(0, (d["bytes"] - pb - need) // bpt)
+                if bpt
+                else sram["max_context"],
             }
         )
     return rows

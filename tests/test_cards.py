@@ -191,7 +191,7 @@ def test_two_die_build_hands_over_int32_and_gives_the_same_logits(builds, cli):
     assert runs["1"] == runs["2"]
     chip = open_session(builds["2"]).chip
     hidden = chip.nl.arch.hidden_size
-    assert chip.die_starts == [0, 1] and chip.link_bytes == {(0, 1): 0}
+    assert chip.home == [0, 1] and chip.link_bytes == {(0, 1): 0}
     chip.forward([1, 2, 3])  # prefill: three tokens cross the boundary
     assert chip.link_bytes == {(0, 1): 3 * hidden * 4}
     chip.forward([4])

@@ -145,8 +145,9 @@ def compile(
             "--dies",
             help="Number of dies to spread the layers over "
             "(a layer pipeline), or 'auto' for the fewest that fit (on a fabric with "
-            "[card]: every die of the fewest cards, the stage times balanced). Default: "
-            "the fabric's own count.",
+            "[card]: every die of the fewest cards, the stage times balanced; a mixture "
+            "of experts whose layer fits no die: each layer on a home die, its experts "
+            "spread over expert dies). Default: the fabric's own count.",
         ),
     ] = "fabric",
     plan_only: Annotated[

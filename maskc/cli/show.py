@@ -96,7 +96,9 @@ def print_placement(p: dict) -> None:
     for d in p["per_die"]:
         t.add_row(
             str(d["die"]),
-            f"{d['layers'][0]}-{d['layers'][1]}",
+            f"{d['layers'][0]}-{d['layers'][1]}"
+            if d["layers"]
+            else "experts of " + ", ".join(f"{x['layer']}" for x in d.get("experts_of", ())),
             f"{d['tiles_used']:,}",
             f"{d['tiles_available']:,}",
             f"{100 * d['tile_utilization']:.1f}%",
@@ -114,6 +116,15 @@ def print_placement(p: dict) -> None:
             f"{100 * ex['cell_utilization_min']:.1f}-{100 * ex['cell_utilization_max']:.1f}%, "
             "reports/placement.json)"
         )
+        if "expert_dies" in ex:
+            away = sum(
+                e != h for h, es in zip(ex["home_dies"], ex["expert_dies"], strict=True) for e in es
+            )
+            out.print(
+                f"experts over several dies: each layer on a home die of its own (attention, "
+                f"router, shared expert, KV cache), {away:,} of its experts on expert dies "
+                "(docs/fabric.md)"
+            )
     reserve = p.get("sram_reserved_for_adapters", 0)
     out.print(
         f"KV cache: {p['context_requested']:,} tokens, at most {p['max_context']:,} fit in each "
@@ -123,7 +134,14 @@ def print_placement(p: dict) -> None:
     )
     sram_lines: list[tuple[list[int], str]] = []  # consecutive dies with the same split: one line
     for d in p["per_die"]:
-        if "adapter_bytes" in d:
+        if "adapter_bytes" not in d:
+            continue
+        if not d["layers"]:  # an expert die (experts spread over dies)
+            text = (
+                f"{d['sram_bytes']:,} bytes = params {d['params_bytes']:,}; an expert die: no "
+                "KV cache, no adapters"
+            )
+        else:
             r = d["adapter_max_rank"]
             text = (
                 f"{d['sram_bytes']:,} bytes = params {d['params_bytes']:,} + KV cache "
@@ -132,10 +150,10 @@ def print_placement(p: dict) -> None:
                 f"LoRA rank up to {r['all']} on all 7 projections of its layers, "
                 f"{r['attention']} on q/k/v/o only (docs/sram.md)"
             )
-            if sram_lines and sram_lines[-1][1] == text and sram_lines[-1][0][-1] == d["die"] - 1:
-                sram_lines[-1][0].append(d["die"])
-            else:
-                sram_lines.append(([d["die"]], text))
+        if sram_lines and sram_lines[-1][1] == text and sram_lines[-1][0][-1] == d["die"] - 1:
+            sram_lines[-1][0].append(d["die"])
+        else:
+            sram_lines.append(([d["die"]], text))
     for dies, text in sram_lines:
         which = f"die {dies[0]}" if len(dies) == 1 else f"dies {dies[0]}-{dies[-1]}"
         out.print(f"SRAM {which}: {text}")

@@ -118,9 +118,25 @@ class Chip:
         self._handles: dict[tuple, object] = {}  # the C kernel's matrix handles
         self._fused = self._load(p, progress, load_rows, cache_key)
         self._next = self._prefetch_plan()
-        self.die_starts = [d["kv"]["layers"][0]["layer"] for d in sram["dies"]]
-        #: bytes handed over each die boundary ``(d, d + 1)`` so far (:meth:`_handover`)
-        self.link_bytes = {(d, d + 1): 0 for d in range(len(self.die_starts) - 1)}
+        #: the die holding each layer's KV cache (its home die; experts may be elsewhere)
+        self.home = [0] * a.num_layers
+        for d, die in enumerate(sram["dies"]):
+            for lay in die["kv"]["layers"]:
+                self.home[lay["layer"]] = d
+        #: per layer, the die of each routed expert (experts spread over dies), or None
+        self.expert_dies = nl.doc["placement"].get("expert_dies")
+        #: bytes handed over each link ``(from die, to die)`` so far: the residual stream at a
+        #: die boundary (:meth:`_handover`), an expert's input and output between its layer's
+        #: home die and its expert die (:func:`maskc.emulate.moe.experts_step`)
+        self.link_bytes = {
+            (self.home[i - 1], self.home[i]): 0
+            for i in range(1, a.num_layers)
+            if self.home[i - 1] != self.home[i]
+        }
+        for layer, dies in enumerate(self.expert_dies or ()):
+            for x in sorted(set(dies) - {self.home[layer]}):
+                self.link_bytes[(self.home[layer], x)] = 0
+                self.link_bytes[(x, self.home[layer])] = 0
         self._steps = self._compile()
         if progress:  # the kernels compile on first use (then load from numba's disk cache)
             progress.start("preparing kernels (compiled on the first run only)", 1)
@@ -227,12 +243,13 @@ class Chip:
         p = self.params
         steps = []
         skip = -1
-        entry = {layer: d for d, layer in enumerate(self.die_starts) if d}
+        home = self.home
+        entry = {i: (home[i - 1], home[i]) for i in range(1, len(home)) if home[i - 1] != home[i]}
         for idx, op in enumerate(self.ops):
             if idx <= skip:
                 continue
             if isinstance(op, O.RmsNorm) and op.layer in entry:  # a die's first op
-                steps.append(self._handover(entry.pop(op.layer), op.src))
+                steps.append(self._handover(*entry.pop(op.layer), op.src))
             if idx in self._fused:
                 group, st, bias = self._fused[idx]
                 parts, r = [], 0
@@ -246,20 +263,20 @@ class Chip:
             steps.append(self._step(idx, op, p))
         return steps
 
-    def _handover(self, die: int, slot: str):
-        """The step at the start of die ``die``'s layers: the previous die hands the residual
-        stream ``slot`` over the link in the contract's format, int32 signals
+    def _handover(self, src: int, die: int, slot: str):
+        """The step at the start of die ``die``'s layers: the previous die ``src`` hands the
+        residual stream ``slot`` over the link in the contract's format, int32 signals
         (docs/numerics.md), and the die goes on from what it received. Counted in
         :attr:`link_bytes`; the values are int32 by the contract (every signal saturates), so
         the logits are those of one die."""
-        counts, key = self.link_bytes, (die - 1, die)
+        counts, key = self.link_bytes, (src, die)
 
         def step(slots, ids, positions, segs):
             x = slots[slot]
             wire = np.ascontiguousarray(x, dtype="<i4").tobytes()  # what crosses the link
             got = np.frombuffer(wire, dtype="<i4").astype(I64).reshape(x.shape)
             if not np.array_equal(got, x):  # an int32 signal by the contract: a bug otherwise
-                raise AssertionError(f"die {die - 1} -> {die}: {slot} is not an int32 signal")
+                raise AssertionError(f"die {src} -> {die}: {slot} is not an int32 signal")
             counts[key] += len(wire)
             slots[slot] = got
 

@@ -119,13 +119,47 @@ def head_norm_rows(h, heads, hd, gamma, gamma_frac, eps_d, f, rsqrt_lut):  # pra
     return out
 
 
+def to_wire(a, what: str):
+    """act8 ``a`` as it crosses a link (codes int8, mantissa and exponent int16 each, one
+    byte per group shift, little-endian) and back: ``(bytes on the wire, the act8 received)``.
+    In range by the contract (a bug otherwise)."""
+    from maskc.emulate.chip import Act8
+
+    parts = [(a.x, "<i1"), (a.m, "<i2"), (a.e, "<i2"), (a.s, "u1")]
+    wires = [np.ascontiguousarray(v, dtype=dt).tobytes() for v, dt in parts]
+    back = [
+        np.frombuffer(w, dtype=dt).astype(I64).reshape(v.shape)
+        for w, (v, dt) in zip(wires, parts, strict=True)
+    ]
+    if not all(np.array_equal(b, v) for b, (v, _) in zip(back, parts, strict=True)):
+        raise AssertionError(f"{what}: the act8 input is out of its wire format's range")
+    return sum(len(w) for w in wires), Act8(*back)
+
+
+def signal_wire(y, what: str):
+    """int32 signals ``y`` across a link and back: ``(bytes, the values received)``."""
+    wire = np.ascontiguousarray(y, dtype="<i4").tobytes()
+    got = np.frombuffer(wire, dtype="<i4").astype(I64).reshape(y.shape)
+    if not np.array_equal(got, y):
+        raise AssertionError(f"{what}: an expert's output is not an int32 signal")
+    return len(wire), got
+
+
 def experts_step(chip, op, experts: list[tuple]):
     """The step of ``experts`` op ``op`` (:meth:`maskc.emulate.chip.Chip._compile`):
-    ``experts[e]`` is expert ``e``'s ``(gate, up, down)`` prepared matrices."""
+    ``experts[e]`` is expert ``e``'s ``(gate, up, down)`` prepared matrices. An expert on
+    another die than its layer's home die (``chip.expert_dies``) receives the selecting
+    tokens' act8 input over the link and sends its int32 output back, weighed and summed on
+    the home die (the same integers: the logits are those of one die); the bytes are counted
+    in ``chip.link_bytes``."""
     from maskc.emulate.chip import Act8
 
     src, sel, out = op.src, op.sel, op.out
     mm, swiglu = chip.matmul, chip.swiglu
+    home, counts = chip.home[op.layer], chip.link_bytes
+    away = {}  # expert -> its die, when not the home die
+    if chip.expert_dies is not None:
+        away = {e: d for e, d in enumerate(chip.expert_dies[op.layer]) if d != home}
 
     def step(slots, ids, positions, segs):
         a = slots[src]
@@ -137,7 +171,14 @@ def experts_step(chip, op, experts: list[tuple]):
             rows, k = np.nonzero(chosen == e)
             sub = a if len(rows) == t_n else Act8(a.x[rows], a.m[rows], a.e[rows], a.s[rows])
             g, u, d = experts[e]
+            x = away.get(e)
+            if x is not None:  # to the expert's die
+                n, sub = to_wire(sub, f"layer {op.layer} expert {e}")
+                counts[(home, x)] += n
             y = mm(swiglu(mm(sub, g, None), mm(sub, u, None)), d, None)
+            if x is not None:  # its output back to the home die
+                n, y = signal_wire(y, f"layer {op.layer} expert {e}")
+                counts[(x, home)] += n
             if acc is None:
                 acc = np.zeros((t_n, y.shape[1]), I64)
             weigh_into(acc, rows.astype(I64), np.ascontiguousarray(wts[rows, k]), y)

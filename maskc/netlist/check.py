@@ -369,7 +369,13 @@ def _check_placement(p: Path, doc: dict, arch: ModelArch, fabric, params: Safete
         raise InputError(f"{p}: 'placement' and 'sram' must be objects; recompile")
     dies = pl.get("dies")
     layers = arch.num_layers
-    if not (_int(dies) and 1 <= dies <= layers):
+    spread = _spread(p, doc, arch, fabric) if "expert_dies" in pl else None
+    if spread is not None and not (_int(dies) and dies == spread.dies):
+        raise InputError(
+            f"{p}: placement.expert_dies spreads the experts over {spread.dies} dies (the "
+            f"layers' home dies and expert dies), placement.dies = {_show(dies)}; recompile"
+        )
+    if spread is None and not (_int(dies) and 1 <= dies <= layers):
         raise InputError(
             f"{p}: placement.dies = {_show(dies)}, must be 1 to {layers} "
             "(the number of layers); recompile"
@@ -385,6 +391,8 @@ def _check_placement(p: Path, doc: dict, arch: ModelArch, fabric, params: Safete
         "grid": [fabric.die.tile_columns, fabric.die.tile_rows],
         "tiles_used": tiles,
     }
+    if spread is not None:
+        want["expert_dies"] = [list(x) for x in spread.expert_die]
     _same(p, want, pl, "placement", "the matrices on this fabric")
     # the dies' layers: contiguous runs covering every layer in order
     sd = sram.get("dies")
@@ -392,6 +400,9 @@ def _check_placement(p: Path, doc: dict, arch: ModelArch, fabric, params: Safete
         raise InputError(f"{p}: sram.dies must list the {dies} dies of the placement; recompile")
     runs, start = [], 0
     for d, die in enumerate(sd):
+        if spread is not None:  # the home dies' layers; compared whole below
+            runs.append(spread.layers_of(d))
+            continue
         kv = die.get("kv") if isinstance(die, dict) else None
         lay = kv.get("layers") if isinstance(kv, dict) else None
         if not (isinstance(lay, list) and 1 <= len(lay) <= layers - start):
@@ -399,9 +410,9 @@ def _check_placement(p: Path, doc: dict, arch: ModelArch, fabric, params: Safete
                 f"{p}: sram.dies[{d}].kv.layers must list the die's layers after "
                 f"layer {start - 1}; recompile"
             )
-        runs.append((start, start + len(lay)))
+        runs.append(list(range(start, start + len(lay))))
         start += len(lay)
-    if start != layers:
+    if spread is None and start != layers:
         raise InputError(f"{p}: sram.dies hold {start} layers, the architecture {layers}")
     ctx, reserved = sram.get("context"), sram.get("reserved_for_adapters")
     total = fabric.die.sram_bytes
@@ -410,7 +421,10 @@ def _check_placement(p: Path, doc: dict, arch: ModelArch, fabric, params: Safete
             f"{p}: sram.reserved_for_adapters = {_show(reserved)}, must be 0 to "
             f"{total - 1:,} (bytes of a die's SRAM); recompile"
         )
-    die_of_layer = [d for d, (a, b) in enumerate(runs) for _ in range(a, b)]
+    die_of_layer = [0] * layers
+    for d, run in enumerate(runs):
+        for i in run:
+            die_of_layer[i] = d
     # version 4 starts each die's SRAM with its params region; a version 2/3 netlist.json has
     # none, unless it came from a version 4 build (its tiles read the same)
     with_params = doc["version"] >= 4 or any(isinstance(x, dict) and "params" in x for x in sd)
@@ -421,8 +435,9 @@ def _check_placement(p: Path, doc: dict, arch: ModelArch, fabric, params: Safete
         else [0] * dies
     )  # fmt: skip
     max_ctx = min(
-        max(total - reserved - pb[d], 0) // kv_bytes_per_token(arch, b - a)
-        for d, (a, b) in enumerate(runs)
+        max(total - reserved - pb[d], 0) // kv_bytes_per_token(arch, len(run))
+        for d, run in enumerate(runs)
+        if run
     )
     if not (_int(ctx) and 1 <= ctx <= max_ctx):
         raise InputError(
@@ -431,8 +446,8 @@ def _check_placement(p: Path, doc: dict, arch: ModelArch, fabric, params: Safete
         )
     per_layer = kv_bytes_per_token(arch, 1)
     out = []
-    for d, (a, b) in enumerate(runs):
-        kv = kv_bytes_per_token(arch, b - a) * ctx
+    for d, run in enumerate(runs):
+        kv = kv_bytes_per_token(arch, len(run)) * ctx
         rest = total - pb[d] - kv
         out.append(
             {
@@ -442,26 +457,45 @@ def _check_placement(p: Path, doc: dict, arch: ModelArch, fabric, params: Safete
                 "kv": {
                     "base": pb[d],
                     "bytes": kv,
-                    "bytes_per_token": kv_bytes_per_token(arch, b - a),
+                    "bytes_per_token": kv_bytes_per_token(arch, len(run)),
                     "context": ctx,
                     "layers": [
                         {
-                            "layer": a + k,
+                            "layer": layer,
                             "offset": k * per_layer * ctx,
                             "bytes_per_token": per_layer,
                         }
-                        for k in range(b - a)
+                        for k, layer in enumerate(run)
                     ],
                 },
                 "adapters": {
                     "base": pb[d] + kv,
                     "bytes": rest,
-                    "max_rank": rank_budget(doc["matrices"], set(range(a, b)), rest),
+                    "max_rank": rank_budget(doc["matrices"], set(run), rest),
                 },
             }
         )
     want = {"context": ctx, "max_context": max_ctx, "reserved_for_adapters": reserved, "dies": out}
     _same(p, want, sram, "sram", "the SRAM plan of the placement")
+
+
+def _spread(p: Path, doc: dict, arch: ModelArch, fabric):
+    """The experts-over-dies layout the matrices' tile counts give (``placement.expert_dies``
+    present): :func:`maskc.place.spread.spread_experts`, as the placer computed it."""
+    from maskc.place.spread import spread_experts
+
+    if arch.moe is None:
+        raise InputError(f"{p}: placement.expert_dies in a model without experts; recompile")
+    units = [
+        (m["layer"], m["expert"], m["tiles"], m["role"] == "embed")
+        for m in doc["matrices"].values()
+    ]
+    got = spread_experts(units, arch.num_layers, arch.moe.num_experts, fabric.tiles_per_die)
+    if got is None:
+        raise InputError(
+            f"{p}: placement.expert_dies: the experts do not fit these dies; recompile"
+        )
+    return got
 
 
 def _check_tokenizer(p: Path, root: Path, tok: object, arch: ModelArch) -> None:

@@ -33,6 +33,7 @@ def dump_text(nl: Netlist, tiles: bool = True) -> str:
     pl = d["placement"]
     out.append(
         f"placement dies={pl['dies']} grid={pl['grid'][0]}x{pl['grid'][1]} tiles={pl['tiles_used']}"
+        + (f" expert_dies={json.dumps(pl['expert_dies'])}" if "expert_dies" in pl else "")
     )
     for k, v in nl.params().items():
         out.append(f"param {k} {v.dtype} {list(v.shape)} sha={_sha(v)}")

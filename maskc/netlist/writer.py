@@ -199,6 +199,7 @@ def write_netlist(
             "dies": placement.dies,
             "grid": list(placement.grid),
             "tiles_used": len(placement.blocks),
+            **_expert_dies(placement),
         },
         "matrices": matrices,
         "ops": [op.to_json() for op in build_ops(arch, norm_fracs, eps_d)],
@@ -233,3 +234,10 @@ def _write_tokenizer(root: Path, tokenizer: dict) -> dict | None:
         "eos_token_id": tokenizer.get("eos_token_id"),
         "chat_template": tokenizer.get("chat_template"),
     }
+
+
+def _expert_dies(placement) -> dict:
+    """``expert_dies`` (per layer, the die of each routed expert) when experts are spread over
+    dies (:mod:`maskc.place.spread`); nothing otherwise (a layer's experts on its die)."""
+    ep = placement.report.get("experts", {})
+    return {"expert_dies": ep["expert_dies"]} if "expert_dies" in ep else {}

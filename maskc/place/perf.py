@@ -14,6 +14,13 @@ link, energy per token, die area used. The model (docs/fabric.md, "Modeled perfo
 * each link crossed hands over one hidden-state vector (``hidden_size`` int32 signals): its
   transfer over the link's bandwidth plus the link's latency. A tied head on a multi-die
   build adds the crossing back from the last die to die 0;
+* experts spread over dies (:mod:`maskc.place.spread`): the hidden state goes from home die
+  to home die; per layer and expert die ``x`` holding ``n`` of its experts, the home die sends
+  the act8 input (:func:`act8_wire_bytes`) and ``x`` sends back the experts' int32 outputs,
+  each ``n * top_k / num_experts`` times per token (the expected selections). ``x``'s stage
+  time per token is 2 matrix stages (gate/up, down) times ``min(1, n * top_k / num_experts)``
+  per layer it serves; they overlap the home die's own expert stages, so latency adds only,
+  per layer, its slowest expert die's round trip (both transfers and latencies);
 * a die works on one token at a time: with several users in flight the dies and the links are
   the pipeline's stages and the slowest one sets the throughput (a link's stage time is its
   transfer; its latency only delays). Every user in flight keeps its own KV cache, so the
@@ -34,6 +41,7 @@ the clock, so the report is deterministic.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 from maskc.sram import kv_bytes_per_token
@@ -43,6 +51,7 @@ LINK_BYTES_PER_VALUE = 4
 
 STAGES_PER_LAYER = 4  # q/k/v, o, gate/up, down
 MOE_STAGES_PER_LAYER = 5  # q/k/v, o, router, experts' gate/up, experts' down
+EXPERT_STAGES = 2  # on a die holding experts away from their layer's home die: gate/up, down
 
 
 def active_tiles(placement, arch) -> float:
@@ -55,30 +64,61 @@ def active_tiles(placement, arch) -> float:
     return tiles - experts + experts * arch.moe.activation_rate
 
 
-def head_die(arch, dies: int) -> int:
-    """The die running the lm_head stage: the last, or die 0 when the head is the embedding."""
-    return 0 if arch.tie_word_embeddings else dies - 1
+def act8_wire_bytes(n: int) -> int:
+    """Bytes of one act8 vector of ``n`` values on a link: the int8 codes, the mantissa and
+    the exponent (2 bytes each), one byte per group shift (groups of 32)."""
+    return n + 4 + -(-n // 32)
 
 
-def pipeline_links(arch, fabric, dies: int) -> list[dict]:
+def head_die(arch, dies: int, home=None) -> int:
+    """The die running the lm_head stage: the last layer's (the last die without experts
+    spread over dies), or die 0 when the head is the embedding."""
+    if arch.tie_word_embeddings:
+        return 0
+    return dies - 1 if home is None else home[-1]
+
+
+def pipeline_links(arch, fabric, dies: int, home=None, expert_die=None) -> list[dict]:
     """The links one token crosses, in order: ``from_die``, ``to_die``, ``kind`` (``die`` on one
     card, ``card`` between cards), ``bytes_per_token``, ``link_gb_per_s``, ``latency_ns``,
-    ``pj_per_bit``."""
-    hops = [(d, d + 1) for d in range(dies - 1)]
-    if dies > 1 and head_die(arch, dies) == 0:
-        hops.append((dies - 1, 0))  # back to the tied head's tiles on die 0
+    ``pj_per_bit``. With experts spread over dies (``home[L]``: layer L's home die,
+    ``expert_die[L][e]``: its expert e's die) the hidden state goes from home die to home die,
+    and per layer and expert die two more links (``expert_layer``: L): the act8 input out and
+    the int32 partial outputs back, per selected expert in expectation (``top_k / num_experts``
+    of the die's experts of that layer)."""
+    hops: list[tuple[int, int, float, int | None]] = []
+    hidden = arch.hidden_size * LINK_BYTES_PER_VALUE  # int32 signals
+    if home is None:
+        hops = [(d, d + 1, hidden, None) for d in range(dies - 1)]
+        last = dies - 1
+    else:
+        for a, b in itertools.pairwise(home):
+            if a != b:
+                hops.append((a, b, hidden, None))
+        last = home[-1]
+    if dies > 1 and head_die(arch, dies, home) == 0 and last != 0:
+        hops.append((last, 0, hidden, None))  # back to the tied head's tiles on die 0
+    if expert_die is not None:
+        rate = arch.moe.activation_rate
+        out_b = act8_wire_bytes(arch.hidden_size) * rate
+        for layer, dies_of in enumerate(expert_die):
+            h = home[layer]
+            for x in sorted(set(dies_of) - {h}):
+                n = dies_of.count(x)
+                hops += [(h, x, n * out_b, layer), (x, h, n * hidden * rate, layer)]
     out = []
-    for a, b in hops:
+    for a, b, nbytes, layer in hops:
         link = fabric.link(a, b)
         out.append(
             {
                 "from_die": a,
                 "to_die": b,
                 "kind": link["kind"],
-                "bytes_per_token": arch.hidden_size * LINK_BYTES_PER_VALUE,  # int32 signals
+                "bytes_per_token": nbytes,
                 "link_gb_per_s": link["gb_per_s"],
                 "latency_ns": link["latency_ns"],
                 "pj_per_bit": link["pj_per_bit"],
+                **({} if layer is None else {"expert_layer": layer}),
             }
         )
     return out
@@ -101,9 +141,19 @@ def modeled_performance(placement, arch, fabric, context: int) -> dict:
     dies = placement.dies
     clock = fabric.clock_hz
     stage_s = fabric.system.cycles_per_tile_op / clock
-    runs = [(d["layers"][0], d["layers"][1] + 1) for d in report["per_die"]]
-    hd = head_die(arch, dies)
-    links = pipeline_links(arch, fabric, dies)
+    runs = [
+        (d["layers"][0], d["layers"][1] + 1) if d["layers"] else (0, 0) for d in report["per_die"]
+    ]
+    ep = report.get("experts", {})
+    home, expert_die = ep.get("home_dies"), ep.get("expert_dies")
+    # an expert die's share of a token: per layer it serves, the chance one of its experts
+    # is selected, bounded by the expected count (its experts x top_k / num_experts) and 1
+    served = [0.0] * dies
+    for layer, dies_of in enumerate(expert_die or ()):
+        for x in set(dies_of) - {home[layer]}:
+            served[x] += min(1.0, dies_of.count(x) * arch.moe.activation_rate)
+    hd = head_die(arch, dies, home)
+    links = pipeline_links(arch, fabric, dies, home, expert_die)
     for link in links:
         if link["link_gb_per_s"] <= 0:  # only [die] link_gb_per_s may be 0 (a lone die)
             from maskc.errors import FitError
@@ -133,12 +183,14 @@ def modeled_performance(placement, arch, fabric, context: int) -> dict:
         for d, (a, b) in enumerate(runs):
             n = b - a
             m_stages = per_layer * n + (1 if d == hd else 0)
+            if served[d]:  # an expert die (expected stages: a float)
+                m_stages += EXPERT_STAGES * served[d]
             m_s, a_s = m_stages * stage_s, n * attn_cycles / clock
             stages.append(
                 {
                     "die": d,
                     "card": fabric.card_of_die(d),
-                    "layers": [a, b - 1],
+                    "layers": [a, b - 1] if n else [],
                     "matrix_stages": m_stages,
                     "matrix_us": m_s * 1e6,
                     "attention_us": a_s * 1e6,
@@ -157,11 +209,21 @@ def modeled_performance(placement, arch, fabric, context: int) -> dict:
                     "transfer_us": transfer * 1e6,
                     "latency_us": link["latency_ns"] * 1e-3,
                     "energy_mj": link["bytes_per_token"] * 8 * link["pj_per_bit"] * 1e-9,
+                    **({"expert_layer": link["expert_layer"]} if "expert_layer" in link else {}),
                 }
             )
-        matrix_s = sum(s["matrix_us"] for s in stages) * 1e-6
+        # an expert die's stages overlap its home die's (the same two expert stages)
+        matrix_s = sum(s["matrix_us"] for s in stages if s["layers"]) * 1e-6
         attn_s = sum(s["attention_us"] for s in stages) * 1e-6
-        link_s = sum(h["transfer_us"] + h["latency_us"] for h in hops) * 1e-6
+        link_s = sum(h["transfer_us"] + h["latency_us"] for h in hops if "expert_layer" not in h)
+        trips: dict[int, dict] = {}  # per layer and expert die: its round trip
+        for h in hops:
+            if "expert_layer" in h:
+                pair = trips.setdefault(h["expert_layer"], {})
+                key = tuple(sorted((h["from_die"], h["to_die"])))
+                pair[key] = pair.get(key, 0.0) + h["transfer_us"] + h["latency_us"]
+        # the expert dies of a layer work in parallel: its slowest round trip counts
+        link_s = (link_s + sum(max(t.values()) for t in trips.values())) * 1e-6
         latency = matrix_s + attn_s + link_s
         # the pipeline: dies and links are its stages; the slowest sets the throughput
         slow_name, slow_us = max(
@@ -185,7 +247,7 @@ def modeled_performance(placement, arch, fabric, context: int) -> dict:
         parts_mj = {**dynamic, "static": static_w * latency}
         energy = sum(parts_mj.values())
         full_j = sum(dynamic.values()) + static_w / throughput
-        by_kind = {"die": 0, "card": 0}
+        by_kind: dict = {"die": 0, "card": 0}
         for h in hops:
             by_kind[h["kind"]] += h["bytes_per_token"]
         return {
@@ -210,8 +272,8 @@ def modeled_performance(placement, arch, fabric, context: int) -> dict:
                 "energy_mj_per_token": full_j * 1e3,
             },
             "link_bytes_per_token": {
-                "die_to_die": by_kind["die"],
-                "card_to_card": by_kind["card"],
+                "die_to_die": round(by_kind["die"], 3),
+                "card_to_card": round(by_kind["card"], 3),
             },
             "stages": stages,
             "links": hops,

@@ -18,9 +18,11 @@ short and local), and consecutive layers are next to each other.
 **Mixtures of experts.** Every expert is in ROM (a chip has no other memory for weights). A
 layer's router, its shared expert and then its experts, each expert's gate, up and down one
 after the other, follow in the same data-flow order, so the tiles of one expert are consecutive
-on the serpentine path, on one die (a layer never spans two). The report gives each expert's
-tiles and cell utilization (``experts``); the modeled chip fires only the selected experts'
-tiles (:mod:`maskc.place.perf`).
+on the serpentine path, on one die. The report gives each expert's die, tiles and cell
+utilization (``experts``); the modeled chip fires only the selected experts' tiles
+(:mod:`maskc.place.perf`). When no split of whole layers fits, ``--dies auto`` spreads each
+layer's experts over expert dies beside its home die (:mod:`maskc.place.spread`; the report's
+``experts.home_dies`` and ``experts.expert_dies``); an explicit ``--dies N`` never does.
 
 **Dies.** With several dies the decoder layers are split into contiguous runs (a layer
 pipeline) that minimize the largest die's tile count; the embedding goes with the first layer
@@ -40,6 +42,7 @@ from maskc.boot import die_entries, region_bytes
 from maskc.errors import FitError, InputError
 from maskc.ir import expert_of
 from maskc.place.perf import layer_cycles, modeled_performance, pipeline_links
+from maskc.place.spread import spread_experts
 from maskc.sram import kv_bytes_per_token, sram_report
 
 #: ROM cells per weight, by code width (3-bit codes are packed four to three 4-bit cells).
@@ -218,40 +221,51 @@ def place(
             return _split_pipeline(per_layer, embed_tiles, head_tiles, k, fit, cost) is not None
         return _fits(per_layer, embed_tiles, head_tiles, k, tpd, kv_layer, sram)
 
+    spread = None  # the experts of a layer over several dies (maskc.place.spread)
     if dies == "auto":
         fewest = max(1, min(layers, -(-total // tpd)))  # no fewer dies hold the tiles
         n = next((k for k in range(fewest, layers + 1) if fits(k)), None)
         if n is not None and balance:  # every die of the cards it needs: shorter stages
             per_card = fabric.dies_per_card
             n = min(layers, -(-n // per_card) * per_card)
+        if n is None and arch.moe is not None:  # a layer over several dies: its experts
+            spread = _spread(matrices, arch, fabric)
+            n = None if spread is None else spread.dies
         if n is None:
             raise FitError(
                 f"{fabric.name}: the model needs {total:,} tiles and its largest layer alone "
                 f"{max(per_layer):,} tiles plus embedding; no split over up to {layers} dies of "
                 f"{tpd:,} tiles (and its KV cache for {fit_context} tokens in "
-                f"{sram:,} bytes of SRAM) fits. Use fewer bits, a smaller "
-                "--context or a fabric with more tiles per die"
+                f"{sram:,} bytes of SRAM) fits"
+                + ("" if arch.moe is None else ", nor its experts spread over more dies")
+                + ". Use fewer bits, a smaller --context or a fabric with more tiles per die"
             )
         dies = n
     elif dies == "fabric":
         dies = fabric.system.dies
     dies = int(dies)
-    if dies < 1 or dies > layers:
-        raise InputError(f"--dies must be between 1 and {layers} (the number of layers)")
-    starts, ends, need = split(dies)
+    if spread is not None:
+        die_layers = [spread.layers_of(d) for d in range(dies)]
+        need = list(spread.need)
+    else:
+        if dies < 1 or dies > layers:
+            raise InputError(f"--dies must be between 1 and {layers} (the number of layers)")
+        starts, ends, need = split(dies)
+        die_layers = [list(range(a, b)) for a, b in zip(starts, ends, strict=True)]
     die_of_layer = [0] * layers
-    for d, (a, b) in enumerate(zip(starts, ends, strict=True)):
-        for i in range(a, b):
+    for d, run in enumerate(die_layers):
+        for i in run:
             die_of_layer[i] = d
     boot = die_entries(list(tensors), die_of_layer, dies, arch.head_dim)
     params = [region_bytes(e) for e in boot]
     max_ctx = min(
-        max(sram - params[d], 0) // max(kv_bytes_per_token(arch, b - a), 1)
-        for d, (a, b) in enumerate(zip(starts, ends, strict=True))
+        max(sram - params[d], 0) // kv_bytes_per_token(arch, len(run))
+        for d, run in enumerate(die_layers)
+        if run
     )
     if context is None:
         context = max(1, min(max_ctx, arch.max_position_embeddings))
-    kv_need = [kv_bytes_per_token(arch, b - a) * context for a, b in zip(starts, ends, strict=True)]
+    kv_need = [kv_bytes_per_token(arch, len(run)) * context for run in die_layers]
     over = [d for d in range(dies) if need[d] > tpd]
     sram_over = [d for d in range(dies) if kv_need[d] + params[d] > sram]
     if over or sram_over:
@@ -271,16 +285,25 @@ def place(
     cursors = [serpentine(cols, rows) for _ in range(dies)]
     blocks: list[Block] = []
     for m in matrices:
-        if m.layer is not None:
+        e = expert_of(m.name) if spread is not None else None
+        if e is not None:
+            d = spread.expert_die[m.layer][e]
+        elif m.layer is not None:
             d = die_of_layer[m.layer]
         else:
-            d = 0 if m.role == "embed" else dies - 1
+            d = 0 if m.role == "embed" else die_of_layer[-1]
         for r0, nr, c0, nc in cut(m, fabric):
             x, y = next(cursors[d])
             blocks.append(Block(m.name, m.role, m.layer, m.bits, r0, nr, c0, nc, d, x, y))
-    report = _report(blocks, matrices, fabric, dies, need, starts, ends, arch, context, max_ctx)
+    report = _report(blocks, fabric, dies, need, die_layers, arch, context, max_ctx, spread)
     if arch.moe is not None:
         report["experts"] = expert_report(blocks, arch, fabric)
+    if spread is not None:
+        report["experts"]["home_dies"] = list(spread.home)
+        report["experts"]["expert_dies"] = [list(x) for x in spread.expert_die]
+        for d, row in enumerate(report["per_die"]):
+            if not die_layers[d]:
+                row["experts_of"] = [{"layer": a, "experts": es} for a, es in spread.served(d)]
     for d, row in enumerate(report["per_die"]):
         row["params_bytes"] = params[d]
     p = Placement(fabric.name, dies, tpd, (cols, rows), tuple(blocks), context, report)
@@ -398,7 +421,13 @@ def _fits(per_layer, embed, head, k, tpd, kv_per_layer: int, sram: int) -> bool:
     return max(need) <= tpd and most_layers * kv_per_layer <= sram
 
 
-def _report(blocks, matrices, fabric, dies, need, starts, ends, arch, context, max_ctx) -> dict:
+def _spread(matrices, arch, fabric):
+    """:func:`maskc.place.spread.spread_experts` of the placed matrices."""
+    units = [(m.layer, expert_of(m.name), tiles_of(m, fabric), m.role == "embed") for m in matrices]
+    return spread_experts(units, arch.num_layers, arch.moe.num_experts, fabric.tiles_per_die)
+
+
+def _report(blocks, fabric, dies, need, die_layers, arch, context, max_ctx, spread) -> dict:
     cells_per_tile = fabric.cells_per_tile
     used_cells = [0.0] * dies
     layer_tiles: dict[str, int] = {}
@@ -412,17 +441,18 @@ def _report(blocks, matrices, fabric, dies, need, starts, ends, arch, context, m
         per_die.append(
             {
                 "die": d,
-                "layers": [starts[d], ends[d] - 1],
+                "layers": [die_layers[d][0], die_layers[d][-1]] if die_layers[d] else [],
                 "tiles_used": need[d],
                 "tiles_available": fabric.tiles_per_die,
                 "tile_utilization": need[d] / fabric.tiles_per_die,
                 "cell_utilization_of_used_tiles": used_cells[d] / alloc if alloc else 0.0,
                 "padding_cells": int(alloc - used_cells[d]),
-                "kv_bytes_per_token": kv_bytes_per_token(arch, ends[d] - starts[d]),
+                "kv_bytes_per_token": kv_bytes_per_token(arch, len(die_layers[d])),
                 "card": fabric.card_of_die(d),
             }
         )
-    links = pipeline_links(arch, fabric, dies)  # one hidden state (int32 signals) per token
+    ep = (spread.home, spread.expert_die) if spread is not None else ()
+    links = pipeline_links(arch, fabric, dies, *ep)  # hidden states (int32) per token
     return {
         "fabric": fabric.name,
         "dies": dies,

@@ -316,6 +316,9 @@ case("build-moe-experts-count", "build", "MoE netlist.json: an experts op over 9
      E, 3, "netlist.json", "experts.8.gate_proj", "not in matrices")  # fmt: skip
 case("build-moe-head-norm-eps", "build", "MoE netlist.json: a head_norm's eps_d + 1", E, 3,
      "netlist.json", "eps_d")  # fmt: skip
+case("build-moe-expert-dies-added", "build",
+     "MoE netlist.json: placement.expert_dies added to a one-die build", E, 3, "netlist.json",
+     "placement.expert_dies", "placement.dies = 1")  # fmt: skip
 # -- adapters ------------------------------------------------------------------------------------
 A = [*E, "--adapter", "{d}/ad"]
 case("adapter-rank-0", "adapter", "r = 0", A, 3, "r = 0")
@@ -607,6 +610,9 @@ def _edit_netlist(b: Path, name: str) -> None:
         ops[2], ops[3] = ops[3], ops[2]
     elif name == "build-moe-expert-swapped":
         doc["matrices"]["model.layers.0.mlp.experts.0.gate_proj.weight"]["expert"] = 1
+    elif name == "build-moe-expert-dies-added":  # experts spread over dies, claimed
+        n = arch["moe"]["num_experts"]
+        doc["placement"]["expert_dies"] = [[0] * n for _ in range(arch["num_layers"])]
     elif name.startswith("build-moe-"):
         kind = {"build-moe-head-norm-eps": "head_norm", "build-moe-route-top-k": "route"}
         op = next(o for o in ops if o["op"] == kind.get(name, "experts"))
