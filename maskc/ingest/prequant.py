@@ -1,0 +1,558 @@
+"""Pre-quantized checkpoints: GPTQ, AWQ (GEMM) and compressed-tensors ``pack-quantized``.
+
+Reads one quantized linear layer at a time from a :class:`~maskc.safetensors_io.SafetensorsFile`
+into integer codes, per-group scales and integer zero points (:class:`Imported`), checks every
+shape, dtype and range (:class:`~maskc.errors.InputError`, exit 3, naming the tensor), computes
+the format's own dequantization ``scale * (code - zero)`` (:func:`dequantize`) and maps the
+layer onto the ROM format exactly (:func:`to_rom`) or refuses it. The formats, their sources and
+the mapping are described in docs/import-design.md.
+
+Codes and zeros are kept unsigned for every format: ``w = scale * (code - zero)`` with
+``code`` in ``[0, 2**bits)``; compressed-tensors' signed values are stored with the offset
+``2**(bits-1)`` already, and GPTQ v1's ``zero - 1`` is undone here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from maskc.errors import InputError, UnsupportedError
+from maskc.romformat import EXP_MAX, EXP_MIN, QuantFormat, QuantTensor, from_arrays
+
+#: the formats this module reads (``quant_method`` of ``quantization_config``)
+METHODS = ("gptq", "awq", "compressed-tensors")
+#: AutoAWQ's order of the 8 output columns in one int32 word: nibble n is column AWQ_ORDER[n]
+AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)
+#: the ROM code widths an imported layer may have
+ROM_BITS = (3, 4, 8)
+SCALE_DTYPES = ("F16", "BF16", "F32")
+_MAX_DIM = 1 << 24
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """What a checkpoint's ``quantization_config`` says about its quantized layers."""
+
+    method: str  #: one of :data:`METHODS`
+    bits: int
+    group_size: int  #: -1: one group per row (per channel)
+    sym: bool
+    desc_act: bool = False
+    zero_plus_one: bool = False  #: GPTQ v1: ``qzeros`` holds ``zero - 1``
+    ignore: tuple[str, ...] = ()  #: compressed-tensors: modules left in float
+
+    def describe(self) -> str:
+        g = "per channel" if self.group_size == -1 else f"group {self.group_size}"
+        kind = "symmetric" if self.sym else "asymmetric"
+        extra = ", desc_act" if self.desc_act else ""
+        return f"{self.method} {self.bits}-bit, {g}, {kind}{extra}"
+
+
+def _int(d: dict, key: str, where: str, default: object = None) -> int:
+    v = d.get(key, default)
+    if not isinstance(v, int) or isinstance(v, bool):
+        raise InputError(f"{where}: quantization_config.{key} must be an integer, got {v!r}")
+    return v
+
+
+def _flag(d: dict, key: str, where: str, default: bool) -> bool:
+    v = d.get(key, default)
+    if v is None:
+        return default
+    if not isinstance(v, bool):
+        raise InputError(f"{where}: quantization_config.{key} must be true or false, got {v!r}")
+    return v
+
+
+def _group(v: int, key: str, where: str) -> int:
+    if v != -1 and not 1 <= v <= _MAX_DIM:
+        raise InputError(f"{where}: {key} must be -1 or in [1, 2^24], got {v}")
+    return v
+
+
+def parse_config(qc: object, where: str) -> Scheme:
+    """The :class:`Scheme` of a ``quantization_config`` object (from config.json ``where``)."""
+    if not isinstance(qc, dict):
+        raise InputError(f"{where}: quantization_config must be an object")
+    method = qc.get("quant_method")
+    if method not in METHODS:
+        raise UnsupportedError(
+            f"{where}: quantization_config.quant_method {method!r} is not supported; maskc "
+            f"imports {', '.join(METHODS)} (or give it the F32/F16/BF16 model)"
+        )
+    if method == "gptq":
+        if qc.get("dynamic"):
+            raise UnsupportedError(
+                f"{where}: GPTQ per-module 'dynamic' overrides are not supported"
+            )
+        fmt = qc.get("checkpoint_format", "gptq")
+        if fmt not in ("gptq", "gptq_v2"):
+            raise UnsupportedError(
+                f"{where}: GPTQ checkpoint_format {fmt!r} is not supported ('gptq', 'gptq_v2')"
+            )
+        return Scheme(
+            "gptq",
+            _int(qc, "bits", where),
+            _group(_int(qc, "group_size", where, -1), "quantization_config.group_size", where),
+            _flag(qc, "sym", where, True),
+            desc_act=_flag(qc, "desc_act", where, False),
+            zero_plus_one=fmt == "gptq",
+        )
+    if method == "awq":
+        version = str(qc.get("version", "gemm")).lower()
+        if version != "gemm":
+            raise UnsupportedError(
+                f"{where}: AWQ version {qc.get('version')!r} is not supported (only 'gemm')"
+            )
+        bits = _int(qc, "bits" if "bits" in qc else "w_bit", where)
+        gkey = "group_size" if "group_size" in qc else "q_group_size"
+        group = _group(_int(qc, gkey, where, -1), f"quantization_config.{gkey}", where)
+        return Scheme("awq", bits, group, not _flag(qc, "zero_point", where, True))
+    return _parse_compressed(qc, where)
+
+
+def _parse_compressed(qc: dict, where: str) -> Scheme:
+    if qc.get("format") != "pack-quantized":
+        raise UnsupportedError(
+            f"{where}: compressed-tensors format {qc.get('format')!r} is not supported "
+            "(only 'pack-quantized')"
+        )
+    groups = qc.get("config_groups")
+    if not isinstance(groups, dict) or not groups:
+        raise InputError(f"{where}: quantization_config.config_groups must be a non-empty object")
+    args = []
+    for name in sorted(groups):
+        g = groups[name]
+        w = g.get("weights") if isinstance(g, dict) else None
+        if not isinstance(w, dict):
+            raise InputError(f"{where}: config_groups.{name}.weights must be an object")
+        if g.get("input_activations") or g.get("output_activations"):
+            raise UnsupportedError(
+                f"{where}: config_groups.{name} quantizes activations; maskc imports "
+                "weight-only checkpoints"
+            )
+        args.append({k: w.get(k) for k in sorted(w) if k not in ("observer", "observer_kwargs")})
+    if any(a != args[0] for a in args[1:]):
+        raise UnsupportedError(
+            f"{where}: config_groups with different weight arguments are not supported yet"
+        )
+    w = args[0]
+    if w.get("type", "int") != "int":
+        raise UnsupportedError(f"{where}: weights type {w.get('type')!r} is not supported (int)")
+    strategy = w.get("strategy")
+    if strategy == "group":
+        group = _group(_int(w, "group_size", where), "weights.group_size", where)
+    elif strategy == "channel":
+        group = -1
+    else:
+        raise UnsupportedError(
+            f"{where}: weights strategy {strategy!r} is not supported ('group', 'channel')"
+        )
+    ignore = qc.get("ignore") or []
+    if not (isinstance(ignore, list) and all(isinstance(i, str) for i in ignore)):
+        raise InputError(f"{where}: quantization_config.ignore must be a list of names")
+    return Scheme(
+        "compressed-tensors",
+        _int(w, "num_bits", where),
+        group,
+        _flag(w, "symmetric", where, True),
+        desc_act=w.get("actorder") not in (None, "weight"),
+        ignore=tuple(ignore),
+    )
+
+
+def _suffix(scheme: Scheme) -> str:
+    return ".weight_packed" if scheme.method == "compressed-tensors" else ".qweight"
+
+
+def modules(names: Iterable[str], scheme: Scheme) -> list[str]:
+    """The sorted prefixes of the quantized layers among tensor ``names``."""
+    suffix = _suffix(scheme)
+    return sorted(n[: -len(suffix)] for n in names if n.endswith(suffix))
+
+
+@dataclass
+class Imported:
+    """One quantized linear layer as the checkpoint defines it: ``w = scale * (code - zero)``."""
+
+    name: str  #: the Hugging Face weight's name, ``PREFIX.weight``
+    shape: tuple[int, int]  #: ``[R, C]`` = ``[out, in]``
+    bits: int
+    group_size: int  #: ``C`` for per-channel checkpoints
+    codes: np.ndarray  #: uint8 ``[R, C]``, values in ``[0, 2**bits)``
+    scale: np.ndarray  #: float64 ``[R, NG]`` (exact copies of the stored scales), >= 0
+    zero: np.ndarray  #: int16 ``[R, NG]``
+    g_idx: np.ndarray | None  #: int64 ``[C]``; None: ``i // group_size``
+    method: str
+
+    def groups(self) -> np.ndarray:
+        """The group of every input column, int64 ``[C]``."""
+        if self.g_idx is not None:
+            return self.g_idx
+        return np.arange(self.shape[1], dtype=np.int64) // self.group_size
+
+    def trivial_groups(self) -> bool:
+        """Each group is ``group_size`` consecutive columns (no activation-order permutation)."""
+        return self.g_idx is None or bool(
+            np.array_equal(self.g_idx, np.arange(self.shape[1]) // self.group_size)
+        )
+
+
+def _words(n: int, bits: int) -> int:
+    """int32 words holding ``n`` codes of ``bits`` bits (3-bit: whole groups of 3 words)."""
+    if bits == 3:
+        return -(-n // 32) * 3
+    return -(-n * bits // 32)
+
+
+def _unpack(words: np.ndarray, bits: int, n: int) -> np.ndarray:
+    """uint8 ``[..., n]``: codes stored least significant first in a little-endian stream of
+    int32 ``words`` along the last axis (code ``j`` at stream bits ``bits*j``)."""
+    u = np.ascontiguousarray(words).view(np.uint32)
+    if 32 % bits == 0:
+        shifts = np.arange(0, 32, bits, dtype=np.uint32)
+        out = (u[..., None] >> shifts) & np.uint32((1 << bits) - 1)
+        return out.reshape(*u.shape[:-1], -1)[..., :n].astype(np.uint8)
+    # 3 bits: 32 codes in each 3 words (96 bits); read the stream bit by bit
+    le = u.astype("<u4").view(np.uint8)
+    stream = np.unpackbits(le, axis=-1, bitorder="little")
+    stream = stream.reshape(*u.shape[:-1], -1, bits)
+    weights = (1 << np.arange(bits)).astype(np.uint8)
+    return (stream * weights).sum(axis=-1, dtype=np.uint8)[..., :n]
+
+
+class _Reader:
+    def __init__(self, st, prefix: str, where: str) -> None:
+        self.st, self.prefix, self.where = st, prefix, where
+
+    def info(self, suffix: str, dtypes: tuple[str, ...], ndim: int, optional: bool = False):
+        name = self.prefix + suffix
+        info = self.st.tensors.get(name)
+        if info is None:
+            if optional:
+                return None
+            raise InputError(f"{self.where}: tensor {name!r} is missing (the layer is quantized)")
+        if info.dtype not in dtypes:
+            raise InputError(
+                f"{self.where}: tensor {name!r} must be {'/'.join(dtypes)}, found {info.dtype}"
+            )
+        if len(info.shape) != ndim or not all(0 < d <= _MAX_DIM for d in info.shape):
+            raise InputError(
+                f"{self.where}: tensor {name!r} must have {ndim} dimensions in [1, 2^24], got "
+                f"shape {list(info.shape)}"
+            )
+        return info
+
+    def shape(self, suffix: str, info, want: tuple[int, ...]) -> None:
+        if tuple(info.shape) != want:
+            raise InputError(
+                f"{self.where}: tensor {self.prefix + suffix!r} has shape {list(info.shape)}, "
+                f"expected {list(want)} for this layer"
+            )
+
+    def read(self, suffix: str) -> np.ndarray:
+        return self.st.read_raw(self.prefix + suffix)
+
+
+def read_module(st, prefix: str, scheme: Scheme, where: str) -> Imported:
+    """Layer ``prefix`` of safetensors file ``st`` (named ``where`` in messages), unpacked."""
+    b = scheme.bits
+    allowed = (4,) if scheme.method == "awq" else (2, 3, 4, 8)
+    if b not in allowed:
+        raise UnsupportedError(
+            f"{where}: {scheme.method} with {b} bits is not supported "
+            f"({', '.join(map(str, allowed))})"
+        )
+    rd = _Reader(st, prefix, where)
+    if scheme.method == "gptq":
+        return _read_gptq(rd, scheme)
+    if scheme.method == "awq":
+        return _read_awq(rd, scheme)
+    return _read_compressed(rd, scheme)
+
+
+def _group_count(c: int, scheme: Scheme) -> tuple[int, int]:
+    g = c if scheme.group_size == -1 else scheme.group_size
+    return g, -(-c // g)
+
+
+def _scales(rd: _Reader, suffix: str, info) -> np.ndarray:
+    s = rd.read(suffix).astype(np.float64)
+    bad = ~np.isfinite(s) | (s < 0)
+    if bad.any():
+        idx = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise InputError(
+            f"{rd.where}: tensor {rd.prefix + suffix!r} holds {float(s[idx])!r} at {list(idx)}; "
+            "scales must be finite and not negative"
+        )
+    return s
+
+
+def _g_idx(rd: _Reader, suffix: str, c: int, ng: int) -> np.ndarray | None:
+    info = rd.info(suffix, ("I32", "I64"), 1, optional=True)
+    if info is None:
+        return None
+    rd.shape(suffix, info, (c,))
+    g = rd.read(suffix).astype(np.int64)
+    if g.min() < 0 or g.max() >= ng:
+        raise InputError(
+            f"{rd.where}: tensor {rd.prefix + suffix!r} has group indices outside [0, {ng})"
+        )
+    return g
+
+
+def _read_gptq(rd: _Reader, scheme: Scheme) -> Imported:
+    b = scheme.bits
+    qw = rd.info(".qweight", ("I32",), 2)
+    rows_packed, r = qw.shape
+    if (rows_packed * 32) % b or (b == 3 and rows_packed % 3):
+        raise InputError(
+            f"{rd.where}: tensor {rd.prefix + '.qweight'!r}: {rows_packed} rows "
+            f"do not pack whole {b}-bit input columns"
+        )
+    c = rows_packed * 32 // b
+    g, ng = _group_count(c, scheme)
+    sc = rd.info(".scales", SCALE_DTYPES, 2)
+    rd.shape(".scales", sc, (ng, r))
+    qz = rd.info(".qzeros", ("I32",), 2)
+    rd.shape(".qzeros", qz, (ng, _words(r, b)))
+    g_idx = _g_idx(rd, ".g_idx", c, ng)
+    codes = _unpack(rd.read(".qweight").T, b, c)  # [R, C]
+    zero = _unpack(rd.read(".qzeros"), b, r).T.astype(np.int16)  # [R, NG]
+    if scheme.zero_plus_one:
+        zero += 1
+    scale = _scales(rd, ".scales", sc).T
+    return Imported(
+        rd.prefix + ".weight",
+        (r, c),
+        b,
+        g,
+        np.ascontiguousarray(codes),
+        np.ascontiguousarray(scale),
+        np.ascontiguousarray(zero),
+        g_idx,
+        "gptq",
+    )
+
+
+def _awq_unorder(cols: np.ndarray) -> np.ndarray:
+    """Undo AutoAWQ's interleaving along the last axis (a multiple of 8 columns)."""
+    order = np.asarray(AWQ_ORDER)
+    out = np.empty_like(cols)
+    v = cols.reshape(*cols.shape[:-1], -1, 8)
+    out.reshape(v.shape)[..., order] = v
+    return out
+
+
+def _read_awq(rd: _Reader, scheme: Scheme) -> Imported:
+    sc = rd.info(".scales", SCALE_DTYPES, 2)
+    r = sc.shape[1]
+    qw = rd.info(".qweight", ("I32",), 2)
+    c = qw.shape[0]
+    g, ng = _group_count(c, scheme)
+    rd.shape(".scales", sc, (ng, r))
+    if r % 8:
+        raise InputError(
+            f"{rd.where}: tensor {rd.prefix + '.scales'!r}: {r} output columns "
+            "are not a multiple of 8 (AWQ packs 8 per word)"
+        )
+    rd.shape(".qweight", qw, (c, r // 8))
+    qz = rd.info(".qzeros", ("I32",), 2)
+    rd.shape(".qzeros", qz, (ng, r // 8))
+    codes = _awq_unorder(_unpack(rd.read(".qweight"), 4, r)).T  # [R, C]
+    zero = _awq_unorder(_unpack(rd.read(".qzeros"), 4, r)).T.astype(np.int16)
+    scale = _scales(rd, ".scales", sc).T
+    return Imported(
+        rd.prefix + ".weight",
+        (r, c),
+        4,
+        g,
+        np.ascontiguousarray(codes),
+        np.ascontiguousarray(scale),
+        np.ascontiguousarray(zero),
+        None,
+        "awq",
+    )
+
+
+def _read_compressed(rd: _Reader, scheme: Scheme) -> Imported:
+    b = scheme.bits
+    if 32 % b:
+        raise UnsupportedError(
+            f"{rd.where}: compressed-tensors pack-quantized with {b} bits is not supported "
+            "(2, 4, 8)"
+        )
+    si = rd.info(".weight_shape", ("I32", "I64"), 1)
+    rd.shape(".weight_shape", si, (2,))
+    r, c = (int(v) for v in rd.read(".weight_shape"))
+    if not (0 < r <= _MAX_DIM and 0 < c <= _MAX_DIM):
+        raise InputError(
+            f"{rd.where}: tensor {rd.prefix + '.weight_shape'!r} holds [{r}, {c}]; "
+            "each must be in [1, 2^24]"
+        )
+    g, ng = _group_count(c, scheme)
+    wp = rd.info(".weight_packed", ("I32",), 2)
+    rd.shape(".weight_packed", wp, (r, _words(c, b)))
+    sc = rd.info(".weight_scale", SCALE_DTYPES, 2)
+    rd.shape(".weight_scale", sc, (r, ng))
+    if scheme.sym:
+        if rd.info(".weight_zero_point", ("I32", "I8"), 2, optional=True) is not None:
+            raise InputError(
+                f"{rd.where}: tensor {rd.prefix + '.weight_zero_point'!r} is "
+                "present but the config says symmetric"
+            )
+        zero = np.full((r, ng), 1 << (b - 1), dtype=np.int16)
+    else:
+        zp = rd.info(".weight_zero_point", ("I32",), 2)
+        rd.shape(".weight_zero_point", zp, (_words(r, b), ng))
+        zero = _unpack(rd.read(".weight_zero_point").T, b, r).T.astype(np.int16)
+    codes = _unpack(rd.read(".weight_packed"), b, c)
+    g_idx = _g_idx(rd, ".weight_g_idx", c, ng)
+    scale = _scales(rd, ".weight_scale", sc)
+    return Imported(
+        rd.prefix + ".weight",
+        (r, c),
+        b,
+        g,
+        codes,
+        scale,
+        np.ascontiguousarray(zero),
+        g_idx,
+        "compressed-tensors",
+    )
+
+
+def dequantize(t: Imported, rows_per_block: int = 4096) -> np.ndarray:
+    """float32 ``[R, C]``: ``scale * (code - zero)`` computed exactly (float64; at most 33
+    significant bits: a float32 scale times ``|code - zero| <= 2**8``) and rounded once."""
+    r, c = t.shape
+    gi = t.groups()
+    out = np.empty((r, c), dtype=np.float32)
+    for a in range(0, r, rows_per_block):
+        z = min(a + rows_per_block, r)
+        q = t.codes[a:z].astype(np.float64) - t.zero[a:z][:, gi]
+        out[a:z] = t.scale[a:z][:, gi] * q
+    return out
+
+
+def _split(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``v = m * 2**k`` exactly with ``m`` an odd int64 (0 where ``v == 0``); and bitlen(|m|)."""
+    f, e = np.frexp(v)
+    m = np.rint(f * 2.0**53).astype(np.int64)  # exact: f has 53 significant bits
+    k = e.astype(np.int64) - 53
+    nz = m != 0
+    low = np.where(nz, m & -m, 1)  # lowest set bit, a power of two <= 2**53
+    tz = np.frexp(low.astype(np.float64))[1].astype(np.int64) - 1
+    m = np.where(nz, m >> tz, 0)
+    k = np.where(nz, k + tz, 0)
+    blen = np.where(nz, np.frexp(np.abs(m).astype(np.float64))[1], 0).astype(np.int64)
+    return m, k, blen
+
+
+def _fit(v: np.ndarray, shift_bits: int, signed: bool):
+    """The narrowest mantissa for ``v [R, NG]`` with ``shift_bits`` shift bits, and the fields.
+
+    Returns ``(mantissa_bits, m, s, e, worst_row)``; ``mantissa_bits`` is None when a row
+    cannot be held at all (its values span beyond the shift range and the int8 exponent)."""
+    m, k, blen = _split(v)
+    nz = m != 0
+    smax = (1 << shift_bits) - 1
+    big = np.iinfo(np.int64).max
+    kmin = np.where(nz, k, big).min(axis=1)
+    e = np.where(kmin == big, 0, np.minimum(kmin + smax, EXP_MAX))
+    e = np.maximum(e, EXP_MIN)
+    d = k - e[:, None]
+    a = np.where(nz, np.maximum(d, 0), 0)
+    s = np.where(nz, np.maximum(-d, 0), 0)
+    need = np.where(nz, blen + a, 0).max(axis=1) + (1 if signed else 0)
+    worst = int(np.argmax(need))
+    if (s > smax).any():
+        return None, None, None, None, int(np.argwhere(s > smax)[0][0])
+    field = np.where(nz, m << a, 0)
+    return int(need.max(initial=0)), field, s, e, worst
+
+
+def _encode(v: np.ndarray, signed: bool, name: str, what: str):
+    """The cheapest exact (mantissa bits, shift bits, m, s, e) for ``v``, or UnsupportedError."""
+    best, worst = None, 0
+    for sb in range(5):
+        mb, m, s, e, w = _fit(v, sb, signed)
+        if mb is None or mb > 16:
+            worst = w
+            continue
+        mb = max(mb, 2)
+        if best is None or mb + sb < best[0] + best[1]:
+            best = (mb, sb, m, s, e)
+    if best is None:
+        row = np.abs(v[worst][v[worst] != 0])
+        lo, hi = np.frexp(row.min())[1] - 1, np.frexp(row.max())[1] - 1
+        raise UnsupportedError(
+            f"{name}: row {worst}'s {what} span 2^{lo}..2^{hi}, more than the ROM's 16-bit "
+            "mantissa and 4-bit shift hold exactly; maskc refuses to requantize an imported "
+            "tensor (compile the float model instead)"
+        )
+    return best
+
+
+def rom_group_size(t: Imported) -> int | None:
+    """The ROM group size for ``t``: the largest multiple of 32, at most 4096, dividing the
+    checkpoint's group size (None when there is none)."""
+    for g in range(min(t.group_size, 4096) // 32 * 32, 0, -32):
+        if t.group_size % g == 0:
+            return g
+    return None
+
+
+def to_rom(t: Imported) -> QuantTensor:
+    """``t`` in the ROM format with the same value for every weight, or UnsupportedError
+    naming the tensor and what does not fit (see docs/import-design.md)."""
+    n, b = t.name, t.bits
+    r, c = t.shape
+    if b not in ROM_BITS:
+        raise UnsupportedError(f"{n}: {b}-bit codes have no ROM format (3, 4 or 8 bits)")
+    if not t.trivial_groups():
+        raise UnsupportedError(
+            f"{n}: g_idx is an activation-order (desc_act) permutation; the ROM groups "
+            "consecutive input columns, so this layer cannot be imported exactly yet"
+        )
+    g = rom_group_size(t)
+    if g is None:
+        raise UnsupportedError(
+            f"{n}: group size {t.group_size} is not a multiple of 32, the chip's activation "
+            "group; it cannot be imported exactly"
+        )
+    ngr = -(-c // g)
+    gi = (np.arange(ngr) * g) // t.group_size  # each ROM group lies in checkpoint group gi
+    scale = t.scale[:, gi]
+    offset = scale * ((1 << (b - 1)) - t.zero[:, gi].astype(np.float64))  # exact: <= 33 bits
+    sbits, sshift, sm, ss, se = _encode(scale, False, n, "scales")
+    asym = bool(np.any(offset))
+    arrays = {
+        "codes": np.zeros((r, ngr * g), dtype=np.uint8),
+        "levels": (np.arange(1 << b) - (1 << (b - 1))).astype(np.int16),
+        "scale_m": sm.astype(np.uint16),
+        "scale_s": ss.astype(np.uint8),
+        "scale_e": se.astype(np.int8),
+    }
+    arrays["codes"][:, :c] = t.codes
+    zbits = zshift = 0
+    if asym:
+        zbits, zshift, zm, zs, ze = _encode(offset, True, n, "offsets (scale * zero)")
+        arrays |= {
+            "zero_m": zm.astype(np.int16),
+            "zero_s": zs.astype(np.uint8),
+            "zero_e": ze.astype(np.int8),
+        }
+    fmt = QuantFormat(
+        bits=b,
+        group_size=g,
+        scale_bits=sbits,
+        zero_bits=zbits,
+        level_bits=8 if b < 8 else 9,
+        scale_shift_bits=sshift,
+        zero_shift_bits=zshift,
+    )
+    return from_arrays(n, (r, c), fmt, arrays, method="imported")
