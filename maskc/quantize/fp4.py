@@ -1,6 +1,7 @@
 """FP4 reference codec: E2M1 elements with MXFP4 (E8M0 per 32) or NVFP4 (E4M3 per 16 and a
-float32 per tensor) block scales. Issue 21 groundwork (docs/fp4-design.md): the compiler's
-reference for encoding and decoding; not yet a ROM format of :mod:`maskc.romformat`.
+float32 per tensor) block scales. Issue 21 (docs/fp4-design.md): the compiler's
+reference for encoding and decoding, and :func:`to_quant`, a matrix as a
+:class:`maskc.romformat.QuantTensor` of the ``mxfp4``/``nvfp4`` ROM formats.
 
 Sources (section numbers of the OCP "Microscaling Formats (MX) Specification", version 1.0,
 September 2023):
@@ -27,12 +28,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from maskc import romformat
+from maskc.errors import InputError
+
 #: E2M1 magnitude of each 3-bit magnitude code (OCP MX v1.0 §5.3.3)
 E2M1_MAGNITUDES = np.array([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0])
 #: the value of each 4-bit E2M1 code (code 8 is -0)
 E2M1_VALUES = np.concatenate([E2M1_MAGNITUDES, -E2M1_MAGNITUDES])
-#: the integer level table of an FP4 ROM format: twice the E2M1 value of each code
-E2M1_LEVELS = (2 * E2M1_VALUES).astype(np.int16)
+#: the integer level table of the FP4 ROM formats: twice the E2M1 value of each code
+E2M1_LEVELS = romformat.E2M1_LEVELS
 #: midpoints between consecutive magnitudes: rounding thresholds
 _MIDS = (E2M1_MAGNITUDES[:-1] + E2M1_MAGNITUDES[1:]) / 2
 #: largest E2M1 magnitude and its exponent (emax_elem, OCP MX v1.0 Table 1)
@@ -182,3 +186,44 @@ def nv_step_fields(scales: np.ndarray, ts: np.float32) -> tuple[np.ndarray, np.n
     f, ex = np.frexp(np.float64(ts))  # ts = tm * 2**te, tm a 24-bit integer
     tm, te = int(np.ldexp(f, 24)), int(ex) - 24
     return m, s, te + 5 - 1, tm  # the -1 undoes the doubled levels
+
+
+# -- the ROM formats (maskc/romformat.py FP4_FORMATS) ---------------------------------------------
+def mx_row_fields(scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """E8M0 bytes ``[R, NB]`` in the per-row form the datapath needs: ``(scale_e [R] =
+    Emax_r - 128, scale_s [R, NB] = Emax_r - E)``, so ``2**(scale_e - scale_s) * 2 * e2m1 =
+    2**(E - 127) * e2m1`` and the row's largest block has ``scale_s = 0``."""
+    e = np.asarray(scales, dtype=np.int64)
+    emax = e.max(axis=1)
+    return emax - 128, emax[:, None] - e
+
+
+def to_quant(name: str, w: np.ndarray, kind: str) -> romformat.QuantTensor:
+    """Matrix ``w`` (float ``[R, C]``, finite) in FP4 ROM format ``kind``: mxfp4 by OCP MX v1.0
+    §6.3 (method ``ocp``), nvfp4 by NVIDIA's recipe (method ``nv``). Exact: the result's
+    :meth:`~maskc.romformat.QuantTensor.dequantize` is :func:`mx_decode` / :func:`nv_decode`
+    rounded once to float32. Raises FitError for an mxfp4 row whose block scales span more than
+    ``MX_SREF`` binades, InputError for an nvfp4 tensor scale below ``2**-108``."""
+    fmt = romformat.FP4_FORMATS[kind]
+    r, c = w.shape
+    if kind == "mxfp4":
+        codes, e = mx_encode(w)
+        se, ss = mx_row_fields(e)
+        arrays = {"scale_m": np.ones(ss.shape, np.uint16), "scale_s": ss}
+        method = "ocp"
+    else:
+        codes, sb, ts = nv_encode(w)
+        m, ss, se, tm = nv_step_fields(sb, ts)
+        if not romformat.EXP_MIN <= se <= romformat.EXP_MAX:
+            raise InputError(
+                f"{name}: nvfp4 tensor scale {float(ts):g} is below 2^-108 (the row exponent "
+                "would not fit int8); use the integer format for this tensor"
+            )
+        arrays = {"scale_m": m, "scale_s": ss, "tensor_m": np.array([tm], np.uint32)}
+        se = np.full(r, se)
+        method = "nv"
+    arrays = {k: v.astype(romformat.FIELD[k].dtype) for k, v in arrays.items()}
+    arrays["scale_e"] = np.asarray(se).astype(np.int8)
+    arrays["codes"] = codes
+    arrays["levels"] = E2M1_LEVELS.copy()
+    return romformat.from_arrays(name, (r, c), fmt, arrays, method)

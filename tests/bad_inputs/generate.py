@@ -319,6 +319,14 @@ case("build-moe-head-norm-eps", "build", "MoE netlist.json: a head_norm's eps_d 
 case("build-moe-expert-dies-added", "build",
      "MoE netlist.json: placement.expert_dies added to a one-die build", E, 3, "netlist.json",
      "placement.expert_dies", "placement.dies = 1")  # fmt: skip
+# FP4 formats (issue 21; class 11 of the issue 19 scheme): the mxfp4/nvfp4 ROM formats exist in
+# maskc/romformat.py but no netlist is built with them yet, so a netlist claiming one is refused
+case("build-netlist-format-mxfp4", "build", "netlist.json: a matrix's format is mxfp4, re-hashed",
+     E, 3, "netlist.json", "q_proj", "mxfp4", "not supported")  # fmt: skip
+case("build-netlist-format-kind", "build", "netlist.json: a matrix's format kind 'fp3'", E, 3,
+     "netlist.json", "q_proj", "'kind'", "fp3")  # fmt: skip
+case("build-netlist-format-kind-type", "build", "netlist.json: a matrix's format kind is a list",
+     E, 3, "netlist.json", "q_proj", "'kind'", "list")  # fmt: skip
 # -- adapters ------------------------------------------------------------------------------------
 A = [*E, "--adapter", "{d}/ad"]
 case("adapter-rank-0", "adapter", "r = 0", A, 3, "r = 0")
@@ -608,6 +616,13 @@ def _edit_netlist(b: Path, name: str) -> None:
         ops[2]["matrix"] = "model.layers.0.self_attn.qq_proj.weight"
     elif name == "build-netlist-op-order":
         ops[2], ops[3] = ops[3], ops[2]
+    elif name.startswith("build-netlist-format-"):
+        fmt = doc["matrices"]["model.layers.0.self_attn.q_proj.weight"]["format"]
+        if name == "build-netlist-format-mxfp4":
+            fmt.update(bits=4, group_size=32, scale_bits=0, zero_bits=0, level_bits=5,
+                       scale_shift_bits=8, zero_shift_bits=0, kind="mxfp4")  # fmt: skip
+        else:
+            fmt["kind"] = "fp3" if name == "build-netlist-format-kind" else ["int"]
     elif name == "build-moe-expert-swapped":
         doc["matrices"]["model.layers.0.mlp.experts.0.gate_proj.weight"]["expert"] = 1
     elif name == "build-moe-expert-dies-added":  # experts spread over dies, claimed
