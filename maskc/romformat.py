@@ -20,6 +20,7 @@ field       dtype    shape             meaning
 ``zero_m``  int16    ``[R, NG]``       signed ``zero_bits``-bit mantissa of each group's offset
 ``zero_s``  uint8    ``[R, NG]``       the offset's shift, ``zero_shift_bits`` bits
 ``zero_e``  int8     ``[R]``           the row's offset exponent
+``tensor_m`` uint32  ``[1]``           nvfp4 only: the tensor scale's 24-bit mantissa
 ==========  =======  ================  ===========================================================
 
 ``Cp = ceil(C / G) * G`` (padded columns hold code 0 and are ignored: the hardware feeds them
@@ -37,6 +38,14 @@ Bits per weight counted against the ROM: ``b`` for the code,
 ``(scale_bits + scale_shift_bits + zero_bits + zero_shift_bits) / G`` for the group's fields,
 ``2 * 8 / C`` for the two row exponents, and ``2**b * level_bits / (R * C)`` for the level
 table; padding codes are counted too (``b * Cp / C``) because they occupy cells.
+
+FP4 (issue 21, docs/fp4-design.md): ``QuantFormat.kind`` ``"mxfp4"`` or ``"nvfp4"`` is one fixed
+format each (:data:`FP4_FORMATS`): the cell holds the 4-bit E2M1 code, the level table is
+:data:`E2M1_LEVELS` (twice the E2M1 values; not increasing), mxfp4's E8M0 block scale is
+``2**(scale_e - scale_s)`` (``scale_m`` = 1, not stored), nvfp4's E4M3 block scale is the pair
+``(scale_m, scale_s)`` and its float32 tensor scale ``tensor_m * 2**(scale_e - 4)`` enters as
+one more factor of the step. So far only the library makes and reads them: netlist.json and
+the quant store refuse an FP4 ``kind``.
 
 A new field or a new ROM format changes this module (and docs/numerics.md) and nothing else
 re-lists the fields: :data:`FIELDS` drives validation, the quant store, the netlist's tiles and
