@@ -121,7 +121,7 @@ def _inspect_model(model: Path, config: Path | None, headers_only: bool, as_json
 
     m = load_model(model, config)
     if not headers_only:
-        total = sum(m.locations[s.name][1].nbytes for s in m.specs)
+        total = sum(m.nbytes(s.name) for s in m.specs)
         with progress_bar() as prog:
             task = prog.add_task("checking tensors", total=total)
             m.check_data(lambda _name, nbytes: prog.advance(task, nbytes))
