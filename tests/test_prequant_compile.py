@@ -124,3 +124,20 @@ def test_matching_bits_do_not_warn(ckpt, tmp_path, cli):
     r = cli("compile", d, "-o", tmp_path / "b", "--fabric", "mini", "--no-verify", "-b", "4")
     assert r.code == 0, r.err
     assert "imported exactly" not in r.err
+
+
+def test_inspect_describes_the_checkpoint(ckpt, cli):
+    d, refs = ckpt("compressed-tensors", sym=False)
+    r = cli("inspect", d, "--json", "--headers-only")
+    assert r.code == 0, r.err
+    pq = json.loads(r.out)["prequantized"]
+    assert pq["format"] == "compressed-tensors" and pq["bits"] == 4 and pq["group_size"] == 32
+    assert pq["symmetric"] is False and pq["desc_act"] is False
+    assert pq["imported_layers"] == sorted(refs, key=pq["imported_layers"].index)
+    assert set(pq["imported_layers"]) == set(refs) and pq["rom"] is None
+    full = json.loads(cli("inspect", d, "--json").out)["prequantized"]
+    assert set(full["rom"].values()) == {"exact"}
+    t = cli("inspect", d)
+    text = " ".join(t.out.split())
+    assert "compressed-tensors 4-bit, group 32, asymmetric: 14 quantized layers" in text
+    assert "every layer imported exactly" in text

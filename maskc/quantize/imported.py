@@ -4,7 +4,8 @@ defines them (:func:`maskc.ingest.prequant.to_rom`), never requantized.
 :func:`imported_formats` gives each imported layer's ROM format (the layout of the unit's
 file is fixed before anything is written); :func:`write_imported` writes one layer and its
 report row, whose weight error is measured against the checkpoint's own dequantization
-(:func:`maskc.ingest.prequant.dequantize`) and is zero; :func:`conflicts` words the warnings
+(:func:`maskc.ingest.prequant.dequantize`) and is zero; :func:`describe` is what
+``maskc inspect`` says of the checkpoint; :func:`conflicts` words the warnings
 for settings (``--bits``, ``--group-size``, ``--method``, quant.toml) that name an imported
 layer: the import is kept.
 """
@@ -15,7 +16,9 @@ import math
 
 import numpy as np
 
+from maskc.errors import UnsupportedError
 from maskc.ingest import prequant
+from maskc.quantize.rules import QUANTIZABLE_ROLES
 from maskc.quantize.store import index_entry_of
 from maskc.romformat import QuantFormat, fields_of
 
@@ -107,4 +110,40 @@ def conflicts(model, settings: dict, explicit: bool, method: str | None = None) 
             f"from the checkpoint ({sch.describe()}); keeping the import (compile the float "
             "model to quantize it yourself)"
         )
+    return out
+
+
+def describe(model, check: bool) -> dict | None:
+    """What ``maskc inspect`` says of a pre-quantized checkpoint (None for a float one): the
+    format, bits, group size, symmetry, desc_act, the imported layers, and with ``check``
+    (the data read) whether each maps onto the ROM exactly or why it does not."""
+    sch = model.scheme
+    if sch is None:
+        return None
+    layers = [s.name for s in model.specs if s.name in model.imported]
+    floats = [
+        s.name
+        for s in model.specs
+        if s.role in QUANTIZABLE_ROLES and s.role != "embed" and s.name not in model.imported
+    ]
+    out = {
+        "format": sch.method,
+        "bits": sch.bits,
+        "group_size": sch.group_size,
+        "symmetric": sch.sym,
+        "desc_act": sch.desc_act,
+        "description": sch.describe(),
+        "imported_layers": layers,
+        "float_matrices": floats,
+        "rom": None,
+    }
+    if check:
+        rom = {}
+        for name in layers:
+            try:
+                prequant.to_rom(model.read_imported(name))
+                rom[name] = "exact"
+            except UnsupportedError as e:
+                rom[name] = str(e)
+        out["rom"] = rom
     return out
