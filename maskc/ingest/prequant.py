@@ -553,17 +553,21 @@ def to_rom(t: Imported) -> QuantTensor:
     n, b = t.name, t.bits
     r, c = t.shape
     if b not in ROM_BITS:
-        raise UnsupportedError(f"{n}: {b}-bit codes have no ROM format (3, 4 or 8 bits)")
+        raise UnsupportedError(
+            f"{n}: {b}-bit codes have no ROM format (3, 4 or 8 bits); maskc refuses to "
+            "requantize an imported tensor (compile the float model instead)"
+        )
     if not t.trivial_groups():
         raise UnsupportedError(
             f"{n}: g_idx is an activation-order (desc_act) permutation; the ROM groups "
-            "consecutive input columns, so this layer cannot be imported exactly yet"
+            "consecutive input columns, so this layer cannot be imported exactly yet "
+            "(compile the float model instead)"
         )
     g = rom_group_size(t)
     if g is None:
         raise UnsupportedError(
             f"{n}: group size {t.group_size} is not a multiple of 32, the chip's activation "
-            "group; it cannot be imported exactly"
+            "group; it cannot be imported exactly (compile the float model instead)"
         )
     ngr = -(-c // g)
     gi = (np.arange(ngr) * g) // t.group_size  # each ROM group lies in checkpoint group gi
