@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import quantizer_output, raw_fields
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from prequant_pack import quantize_folder
 
 from maskc.pipeline.options import CompileOptions
@@ -141,3 +143,43 @@ def test_inspect_describes_the_checkpoint(ckpt, cli):
     text = " ".join(t.out.split())
     assert "compressed-tensors 4-bit, group 32, asymmetric: 14 quantized layers" in text
     assert "every layer imported exactly" in text
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    method=st.sampled_from(["gptq", "awq", "compressed-tensors"]),
+    shapes=st.lists(st.tuples(st.integers(1, 40), st.integers(1, 40)), min_size=5, max_size=5),
+    dtypes=st.lists(st.sampled_from(["I32", "F16", "I64", "F32"]), min_size=5, max_size=5),
+    bits=st.sampled_from([2, 3, 4, 8]),
+)
+def test_any_module_headers_give_a_layer_or_an_input_error(tmp_path, method, shapes, dtypes, bits):
+    """The validator behind load_model's check of an imported layer: whatever the shapes and
+    dtypes of its tensors, module_shape and read_module give a layer consistent with the
+    shape they report, or an InputError (exit 3) naming a tensor; never another exception."""
+    from maskc.errors import InputError
+    from maskc.ingest import prequant as pq
+    from maskc.safetensors_io import SafetensorsFile, write_safetensors
+
+    suffixes = pq.MODULE_SUFFIXES[method]
+    np_of = {"I32": np.int32, "F16": np.float16, "I64": np.int64, "F32": np.float32}
+    t = {}
+    for k, (suf, shp, dt) in enumerate(zip(suffixes, shapes, dtypes, strict=False)):
+        shape = (2,) if suf == ".weight_shape" else ((shp[0],) if "g_idx" in suf else shp)
+        arr = np.ones(shape, dtype=np_of[dt]) * (k % 3)
+        if suf == ".weight_shape":
+            arr = np.array(shapes[-1], dtype=np_of[dt])
+        t["m" + suf] = arr
+    path = tmp_path / f"{method}-{bits}.safetensors"
+    write_safetensors(path, t)
+    sch = pq.Scheme(method, bits, 32 if bits != 3 else -1, sym=method == "compressed-tensors")
+    f = SafetensorsFile(path)
+    try:
+        shape = pq.module_shape(f, "m", sch, str(path))
+        layer = pq.read_module(f, "m", sch, str(path))
+    except InputError as e:
+        assert "\n" not in str(e) and str(path) in str(e)
+        return
+    assert layer.shape == shape and layer.codes.shape == shape
+    assert pq.dequantize(layer).shape == shape
