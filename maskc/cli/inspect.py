@@ -116,12 +116,18 @@ def inspect(
     _inspect_model(model, config, headers_only, as_json)
 
 
+def pq_names(pq: dict) -> str:
+    names = pq["float_matrices"]
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
 def _inspect_model(model: Path, config: Path | None, headers_only: bool, as_json: bool) -> None:
     from maskc.ingest import load_model
+    from maskc.quantize.imported import describe
 
     m = load_model(model, config)
     if not headers_only:
-        total = sum(m.locations[s.name][1].nbytes for s in m.specs)
+        total = sum(m.nbytes(s.name) for s in m.specs)
         with progress_bar() as prog:
             task = prog.add_task("checking tensors", total=total)
             m.check_data(lambda _name, nbytes: prog.advance(task, nbytes))
@@ -150,6 +156,7 @@ def _inspect_model(model: Path, config: Path | None, headers_only: bool, as_json
                     else None
                 ),
                 "data_checked": not headers_only,
+                "prequantized": describe(m, not headers_only),
             }
         )
         return
@@ -191,6 +198,17 @@ def _inspect_model(model: Path, config: Path | None, headers_only: bool, as_json
             )
         )
         rows.append(("experts", experts))
+    pq = describe(m, not headers_only)
+    if pq is not None:
+        n, kept = len(pq["imported_layers"]), len(pq["float_matrices"])
+        rows.append(("pre-quantized", f"{pq['description']}: {n} quantized layers"))
+        if kept:
+            rows.append(("float matrices", f"{kept} (quantized by maskc): " + pq_names(pq)))
+        if pq["rom"] is not None:
+            bad = {k: v for k, v in pq["rom"].items() if v != "exact"}
+            first = next(iter(bad.values()), "")
+            rom = f"{len(bad)} refused: {first}" if bad else "every layer imported exactly"
+            rows.append(("ROM mapping", rom))
     rows += [
         ("weight files", len(m.files)),
         ("tokenizer", tokenizer),

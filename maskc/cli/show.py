@@ -31,6 +31,13 @@ def mib(n: int) -> str:
     return f"{n / (1 << 20):,.1f} MiB"
 
 
+def _method(row: dict) -> str:
+    """The method column: "imported, exact" for a layer imported with zero weight error."""
+    if row["method"] == "imported":
+        return "imported, exact" if row["rel_error"] == 0 else "imported"
+    return row["method"]
+
+
 def print_quant_report(report: dict) -> None:
     """The per-tensor quantization table, the output-level error and the sensitivity."""
     table = Table(title="quantization", show_footer=True)
@@ -56,7 +63,7 @@ def print_quant_report(report: dict) -> None:
                 "x".join(map(str, r["shape"])),
                 str(r["bits"]),
                 str(r["group_size"]),
-                r["method"],
+                _method(r),
                 f"{r['bpw']:.3f}",
                 "-" if r["rel_error"] is None else f"{r['rel_error']:.4f}",
                 "exact" if r["snr_db"] is None else f"{r['snr_db']:.2f}",

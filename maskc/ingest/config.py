@@ -4,10 +4,11 @@ Defaults follow the ``transformers`` config classes of each architecture (LlamaC
 MistralConfig, Qwen2Config, MixtralConfig, Qwen2MoeConfig, Qwen3MoeConfig) so that a config which
 omits a field means what it means to HF. Anything that would change the arithmetic and that
 maskc does not implement (other activations, MLP biases, RoPE scaling types other than llama3,
-pre-quantized checkpoints, Qwen2's per-layer sliding window, dense layers between the sparse
-ones of a mixture of experts) is refused with :class:`~maskc.errors.UnsupportedError` rather
-than ignored. Training-only fields (``router_aux_loss_coef``, ``output_router_logits``,
-``router_jitter_noise``) do not change inference and are ignored.
+pre-quantized checkpoints in a format maskc does not import, Qwen2's per-layer sliding window,
+dense layers between the sparse ones of a mixture of experts) is refused with
+:class:`~maskc.errors.UnsupportedError` rather than ignored. Training-only fields
+(``router_aux_loss_coef``, ``output_router_logits``, ``router_jitter_noise``) do not change
+inference and are ignored.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from maskc.errors import InputError, UnsupportedError
 from maskc.fsutil import read_small_file
+from maskc.ingest import prequant
 from maskc.ir import SUPPORTED_ARCHITECTURES, ModelArch, MoeConfig, RopeScaling
 from maskc.textparse import ParseError, json_loads
 
@@ -142,11 +144,8 @@ def parse_config(cfg: object, where: str) -> ModelArch:
         raise InputError(
             f"{where}: model_type {cfg.get('model_type')!r} contradicts architecture {arch_name}"
         )
-    if cfg.get("quantization_config") is not None:
-        raise UnsupportedError(
-            f"{where}: the checkpoint is already quantized (quantization_config); give maskc the "
-            "F32/F16/BF16 model"
-        )
+    if cfg.get("quantization_config") is not None:  # a format maskc imports, or exit 3
+        prequant.parse_config(cfg["quantization_config"], where)
     act = cfg.get("hidden_act", "silu")
     if act != "silu":
         raise UnsupportedError(f"{where}: hidden_act {act!r} is not supported (only 'silu')")
@@ -309,3 +308,11 @@ def _bool(cfg: dict, key: str, where: str, default: bool) -> bool:
 def load_config(path: Path) -> ModelArch:
     """Read and parse ``config.json`` at ``path``."""
     return parse_config(read_json_file(path, "config.json"), str(path))
+
+
+def load_scheme(path: Path) -> prequant.Scheme | None:
+    """The pre-quantized checkpoint's :class:`~maskc.ingest.prequant.Scheme` from
+    ``config.json`` at ``path`` (already checked by :func:`load_config`), or None."""
+    cfg = read_json_file(path, "config.json")
+    qc = cfg.get("quantization_config") if isinstance(cfg, dict) else None
+    return None if qc is None else prequant.parse_config(qc, str(path))

@@ -27,7 +27,8 @@ import numpy as np
 
 from maskc.errors import InputError, UnsupportedError
 from maskc.fsutil import check_regular, optional_file
-from maskc.ingest.config import load_config, read_json_file
+from maskc.ingest import prequant
+from maskc.ingest.config import load_config, load_scheme, read_json_file
 from maskc.ir import ModelArch, TensorSpec, embedding_tensor, expected_tensors, layer_tensors
 from maskc.limits import check_tensor
 from maskc.safetensors_io import SUPPORTED_DTYPES, SafetensorsFile, TensorInfo
@@ -64,17 +65,48 @@ class Model:
     #: tokenizer_config.json's chat_template (checked by a sample render), if any
     chat_template: str | None = None
     ignored: list[str] = field(default_factory=list)
+    #: a pre-quantized checkpoint's scheme (docs/import-design.md), else None
+    scheme: prequant.Scheme | None = None
+    #: the quantized layers of a pre-quantized checkpoint: ``PREFIX.weight`` -> ``PREFIX``
+    imported: dict[str, str] = field(default_factory=dict)
 
     @property
     def total_parameters(self) -> int:
         return sum(s.parameters for s in self.specs)
 
     def dtype_of(self, name: str) -> str:
+        if name in self.imported:
+            return f"{self.scheme.method} {self.scheme.bits}-bit"
         return self.locations[name][1].dtype
+
+    def module_tensors(self, name: str) -> list[str]:
+        """The checkpoint's tensors that hold imported layer ``name``."""
+        prefix, sch = self.imported[name], self.scheme
+        return [prefix + s for s in prequant.MODULE_SUFFIXES[sch.method] if prefix + s in self]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.locations
+
+    def nbytes(self, name: str) -> int:
+        """Bytes tensor ``name`` takes in the checkpoint (an imported layer: all its tensors)."""
+        if name in self.imported:
+            return sum(self.locations[t][1].nbytes for t in self.module_tensors(name))
+        return self.locations[name][1].nbytes
+
+    def read_imported(self, name: str) -> prequant.Imported:
+        """Imported layer ``name`` unpacked (InputError naming the tensor on a bad one)."""
+        prefix = self.imported[name]
+        where = str(self.locations[self.module_tensors(name)[0]][0].path)
+        return prequant.read_module(_Tensors(self.locations), prefix, self.scheme, where)
 
     def read(self, name: str) -> np.ndarray:
         """Tensor ``name`` as float32 with its HF shape; raises InputError on NaN/Inf or a
-        value the chip cannot represent (:mod:`maskc.limits`)."""
+        value the chip cannot represent (:mod:`maskc.limits`). An imported layer: the
+        checkpoint's own dequantization (:func:`maskc.ingest.prequant.dequantize`)."""
+        if name in self.imported:
+            arr = prequant.dequantize(self.read_imported(name))
+            check_tensor(arr, name, str(self.locations[self.module_tensors(name)[0]][0].path))
+            return arr
         st, _info = self.locations[name]
         arr = st.read(name).astype(np.float32, copy=False)
         finite = np.isfinite(arr)
@@ -102,7 +134,7 @@ class Model:
         for spec in self.specs:
             self.read(spec.name)
             if on_tensor:
-                on_tensor(spec.name, self.locations[spec.name][1].nbytes)
+                on_tensor(spec.name, self.nbytes(spec.name))
         if "lm_head.weight" in self.ignored:
             st, _ = self.locations["lm_head.weight"]
             head = st.read("lm_head.weight").astype(np.float32)
@@ -111,6 +143,45 @@ class Model:
                     f"{st.path}: tie_word_embeddings is true but lm_head.weight differs from "
                     "model.embed_tokens.weight; set tie_word_embeddings false in config.json"
                 )
+
+
+class _Tensors:
+    """The checkpoint's tensors across its shards, as :func:`prequant.read_module` reads them."""
+
+    def __init__(self, locations: dict[str, tuple[SafetensorsFile, TensorInfo]]) -> None:
+        self.locations = locations
+        self.tensors = {n: info for n, (_st, info) in locations.items()}
+
+    def read_raw(self, name: str) -> np.ndarray:
+        return self.locations[name][0].read_raw(name)
+
+
+def _imported(path: Path, cfg_path: Path, arch: ModelArch, locations) -> tuple:
+    """A pre-quantized checkpoint's scheme, its layers (``PREFIX.weight`` -> ``PREFIX``) and
+    the tensors that hold them; ``(None, {}, set())`` for a float checkpoint."""
+    scheme = load_scheme(cfg_path)
+    if scheme is None:
+        return None, {}, set()
+    imported = {p + ".weight": p for p in prequant.modules(locations, scheme)}
+    if not imported:
+        suffix = prequant.MODULE_SUFFIXES[scheme.method][0]
+        raise InputError(
+            f"{path}: config.json's quantization_config says {scheme.describe()} but no tensor "
+            f"ends in {suffix!r}; the weights are not that checkpoint's"
+        )
+    for name, prefix in imported.items():
+        if name in locations:
+            raise InputError(
+                f"{locations[name][0].path}: layer {prefix!r} has both a float {name!r} and "
+                "quantized tensors; remove one"
+            )
+    held = {
+        p + s
+        for p in imported.values()
+        for s in prequant.MODULE_SUFFIXES[scheme.method]
+        if p + s in locations
+    }
+    return scheme, imported, held
 
 
 def _check_exists(path: Path, what: str) -> os.stat_result:
@@ -309,10 +380,21 @@ def declared_tensors(
         weights = cfg is not None and path.suffix == ".safetensors"
     if weights:
         cfg_path, arch, _files, locations = _open_headers(path, cfg)
+        _no_plan(cfg_path)
         return arch, _expected(path, cfg_path, arch, locations), cfg_path
     cfg_path = cfg or (path / "config.json" if path.is_dir() else path)
     arch = load_config(cfg_path)
+    _no_plan(cfg_path)
     return arch, expected_tensors(arch, str(cfg_path)), cfg_path
+
+
+def _no_plan(cfg_path: Path) -> None:
+    scheme = load_scheme(cfg_path)
+    if scheme is not None:
+        raise UnsupportedError(
+            f"{cfg_path}: --plan-only does not plan a pre-quantized checkpoint "
+            f"({scheme.describe()}) yet; compile it without --plan-only"
+        )
 
 
 def load_model(path: str | os.PathLike, config: str | os.PathLike | None = None) -> Model:
@@ -325,11 +407,19 @@ def load_model(path: str | os.PathLike, config: str | os.PathLike | None = None)
     cfg_path, arch, files, locations = _open_headers(
         path, Path(config) if config is not None else None
     )
-    specs = _expected(path, cfg_path, arch, locations)
+    scheme, imported, held = _imported(path, cfg_path, arch, locations)
+    specs = _expected(path, cfg_path, arch, set(locations) | set(imported))
     expected = {s.name for s in specs}
+    for name, prefix in imported.items():
+        st = locations[prefix + prequant.MODULE_SUFFIXES[scheme.method][0]][0]
+        if name not in expected:
+            raise InputError(
+                f"{st.path}: unexpected quantized layer {prefix!r} for {arch.architecture} "
+                "(unknown module, or config.json does not match the weights)"
+            )
     ignored = []
     for name in sorted(locations):
-        if name in expected:
+        if name in expected or name in held:
             continue
         if any(p.fullmatch(name) for p in IGNORABLE_PATTERNS):
             ignored.append(name)
@@ -341,6 +431,16 @@ def load_model(path: str | os.PathLike, config: str | os.PathLike | None = None)
                 f"{arch.architecture} (unknown module, or config.json does not match the weights)"
             )
     for spec in specs:
+        if spec.name in imported:
+            prefix = imported[spec.name]
+            st = locations[prefix + prequant.MODULE_SUFFIXES[scheme.method][0]][0]
+            shape = prequant.module_shape(_Tensors(locations), prefix, scheme, str(st.path))
+            if shape != spec.shape:
+                raise InputError(
+                    f"{st.path}: quantized layer {prefix!r} has shape {list(shape)}, expected "
+                    f"{list(spec.shape)} from config.json"
+                )
+            continue
         st, info = locations[spec.name]
         if info.shape != spec.shape:
             raise InputError(
@@ -375,4 +475,6 @@ def load_model(path: str | os.PathLike, config: str | os.PathLike | None = None)
         tokenizer_vocab_size=tok_vocab,
         chat_template=template,
         ignored=ignored,
+        scheme=scheme,
+        imported=imported,
     )

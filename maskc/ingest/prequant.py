@@ -259,6 +259,53 @@ class _Reader:
 
 def read_module(st, prefix: str, scheme: Scheme, where: str) -> Imported:
     """Layer ``prefix`` of safetensors file ``st`` (named ``where`` in messages), unpacked."""
+    _check_bits(scheme, where)
+    rd = _Reader(st, prefix, where)
+    if scheme.method == "gptq":
+        return _read_gptq(rd, scheme)
+    if scheme.method == "awq":
+        return _read_awq(rd, scheme)
+    return _read_compressed(rd, scheme)
+
+
+#: the tensors of one quantized module, by format (besides an unquantized ``PREFIX.bias``)
+MODULE_SUFFIXES = {
+    "gptq": (".qweight", ".qzeros", ".scales", ".g_idx"),
+    "awq": (".qweight", ".qzeros", ".scales"),
+    "compressed-tensors": (
+        ".weight_packed",
+        ".weight_scale",
+        ".weight_zero_point",
+        ".weight_shape",
+        ".weight_g_idx",
+    ),
+}
+
+
+def module_shape(st, prefix: str, scheme: Scheme, where: str) -> tuple[int, int]:
+    """``[out, in]`` of layer ``prefix`` from its headers (compressed-tensors: its 2-value
+    ``weight_shape``), without reading the codes; the other tensors are checked by
+    :func:`read_module`."""
+    _check_bits(scheme, where)
+    rd = _Reader(st, prefix, where)
+    if scheme.method == "compressed-tensors":
+        si = rd.info(".weight_shape", ("I32", "I64"), 1)
+        rd.shape(".weight_shape", si, (2,))
+        r, c = (int(v) for v in rd.read(".weight_shape"))
+        return r, c
+    qw = rd.info(".qweight", ("I32",), 2)
+    if scheme.method == "awq":
+        return qw.shape[1] * 8, qw.shape[0]
+    b = scheme.bits
+    if (qw.shape[0] * 32) % b or (b == 3 and qw.shape[0] % 3):
+        raise InputError(
+            f"{where}: tensor {prefix + '.qweight'!r}: {qw.shape[0]} rows "
+            f"do not pack whole {b}-bit input columns"
+        )
+    return qw.shape[1], qw.shape[0] * 32 // b
+
+
+def _check_bits(scheme: Scheme, where: str) -> None:
     b = scheme.bits
     allowed = (4,) if scheme.method == "awq" else (2, 3, 4, 8)
     if b not in allowed:
@@ -266,12 +313,6 @@ def read_module(st, prefix: str, scheme: Scheme, where: str) -> Imported:
             f"{where}: {scheme.method} with {b} bits is not supported "
             f"({', '.join(map(str, allowed))})"
         )
-    rd = _Reader(st, prefix, where)
-    if scheme.method == "gptq":
-        return _read_gptq(rd, scheme)
-    if scheme.method == "awq":
-        return _read_awq(rd, scheme)
-    return _read_compressed(rd, scheme)
 
 
 def _group_count(c: int, scheme: Scheme) -> tuple[int, int]:
@@ -512,17 +553,21 @@ def to_rom(t: Imported) -> QuantTensor:
     n, b = t.name, t.bits
     r, c = t.shape
     if b not in ROM_BITS:
-        raise UnsupportedError(f"{n}: {b}-bit codes have no ROM format (3, 4 or 8 bits)")
+        raise UnsupportedError(
+            f"{n}: {b}-bit codes have no ROM format (3, 4 or 8 bits); maskc refuses to "
+            "requantize an imported tensor (compile the float model instead)"
+        )
     if not t.trivial_groups():
         raise UnsupportedError(
             f"{n}: g_idx is an activation-order (desc_act) permutation; the ROM groups "
-            "consecutive input columns, so this layer cannot be imported exactly yet"
+            "consecutive input columns, so this layer cannot be imported exactly yet "
+            "(compile the float model instead)"
         )
     g = rom_group_size(t)
     if g is None:
         raise UnsupportedError(
             f"{n}: group size {t.group_size} is not a multiple of 32, the chip's activation "
-            "group; it cannot be imported exactly"
+            "group; it cannot be imported exactly (compile the float model instead)"
         )
     ngr = -(-c // g)
     gi = (np.arange(ngr) * g) // t.group_size  # each ROM group lies in checkpoint group gi

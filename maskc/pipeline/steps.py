@@ -32,6 +32,7 @@ from maskc.quantize import (
     resolve_settings,
 )
 from maskc.quantize.driver import tokenize
+from maskc.quantize.imported import conflicts
 from maskc.quantize.report import (
     avg_bpw,
     default_report_text,
@@ -221,6 +222,10 @@ def quantize(
     how many or where."""
     from maskc import parallel
 
+    explicit = any(v is not None for v in (opts.bits, opts.group_size, opts.method))
+    explicit = explicit or opts.quant_config is not None
+    for w in conflicts(model, quant_settings.settings, explicit, opts.method):
+        events.warn(w)
     if calib is not None:
         from concurrent.futures import ThreadPoolExecutor
 

@@ -57,7 +57,8 @@ def error_png(report: dict, path: Path) -> None:
         fontsize=10,
     )
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, ncol=4)
+    if ax.get_legend_handles_labels()[0]:  # none when every layer is stored exactly
+        ax.legend(fontsize=7, ncol=4)
     if sens:
         ax2 = axes[1]
         ax2.bar([s["layer"] for s in sens], [s["kl_mean"] for s in sens], color="tab:red")

@@ -35,6 +35,7 @@ from maskc.errors import InputError
 from maskc.fsutil import open_regular
 from maskc.limits import WEIGHT_LIMIT
 from maskc.quantize.calibrate import EXPERT_SITE_PREFIX, site_of
+from maskc.quantize.imported import imported_formats, write_imported
 from maskc.quantize.matrix import CHUNK_ROWS, quantize_stack
 from maskc.quantize.profiles import format_for
 from maskc.quantize.rules import QUANTIZABLE_ROLES, QuantSetting
@@ -57,10 +58,16 @@ class RowReader:
     def __init__(self, model) -> None:
         self.model = model
         self._fds: dict[Path, int] = {}
+        self._imported: tuple[str, np.ndarray] | None = None  # the last imported layer read
 
     def rows(self, name: str, a: int, b: int) -> np.ndarray:
         """float32 rows ``a:b`` of ``name``: the same values as ``model.read(name)[a:b]``, with
         the same errors (a non-finite or out-of-range value raises the whole tensor's message)."""
+        if name in self.model.imported:  # dequantized whole: its codes are read whole
+            if self._imported is None or self._imported[0] != name:
+                self._imported = None
+                self._imported = (name, self.model.read(name))
+            return self._imported[1][a:b]
         st, info = self.model.locations[name]
         if info.dtype not in SUPPORTED_DTYPES or len(info.shape) != 2:
             return self.model.read(name)[a:b]
@@ -90,6 +97,7 @@ class RowReader:
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
+        self._imported = None
 
 
 # -- writing a safetensors file field by field ---------------------------------------------------
@@ -279,8 +287,9 @@ def run_unit(
     quantized (None: here, one after the other). Returns ``(report rows, index entries, kept)``."""
     specs = [s for s in model.specs if s.layer == layer]
     file = file_for(layer)
-    floats, stacks = _groups(specs, settings)
-    fmts = {}
+    imported = [s for s in specs if s.name in model.imported]  # exact, never requantized
+    floats, stacks = _groups([s for s in specs if s.name not in model.imported], settings)
+    fmts = imported_formats(model, imported)
     for _site, setting, group in stacks:
         gname = "+".join(s.name for s in group)
         setting.check_quantizable(gname)
@@ -319,6 +328,8 @@ def run_unit(
                 setting = uncalibrated(setting)
             args = (group, setting, st, keep, kept, rows, index, file, progress, pool)
             _stack(model, reader, out, *args)
+        for spec in imported:
+            write_imported(model, spec, out, file, keep, kept, rows, index, progress)
         out.close()
     except BaseException:
         out.abort()

@@ -505,6 +505,37 @@ case("path-output-new-parents", "path", "-o new1/new2/build of a bad model leave
      [*CO, "{d}/new1/new2/build"], 3, "model.layers.2")  # fmt: skip
 
 
+# pre-quantized checkpoints (issue 19, class 11; issue 21): GPTQ/AWQ/compressed-tensors layers
+# are imported exactly or refused, exit 3 naming the tensor and what does not fit; never
+# requantized. The checkpoints are packed by tests/prequant_pack.py from the tiny model.
+QP = "model.layers.0.mlp.up_proj"
+case("prequant-method-unknown", "model", "quantization_config.quant_method bitsandbytes", C, 3,
+     "bitsandbytes", "not supported")  # fmt: skip
+case("prequant-gptq-no-bits", "model", "GPTQ quantization_config without bits", C, 3,
+     "quantization_config.bits")  # fmt: skip
+case("prequant-awq-gemv", "model", "AWQ version gemv (another packing)", C, 3, "gemv")
+case("prequant-no-qweight", "model", "config says GPTQ, the weights are float", C, 3,
+     "no tensor ends in '.qweight'")  # fmt: skip
+case("prequant-float-and-packed", "model", "a GPTQ layer with a float .weight as well", C, 3,
+     QP, "both")  # fmt: skip
+case("prequant-missing-qzeros", "model", "a GPTQ layer without qzeros", C, 3,
+     QP + ".qzeros", "missing")  # fmt: skip
+case("prequant-scales-shape", "model", "GPTQ scales of the wrong shape", C, 3,
+     QP + ".scales", "expected [2, 160]")  # fmt: skip
+case("prequant-qweight-shape", "model", "GPTQ qweight of the wrong shape for config.json", C,
+     3, QP, "[160, 64]")  # fmt: skip
+case("prequant-scale-negative", "model", "a negative GPTQ scale", C, 3, QP + ".scales", "-1.0")
+case("prequant-2bit", "model", "2-bit GPTQ (no ROM format)", C, 3, ".weight",
+     "2-bit codes have no ROM format", "compile the float model")  # fmt: skip
+case("prequant-group-16", "model", "GPTQ group size 16 (not a multiple of 32)", C, 3,
+     ".weight", "group size 16", "compile the float model")  # fmt: skip
+case("prequant-desc-act", "model", "GPTQ desc_act with a permuting g_idx", C, 3,
+     QP + ".weight", "g_idx", "compile the float model")  # fmt: skip
+case("prequant-scales-span", "model", "a row of GPTQ scales spanning 2^-24..2^15", C, 3,
+     QP + ".weight", "row 0", "compile the float model")  # fmt: skip
+case("prequant-plan-only", "model", "`compile --plan-only` of a pre-quantized checkpoint",
+     ["compile", "{d}/m", "-o", "{d}/out", "--plan-only"], 3, "--plan-only")  # fmt: skip
+
 # -- writing the inputs ---------------------------------------------------------------------------
 
 
@@ -678,6 +709,9 @@ def _make(name: str, d: Path, model: Path, build: Path) -> None:
         path.write_text(json.dumps(c))
 
     kind = name.split("-", 1)[0]
+    if kind == "prequant":
+        _prequant(name, d, model)
+        return
     needs_model = kind in ("model", "quant", "fabric", "path") or name == "prompt-calib-not-utf8"
     if needs_model and name != "model-missing":
         model_copy()
@@ -1018,6 +1052,54 @@ def _make(name: str, d: Path, model: Path, build: Path) -> None:
     elif name == "path-testmodel-not-empty":
         (d / "out").mkdir()
         (d / "out" / "keep.txt").write_text("mine")
+
+
+def _prequant(name: str, d: Path, model: Path) -> None:
+    """A pre-quantized checkpoint in ``d/m`` (packed by tests/prequant_pack.py), broken as
+    case ``name`` says."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from prequant_pack import quantize_folder
+
+    from maskc.safetensors_io import SafetensorsFile, write_safetensors
+
+    m, qp = d / "m", "model.layers.0.mlp.up_proj"
+    kw = {"2bit": {"bits": 2}, "group-16": {"group": 16}}.get(name.split("-", 1)[1], {})
+    quantize_folder(model, m, "gptq", **kw)
+    st = SafetensorsFile(m / "model.safetensors")
+    t = {n: st.read_raw(n) for n in sorted(st.tensors)}
+    del st
+    c = json.loads((m / "config.json").read_text())
+    qc = c["quantization_config"]
+    if name == "prequant-method-unknown":
+        c["quantization_config"] = {"quant_method": "bitsandbytes", "load_in_4bit": True}
+    elif name == "prequant-gptq-no-bits":
+        qc.pop("bits")
+    elif name == "prequant-awq-gemv":
+        c["quantization_config"] = {"quant_method": "awq", "bits": 4, "version": "gemv"}
+    elif name == "prequant-no-qweight":
+        shutil.rmtree(m)
+        shutil.copytree(model, m)
+        c = json.loads((m / "config.json").read_text()) | {"quantization_config": qc}
+        t = None
+    elif name == "prequant-float-and-packed":
+        t[qp + ".weight"] = np.zeros((160, 64), dtype=np.float32)
+    elif name == "prequant-missing-qzeros":
+        t.pop(qp + ".qzeros")
+    elif name == "prequant-scales-shape":
+        t[qp + ".scales"] = t[qp + ".scales"][:1]
+    elif name == "prequant-qweight-shape":
+        t[qp + ".qweight"] = t[qp + ".qweight"][:4]
+    elif name == "prequant-scale-negative":
+        t[qp + ".scales"][0, 0] = -1.0
+    elif name == "prequant-desc-act":
+        qc["desc_act"] = True
+        t[qp + ".g_idx"] = (np.arange(64, dtype=np.int32) % 2).astype(np.int32)
+    elif name == "prequant-scales-span":
+        t[qp + ".scales"][0, 0] = np.float16(2.0**-24)
+        t[qp + ".scales"][1, 0] = np.float16(2.0**15)
+    if t is not None:
+        write_safetensors(m / "model.safetensors", t)
+    (m / "config.json").write_text(json.dumps(c))
 
 
 def _moe_build(base: Path) -> Path:

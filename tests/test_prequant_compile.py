@@ -1,0 +1,185 @@
+"""Pre-quantized checkpoints compiled end to end (issue 21): tiny GPTQ, AWQ and
+compressed-tensors checkpoints packed by tests/prequant_pack.py (written from the formats'
+descriptions) from the seeded tiny preset; every quantized layer imported exactly (its stored
+weights, read back by hand from the build, equal the checkpoint's definition
+``scale * (q - zero)`` bit for bit), the report saying so, inspect describing the checkpoint,
+conflicting settings warned about and never applied."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import quantizer_output, raw_fields
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from prequant_pack import quantize_folder
+
+from maskc.pipeline.options import CompileOptions
+
+
+def _by_hand(f: dict, shape) -> np.ndarray:
+    """A stored matrix's weights from its raw fields (docs/numerics.md, "Weights"):
+    ``scale_m * 2^(scale_e - scale_s) * levels[code] + zero_m * 2^(zero_e - zero_s)``."""
+    _r, c = shape
+    ng = f["scale_m"].shape[1]
+    g = -(-f["codes"].shape[1] // ng)
+    step = f["scale_m"].astype(np.float64) * np.exp2(
+        f["scale_e"].astype(np.float64)[:, None] - f["scale_s"]
+    )
+    w = np.repeat(step, g, axis=1)[:, :c] * f["levels"].astype(np.float64)[f["codes"][:, :c]]
+    if "zero_m" in f:
+        off = f["zero_m"].astype(np.float64) * np.exp2(
+            f["zero_e"].astype(np.float64)[:, None] - f["zero_s"]
+        )
+        w += np.repeat(off, g, axis=1)[:, :c]
+    return w.astype(np.float32)
+
+
+@pytest.fixture
+def ckpt(model_cache, tmp_path):
+    def make(method, **kw):
+        src = model_cache("tiny").path
+        dst = tmp_path / f"{method}-ckpt"
+        _qc, refs = quantize_folder(Path(src), dst, method, **kw)
+        return dst, refs
+
+    return make
+
+
+def _rows_exact(rows, refs):
+    imported = {r["name"]: r for r in rows if r["method"] == "imported"}
+    assert set(imported) == set(refs)
+    for r in imported.values():
+        assert r["rel_error"] == 0.0 and r["snr_db"] is None and r["quantized"]
+
+
+@pytest.mark.parametrize(
+    "method,kw",
+    [
+        ("gptq", {"bits": 3, "v1": False}),
+        ("gptq", {"bits": 8, "sym": True}),
+        ("awq", {}),
+        ("compressed-tensors", {"sym": True}),
+        ("compressed-tensors", {"sym": False}),
+    ],
+)
+def test_every_format_is_imported_exactly(ckpt, tmp_path, method, kw):
+    """The quantize stage of each format and width: quant/ holds the checkpoint's weights
+    exactly and the report rows say "imported" with zero error."""
+    d, refs = ckpt(method, **kw)
+    out = tmp_path / "build"
+    quantizer_output(d, out, CompileOptions(fabric="mini"))
+    idx = json.loads((out / "quant" / "index.json").read_text())["tensors"]
+    for name, ref in refs.items():
+        assert idx[name]["method"] == "imported"
+        got = _by_hand(raw_fields(out, name), ref.shape)
+        assert np.array_equal(got, ref.astype(np.float32)), name
+        assert idx[name]["format"]["bits"] == kw.get("bits", 4)
+
+
+def test_gptq_compiles_verifies_and_emulates(ckpt, tmp_path, cli):
+    """A whole compile: the netlist's matrices (read back by hand from its tiles) are the
+    checkpoint's weights bit for bit, the report says "imported, exact", the layers verify
+    and the emulator runs."""
+    d, refs = ckpt("gptq")
+    b = tmp_path / "b"
+    r = cli("compile", d, "-o", b, "--fabric", "mini", "--json")
+    assert r.code == 0, r.err
+    rep = json.loads((b / "reports" / "quant.json").read_text())
+    _rows_exact(rep["tensors"], refs)
+    for name, ref in refs.items():
+        got = _by_hand(raw_fields(b, name), ref.shape)
+        assert np.array_equal(got, ref.astype(np.float32)), name
+    # the float reference of the output error is the checkpoint's dequantized model: only the
+    # embedding (quantized by maskc) differs from it
+    assert rep["output"]["kl_mean"] < 1e-2
+    assert cli("verify", b).code == 0
+    e = cli("emulate", b, "--prompt", "hello", "--max-tokens", "3")
+    assert e.code == 0, e.err
+
+
+def test_report_table_says_imported_exact(ckpt, tmp_path, cli):
+    d, _ = ckpt("awq")
+    r = cli("compile", d, "-o", tmp_path / "b", "--fabric", "mini", "--no-verify")
+    assert r.code == 0, r.err
+    assert "imported, exact" in r.out
+
+
+def test_conflicting_bits_warn_and_keep_the_import(ckpt, tmp_path, cli):
+    d, refs = ckpt("gptq")
+    b = tmp_path / "b"
+    r = cli("compile", d, "-o", b, "--fabric", "mini", "--no-verify", "--bits", "3")
+    assert r.code == 0, r.err
+    warn = [ln for ln in r.err.splitlines() if "imported exactly" in ln]
+    assert len(warn) == 1 and "model.layers.0.self_attn.q_proj.weight" in warn[0]
+    assert "3-bit" in warn[0] and "and 3 more" in warn[0]  # k/v/o/down stay 4-bit (mixed)
+    rep = json.loads((b / "reports" / "quant.json").read_text())
+    _rows_exact(rep["tensors"], refs)
+    assert {r["bits"] for r in rep["tensors"] if r["name"] in refs} == {4}
+
+
+def test_matching_bits_do_not_warn(ckpt, tmp_path, cli):
+    d, _ = ckpt("gptq")
+    r = cli("compile", d, "-o", tmp_path / "b", "--fabric", "mini", "--no-verify", "-b", "4")
+    assert r.code == 0, r.err
+    assert "imported exactly" not in r.err
+
+
+def test_inspect_describes_the_checkpoint(ckpt, cli):
+    d, refs = ckpt("compressed-tensors", sym=False)
+    r = cli("inspect", d, "--json", "--headers-only")
+    assert r.code == 0, r.err
+    pq = json.loads(r.out)["prequantized"]
+    assert pq["format"] == "compressed-tensors" and pq["bits"] == 4 and pq["group_size"] == 32
+    assert pq["symmetric"] is False and pq["desc_act"] is False
+    assert pq["imported_layers"] == sorted(refs, key=pq["imported_layers"].index)
+    assert set(pq["imported_layers"]) == set(refs) and pq["rom"] is None
+    full = json.loads(cli("inspect", d, "--json").out)["prequantized"]
+    assert set(full["rom"].values()) == {"exact"}
+    t = cli("inspect", d)
+    text = " ".join(t.out.split())
+    assert "compressed-tensors 4-bit, group 32, asymmetric: 14 quantized layers" in text
+    assert "every layer imported exactly" in text
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    method=st.sampled_from(["gptq", "awq", "compressed-tensors"]),
+    shapes=st.lists(st.tuples(st.integers(1, 40), st.integers(1, 40)), min_size=5, max_size=5),
+    dtypes=st.lists(st.sampled_from(["I32", "F16", "I64", "F32"]), min_size=5, max_size=5),
+    bits=st.sampled_from([2, 3, 4, 8]),
+)
+def test_any_module_headers_give_a_layer_or_an_input_error(tmp_path, method, shapes, dtypes, bits):
+    """The validator behind load_model's check of an imported layer: whatever the shapes and
+    dtypes of its tensors, module_shape and read_module give a layer consistent with the
+    shape they report, or an InputError (exit 3) naming a tensor; never another exception."""
+    from maskc.errors import InputError
+    from maskc.ingest import prequant as pq
+    from maskc.safetensors_io import SafetensorsFile, write_safetensors
+
+    suffixes = pq.MODULE_SUFFIXES[method]
+    np_of = {"I32": np.int32, "F16": np.float16, "I64": np.int64, "F32": np.float32}
+    t = {}
+    for k, (suf, shp, dt) in enumerate(zip(suffixes, shapes, dtypes, strict=False)):
+        shape = (2,) if suf == ".weight_shape" else ((shp[0],) if "g_idx" in suf else shp)
+        arr = np.ones(shape, dtype=np_of[dt]) * (k % 3)
+        if suf == ".weight_shape":
+            arr = np.array(shapes[-1], dtype=np_of[dt])
+        t["m" + suf] = arr
+    path = tmp_path / f"{method}-{bits}.safetensors"
+    write_safetensors(path, t)
+    sch = pq.Scheme(method, bits, 32 if bits != 3 else -1, sym=method == "compressed-tensors")
+    f = SafetensorsFile(path)
+    try:
+        shape = pq.module_shape(f, "m", sch, str(path))
+        layer = pq.read_module(f, "m", sch, str(path))
+    except InputError as e:
+        assert "\n" not in str(e) and str(path) in str(e)
+        return
+    assert layer.shape == shape and layer.codes.shape == shape
+    assert pq.dequantize(layer).shape == shape
