@@ -38,12 +38,9 @@ import numpy as np
 from maskc.errors import InputError
 from maskc.ir import ModelArch, expected_tensors
 from maskc.netlist.constants import (
-    CONTRACT,
-    LOG2E_Q16,
     ROPE_BITS,
-    SIGNAL_FRAC,
     gamma_fixed,
-    inv_sqrt_hd_q16,
+    numerics_json,
     rope_phase_steps,
 )
 from maskc.netlist.dataflow import build_ops, norm_dim
@@ -98,16 +95,11 @@ def matrices_per_layer(arch: ModelArch) -> int:
 
 
 def numerics(arch: ModelArch) -> dict:
-    """netlist.json's ``numerics`` for ``arch`` (what the writer records)."""
-    return {
-        "contract": CONTRACT,
-        "signal_bits": 32,
-        "signal_frac": SIGNAL_FRAC,
-        "act_bits": 8,
-        "log2e_q16": LOG2E_Q16,
-        "inv_sqrt_hd_q16": inv_sqrt_hd_q16(arch.head_dim),
-        "luts": {k: list(v) for k, v in LUTS.items()},
-    }
+    """netlist.json's ``numerics`` for ``arch`` (what the writer records), its tables also
+    against this module's own list of their shapes."""
+    doc = numerics_json(arch)
+    assert doc["luts"] == LUTS, "the contract's tables changed: update LUTS"
+    return doc
 
 
 def eps_d(arch: ModelArch) -> int:

@@ -51,6 +51,20 @@ def gamma_fixed(gamma: np.ndarray, d: int) -> tuple[np.ndarray, int]:
     raise ValueError("norm weight too large for int16 gamma")  # needs |gamma| > 2**78
 
 
+def numerics_json(arch) -> dict:
+    """netlist.json's ``numerics``: the contract's constants for ``arch`` (what the writer
+    records and the loader's check expects)."""
+    return {
+        "contract": CONTRACT,
+        "signal_bits": 32,
+        "signal_frac": SIGNAL_FRAC,
+        "act_bits": 8,
+        "log2e_q16": LOG2E_Q16,
+        "inv_sqrt_hd_q16": inv_sqrt_hd_q16(arch.head_dim),
+        "luts": {k: list(v.shape) for k, v in sorted(compile_luts().items())},
+    }
+
+
 def inv_sqrt_hd_q16(head_dim: int) -> int:
     return round(65536 / math.sqrt(head_dim))
 

@@ -20,12 +20,10 @@ import numpy as np
 from maskc.errors import InputError
 from maskc.ir import ModelArch, expert_of
 from maskc.netlist.constants import (
-    CONTRACT,
-    LOG2E_Q16,
     SIGNAL_FRAC,
     compile_luts,
     gamma_fixed,
-    inv_sqrt_hd_q16,
+    numerics_json,
     rope_phase_steps,
 )
 from maskc.netlist.dataflow import build_ops, norm_dim
@@ -184,15 +182,7 @@ def write_netlist(
     doc = {
         "format": FORMAT,
         "version": VERSION,
-        "numerics": {
-            "contract": CONTRACT,
-            "signal_bits": 32,
-            "signal_frac": SIGNAL_FRAC,
-            "act_bits": 8,
-            "log2e_q16": LOG2E_Q16,
-            "inv_sqrt_hd_q16": inv_sqrt_hd_q16(arch.head_dim),
-            "luts": {k: list(v.shape) for k, v in sorted(compile_luts().items())},
-        },
+        "numerics": numerics_json(arch),
         "architecture": arch.to_json(),
         "fabric": fabric.to_json(),
         "placement": {
