@@ -12,13 +12,13 @@ docs/fabric.md's formulas, not read from maskc.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import shutil
 from pathlib import Path
 
 import pytest
+from helpers import reseal
 
 from maskc.emulate.run import generate, open_session
 from maskc.emulate.sampling import SamplingParams
@@ -173,14 +173,7 @@ def test_an_expert_moved_to_another_die_is_refused(builds, tmp_path, cli):
     doc = json.loads(p.read_text())
     doc["placement"]["expert_dies"][1][3] = 2
     p.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
-    mp = b / "manifest.json"
-    m = json.loads(mp.read_text())
-    data = p.read_bytes()
-    m["files"]["netlist/netlist.json"] = {
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "bytes": len(data),
-    }
-    mp.write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
+    reseal(b, "netlist/netlist.json")
     r = cli("emulate", b, "--tokens", "1,2", "-n", "1")
     assert r.code == 3, r.err
     assert "placement.expert_dies" in r.err and len(r.err.strip().splitlines()) == 1

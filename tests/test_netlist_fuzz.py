@@ -13,7 +13,6 @@ every one of them (minutes)."""
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import os
 import random
@@ -23,7 +22,7 @@ import struct
 from pathlib import Path
 
 import pytest
-from helpers import micro_fabric
+from helpers import micro_fabric, reseal
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -99,15 +98,6 @@ def _run_lib(b: Path) -> tuple[int, dict | None, str]:
     return 0, {"tokens": g.tokens, "logits_sha256": g.logits_sha256}, ""
 
 
-def _rehash(b: Path, rel: str) -> None:
-    """Seal ``b/rel`` into the manifest as the compiler would have (sha256 and size)."""
-    mp = b / "manifest.json"
-    m = json.loads(mp.read_text())
-    data = (b / rel).read_bytes()
-    m["files"][rel] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-    mp.write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
-
-
 def _leaves(node, path=()):
     """Every value of a JSON document (containers too), by path."""
     yield path
@@ -173,7 +163,7 @@ def _fuzz(run, b: Path, rel: str, cases: list, write) -> dict:
     accepted: set[str] = set()
     for c in cases:
         write(c)
-        _rehash(b, rel)
+        reseal(b, rel)
         try:
             code, out, err = run(b)
         except Hang as e:
@@ -189,7 +179,7 @@ def _fuzz(run, b: Path, rel: str, cases: list, write) -> dict:
         if code not in (0, 3, 5) or "Traceback" in err or "not one line" in err:
             bad.append((c, code, err.strip()[:300]))
     (b / rel).write_bytes(good)
-    _rehash(b, rel)
+    reseal(b, rel)
     print(f"{rel}: {len(cases)} mutations: {tally}")
     if FULL:
         print("accepted, unchanged:", "; ".join(sorted(accepted)))
@@ -342,14 +332,14 @@ def test_every_params_and_boot_edit_is_refused(build, tmp_path):
         edited[name] = arrays[name].copy()
         edited[name].flat[0] += 1
         write_safetensors(b / rel, edited, {"maskc": "netlist parameters"})
-        _rehash(b, rel)
+        reseal(b, rel)
         code, _, err = _run_lib(b)
         # the base die's tables: 3; RoPE's steps are also derived from netlist.json: 3 or 5
         want = (3,) if name.startswith("lut.") else (3, 5) if name == "rope.phase_step" else (5,)
         if code not in want:
             bad.append((name, code, err[:200]))
     (b / rel).write_bytes(good)
-    _rehash(b, rel)
+    reseal(b, rel)
     index = json.loads((b / "boot" / "index.json").read_text())
     for die in index["dies"]:
         rel = f"boot/{die['file']}"
@@ -358,12 +348,12 @@ def test_every_params_and_boot_edit_is_refused(build, tmp_path):
             edited = bytearray(image)
             edited[e["offset"]] ^= 1
             (b / rel).write_bytes(bytes(edited))
-            _rehash(b, rel)
+            reseal(b, rel)
             code, _, err = _run_lib(b)
             if code != 5 or e["name"] not in err:
                 bad.append((rel, e["name"], code, err[:200]))
         (b / rel).write_bytes(image)
-        _rehash(b, rel)
+        reseal(b, rel)
     assert not bad, bad[:10]
     assert _run_lib(b)[0] == 0
 

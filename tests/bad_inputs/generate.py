@@ -579,8 +579,6 @@ def _flip(path: Path, offset: int) -> None:
 def _rehash(build: Path) -> None:
     """Re-seal ``build``'s manifest after an edit: every file's sha256 and size recomputed, the
     other fields kept (what a careful forger does)."""
-    import hashlib
-
     p = build / "manifest.json"
     m = json.loads(p.read_text())
     for rel in m["files"]:
@@ -614,18 +612,12 @@ TEMPLATES = {  # chat templates of the model-template-* and prompt-template-* ca
 def _reseal(b: Path) -> None:
     """A build edited on purpose, its hashes updated: what a hostile build looks like once
     the hash check passes (netlist.json's tokenizer hash, then manifest.json)."""
-    import hashlib
-
-    from maskc.build import write_manifest
-
     nj = b / "netlist" / "netlist.json"
     doc = json.loads(nj.read_text())
     tok = (b / "netlist" / "tokenizer.json").read_bytes()
     doc["tokenizer"]["sha256"] = hashlib.sha256(tok).hexdigest()
     nj.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
-    man = json.loads((b / "manifest.json").read_text())
-    own = ("format", "version", "maskc_version", "stages", "files")
-    write_manifest(b, man["stages"], {k: v for k, v in man.items() if k not in own})
+    _rehash(b)
 
 
 def _edit_netlist(b: Path, name: str) -> None:
@@ -671,14 +663,7 @@ def _edit_netlist(b: Path, name: str) -> None:
         else:
             op["experts"] += 1
     p.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
-    mp = b / "manifest.json"
-    m = json.loads(mp.read_text())
-    data = p.read_bytes()
-    m["files"]["netlist/netlist.json"] = {
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "bytes": len(data),
-    }
-    mp.write_text(json.dumps(m, indent=2, sort_keys=True) + "\n")
+    _rehash(b)
 
 
 def _make(name: str, d: Path, model: Path, build: Path) -> None:
