@@ -56,29 +56,16 @@ def netlist_sram(placement, arch, fabric) -> dict:
     dies = []
     for d in placement.report["per_die"]:
         first, last = d["layers"] or (0, -1)  # an expert die: no layers, no KV cache
-        kv_bytes, pb = d["kv_bytes"], d["params_bytes"]
-        layers = [
-            {"layer": first + k, "offset": k * per_layer * ctx, "bytes_per_token": per_layer}
-            for k in range(last - first + 1)
-        ]
         dies.append(
-            {
-                "die": d["die"],
-                "bytes": fabric.die.sram_bytes,
-                "params": {"base": 0, "bytes": pb},
-                "kv": {
-                    "base": pb,
-                    "bytes": kv_bytes,
-                    "bytes_per_token": d["kv_bytes_per_token"],
-                    "context": ctx,
-                    "layers": layers,
-                },
-                "adapters": {
-                    "base": pb + kv_bytes,
-                    "bytes": d["adapter_bytes"],
-                    "max_rank": d["adapter_max_rank"],
-                },
-            }
+            die_sram(
+                d["die"],
+                fabric.die.sram_bytes,
+                d["params_bytes"],
+                list(range(first, last + 1)),
+                per_layer,
+                ctx,
+                d["adapter_max_rank"],
+            )
         )
     return {
         "context": ctx,
@@ -86,6 +73,39 @@ def netlist_sram(placement, arch, fabric) -> dict:
         "reserved_for_adapters": placement.report.get("sram_reserved_for_adapters", 0),
         "dies": dies,
     }
+
+
+def die_sram(
+    die: int,
+    total: int,
+    params_bytes: int | None,
+    layers: list[int],
+    per_layer: int,
+    ctx: int,
+    max_rank: dict,
+) -> dict:
+    """One die of the netlist's ``sram``: from address 0 the params region (``params_bytes``;
+    None: a netlist of version < 4, which has none), the KV cache of ``layers``
+    (``per_layer`` bytes per token each, ``ctx`` tokens), the adapter region (the rest;
+    ``max_rank`` the LoRA ranks it holds). The writer and the loader's check both lay a die
+    out through this function, each with its own numbers."""
+    pb = params_bytes or 0
+    kv = per_layer * len(layers) * ctx
+    out = {"die": die, "bytes": total}
+    if params_bytes is not None:
+        out["params"] = {"base": 0, "bytes": pb}
+    out["kv"] = {
+        "base": pb,
+        "bytes": kv,
+        "bytes_per_token": per_layer * len(layers),
+        "context": ctx,
+        "layers": [
+            {"layer": layer, "offset": k * per_layer * ctx, "bytes_per_token": per_layer}
+            for k, layer in enumerate(layers)
+        ],
+    }
+    out["adapters"] = {"base": pb + kv, "bytes": total - pb - kv, "max_rank": max_rank}
+    return out
 
 
 _UNITS = {

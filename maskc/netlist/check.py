@@ -354,7 +354,7 @@ def _check_placement(p: Path, doc: dict, arch: ModelArch, fabric, params: Safete
     SRAM reserved for adapters that ``sram`` records; from version 4 each die's SRAM starts
     with the params region of its boot image (:mod:`maskc.boot`)."""
     from maskc.boot import die_entries, params_tensors, region_bytes
-    from maskc.sram import kv_bytes_per_token, rank_budget
+    from maskc.sram import die_sram, kv_bytes_per_token, rank_budget
 
     pl, sram = doc["placement"], doc["sram"]
     if not isinstance(pl, dict) or not isinstance(sram, dict):
@@ -439,34 +439,9 @@ def _check_placement(p: Path, doc: dict, arch: ModelArch, fabric, params: Safete
     per_layer = kv_bytes_per_token(arch, 1)
     out = []
     for d, run in enumerate(runs):
-        kv = kv_bytes_per_token(arch, len(run)) * ctx
-        rest = total - pb[d] - kv
-        out.append(
-            {
-                "die": d,
-                "bytes": total,
-                **({"params": {"base": 0, "bytes": pb[d]}} if with_params else {}),
-                "kv": {
-                    "base": pb[d],
-                    "bytes": kv,
-                    "bytes_per_token": kv_bytes_per_token(arch, len(run)),
-                    "context": ctx,
-                    "layers": [
-                        {
-                            "layer": layer,
-                            "offset": k * per_layer * ctx,
-                            "bytes_per_token": per_layer,
-                        }
-                        for k, layer in enumerate(run)
-                    ],
-                },
-                "adapters": {
-                    "base": pb[d] + kv,
-                    "bytes": rest,
-                    "max_rank": rank_budget(doc["matrices"], set(run), rest),
-                },
-            }
-        )
+        rest = total - pb[d] - kv_bytes_per_token(arch, len(run)) * ctx
+        ranks = rank_budget(doc["matrices"], set(run), rest)
+        out.append(die_sram(d, total, pb[d] if with_params else None, run, per_layer, ctx, ranks))
     want = {"context": ctx, "max_context": max_ctx, "reserved_for_adapters": reserved, "dies": out}
     _same(p, want, sram, "sram", "the SRAM plan of the placement")
 
