@@ -261,21 +261,30 @@ class SafetensorsFile:
             )
         return self.read_raw(name)
 
-    def read_raw(self, name: str) -> np.ndarray:
-        """Tensor ``name`` in any dtype maskc writes (weights and netlist integer arrays)."""
+    def read_raw(self, name: str, index: int | None = None) -> np.ndarray:
+        """Tensor ``name`` in any dtype maskc writes (weights and netlist integer arrays);
+        with ``index``, only ``tensor[index]`` (one slice along the first axis: e.g. one
+        expert of a fused ``[E, ...]`` tensor)."""
         info = self.tensors[name]
         if info.dtype not in WRITABLE:
             raise UnsupportedError(
                 f"{self.path}: tensor {name!r} has unreadable dtype {info.dtype}"
             )
-        out = np.empty(info.shape, dtype=WRITABLE[info.dtype])
+        shape, begin, nbytes = info.shape, info.begin, info.nbytes
+        if index is not None:
+            if not info.shape or not 0 <= index < info.shape[0]:
+                raise ValueError(f"{name}: index {index} outside the first axis")
+            shape = info.shape[1:]
+            nbytes = info.nbytes // info.shape[0]
+            begin += index * nbytes
+        out = np.empty(shape, dtype=WRITABLE[info.dtype])
         try:
             with open_regular(self.path, "safetensors file") as f:
-                f.seek(info.begin)
+                f.seek(begin)
                 got = f.readinto(memoryview(out.reshape(-1).view(np.uint8)))
         except OSError as e:
             raise self._err(f"cannot read tensor {name!r}: {e.strerror or e}") from None
-        if got != info.nbytes:
+        if got != nbytes:
             raise self._err(f"tensor {name!r}: file ended early (truncated while reading?)")
         return out
 

@@ -178,3 +178,97 @@ def quantize_folder(src, dst, method, bits=4, group=32, sym=False, v1=True):
     cfg["quantization_config"] = qc
     (dst / "config.json").write_text(json.dumps(cfg, indent=2))
     return qc, refs
+
+
+# -- MXFP4 (gpt-oss layout), from the published description ------------------------------------
+# transformers src/transformers/integrations/mxfp4.py (convert_moe_packed_tensors, FP4_VALUES)
+# and openai/gpt-oss gpt_oss/torch/weights.py (Checkpoint._get_mxfp4_tensor): byte k of a
+# 16-byte block holds element 2k in its low nibble and 2k + 1 in its high nibble; an element is
+# FP4_VALUES[code] * 2**(scale - 127); gate_up rows interleave gate (even) and up (odd).
+
+_MAGNITUDES = [0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0]
+FP4_VALUES = _MAGNITUDES + [-v for v in _MAGNITUDES]  # codes 8..15: the sign set
+
+
+def mx_quantize(w):
+    """A float matrix [R, C] (C a multiple of 32) as MXFP4 codes [R, C] and E8M0 scales
+    [R, C/32]: the block's scale 2**(floor(log2 amax) - 2), each element the nearest FP4 value
+    (clamped to 6). Any codes are a valid checkpoint; this is the test's own rounding."""
+    w = np.asarray(w, dtype=np.float64)
+    r, c = w.shape
+    b = w.reshape(r, c // 32, 32)
+    amax = np.abs(b).max(axis=2)
+    e = np.where(amax > 0, np.floor(np.log2(np.where(amax > 0, amax, 1))) - 2 + 127, 0)
+    e = np.clip(e, 0, 254).astype(np.uint8)
+    x = b / np.exp2(e.astype(np.float64) - 127)[:, :, None]
+    vals = np.array(FP4_VALUES)
+    codes = np.abs(x[..., None] - vals).argmin(axis=-1).astype(np.uint8)
+    return codes.reshape(r, c), e
+
+
+def mx_pack(codes):
+    """E2M1 codes [..., C] (C a multiple of 32) -> blocks uint8 [..., C/32, 16]."""
+    codes = np.asarray(codes, dtype=np.uint8)
+    pairs = codes.reshape(*codes.shape[:-1], codes.shape[-1] // 32, 16, 2)
+    return (pairs[..., 0] | (pairs[..., 1] << 4)).astype(np.uint8)
+
+
+def mx_value(codes, scales):
+    """float64 [R, C]: FP4_VALUES[code] * 2**(scale - 127), the reference readers' definition."""
+    v = np.array(FP4_VALUES)[np.asarray(codes, dtype=np.intp)]
+    return v * np.repeat(np.exp2(np.asarray(scales, dtype=np.float64) - 127), 32, axis=-1)
+
+
+def mxfp4_folder(src, dst, fused=("gate_up_proj", "down_proj")):
+    """Folder ``src`` (a float MoE model: mixtral or qwen3-moe preset) as an MXFP4 checkpoint in
+    ``dst``: every layer's experts fused as ``fused`` (gate_up rows interleaved) and packed, the
+    rest copied. Returns each expert matrix's definition (float64), by maskc weight name."""
+    import json
+    import shutil
+
+    from maskc.safetensors_io import SafetensorsFile, write_safetensors
+
+    shutil.copytree(src, dst)
+    cfg = json.loads((dst / "config.json").read_text())
+    mixtral = cfg["architectures"][0] == "MixtralForCausalLM"
+    names = ("w1", "w3", "w2") if mixtral else ("gate_proj", "up_proj", "down_proj")
+    sub = "block_sparse_moe" if mixtral else "mlp"
+    n_exp = cfg.get("num_local_experts", cfg.get("num_experts"))
+    st = SafetensorsFile(dst / "model.safetensors")
+    out = {n: st.read(n) for n in sorted(st.tensors)}
+    del st
+    refs = {}
+    for n in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{n}.{sub}.experts."
+        for what in fused:
+            parts = names[:2] if what == "gate_up_proj" else names[2:]
+            codes, scales = [], []
+            for e in range(n_exp):
+                mats = []
+                for part in parts:
+                    name = f"{p}{e}.{part}.weight"
+                    q, s = mx_quantize(np.asarray(out.pop(name), dtype=np.float32))
+                    refs[name] = mx_value(q, s)
+                    mats.append((q, s))
+                (gq, gs), (uq, us) = mats if len(mats) == 2 else (mats[0], mats[0])
+                if len(mats) == 2:  # interleave gate (even rows) and up (odd rows)
+                    q = np.stack([gq, uq], axis=1).reshape(-1, gq.shape[1])
+                    s = np.stack([gs, us], axis=1).reshape(-1, gs.shape[1])
+                else:
+                    q, s = gq, gs
+                codes.append(q)
+                scales.append(s)
+            out[f"{p}{what}_blocks"] = mx_pack(np.stack(codes))
+            out[f"{p}{what}_scales"] = np.stack(scales)
+    write_safetensors(dst / "model.safetensors", out)
+    cfg["quantization_config"] = {
+        "quant_method": "mxfp4",
+        "modules_to_not_convert": [
+            "model.layers.*.self_attn",
+            f"model.layers.*.{sub}.gate",
+            "model.embed_tokens",
+            "lm_head",
+        ],
+    }
+    (dst / "config.json").write_text(json.dumps(cfg, indent=2))
+    return refs

@@ -27,7 +27,7 @@ import numpy as np
 
 from maskc.errors import InputError, UnsupportedError
 from maskc.fsutil import check_regular, optional_file
-from maskc.ingest import prequant
+from maskc.ingest import mxfp4, prequant
 from maskc.ingest.config import load_config, load_scheme, read_json_file
 from maskc.ir import ModelArch, TensorSpec, embedding_tensor, expected_tensors, layer_tensors
 from maskc.limits import check_tensor
@@ -68,6 +68,7 @@ class Model:
     #: a pre-quantized checkpoint's scheme (docs/import-design.md), else None
     scheme: prequant.Scheme | None = None
     #: the quantized layers of a pre-quantized checkpoint: ``PREFIX.weight`` -> ``PREFIX``
+    #: (MXFP4: each expert matrix -> its fused module, :func:`maskc.ingest.mxfp4.layers`)
     imported: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -89,14 +90,18 @@ class Model:
 
     def nbytes(self, name: str) -> int:
         """Bytes tensor ``name`` takes in the checkpoint (an imported layer: all its tensors)."""
+        if name in self.imported and self.scheme.method == mxfp4.METHOD:
+            return mxfp4.nbytes(next(s.shape for s in self.specs if s.name == name))
         if name in self.imported:
             return sum(self.locations[t][1].nbytes for t in self.module_tensors(name))
         return self.locations[name][1].nbytes
 
-    def read_imported(self, name: str) -> prequant.Imported:
+    def read_imported(self, name: str) -> prequant.Imported | mxfp4.MxImported:
         """Imported layer ``name`` unpacked (InputError naming the tensor on a bad one)."""
         prefix = self.imported[name]
         where = str(self.locations[self.module_tensors(name)[0]][0].path)
+        if self.scheme.method == mxfp4.METHOD:
+            return mxfp4.read_expert(_Tensors(self.locations), prefix, name, self.arch, where)
         return prequant.read_module(_Tensors(self.locations), prefix, self.scheme, where)
 
     def read(self, name: str) -> np.ndarray:
@@ -152,8 +157,8 @@ class _Tensors:
         self.locations = locations
         self.tensors = {n: info for n, (_st, info) in locations.items()}
 
-    def read_raw(self, name: str) -> np.ndarray:
-        return self.locations[name][0].read_raw(name)
+    def read_raw(self, name: str, index: int | None = None) -> np.ndarray:
+        return self.locations[name][0].read_raw(name, index)
 
 
 def _imported(path: Path, cfg_path: Path, arch: ModelArch, locations) -> tuple:
@@ -162,9 +167,14 @@ def _imported(path: Path, cfg_path: Path, arch: ModelArch, locations) -> tuple:
     scheme = load_scheme(cfg_path)
     if scheme is None:
         return None, {}, set()
-    imported = {p + ".weight": p for p in prequant.modules(locations, scheme)}
+    if scheme.method == mxfp4.METHOD:
+        tensors = {n: info for n, (_st, info) in locations.items()}
+        imported = mxfp4.layers(tensors, arch, lambda n: locations[n][0].path)
+    else:
+        imported = {p + ".weight": p for p in prequant.modules(locations, scheme)}
     if not imported:
         suffix = prequant.MODULE_SUFFIXES[scheme.method][0]
+        suffix = "_blocks" if scheme.method == mxfp4.METHOD else suffix
         raise InputError(
             f"{path}: config.json's quantization_config says {scheme.describe()} but no tensor "
             f"ends in {suffix!r}; the weights are not that checkpoint's"
@@ -431,6 +441,8 @@ def load_model(path: str | os.PathLike, config: str | os.PathLike | None = None)
                 f"{arch.architecture} (unknown module, or config.json does not match the weights)"
             )
     for spec in specs:
+        if spec.name in imported and scheme.method == mxfp4.METHOD:
+            continue  # shapes checked from the headers by mxfp4.layers
         if spec.name in imported:
             prefix = imported[spec.name]
             st = locations[prefix + prequant.MODULE_SUFFIXES[scheme.method][0]][0]

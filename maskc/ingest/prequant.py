@@ -1,4 +1,5 @@
-"""Pre-quantized checkpoints: GPTQ, AWQ (GEMM) and compressed-tensors ``pack-quantized``.
+"""Pre-quantized checkpoints: GPTQ, AWQ (GEMM), compressed-tensors ``pack-quantized`` and
+MXFP4 (fused experts, :mod:`maskc.ingest.mxfp4`).
 
 Reads one quantized linear layer at a time from a :class:`~maskc.safetensors_io.SafetensorsFile`
 into integer codes, per-group scales and integer zero points (:class:`Imported`), checks every
@@ -20,10 +21,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from maskc.errors import InputError, UnsupportedError
+from maskc.ingest import mxfp4
 from maskc.romformat import EXP_MAX, EXP_MIN, QuantFormat, QuantTensor, from_arrays
 
 #: the formats this module reads (``quant_method`` of ``quantization_config``)
-METHODS = ("gptq", "awq", "compressed-tensors")
+METHODS = ("gptq", "awq", "compressed-tensors", "mxfp4")
 #: AutoAWQ's order of the 8 output columns in one int32 word: nibble n is column AWQ_ORDER[n]
 AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7)
 #: the ROM code widths an imported layer may have
@@ -45,6 +47,8 @@ class Scheme:
     ignore: tuple[str, ...] = ()  #: compressed-tensors: modules left in float
 
     def describe(self) -> str:
+        if self.method == "mxfp4":
+            return "mxfp4 (E2M1 codes, an E8M0 scale per 32), fused experts"
         g = "per channel" if self.group_size == -1 else f"group {self.group_size}"
         kind = "symmetric" if self.sym else "asymmetric"
         extra = ", desc_act" if self.desc_act else ""
@@ -83,6 +87,13 @@ def parse_config(qc: object, where: str) -> Scheme:
             f"{where}: quantization_config.quant_method {method!r} is not supported; maskc "
             f"imports {', '.join(METHODS)} (or give it the F32/F16/BF16 model)"
         )
+    if method == "mxfp4":
+        keep = qc.get("modules_to_not_convert") or []
+        if not (isinstance(keep, list) and all(isinstance(i, str) for i in keep)):
+            raise InputError(
+                f"{where}: quantization_config.modules_to_not_convert must be a list of names"
+            )
+        return Scheme("mxfp4", 4, mxfp4.BLOCK, True, ignore=tuple(keep))
     if method == "gptq":
         if qc.get("dynamic"):
             raise UnsupportedError(
@@ -279,6 +290,7 @@ MODULE_SUFFIXES = {
         ".weight_shape",
         ".weight_g_idx",
     ),
+    "mxfp4": mxfp4.SUFFIXES,
 }
 
 
@@ -466,9 +478,12 @@ def _read_compressed(rd: _Reader, scheme: Scheme) -> Imported:
     )
 
 
-def dequantize(t: Imported, rows_per_block: int = 4096) -> np.ndarray:
+def dequantize(t: Imported | mxfp4.MxImported, rows_per_block: int = 4096) -> np.ndarray:
     """float32 ``[R, C]``: ``scale * (code - zero)`` computed exactly (float64; at most 33
-    significant bits: a float32 scale times ``|code - zero| <= 2**8``) and rounded once."""
+    significant bits: a float32 scale times ``|code - zero| <= 2**8``) and rounded once (an
+    MXFP4 expert: :func:`maskc.ingest.mxfp4.dequantize`)."""
+    if isinstance(t, mxfp4.MxImported):
+        return mxfp4.dequantize(t)
     r, c = t.shape
     gi = t.groups()
     out = np.empty((r, c), dtype=np.float32)
@@ -547,9 +562,12 @@ def rom_group_size(t: Imported) -> int | None:
     return None
 
 
-def to_rom(t: Imported) -> QuantTensor:
+def to_rom(t: Imported | mxfp4.MxImported) -> QuantTensor:
     """``t`` in the ROM format with the same value for every weight, or UnsupportedError
-    naming the tensor and what does not fit (see docs/import-design.md)."""
+    naming the tensor and what does not fit (see docs/import-design.md); an MXFP4 expert in
+    the ``mxfp4`` format (:func:`maskc.ingest.mxfp4.to_rom`)."""
+    if isinstance(t, mxfp4.MxImported):
+        return mxfp4.to_rom(t)
     n, b = t.name, t.bits
     r, c = t.shape
     if b not in ROM_BITS:
