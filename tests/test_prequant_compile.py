@@ -183,3 +183,38 @@ def test_any_module_headers_give_a_layer_or_an_input_error(tmp_path, method, sha
         return
     assert layer.shape == shape and layer.codes.shape == shape
     assert pq.dequantize(layer).shape == shape
+
+
+@pytest.mark.parametrize("method,kw", [("gptq", {"bits": 3}), ("awq", {})])
+def test_plan_only_places_as_the_compile(ckpt, tmp_path, cli, method, kw):
+    """--plan-only of a pre-quantized checkpoint: each imported layer's ROM format from its
+    scales alone; the placement and the ROM bits are the full compile's."""
+    d, _ = ckpt(method, **kw)
+    p, b = tmp_path / "p", tmp_path / "b"
+    r = cli("compile", d, "-o", p, "--plan-only", "--fabric", "mini")
+    assert r.code == 0, r.err
+    assert cli("compile", d, "-o", b, "--fabric", "mini", "--no-verify").code == 0
+    place = [json.loads((x / "reports" / "placement.json").read_text()) for x in (p, b)]
+    assert place[0] == place[1]
+    plan = json.loads((p / "reports" / "plan.json").read_text())
+    rows = json.loads((b / "reports" / "quant.json").read_text())["tensors"]
+    assert plan["rom_bits"] == sum(r["rom_bits"] for r in rows if r["quantized"])
+
+
+def test_plan_only_refuses_what_the_compile_refuses(ckpt, tmp_path, cli):
+    """A layer with no exact ROM form (desc_act g_idx) is refused by --plan-only as by the
+    compile, naming it; and config.json alone cannot be planned (the formats need the
+    scales)."""
+    from maskc.safetensors_io import SafetensorsFile, write_safetensors
+
+    d, _ = ckpt("gptq")
+    st_ = SafetensorsFile(d / "model.safetensors")
+    t = {n: st_.read_raw(n) for n in sorted(st_.tensors)}
+    del st_
+    t["model.layers.1.self_attn.o_proj.g_idx"] = (np.arange(64) % 2).astype(np.int32)
+    write_safetensors(d / "model.safetensors", t)
+    for extra in ([], ["--plan-only"]):
+        r = cli("compile", d, "-o", tmp_path / "x", "--fabric", "mini", "--no-verify", *extra)
+        assert r.code == 3 and "model.layers.1.self_attn.o_proj.weight: g_idx" in r.err, r.err
+    r = cli("compile", d / "config.json", "-o", tmp_path / "y", "--plan-only")
+    assert r.code == 3 and "needs its weights" in r.err

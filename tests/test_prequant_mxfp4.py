@@ -289,3 +289,16 @@ def test_the_test_packer_gives_an_all_zero_block_the_smallest_scale():
     assert issubclass(UnsupportedError, InputError)
     codes, scales = mx_quantize(np.zeros((1, 32)))
     assert scales[0, 0] == 0 and not codes.any()
+
+
+def test_plan_only_gives_every_expert_the_mxfp4_format(mixtral, tmp_path, cli):
+    from maskc.ingest.loader import declared_tensors
+    from maskc.romformat import FP4_FORMATS
+
+    d, refs = mixtral
+    _arch, _specs, _cfg, formats = declared_tensors(d)
+    assert formats == dict.fromkeys(refs, FP4_FORMATS["mxfp4"])
+    r = cli("compile", d, "-o", tmp_path / "p", "--plan-only", "--fabric", "mini")
+    assert r.code == 0, r.err
+    plan = json.loads((tmp_path / "p" / "reports" / "plan.json").read_text())
+    assert plan["placement"]["experts"]["expert_tiles"] == 24

@@ -31,6 +31,7 @@ from maskc.ingest import mxfp4, prequant
 from maskc.ingest.config import load_config, load_scheme, read_json_file
 from maskc.ir import ModelArch, TensorSpec, embedding_tensor, expected_tensors, layer_tensors
 from maskc.limits import check_tensor
+from maskc.romformat import QuantFormat
 from maskc.safetensors_io import SUPPORTED_DTYPES, SafetensorsFile, TensorInfo
 
 INDEX_NAME = "model.safetensors.index.json"
@@ -103,6 +104,17 @@ class Model:
         if self.scheme.method == mxfp4.METHOD:
             return mxfp4.read_expert(_Tensors(self.locations), prefix, name, self.arch, where)
         return prequant.read_module(_Tensors(self.locations), prefix, self.scheme, where)
+
+    def rom_format(self, name: str) -> QuantFormat:
+        """Imported layer ``name``'s ROM format from its scales (and zero points, ``g_idx``)
+        alone, never its codes: what ``compile --plan-only`` needs. UnsupportedError naming
+        the layer when it has none (as the compile's)."""
+        prefix = self.imported[name]
+        where = str(self.locations[self.module_tensors(name)[0]][0].path)
+        if self.scheme.method == mxfp4.METHOD:
+            return mxfp4.rom_format(_Tensors(self.locations), prefix, name, self.arch, where)
+        t = prequant.read_module(_Tensors(self.locations), prefix, self.scheme, where, False)
+        return prequant.rom_format(t)
 
     def read(self, name: str) -> np.ndarray:
         """Tensor ``name`` as float32 with its HF shape; raises InputError on NaN/Inf or a
@@ -377,11 +389,13 @@ def _expected(path: Path, cfg_path: Path, arch: ModelArch, names) -> list[Tensor
 
 def declared_tensors(
     path: str | os.PathLike, config: str | os.PathLike | None = None
-) -> tuple[ModelArch, list[TensorSpec], Path]:
-    """``compile --plan-only``: the architecture, its tensors and the config's path, from
-    config.json alone (``path`` a model folder or a config.json). When weights are at hand (a
-    folder with weights, or a ``.safetensors`` file and ``config``), their headers (never their
-    data) are first checked to hold every tensor the config declares."""
+) -> tuple[ModelArch, list[TensorSpec], Path, dict[str, QuantFormat]]:
+    """``compile --plan-only``: the architecture, its tensors, the config's path and the ROM
+    format of every imported layer, from config.json alone (``path`` a model folder or a
+    config.json). When weights are at hand (a folder with weights, or a ``.safetensors`` file
+    and ``config``), their headers (never their data) are first checked to hold every tensor
+    the config declares. A pre-quantized checkpoint is opened as the compile opens it, and
+    each imported layer's format is read from its scales alone (:meth:`Model.rom_format`)."""
     path = Path(path)
     cfg = Path(config) if config is not None else None
     if path.is_dir():
@@ -390,21 +404,20 @@ def declared_tensors(
         weights = cfg is not None and path.suffix == ".safetensors"
     if weights:
         cfg_path, arch, _files, locations = _open_headers(path, cfg)
-        _no_plan(cfg_path)
-        return arch, _expected(path, cfg_path, arch, locations), cfg_path
+        if load_scheme(cfg_path) is not None:
+            m = load_model(path, cfg)
+            formats = {s.name: m.rom_format(s.name) for s in m.specs if s.name in m.imported}
+            return m.arch, m.specs, m.config_path, formats
+        return arch, _expected(path, cfg_path, arch, locations), cfg_path, {}
     cfg_path = cfg or (path / "config.json" if path.is_dir() else path)
     arch = load_config(cfg_path)
-    _no_plan(cfg_path)
-    return arch, expected_tensors(arch, str(cfg_path)), cfg_path
-
-
-def _no_plan(cfg_path: Path) -> None:
     scheme = load_scheme(cfg_path)
     if scheme is not None:
-        raise UnsupportedError(
-            f"{cfg_path}: --plan-only does not plan a pre-quantized checkpoint "
-            f"({scheme.describe()}) yet; compile it without --plan-only"
+        raise InputError(
+            f"{cfg_path}: --plan-only of a pre-quantized checkpoint ({scheme.describe()}) needs "
+            "its weights beside config.json: each layer's ROM format depends on its scales"
         )
+    return arch, expected_tensors(arch, str(cfg_path)), cfg_path, {}
 
 
 def load_model(path: str | os.PathLike, config: str | os.PathLike | None = None) -> Model:

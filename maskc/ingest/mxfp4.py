@@ -186,10 +186,7 @@ def read_expert(st, prefix: str, name: str, arch: ModelArch, where: str) -> MxIm
     codes = codes.reshape(r, nb * BLOCK)
     if np.any(s == E8M0_NAN):
         i, g = (int(x) for x in np.argwhere(s == E8M0_NAN)[0])
-        raise InputError(
-            f"{where}: tensor {prefix + '_scales'!r} holds 0xFF (E8M0 NaN) at index "
-            f"[{expert}, {int(rows_idx[i])}, {g}]; the checkpoint is corrupt"
-        )
+        raise InputError(_nan_message(where, prefix, expert, int(rows_idx[i]), g))
     amax = _MAGNITUDE[codes].reshape(r, nb, BLOCK).max(axis=2)
     big = np.ldexp(amax, s.astype(np.int64) - 127) >= WEIGHT_LIMIT  # exact in float64
     if np.any(big):
@@ -201,6 +198,31 @@ def read_expert(st, prefix: str, name: str, arch: ModelArch, where: str) -> MxIm
             f"have a magnitude below 2^19 = {int(WEIGHT_LIMIT):,} (docs/numerics.md)"
         )
     return MxImported(name, (r, nb * BLOCK), codes, s)
+
+
+def rom_format(st, prefix: str, name: str, arch: ModelArch, where: str):
+    """The ROM format of expert matrix ``name`` from its scales alone (``compile
+    --plan-only``): ``mxfp4``, after the scales are checked for E8M0 NaN. The span check
+    needs the codes (blocks of zeros are exempt) and is left to the compile."""
+    from maskc.romformat import FP4_FORMATS
+
+    expert, part = expert_names(arch, prefix)[name]
+    scales = st.read_raw(prefix + "_scales", expert)
+    rows = np.arange(scales.shape[0])
+    if part != "down":
+        rows = rows[FUSED[prefix.rsplit(".", 1)[1]].index(part) :: 2]
+    bad = scales[rows] == E8M0_NAN
+    if np.any(bad):
+        i, g = (int(x) for x in np.argwhere(bad)[0])
+        raise InputError(_nan_message(where, prefix, expert, int(rows[i]), g))
+    return FP4_FORMATS["mxfp4"]
+
+
+def _nan_message(where: str, prefix: str, expert: int, row: int, block: int) -> str:
+    return (
+        f"{where}: tensor {prefix + '_scales'!r} holds 0xFF (E8M0 NaN) at index "
+        f"[{expert}, {row}, {block}]; the checkpoint is corrupt"
+    )
 
 
 def dequantize(t: MxImported) -> np.ndarray:

@@ -193,7 +193,7 @@ class Imported:
     shape: tuple[int, int]  #: ``[R, C]`` = ``[out, in]``
     bits: int
     group_size: int  #: ``C`` for per-channel checkpoints
-    codes: np.ndarray  #: uint8 ``[R, C]``, values in ``[0, 2**bits)``
+    codes: np.ndarray | None  #: uint8 ``[R, C]``, values in ``[0, 2**bits)`` (None: not read)
     scale: np.ndarray  #: float64 ``[R, NG]`` (exact copies of the stored scales), >= 0
     zero: np.ndarray  #: int16 ``[R, NG]``
     g_idx: np.ndarray | None  #: int64 ``[C]``; None: ``i // group_size``
@@ -268,15 +268,17 @@ class _Reader:
         return self.st.read_raw(self.prefix + suffix)
 
 
-def read_module(st, prefix: str, scheme: Scheme, where: str) -> Imported:
-    """Layer ``prefix`` of safetensors file ``st`` (named ``where`` in messages), unpacked."""
+def read_module(st, prefix: str, scheme: Scheme, where: str, codes: bool = True) -> Imported:
+    """Layer ``prefix`` of safetensors file ``st`` (named ``where`` in messages), unpacked.
+    ``codes=False`` reads only the scales, zero points and ``g_idx`` (``codes`` is None): all
+    :func:`rom_format` needs, for ``compile --plan-only``."""
     _check_bits(scheme, where)
     rd = _Reader(st, prefix, where)
     if scheme.method == "gptq":
-        return _read_gptq(rd, scheme)
+        return _read_gptq(rd, scheme, codes)
     if scheme.method == "awq":
-        return _read_awq(rd, scheme)
-    return _read_compressed(rd, scheme)
+        return _read_awq(rd, scheme, codes)
+    return _read_compressed(rd, scheme, codes)
 
 
 #: the tensors of one quantized module, by format (besides an unquantized ``PREFIX.bias``)
@@ -357,7 +359,7 @@ def _g_idx(rd: _Reader, suffix: str, c: int, ng: int) -> np.ndarray | None:
     return g
 
 
-def _read_gptq(rd: _Reader, scheme: Scheme) -> Imported:
+def _read_gptq(rd: _Reader, scheme: Scheme, with_codes: bool) -> Imported:
     b = scheme.bits
     qw = rd.info(".qweight", ("I32",), 2)
     rows_packed, r = qw.shape
@@ -373,7 +375,7 @@ def _read_gptq(rd: _Reader, scheme: Scheme) -> Imported:
     qz = rd.info(".qzeros", ("I32",), 2)
     rd.shape(".qzeros", qz, (ng, _words(r, b)))
     g_idx = _g_idx(rd, ".g_idx", c, ng)
-    codes = _unpack(rd.read(".qweight").T, b, c)  # [R, C]
+    codes = _unpack(rd.read(".qweight").T, b, c) if with_codes else None  # [R, C]
     zero = _unpack(rd.read(".qzeros"), b, r).T.astype(np.int16)  # [R, NG]
     if scheme.zero_plus_one:
         zero += 1
@@ -383,7 +385,7 @@ def _read_gptq(rd: _Reader, scheme: Scheme) -> Imported:
         (r, c),
         b,
         g,
-        np.ascontiguousarray(codes),
+        None if codes is None else np.ascontiguousarray(codes),
         np.ascontiguousarray(scale),
         np.ascontiguousarray(zero),
         g_idx,
@@ -400,7 +402,7 @@ def _awq_unorder(cols: np.ndarray) -> np.ndarray:
     return out
 
 
-def _read_awq(rd: _Reader, scheme: Scheme) -> Imported:
+def _read_awq(rd: _Reader, scheme: Scheme, with_codes: bool) -> Imported:
     sc = rd.info(".scales", SCALE_DTYPES, 2)
     r = sc.shape[1]
     qw = rd.info(".qweight", ("I32",), 2)
@@ -415,7 +417,7 @@ def _read_awq(rd: _Reader, scheme: Scheme) -> Imported:
     rd.shape(".qweight", qw, (c, r // 8))
     qz = rd.info(".qzeros", ("I32",), 2)
     rd.shape(".qzeros", qz, (ng, r // 8))
-    codes = _awq_unorder(_unpack(rd.read(".qweight"), 4, r)).T  # [R, C]
+    codes = _awq_unorder(_unpack(rd.read(".qweight"), 4, r)).T if with_codes else None
     zero = _awq_unorder(_unpack(rd.read(".qzeros"), 4, r)).T.astype(np.int16)
     scale = _scales(rd, ".scales", sc).T
     return Imported(
@@ -423,7 +425,7 @@ def _read_awq(rd: _Reader, scheme: Scheme) -> Imported:
         (r, c),
         4,
         g,
-        np.ascontiguousarray(codes),
+        None if codes is None else np.ascontiguousarray(codes),
         np.ascontiguousarray(scale),
         np.ascontiguousarray(zero),
         None,
@@ -431,7 +433,7 @@ def _read_awq(rd: _Reader, scheme: Scheme) -> Imported:
     )
 
 
-def _read_compressed(rd: _Reader, scheme: Scheme) -> Imported:
+def _read_compressed(rd: _Reader, scheme: Scheme, with_codes: bool) -> Imported:
     b = scheme.bits
     if 32 % b:
         raise UnsupportedError(
@@ -462,7 +464,7 @@ def _read_compressed(rd: _Reader, scheme: Scheme) -> Imported:
         zp = rd.info(".weight_zero_point", ("I32",), 2)
         rd.shape(".weight_zero_point", zp, (_words(r, b), ng))
         zero = _unpack(rd.read(".weight_zero_point").T, b, r).T.astype(np.int16)
-    codes = _unpack(rd.read(".weight_packed"), b, c)
+    codes = _unpack(rd.read(".weight_packed"), b, c) if with_codes else None
     g_idx = _g_idx(rd, ".weight_g_idx", c, ng)
     scale = _scales(rd, ".weight_scale", sc)
     return Imported(
@@ -568,8 +570,24 @@ def to_rom(t: Imported | mxfp4.MxImported) -> QuantTensor:
     the ``mxfp4`` format (:func:`maskc.ingest.mxfp4.to_rom`)."""
     if isinstance(t, mxfp4.MxImported):
         return mxfp4.to_rom(t)
-    n, b = t.name, t.bits
+    fmt, arrays = _rom_groups(t)
     r, c = t.shape
+    arrays["codes"] = np.zeros((r, fmt.padded_cols(c)), dtype=np.uint8)
+    arrays["codes"][:, :c] = t.codes
+    return from_arrays(t.name, (r, c), fmt, arrays, method="imported")
+
+
+def rom_format(t: Imported) -> QuantFormat:
+    """The ROM format :func:`to_rom` gives ``t``, from its scales, zero points and ``g_idx``
+    alone (``t.codes`` may be None), with the same refusals."""
+    return _rom_groups(t)[0]
+
+
+def _rom_groups(t: Imported) -> tuple[QuantFormat, dict[str, np.ndarray]]:
+    """The ROM format of ``t`` and every field but ``codes`` (UnsupportedError naming the
+    tensor when there is none)."""
+    n, b = t.name, t.bits
+    _r, c = t.shape
     if b not in ROM_BITS:
         raise UnsupportedError(
             f"{n}: {b}-bit codes have no ROM format (3, 4 or 8 bits); maskc refuses to "
@@ -594,13 +612,11 @@ def to_rom(t: Imported | mxfp4.MxImported) -> QuantTensor:
     sbits, sshift, sm, ss, se = _encode(scale, False, n, "scales")
     asym = bool(np.any(offset))
     arrays = {
-        "codes": np.zeros((r, ngr * g), dtype=np.uint8),
         "levels": (np.arange(1 << b) - (1 << (b - 1))).astype(np.int16),
         "scale_m": sm.astype(np.uint16),
         "scale_s": ss.astype(np.uint8),
         "scale_e": se.astype(np.int8),
     }
-    arrays["codes"][:, :c] = t.codes
     zbits = zshift = 0
     if asym:
         zbits, zshift, zm, zs, ze = _encode(offset, True, n, "offsets (scale * zero)")
@@ -618,4 +634,4 @@ def to_rom(t: Imported | mxfp4.MxImported) -> QuantTensor:
         scale_shift_bits=sshift,
         zero_shift_bits=zshift,
     )
-    return from_arrays(n, (r, c), fmt, arrays, method="imported")
+    return fmt, arrays

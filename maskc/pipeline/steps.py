@@ -432,21 +432,23 @@ def layers_report(root: Path, banks: list[dict], fmt: str, weights: int) -> dict
 # -- --plan-only --------------------------------------------------------------------------------
 
 
-def config(model_path: Path, opts: CompileOptions) -> tuple[ModelArch, list, Path]:
+def config(model_path: Path, opts: CompileOptions) -> tuple[ModelArch, list, Path, dict]:
     """The architecture from config.json (no weight data): arch, its tensors, the file; the
-    weights' headers, when they are at hand, checked to hold those tensors."""
+    weights' headers, when they are at hand, checked to hold those tensors; a pre-quantized
+    checkpoint's imported layers and their ROM formats (read from their scales alone)."""
     from maskc.ingest.loader import declared_tensors
 
     return declared_tensors(model_path, opts.model_config)
 
 
-def plan_rows(specs: list, quant_settings: Resolution) -> list[dict]:
-    """Each tensor's setting and ROM bits, as the compile report's rows (no error columns)."""
+def plan_rows(specs: list, quant_settings: Resolution, imported_formats: dict) -> list[dict]:
+    """Each tensor's setting and ROM bits, as the compile report's rows (no error columns);
+    an imported layer's are its own ROM format's (the settings do not apply to it)."""
     rows = []
     for spec in specs:
         s = quant_settings.settings.get(spec.name)
-        q = s is not None and not s.skip
-        fmt = format_for(s) if q else None
+        q = spec.name in imported_formats or (s is not None and not s.skip)
+        fmt = imported_formats.get(spec.name) or (format_for(s) if q else None)
         rows.append(
             {
                 "name": spec.name,
@@ -454,8 +456,8 @@ def plan_rows(specs: list, quant_settings: Resolution) -> list[dict]:
                 "layer": spec.layer,
                 "shape": list(spec.shape),
                 "quantized": q,
-                "bits": s.bits if q else None,
-                "group_size": s.group_size if q else None,
+                "bits": fmt.bits if q else None,
+                "group_size": fmt.group_size if q else None,
                 "rom_bits": fmt.rom_bits(*spec.shape) if q else None,
             }
         )

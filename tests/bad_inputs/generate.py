@@ -533,8 +533,28 @@ case("prequant-desc-act", "model", "GPTQ desc_act with a permuting g_idx", C, 3,
      QP + ".weight", "g_idx", "compile the float model")  # fmt: skip
 case("prequant-scales-span", "model", "a row of GPTQ scales spanning 2^-24..2^15", C, 3,
      QP + ".weight", "row 0", "compile the float model")  # fmt: skip
-case("prequant-plan-only", "model", "`compile --plan-only` of a pre-quantized checkpoint",
-     ["compile", "{d}/m", "-o", "{d}/out", "--plan-only"], 3, "--plan-only")  # fmt: skip
+case("prequant-plan-only", "model",
+     "`compile --plan-only` of a pre-quantized checkpoint's config.json without its weights",
+     ["compile", "{d}/m/config.json", "-o", "{d}/out", "--plan-only"], 3, "--plan-only",
+     "needs its weights")  # fmt: skip
+# MXFP4 checkpoints (issue 21): fused expert tensors *_blocks + *_scales (the gpt-oss layout),
+# packed by tests/prequant_pack.py from the mixtral preset; refused naming the tensor (exit 3),
+# or the mxfp4 ROM format's span of 19 binades (exit 4, naming tensor, row and block)
+MX = "model.layers.0.block_sparse_moe.experts."
+case("prequant-mxfp4-scale-nan", "model", "an MXFP4 E8M0 scale 0xFF (NaN)", C, 3,
+     MX + "down_proj_scales", "0xFF", "[3, 5, 1]")  # fmt: skip
+case("prequant-mxfp4-dtype", "model", "MXFP4 scales stored as I16, not U8", C, 3,
+     MX + "gate_up_proj_scales", "must be U8")  # fmt: skip
+case("prequant-mxfp4-shape", "model", "MXFP4 blocks of the wrong shape for config.json", C, 3,
+     MX + "down_proj_blocks", "expected [4, 64, 3, 16]")  # fmt: skip
+case("prequant-mxfp4-no-scales", "model", "MXFP4 *_blocks without its *_scales", C, 3,
+     MX + "gate_up_proj_scales", "missing")  # fmt: skip
+case("prequant-mxfp4-layout", "model", "an attention matrix stored as MXFP4 *_blocks (only "
+     "fused experts are)", C, 3, "o_proj_blocks", "only as fused expert weights")  # fmt: skip
+case("prequant-mxfp4-bias", "model", "an expert bias (gpt-oss has them; maskc's experts do not)",
+     C, 3, MX + "down_proj_bias", "expert biases are not supported")  # fmt: skip
+case("prequant-mxfp4-span", "model", "an MXFP4 row whose blocks span 20 binades", C, 4,
+     MX + "1.w2.weight", "row 4 block 1", "19 binades")  # fmt: skip
 
 # -- writing the inputs ---------------------------------------------------------------------------
 
@@ -1047,6 +1067,9 @@ def _prequant(name: str, d: Path, model: Path) -> None:
 
     from maskc.safetensors_io import SafetensorsFile, write_safetensors
 
+    if name.startswith("prequant-mxfp4-"):
+        _prequant_mxfp4(name, d)
+        return
     m, qp = d / "m", "model.layers.0.mlp.up_proj"
     kw = {"2bit": {"bits": 2}, "group-16": {"group": 16}}.get(name.split("-", 1)[1], {})
     quantize_folder(model, m, "gptq", **kw)
@@ -1085,6 +1108,38 @@ def _prequant(name: str, d: Path, model: Path) -> None:
     if t is not None:
         write_safetensors(m / "model.safetensors", t)
     (m / "config.json").write_text(json.dumps(c))
+
+
+def _prequant_mxfp4(name: str, d: Path) -> None:
+    """An MXFP4 checkpoint of the mixtral preset in ``d/m``, broken as case ``name`` says."""
+    from prequant_pack import mxfp4_folder
+
+    from maskc.safetensors_io import SafetensorsFile, write_safetensors
+    from maskc.testmodels import generate as make_model
+
+    src, m, p = d / "src", d / "m", "model.layers.0.block_sparse_moe.experts."
+    mxfp4_folder(make_model(src, "mixtral", 0).path, m)
+    shutil.rmtree(src)
+    st = SafetensorsFile(m / "model.safetensors")
+    t = {n: st.read_raw(n) for n in sorted(st.tensors)}
+    del st
+    if name == "prequant-mxfp4-scale-nan":
+        t[p + "down_proj_scales"][3, 5, 1] = 0xFF
+    elif name == "prequant-mxfp4-dtype":
+        t[p + "gate_up_proj_scales"] = t[p + "gate_up_proj_scales"].astype(np.int16)
+    elif name == "prequant-mxfp4-shape":
+        t[p + "down_proj_blocks"] = t[p + "down_proj_blocks"][:, :, :2]
+    elif name == "prequant-mxfp4-no-scales":
+        del t[p + "gate_up_proj_scales"]
+    elif name == "prequant-mxfp4-layout":
+        t["model.layers.0.self_attn.o_proj_blocks"] = np.zeros((64, 2, 16), np.uint8)
+        t["model.layers.0.self_attn.o_proj_scales"] = np.zeros((64, 2), np.uint8)
+    elif name == "prequant-mxfp4-bias":
+        t[p + "down_proj_bias"] = np.zeros((4, 64), np.float32)
+    elif name == "prequant-mxfp4-span":
+        t[p + "down_proj_blocks"][1, 4, :2] = 0x11  # nonzero codes in blocks 0 and 1 of row 4
+        t[p + "down_proj_scales"][1, 4, :2] = (130, 110)
+    write_safetensors(m / "model.safetensors", t)
 
 
 def _moe_build(base: Path) -> Path:
