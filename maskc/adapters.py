@@ -291,6 +291,29 @@ def load_adapter(path: str | Path) -> Adapter:
     )
 
 
+def folds_of(build) -> dict[str, str]:
+    """The desc_act folds a build was compiled with (model.json ``desc_act_folds``: matrix ->
+    ``"rows"``/``"cols"``, docs/import-design.md); empty for most builds."""
+    if "model.json" not in build.manifest["files"]:
+        return {}
+    doc = build.json("model.json")
+    folds = doc.get("desc_act_folds") if isinstance(doc, dict) else None
+    return folds if isinstance(folds, dict) else {}
+
+
+def check_folds(adapter: Adapter, folds: dict[str, str]) -> None:
+    """Refuse an adapter on a matrix whose rows or input columns the build renumbered (a
+    desc_act fold): its B or A would meet the matrix in another order (UnsupportedError)."""
+    for m in adapter.modules:
+        if m.matrix in folds:
+            what = "output rows" if folds[m.matrix] == "rows" else "input columns"
+            raise UnsupportedError(
+                f"{adapter.file.path}: {m.matrix}'s {what} were renumbered when the build "
+                "folded a GPTQ desc_act permutation (docs/import-design.md); LoRA adapters "
+                "on gate/up/down_proj of such a layer are not supported"
+            )
+
+
 def check_against(adapter: Adapter, matrices: dict, num_layers: int) -> None:
     """The adapter's modules exist in the build's model with the same shapes (InputError
     naming the module and both shapes otherwise). ``matrices``: netlist ``matrices``."""

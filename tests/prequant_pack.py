@@ -126,11 +126,16 @@ def _rtn(w, bits, group, sym, lo_zero):
     return q.reshape(r, c), zero, scale
 
 
-def quantize_folder(src, dst, method, bits=4, group=32, sym=False, v1=True):
+def quantize_folder(src, dst, method, bits=4, group=32, sym=False, v1=True, desc_act=()):
     """Folder ``src`` (a float model) as a ``method`` checkpoint in ``dst``: every decoder
     layer's linear weights rounded to nearest and packed; the rest copied. Returns the
     quantization_config written and each packed weight's definition ``scale * (q - zero)``
-    (float64, exact: an F16 scale times an integer below 2^9), by weight name."""
+    (float64, exact: an F16 scale times an integer below 2^9), by weight name.
+
+    ``desc_act`` (GPTQ): the modules (e.g. ``("down_proj",)``) quantized in an activation
+    order, as GPTQ's ``desc_act`` does: a seeded permutation ``P`` of the input columns, group
+    ``k`` = columns ``P[kG:(k+1)G]``, ``g_idx[P[j]] = j // G``; qweight stays in the original
+    column order."""
     import json
     import shutil
 
@@ -146,11 +151,17 @@ def quantize_folder(src, dst, method, bits=4, group=32, sym=False, v1=True):
             out[name] = w
             continue
         prefix = name[: -len(".weight")]
-        q, zero, scale = _rtn(np.asarray(w, dtype=np.float32), bits, group, sym, 1 if v1 else 0)
-        zg = np.repeat(zero, group, axis=1)
-        refs[name] = np.repeat(scale.astype(np.float64), group, axis=1) * (q - zg)
+        w = np.asarray(w, dtype=np.float32)
+        order = np.arange(w.shape[1])
+        if parts[-2] in desc_act:
+            order = np.random.default_rng(len(refs)).permutation(w.shape[1])
+        q, zero, scale = _rtn(w[:, order], bits, group, sym, 1 if v1 else 0)
+        q[:, order] = q.copy()  # back to the original column order
+        g_idx = np.empty(w.shape[1], dtype=np.int64)
+        g_idx[order] = np.arange(w.shape[1]) // group
+        refs[name] = scale.astype(np.float64)[:, g_idx] * (q - zero[:, g_idx])
         if method == "gptq":
-            packed = pack_gptq(q, zero, scale, bits, v1=v1)
+            packed = pack_gptq(q, zero, scale, bits, v1=v1, g_idx=g_idx if desc_act else None)
         elif method == "awq":
             packed = pack_awq(q, zero, scale)
         else:
@@ -161,7 +172,7 @@ def quantize_folder(src, dst, method, bits=4, group=32, sym=False, v1=True):
     write_safetensors(dst / "model.safetensors", out)
     if method == "gptq":
         qc = {"quant_method": "gptq", "bits": bits, "group_size": group, "sym": sym}
-        qc |= {"desc_act": False, "checkpoint_format": "gptq" if v1 else "gptq_v2"}
+        qc |= {"desc_act": bool(desc_act), "checkpoint_format": "gptq" if v1 else "gptq_v2"}
     elif method == "awq":
         qc = {"quant_method": "awq", "bits": 4, "group_size": group, "zero_point": not sym}
         qc["version"] = "gemm"

@@ -218,3 +218,98 @@ def test_plan_only_refuses_what_the_compile_refuses(ckpt, tmp_path, cli):
         assert r.code == 3 and "model.layers.1.self_attn.o_proj.weight: g_idx" in r.err, r.err
     r = cli("compile", d / "config.json", "-o", tmp_path / "y", "--plan-only")
     assert r.code == 3 and "needs its weights" in r.err
+
+
+def test_desc_act_down_proj_is_folded_into_gate_and_up(ckpt, tmp_path, cli):
+    """GPTQ desc_act on down_proj: its input columns are renumbered so its groups are
+    consecutive and gate_proj/up_proj's output rows the same way (docs/import-design.md). The
+    build's tiles, read back by hand, are the checkpoint's matrices so permuted, exactly; the
+    emulated logits follow the float reference of the checkpoint's own (unpermuted)
+    dequantization; the other matrices keep their order."""
+    from safetensors.numpy import load_file
+
+    from maskc.safetensors_io import SafetensorsFile, write_safetensors
+
+    d, refs = ckpt("gptq", desc_act=("down_proj",))
+    raw = load_file(d / "model.safetensors")
+    b = tmp_path / "b"
+    r = cli("compile", d, "-o", b, "--fabric", "mini", "--json")
+    assert r.code == 0, r.err
+    rep = json.loads((b / "reports" / "quant.json").read_text())
+    _rows_exact(rep["tensors"], refs)
+    for n in (0, 1):
+        p = f"model.layers.{n}.mlp."
+        g_idx = raw[p + "down_proj.g_idx"].astype(np.int64)
+        assert not np.array_equal(g_idx, np.arange(160) // 32)  # a real permutation
+        perm = np.argsort(g_idx, kind="stable")
+        want = {
+            p + "down_proj.weight": refs[p + "down_proj.weight"][:, perm],
+            p + "gate_proj.weight": refs[p + "gate_proj.weight"][perm],
+            p + "up_proj.weight": refs[p + "up_proj.weight"][perm],
+            f"model.layers.{n}.self_attn.q_proj.weight": refs[
+                f"model.layers.{n}.self_attn.q_proj.weight"
+            ],
+        }
+        for name, w in want.items():
+            got = _by_hand(raw_fields(b, name), w.shape)
+            assert np.array_equal(got, w.astype(np.float32)), name
+    assert cli("verify", b).code == 0
+    # the float reference: the tiny model with every packed weight replaced by its definition
+    f = tmp_path / "float"
+    import shutil
+
+    shutil.copytree(d, f)
+    cfg = json.loads((f / "config.json").read_text())
+    del cfg["quantization_config"]
+    (f / "config.json").write_text(json.dumps(cfg))
+    st_ = SafetensorsFile(f / "model.safetensors")
+    t = {n: st_.read_raw(n) for n in st_.tensors if n.split(".")[-1] in ("weight",)}
+    del st_
+    t |= {n: w.astype(np.float32) for n, w in refs.items()}
+    write_safetensors(f / "model.safetensors", t)
+    e = cli("emulate", b, "--tokens", "1,5,9,13,17,21,25,29", "--compare", f, "--json")
+    assert e.code == 0, e.err
+    doc = json.loads(e.out)
+    assert doc["kl_mean"] < 1e-2 and doc["top1_agreement"] >= 7 / 8, doc
+    # a LoRA adapter on gate/up/down of the folded layers is refused (their order changed);
+    # one on q/k/v/o runs
+    from maskc.ingest import load_model
+    from maskc.testmodels import write_lora_adapter
+
+    arch = load_model(d).arch
+    ad = write_lora_adapter(tmp_path / "ad", arch, rank=2, targets=("up_proj",))
+    r = cli("emulate", b, "--tokens", "1,2", "-n", "1", "--adapter", ad)
+    assert r.code == 3 and "model.layers.0.mlp.up_proj.weight's output rows" in r.err, r.err
+    r = cli("inspect", ad, "--build", b)
+    assert r.code == 3 and "renumbered" in r.err, r.err
+    ok = write_lora_adapter(tmp_path / "ok", arch, rank=2, targets=("q_proj", "v_proj"))
+    r = cli("emulate", b, "--tokens", "1,2", "-n", "1", "--adapter", ok)
+    assert r.code == 0, r.err
+    model_json = json.loads((b / "model.json").read_text())
+    assert model_json["desc_act_folds"]["model.layers.1.mlp.down_proj.weight"] == "cols"
+
+
+def test_desc_act_folds_each_experts_own_permutation(model_cache, tmp_path):
+    """qwen3-moe experts with desc_act down_proj (group 16: the fold is computed at load even
+    where the ROM then refuses the group size): each expert's gate/up rows follow its own
+    down_proj's permutation, and the loader serves them so."""
+    from maskc.ingest import load_model
+
+    d = tmp_path / "q"
+    _qc, refs = quantize_folder(
+        Path(model_cache("qwen3-moe").path), d, "gptq", group=16, desc_act=("down_proj",)
+    )
+    m = load_model(d)
+    perms = []
+    for e in (0, 5):
+        p = f"model.layers.1.mlp.experts.{e}."
+        axis, perm = m.folds[p + "down_proj.weight"]
+        assert axis == "cols" and sorted(perm) == list(range(48))
+        for part in ("gate_proj", "up_proj"):
+            assert m.folds[p + part + ".weight"][0] == "rows"
+            assert np.array_equal(m.folds[p + part + ".weight"][1], perm)
+            got = m.read(p + part + ".weight").astype(np.float64)
+            assert np.array_equal(got, refs[p + part + ".weight"][perm])
+        perms.append(perm)
+    assert not np.array_equal(*perms)
+    assert "model.layers.1.self_attn.q_proj.weight" not in m.folds

@@ -261,10 +261,11 @@ def _inspect_adapter(
     }
     fits = True
     if build is not None:
+        from maskc.adapters import check_folds, folds_of
         from maskc.build import open_build
         from maskc.netlist import load_netlist
 
-        open_build(build)
+        check_folds(ad, folds_of(open_build(build)))
         nl = load_netlist(build)
         check_against(ad, nl.matrices, nl.arch.num_layers)
         sram = nl.doc["sram"]

@@ -67,6 +67,11 @@ def open_session(
 
     loaded = [load_adapter(p) for p in adapters]
     b = open_build(path, check_hashes=False)
+    if loaded:
+        from maskc.adapters import check_folds, folds_of
+
+        for ad in loaded:
+            check_folds(ad, folds_of(b))
     with ThreadPoolExecutor(2) as pool:
         check = pool.submit(verify_hashes, b.path, b.manifest["files"])
         pool.submit(_start_numba)

@@ -71,6 +71,11 @@ class Model:
     #: the quantized layers of a pre-quantized checkpoint: ``PREFIX.weight`` -> ``PREFIX``
     #: (MXFP4: each expert matrix -> its fused module, :func:`maskc.ingest.mxfp4.layers`)
     imported: dict[str, str] = field(default_factory=dict)
+    #: desc_act folds (docs/import-design.md): a down_proj whose ``g_idx`` is an activation-order
+    #: permutation has its input columns (``"cols"``) and its gate/up projections their output
+    #: rows (``"rows"``) renumbered by the same ``perm``; every read serves the renumbered
+    #: matrices, the same model
+    folds: dict[str, tuple[str, np.ndarray]] = field(default_factory=dict)
 
     @property
     def total_parameters(self) -> int:
@@ -102,8 +107,16 @@ class Model:
         prefix = self.imported[name]
         where = str(self.locations[self.module_tensors(name)[0]][0].path)
         if self.scheme.method == mxfp4.METHOD:
-            return mxfp4.read_expert(_Tensors(self.locations), prefix, name, self.arch, where)
-        return prequant.read_module(_Tensors(self.locations), prefix, self.scheme, where)
+            t = mxfp4.read_expert(_Tensors(self.locations), prefix, name, self.arch, where)
+        else:
+            t = prequant.read_module(_Tensors(self.locations), prefix, self.scheme, where)
+        return self._fold(name, t)
+
+    def _fold(self, name: str, t):
+        if name not in self.folds:
+            return t
+        axis, perm = self.folds[name]
+        return prequant.permute(t, axis, perm)
 
     def rom_format(self, name: str) -> QuantFormat:
         """Imported layer ``name``'s ROM format from its scales (and zero points, ``g_idx``)
@@ -114,7 +127,7 @@ class Model:
         if self.scheme.method == mxfp4.METHOD:
             return mxfp4.rom_format(_Tensors(self.locations), prefix, name, self.arch, where)
         t = prequant.read_module(_Tensors(self.locations), prefix, self.scheme, where, False)
-        return prequant.rom_format(t)
+        return prequant.rom_format(self._fold(name, t))
 
     def read(self, name: str) -> np.ndarray:
         """Tensor ``name`` as float32 with its HF shape; raises InputError on NaN/Inf or a
@@ -126,6 +139,8 @@ class Model:
             return arr
         st, _info = self.locations[name]
         arr = st.read(name).astype(np.float32, copy=False)
+        if name in self.folds:  # a float gate/up_proj of a folded down_proj: rows renumbered
+            arr = np.ascontiguousarray(arr[self.folds[name][1]])
         finite = np.isfinite(arr)
         if not finite.all():
             bad = int(arr.size - np.count_nonzero(finite))
@@ -485,6 +500,7 @@ def load_model(path: str | os.PathLike, config: str | os.PathLike | None = None)
                 f"{list(info.shape)} {info.dtype}, expected the embedding's shape"
             )
 
+    folds = _folds(specs, imported, scheme, locations)
     tok_path = optional_file(cfg_path.parent / "tokenizer.json", "tokenizer.json")
     tok_vocab, template = (
         _load_tokenizer(tok_path, arch.vocab_size) if tok_path is not None else (None, None)
@@ -502,4 +518,35 @@ def load_model(path: str | os.PathLike, config: str | os.PathLike | None = None)
         ignored=ignored,
         scheme=scheme,
         imported=imported,
+        folds=folds,
     )
+
+
+def _folds(specs, imported, scheme, locations) -> dict[str, tuple[str, np.ndarray]]:
+    """The desc_act folds of a checkpoint (:attr:`Model.folds`): for each imported down_proj
+    whose ``g_idx`` (read here: C integers) is an activation-order permutation into whole
+    groups, its columns and its gate/up projections' rows (same layer, same expert)."""
+    if scheme is None or scheme.method not in ("gptq", "compressed-tensors"):
+        return {}
+    suffix = ".g_idx" if scheme.method == "gptq" else ".weight_g_idx"
+    by_role = {(s.layer, s.expert, s.role): s.name for s in specs}
+    out = {}
+    for s in specs:
+        if s.role not in prequant.FOLD_ROLES or s.name not in imported:
+            continue
+        g_name = imported[s.name] + suffix
+        if g_name not in locations or scheme.group_size == -1:
+            continue
+        info = locations[g_name][1]
+        if info.dtype not in ("I32", "I64") or info.shape != (s.shape[1],):
+            continue  # read_module refuses it, naming the tensor
+        g_idx = locations[g_name][0].read_raw(g_name).astype(np.int64)
+        if np.array_equal(g_idx, np.arange(s.shape[1]) // scheme.group_size):
+            continue
+        perm = prequant.fold_perm(g_idx, scheme.group_size)
+        if perm is None:
+            continue  # to_rom refuses it, naming the tensor
+        out[s.name] = ("cols", perm)
+        for role in prequant.FOLD_ROLES[s.role]:
+            out[by_role[(s.layer, s.expert, role)]] = ("rows", perm)
+    return out

@@ -15,6 +15,7 @@ Codes and zeros are kept unsigned for every format: ``w = scale * (code - zero)`
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -480,6 +481,43 @@ def _read_compressed(rd: _Reader, scheme: Scheme, with_codes: bool) -> Imported:
     )
 
 
+#: the roles whose matrix reads an elementwise product (SwiGLU(gate, up)): a desc_act
+#: permutation of its input columns folds into the rows of the two matrices that produce it
+FOLD_ROLES = {
+    "down_proj": ("gate_proj", "up_proj"),
+    "expert_down_proj": ("expert_gate_proj", "expert_up_proj"),
+    "shared_down_proj": ("shared_gate_proj", "shared_up_proj"),
+}
+
+
+def fold_perm(g_idx: np.ndarray, group_size: int) -> np.ndarray | None:
+    """The input-column order that makes an activation-order ``g_idx`` consecutive groups of
+    ``group_size`` (``perm``: new column ``j`` is old column ``perm[j]``, and ``g_idx[perm] ==
+    j // group_size``); None when ``g_idx`` is not such a permutation (a group of another
+    size)."""
+    perm = np.argsort(g_idx, kind="stable")
+    want = np.arange(len(g_idx)) // group_size
+    return perm if np.array_equal(g_idx[perm], want) else None
+
+
+def permute(t: Imported | mxfp4.MxImported, axis: str, perm: np.ndarray):
+    """``t`` with its input columns (``axis`` ``"cols"``: codes and ``g_idx``) or its output
+    rows (``"rows"``: codes, scales and zero points) in the order ``perm`` (a desc_act fold,
+    docs/import-design.md): the same matrix, its rows or columns renumbered."""
+    take = (lambda a: a[:, perm]) if axis == "cols" else (lambda a: a[perm])
+    codes = None if t.codes is None else np.ascontiguousarray(take(t.codes))
+    if isinstance(t, mxfp4.MxImported):
+        return dataclasses.replace(t, codes=codes, scales=np.ascontiguousarray(t.scales[perm]))
+    if axis == "cols":
+        return dataclasses.replace(t, codes=codes, g_idx=t.groups()[perm])
+    return dataclasses.replace(
+        t,
+        codes=codes,
+        scale=np.ascontiguousarray(t.scale[perm]),
+        zero=np.ascontiguousarray(t.zero[perm]),
+    )
+
+
 def dequantize(t: Imported | mxfp4.MxImported, rows_per_block: int = 4096) -> np.ndarray:
     """float32 ``[R, C]``: ``scale * (code - zero)`` computed exactly (float64; at most 33
     significant bits: a float32 scale times ``|code - zero| <= 2**8``) and rounded once (an
@@ -596,8 +634,8 @@ def _rom_groups(t: Imported) -> tuple[QuantFormat, dict[str, np.ndarray]]:
     if not t.trivial_groups():
         raise UnsupportedError(
             f"{n}: g_idx is an activation-order (desc_act) permutation; the ROM groups "
-            "consecutive input columns, so this layer cannot be imported exactly yet "
-            "(compile the float model instead)"
+            "consecutive input columns, so this layer cannot be imported exactly (only a "
+            "down_proj's is folded into gate/up; compile the float model instead)"
         )
     g = rom_group_size(t)
     if g is None:

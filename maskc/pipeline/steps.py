@@ -196,7 +196,12 @@ def model_files(
                 "calib_tokens": opts.calib_tokens if opts.calib else None,
             },
             "quant_settings": quant_settings.to_json(),
-        },
+        }
+        | (
+            {"desc_act_folds": {n: axis for n, (axis, _p) in sorted(model.folds.items())}}
+            if model.folds
+            else {}
+        ),
     )
     if model.tokenizer_path is not None:  # the one copy of the model's (the netlist links it)
         copy_regular(model.tokenizer_path, build / "tokenizer.json", "tokenizer.json")

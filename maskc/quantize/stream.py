@@ -63,7 +63,8 @@ class RowReader:
     def rows(self, name: str, a: int, b: int) -> np.ndarray:
         """float32 rows ``a:b`` of ``name``: the same values as ``model.read(name)[a:b]``, with
         the same errors (a non-finite or out-of-range value raises the whole tensor's message)."""
-        if name in self.model.imported:  # dequantized whole: its codes are read whole
+        if name in self.model.imported or name in self.model.folds:  # read whole (rows of a
+            # folded matrix are renumbered; an imported layer's codes are read whole)
             if self._imported is None or self._imported[0] != name:
                 self._imported = None
                 self._imported = (name, self.model.read(name))
