@@ -183,8 +183,9 @@ class QuantFormat:
             )
         if kind not in kinds:
             raise InputError(
-                f"{where}: format kind {kind!r} is not supported here yet (FP4 matrices exist "
-                "only in the library, docs/fp4-design.md); rebuild with an integer format"
+                f"{where}: format kind {kind!r} is not supported here yet (FP4 builds compile "
+                "and verify; the emulator does not run them yet, docs/fp4-design.md); rebuild "
+                "with an integer format"
             )
         values = {}
         for k in FORMAT_KEYS:
@@ -508,9 +509,10 @@ def _check_e4m3_pairs(q: QuantTensor) -> None:
         )
 
 
-def check_mx_span(q: QuantTensor) -> None:
+def check_mx_span(q: QuantTensor, row0: int = 0) -> None:
     """mxfp4: every block holding a nonzero code has ``scale_s <= MX_SREF`` (its scale at most
-    2**19 below its row's reference), or the accumulator bound fails (FitError, exit 4)."""
+    2**19 below its row's reference), or the accumulator bound fails (FitError, exit 4; rows
+    counted from ``row0``: ``q`` may be a block of a matrix's rows)."""
     r = q.shape[0]
     g = q.fmt.group_size
     nz = (q.levels[q.codes] != 0).reshape(r, -1, g).any(axis=2)
@@ -518,7 +520,7 @@ def check_mx_span(q: QuantTensor) -> None:
     if np.any(over):
         i, b = (int(x) for x in np.argwhere(over)[0])
         raise FitError(
-            f"{q.name}: mxfp4 row {i} block {b} has a scale 2^-{int(q.scale_s[i, b])} below "
+            f"{q.name}: mxfp4 row {row0 + i} block {b} has a scale 2^-{int(q.scale_s[i, b])} below "
             f"its row's largest, beyond the datapath's span of {MX_SREF} binades; use the "
             "integer format or nvfp4 for this tensor"
         )

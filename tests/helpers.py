@@ -97,15 +97,17 @@ def raw_fields(build, name) -> dict:
         un[..., 0::2], un[..., 1::2] = codes & 15, codes >> 4
         t["codes"] = un
     out = {"levels": t["levels"]}
+    if "tensor_m" in t:  # nvfp4: one per matrix, in every tiles file's copy
+        out["tensor_m"] = t["tensor_m"]
     for k, v in t.items():
-        if k in ("pos", "block", "levels"):
+        if k in ("pos", "block", "levels", "tensor_m"):
             continue
         width = {w: cp, w // g: cp // g}.get(v.shape[-1]) if v.ndim == 3 else None
         out[k] = np.zeros((r, width) if v.ndim == 3 else (r,), v.dtype)
     for i, (r0, nr, c0, nc) in enumerate(t["block"].tolist()):
         k = -(-nc // g)
         for f, dst in out.items():
-            if f == "levels":
+            if f in ("levels", "tensor_m"):
                 continue
             src = t[f][i, :nr]
             if src.ndim == 1:

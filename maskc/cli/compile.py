@@ -21,6 +21,14 @@ class LayoutFormat(StrEnum):
     oas = "oas"
 
 
+class WeightFormat(StrEnum):
+    """``--format``: the ROM format of the transformer-block matrices."""
+
+    int = "int"
+    mxfp4 = "mxfp4"
+    nvfp4 = "nvfp4"
+
+
 def _dies_option(value: str) -> int | str:
     """``--dies``: a positive number, 'auto', or 'fabric' (the default: the fabric's count)."""
     if value in ("auto", "fabric"):
@@ -72,6 +80,18 @@ def compile(
             help="rtn (round to nearest), lsq (least-squares search, weighted by "
             "calibration statistics when calibrating) or gptq (error feedback; always "
             "calibrates).",
+        ),
+    ] = None,
+    weight_format: Annotated[
+        WeightFormat | None,
+        typer.Option(
+            "--format",
+            parser=enum_parser(WeightFormat, "--format must be int, mxfp4 or nvfp4, got {value!r}"),
+            help="ROM format of the transformer-block matrices: int (integer levels, the "
+            "default), mxfp4 (E2M1 codes, an E8M0 scale per 32) or nvfp4 (E2M1 codes, an E4M3 "
+            "scale per 16, a float32 per tensor). FP4 fixes 4-bit codes and its block size; its "
+            "methods: ocp (mxfp4), nv (nvfp4), search (both; the default).",
+            show_default=False,
         ),
     ] = None,
     quant_config: Annotated[
@@ -252,6 +272,7 @@ def compile(
         bits=bits,
         group_size=group_size,
         method=method,
+        weight_format=None if weight_format is None else weight_format.value,
         quant_config=quant_config,
         model_config=model_config,
         calib=calib,

@@ -47,6 +47,11 @@ class Scheme:
     zero_plus_one: bool = False  #: GPTQ v1: ``qzeros`` holds ``zero - 1``
     ignore: tuple[str, ...] = ()  #: compressed-tensors: modules left in float
 
+    @property
+    def kind(self) -> str:
+        """The ROM format kind the layers import into (romformat.FORMAT_KINDS)."""
+        return "mxfp4" if self.method == "mxfp4" else "int"
+
     def describe(self) -> str:
         if self.method == "mxfp4":
             return "mxfp4 (E2M1 codes, an E8M0 scale per 32), fused experts"

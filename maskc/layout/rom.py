@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from maskc.romformat import QuantFormat, scale_rom_fields
+from maskc.romformat import QuantFormat, fields_of, scale_rom_fields
 
 EMPTY = -1
 
@@ -107,6 +107,13 @@ def row_fields(fmt: dict) -> list[tuple[str, int, bool]]:
     return _rom_fields(fmt, "row")
 
 
+def tensor_fields(fmt: dict) -> list[tuple[str, int, bool]]:
+    """The per-matrix fields after the level table (nvfp4's ``tensor_m``): (name, bits,
+    signed)."""
+    f = QuantFormat(**fmt)
+    return [(x.name, x.rom_bits(f), x.signed) for x in fields_of(f) if x.axis == "tensor"]
+
+
 def _to_bits(values: np.ndarray, nbits: int) -> np.ndarray:
     """Two's-complement ``nbits``-bit patterns of ``values`` (any shape) -> uint8 [..., nbits],
     most significant bit first."""
@@ -126,13 +133,15 @@ def _from_bits(bits: np.ndarray, signed: bool) -> np.ndarray:
 def scale_bits(t: dict, i: int, fmt: dict, tile_rows: int, groups: int) -> np.ndarray:
     """The scale-ROM bit string of tile ``i`` of a matrix (uint8, one entry per bit): per tile
     row, every group's fields (``group_fields`` order), then the row exponents (8 bits each); after
-    all rows, the level table (``level_bits`` per level)."""
+    all rows, the level table (``level_bits`` per level), then nvfp4's ``tensor_m`` (24 bits:
+    every tile of the matrix holds it)."""
     parts = [_to_bits(t[name][i][:, :groups], nb) for name, nb, _ in group_fields(fmt)]
     rows = np.concatenate(parts, axis=-1).reshape(tile_rows, -1)
     ex = [_to_bits(t[name][i], nb) for name, nb, _ in row_fields(fmt)]
     rows = np.concatenate([rows, *ex], axis=-1)
     levels = _to_bits(t["levels"], fmt["level_bits"]).reshape(-1)
-    return np.concatenate([rows.reshape(-1), levels])
+    tensor = [_to_bits(np.asarray(t[name]), nb).reshape(-1) for name, nb, _ in tensor_fields(fmt)]
+    return np.concatenate([rows.reshape(-1), levels, *tensor])
 
 
 def record_bits(fmt: dict, groups: int) -> int:
@@ -151,9 +160,11 @@ def scale_rom_layout(fmt: dict, tile_rows: int, groups: int) -> dict:
     ``scale_bits`` wide, ``scale_s`` ``scale_shift_bits``, and with a zero point ``zero_m``
     ``zero_bits``, signed, and ``zero_s`` ``zero_shift_bits``), then the row exponents
     ``scale_e`` (and ``zero_e`` with a zero point), 8 bits signed each; after the last row the
-    level table, ``2**bits`` levels of ``level_bits`` bits, signed. Returns ``{"group":
-    [(field, offset in the group record, bits, signed)], "group_bits", "row": [(field, offset
-    in the row record, bits, signed)], "row_bits", "levels": (offset, bits, count), "bits"}``.
+    level table, ``2**bits`` levels of ``level_bits`` bits, signed; then the per-matrix fields
+    (nvfp4: ``tensor_m``, 24 bits unsigned). Returns ``{"group": [(field, offset in the group
+    record, bits, signed)], "group_bits", "row": [(field, offset in the row record, bits,
+    signed)], "row_bits", "levels": (offset, bits, count), "tensor": [(field, offset, bits,
+    signed)], "bits"}``.
     """
     group, k = [], 0
     for name, nb, signed in _rom_fields(fmt, "group"):  # walk one group's record
@@ -167,13 +178,18 @@ def scale_rom_layout(fmt: dict, tile_rows: int, groups: int) -> dict:
     row_bits = k
     n_levels, level_bits = 1 << fmt["bits"], fmt["level_bits"]
     start = tile_rows * row_bits
+    tensor, k = [], start + n_levels * level_bits
+    for name, nb, signed in tensor_fields(fmt):
+        tensor.append((name, k, nb, signed))
+        k += nb
     return {
         "group": group,
         "group_bits": group_bits,
         "row": row,
         "row_bits": row_bits,
         "levels": (start, level_bits, n_levels),
-        "bits": start + n_levels * level_bits,
+        "tensor": tensor,
+        "bits": k,
     }
 
 
@@ -196,6 +212,8 @@ def parse_scale_bits(bits: np.ndarray, fmt: dict, tile_rows: int, groups: int) -
     start, nb, n = lay["levels"]
     at = start + (np.arange(n, dtype=np.int64) * nb)[:, None] + np.arange(nb)
     out["levels"] = _from_bits(bits[at], True)
+    for name, off, nb, signed in lay["tensor"]:
+        out[name] = _from_bits(bits[off : off + nb][None, :], signed)
     return out
 
 

@@ -35,7 +35,7 @@ from maskc.layout.rom import (
     role_code,
     scale_rom_layout,
 )
-from maskc.romformat import FIELDS
+from maskc.romformat import FIELD, FIELDS, QuantFormat
 
 
 def _split(segments: list, part: int, parts: int) -> list:
@@ -134,11 +134,13 @@ def _check_scale(
         for r, g in np.argwhere(dec[name] != want)[:shown].tolist():
             at = r * lay["row_bits"] + g * lay["group_bits"] + off
             add(at, nb, f"row {r} group {g} {name}", want[r, g], dec[name][r, g])
-    for name in GROUP_FIELDS:  # a field the format does not store reads 0
+    qf = QuantFormat(**fmt)
+    for name in GROUP_FIELDS:  # a field the format does not store reads its one value
         if name in t and name not in stored:
+            implicit = FIELD[name].limits(qf)[0]  # 0, or mxfp4's scale_m = 1
             want = t[name][i][:, :groups]
-            for r, g in np.argwhere(want != 0)[:shown].tolist():
-                add(r * lay["row_bits"], 0, f"row {r} group {g} {name}", want[r, g], 0)
+            for r, g in np.argwhere(want != implicit)[:shown].tolist():
+                add(r * lay["row_bits"], 0, f"row {r} group {g} {name}", want[r, g], implicit)
     for name, off, nb, _signed in lay["row"]:
         want = t[name][i].astype(np.int64)
         for r in np.flatnonzero(dec[name] != want)[:shown].tolist():
@@ -151,6 +153,10 @@ def _check_scale(
     else:
         for j in np.flatnonzero(dec["levels"] != want)[:shown].tolist():
             add(start + j * nb, nb, f"level table entry {j}", want[j], dec["levels"][j])
+    for name, off, nb, _signed in lay["tensor"]:
+        want = np.asarray(t[name]).astype(np.int64).reshape(-1)
+        if not np.array_equal(dec[name], want):
+            add(off, nb, name, want[0], dec[name][0])
     found.sort(key=lambda f: f[0])
     return [m for _at, m in found[:shown]]
 
@@ -297,7 +303,7 @@ def verify_layers(nl, fabric, root, banks: list[dict], limit: int = 10, progress
 #: every per-group field of the ROM format
 GROUP_FIELDS = tuple(f.name for f in FIELDS if f.axis == "group")
 #: the per-tile fields in the order the manifest's tile hashes take them (the field table's)
-STORE_ORDER = tuple(f.name for f in FIELDS if f.axis != "level")
+STORE_ORDER = tuple(f.name for f in FIELDS if f.axis not in ("level", "tensor"))
 
 
 def tile_hashes(nl) -> dict[str, str]:
@@ -313,6 +319,8 @@ def tile_hashes(nl) -> dict[str, str]:
                 if k in t:
                     h.update(np.ascontiguousarray(t[k][i]).view(np.uint8).data)
             h.update(np.ascontiguousarray(t["levels"]).view(np.uint8).data)
+            if "tensor_m" in t:  # nvfp4: every tile's scale ROM holds it
+                h.update(np.ascontiguousarray(t["tensor_m"]).view(np.uint8).data)
             out[tile_name(t["pos"][i])] = h.hexdigest()
     return dict(sorted(out.items()))
 

@@ -45,7 +45,7 @@ from maskc.netlist.constants import (
 )
 from maskc.netlist.dataflow import build_ops, norm_dim
 from maskc.netlist.ops import HeadNorm, RmsNorm
-from maskc.romformat import QuantFormat, fields_of
+from maskc.romformat import FORMAT_KINDS, QuantFormat, fields_of
 from maskc.safetensors_io import WRITABLE, SafetensorsFile
 
 #: netlist.json's top-level keys
@@ -232,7 +232,14 @@ def _check_params(p: Path, arch: ModelArch, params: SafetensorsFile) -> None:
 
 def _check_matrices(p: Path, doc: dict, arch: ModelArch, fabric) -> dict[Path, SafetensorsFile]:
     """Each matrix entry against the architecture, the fabric and its tiles file's header."""
-    from maskc.netlist.loader import ACT_GROUP, packed_width, stored_dtype, tiles_file
+    from maskc.netlist.loader import (
+        ACT_GROUP,
+        FP4_VERSION,
+        group_ok,
+        packed_width,
+        stored_dtype,
+        tiles_file,
+    )
 
     mats = doc["matrices"]
     specs = {t.name: t for t in expected_tensors(arch) if len(t.shape) == 2}
@@ -249,16 +256,21 @@ def _check_matrices(p: Path, doc: dict, arch: ModelArch, fabric) -> dict[Path, S
         if name not in mats:
             raise InputError(f"{p}: {where} is missing (the architecture has it); recompile")
         m = mats[name]
-        fmt = QuantFormat.from_json(m["format"], f"{p}: {where}")
+        fmt = QuantFormat.from_json(m["format"], f"{p}: {where}", FORMAT_KINDS)
         bits, g = fmt.bits, fmt.group_size
+        if fmt.fp4 and doc["version"] < FP4_VERSION:
+            raise InputError(
+                f"{p}: {where}.format.kind = {fmt.kind}: FP4 matrices need netlist version "
+                f"{FP4_VERSION}, this netlist is version {doc['version']}; recompile"
+            )
         if bits not in (3, 4, 8):
             raise InputError(f"{p}: {where}.format.bits = {bits}: no tile of a fabric holds it")
         w = fabric.weights_per_tile_row(bits)
         tr = fabric.tile.rows
-        if g % ACT_GROUP or w % g:
+        if not group_ok(fmt) or w % g:
             raise InputError(
                 f"{p}: {where}.format.group_size = {g}: must be a multiple of {ACT_GROUP} "
-                f"dividing the {w} weights of a tile row; recompile"
+                f"(FP4: or divide it) dividing the {w} weights of a tile row; recompile"
             )
         r, c = spec.shape
         tiles = -(-r // tr) * -(-c // w)
@@ -289,6 +301,13 @@ def _check_matrices(p: Path, doc: dict, arch: ModelArch, fabric) -> dict[Path, S
                 f"(at most {MAX_PRODUCT_BITS - 16}); recompile"
             )
         by_file.setdefault(want["file"], []).append(name)
+    if doc["version"] >= FP4_VERSION and not any(
+        QuantFormat.from_json(m["format"], p, FORMAT_KINDS).fp4 for m in mats.values()
+    ):
+        raise InputError(
+            f"{p}: netlist version {doc['version']} is for FP4 matrices and this one has none "
+            f"(maskc writes it as version {FP4_VERSION - 1}); recompile"
+        )
     version = doc["version"]
     opened: dict[Path, SafetensorsFile] = {}
     for file in sorted(by_file):
@@ -297,10 +316,10 @@ def _check_matrices(p: Path, doc: dict, arch: ModelArch, fabric) -> dict[Path, S
         expect: dict[str, tuple[str, tuple]] = {}
         for name in by_file[file]:
             m = mats[name]
-            fmt = QuantFormat.from_json(m["format"], name)
+            fmt = QuantFormat.from_json(m["format"], name, FORMAT_KINDS)
             n, (tr, w) = m["tiles"], m["tile_shape"]
             g = fmt.group_size
-            axis = {"weight": (n, tr, w), "group": (n, tr, w // g), "row": (n, tr)}
+            axis = {"weight": (n, tr, w), "group": (n, tr, w // g), "row": (n, tr), "tensor": (1,)}
             expect[f"{name}/pos"] = ("I32", (n, 3))
             expect[f"{name}/block"] = ("I32", (n, 4))
             expect[f"{name}/levels"] = ("I16", (1 << fmt.bits,))
@@ -341,7 +360,7 @@ def _check_matrices(p: Path, doc: dict, arch: ModelArch, fabric) -> dict[Path, S
 
 def _st_name(dt: np.dtype) -> str:
     """The safetensors name of numpy dtype ``dt`` (of a tile array)."""
-    return next(k for k in ("U8", "I8", "U16", "I16", "I32") if WRITABLE[k] == np.dtype(dt))
+    return next(k for k in ("U8", "I8", "U16", "I16", "I32", "U32") if WRITABLE[k] == np.dtype(dt))
 
 
 def _np_name(st_dtype: str) -> str:

@@ -16,7 +16,15 @@ from maskc.ir import ModelArch
 from maskc.netlist.check import check_netlist
 from maskc.netlist.constants import CONTRACT, SIGNAL_FRAC, compile_luts
 from maskc.netlist.ops import Op, check_dataflow, parse_ops
-from maskc.romformat import FIELD, TILE_FIELDS, Field, QuantFormat, QuantTensor, fields_of
+from maskc.romformat import (
+    FIELD,
+    FORMAT_KINDS,
+    TILE_FIELDS,
+    Field,
+    QuantFormat,
+    QuantTensor,
+    fields_of,
+)
 from maskc.safetensors_io import WRITABLE, SafetensorsFile
 
 FORMAT = "maskc-netlist"
@@ -26,13 +34,31 @@ FORMAT = "maskc-netlist"
 #: image, maskc/boot.py)
 #: 5: every matrix names its routed ``expert`` (null outside a mixture of experts); the ops of
 #: mixtures of experts (route, experts, gate_scale) and per-head norms (head_norm)
-VERSION = 5
+#: 6: FP4 matrices (``format.kind`` mxfp4/nvfp4, groups of 16, ``NAME/tensor_m``); a netlist
+#: without one is written as version 5, byte for byte as before (:func:`version_for`)
+VERSION = 6
 #: the versions this maskc reads: 2 differs from 3 only in storing every field in its own dtype,
 #: 3 from 4 in having no params region (such a build has no boot image: verify refuses it)
-READS = (2, 3, 4, 5)
+READS = (2, 3, 4, 5, 6)
+#: the first version that may hold FP4 matrices
+FP4_VERSION = 6
 DIR = "netlist"
 #: Activations are read in groups of this many elements; weight groups must be multiples.
 ACT_GROUP = 32
+
+
+def group_ok(fmt: QuantFormat) -> bool:
+    """Whether a matrix's weight groups fit the activation groups: a multiple of
+    :data:`ACT_GROUP`, or (FP4: nvfp4's 16) a divisor of it."""
+    g = fmt.group_size
+    return g % ACT_GROUP == 0 or (fmt.fp4 and ACT_GROUP % g == 0)
+
+
+def version_for(matrices: dict) -> int:
+    """The version a netlist with these ``matrices`` entries is written as: 6 when one is FP4
+    (older readers refuse it by its version), else 5."""
+    fp4 = any(m["format"].get("kind", "int") != "int" for m in matrices.values())
+    return VERSION if fp4 else FP4_VERSION - 1
 
 
 #: Matrices of at most this many bits per code store two codes per byte (docs/netlist.md)
@@ -200,9 +226,11 @@ class Netlist:
         ``codes`` is a :class:`TileCodes` (unpacked one code per byte on access), a field stored
         narrower than its dtype a :class:`TileField` (widened on access)."""
         f = self._file(name)
-        fmt = QuantFormat.from_json(self.matrices[name]["format"], f"{self.path}: {name}")
+        fmt = QuantFormat.from_json(
+            self.matrices[name]["format"], f"{self.path}: {name}", FORMAT_KINDS
+        )
         out: dict = {}
-        for k in keys or ("pos", "block", "levels", *TILE_FIELDS):
+        for k in keys or ("pos", "block", "levels", "tensor_m", *TILE_FIELDS):
             key = f"{name}/{k}"
             if key not in f.tensors:
                 continue
@@ -211,7 +239,7 @@ class Netlist:
                 continue
             out[k] = a = _memmap(f, key)
             fd = FIELD.get(k)
-            if fd is None or fd.axis == "level":
+            if fd is None or fd.axis in ("level", "tensor"):
                 continue
             want = stored_dtype(fd, fmt) if self.doc["version"] >= 3 else fd.dtype
             if a.dtype != want:
@@ -278,7 +306,8 @@ class Netlist:
                 elif not np.array_equal(dst, src):
                     raise InputError(f"{where}: tile {i} disagrees on the row exponents {fd.name}")
         levels = None if t.get("levels") is None else np.array(t["levels"])
-        q = QuantTensor(name=name, shape=(n, c), fmt=fmt, levels=levels, **out)
+        tm = None if t.get("tensor_m") is None else np.array(t["tensor_m"])
+        q = QuantTensor(name=name, shape=(n, c), fmt=fmt, levels=levels, tensor_m=tm, **out)
         q.validate()
         return q
 
@@ -292,14 +321,14 @@ class Netlist:
         m = self.matrices[name]
         t = self.tile_arrays(name)
         where = f"{self.path}: matrix {name}"
-        fmt = QuantFormat.from_json(m["format"], where)
+        fmt = QuantFormat.from_json(m["format"], where, FORMAT_KINDS)
         r, c = m["shape"]
         g = fmt.group_size
         cp = fmt.padded_cols(c)
         ng = cp // g
         tr, w = m["tile_shape"]
         n = m["tiles"]
-        per_tile = [fd for fd in fields_of(fmt) if fd.axis != "level"]
+        per_tile = [fd for fd in fields_of(fmt) if fd.axis not in ("level", "tensor")]
         tile_shape = {"weight": (n, tr, w), "group": (n, tr, w // g), "row": (n, tr)}
         need = {"pos": (n, 3), "block": (n, 4), **{fd.name: tile_shape[fd.axis] for fd in per_tile}}
         for k, shape in need.items():
@@ -345,14 +374,14 @@ def _check_acc_bits(where: str, m: dict, fmt: QuantFormat, t: dict, blocks: list
     numerics.md), recomputed from the tiles' step fields as the writer computes it (its
     ``s_bound``, from the level table, is checked at load). Works through the tiles in chunks
     (bounded memory)."""
-    g, smax = fmt.group_size, (1 << fmt.scale_shift_bits) - 1
+    g, sref = fmt.group_size, fmt.shift_ref
     rows = np.zeros(m["shape"][0], np.int64)
     blk = np.asarray(blocks, np.int64).reshape(-1, 4)
     tr, ng = m["tile_shape"][0], m["tile_shape"][1] // g
     for a in range(0, len(blk), 256):
         b = min(a + 256, len(blk))
         sm = np.asarray(t["scale_m"][a:b]).astype(np.int64)
-        sh = np.clip(smax - np.asarray(t["scale_s"][a:b]).astype(np.int64), 0, smax)
+        sh = np.clip(sref - np.asarray(t["scale_s"][a:b]).astype(np.int64), 0, sref)
         groups = np.arange(ng)[None, :] < -(-blk[a:b, 3:4] // g)  # the block's groups
         per_row = ((sm << sh) * groups[:, None, :]).sum(axis=2)  # [tiles, TR]
         used = np.arange(tr)[None, :] < blk[a:b, 1:2]  # the block's rows
@@ -370,7 +399,7 @@ def _check_matrix_entry(p: Path, name: str, m: object) -> None:
     where = f"{p}: matrix {name}"
     if not isinstance(m, dict):
         raise InputError(f"{where}: must be an object")
-    QuantFormat.from_json(m.get("format"), where)
+    QuantFormat.from_json(m.get("format"), where, FORMAT_KINDS)
 
     def positive_ints(key: str, n: int | None) -> None:
         v = m.get(key)

@@ -32,10 +32,11 @@ from maskc.netlist.loader import (
     DIR,
     FORMAT,
     PACK_BITS,
-    VERSION,
+    group_ok,
     pack_codes,
     stored_dtype,
     tiles_file,
+    version_for,
 )
 from maskc.romformat import FIELD, QuantTensor, fields_of
 from maskc.safetensors_io import write_safetensors
@@ -45,33 +46,47 @@ from maskc.sram import netlist_sram
 MAX_PRODUCT_BITS = 62
 
 
+def group_factor(fmt, scale_m: np.ndarray, scale_s: np.ndarray) -> np.ndarray:
+    """int64 ``scale_m << clip(SREF - scale_s, 0, SREF)``: each group's factor in the
+    accumulator (``SREF`` = :attr:`~maskc.romformat.QuantFormat.shift_ref`; an mxfp4 block
+    below its row's span holds only zero codes and counts as ``scale_m``)."""
+    sref = fmt.shift_ref
+    sh = np.clip(sref - scale_s.astype(np.int64), 0, sref)
+    return scale_m.astype(np.int64) << sh
+
+
 def matrix_bounds(q: QuantTensor) -> tuple[int, int]:
     """``(s_bound, acc_bits)``: the largest possible |group sum S| and the bits (with sign) of
     the worst-case |A| of docs/numerics.md, from the stored fields (exact integers)."""
     g = q.fmt.group_size
     lmax = int(np.abs(q.levels.astype(np.int64)).max())
     s_bound = 127 * g * lmax
-    smax = (1 << q.fmt.scale_shift_bits) - 1
-    mshift = q.scale_m.astype(np.int64) << (smax - q.scale_s.astype(np.int64))
+    mshift = group_factor(q.fmt, q.scale_m, q.scale_s)
     a_bound = int(mshift.sum(axis=1).max()) * s_bound
     return s_bound, a_bound.bit_length() + 1
+
+
+def _implicit(fd, fmt) -> int:
+    return fd.limits(fmt)[0] if fd.rom_bits(fmt) == 0 else 0
 
 
 def tile_arrays(q: QuantTensor, blocks: list, tile_rows: int, w: int) -> dict[str, np.ndarray]:
     """The per-tile arrays of matrix ``q`` for its placed ``blocks`` (docs/netlist.md): every
     field of the format cut to the tiles' ``[tile_rows, w]`` cells (zero outside the block),
-    the shared level table, each tile's position and block."""
+    the shared level table (and nvfp4's ``tensor_m``), each tile's position and block."""
     g = q.fmt.group_size
     n = len(blocks)
     shapes = {"weight": (n, tile_rows, w), "group": (n, tile_rows, w // g), "row": (n, tile_rows)}
-    per_tile = [fd for fd in fields_of(q.fmt) if fd.axis != "level"]
+    per_tile = [fd for fd in fields_of(q.fmt) if fd.axis not in ("level", "tensor")]
     out = {
         "pos": np.array([[b.die, b.x, b.y] for b in blocks], dtype=np.int32).reshape(n, 3),
         "block": np.array(
             [[b.row0, b.rows, b.col0, b.cols] for b in blocks], dtype=np.int32
         ).reshape(n, 4),
         "levels": q.levels,
-        **{fd.name: np.zeros(shapes[fd.axis], fd.dtype) for fd in per_tile},
+        **({} if q.tensor_m is None else {"tensor_m": q.tensor_m}),
+        # outside the block a field holds 0, or its one value when not stored (mxfp4's scale_m)
+        **{fd.name: np.full(shapes[fd.axis], _implicit(fd, q.fmt), fd.dtype) for fd in per_tile},
     }
     for t, b in enumerate(blocks):
         r0, nr = b.row0, b.rows
@@ -133,7 +148,7 @@ def write_netlist(
         for name in by_file[file]:
             q = quant.matrix(name)
             bl = blocks_of[name]
-            if q.fmt.group_size % ACT_GROUP:
+            if not group_ok(q.fmt):
                 raise InputError(
                     f"{name}: group size {q.fmt.group_size} is not a multiple of {ACT_GROUP}: the "
                     f"chip reads activations in groups of {ACT_GROUP} (docs/numerics.md); use a "
@@ -181,7 +196,7 @@ def write_netlist(
     write_safetensors(root / "params.safetensors", params, {"maskc": "netlist parameters"})
     doc = {
         "format": FORMAT,
-        "version": VERSION,
+        "version": version_for(matrices),
         "numerics": numerics_json(arch),
         "architecture": arch.to_json(),
         "fabric": fabric.to_json(),

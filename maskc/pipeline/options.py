@@ -40,6 +40,9 @@ class CompileOptions:
     bits: int | None = None
     group_size: int | None = None
     method: str | None = None
+    #: ``--format``: int, mxfp4 or nvfp4 (None: not given; recorded in the manifest only when
+    #: given, so integer builds' manifests are as before)
+    weight_format: str | None = None
     quant_config: Path | None = None
     model_config: Path | None = None
     calib: Path | None = None

@@ -67,7 +67,14 @@ def settings(specs: list, opts: CompileOptions, events) -> Resolution:
     """Every quantizable tensor's setting (profiles, quant config, command line, mixed
     precision); the config's warnings go to ``events``."""
     res = resolve_settings(
-        specs, opts.bits, opts.group_size, opts.method, opts.quant_config, opts.strict, opts.mixed
+        specs,
+        opts.bits,
+        opts.group_size,
+        opts.method,
+        opts.quant_config,
+        opts.strict,
+        opts.mixed,
+        opts.weight_format,
     )
     for w in res.warnings:
         events.warn(w)
@@ -192,6 +199,7 @@ def model_files(
                 "bits": opts.bits,
                 "group_size": opts.group_size,
                 "method": opts.method,
+                **({"format": opts.weight_format} if opts.weight_format is not None else {}),
                 "calib_sha256": input_hashes.get("calib"),
                 "calib_tokens": opts.calib_tokens if opts.calib else None,
             },
@@ -227,7 +235,9 @@ def quantize(
     how many or where."""
     from maskc import parallel
 
-    explicit = any(v is not None for v in (opts.bits, opts.group_size, opts.method))
+    explicit = any(
+        v is not None for v in (opts.bits, opts.group_size, opts.method, opts.weight_format)
+    )
     explicit = explicit or opts.quant_config is not None
     for w in conflicts(model, quant_settings.settings, explicit, opts.method):
         events.warn(w)
@@ -392,7 +402,7 @@ def manifest(
     options = {
         k: (v.name if isinstance(v, Path) else v)
         for k, v in dataclasses.asdict(opts).items()
-        if k not in skip
+        if k not in skip and not (k == "weight_format" and v is None)
     }
     options["fabric_name"] = fabric.name
     extra = {"inputs": input_hashes, "options": options, "tiles": tile_hashes(netlist)}
@@ -463,6 +473,7 @@ def plan_rows(specs: list, quant_settings: Resolution, imported_formats: dict) -
                 "quantized": q,
                 "bits": fmt.bits if q else None,
                 "group_size": fmt.group_size if q else None,
+                **({"format": fmt.kind} if q and fmt.fp4 else {}),
                 "rom_bits": fmt.rom_bits(*spec.shape) if q else None,
             }
         )

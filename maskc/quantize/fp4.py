@@ -133,7 +133,12 @@ def mx_decode(codes: np.ndarray, scales: np.ndarray, cols: int) -> np.ndarray:
 def nv_tensor_scale(w: np.ndarray) -> np.float32:
     """The NVFP4 per-tensor float32 scale ``amax / (448 * 6)`` (1 for an all-zero matrix, at
     least the smallest positive float32)."""
-    amax = float(np.abs(np.asarray(w, dtype=np.float64)).max(initial=0.0))
+    return nv_tensor_scale_of(float(np.abs(np.asarray(w, dtype=np.float64)).max(initial=0.0)))
+
+
+def nv_tensor_scale_of(amax: float) -> np.float32:
+    """:func:`nv_tensor_scale` of a matrix whose largest magnitude is ``amax`` (a pre-pass over
+    row blocks gives it in the memory of one block)."""
     if amax == 0:
         return np.float32(1.0)
     ts = np.float32(amax / (E4M3_MAX * E2M1_MAX))
@@ -204,26 +209,120 @@ def to_quant(name: str, w: np.ndarray, kind: str) -> romformat.QuantTensor:
     :meth:`~maskc.romformat.QuantTensor.dequantize` is :func:`mx_decode` / :func:`nv_decode`
     rounded once to float32. Raises FitError for an mxfp4 row whose block scales span more than
     ``MX_SREF`` binades, InputError for an nvfp4 tensor scale below ``2**-108``."""
-    fmt = romformat.FP4_FORMATS[kind]
+    return quantize_fp4(name, w, kind, "ocp" if kind == "mxfp4" else "nv")
+
+
+#: the scale-fitting methods of each FP4 format (``search``: the measured neighbour search)
+METHODS = {"mxfp4": ("ocp", "search"), "nvfp4": ("nv", "search")}
+
+
+def quantize_fp4(
+    name: str,
+    w: np.ndarray,
+    kind: str,
+    method: str,
+    importance: np.ndarray | None = None,
+    tensor_scale: np.float32 | None = None,
+    row0: int = 0,
+) -> romformat.QuantTensor:
+    """Matrix ``w`` (float ``[R, C]``) in FP4 ROM format ``kind`` by ``method``
+    (:data:`METHODS`): ``ocp`` / ``nv`` as :func:`to_quant`; ``search`` starts from those
+    scales and gives each block the neighbouring scale (MX: ``E + 1``; NV: the E4M3 values
+    one below and one above) when that lowers the block's squared error, weighted per input
+    column by ``importance`` (mean squared activation, ``[C]``) when given. ``tensor_scale``
+    (nvfp4): the float32 tensor scale, from the whole matrix when ``w`` is a block of its rows
+    (default: ``w``'s own); ``row0``: the first row's index in the matrix (for messages)."""
+    if method not in METHODS[kind]:
+        raise ValueError(f"{name}: method {method!r} is not an {kind} method")
     r, c = w.shape
+    wt = None
+    if method == "search":
+        wt = np.zeros(-(-c // MX_BLOCK) * MX_BLOCK)
+        wt[:c] = 1.0 if importance is None else np.asarray(importance, np.float64)
     if kind == "mxfp4":
         codes, e = mx_encode(w)
-        se, ss = mx_row_fields(e)
-        arrays = {"scale_m": np.ones(ss.shape, np.uint16), "scale_s": ss}
-        method = "ocp"
-    else:
-        codes, sb, ts = nv_encode(w)
-        m, ss, se, tm = nv_step_fields(sb, ts)
-        if not romformat.EXP_MIN <= se <= romformat.EXP_MAX:
-            raise InputError(
-                f"{name}: nvfp4 tensor scale {float(ts):g} is below 2^-108 (the row exponent "
-                "would not fit int8); use the integer format for this tensor"
-            )
-        arrays = {"scale_m": m, "scale_s": ss, "tensor_m": np.array([tm], np.uint32)}
-        se = np.full(r, se)
-        method = "nv"
+        if wt is not None:
+            codes, e = _mx_search(w, codes, e, wt)
+        return mx_quant(name, (r, c), codes, e, method, row0)
+    codes, sb, ts = nv_encode(w, tensor_scale)
+    if wt is not None:
+        codes, sb = _nv_search(w, codes, sb, ts, wt[: -(-c // NV_BLOCK) * NV_BLOCK])
+    return nv_quant(name, (r, c), codes, sb, ts, method)
+
+
+def _block_error(b: np.ndarray, codes: np.ndarray, step: np.ndarray, wt: np.ndarray):
+    """Weighted squared error ``[R, NB]`` of blocks ``b`` ``[R, NB, K]`` stored as ``codes``
+    with ``step`` ``[R, NB]``."""
+    d = b - e2m1_decode(codes) * step[:, :, None]
+    return np.einsum("rbk,bk->rb", d * d, wt)
+
+
+def _mx_search(w, codes, e, wt):
+    b = _blocks(w, MX_BLOCK)
+    wt = wt.reshape(b.shape[1], MX_BLOCK)
+    codes = codes.reshape(b.shape)
+    best = _block_error(b, codes, e8m0_decode(e), wt)
+    e1 = np.minimum(e.astype(np.int64) + 1, E8M0_NAN - 1).astype(np.uint8)
+    step1 = e8m0_decode(e1)
+    c1 = e2m1_encode(b, step1[:, :, None])
+    err1 = _block_error(b, c1, step1, wt)
+    better = err1 < best
+    codes = np.where(better[:, :, None], c1, codes)
+    return codes.reshape(w.shape[0], -1), np.where(better, e1, e)
+
+
+def _nv_search(w, codes, sb, ts, wt):
+    b = _blocks(w, NV_BLOCK)
+    wt = wt.reshape(b.shape[1], NV_BLOCK)
+    codes = codes.reshape(b.shape)
+
+    def trial(byte):
+        step = e4m3_decode(byte) * float(ts)  # exact: 4 x 24 significant bits
+        cs = e2m1_encode(b, np.where(step > 0, step, 1.0)[:, :, None])
+        cs[step == 0] = 0
+        return cs, _block_error(b, cs, step, wt)
+
+    best = _block_error(b, codes, e4m3_decode(sb) * float(ts), wt)
+    base = sb.astype(np.int64)
+    for delta in (-1, 1):
+        cand = np.clip(base + delta, 0, 0x7E).astype(np.uint8)  # 0x7F is E4M3's NaN
+        cs, err = trial(cand)
+        better = (err < best) & (base > 0)  # an all-zero block keeps scale 0
+        codes = np.where(better[:, :, None], cs, codes)
+        sb = np.where(better, cand, sb)
+        best = np.where(better, err, best)
+    return codes.reshape(w.shape[0], -1), sb
+
+
+def mx_quant(name, shape, codes, e, method: str, row0: int = 0) -> romformat.QuantTensor:
+    """The validated mxfp4 :class:`~maskc.romformat.QuantTensor` of E2M1 ``codes`` ``[R, Cp]``
+    and E8M0 block scales ``e`` ``[R, Cp/32]`` (per-row form, :func:`mx_row_fields`); a row
+    whose scales span more than ``MX_SREF`` binades is a FitError naming row ``row0 + i``."""
+    se, ss = mx_row_fields(e)
+    arrays = {"scale_m": np.ones(ss.shape, np.uint16), "scale_s": ss}
+    return _assemble(name, shape, "mxfp4", codes, se, arrays, method, row0)
+
+
+def nv_quant(name, shape, codes, sb, ts, method: str) -> romformat.QuantTensor:
+    """The validated nvfp4 :class:`~maskc.romformat.QuantTensor` of E2M1 ``codes``, E4M3
+    block scales ``sb`` (positive bytes) and float32 tensor scale ``ts``."""
+    m, ss, se, tm = nv_step_fields(sb, ts)
+    if not romformat.EXP_MIN <= se <= romformat.EXP_MAX:
+        raise InputError(
+            f"{name}: nvfp4 tensor scale {float(ts):g} is below 2^-108 (the row exponent "
+            "would not fit int8); use the integer format for this tensor"
+        )
+    arrays = {"scale_m": m, "scale_s": ss, "tensor_m": np.array([tm], np.uint32)}
+    return _assemble(name, shape, "nvfp4", codes, np.full(shape[0], se), arrays, method)
+
+
+def _assemble(name, shape, kind, codes, se, arrays, method, row0=0) -> romformat.QuantTensor:
     arrays = {k: v.astype(romformat.FIELD[k].dtype) for k, v in arrays.items()}
     arrays["scale_e"] = np.asarray(se).astype(np.int8)
-    arrays["codes"] = codes
+    arrays["codes"] = np.ascontiguousarray(codes, np.uint8)
     arrays["levels"] = E2M1_LEVELS.copy()
-    return romformat.from_arrays(name, (r, c), fmt, arrays, method)
+    fmt = romformat.FP4_FORMATS[kind]
+    if kind == "mxfp4":  # the span first, naming the row in the whole matrix
+        q = romformat.QuantTensor(name, shape, fmt, **arrays)
+        romformat.check_mx_span(q, row0)
+    return romformat.from_arrays(name, shape, fmt, arrays, method)

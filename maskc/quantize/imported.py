@@ -65,7 +65,8 @@ def write_imported(model, spec, out, file: str, keep, kept, rows, index, progres
             "group_size": fmt.group_size,
             "method": METHOD,
             "symmetric": fmt.zero_bits == 0,
-            "scale_bits": fmt.scale_bits,
+            "scale_bits": fmt.group_field_bits if fmt.fp4 else fmt.scale_bits,
+            **({"format": fmt.kind} if fmt.fp4 else {}),
             "bpw": fmt.bits_per_weight(*spec.shape),
             "rom_bits": fmt.rom_bits(*spec.shape),
             "rel_error": rel,
@@ -80,9 +81,10 @@ def write_imported(model, spec, out, file: str, keep, kept, rows, index, progres
 
 
 def conflicts(model, settings: dict, explicit: bool, method: str | None = None) -> list[str]:
-    """Warning lines for the settings that ask something else of imported layers: other
-    bits, another group size, a codebook, skip (float), or ``--method`` ``method``; only when
-    the user gave ``--bits``/``--group-size``/``--method`` or a quant config (``explicit``).
+    """Warning lines for the settings that ask something else of imported layers: another
+    format (``--format``, a ``format`` rule), other bits, another group size, a codebook,
+    skip (float), or ``--method`` ``method``; only when the user gave
+    ``--bits``/``--group-size``/``--method``/``--format`` or a quant config (``explicit``).
     One line per distinct request, naming the layers (the first few and how many more)."""
     if not explicit or not model.imported:
         return []
@@ -95,6 +97,8 @@ def conflicts(model, settings: dict, explicit: bool, method: str | None = None) 
         group = spec.shape[1] if sch.group_size == -1 else sch.group_size
         if s.skip:
             want = "kept in float"
+        elif s.format != sch.kind:
+            want = f"{s.format} ({s.method})"
         elif s.bits != sch.bits or s.group_size != group or s.codebook or method is not None:
             cb = " codebook" if s.codebook else ""
             want = f"{s.bits}-bit{cb} {s.method}, group {s.group_size}"

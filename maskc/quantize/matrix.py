@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 
+from maskc.quantize import fp4
 from maskc.quantize.methods import quantize_codebook, quantize_gptq, quantize_lsq, quantize_rtn
 from maskc.quantize.profiles import format_for
 from maskc.quantize.rules import QuantSetting
@@ -23,17 +24,39 @@ def quantize_matrix(
     setting: QuantSetting,
     importance: np.ndarray | None = None,
     hessian: np.ndarray | None = None,
+    tensor_scale: np.float32 | None = None,
+    row0: int = 0,
 ) -> QuantTensor:
     """Quantize float32 ``w`` ``[R, C]`` per ``setting`` (validated first: InputError naming
     ``name``).
 
-    ``importance`` (float ``[C]``, mean squared input activation) weights the error of ``lsq``;
-    ``hessian`` (float64 ``[C, C]``) is required by ``gptq``.
+    ``importance`` (float ``[C]``, mean squared input activation) weights the error of ``lsq``
+    and of the FP4 ``search``; ``hessian`` (float64 ``[C, C]``) is required by ``gptq``;
+    ``tensor_scale``: nvfp4's float32 tensor scale when ``w`` is a block of a matrix's rows
+    (default: from ``w``); ``row0``: ``w``'s first row in the matrix (FP4's messages).
     """
     setting.check_quantizable(name)
     fmt = format_for(setting)
     fmt.validate(name)
     rows = w.shape[0]
+    if fmt.fp4:
+        if fmt.kind == "nvfp4" and tensor_scale is None:
+            tensor_scale = fp4.nv_tensor_scale(w)
+        parts = [
+            fp4.quantize_fp4(
+                name,
+                w[r0 : r0 + CHUNK_ROWS],
+                fmt.kind,
+                setting.method,
+                importance,
+                tensor_scale,
+                row0 + r0,
+            )
+            for r0 in range(0, rows, CHUNK_ROWS)
+        ]
+        q = parts[0] if len(parts) == 1 else join_rows(name, parts)
+        q.validate()
+        return q
     if rows > CHUNK_ROWS and not setting.codebook:
         # rtn, lsq and gptq treat rows independently: quantizing blocks of rows gives the same
         # codes and scales with the working memory of one block
@@ -64,15 +87,20 @@ def quantize_stack(
     setting: QuantSetting,
     importance: np.ndarray | None = None,
     hessian: np.ndarray | None = None,
+    tensor_scale: np.float32 | None = None,
+    row0: int = 0,
 ) -> list[QuantTensor]:
     """Quantize matrices that share their input (same columns, same setting) in one pass.
 
     Every method here treats rows independently given the input statistics, so stacking the
     rows (q, k and v; gate and up) gives the same codes as quantizing each matrix alone, with
-    a third of the per-column work for GPTQ.
+    a third of the per-column work for GPTQ. FP4 matrices are quantized one by one (nvfp4's
+    tensor scale is each matrix's own; ``tensor_scale`` is for a single matrix's row block).
     """
     if len(ws) == 1:
-        return [quantize_matrix(names[0], ws[0], setting, importance, hessian)]
+        return [quantize_matrix(names[0], ws[0], setting, importance, hessian, tensor_scale, row0)]
+    if setting.format != "int":
+        return [quantize_matrix(n, w, setting, importance) for n, w in zip(names, ws, strict=True)]
     q = quantize_matrix("+".join(names), np.concatenate(ws, axis=0), setting, importance, hessian)
     parts = split_rows(q, names, [w.shape[0] for w in ws])
     for p in parts:

@@ -26,7 +26,11 @@ from maskc.quantize.encode import encode_mantissa, uniform_levels
 from maskc.quantize.fused import fit_update, round_products
 from maskc.romformat import QuantFormat, QuantTensor, group_values
 
-METHODS = ("rtn", "lsq", "gptq")
+#: the methods of the integer formats
+INT_METHODS = ("rtn", "lsq", "gptq")
+#: every method name a setting may give: the integer formats' and the FP4 formats'
+#: (:data:`maskc.quantize.fp4.METHODS`: ``ocp`` for mxfp4, ``nv`` for nvfp4, ``search`` for both)
+METHODS = (*INT_METHODS, "ocp", "nv", "search")
 
 
 def grouped(w: np.ndarray, g: int) -> np.ndarray:

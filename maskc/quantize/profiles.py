@@ -12,10 +12,12 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from maskc.errors import InputError, UsageError
 from maskc.ir import TensorSpec
-from maskc.quantize.methods import METHODS
-from maskc.quantize.rules import QuantSetting, Resolution, resolve
-from maskc.romformat import QuantFormat
+from maskc.quantize import fp4
+from maskc.quantize.methods import INT_METHODS, METHODS
+from maskc.quantize.rules import EMBED_ROLES, QuantSetting, Resolution, resolve
+from maskc.romformat import FP4_FORMATS, QuantFormat
 
 #: Built-in profiles of the transformer-block matrices, by ``--bits`` (overridden field by field
 #: by ``--group-size``/``--method``, ``[defaults]`` and rules).
@@ -56,9 +58,23 @@ def builtin_for_bits(bits: int) -> QuantSetting:
     return QuantSetting(**{**BUILTIN.to_json(), "bits": bits})
 
 
+#: Each FP4 format's default scale-fitting method (measured: docs/benchmarks.md, "FP4")
+FP4_DEFAULT_METHOD = {"mxfp4": "search", "nvfp4": "search"}
+
+
+def fp4_fixed(kind: str) -> dict:
+    """The setting fields an FP4 format fixes: 4-bit codes, its block as the group, symmetric,
+    no codebook."""
+    f = FP4_FORMATS[kind]
+    return {"bits": 4, "group_size": f.group_size, "symmetric": True, "codebook": False}
+
+
 def format_for(setting: QuantSetting) -> QuantFormat:
-    """The ROM format a setting asks for: asymmetric formats store a signed offset with as many
-    mantissa bits as the step; symmetric ones store none."""
+    """The ROM format a setting asks for: an FP4 format is its one fixed format; asymmetric
+    integer formats store a signed offset with as many mantissa bits as the step; symmetric
+    ones store none."""
+    if setting.format != "int":
+        return FP4_FORMATS[setting.format]
     sh = SHIFT_BITS[setting.bits]
     return QuantFormat(
         bits=setting.bits,
@@ -79,16 +95,20 @@ def resolve_settings(
     config: Path | None = None,
     strict: bool = False,
     mixed: bool | None = None,
+    fmt: str | None = None,
 ) -> Resolution:
     """Every quantizable tensor's setting, each valid for the quantizers (InputError naming
     the tensor otherwise): the built-in profile of ``bits`` (default 4) <
     the config's ``[defaults]`` < the command line < its ordered ``[[rule]]``s (the embedding and
-    lm_head start from :data:`BUILTIN_EMBED`); then, unless ``mixed`` is False, the 3-bit
+    lm_head start from :data:`BUILTIN_EMBED`; ``fmt`` is ``--format``); FP4 formats fixing
+    their fields (:func:`_formats`); then, unless ``mixed`` is False, the 3-bit
     profile's mixed precision: :data:`MIXED_4BIT_ROLES` stay at 4 bits where no rule chose
     their bits."""
     cli = {"bits": bits, "group_size": group_size, "method": method}
     builtin = builtin_for_bits(bits if bits is not None else 4)
+    cli["format"] = fmt
     res = resolve(specs, cli, config, builtin, BUILTIN_EMBED, METHODS, strict)
+    res = _formats(res, specs, config)
     for name, s in res.settings.items():  # combinations the quantizers cannot make
         s.check_quantizable(f"{config or 'the command line'}: tensor {name}")
     if mixed is False:
@@ -107,3 +127,75 @@ def resolve_settings(
             g = s.group_size if group_size is not None else PROFILES[4].group_size
             settings[name] = dataclasses.replace(s, bits=4, group_size=g)
     return dataclasses.replace(res, settings=settings)
+
+
+def _show(v) -> str:
+    return str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def _source(level: int, config: Path | None, key: str, value) -> str:
+    """Where a field's value came from, as the user wrote it."""
+    if level == 2:
+        return f"--{key.replace('_', '-')} {_show(value)}"
+    where = "[defaults]" if level == 1 else f"rule {level - 2}" if level else "the built-in"
+    return f"{config}: {where} {key} = {_show(value)}"
+
+
+def _formats(res: Resolution, specs: list[TensorSpec], config: Path | None) -> Resolution:
+    """Each FP4 setting with the fields its format fixes (:func:`fp4_fixed`) and an FP4 method.
+
+    A field set less specifically than the format (the built-in profile, ``[defaults]`` under
+    ``--format``, the command line under a rule's ``format``) gives way to it; one set at the
+    same level or a more specific one and contradicting it is an error: a UsageError when both
+    come from the command line (``--bits 3 --format mxfp4``), else an InputError naming the
+    config, the tensor and the rule. An FP4 format on the embedding, lm_head or a router is
+    refused (the embedding lookup has no FP4 path), as is an FP4 method on an integer format."""
+    roles = {s.name: s.role for s in specs}
+    settings = dict(res.settings)
+    for name, s in res.settings.items():
+        lv = res.levels.get(name, {})
+        if s.skip:
+            continue
+        if s.format == "int":
+            if s.method not in INT_METHODS:
+                src = _source(lv.get("method", 0), config, "method", s.method)
+                err = UsageError if lv.get("method") == 2 else InputError
+                raise err(
+                    f"{src}: {s.method} is an FP4 method but tensor {name} has the integer "
+                    f"format; integer formats take {', '.join(INT_METHODS)} (or choose "
+                    "--format mxfp4/nvfp4)"
+                )
+            continue
+        if roles.get(name) in EMBED_ROLES:
+            src = _source(lv.get("format", 0), config, "format", s.format)
+            raise InputError(
+                f"{src}: tensor {name} ({roles[name]}) cannot be {s.format}: FP4 formats are for "
+                "the transformer-block matrices (the embedding lookup, lm_head and routers keep "
+                "integer formats); narrow the rule's match"
+            )
+        at = lv.get("format", 0)
+        fixed = fp4_fixed(s.format)
+        for key, want in fixed.items():
+            got = getattr(s, key)
+            if got != want and lv.get(key, 0) >= at:
+                _contradiction(name, s.format, key, got, want, lv, config)
+        changes = dict(fixed)
+        if s.method not in fp4.METHODS[s.format]:
+            if lv.get("method", 0) >= at:
+                methods = fp4.METHODS[s.format]
+                _contradiction(name, s.format, "method", s.method, " or ".join(methods), lv, config)
+            changes["method"] = FP4_DEFAULT_METHOD[s.format]
+        settings[name] = dataclasses.replace(s, **changes)
+    return dataclasses.replace(res, settings=settings)
+
+
+def _contradiction(name, kind, key, got, want, lv, config) -> None:
+    src = _source(lv.get(key, 0), config, key, got)
+    fsrc = _source(lv.get("format", 0), config, "format", kind)
+    if src.startswith(f"{config}: ") and fsrc.startswith(f"{config}: "):
+        fsrc = fsrc.removeprefix(f"{config}: ")  # the file named once
+    err = UsageError if lv.get(key) == 2 and lv.get("format") == 2 else InputError
+    raise err(
+        f"{src} contradicts {fsrc} (tensor {name}): {kind} fixes {key} to {_show(want)}; "
+        "drop one of them"
+    )

@@ -60,6 +60,7 @@ from typing import Any
 
 from maskc.errors import InputError, UsageError
 from maskc.ir import EXPERT_ROLES, ROUTER_ROLES, SHARED_EXPERT_ROLES, TensorSpec
+from maskc.romformat import FORMAT_KINDS
 from maskc.tomlio import read_toml, show_value
 
 #: Tensor roles (:attr:`maskc.ir.TensorSpec.role`) that are quantized; everything else
@@ -109,7 +110,11 @@ class QuantSetting:
     * ``codebook``: per-tensor non-uniform levels instead of a uniform grid;
     * ``symmetric``: levels symmetric around zero (no per-group offset);
     * ``scale_bits``: width of each stored group scale, in :data:`SCALE_BITS_RANGE`;
-    * ``skip``: leave the tensor in float (the other fields are then unused).
+    * ``skip``: leave the tensor in float (the other fields are then unused);
+    * ``format``: the ROM format kind, one of :data:`maskc.romformat.FORMAT_KINDS`: ``"int"``
+      (integer levels, the fields above) or an FP4 format (``"mxfp4"``, ``"nvfp4"``), which
+      fixes bits, group size and symmetry itself (:func:`maskc.quantize.profiles.resolve_settings`).
+      Left out of :meth:`to_json` when ``"int"``, so integer settings read and hash as before.
     """
 
     bits: int
@@ -119,6 +124,7 @@ class QuantSetting:
     symmetric: bool
     scale_bits: int
     skip: bool = False
+    format: str = "int"
 
     @staticmethod
     def field_names() -> tuple[str, ...]:
@@ -142,6 +148,10 @@ class QuantSetting:
                 return f"must be a method name (a string), got {show_value(value)}"
             if methods is not None and value not in methods:
                 return f"unknown method {value!r}; choose one of: {', '.join(methods)}"
+            return None
+        if key == "format":
+            if value not in FORMAT_KINDS:
+                return f"must be one of {', '.join(FORMAT_KINDS)}, got {show_value(value)}"
             return None
         if key not in ("bits", "group_size", "scale_bits"):
             raise ValueError(f"QuantSetting has no field {key!r}")
@@ -180,8 +190,12 @@ class QuantSetting:
             )
 
     def to_json(self) -> dict[str, Any]:
-        """The fields as a JSON-ready dict (declaration order)."""
-        return asdict(self)
+        """The fields as a JSON-ready dict (declaration order; ``format`` only when not
+        ``"int"``)."""
+        d = asdict(self)
+        if d["format"] == "int":
+            del d["format"]
+        return d
 
 
 @dataclass(frozen=True)
@@ -231,6 +245,9 @@ class Resolution:
     config_sha256: str | None = None
     #: the warnings without the ``<file>: `` prefix (``to_json`` uses these: path-independent)
     warning_bodies: list[str] = field(default_factory=list, repr=False)
+    #: per tensor, the level that set each field it did not take from the built-in (0):
+    #: 1 ``[defaults]``, 2 the command line, ``2 + N`` rule N (higher is more specific)
+    levels: dict[str, dict[str, int]] = field(default_factory=dict, repr=False)
 
     @property
     def skipped(self) -> list[str]:
@@ -436,6 +453,7 @@ def resolve(
     matched_any: dict[int, list[str]] = {r.index: [] for r in rules}  # every tensor
     matched_q: dict[int, list[str]] = {r.index: [] for r in rules}  # quantizable only
     last_setter: dict[str, dict[str, int]] = {}
+    levels: dict[str, dict[str, int]] = {}
     # (earlier rule, later rule, field, old value, new value) -> tensors
     conflicts: dict[tuple[int, int, str, Any, Any], list[str]] = {}
     for spec in specs:
@@ -444,11 +462,14 @@ def resolve(
             matched_any[r.index].append(spec.name)
         if spec.role not in QUANTIZABLE_ROLES:
             continue
-        values = (builtin_embed if spec.role in EMBED_ROLES else block_base).to_json()
+        embed = spec.role in EMBED_ROLES
+        values = (builtin_embed if embed else block_base).to_json()
+        level = {} if embed else {**dict.fromkeys(defaults, 1), **dict.fromkeys(given, 2)}
         setter: dict[str, int] = {}
         for r in hits:
             matched_q[r.index].append(spec.name)
             for key, value in r.overrides:
+                level[key] = 2 + r.index
                 prev = setter.get(key)
                 if prev is not None and values[key] != value:
                     conflicts.setdefault((prev, r.index, key, values[key], value), []).append(
@@ -459,6 +480,7 @@ def resolve(
         settings[spec.name] = QuantSetting(**values)
         applied[spec.name] = tuple(r.index for r in hits)
         last_setter[spec.name] = setter
+        levels[spec.name] = level
 
     bodies: list[str] = []
     dead: list[str] = []
@@ -503,4 +525,5 @@ def resolve(
         config_name=config_name,
         config_sha256=sha,
         warning_bodies=bodies,
+        levels=levels,
     )

@@ -26,7 +26,14 @@ from pathlib import Path
 import numpy as np
 
 from maskc.errors import InputError
-from maskc.romformat import QuantFormat, QuantTensor, fields_of, from_arrays, read_tensor
+from maskc.romformat import (
+    FORMAT_KINDS,
+    QuantFormat,
+    QuantTensor,
+    fields_of,
+    from_arrays,
+    read_tensor,
+)
 from maskc.safetensors_io import SafetensorsFile
 
 INDEX = "quant/index.json"
@@ -70,7 +77,7 @@ def load_quant(path: Path, st: SafetensorsFile, name: str, entry: dict) -> Quant
         isinstance(shape, list) and len(shape) == 2 and all(isinstance(s, int) for s in shape)
     ):
         raise InputError(f"{where}: index entry needs 'format' and a 2-d 'shape'")
-    fmt = QuantFormat.from_json(fmt_d, where)
+    fmt = QuantFormat.from_json(fmt_d, where, FORMAT_KINDS)
     return read_tensor(st, name, (shape[0], shape[1]), fmt, where, str(entry.get("method", "")))
 
 
@@ -213,7 +220,7 @@ class QuantStore:
         if self.in_netlist(name):
             return self._from_netlist(name, (a, b)).dequantize()
         try:
-            fmt = QuantFormat.from_json(e["format"], name)
+            fmt = QuantFormat.from_json(e["format"], name, FORMAT_KINDS)
             st = self.file(e["file"])
             c = e["shape"][1]
             fds = list(fields_of(fmt))
@@ -227,9 +234,11 @@ class QuantStore:
         except (KeyError, TypeError, InputError):
             return self.matrix(name).dequantize()[a:b]  # raises the error naming what is wrong
         arrays = {"levels": st.read_raw(f"{name}/levels")}
+        if fmt.kind == "nvfp4":
+            arrays["tensor_m"] = st.read_raw(f"{name}/tensor_m")
         with open(st.path, "rb") as f:
             for fd in fds:
-                if fd.axis != "level":
+                if fd.axis not in ("level", "tensor"):
                     arrays[fd.name] = _read_rows(f, infos[fd.name], fd.dtype, a, b)
         return from_arrays(name, (b - a, c), fmt, arrays, str(e.get("method", ""))).dequantize()
 

@@ -34,6 +34,7 @@ from maskc import parallel
 from maskc.errors import InputError
 from maskc.fsutil import open_regular
 from maskc.limits import WEIGHT_LIMIT
+from maskc.quantize import fp4
 from maskc.quantize.calibrate import EXPERT_SITE_PREFIX, site_of
 from maskc.quantize.imported import imported_formats, write_imported
 from maskc.quantize.matrix import CHUNK_ROWS, quantize_stack
@@ -243,7 +244,8 @@ def report_row(spec, setting, fmt: QuantFormat | None, metrics: dict, bpw: float
         "group_size": setting.group_size if q else None,
         "method": setting.method if q else None,
         "symmetric": setting.symmetric if q else None,
-        "scale_bits": setting.scale_bits if q else None,
+        "scale_bits": (fmt.group_field_bits if fmt.fp4 else setting.scale_bits) if q else None,
+        **({"format": fmt.kind} if q and fmt.fp4 else {}),
         "bpw": bpw,
         "rom_bits": fmt.rom_bits(*spec.shape) if q else None,
         **metrics,
@@ -258,8 +260,9 @@ def _groups(specs, settings: dict[str, QuantSetting]):
         s = settings.get(spec.name)
         if spec.role not in QUANTIZABLE_ROLES or s is None or s.skip:
             floats.append(spec)
-        else:
-            stacks.setdefault((site_of(spec) or spec.name, s), []).append(spec)
+        else:  # FP4 matrices alone: nvfp4's tensor scale is each matrix's own
+            site = (site_of(spec) if s.format == "int" else None) or spec.name
+            stacks.setdefault((site, s), []).append(spec)
     return floats, [(site, s, g) for (site, s), g in stacks.items()]
 
 
@@ -356,6 +359,12 @@ def _stack(model, reader, out, group, setting, st, keep, kept, rows, index, file
     else:
         step = max(1, min(CHUNK_ROWS, BLOCK_ELEMS // fmt.padded_cols(cols)))
         blocks = [(a, min(a + step, total)) for a in range(0, total, step)]
+    ts = None
+    if fmt.kind == "nvfp4":  # the tensor scale needs the whole matrix's amax: a pre-pass
+        amax = 0.0
+        for a, b in blocks:
+            amax = max(amax, float(np.abs(reader.rows(gname, a, b)).max(initial=0.0)))
+        ts = fp4.nv_tensor_scale_of(amax)
     sums = {s.name: ErrorSums(s.name, s.shape, reader) for s in group}
     kept_rows = {s.name: [] for s in group if s.name in keep}
     levels = None
@@ -371,7 +380,9 @@ def _stack(model, reader, out, group, setting, st, keep, kept, rows, index, file
         x = w[0] if len(w) == 1 else np.concatenate(w, axis=0)
         return parts, w, x
 
-    for parts, w, q in _quantized_blocks(blocks, read, gname, setting, imp, hes, pool):
+    tensor_m = None
+    for parts, w, q in _quantized_blocks(blocks, read, gname, setting, imp, hes, pool, ts):
+        tensor_m = q.tensor_m
         method = q.method
         if levels is None:
             levels = q.levels
@@ -380,7 +391,7 @@ def _stack(model, reader, out, group, setting, st, keep, kept, rows, index, file
         deq = q.dequantize()
         for (spec, t0, b0, n), wp in zip(parts, w, strict=True):
             for fd in fields_of(fmt):
-                if fd.axis != "level":
+                if fd.axis not in ("level", "tensor"):
                     out.write_rows(f"{spec.name}/{fd.name}", t0, getattr(q, fd.name)[b0 : b0 + n])
             sums[spec.name].add(t0, wp, deq[b0 : b0 + n])
             if spec.name in kept_rows:
@@ -388,6 +399,8 @@ def _stack(model, reader, out, group, setting, st, keep, kept, rows, index, file
         del w, q, deq
     for spec in group:
         out.write_rows(f"{spec.name}/levels", 0, levels)
+        if tensor_m is not None:
+            out.write_rows(f"{spec.name}/tensor_m", 0, tensor_m)
         index[spec.name] = index_entry_of(fmt, method, spec.shape, file)
         bpw = fmt.bits_per_weight(*spec.shape)
         rows.append(report_row(spec, setting, fmt, sums[spec.name].result(), bpw))
@@ -403,13 +416,14 @@ def _stack(model, reader, out, group, setting, st, keep, kept, rows, index, file
             progress(spec.parameters, spec.name)
 
 
-def _quantized_blocks(blocks, read, gname, setting, imp, hes, pool):
+def _quantized_blocks(blocks, read, gname, setting, imp, hes, pool, ts=None):
     """``(parts, float rows, QuantTensor)`` of each row block, in row order; with ``pool``,
-    ``pool.ahead`` blocks are being quantized while the caller writes the one before them."""
+    ``pool.ahead`` blocks are being quantized while the caller writes the one before them.
+    ``ts``: nvfp4's tensor scale (of the whole matrix)."""
     if pool is None or pool.ahead <= 1 or len(blocks) == 1:
         for a, b in blocks:
             parts, w, x = read(a, b)
-            (q,) = quantize_stack([gname], [x], setting, importance=imp, hessian=hes)
+            (q,) = quantize_stack([gname], [x], setting, imp, hes, ts, a)
             yield parts, w, q
         return
     ex = pool.executor if hes is None or pool.local is None else pool.local
@@ -417,7 +431,8 @@ def _quantized_blocks(blocks, read, gname, setting, imp, hes, pool):
     try:
         for a, b in blocks:
             parts, w, x = read(a, b)
-            pending.append((parts, w, ex.submit(quantize_stack, [gname], [x], setting, imp, hes)))
+            fut = ex.submit(quantize_stack, [gname], [x], setting, imp, hes, ts, a)
+            pending.append((parts, w, fut))
             del x
             if len(pending) > pool.ahead:
                 parts, w, f = pending.popleft()

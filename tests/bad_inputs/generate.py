@@ -200,6 +200,20 @@ case(
     2,
     "--bits",
 )
+# FP4 formats from the command line and quant.toml (issue 21)
+case("quant-flag-format", "quant config", "--format fp8 on the command line",
+     [*C, "--format", "fp8"], 2, "--format", "fp8")  # fmt: skip
+case("quant-flag-format-bits", "quant config", "--bits 3 --format mxfp4 (FP4 fixes 4 bits)",
+     [*C, "--bits", "3", "--format", "mxfp4"], 2, "--bits 3", "--format mxfp4")  # fmt: skip
+case("quant-format-bad", "quant config", "format = 'fp8' in [defaults]", Q, 3, "quant.toml",
+     "format", "fp8")  # fmt: skip
+case("quant-format-bits", "quant config", "a rule sets format = 'nvfp4' and bits = 3", Q, 3,
+     "quant.toml", "rule 1 bits = 3", "nvfp4")  # fmt: skip
+case("quant-format-embed", "quant config", "a rule makes the embedding and lm_head mxfp4", Q, 3,
+     "quant.toml", "embed_tokens", "mxfp4")  # fmt: skip
+case("quant-format-mx-span", "model",
+     "--format mxfp4, an up_proj row whose block scales span 27 binades (> 19)",
+     [*C, "--format", "mxfp4"], 4, "up_proj", "row 3 block 1", "19 binades")  # fmt: skip
 # -- fabrics -------------------------------------------------------------------------------------
 F = [*C, "--fabric", "{d}/fab.toml"]
 case("fabric-not-toml", "fabric", "fabric file is not TOML", F, 3, "fab.toml")
@@ -319,10 +333,11 @@ case("build-moe-head-norm-eps", "build", "MoE netlist.json: a head_norm's eps_d 
 case("build-moe-expert-dies-added", "build",
      "MoE netlist.json: placement.expert_dies added to a one-die build", E, 3, "netlist.json",
      "placement.expert_dies", "placement.dies = 1")  # fmt: skip
-# FP4 formats (issue 21; class 11 of the issue 19 scheme): the mxfp4/nvfp4 ROM formats exist in
-# maskc/romformat.py but no netlist is built with them yet, so a netlist claiming one is refused
-case("build-netlist-format-mxfp4", "build", "netlist.json: a matrix's format is mxfp4, re-hashed",
-     E, 3, "netlist.json", "q_proj", "mxfp4", "not supported")  # fmt: skip
+# FP4 formats (issue 21; class 11 of the issue 19 scheme): an integer matrix relabelled mxfp4 in a
+# version 5 netlist (FP4 matrices need version 6), and an invalid kind
+case("build-netlist-format-mxfp4", "build",
+     "netlist.json: a matrix's format is mxfp4 in a version 5 netlist, re-hashed", E, 3,
+     "netlist.json", "q_proj", "mxfp4", "netlist version 6")  # fmt: skip
 case("build-netlist-format-kind", "build", "netlist.json: a matrix's format kind 'fp3'", E, 3,
      "netlist.json", "q_proj", "'kind'", "fp3")  # fmt: skip
 case("build-netlist-format-kind-type", "build", "netlist.json: a matrix's format kind is a list",
@@ -873,6 +888,20 @@ def _make(name: str, d: Path, model: Path, build: Path) -> None:
         (d / "quant.toml").write_text('[[rule]]\nmatch = "up_proj"\ncolour = "red"\n')
     elif name == "quant-bits-7":
         (d / "quant.toml").write_text('[[rule]]\nmatch = "up_proj"\nbits = 7\n')
+    elif name == "quant-format-bad":
+        (d / "quant.toml").write_text('[defaults]\nformat = "fp8"\n')
+    elif name == "quant-format-bits":
+        (d / "quant.toml").write_text('[[rule]]\nmatch = ".*up_proj"\nformat = "nvfp4"\nbits = 3\n')
+    elif name == "quant-format-embed":
+        (d / "quant.toml").write_text(
+            '[[rule]]\nmatch = "model.embed_tokens|lm_head"\nformat = "mxfp4"\n'
+        )
+    elif name == "quant-format-mx-span":
+        t = _tensors(w)
+        t[up] = t[up].copy()
+        t[up][3, :32] = 1.0  # block 0: E = 125; block 1: E = 98
+        t[up][3, 32:64] = 1e-8
+        _save(w, t)
     elif name == "quant-not-toml":
         (d / "quant.toml").write_text("[[rule]\nmatch = \n")
     elif name == "quant-long-int":
