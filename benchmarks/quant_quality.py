@@ -37,6 +37,12 @@ CONFIGS = {
     "default-3": {"bits": 3},
     "default-3-no-mixed": {"bits": 3, "mixed": False},
     "default-3-no-calib": {"bits": 3, "calibrate": False},
+    # FP4 formats (issue 21): the formats' reference recipes and the neighbour search
+    "mxfp4-ocp": {"weight_format": "mxfp4", "method": "ocp"},
+    "mxfp4-search": {"weight_format": "mxfp4", "method": "search"},
+    "mxfp4-search-calib": {"weight_format": "mxfp4", "method": "search", "calib": True},
+    "nvfp4-nv": {"weight_format": "nvfp4", "method": "nv"},
+    "nvfp4-search": {"weight_format": "nvfp4", "method": "search"},
     # single methods, uniform bits (no mixed precision)
     "rtn-4-g32": {"bits": 4, "method": "rtn", "group_size": 32},
     "lsq-4-g32": {"bits": 4, "method": "lsq", "group_size": 32},

@@ -279,3 +279,39 @@ def test_an_fp4_format_in_a_version_5_netlist_is_refused(builds, tmp_path, cli):
     p.write_text(json.dumps(doc))
     reseal(b, "netlist/netlist.json")
     assert_bad(cli("inspect", b, "--netlist"), "FP4 matrices need netlist version 6")
+
+
+@pytest.mark.parametrize("kind", ["mxfp4", "nvfp4"])
+def test_the_scale_rom_holds_the_block_scales_and_tensor_m(builds, kind):
+    """One FP4 tile's scale-ROM bit string, cut by hand from the widths of docs/layout.md
+    (per row: each group's stored fields MSB first, the 8-bit row exponent; then 16 levels of 5
+    bits; nvfp4: the 24-bit tensor_m), holds the tile's fields; verify's decoder agrees."""
+    from maskc.layout.rom import parse_scale_bits, scale_bits
+    from maskc.netlist import load_netlist
+
+    nl = load_netlist(builds[kind])
+    m = nl.matrices[DOWN]
+    t = {k: np.asarray(v) for k, v in nl.tile_arrays(DOWN).items()}
+    tr, w = m["tile_shape"]
+    groups = w // m["format"]["group_size"]
+    bits = scale_bits(t, 1, m["format"], tr, groups).tolist()
+
+    def take(n: int, signed: bool = False) -> int:
+        v = int("".join(map(str, bits[:n])), 2)
+        del bits[:n]
+        return v - (1 << n) if signed and v >= 1 << (n - 1) else v
+
+    for r in range(tr):
+        for g in range(groups):
+            if kind == "nvfp4":
+                assert take(4) == t["scale_m"][1, r, g]
+                assert take(4) == t["scale_s"][1, r, g]
+            else:
+                assert take(8) == t["scale_s"][1, r, g]  # scale_m = 1 takes no bits
+        assert take(8, True) == t["scale_e"][1, r]
+    assert [take(5, True) for _ in range(16)] == fp4.E2M1_LEVELS.tolist()
+    if kind == "nvfp4":
+        assert take(24) == t["tensor_m"][0]
+    assert bits == []
+    dec = parse_scale_bits(scale_bits(t, 1, m["format"], tr, groups), m["format"], tr, groups)
+    assert ("tensor_m" in dec) == (kind == "nvfp4")

@@ -61,7 +61,7 @@ def print_quant_report(report: dict) -> None:
             table.add_row(
                 r["name"],
                 "x".join(map(str, r["shape"])),
-                str(r["bits"]),
+                r.get("format") or str(r["bits"]),  # an FP4 format names itself
                 str(r["group_size"]),
                 _method(r),
                 f"{r['bpw']:.3f}",
