@@ -222,3 +222,22 @@ def test_mx_block_beyond_sref_with_codes_is_refused(monkeypatch):
         monkeypatch.setenv(backend.ENV, be)
         with pytest.raises(InputError, match="row 3 group 1 has scale_s 40"):
             prepare(_Netlist({"m": q}), "m")
+
+
+@pytest.mark.skipif(backend._kern is None, reason="maskc.emulate._kern is not built")
+def test_c_handle_checks_the_fp4_fields(monkeypatch):
+    """_kern.matrix refuses a tensor mantissa outside 1..2^24 - 1 and a level table that is
+    not 16 bytes (prepared.py never makes them; the C code trusts only what it checked)."""
+    monkeypatch.setenv(backend.ENV, "c")
+    rng = np.random.default_rng(9)
+    mat = prepare(_Netlist({"m": fp4.to_quant("m", rng.standard_normal((16, 64)), "nvfp4")}), "m")
+    host = _Host()
+    host.matmul(_act(rng, 1, 64), mat, None)  # the real one is accepted
+    for kt, lut in ((np.zeros_like(mat.kt), mat.lut), (np.full_like(mat.kt, 1 << 24), mat.lut),
+                    (mat.kt, mat.lut[:8])):  # fmt: skip
+        mat2 = prepare(
+            _Netlist({"m": fp4.to_quant("m", rng.standard_normal((16, 64)), "nvfp4")}), "m"
+        )
+        mat2.kt, mat2.lut = np.ascontiguousarray(kt), np.ascontiguousarray(lut)
+        with pytest.raises(ValueError, match=r"_kern\.matrix"):
+            host.matmul(_act(rng, 1, 64), mat2, None)
