@@ -1,7 +1,8 @@
 """An independent reference of the chip's integer datapath (numerics contract version 1).
 
 Written from the documents alone — docs/numerics.md ("Weights" and "The integer datapath
-(contract version 1)", its LoRA adapters in SRAM and its mixture of experts included) and
+(contract version 1)", its LoRA adapters in SRAM, its mixture of experts and its FP4 formats
+included) and
 docs/netlist.md (the on-disk ``netlist/`` format, the ops ``head_norm``, ``route``,
 ``experts`` and ``gate_scale`` of version 5) — and sharing no code with ``maskc``
 (nothing from the ``maskc`` package is imported). All arithmetic is on plain Python integers;
@@ -91,6 +92,8 @@ Ambiguities found (each resolved by the most literal reading; see the code comme
     ``hd`` (the op carries ``eps_d``, which is used and checked against ``round(hd * eps *
     2^40)`` when the architecture gives ``rms_norm_eps``), and the op's one ``gamma`` is shared
     by all its heads.
+20. nvfp4's ``tensor_m``: numerics.md defines it per tensor but not its place in the
+    netlist; the matrix entry's ``tensor_m`` or the tiles file's ``NAME/tensor_m`` is read.
 """
 
 from __future__ import annotations
@@ -129,6 +132,10 @@ INT32_MIN = -(1 << 31)
 INT32_MAX = (1 << 31) - 1
 TERM_BOUND = 1 << 40
 MASK64 = (1 << 64) - 1
+#: numerics.md "FP4 formats": the level table of mxfp4/nvfp4 (twice the E2M1 value of each
+#: code: sign << 3 | magnitude code, magnitudes 0, 0.5, 1, 1.5, 2, 3, 4, 6) and mxfp4's SREF
+E2M1_TWICE = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12]
+MX_SREF = 19
 
 
 # ------------------------------------------------------------------------------------------
@@ -293,8 +300,34 @@ class Matrix:
         bits = _fmt_int(fmt, "bits", "code_bits")
         if bits is not None and len(levels) != 1 << bits:
             raise ValueError(f"{name}: {len(levels)} levels for {bits} bits")
-        if any(levels[i] >= levels[i + 1] for i in range(len(levels) - 1)):
-            raise ValueError(f"{name}: levels not strictly increasing")
+        # numerics.md "FP4 formats": format kind mxfp4/nvfp4 (absent: int), the fixed level
+        # table twice E2M1, a shift reference SREF and nvfp4's tensor mantissa
+        kind = fmt.get("kind", "int")
+        if kind not in ("int", "mxfp4", "nvfp4"):
+            raise ValueError(f"{name}: unknown format kind {kind!r}")
+        self.kind = kind
+        if kind == "int":
+            if any(levels[i] >= levels[i + 1] for i in range(len(levels) - 1)):
+                raise ValueError(f"{name}: levels not strictly increasing")
+        elif levels != E2M1_TWICE:
+            raise ValueError(f"{name}: an {kind} level table must be twice E2M1")
+        if kind != "int" and (asym_keys := [k for k in arrays if k.startswith(name + "/zero_")]):
+            raise ValueError(f"{name}: an FP4 format is symmetric, found {asym_keys[0]}")
+        self.tensor_m = 1
+        if kind == "nvfp4":
+            # AMBIGUITY 20: numerics.md gives tensor_m as a per-tensor field (uint32 [1]) but
+            # not where the netlist keeps it; read the matrix entry's "tensor_m" or the
+            # tiles file's NAME/tensor_m (every tile the same).
+            tm = meta.get("tensor_m", arrays.get(name + "/tensor_m"))
+            while isinstance(tm, list):
+                if any(v != tm[0] for v in tm):
+                    raise ValueError(f"{name}: tensor_m differs between tiles")
+                tm = tm[0]
+            if not isinstance(tm, int) or not 1 <= tm < 1 << 24:
+                raise ValueError(f"{name}: nvfp4 needs a 24-bit tensor_m >= 1, got {tm!r}")
+            self.tensor_m = tm
+        elif (name + "/tensor_m") in arrays or "tensor_m" in meta:
+            raise ValueError(f"{name}: only nvfp4 has tensor_m")
         self.levels = levels
         codes = arrays[pre + "codes"]
         # netlist.md, version 2 and 3: codes of 4 bits or fewer are stored two per byte, cell 2j in
@@ -322,6 +355,8 @@ class Matrix:
         self.ZMAX = (1 << zsb) - 1 if zsb is not None else max_zs
         if max_ss > self.SMAX or max_zs > self.ZMAX:
             raise ValueError(f"{name}: a stored shift exceeds 2^shift_bits - 1")
+        # the shift reference of the product (numerics.md "FP4 matrices"): 19 for mxfp4
+        self.SREF = MX_SREF if kind == "mxfp4" else self.SMAX
 
         n = len(blocks)
         if meta.get("tiles") is not None and int(meta["tiles"]) != n:
@@ -362,19 +397,29 @@ class Matrix:
                         cov[j] += 1
                     sm = scale_m[t][rr][gi]
                     ss = scale_s[t][rr][gi]
-                    a_coef = sm << (self.SMAX - ss)
+                    if ss <= self.SREF:
+                        a_coef = sm << (self.SREF - ss)
+                    elif any(levels[c] for c in crow[lo:hi]):
+                        raise ValueError(
+                            f"{name}: row {r} group at column {cs}: scale_s {ss} > SREF "
+                            f"{self.SREF} with a nonzero level"
+                        )
+                    else:  # an all-zero mxfp4 block: nothing to add at any factor
+                        a_coef = 0
                     if asym:
                         b_coef = zero_m[t][rr][gi] << (self.ZMAX - zero_s[t][rr][gi])
                     else:
                         b_coef = 0
-                    # numerics.md: activation groups of 32 lie inside one weight group
-                    if cs % ACT_GROUP or G % ACT_GROUP:
-                        raise ValueError(f"{name}: weight group at {cs} not aligned to 32")
-                    for a0 in range(cs, ce, ACT_GROUP):
-                        a1 = min(a0 + ACT_GROUP, ce)
+                    # numerics.md "FP4 matrices": the pieces a ∩ g of the activation groups
+                    # (32) and this weight group (a whole activation group when G is a
+                    # multiple of 32 and the group starts on one; halves for G = 16)
+                    a0 = cs
+                    while a0 < ce:
+                        a1 = min((a0 // ACT_GROUP + 1) * ACT_GROUP, ce)
                         L = [levels[c] for c in crow[a0 - c0 : a1 - c0]]
                         key = groups.setdefault((a0, a1), len(groups))
                         rows[r].append((key, L, a_coef, b_coef))
+                        a0 = a1
         for r in range(R):
             if any(c != 1 for c in covered[r]):
                 bad = [j for j, c in enumerate(covered[r]) if c != 1][:5]
@@ -396,7 +441,7 @@ class Matrix:
         sh = [sa[cs // ACT_GROUP] for cs, _ in self.groups]
         X = [sum(v) << k for v, k in zip(xs, sh, strict=True)]
         out = []
-        SMAX, ZMAX = self.SMAX, self.ZMAX
+        SREF, ZMAX, tm = self.SREF, self.ZMAX, self.tensor_m
         for r in range(self.R):
             A = 0
             B = 0
@@ -405,7 +450,7 @@ class Matrix:
                 A += a_coef * S
                 if b_coef:
                     B += b_coef * X[key]
-            y = term(A * m_a, SMAX - self.scale_e[r] - e_a - F) + term(
+            y = term(A * m_a * tm, SREF - self.scale_e[r] - e_a - F) + term(
                 B * m_a, ZMAX - self.zero_e[r] - e_a - F
             )
             if bias is not None:
@@ -417,6 +462,8 @@ class Matrix:
         """numerics.md "Embedding lookup": row ``t`` exactly, as a signal."""
         if not 0 <= t < self.R:
             raise ValueError(f"token {t} outside the vocabulary [0, {self.R})")
+        if self.kind != "int":  # numerics.md: FP4 only for transformer-block matrices
+            raise ValueError(f"{self.name}: an embedding in {self.kind}")
         h = [None] * self.C
         se, ze = self.scale_e[t], self.zero_e[t]
         for key, L, a_coef, b_coef in self.rows[t]:
@@ -578,9 +625,9 @@ class IntRef:
         self.dir = _resolve_netlist_dir(netlist_dir)
         self.net = json.loads((self.dir / "netlist.json").read_text(encoding="utf-8"))
         net = self.net
-        if net.get("format") != "maskc-netlist" or net.get("version") not in (3, 4, 5):
+        if net.get("format") != "maskc-netlist" or net.get("version") not in (3, 4, 5, 6):
             raise ValueError(
-                f"not a maskc-netlist version 3 to 5: {net.get('format')} {net.get('version')}"
+                f"not a maskc-netlist version 3 to 6: {net.get('format')} {net.get('version')}"
             )
         num = net["numerics"]
         if num.get("contract") != 1:

@@ -307,8 +307,8 @@ def test_plan_only_gives_every_expert_the_mxfp4_format(mixtral, tmp_path, cli):
 def test_mxfp4_checkpoint_compiles_and_verifies(mixtral, tmp_path, cli):
     """A whole compile of the MXFP4 mixtral checkpoint: every expert matrix, read back by hand
     from the netlist's tiles, is the checkpoint's definition bit for bit; the report says
-    "imported, exact"; the layers verify; --plan-only placed it the same way. (The emulator
-    runs mxfp4 matrices once the FP4 datapath lands: docs/fp4-design.md.)"""
+    "imported, exact"; the layers verify; --plan-only placed it the same way; the emulator's
+    logits equal the integer reference's (tests/intref.py) and follow the float model."""
     from helpers import raw_fields
 
     d, refs = mixtral
@@ -328,6 +328,21 @@ def test_mxfp4_checkpoint_compiles_and_verifies(mixtral, tmp_path, cli):
     assert cli("compile", d, "-o", p, "--plan-only", "--fabric", "mini").code == 0
     place = [json.loads((x / "reports" / "placement.json").read_text()) for x in (p, b)]
     assert place[0] == place[1]
+    # the emulator runs the imported matrices exactly as the independent integer reference
+    import intref
+
+    from maskc.emulate.run import generate, open_session
+    from maskc.emulate.sampling import SamplingParams
+
+    rows: list = []
+    g = generate(open_session(b), [1, 5, 9], 4, SamplingParams(), False, keep_logits=rows)
+    toks, ref_rows = intref.generate(intref.IntRef(b), [1, 5, 9], 4, 0.0, 0, 1.0, 0)
+    assert g.tokens == toks and [r.tolist() for r in rows] == ref_rows
+    # and follows the float reference of the checkpoint's own dequantization (everything
+    # else quantized by maskc at its default 4 bits)
+    e = cli("emulate", b, "--tokens", "1,5,9,13,17,21", "--compare", d, "--json")
+    assert e.code == 0, e.err
+    assert json.loads(e.out)["top1_agreement"] >= 0.5
 
 
 def test_format_int_asked_of_an_mxfp4_import_warns_and_keeps_it(mixtral, tmp_path, cli):

@@ -24,6 +24,15 @@
  * packed = 1 (every u < 16) quads 2l and 2l + 1 share line l (low and high nibble). One
  * AVX-512 VNNI vpdpbusd multiplies a quad by 4 broadcast activation bytes into 16 int32 sums.
  *
+ * FP4 matrices (docs/numerics.md "FP4 matrices"; prepared.py): lut != NULL. The packed layout
+ * holds the 4-bit E2M1 codes themselves and lut[code] their levels (|level| <= 12); the factors
+ * msh are per weight group as above, with the format's SREF, and with half = 1 (nvfp4, groups
+ * of 16) two per activation group: msh[2a] for quads 0..3, msh[2a + 1] for quads 4..7. Each
+ * half's sum is |S16| <= 16 * 127 * 12 < 2^15, times a factor < 2^20, summed in int64. With
+ * has_tm (nvfp4) the row's tensor mantissa kt[r] (< 2^24) multiplies A * m before the one
+ * rounding: |A * m * kt| < 2^62 * 2^24, a 128-bit product (term128). These run tile_fp4, a
+ * plain C loop, on every ISA (the AVX-512 VNNI loop of FP4 is not written yet).
+ *
  * Threads: tiles are handed out in units from one atomic counter; the calling thread works
  * too (from the back, the workers from the front), so a worker that is asleep or descheduled
  * never holds a product up unless it already took a unit. Waiting threads spin at most
@@ -56,6 +65,9 @@
 typedef struct {
     int64_t T, C, cp, ng, ngw, rep, nt, rows, f, lmin;
     int packed, msh16, zsh16, has_zero, has_bias;
+    int half, has_tm;    /* FP4: weight groups of 16; nvfp4's tensor mantissa */
+    const int8_t *lut;   /* FP4: the level of each 4-bit code [16], or NULL */
+    const int32_t *kt;   /* FP4 (has_tm): the tensor mantissa per row [nt * 16] */
     const int8_t *x8;    /* [T, cp] */
     const int32_t *oa;   /* [T, ng] lmin * g0 */
     const int32_t *sa;   /* [T, ng] act8 group shifts */
@@ -90,6 +102,18 @@ static inline int64_t term(int64_t v, int64_t k) {
     return r < -TERM_LIMIT ? -TERM_LIMIT : r > TERM_LIMIT ? TERM_LIMIT : r;
 }
 
+/* term(v, k) of a 128-bit v, |v| < 2^87 (nvfp4: A * m * kt): exact, then clamped as term. */
+static inline int64_t term128(__int128 v, int64_t k) {
+    if (k > 0) {
+        if (k > 88) return 0; /* |v| < 2^87 <= 2^(k-1): the rounded quotient is 0 */
+        __int128 r = (v + ((__int128)1 << (k - 1))) >> k;
+        return r < -TERM_LIMIT ? -TERM_LIMIT : r > TERM_LIMIT ? TERM_LIMIT : (int64_t)r;
+    }
+    if (v > TERM_LIMIT) return TERM_LIMIT; /* k <= 0 only makes |v| larger */
+    if (v < -TERM_LIMIT) return -TERM_LIMIT;
+    return term((int64_t)v, k);
+}
+
 static inline int64_t sat32(int64_t v) {
     return v < INT32_MIN ? INT32_MIN : v > INT32_MAX ? INT32_MAX : v;
 }
@@ -106,7 +130,8 @@ static void epilogue(const job_t *J, int64_t tile, int64_t t, const int64_t *A, 
     int64_t m = J->m[t], k0 = -J->e[t] - J->f;
     int64_t *y = J->out + t * J->rows + r0;
     for (int64_t r = 0; r < n; r++) {
-        int64_t v = term(mul64(A[r], m), J->ka[r0 + r] + k0);
+        int64_t v = J->has_tm ? term128((__int128)mul64(A[r], m) * J->kt[r0 + r], J->ka[r0 + r] + k0)
+                              : term(mul64(A[r], m), J->ka[r0 + r] + k0);
         if (J->has_zero) v += term(mul64(B[r], m), J->kb[r0 + r] + k0);
         if (J->has_bias) v += J->bias[r0 + r];
         y[r] = sat32(v);
@@ -150,6 +175,43 @@ static void tile_generic(const job_t *J, int64_t tile) {
         }
         zero_sums(J, tile, t, B);
         epilogue(J, tile, t, A, B);
+    }
+}
+
+/* -- FP4 tile: packed codes, their levels from lut, groups of 16 or 32 (plain C) ------------- */
+
+static void tile_fp4(const job_t *J, int64_t tile) {
+    const uint8_t *cb = J->codes + tile * J->ng * 4 * QUAD;
+    const int8_t *lut = J->lut;
+    for (int64_t t = 0; t < J->T; t++) {
+        int64_t A[TR] = {0}, B[TR] = {0};
+        const int8_t *xt = J->x8 + t * J->cp;
+        for (int64_t a = 0; a < J->ng; a++) {
+            int32_t s[2][TR] = {{0}};
+            const uint8_t *g = cb + a * 4 * QUAD;
+            const int8_t *xa = xt + a * AG;
+            for (int q = 0; q < 8; q++) { /* quads 0..3: elements 0..15; 4..7: 16..31 */
+                const uint8_t *line = g + (q >> 1) * QUAD;
+                int sh = (q & 1) * 4;
+                int32_t *sq = s[q >> 2];
+                for (int r = 0; r < TR; r++)
+                    for (int i = 0; i < 4; i++)
+                        sq[r] += lut[(line[r * 4 + i] >> sh) & 15] * (int32_t)xa[q * 4 + i];
+            }
+            int64_t sft = J->sa[t * J->ng + a];
+            if (J->half) {
+                int64_t b0 = (tile * J->ngw + 2 * a) * TR, b1 = b0 + TR;
+                for (int r = 0; r < TR; r++)
+                    A[r] += shl64(mul64(factor(J->msh, J->msh16, b0 + r), s[0][r]) +
+                                      mul64(factor(J->msh, J->msh16, b1 + r), s[1][r]),
+                                  sft);
+            } else {
+                int64_t base = (tile * J->ngw + a / J->rep) * TR;
+                for (int r = 0; r < TR; r++)
+                    A[r] += shl64(mul64(factor(J->msh, J->msh16, base + r), s[0][r] + s[1][r]), sft);
+            }
+        }
+        epilogue(J, tile, t, A, B); /* FP4 is symmetric: B = 0 */
     }
 }
 
@@ -293,7 +355,8 @@ static void run_unit(const job_t *J, int64_t u) {
     int64_t lo = u * J->tiles_per_unit, hi = lo + J->tiles_per_unit;
     if (hi > J->nt) hi = J->nt;
     for (int64_t tile = lo; tile < hi; tile++) {
-        if (use_vnni) tile_vnni(J, tile);
+        if (J->lut) tile_fp4(J, tile);
+        else if (use_vnni) tile_vnni(J, tile);
         else tile_generic(J, tile);
     }
 }
@@ -590,10 +653,11 @@ static int need(Py_buffer *b, Py_ssize_t n, const char *what) {
  * sizes checked once, so a product call only reads the activations. */
 #define MAT_BUFS 7
 typedef struct {
-    Py_buffer b[MAT_BUFS]; /* codes, msh, zsh, ka, kb, bias */
+    Py_buffer b[MAT_BUFS]; /* codes, msh, zsh, ka, kb, bias, kt (FP4 with has_tm) */
     int nb;
     int64_t cp, ng, ngw, rep, nt, rows, lmin;
-    int packed, msh16, zsh16, has_zero, has_bias;
+    int packed, msh16, zsh16, has_zero, has_bias, half, has_tm, fp4;
+    int8_t lut[16];
 } mat_t;
 
 static void mat_free(PyObject *cap) {
@@ -605,16 +669,37 @@ static void mat_free(PyObject *cap) {
 
 static PyObject *py_matrix(PyObject *self, PyObject *args) {
     (void)self;
-    PyObject *o[6];
+    PyObject *o[7], *lut = Py_None, *kt = Py_None;
     long long cp, ngw, rep, nt, rows, lmin;
-    int packed, msh16, zsh16, has_zero, has_bias;
-    if (!PyArg_ParseTuple(args, "OpLLLLiOpOpOOOpLL", &o[0], &packed, &nt, &ngw, &rep, &lmin,
+    int packed, msh16, zsh16, has_zero, has_bias, half = 0;
+    if (!PyArg_ParseTuple(args, "OpLLLLiOpOpOOOpLL|OpO", &o[0], &packed, &nt, &ngw, &rep, &lmin,
                           &msh16, &o[1], &zsh16, &o[2], &has_zero, &o[3], &o[4], &o[5], &has_bias,
-                          &rows, &cp))
+                          &rows, &cp, &lut, &half, &kt))
         return NULL;
+    int8_t table[16] = {0};
+    int fp4 = lut != Py_None, has_tm = kt != Py_None;
+    if (fp4) { /* the level of each 4-bit code: 16 bytes, |level| <= 127 */
+        Py_buffer lb;
+        if (PyObject_GetBuffer(lut, &lb, PyBUF_C_CONTIGUOUS)) return NULL;
+        int bad = lb.len != 16;
+        if (!bad) memcpy(table, lb.buf, 16);
+        PyBuffer_Release(&lb);
+        for (int i = 0; i < 16; i++) bad |= table[i] < -127;
+        if (bad) {
+            PyErr_SetString(PyExc_ValueError, "_kern.matrix: lut must be 16 int8 levels in -127..127");
+            return NULL;
+        }
+    }
+    if ((half || has_tm) && !fp4) {
+        PyErr_SetString(PyExc_ValueError, "_kern.matrix: half and kt need an FP4 lut");
+        return NULL;
+    }
+    o[6] = kt;
+    int nbuf = has_tm ? 7 : 6;
     mat_t *M = calloc(1, sizeof(mat_t));
     if (!M) return PyErr_NoMemory();
-    for (int i = 0; i < 6; i++) {
+    memcpy(M->lut, table, 16);
+    for (int i = 0; i < nbuf; i++) {
         if (PyObject_GetBuffer(o[i], &M->b[i], PyBUF_C_CONTIGUOUS)) {
             for (int k = 0; k < i; k++) PyBuffer_Release(&M->b[k]);
             free(M);
@@ -625,6 +710,7 @@ static PyObject *py_matrix(PyObject *self, PyObject *args) {
     M->cp = cp, M->ng = cp / AG, M->ngw = ngw, M->rep = rep, M->nt = nt, M->rows = rows;
     M->lmin = lmin, M->packed = packed, M->msh16 = msh16, M->zsh16 = zsh16;
     M->has_zero = has_zero, M->has_bias = has_bias;
+    M->half = half, M->has_tm = has_tm, M->fp4 = fp4;
     int64_t lines = packed ? 4 : 8, fb = msh16 ? 2 : 4, zb = zsh16 ? 2 : 4;
     PyObject *cap = PyCapsule_New(M, "maskc._kern.matrix", mat_free);
     if (!cap) {
@@ -632,8 +718,9 @@ static PyObject *py_matrix(PyObject *self, PyObject *args) {
         free(M);
         return NULL;
     }
-    if (cp <= 0 || cp % AG || rep <= 0 || (M->ng % rep) || ngw != M->ng / rep || nt <= 0 ||
-        rows <= 0 || rows > nt * TR || lmin < -(1 << 15) || lmin >= (1 << 15)) {
+    if (cp <= 0 || cp % AG || rep <= 0 || (M->ng % rep) ||
+        ngw != (half ? 2 * M->ng : M->ng / rep) || (half && rep != 1) || (fp4 && (!packed || has_zero)) ||
+        nt <= 0 || rows <= 0 || rows > nt * TR || lmin < -(1 << 15) || lmin >= (1 << 15)) {
         PyErr_SetString(PyExc_ValueError, "_kern.matrix: inconsistent shapes");
         Py_DECREF(cap);
         return NULL;
@@ -642,9 +729,19 @@ static PyObject *py_matrix(PyObject *self, PyObject *args) {
         !need(&M->b[1], nt * ngw * TR * fb, "msh") ||
         !need(&M->b[2], has_zero ? nt * ngw * TR * zb : M->b[2].len, "zsh") ||
         !need(&M->b[3], nt * TR * 4, "ka") || !need(&M->b[4], nt * TR * 4, "kb") ||
-        !need(&M->b[5], has_bias ? nt * TR * 8 : M->b[5].len, "bias")) {
+        !need(&M->b[5], has_bias ? nt * TR * 8 : M->b[5].len, "bias") ||
+        (has_tm && !need(&M->b[6], nt * TR * 4, "kt"))) {
         Py_DECREF(cap);
         return NULL;
+    }
+    if (has_tm) { /* the tensor mantissa: 1 <= kt < 2^24 (term128's bound) */
+        const int32_t *k = M->b[6].buf;
+        for (int64_t i = 0; i < nt * TR; i++)
+            if (k[i] < 1 || k[i] >= (1 << 24)) {
+                PyErr_SetString(PyExc_ValueError, "_kern.matrix: kt must be in 1..2^24 - 1");
+                Py_DECREF(cap);
+                return NULL;
+            }
     }
     return cap;
 }
@@ -745,8 +842,10 @@ static PyObject *py_matmul(PyObject *self, PyObject *args) {
         }
     }
     job_t J = {T, C, cp, ng, ngw, rep, M->nt, M->rows, f, M->lmin, M->packed, M->msh16,
-               M->zsh16, M->has_zero, M->has_bias, x8, oa, sa, gw, m.buf, e.buf, M->b[0].buf,
-               M->b[1].buf, M->b[2].buf, M->b[3].buf, M->b[4].buf, M->b[5].buf, out.buf, 1};
+               M->zsh16, M->has_zero, M->has_bias, M->half, M->has_tm,
+               M->fp4 ? M->lut : NULL, M->has_tm ? M->b[6].buf : NULL, x8, oa, sa, gw, m.buf,
+               e.buf, M->b[0].buf, M->b[1].buf, M->b[2].buf, M->b[3].buf, M->b[4].buf,
+               M->b[5].buf, out.buf, 1};
     /* units: about 4 per thread (claims are cheap, but each moves a cache line between
      * cores), and at least ~64k multiply-adds each */
     int64_t threads = P.nworkers + 1, macs_per_tile = T * TR * cp, nt = M->nt;

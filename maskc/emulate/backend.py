@@ -13,7 +13,9 @@ with an independent reference). The environment variable ``MASKC_KERNEL`` (``c``
 picks one (default: C where the CPU has AVX-512 VNNI, numba elsewhere: the portable C loop is
 slower than numba's); ``MASKC_KERNEL_ISA=portable`` keeps the C kernel off AVX-512 VNNI. The C
 kernel takes matrices whose level table spans at most 256 consecutive integers from its lowest level
-(every built-in format); others run on numba in either case.
+(every built-in format); others run on numba in either case. FP4 matrices (``mxfp4``,
+``nvfp4``) run on both; in the C kernel on its plain C loop whatever the ISA (the AVX-512 VNNI
+loop of FP4 is not written yet).
 """
 
 from __future__ import annotations

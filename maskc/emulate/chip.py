@@ -445,6 +445,10 @@ class Chip:
         """Rows ``tokens`` of the embedding, read from the tiles (only those rows' bytes)."""
         ids = np.asarray(tokens, I64)
         mat = self.mats.get(matrix)
+        if self.nl.matrices[matrix]["format"].get("kind", "int") != "int":
+            # docs/numerics.md: FP4 is for transformer-block matrices; the compiler refuses it
+            # for the embedding and lm_head, so only a hand-made netlist gets here
+            raise InputError(f"{self.nl.path}: embedding {matrix} in an FP4 format; recompile")
         if mat is not None and mat.c:  # tied: the prepared lm_head holds the same rows
             return U.embed_rows_tiled(
                 ids, mat.lev, mat.packed, mat.lmin, mat.msh, mat.zsh, mat.ka, mat.kb,
@@ -491,6 +495,7 @@ class Chip:
                 mat.lev, mat.packed, mat.lev.shape[0], mat.msh.shape[1], mat.rep, mat.lmin,
                 mat.msh.dtype == np.int16, mat.msh, mat.zsh.dtype == np.int16, mat.zsh,
                 mat.has_zero, mat.ka, mat.kb, b, bias is not None, mat.rows, mat.cp,
+                mat.lut, mat.half, mat.kt,
             )  # fmt: skip
         return h
 
@@ -526,6 +531,8 @@ class Chip:
             self.F,
             mat.rows,
             par,
+            mat.half,
+            mat.kt,
         )
 
     def _adapt(self, matrix: str, a: Act8, y: np.ndarray) -> np.ndarray:

@@ -68,6 +68,48 @@ def term(v, k):  # pragma: no cover - compiled
     return min(max(r, -TERM_LIMIT), TERM_LIMIT)
 
 
+#: the limbs of :func:`term_tm`: ``p = p1 * 2^31 + p0`` with ``0 <= p0 < 2^31``
+LIMB = 31
+LIMB_MASK = (1 << LIMB) - 1
+
+
+@njit(cache=True, inline="always")
+def term_tm(p, tm, k):  # pragma: no cover - compiled
+    """``term(p * tm, k)`` exactly for ``|p| < 2^62`` and ``1 <= tm < 2^24`` (nvfp4's tensor
+    mantissa, docs/numerics.md "FP4 matrices"), although ``|p * tm|`` reaches 2^86: in two
+    int64 limbs. ``p = p1 * 2^31 + p0`` (``p1 = p >> 31``, ``|p1| < 2^31``; ``0 <= p0 < 2^31``),
+    so ``V = p * tm = hi * 2^31 + lo`` with ``hi = p1 * tm + (p0 * tm >> 31)`` (``|hi| <
+    2^55 + 2^24``) and ``lo = p0 * tm mod 2^31``. When ``|hi| < 2^31``, ``|V| < 2^62`` and
+    :func:`term` takes it. Otherwise ``|V| >= 2^62``: with ``k <= 0`` the result saturates
+    (``> 2^40``); with ``k > 87`` it is 0 (``|V| < 2^86 <= 2^(k-1)``); with ``32 <= k <= 87``
+    ``rsr(V, k) = (hi + 2^(k-32)) >> (k - 31)`` (``lo < 2^31`` drops out of the floor);
+    with ``1 <= k <= 31`` ``rsr(V, k) = hi * 2^c + ((lo + 2^(k-1)) >> k)``, ``c = 31 - k``,
+    which saturates when ``|hi| >= 2^(41-c)`` (then ``|hi * 2^c| >= 2^41`` and the second
+    part is below ``2^32``) and is below 2^42 otherwise."""
+    p1 = p >> LIMB
+    p0 = p & LIMB_MASK
+    low = p0 * tm
+    hi = p1 * tm + (low >> LIMB)
+    lo = low & LIMB_MASK
+    if -(np.int64(1) << LIMB) <= hi < (np.int64(1) << LIMB):
+        return term((hi << LIMB) + lo, k)
+    lim = np.int64(TERM_LIMIT)
+    if k <= 0:
+        return -lim if hi < 0 else lim
+    if k > 87:
+        return np.int64(0)
+    if k >= 32:
+        r = (hi + (np.int64(1) << (k - 32))) >> (k - 31)
+    else:
+        c = 31 - k
+        if hi >= (np.int64(1) << (41 - c)):
+            return lim
+        if hi < -(np.int64(1) << (41 - c)):
+            return -lim
+        r = (hi << c) + ((lo + (np.int64(1) << (k - 1))) >> k)
+    return min(max(r, -lim), lim)
+
+
 @njit(cache=True, inline="always")
 def sat32(x):  # pragma: no cover - compiled
     return min(max(x, INT32_MIN), INT32_MAX)
@@ -237,10 +279,15 @@ def _prefetch(typingctx, arr, offset):  # pragma: no cover - compiled
 
 @njit(cache=True, boundscheck=False, inline="always")
 def _block(
-    lev, packed, narrow, d, off, x8, sh, g0, msh, rep, acc, b, t0, t1, s16, s32, p32, q32, sb
+    lev, packed, narrow, d, off, x8, sh, g0, msh, rep, g16, acc, b, t0, t1, s16, s32, p32, q32, sb
 ):  # pragma: no cover
     """acc[t, :] (int64 [T, 128]) for tokens t0..t1 of row block b. ``s16``/``s32`` the group
     sums' scratch (int16 for packed codes, int32 otherwise: see above), ``sb`` int64 [128].
+
+    ``g16`` (nvfp4: weight groups of 16, int8/int16 levels, ``off`` 0): ``msh`` has two
+    columns per activation group, ``2a`` for its first 16 elements and ``2a + 1`` for the
+    rest; each half's sum (``|.| <= 16 * 127 * 12``, int32) is multiplied by its own factor
+    (``< 2^19``) and the two added before the group's shift: ``acc = A``.
 
     ``acc = d * A + off' * B`` with ``A = sum_a (msh * S_a) << s_a`` and ``B = sum_a (msh * g0_a)
     << s_a`` (``g0_a`` the group's sum of act8 codes, ``|g0_a| <= 32 * 127 < 2^12``): for packed
@@ -259,7 +306,7 @@ def _block(
             sb[r] = 0
         for a in range(ng):
             sa = sh[t, a]
-            mr = msh[b, a // rep]
+            mr = msh[b, (2 * a if g16 else a) // rep]
             ga = g0[t, a]
             if packed:
                 for r in range(n):
@@ -283,6 +330,25 @@ def _block(
                     for r in range(n):
                         acc[t, r] += (np.int64(mr[r]) * s16[r]) << sa
                         sb[r] += (np.int64(mr[r]) * ga) << sa
+            elif g16:
+                for r in range(n):
+                    s32[r] = 0
+                    p32[r] = 0
+                for j in range(a * GROUP, a * GROUP + GROUP):
+                    for k in range(0, n, 32):
+                        _prefetch(lev, (np.int64(b) * cp + j + PREFETCH_ROWS) * n + k)
+                    xj = np.int32(x8[t, j])
+                    lr = lev[b, j]
+                    if j < a * GROUP + GROUP // 2:
+                        for r in range(n):
+                            s32[r] += np.int32(lr[r]) * xj
+                    else:
+                        for r in range(n):
+                            p32[r] += np.int32(lr[r]) * xj
+                m0 = msh[b, 2 * a]
+                m1 = msh[b, 2 * a + 1]
+                for r in range(n):
+                    acc[t, r] += (np.int64(m0[r]) * s32[r] + np.int64(m1[r]) * p32[r]) << sa
             else:
                 for r in range(n):
                     s32[r] = 0
@@ -301,7 +367,7 @@ def _block(
 
 
 @njit(cache=True, boundscheck=False, inline="always")
-def _block_out(lev, packed, narrow, d, off, x8, sh, g0, msh, rep, out, b):  # pragma: no cover
+def _block_out(lev, packed, narrow, d, off, x8, sh, g0, msh, rep, half, out, b):  # pragma: no cover
     """Row block ``b`` of the product into ``out[:, b * 128 : (b + 1) * 128]``, with its own
     scratch (so blocks can run on any thread)."""
     n = BLOCK_ROWS
@@ -312,29 +378,29 @@ def _block_out(lev, packed, narrow, d, off, x8, sh, g0, msh, rep, out, b):  # pr
     sb = np.empty(n, np.int64)
     acc = np.empty((x8.shape[0], n), np.int64)
     _block(
-        lev, packed, narrow, d, off, x8, sh, g0, msh, rep, acc, b, 0, x8.shape[0],
+        lev, packed, narrow, d, off, x8, sh, g0, msh, rep, half, acc, b, 0, x8.shape[0],
         s16, s32, p32, q32, sb,
     )  # fmt: skip
     out[:, b * n : (b + 1) * n] = acc
 
 
 @njit(cache=True, boundscheck=False)
-def _product(lev, packed, narrow, d, off, x8, sh, g0, msh, rep, parallel):  # pragma: no cover
+def _product(lev, packed, narrow, d, off, x8, sh, g0, msh, rep, half, parallel):  # pragma: no cover
     t_n = x8.shape[0]
     nb = lev.shape[0]
     out = np.empty((t_n, nb * BLOCK_ROWS), np.int64)
     if parallel:
-        _product_par(lev, packed, narrow, d, off, x8, sh, g0, msh, rep, out)
+        _product_par(lev, packed, narrow, d, off, x8, sh, g0, msh, rep, half, out)
     else:
         for b in range(nb):
-            _block_out(lev, packed, narrow, d, off, x8, sh, g0, msh, rep, out, b)
+            _block_out(lev, packed, narrow, d, off, x8, sh, g0, msh, rep, half, out, b)
     return out
 
 
 @njit(cache=True, parallel=True, boundscheck=False)
-def _product_par(lev, packed, narrow, d, off, x8, sh, g0, msh, rep, out):  # pragma: no cover
+def _product_par(lev, packed, narrow, d, off, x8, sh, g0, msh, rep, half, out):  # pragma: no cover
     for b in prange(lev.shape[0]):
-        _block_out(lev, packed, narrow, d, off, x8, sh, g0, msh, rep, out, b)
+        _block_out(lev, packed, narrow, d, off, x8, sh, g0, msh, rep, half, out, b)
 
 
 @njit(cache=True, boundscheck=False)
@@ -359,11 +425,15 @@ def matmul(
     f,
     rows,
     parallel,
+    half=False,
+    kt=None,
 ):  # pragma: no cover - compiled
     """act8 (x [T, C], s [T, ng], m [T], e [T]) times one matrix -> signal int64 [T, rows]
     (docs/numerics.md, "Matrix-vector product"). ``msh`` per (row, weight group of ``rep``
     activation groups); ``zsh`` [R, Cp / (32 rep)]. ``narrow``: ``msh`` is int16 (its
-    products with the packed codes' group sums are int32, see :func:`_block`)."""
+    products with the packed codes' group sums are int32, see :func:`_block`). FP4 ("FP4
+    matrices"): ``half`` weight groups of 16 (:func:`_block`); ``kt`` int64 [R], nvfp4's
+    tensor mantissa per row, enters the rounding exactly (:func:`term_tm`)."""
     t_n, c = x.shape
     cp = lev.shape[1]
     ng = cp // GROUP
@@ -380,7 +450,7 @@ def matmul(
             g0[t, j // GROUP] += x[t, j]
         for a in range(ng):
             gs[t, a] = g0[t, a] << sh[t, a]
-    acc = _product(lev, packed, narrow, d, off, x8, sh, g0, msh, rep, parallel)
+    acc = _product(lev, packed, narrow, d, off, x8, sh, g0, msh, rep, half, parallel)
     y = np.empty((t_n, rows), np.int64)
     ngw = zsh.shape[1]
     gw = np.zeros(ngw, np.int64)
@@ -390,7 +460,10 @@ def matmul(
             for a in range(ng):
                 gw[a // rep] += gs[t, a]
         for r in range(rows):
-            v = term(acc[t, r] * m[t], ka[r] - e[t] - f)
+            if kt is None:
+                v = term(acc[t, r] * m[t], ka[r] - e[t] - f)
+            else:
+                v = term_tm(acc[t, r] * m[t], kt[r], ka[r] - e[t] - f)
             if has_zero:
                 bsum = np.int64(0)
                 for a in range(ngw):

@@ -12,7 +12,8 @@ version and the kernel, so ``maskc emulate`` keeps it: the second start memory-m
 * **What**: one safetensors file per key (arrays 64-byte aligned, the per-matrix scalars in its
   metadata), written to a temporary name and renamed, so a reader sees it whole or not at
   all. Builds whose prepared matrices exceed :data:`MAX_BYTES` are not cached (an 8B-class
-  build would add gigabytes to the user's disk for a second saved at start-up).
+  build would add gigabytes to the user's disk for a second saved at start-up), nor builds
+  with FP4 matrices (their layout's extra fields are not stored yet).
 * **Trust**: a file that does not parse, or whose arrays do not have the shapes its scalars
   imply, is ignored and the matrices are prepared from the tiles again. The kernels index
   the arrays only within those checked shapes.
@@ -128,6 +129,8 @@ def save(k: str, mats: dict[str, Matrix]) -> None:
     be written or the matrices exceed :data:`MAX_BYTES`: the cache only saves time)."""
     d = cache_dir()
     if d is None or sum(a.nbytes for m in mats.values() for a in m.arrays()) > MAX_BYTES:
+        return
+    if any(m.fp4 for m in mats.values()):  # FP4 layouts (half groups, kt, lut) are not cached
         return
     tensors = {f"{n}/{fld}": getattr(m, fld) for n, m in mats.items() for fld in _FIELDS}
     scalars = {
