@@ -176,7 +176,8 @@ def compile(
             "--plan-only",
             help="Plan from config.json alone (no "
             "weights read): settings, ROM size, placement, floorplan; writes only the "
-            "reports. MODEL may be the config.json file.",
+            "reports. MODEL may be the config.json file. A pre-quantized checkpoint needs its "
+            "weights: only their scales are read, for each layer's ROM format.",
         ),
     ] = False,
     context: Annotated[
