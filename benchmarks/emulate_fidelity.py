@@ -1,7 +1,8 @@
 """Fidelity of the emulated chip (the integer datapath) on a real model.
 
 For the default 4-bit and 3-bit builds of MODEL_DIR (compiled here with ``maskc compile``'s
-defaults), perplexity with the fixed protocol of maskc/evaluate.py (windows of ``--ctx`` tokens
+defaults) and, with ``--format``, the FP4 builds (``maskc compile --format mxfp4|nvfp4``),
+perplexity with the fixed protocol of maskc/evaluate.py (windows of ``--ctx`` tokens
 from position 0, no BOS, all but each window's first token scored) on each text, of:
 
 * ``float``: the float32 reference on the original weights;
@@ -14,6 +15,9 @@ the whole chip's. Also the greedy continuation of "The capital of France is". Pr
 and writes benchmarks/results/emulate_fidelity.json.
 
     python benchmarks/emulate_fidelity.py MODEL_DIR [--ctx 512] [--tokens N] [--text F ...]
+        [--bits 4 --bits 3] [--format mxfp4 --format nvfp4]
+
+Rows of earlier runs of other builds are kept in the JSON (one row per build and text).
 """
 
 from __future__ import annotations
@@ -37,6 +41,9 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=None, help="cap each text to N tokens")
     ap.add_argument("--text", type=Path, action="append", help="texts (default: both)")
     ap.add_argument("--bits", type=int, action="append", help="default: 4 and 3")
+    ap.add_argument(
+        "--format", action="append", choices=["mxfp4", "nvfp4"], help="FP4 builds (default: none)"
+    )
     args = ap.parse_args()
 
     from maskc.emulate.run import generate, open_session, perplexity, reference_getter
@@ -58,11 +65,13 @@ def main() -> None:
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for bits in args.bits or [4, 3]:
-            b = Path(tmp) / f"b{bits}"
+        builds = [(f"{b}-bit", {"bits": b}) for b in args.bits or ([] if args.format else [4, 3])]
+        builds += [(f, {"weight_format": f}) for f in args.format or []]
+        for bits, opts in builds:
+            b = Path(tmp) / bits
             t0 = time.perf_counter()
-            compile_model(args.model, b, CompileOptions(bits=bits))
-            print(f"compiled {bits}-bit in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+            compile_model(args.model, b, CompileOptions(**opts))
+            print(f"compiled {bits} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
             session = open_session(b)
             arch, get = reference_getter(session, None)
             g = generate(session, session.encode("The capital of France is"), 12, SamplingParams())
@@ -77,7 +86,7 @@ def main() -> None:
                 flt = ppl_of(FloatLlama(m.arch, m.read), ids)
                 rows.append(
                     {
-                        "bits": bits,
+                        "build": bits,
                         "text": text.name,
                         "tokens": len(ids),
                         "tokens_scored": chip.tokens_scored,
@@ -93,26 +102,32 @@ def main() -> None:
                 )
                 r = rows[-1]
                 print(
-                    f"{bits}-bit {text.name}: float {flt:.3f} deq {deq:.3f} chip "
+                    f"{bits} {text.name}: float {flt:.3f} deq {deq:.3f} chip "
                     f"{chip.ppl:.3f} ({r['chip_over_deq']:.4f}x deq, "
                     f"{r['chip_over_float']:.4f}x float) in {t_chip:.0f} s",
                     file=sys.stderr,
                 )
     print(
-        f"{'bits':>4} {'text':<16}{'tokens':>8}{'float':>9}{'deq':>9}{'chip':>9}"
+        f"{'build':>7} {'text':<16}{'tokens':>8}{'float':>9}{'deq':>9}{'chip':>9}"
         f"{'chip/deq':>10}{'chip/float':>11}{'emu s':>7}"
     )
     for r in rows:
         print(
-            f"{r['bits']:>4} {r['text']:<16}{r['tokens']:>8}{r['ppl_float']:>9.3f}"
+            f"{r['build']:>7} {r['text']:<16}{r['tokens']:>8}{r['ppl_float']:>9.3f}"
             f"{r['ppl_deq']:>9.3f}{r['ppl_chip']:>9.3f}{r['chip_over_deq']:>10.4f}"
             f"{r['chip_over_float']:>11.4f}{r['emulate_s']:>7.0f}"
         )
-    for bits in sorted({r["bits"] for r in rows}, reverse=True):
-        p = next(r["paris"] for r in rows if r["bits"] == bits)
-        print(f"{bits}-bit greedy: 'The capital of France is' -> {p!r}")
+    for bits in dict.fromkeys(r["build"] for r in rows):
+        p = next(r["paris"] for r in rows if r["build"] == bits)
+        print(f"{bits} greedy: 'The capital of France is' -> {p!r}")
     if args.text is None:
         out = HERE / "results" / "emulate_fidelity.json"
+        if out.exists():  # keep earlier rows of the builds not run now (same model and ctx)
+            prev = json.loads(out.read_text())
+            if prev.get("model") == str(args.model) and prev.get("ctx") == args.ctx:
+                now = {r["build"] for r in rows}
+                old = [r | {"build": r.get("build", f"{r.get('bits')}-bit")} for r in prev["rows"]]
+                rows = [r for r in old if r["build"] not in now] + rows
         out.write_text(
             json.dumps(
                 {

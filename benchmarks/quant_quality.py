@@ -43,10 +43,12 @@ CONFIGS = {
     "mxfp4-search-calib": {"weight_format": "mxfp4", "method": "search", "calib": True},
     "nvfp4-nv": {"weight_format": "nvfp4", "method": "nv"},
     "nvfp4-search": {"weight_format": "nvfp4", "method": "search"},
+    "nvfp4-search-calib": {"weight_format": "nvfp4", "method": "search", "calib": True},
     # single methods, uniform bits (no mixed precision)
     "rtn-4-g32": {"bits": 4, "method": "rtn", "group_size": 32},
     "lsq-4-g32": {"bits": 4, "method": "lsq", "group_size": 32},
     "rtn-4-g64": {"bits": 4, "method": "rtn", "group_size": 64},
+    "lsq-4-g64": {"bits": 4, "method": "lsq", "group_size": 64},
     "rtn-3-g32": {"bits": 3, "method": "rtn", "group_size": 32, "mixed": False, "calibrate": False},
     "lsq-3-g32": {"bits": 3, "method": "lsq", "group_size": 32, "mixed": False, "calibrate": False},
     "lsq-3-g32-calib": {
@@ -83,6 +85,15 @@ def ppl_of(arch, get, ids, ctx=512) -> float:
 
     model = FloatLlama(arch, get, cache_weights=True)
     return perplexity(lambda seg: model.forward(list(seg)), ids, ctx).ppl
+
+
+def rom_area(build: Path) -> dict:
+    """The build's placed ROM: tiles used and their area on the die (reports/placement.json)."""
+    p = json.loads((build / "reports" / "placement.json").read_text())
+    return {
+        "tiles_used": p["tiles_used"],
+        "rom_mm2": p["performance"]["die_area_used_mm2"],
+    }
 
 
 def main() -> None:
@@ -158,6 +169,8 @@ def main() -> None:
                 "options": cfg | {"calib": use_calib, "embed_bits": embed_bits},
                 "bpw_blocks": res.report["totals"]["bpw_blocks"],
                 "bpw_quantized": res.report["totals"]["bpw_quantized"],
+                "rom_bits": res.report["totals"]["rom_bits"],
+                **rom_area(out),
                 **ppl,
                 "quant_s": qs,
                 "eval_s": time.perf_counter() - t,
@@ -167,13 +180,18 @@ def main() -> None:
 
     names = list(ids)
     print(
-        f"{'config':<24}{'bpw':>7}"
+        f"{'config':<24}{'bpw':>7}{'ROM Mbit':>9}{'tiles':>7}{'mm2':>7}"
         + "".join(f"{n[:14]:>16}{'ratio':>7}" for n in names)
         + f"{'compile s':>10}"
     )
     for r in rows:
         cells = "".join(f"{r[n]:>16.3f}{r[n] / base[n]:>7.3f}" for n in names)
-        print(f"{r['config']:<24}{r['bpw_blocks']:>7.3f}{cells}{r['quant_s']:>10.1f}")
+        rom = (
+            f"{r['rom_bits'] / 1e6:>9.1f}{r['tiles_used']:>7}{r['rom_mm2']:>7.2f}"
+            if "rom_bits" in r
+            else f"{'':>23}"
+        )
+        print(f"{r['config']:<24}{r['bpw_blocks']:>7.3f}{rom}{cells}{r['quant_s']:>10.1f}")
     if args.text:  # extra texts: print only, do not mix them into the recorded results
         return
     out = HERE / "results" / "quant_quality.json"

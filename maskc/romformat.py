@@ -183,9 +183,8 @@ class QuantFormat:
             )
         if kind not in kinds:
             raise InputError(
-                f"{where}: format kind {kind!r} is not supported here yet (FP4 builds compile "
-                "and verify; the emulator does not run them yet, docs/fp4-design.md); rebuild "
-                "with an integer format"
+                f"{where}: format kind {kind!r} is not supported here (this reader takes "
+                f"{', '.join(kinds)}); rebuild with one of those"
             )
         values = {}
         for k in FORMAT_KEYS:
