@@ -315,3 +315,26 @@ def test_the_scale_rom_holds_the_block_scales_and_tensor_m(builds, kind):
     assert bits == []
     dec = parse_scale_bits(scale_bits(t, 1, m["format"], tr, groups), m["format"], tr, groups)
     assert ("tensor_m" in dec) == (kind == "nvfp4")
+
+
+@pytest.mark.parametrize("kind", ["mxfp4", "nvfp4"])
+@pytest.mark.parametrize("where", ["first", "last"])
+def test_a_via_removed_from_an_fp4_tile_is_caught(builds, tmp_path, cli, kind, where):
+    """The layer file read back with gdstk, one via of an FP4 tile (the lowest: a cell; the
+    highest: the scale ROM band) deleted and written again: verify names the tile, exit 5."""
+    import re
+    import shutil
+
+    from test_layout import _cell, _flat_vias, _load, _save
+
+    b = tmp_path / "b"
+    shutil.copytree(builds[kind], b)
+    path = b / "layers" / "via.gds"
+    lib = _load(path)
+    tiles = sorted(c.name for c in lib.cells if re.fullmatch(r"T\d+_\d+_\d+", c.name))
+    c = _cell(lib, tiles[0])
+    vias = sorted(_flat_vias(c), key=lambda q: tuple(q.points.min(axis=0)[::-1]))
+    c.remove(vias[0] if where == "first" else vias[-1])
+    _save(lib, path)
+    r = cli("verify", b)
+    assert r.code == 5 and "tile T" in r.err and "Traceback" not in r.err, r
