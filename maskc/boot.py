@@ -20,7 +20,8 @@ address 0, each at a multiple of :data:`ALIGN` bytes, zero padding between them,
 little-endian in the entry's dtype. The entries of a die, in order: ``rope.phase_step``
 (int64, head_dim/2) and ``attention.inv_sqrt_hd_q16`` (int64, 1) on every die, then per
 non-matrix tensor of the die's layers (layer order, then name; the final norm on the last
-layer's die) the tensor (a norm gamma int16, a bias int32) and, for a norm, ``NAME.gamma_frac`` and
+layer's die) the tensor (a norm gamma int16, a bias int32, a matrix's input permutation: the
+gather table of its input, int32) and, for a norm, ``NAME.gamma_frac`` and
 ``NAME.eps_d`` (int64, 1 each).
 """
 
@@ -63,13 +64,13 @@ class Entry:
 
 
 def param_dtype(name: str) -> str:
-    """The stored dtype of a non-matrix tensor: a norm gamma int16, a bias int32
-    (docs/numerics.md)."""
+    """The stored dtype of a non-matrix tensor: a norm gamma int16, a bias int32, a matrix's
+    input permutation (its gather table) int32 (docs/numerics.md)."""
     if name.endswith("norm.weight"):
         return "int16"
-    if name.endswith(".bias"):
+    if name.endswith(".bias") or name.endswith(".input_perm"):
         return "int32"
-    raise ValueError(f"{name}: not a norm weight or a bias")
+    raise ValueError(f"{name}: not a norm weight, a bias or an input permutation")
 
 
 def layer_of(name: str) -> int | None:

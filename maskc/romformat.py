@@ -523,3 +523,25 @@ def check_mx_span(q: QuantTensor, row0: int = 0) -> None:
             f"its row's largest, beyond the datapath's span of {MX_SREF} binades; use the "
             "integer format or nvfp4 for this tensor"
         )
+
+
+#: a matrix's input permutation (docs/numerics.md, "Input permutation"): the array
+#: ``NAME/input_perm`` (quant/), the params key ``NAME.input_perm`` (the netlist)
+PERM = "input_perm"
+
+
+def is_permutation(p: np.ndarray, n: int) -> bool:
+    """Whether ``p`` (an integer array) is a permutation of ``range(n)``."""
+    if p.shape != (n,) or (n and (p.min() < 0 or p.max() >= n)):
+        return False
+    seen = np.zeros(n, dtype=bool)
+    seen[p] = True
+    return bool(seen.all())
+
+
+def unpermute_cols(arr: np.ndarray, perm: np.ndarray) -> np.ndarray:
+    """``w`` with ``w[:, perm] == arr``: a matrix stored in the input order ``perm`` (its column
+    ``j`` reads input ``perm[j]``) in its inputs' order."""
+    out = np.empty_like(arr)
+    out[:, perm] = arr
+    return out

@@ -663,8 +663,25 @@ class IntRef:
             self.matrices[name] = Matrix(name, meta, files[key])
         del files
 
+        # Input permutations (numerics.md "Input permutation"): matrix -> P, P[j] the input
+        # that column j of the stored matrix reads
+        self.perms: dict[str, list[int]] = {}
+        for name, meta in mats.items():
+            key = meta.get("input_perm")
+            if key is not None:
+                perm = [int(v) for v in params[key]]
+                if sorted(perm) != list(range(self.matrices[name].C)):
+                    raise ValueError(f"{name}: input_perm is not a permutation")
+                self.perms[name] = perm
+
         # LoRA adapters (SRAM): one dict per folder, {base matrix name: integer fields}
         self.adapters = [load_adapter(p, self) for p in adapters]
+        for ad in self.adapters:  # A's columns in the order the gathered input arrives
+            for name, fields in ad.items():
+                if name in self.perms:
+                    fields["a_codes"] = [
+                        [row[j] for j in self.perms[name]] for row in fields["a_codes"]
+                    ]
         self.ops = net["ops"]
         self.trace: list | None = None
         self.reset()
@@ -729,7 +746,8 @@ class IntRef:
                 slots[op["out"]] = out
             elif kind == "matmul":
                 bias = self.params[op["bias"]] if op.get("bias") else None
-                act, name = _act(slots[op["in"]]), op["matrix"]
+                name = op["matrix"]
+                act = self._gather(_act(slots[op["in"]]), name)
                 out = self.matrices[name].matvec(act, bias, F)
                 ds = [_lora_delta(ad[name], act, F) for ad in self.adapters if name in ad]
                 if ds:  # y'[i] = sat32(y[i] + sum of the adapters' d[i])
@@ -742,7 +760,7 @@ class IntRef:
                 out = self._attention(slots, op)
                 slots[op["out"]] = out
             elif kind == "quantize":
-                out = q8(_signal(slots[op["in"]]), F, ACT_GROUP)
+                out = _q8_keep(_signal(slots[op["in"]]), F)
                 slots[op["out"]] = out
             elif kind == "add":
                 a, b = _signal(slots[op["a"]]), _signal(slots[op["b"]])
@@ -796,13 +814,13 @@ class IntRef:
         ss = sum(v * v for v in u)
         v = ss + rsr(eps_d, 40 - 2 * F + 2 * p)
         if v == 0:
-            return [0] * len(h), 0, 0, [0] * (-(-len(h) // ACT_GROUP))
+            return _q8_keep([0] * len(h), 0)  # x = 0, m = 0, e = 0, s = 0
         k = (bitlen(v) - 1) // 2
         i = rsr(v, 2 * k - 8) - 256
         assert 0 <= i <= 768, i
         rs = self.RSQRT[i]
         y = [uj * rs * gj for uj, gj in zip(u, gamma, strict=True)]
-        return q8(y, gamma_frac + 16 + k, ACT_GROUP)
+        return _q8_keep(y, gamma_frac + 16 + k)
 
     def _rope(self, y, heads: int) -> list[int]:
         """numerics.md "RoPE" at the current position (rotate_half pairs, per head)."""
@@ -932,13 +950,22 @@ class IntRef:
             gate, up, down = (
                 self.matrices[op[k].replace("{e}", str(e))] for k in ("gate", "up", "down")
             )
-            g = gate.matvec(act, None, F)
-            u = up.matvec(act, None, F)
-            y = down.matvec(self._swiglu(g, u), None, F)
+            g = gate.matvec(self._gather(act, gate.name), None, F)
+            u = up.matvec(self._gather(act, up.name), None, F)
+            y = down.matvec(self._gather(self._swiglu(g, u), down.name), None, F)
             acc = [0] * len(y) if acc is None else acc
             for j, yj in enumerate(y):
                 acc[j] += P * yj
         return [sat32(rsr(a, 15)) for a in acc]
+
+    def _gather(self, act, name: str):
+        """numerics.md "Input permutation": a matrix with one reads ``Q8(v[P], f, 32)``, ``v``
+        the vector (with ``f`` fraction bits) its input's act8 was made from."""
+        perm = self.perms.get(name)
+        if perm is None:
+            return act
+        y, f = act.pre
+        return q8([y[j] for j in perm], f, ACT_GROUP)
 
     def _gate_scale(self, g: list[int], y: list[int]) -> list[int]:
         """Qwen2-MoE's shared expert: ``sat32(rsr(SIGMOID[n] * y, 15))``, ``n`` from ``g[0]``."""
@@ -989,7 +1016,21 @@ class IntRef:
             n = min(max(rsr(gj, F - 8), -4096), 4095) + 4096
             s = rsr(gj * self.SIGMOID[n], 15)
             h.append(sat32(rsr(s * uj, F)))
-        return q8(h, F, ACT_GROUP)
+        return _q8_keep(h, F)
+
+
+class _Act8(tuple):
+    """An act8 ``(x, m, e, s)`` that remembers the vector ``y`` and fraction bits ``f`` it was
+    made from (``pre``), which a matrix with an input permutation gathers."""
+
+    pre: tuple[list[int], int]
+
+
+def _q8_keep(y: list[int], f: int) -> _Act8:
+    """``Q8(y, f, 32)`` remembering ``(y, f)``."""
+    out = _Act8(q8(y, f, ACT_GROUP))
+    out.pre = (list(y), f)
+    return out
 
 
 def _whole(y: list[int], f: int) -> tuple[list[int], int, int]:

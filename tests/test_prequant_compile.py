@@ -202,20 +202,21 @@ def test_plan_only_places_as_the_compile(ckpt, tmp_path, cli, method, kw):
 
 
 def test_plan_only_refuses_what_the_compile_refuses(ckpt, tmp_path, cli):
-    """A layer with no exact ROM form (desc_act g_idx) is refused by --plan-only as by the
-    compile, naming it; and config.json alone cannot be planned (the formats need the
-    scales)."""
+    """A layer with no exact ROM form (a g_idx of uneven groups: 16 and 48 columns) is refused
+    by --plan-only as by the compile, naming it; and config.json alone cannot be planned (the
+    formats need the scales)."""
     from maskc.safetensors_io import SafetensorsFile, write_safetensors
 
     d, _ = ckpt("gptq")
     st_ = SafetensorsFile(d / "model.safetensors")
     t = {n: st_.read_raw(n) for n in sorted(st_.tensors)}
     del st_
-    t["model.layers.1.self_attn.o_proj.g_idx"] = (np.arange(64) % 2).astype(np.int32)
+    t["model.layers.1.self_attn.o_proj.g_idx"] = (np.arange(64) >= 16).astype(np.int32)
     write_safetensors(d / "model.safetensors", t)
     for extra in ([], ["--plan-only"]):
         r = cli("compile", d, "-o", tmp_path / "x", "--fabric", "mini", "--no-verify", *extra)
-        assert r.code == 3 and "model.layers.1.self_attn.o_proj.weight: g_idx" in r.err, r.err
+        want = "model.layers.1.self_attn.o_proj.weight: g_idx does not give every group 32"
+        assert r.code == 3 and want in r.err and "16..48" in r.err, r.err
     r = cli("compile", d / "config.json", "-o", tmp_path / "y", "--plan-only")
     assert r.code == 3 and "needs its weights" in r.err
 

@@ -10,7 +10,7 @@ states the bounds that keep int32/int64 exact.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -44,12 +44,31 @@ class KVState:
 @dataclass
 class Act8:
     """act8 values of a batch: codes int64 ``[T, n]``, mantissa and exponent int64 ``[T]``,
-    group shifts int64 ``[T, ceil(n / 32)]``."""
+    group shifts int64 ``[T, ceil(n / 32)]``. When a matrix of the netlist has an input
+    permutation, also the integers ``y`` int64 ``[T, n]`` the act8 was made from with their
+    fraction bits ``f`` int64 ``[T]`` (``Q8(y, f, 32)``), for :func:`gather`."""
 
     x: np.ndarray
     m: np.ndarray
     e: np.ndarray
     s: np.ndarray
+    y: np.ndarray | None = None
+    f: np.ndarray | None = None
+
+    def rows(self, rows: np.ndarray) -> Act8:
+        """The act8 of the batch rows ``rows``."""
+        pre = () if self.y is None else (self.y[rows], self.f[rows])
+        return Act8(self.x[rows], self.m[rows], self.e[rows], self.s[rows], *pre)
+
+
+def gather(a: Act8, perm: np.ndarray | None) -> Act8:
+    """The act8 a matrix with input permutation ``perm`` reads (docs/numerics.md, "Input
+    permutation"): ``Q8(y[perm], f, 32)`` of the vector ``a`` was made from; ``a`` itself
+    without one."""
+    if perm is None:
+        return a
+    fn = K.q8_rows_par if a.y.shape[0] >= K.PARALLEL_MIN_ROWS else K.q8_rows
+    return Act8(*fn(np.ascontiguousarray(a.y[:, perm]), a.f, ACT_GROUP))
 
 
 class Chip:
@@ -90,6 +109,8 @@ class Chip:
                 f"{sram['dies'][0]['bytes']:,}); use a smaller --context"
             )
         self.adapters = list(adapters)
+        #: the input permutations (the gather tables of the boot image), by matrix
+        self.perms = {n: nl.input_perm(n) for n, m in nl.matrices.items() if "input_perm" in m}
         self.lora: dict[str, list] = {}
         if self.adapters:
             from maskc.adapters import check_against, to_sram
@@ -101,6 +122,10 @@ class Chip:
             self.max_context = min(self.max_context, *(r["max_context"] for r in fit))
             for ad in self.adapters:
                 for sm in to_sram(ad, progress):
+                    if sm.matrix in self.perms:  # A's columns in the order its input arrives
+                        sm = replace(
+                            sm, a_codes=np.ascontiguousarray(sm.a_codes[:, self.perms[sm.matrix]])
+                        )
                     self.lora.setdefault(sm.matrix, []).append(sm)
         p = {k: v.astype(I64) for k, v in nl.params().items()}  # small: LUTs, gammas, biases
         self.params = p
@@ -199,7 +224,18 @@ class Chip:
             )
             seen.update(ops[k].matrix for k in group)
             mats = [load(ops[k].matrix) for k in group]
-            if len(group) > 1 and fresh and all(m.same_storage(mats[0]) for m in mats):
+            perms = [self.perms.get(ops[k].matrix) for k in group]
+            same_perm = all(
+                (q is None and perms[0] is None)
+                or (q is not None and perms[0] is not None and np.array_equal(q, perms[0]))
+                for q in perms
+            )  # one gathered input for the stack
+            if (
+                len(group) > 1
+                and fresh
+                and same_perm
+                and all(m.same_storage(mats[0]) for m in mats)
+            ):
                 biases = [None if ops[k].bias is None else params[ops[k].bias] for k in group]
                 out[i] = (group, *stack(mats, biases))
             i = j + 1
@@ -257,7 +293,8 @@ class Chip:
                     m = self.mats[self.ops[k].matrix]
                     parts.append((self.ops[k].out, m.name, r, r + m.rows))
                     r += m.padded_rows
-                steps.append(self._fused_step(op.src, st, bias, self._next.get(idx), parts))
+                perm = self.perms.get(op.matrix)
+                steps.append(self._fused_step(op.src, st, bias, self._next.get(idx), parts, perm))
                 skip = group[-1]
                 continue
             steps.append(self._step(idx, op, p))
@@ -282,12 +319,12 @@ class Chip:
 
         return step
 
-    def _fused_step(self, src, st, bias, hint, parts):
+    def _fused_step(self, src, st, bias, hint, parts, perm):
         mm, adapt = self.matmul, self._adapt
         lora = any(name in self.lora for _, name, _, _ in parts)
 
         def step(slots, ids, positions, segs):
-            a = slots[src]
+            a = gather(slots[src], perm)
             y = mm(a, st, bias, hint)
             for out, name, r0, r1 in parts:
                 yk = np.ascontiguousarray(y[:, r0:r1])
@@ -315,9 +352,10 @@ class Chip:
                 mat, hint, name = self.mats[op.matrix], self._next.get(idx), op.matrix
                 bias = p[op.bias] if op.bias is not None else None
                 lora = name in self.lora
+                perm = self.perms.get(name)
 
                 def step(slots, ids, positions, segs):
-                    a = slots[src]
+                    a = gather(slots[src], perm)
                     y = mm(a, mat, bias, hint)
                     slots[out] = adapt(name, a, y) if lora else y
 
@@ -560,8 +598,16 @@ class Chip:
         return U.add_rows(y, d)
 
     def rmsnorm(self, h: np.ndarray, gamma: np.ndarray, gamma_frac: int, eps_d: int) -> Act8:
+        if self.perms:  # keep the vector Q8 reads, for the gathers (the same act8)
+            y, f = U.rmsnorm_pre_rows(h, gamma, gamma_frac, eps_d, self.F, self.rsqrt)
+            return self._q8(y, f)
         fn = U.rmsnorm_rows_par if h.shape[0] >= K.PARALLEL_MIN_ROWS else U.rmsnorm_rows
         return Act8(*fn(h, gamma, gamma_frac, eps_d, self.F, self.rsqrt))
+
+    def _q8(self, y: np.ndarray, f: np.ndarray) -> Act8:
+        """``Q8(y, f, 32)`` of every row, keeping ``y`` and ``f`` (:func:`gather`)."""
+        fn = K.q8_rows_par if y.shape[0] >= K.PARALLEL_MIN_ROWS else K.q8_rows
+        return Act8(*fn(y, f, ACT_GROUP), y, f)
 
     def rope(self, y: np.ndarray, heads: int, positions: np.ndarray) -> np.ndarray:
         return U.rope_rows(y, heads, self.hd, positions, self.phase_step, self.cos)
@@ -604,10 +650,15 @@ class Chip:
         )
 
     def swiglu(self, g: np.ndarray, u: np.ndarray) -> Act8:
+        if self.perms:
+            h = U.swiglu_pre_rows(g, u, self.F, self.sigmoid)
+            return self._q8(h, np.full(h.shape[0], self.F, I64))
         fn = U.swiglu_rows_par if g.shape[0] >= K.PARALLEL_MIN_ROWS else U.swiglu_rows
         return Act8(*fn(g, u, self.F, self.sigmoid))
 
     def quantize(self, y: np.ndarray) -> Act8:
+        if self.perms:
+            return self._q8(y, np.full(y.shape[0], self.F, I64))
         fn = K.q8_rows_par if y.shape[0] >= K.PARALLEL_MIN_ROWS else K.q8_rows
         return Act8(*fn(y, np.full(y.shape[0], self.F, I64), ACT_GROUP))
 

@@ -152,9 +152,10 @@ def experts_step(chip, op, experts: list[tuple]):
     tokens' act8 input over the link and sends its int32 output back, weighed and summed on
     the home die (the same integers: the logits are those of one die); the bytes are counted
     in ``chip.link_bytes``."""
-    from maskc.emulate.chip import Act8
+    from maskc.emulate.chip import gather
 
     src, sel, out = op.src, op.sel, op.out
+    perms = [tuple(chip.perms.get(n) for n in op.expert_matrices(e)) for e in range(op.experts)]
     mm, swiglu = chip.matmul, chip.swiglu
     home, counts = chip.home[op.layer], chip.link_bytes
     away = {}  # expert -> its die, when not the home die
@@ -169,13 +170,27 @@ def experts_step(chip, op, experts: list[tuple]):
         # each expert once, on the rows that selected it (a token selects an expert once)
         for e in np.unique(chosen).tolist():
             rows, k = np.nonzero(chosen == e)
-            sub = a if len(rows) == t_n else Act8(a.x[rows], a.m[rows], a.e[rows], a.s[rows])
+            sub = a if len(rows) == t_n else a.rows(rows)
             g, u, d = experts[e]
+            pg, pu, pd = perms[e]
+            # gate's and up's inputs, gathered on the home die (one act8 when they share it)
+            ag = gather(sub, pg)
+            au = (
+                ag
+                if pu is pg or (pu is not None and pg is not None and np.array_equal(pu, pg))
+                else gather(sub, pu)
+            )
             x = away.get(e)
-            if x is not None:  # to the expert's die
-                n, sub = to_wire(sub, f"layer {op.layer} expert {e}")
+            if x is not None:  # to the expert's die: each distinct act8 once
+                n, ag2 = to_wire(ag, f"layer {op.layer} expert {e}")
                 counts[(home, x)] += n
-            y = mm(swiglu(mm(sub, g, None), mm(sub, u, None)), d, None)
+                if au is not ag:
+                    n, au = to_wire(au, f"layer {op.layer} expert {e}")
+                    counts[(home, x)] += n
+                else:
+                    au = ag2
+                ag = ag2
+            y = mm(gather(swiglu(mm(ag, g, None), mm(au, u, None)), pd), d, None)
             if x is not None:  # its output back to the home die
                 n, y = signal_wire(y, f"layer {op.layer} expert {e}")
                 counts[(x, home)] += n

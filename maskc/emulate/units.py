@@ -123,6 +123,46 @@ def rmsnorm_rows_par(h, gamma, gamma_frac, eps_d, f, rsqrt_lut):  # pragma: no c
 
 
 @njit(cache=True)
+def rmsnorm_pre_rows(h, gamma, gamma_frac, eps_d, f, rsqrt_lut):  # pragma: no cover - compiled
+    """RMSNorm of every row up to the vector its act8 is made from: ``(y [T, D], fraction bits
+    [T])`` with ``Q8(y[t], f[t], 32)`` :func:`rmsnorm_rows`' act8 (docs/numerics.md; a matrix
+    with an input permutation quantizes ``y`` gathered)."""
+    t_n, d = h.shape
+    y = np.zeros((t_n, d), np.int64)
+    fr = np.zeros(t_n, np.int64)
+    for t in range(t_n):
+        a = 0
+        for j in range(d):
+            a = max(a, abs(h[t, j]))
+        p = max(bitlen(a) - 15, 0)
+        ss = np.int64(0)
+        for j in range(d):
+            u = rsr(h[t, j], p)
+            y[t, j] = u
+            ss += u * u
+        v = ss + rsr(np.int64(eps_d), 40 - 2 * f + 2 * p)
+        if v == 0:  # Q8 of zeros: x = 0, m = 0, e = 0
+            y[t, :] = 0
+            continue
+        k = (bitlen(v) - 1) // 2
+        r = rsqrt_lut[rsr(v, 2 * k - 8) - 256]
+        for j in range(d):
+            y[t, j] = y[t, j] * r * gamma[j]
+        fr[t] = gamma_frac + 16 + k
+    return y, fr
+
+
+@njit(cache=True)
+def swiglu_pre_rows(g, u, f, sig_lut):  # pragma: no cover - compiled
+    """SwiGLU of every row before its Q8 (the ``h`` of docs/numerics.md, ``f`` fraction bits)."""
+    t_n, n = g.shape
+    h = np.empty((t_n, n), np.int64)
+    for t in range(t_n):
+        swiglu_row(g[t], u[t], f, sig_lut, h[t])
+    return h
+
+
+@njit(cache=True)
 def rope_rows(y, heads, hd, positions, phase_step, cos_lut):  # pragma: no cover - compiled
     """RoPE (rotate_half pairs) of every row at its position."""
     t_n = y.shape[0]

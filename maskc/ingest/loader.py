@@ -31,7 +31,7 @@ from maskc.ingest import mxfp4, prequant
 from maskc.ingest.config import load_config, load_scheme, read_json_file
 from maskc.ir import ModelArch, TensorSpec, embedding_tensor, expected_tensors, layer_tensors
 from maskc.limits import check_tensor
-from maskc.romformat import QuantFormat
+from maskc.romformat import QuantFormat, unpermute_cols
 from maskc.safetensors_io import SUPPORTED_DTYPES, SafetensorsFile, TensorInfo
 
 INDEX_NAME = "model.safetensors.index.json"
@@ -76,6 +76,12 @@ class Model:
     #: rows (``"rows"``) renumbered by the same ``perm``; every read serves the renumbered
     #: matrices, the same model
     folds: dict[str, tuple[str, np.ndarray]] = field(default_factory=dict)
+    #: input permutations (docs/import-design.md): any other imported matrix whose ``g_idx``
+    #: is an activation-order permutation into whole groups; its ROM holds the columns in the
+    #: order ``P`` (consecutive groups) and the chip gathers its input by ``P``
+    #: (docs/numerics.md); :meth:`read_imported` serves the permuted layer, :meth:`read` the
+    #: matrix in the checkpoint's column order
+    perms: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def total_parameters(self) -> int:
@@ -113,10 +119,12 @@ class Model:
         return self._fold(name, t)
 
     def _fold(self, name: str, t):
-        if name not in self.folds:
-            return t
-        axis, perm = self.folds[name]
-        return prequant.permute(t, axis, perm)
+        if name in self.folds:
+            axis, perm = self.folds[name]
+            t = prequant.permute(t, axis, perm)
+        if name in self.perms:
+            t = prequant.permute(t, "cols", self.perms[name])
+        return t
 
     def rom_format(self, name: str) -> QuantFormat:
         """Imported layer ``name``'s ROM format from its scales (and zero points, ``g_idx``)
@@ -135,6 +143,8 @@ class Model:
         checkpoint's own dequantization (:func:`maskc.ingest.prequant.dequantize`)."""
         if name in self.imported:
             arr = prequant.dequantize(self.read_imported(name))
+            if name in self.perms:  # the ROM's column order back to the checkpoint's
+                arr = unpermute_cols(arr, self.perms[name])
             check_tensor(arr, name, str(self.locations[self.module_tensors(name)[0]][0].path))
             return arr
         st, _info = self.locations[name]
@@ -403,14 +413,15 @@ def _expected(path: Path, cfg_path: Path, arch: ModelArch, names) -> list[Tensor
 
 
 def declared_tensors(
-    path: str | os.PathLike, config: str | os.PathLike | None = None
-) -> tuple[ModelArch, list[TensorSpec], Path, dict[str, QuantFormat]]:
+    path: str | os.PathLike, config: str | os.PathLike | None = None, perms: bool = False
+) -> tuple:
     """``compile --plan-only``: the architecture, its tensors, the config's path and the ROM
     format of every imported layer, from config.json alone (``path`` a model folder or a
     config.json). When weights are at hand (a folder with weights, or a ``.safetensors`` file
     and ``config``), their headers (never their data) are first checked to hold every tensor
     the config declares. A pre-quantized checkpoint is opened as the compile opens it, and
-    each imported layer's format is read from its scales alone (:meth:`Model.rom_format`)."""
+    each imported layer's format is read from its scales alone (:meth:`Model.rom_format`).
+    ``perms``: a fifth value, the names of the imported layers with an input permutation."""
     path = Path(path)
     cfg = Path(config) if config is not None else None
     if path.is_dir():
@@ -422,8 +433,10 @@ def declared_tensors(
         if load_scheme(cfg_path) is not None:
             m = load_model(path, cfg)
             formats = {s.name: m.rom_format(s.name) for s in m.specs if s.name in m.imported}
-            return m.arch, m.specs, m.config_path, formats
-        return arch, _expected(path, cfg_path, arch, locations), cfg_path, {}
+            return (m.arch, m.specs, m.config_path, formats) + ((set(m.perms),) if perms else ())
+        return (arch, _expected(path, cfg_path, arch, locations), cfg_path, {}) + (
+            (set(),) if perms else ()
+        )
     cfg_path = cfg or (path / "config.json" if path.is_dir() else path)
     arch = load_config(cfg_path)
     scheme = load_scheme(cfg_path)
@@ -432,7 +445,7 @@ def declared_tensors(
             f"{cfg_path}: --plan-only of a pre-quantized checkpoint ({scheme.describe()}) needs "
             "its weights beside config.json: each layer's ROM format depends on its scales"
         )
-    return arch, expected_tensors(arch, str(cfg_path)), cfg_path, {}
+    return (arch, expected_tensors(arch, str(cfg_path)), cfg_path, {}) + ((set(),) if perms else ())
 
 
 def load_model(path: str | os.PathLike, config: str | os.PathLike | None = None) -> Model:
@@ -500,7 +513,7 @@ def load_model(path: str | os.PathLike, config: str | os.PathLike | None = None)
                 f"{list(info.shape)} {info.dtype}, expected the embedding's shape"
             )
 
-    folds = _folds(specs, imported, scheme, locations)
+    folds, perms = _folds(specs, imported, scheme, locations)
     tok_path = optional_file(cfg_path.parent / "tokenizer.json", "tokenizer.json")
     tok_vocab, template = (
         _load_tokenizer(tok_path, arch.vocab_size) if tok_path is not None else (None, None)
@@ -519,21 +532,24 @@ def load_model(path: str | os.PathLike, config: str | os.PathLike | None = None)
         scheme=scheme,
         imported=imported,
         folds=folds,
+        perms=perms,
     )
 
 
-def _folds(specs, imported, scheme, locations) -> dict[str, tuple[str, np.ndarray]]:
-    """The desc_act folds of a checkpoint (:attr:`Model.folds`): for each imported down_proj
-    whose ``g_idx`` (read here: C integers) is an activation-order permutation into whole
-    groups, its columns and its gate/up projections' rows (same layer, same expert)."""
+def _folds(specs, imported, scheme, locations) -> tuple[dict, dict]:
+    """The desc_act folds and input permutations of a checkpoint (:attr:`Model.folds`,
+    :attr:`Model.perms`): for each imported matrix whose ``g_idx`` (read here: C integers) is
+    an activation-order permutation into whole groups, a down_proj's columns and its gate/up
+    projections' rows (same layer, same expert) are renumbered (a fold: free at run time);
+    any other transformer-block matrix gets the permutation as its input permutation."""
     if scheme is None or scheme.method not in ("gptq", "compressed-tensors"):
-        return {}
+        return {}, {}
     suffix = ".g_idx" if scheme.method == "gptq" else ".weight_g_idx"
     by_role = {(s.layer, s.expert, s.role): s.name for s in specs}
-    out = {}
+    out, perms = {}, {}
     for s in specs:
-        if s.role not in prequant.FOLD_ROLES or s.name not in imported:
-            continue
+        if s.name not in imported or s.layer is None:
+            continue  # the embedding and lm_head: to_rom refuses a permuting g_idx
         g_name = imported[s.name] + suffix
         if g_name not in locations or scheme.group_size == -1:
             continue
@@ -546,7 +562,10 @@ def _folds(specs, imported, scheme, locations) -> dict[str, tuple[str, np.ndarra
         perm = prequant.fold_perm(g_idx, scheme.group_size)
         if perm is None:
             continue  # to_rom refuses it, naming the tensor
+        if s.role not in prequant.FOLD_ROLES:
+            perms[s.name] = perm
+            continue
         out[s.name] = ("cols", perm)
         for role in prequant.FOLD_ROLES[s.role]:
             out[by_role[(s.layer, s.expert, role)]] = ("rows", perm)
-    return out
+    return out, perms

@@ -505,6 +505,13 @@ def fold_perm(g_idx: np.ndarray, group_size: int) -> np.ndarray | None:
     return perm if np.array_equal(g_idx[perm], want) else None
 
 
+def _group_sizes(g_idx: np.ndarray, ng: int) -> str:
+    """The smallest and largest of the ``ng`` groups' sizes in ``g_idx``, e.g. ``"16..48"``."""
+    counts = np.bincount(g_idx, minlength=ng)
+    lo, hi = int(counts.min()), int(counts.max())
+    return str(lo) if lo == hi else f"{lo}..{hi}"
+
+
 def permute(t: Imported | mxfp4.MxImported, axis: str, perm: np.ndarray):
     """``t`` with its input columns (``axis`` ``"cols"``: codes and ``g_idx``) or its output
     rows (``"rows"``: codes, scales and zero points) in the order ``perm`` (a desc_act fold,
@@ -637,10 +644,18 @@ def _rom_groups(t: Imported) -> tuple[QuantFormat, dict[str, np.ndarray]]:
             "requantize an imported tensor (compile the float model instead)"
         )
     if not t.trivial_groups():
+        if fold_perm(t.g_idx, t.group_size) is None:
+            sizes = _group_sizes(t.g_idx, t.scale.shape[1])
+            raise UnsupportedError(
+                f"{n}: g_idx does not give every group {t.group_size} input columns (group "
+                f"sizes {sizes}); the ROM's groups are {t.group_size} "
+                "consecutive inputs in some order, so this layer cannot be imported exactly "
+                "(compile the float model instead)"
+            )
         raise UnsupportedError(
-            f"{n}: g_idx is an activation-order (desc_act) permutation; the ROM groups "
-            "consecutive input columns, so this layer cannot be imported exactly (only a "
-            "down_proj's is folded into gate/up; compile the float model instead)"
+            f"{n}: g_idx is an activation-order (desc_act) permutation; only a "
+            "transformer-block matrix takes an input permutation (docs/numerics.md), so this "
+            "layer cannot be imported exactly (compile the float model instead)"
         )
     g = rom_group_size(t)
     if g is None:

@@ -45,7 +45,7 @@ from maskc.netlist.constants import (
 )
 from maskc.netlist.dataflow import build_ops, norm_dim
 from maskc.netlist.ops import HeadNorm, RmsNorm
-from maskc.romformat import FORMAT_KINDS, QuantFormat, fields_of
+from maskc.romformat import FORMAT_KINDS, PERM, QuantFormat, fields_of, is_permutation
 from maskc.safetensors_io import WRITABLE, SafetensorsFile
 
 #: netlist.json's top-level keys
@@ -203,6 +203,7 @@ def check_netlist(
     fracs = {op.gamma: op.gamma_frac for op in ops if isinstance(op, RmsNorm | HeadNorm)}
     want = [op.to_json() for op in build_ops(arch, fracs, eps_d(arch))]
     _same(p, want, doc["ops"], "ops", "the dataflow of the architecture")
+    _check_perms(p, doc["matrices"], arch, params)
     _check_placement(p, doc, arch, fabric, params)
     _check_tokenizer(p, root, doc["tokenizer"], arch)
     _check_against_quant(p, root.parent, doc["matrices"], ops, arch)
@@ -230,6 +231,44 @@ def _check_params(p: Path, arch: ModelArch, params: SafetensorsFile) -> None:
         )
 
 
+def _check_perms(p: Path, mats: dict, arch: ModelArch, params: SafetensorsFile) -> None:
+    """Every input permutation (docs/netlist.md): only on a transformer-block matrix, its
+    params array int32 ``[C]`` and a permutation of ``range(C)``; no such array without its
+    matrix."""
+    layer = {t.name: t.layer for t in expected_tensors(arch) if len(t.shape) == 2}
+    used = set()
+    for name in sorted(mats):
+        key = mats[name].get(PERM)
+        if key is None:
+            continue
+        where = f"{p}: {_key('matrices', name)}.{PERM}"
+        if layer[name] is None:
+            raise InputError(
+                f"{where}: only a transformer-block matrix gathers its input; recompile"
+            )
+        c = mats[name]["shape"][1]
+        info = params.tensors.get(key)
+        if info is None:
+            raise InputError(f"{where}: params.safetensors has no {key}; recompile")
+        if info.dtype != "I32" or tuple(info.shape) != (c,):
+            raise InputError(
+                f"{where}: {key} is {_np_name(info.dtype)} {list(info.shape)}, expected int32 "
+                f"[{c}] (the matrix's columns); recompile"
+            )
+        if not is_permutation(params.read_raw(key).astype(np.int64), c):
+            raise InputError(
+                f"{where}: {key} is not a permutation of the {c} inputs (each of 0..{c - 1} "
+                "exactly once); recompile"
+            )
+        used.add(key)
+    for key in sorted(params.tensors):
+        if key.endswith(f".{PERM}") and key not in used:
+            raise InputError(
+                f"{p}: params.safetensors holds {key}, which no matrix of netlist.json names; "
+                "recompile"
+            )
+
+
 def _check_matrices(p: Path, doc: dict, arch: ModelArch, fabric) -> dict[Path, SafetensorsFile]:
     """Each matrix entry against the architecture, the fabric and its tiles file's header."""
     from maskc.netlist.loader import (
@@ -239,6 +278,7 @@ def _check_matrices(p: Path, doc: dict, arch: ModelArch, fabric) -> dict[Path, S
         packed_width,
         stored_dtype,
         tiles_file,
+        version6_feature,
     )
 
     mats = doc["matrices"]
@@ -287,6 +327,8 @@ def _check_matrices(p: Path, doc: dict, arch: ModelArch, fabric) -> dict[Path, S
             "tile_shape": [tr, w],
             "acc_bits": m.get("acc_bits"),
             "s_bound": m.get("s_bound"),
+            # an input permutation (version 6): its gather table's params key
+            **({PERM: f"{name}.{PERM}"} if PERM in m else {}),
         }
         _same(p, want, m, where, f"the architecture ({shapes}) on this fabric")
         ab, sb = m["acc_bits"], m["s_bound"]
@@ -301,12 +343,16 @@ def _check_matrices(p: Path, doc: dict, arch: ModelArch, fabric) -> dict[Path, S
                 f"(at most {MAX_PRODUCT_BITS - 16}); recompile"
             )
         by_file.setdefault(want["file"], []).append(name)
-    if doc["version"] >= FP4_VERSION and not any(
-        QuantFormat.from_json(m["format"], p, FORMAT_KINDS).fp4 for m in mats.values()
-    ):
+    feature = version6_feature(mats)
+    if doc["version"] >= FP4_VERSION and feature is None:
         raise InputError(
-            f"{p}: netlist version {doc['version']} is for FP4 matrices and this one has none "
-            f"(maskc writes it as version {FP4_VERSION - 1}); recompile"
+            f"{p}: netlist version {doc['version']} is for FP4 matrices or input permutations "
+            f"and this one has neither (maskc writes it as version {FP4_VERSION - 1}); recompile"
+        )
+    if doc["version"] < FP4_VERSION and feature is not None:
+        raise InputError(
+            f"{p}: {feature} need netlist version {FP4_VERSION}, this netlist is version "
+            f"{doc['version']}; recompile"
         )
     version = doc["version"]
     opened: dict[Path, SafetensorsFile] = {}
@@ -542,8 +588,8 @@ def _check_against_quant(p: Path, build: Path, mats: dict, ops: list, arch: Mode
     for name, m in mats.items():
         e = tensors.get(name)
         e = e if isinstance(e, dict) else {}
-        want = {"shape": e.get("shape"), "format": e.get("format")}
-        got = {"shape": m["shape"], "format": m["format"]}
+        want = {"shape": e.get("shape"), "format": e.get("format"), PERM: bool(e.get(PERM))}
+        got = {"shape": m["shape"], "format": m["format"], PERM: PERM in m}
         _same(p, want, got, _key("matrices", name), "as quant/index.json records the matrix")
     files: dict[Path, SafetensorsFile] = {}
     for i, op in enumerate(ops):

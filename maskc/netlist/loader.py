@@ -34,8 +34,9 @@ FORMAT = "maskc-netlist"
 #: image, maskc/boot.py)
 #: 5: every matrix names its routed ``expert`` (null outside a mixture of experts); the ops of
 #: mixtures of experts (route, experts, gate_scale) and per-head norms (head_norm)
-#: 6: FP4 matrices (``format.kind`` mxfp4/nvfp4, groups of 16, ``NAME/tensor_m``); a netlist
-#: without one is written as version 5, byte for byte as before (:func:`version_for`)
+#: 6: FP4 matrices (``format.kind`` mxfp4/nvfp4, groups of 16, ``NAME/tensor_m``) and input
+#: permutations (``matrices[NAME].input_perm``: params key ``NAME.input_perm``); a netlist
+#: with neither is written as version 5, byte for byte as before (:func:`version_for`)
 VERSION = 6
 #: the versions this maskc reads: 2 differs from 3 only in storing every field in its own dtype,
 #: 3 from 4 in having no params region (such a build has no boot image: verify refuses it)
@@ -54,11 +55,21 @@ def group_ok(fmt: QuantFormat) -> bool:
     return g % ACT_GROUP == 0 or (fmt.fp4 and ACT_GROUP % g == 0)
 
 
+def version6_feature(matrices: dict) -> str | None:
+    """The first version-6 feature these ``matrices`` entries use (an FP4 format, an input
+    permutation), or None."""
+    for m in matrices.values():
+        if m["format"].get("kind", "int") != "int":
+            return "FP4 matrices"
+        if "input_perm" in m:
+            return "input permutations"
+    return None
+
+
 def version_for(matrices: dict) -> int:
     """The version a netlist with these ``matrices`` entries is written as: 6 when one is FP4
-    (older readers refuse it by its version), else 5."""
-    fp4 = any(m["format"].get("kind", "int") != "int" for m in matrices.values())
-    return VERSION if fp4 else FP4_VERSION - 1
+    or has an input permutation (older readers refuse it by its version), else 5."""
+    return VERSION if version6_feature(matrices) else FP4_VERSION - 1
 
 
 #: Matrices of at most this many bits per code store two codes per byte (docs/netlist.md)
@@ -198,6 +209,14 @@ class Netlist:
     def params(self) -> dict[str, np.ndarray]:
         f = SafetensorsFile(self.path / "params.safetensors")
         return {k: f.read_raw(k) for k in sorted(f.tensors)}
+
+    def input_perm(self, name: str) -> np.ndarray | None:
+        """Matrix ``name``'s input permutation (int64 ``[C]``: its column ``j`` reads input
+        ``perm[j]``; checked at load), or None."""
+        key = self.matrices[name].get("input_perm")
+        if key is None:
+            return None
+        return SafetensorsFile(self.path / "params.safetensors").read_raw(key).astype(np.int64)
 
     def _file(self, name: str) -> SafetensorsFile:
         file = self.path / self.matrices[name]["file"]

@@ -38,7 +38,7 @@ from maskc.netlist.loader import (
     tiles_file,
     version_for,
 )
-from maskc.romformat import FIELD, QuantTensor, fields_of
+from maskc.romformat import FIELD, PERM, QuantTensor, fields_of
 from maskc.safetensors_io import write_safetensors
 from maskc.sram import netlist_sram
 
@@ -185,6 +185,15 @@ def write_netlist(
                 "acc_bits": acc_bits,
                 "s_bound": s_bound,
             }
+            perm = quant.input_perm(name)
+            if perm is not None:  # the gather table of its input (docs/numerics.md)
+                if bl[0].layer is None:
+                    raise InputError(
+                        f"{name}: an input permutation outside the transformer blocks; only "
+                        "their matrices gather their input"
+                    )
+                params[f"{name}.{PERM}"] = perm.astype(np.int32)
+                matrices[name][PERM] = f"{name}.{PERM}"
             weights += q.shape[0] * q.shape[1]
             if events:
                 events.advance(1, name)

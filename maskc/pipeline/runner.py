@@ -66,7 +66,7 @@ COMPILE = (
 #: settings, ROM size and placement from config.json alone
 PLAN = (
     Step("fabric", S.fabric, ("fabric",)),
-    Step("config", S.config, ("arch", "specs", "config_path", "imported_formats")),
+    Step("config", S.config, ("arch", "specs", "config_path", "imported_formats", "perms")),
     Step("settings", S.settings, ("quant_settings",)),
     Step("plan-rows", S.plan_rows, ("rows",)),
     Step("place", S.placement, ("placement",)),

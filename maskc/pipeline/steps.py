@@ -44,6 +44,7 @@ from maskc.quantize.report import (
 )
 from maskc.quantize.rules import QUANTIZABLE_ROLES, Resolution
 from maskc.quantize.stream import BlockPool, RowReader, quant_workers
+from maskc.romformat import PERM
 
 #: The tokenizer's optional settings beside tokenizer.json (the chat template)
 TC = "tokenizer_config.json"
@@ -88,6 +89,8 @@ def placement(
     reports/placement.json and reports/floorplan.png."""
     mats, tensors = [], []
     for r in rows:
+        if r.get(PERM):  # its gather table, in the boot image beside the biases
+            tensors.append((f"{r['name']}.{PERM}", r["shape"][1]))
         if not r["quantized"]:
             tensors.append((r["name"], math.prod(r["shape"])))
             if r["role"] in QUANTIZABLE_ROLES:
@@ -447,18 +450,22 @@ def layers_report(root: Path, banks: list[dict], fmt: str, weights: int) -> dict
 # -- --plan-only --------------------------------------------------------------------------------
 
 
-def config(model_path: Path, opts: CompileOptions) -> tuple[ModelArch, list, Path, dict]:
+def config(model_path: Path, opts: CompileOptions) -> tuple[ModelArch, list, Path, dict, set]:
     """The architecture from config.json (no weight data): arch, its tensors, the file; the
     weights' headers, when they are at hand, checked to hold those tensors; a pre-quantized
-    checkpoint's imported layers and their ROM formats (read from their scales alone)."""
+    checkpoint's imported layers and their ROM formats (read from their scales alone), and
+    those with an input permutation (from their ``g_idx``)."""
     from maskc.ingest.loader import declared_tensors
 
-    return declared_tensors(model_path, opts.model_config)
+    return declared_tensors(model_path, opts.model_config, perms=True)
 
 
-def plan_rows(specs: list, quant_settings: Resolution, imported_formats: dict) -> list[dict]:
+def plan_rows(
+    specs: list, quant_settings: Resolution, imported_formats: dict, perms: set
+) -> list[dict]:
     """Each tensor's setting and ROM bits, as the compile report's rows (no error columns);
-    an imported layer's are its own ROM format's (the settings do not apply to it)."""
+    an imported layer's are its own ROM format's (the settings do not apply to it), and its
+    input permutation is marked (its gather table takes SRAM: the placement counts it)."""
     rows = []
     for spec in specs:
         s = quant_settings.settings.get(spec.name)
@@ -475,6 +482,7 @@ def plan_rows(specs: list, quant_settings: Resolution, imported_formats: dict) -
                 "group_size": fmt.group_size if q else None,
                 **({"format": fmt.kind} if q and fmt.fp4 else {}),
                 "rom_bits": fmt.rom_bits(*spec.shape) if q else None,
+                **({PERM: True} if spec.name in perms else {}),
             }
         )
     return rows

@@ -20,12 +20,17 @@ from maskc.errors import UnsupportedError
 from maskc.ingest import prequant
 from maskc.quantize.rules import QUANTIZABLE_ROLES
 from maskc.quantize.store import index_entry_of
-from maskc.romformat import QuantFormat, fields_of
+from maskc.romformat import PERM, QuantFormat, fields_of, unpermute_cols
 
 #: the report's ``method`` of an imported layer
 METHOD = "imported"
 #: names shown in one warning before "and N more"
 _SHOW = 3
+
+
+def perm_layout(model, specs) -> dict[str, tuple]:
+    """The unit file's arrays of the input permutations among ``specs`` (int32 ``[C]``)."""
+    return {f"{s.name}/{PERM}": (np.int32, (s.shape[1],)) for s in specs if s.name in model.perms}
 
 
 def imported_formats(model, specs) -> dict[str, QuantFormat]:
@@ -45,6 +50,9 @@ def write_imported(model, spec, out, file: str, keep, kept, rows, index, progres
     q = prequant.to_rom(t)
     for fd in fields_of(q.fmt):
         out.write_rows(f"{spec.name}/{fd.name}", 0, getattr(q, fd.name))
+    perm = model.perms.get(spec.name)
+    if perm is not None:  # the ROM's column order (docs/numerics.md, input permutation)
+        out.write_rows(f"{spec.name}/{PERM}", 0, perm.astype(np.int32))
     deq = q.dequantize()
     ref = prequant.dequantize(t)
     del t
@@ -53,7 +61,9 @@ def write_imported(model, spec, out, file: str, keep, kept, rows, index, progres
     den = math.sqrt(float(np.sum(ref.astype(np.float64) ** 2)))
     rel = num / den if den else (0.0 if num == 0 else None)
     fmt = q.fmt
-    index[spec.name] = index_entry_of(fmt, METHOD, spec.shape, file)
+    index[spec.name] = index_entry_of(fmt, METHOD, spec.shape, file) | (
+        {PERM: True} if perm is not None else {}
+    )
     rows.append(
         {
             "name": spec.name,
@@ -72,9 +82,12 @@ def write_imported(model, spec, out, file: str, keep, kept, rows, index, progres
             "rel_error": rel,
             "snr_db": -20 * math.log10(rel) if rel else None,
             "imported": model.scheme.describe(),
+            **({PERM: True} if perm is not None else {}),
         }
     )
     if spec.name in keep:
+        if perm is not None:  # in the checkpoint's column order, as the float model reads it
+            deq = unpermute_cols(deq, perm)
         kept[spec.name] = deq if keep[spec.name] is None else deq[keep[spec.name]]
     if progress:
         progress(spec.parameters, spec.name)

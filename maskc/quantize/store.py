@@ -28,11 +28,14 @@ import numpy as np
 from maskc.errors import InputError
 from maskc.romformat import (
     FORMAT_KINDS,
+    PERM,
     QuantFormat,
     QuantTensor,
     fields_of,
     from_arrays,
+    is_permutation,
     read_tensor,
+    unpermute_cols,
 )
 from maskc.safetensors_io import SafetensorsFile
 
@@ -134,6 +137,25 @@ class QuantStore:
         q.method = str(e.get("method", ""))
         return q
 
+    def input_perm(self, name: str) -> np.ndarray | None:
+        """Matrix ``name``'s input permutation (int32 ``[C]``: its column ``j`` reads input
+        ``perm[j]``), or None; read from quant/ or, once dropped, the netlist."""
+        e = self.index[name]
+        if not e.get(PERM):
+            return None
+        if self.in_netlist(name):
+            return self.netlist().input_perm(name)
+        st = self.file(e["file"])
+        key = f"{name}/{PERM}"
+        c = e["shape"][1]
+        info = st.tensors.get(key)
+        if info is None or info.dtype != "I32" or tuple(info.shape) != (c,):
+            raise InputError(f"{self.build / e['file']}: {key} must be I32 [{c}]")
+        p = st.read_raw(key).astype(np.int64)
+        if not is_permutation(p, c):
+            raise InputError(f"{self.build / e['file']}: {key} is not a permutation of {c}")
+        return p
+
     def float(self, name: str) -> np.ndarray:
         """A tensor kept in float (a norm, a bias), as stored."""
         return self.file(self.index[name]["file"]).read(name)
@@ -188,7 +210,7 @@ class QuantStore:
             return self.float(name).astype(np.float32)
         r = self._rows(name)
         if r is None:
-            return self.matrix(name).dequantize()
+            return self._in_order(name, self.matrix(name).dequantize())
         out = None
         for a in range(0, r, DEQUANT_ROWS):
             part = self.dequantized_rows(name, a, min(a + DEQUANT_ROWS, r))
@@ -203,12 +225,23 @@ class QuantStore:
         ok = isinstance(shape, list) and len(shape) == 2 and isinstance(shape[0], int)
         return shape[0] if ok and shape[0] > 0 else None
 
+    def _in_order(self, name: str, w: np.ndarray) -> np.ndarray:
+        """Dequantized ``w`` of matrix ``name`` in its inputs' order (the ROM holds the columns
+        of a matrix with an input permutation permuted)."""
+        p = self.input_perm(name)
+        return w if p is None else unpermute_cols(w, p)
+
     def dequantized_rows(self, name: str, a: int, b: int) -> np.ndarray:
         """Rows ``a:b`` of :meth:`dequantized` ``(name)``, reading only those rows' fields
-        (memory: the rows, not the matrix)."""
+        (memory: the rows, not the matrix); in the inputs' order."""
         r = self._rows(name)
         if r is None or not 0 <= a <= b <= r:
             return self.dequantized(name)[a:b]
+        if self.kind(name) == "float":
+            return self._rom_rows(name, a, b, r)
+        return self._in_order(name, self._rom_rows(name, a, b, r))
+
+    def _rom_rows(self, name: str, a: int, b: int, r: int) -> np.ndarray:
         e = self.index[name]
         if self.kind(name) == "float":
             st = self.file(e["file"])

@@ -36,7 +36,7 @@ from maskc.fsutil import open_regular
 from maskc.limits import WEIGHT_LIMIT
 from maskc.quantize import fp4
 from maskc.quantize.calibrate import EXPERT_SITE_PREFIX, site_of
-from maskc.quantize.imported import imported_formats, write_imported
+from maskc.quantize.imported import imported_formats, perm_layout, write_imported
 from maskc.quantize.matrix import CHUNK_ROWS, quantize_stack
 from maskc.quantize.profiles import format_for
 from maskc.quantize.rules import QUANTIZABLE_ROLES, QuantSetting
@@ -308,6 +308,7 @@ def run_unit(
             f = fmts[spec.name]
             for fd in fields_of(f):
                 layout[f"{spec.name}/{fd.name}"] = (fd.dtype, fd.shape(f, *spec.shape))
+    layout.update(perm_layout(model, imported))
     meta = "quantized model-level tensors" if layer is None else "quantized layer"
     keep = keep or {}
     rows: list[dict] = []

@@ -342,6 +342,18 @@ case("build-netlist-format-kind", "build", "netlist.json: a matrix's format kind
      "netlist.json", "q_proj", "'kind'", "fp3")  # fmt: skip
 case("build-netlist-format-kind-type", "build", "netlist.json: a matrix's format kind is a list",
      E, 3, "netlist.json", "q_proj", "'kind'", "list")  # fmt: skip
+# input permutations (issue 21, desc_act on every matrix): q_proj given a gather table in
+# params.safetensors (netlist version 6), re-hashed; the table must be a permutation of its
+# columns, int32 [C], in a version 6 netlist
+case("build-netlist-input-perm-dup", "build",
+     "an input permutation (q_proj's gather table) with a column twice, re-hashed", E, 3,
+     "netlist.json", "q_proj", "input_perm", "not a permutation")  # fmt: skip
+case("build-netlist-input-perm-dtype", "build", "an input permutation stored as int64", E, 3,
+     "netlist.json", "q_proj", "input_perm", "int64", "expected int32 [64]")  # fmt: skip
+case("build-netlist-input-perm-shape", "build", "an input permutation of 32 of 64 columns", E,
+     3, "netlist.json", "q_proj", "input_perm", "expected int32 [64]")  # fmt: skip
+case("build-netlist-input-perm-v5", "build", "an input permutation in a version 5 netlist", E,
+     3, "netlist.json", "input permutations", "netlist version 6")  # fmt: skip
 # -- adapters ------------------------------------------------------------------------------------
 A = [*E, "--adapter", "{d}/ad"]
 case("adapter-rank-0", "adapter", "r = 0", A, 3, "r = 0")
@@ -544,8 +556,9 @@ case("prequant-2bit", "model", "2-bit GPTQ (no ROM format)", C, 3, ".weight",
      "2-bit codes have no ROM format", "compile the float model")  # fmt: skip
 case("prequant-group-16", "model", "GPTQ group size 16 (not a multiple of 32)", C, 3,
      ".weight", "group size 16", "compile the float model")  # fmt: skip
-case("prequant-desc-act", "model", "GPTQ desc_act with a permuting g_idx", C, 3,
-     QP + ".weight", "g_idx", "compile the float model")  # fmt: skip
+case("prequant-desc-act", "model",
+     "GPTQ desc_act with a g_idx of uneven groups (16 and 48 columns; issue 21)", C, 3,
+     QP + ".weight", "g_idx", "16..48", "compile the float model")  # fmt: skip
 case("prequant-scales-span", "model", "a row of GPTQ scales spanning 2^-24..2^15", C, 3,
      QP + ".weight", "row 0", "compile the float model")  # fmt: skip
 case("prequant-plan-only", "model",
@@ -634,6 +647,17 @@ def _edit_param(build: Path, name: str, fn) -> None:
     _rehash(build)
 
 
+def _add_param(build: Path, name: str, value: np.ndarray) -> None:
+    """Add one array to the build's params.safetensors (the caller re-hashes)."""
+    from maskc.safetensors_io import SafetensorsFile, write_safetensors
+
+    p = build / "netlist" / "params.safetensors"
+    f = SafetensorsFile(p)
+    t = {k: np.array(f.read_raw(k)) for k in f.tensors}
+    t[name] = value
+    write_safetensors(p, t, {"maskc": "netlist parameters"})
+
+
 TEMPLATES = {  # chat templates of the model-template-* and prompt-template-* cases
     "div0": "{{ messages|length // 0 }}",
     "recursion": "{% macro f(x) %}{{ f(x) }}{% endmacro %}{{ f(1) }}",
@@ -674,6 +698,18 @@ def _edit_netlist(b: Path, name: str) -> None:
         ops[2]["matrix"] = "model.layers.0.self_attn.qq_proj.weight"
     elif name == "build-netlist-op-order":
         ops[2], ops[3] = ops[3], ops[2]
+    elif name.startswith("build-netlist-input-perm-"):
+        q = "model.layers.0.self_attn.q_proj.weight"
+        doc["matrices"][q]["input_perm"] = f"{q}.input_perm"
+        doc["version"] = 5 if name.endswith("-v5") else 6
+        perm = np.arange(64, dtype=np.int32)[::-1].copy()
+        if name.endswith("-dup"):
+            perm[1] = perm[0]
+        elif name.endswith("-dtype"):
+            perm = perm.astype(np.int64)
+        elif name.endswith("-shape"):
+            perm = perm[:32].copy()
+        _add_param(b, f"{q}.input_perm", perm)
     elif name.startswith("build-netlist-format-"):
         fmt = doc["matrices"]["model.layers.0.self_attn.q_proj.weight"]["format"]
         if name == "build-netlist-format-mxfp4":
@@ -1130,7 +1166,7 @@ def _prequant(name: str, d: Path, model: Path) -> None:
         t[qp + ".scales"][0, 0] = -1.0
     elif name == "prequant-desc-act":
         qc["desc_act"] = True
-        t[qp + ".g_idx"] = (np.arange(64, dtype=np.int32) % 2).astype(np.int32)
+        t[qp + ".g_idx"] = (np.arange(64) >= 16).astype(np.int32)  # groups of 16 and 48
     elif name == "prequant-scales-span":
         t[qp + ".scales"][0, 0] = np.float16(2.0**-24)
         t[qp + ".scales"][1, 0] = np.float16(2.0**15)
