@@ -46,7 +46,7 @@ class Act8:
     """act8 values of a batch: codes int64 ``[T, n]``, mantissa and exponent int64 ``[T]``,
     group shifts int64 ``[T, ceil(n / 32)]``. When a matrix of the netlist has an input
     permutation, also the integers ``y`` int64 ``[T, n]`` the act8 was made from with their
-    fraction bits ``f`` int64 ``[T]`` (``Q8(y, f, 32)``), for :func:`gather`."""
+    fraction bits ``f`` int64 ``[T]`` (``Q8(y, f, 32)``), for :func:`units.gather`."""
 
     x: np.ndarray
     m: np.ndarray
@@ -59,16 +59,6 @@ class Act8:
         """The act8 of the batch rows ``rows``."""
         pre = () if self.y is None else (self.y[rows], self.f[rows])
         return Act8(self.x[rows], self.m[rows], self.e[rows], self.s[rows], *pre)
-
-
-def gather(a: Act8, perm: np.ndarray | None) -> Act8:
-    """The act8 a matrix with input permutation ``perm`` reads (docs/numerics.md, "Input
-    permutation"): ``Q8(y[perm], f, 32)`` of the vector ``a`` was made from; ``a`` itself
-    without one."""
-    if perm is None:
-        return a
-    fn = K.q8_rows_par if a.y.shape[0] >= K.PARALLEL_MIN_ROWS else K.q8_rows
-    return Act8(*fn(np.ascontiguousarray(a.y[:, perm]), a.f, ACT_GROUP))
 
 
 class Chip:
@@ -224,18 +214,9 @@ class Chip:
             )
             seen.update(ops[k].matrix for k in group)
             mats = [load(ops[k].matrix) for k in group]
-            perms = [self.perms.get(ops[k].matrix) for k in group]
-            same_perm = all(
-                (q is None and perms[0] is None)
-                or (q is not None and perms[0] is not None and np.array_equal(q, perms[0]))
-                for q in perms
-            )  # one gathered input for the stack
-            if (
-                len(group) > 1
-                and fresh
-                and same_perm
-                and all(m.same_storage(mats[0]) for m in mats)
-            ):
+            perms = [self.perms.get(ops[k].matrix) for k in group]  # one gather for a stack
+            same = all(U.same_perm(q, perms[0]) for q in perms)
+            if len(group) > 1 and fresh and same and all(m.same_storage(mats[0]) for m in mats):
                 biases = [None if ops[k].bias is None else params[ops[k].bias] for k in group]
                 out[i] = (group, *stack(mats, biases))
             i = j + 1
@@ -324,7 +305,7 @@ class Chip:
         lora = any(name in self.lora for _, name, _, _ in parts)
 
         def step(slots, ids, positions, segs):
-            a = gather(slots[src], perm)
+            a = U.gather(slots[src], perm)
             y = mm(a, st, bias, hint)
             for out, name, r0, r1 in parts:
                 yk = np.ascontiguousarray(y[:, r0:r1])
@@ -355,7 +336,7 @@ class Chip:
                 perm = self.perms.get(name)
 
                 def step(slots, ids, positions, segs):
-                    a = gather(slots[src], perm)
+                    a = U.gather(slots[src], perm)
                     y = mm(a, mat, bias, hint)
                     slots[out] = adapt(name, a, y) if lora else y
 
@@ -605,7 +586,7 @@ class Chip:
         return Act8(*fn(h, gamma, gamma_frac, eps_d, self.F, self.rsqrt))
 
     def _q8(self, y: np.ndarray, f: np.ndarray) -> Act8:
-        """``Q8(y, f, 32)`` of every row, keeping ``y`` and ``f`` (:func:`gather`)."""
+        """``Q8(y, f, 32)`` of every row, keeping ``y`` and ``f`` (:func:`units.gather`)."""
         fn = K.q8_rows_par if y.shape[0] >= K.PARALLEL_MIN_ROWS else K.q8_rows
         return Act8(*fn(y, f, ACT_GROUP), y, f)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from maskc.emulate import units as U
 from maskc.emulate.kernels import bitlen, exp_weight, rsr, sat32, term
 
 I64 = np.int64
@@ -152,8 +153,6 @@ def experts_step(chip, op, experts: list[tuple]):
     tokens' act8 input over the link and sends its int32 output back, weighed and summed on
     the home die (the same integers: the logits are those of one die); the bytes are counted
     in ``chip.link_bytes``."""
-    from maskc.emulate.chip import gather
-
     src, sel, out = op.src, op.sel, op.out
     perms = [tuple(chip.perms.get(n) for n in op.expert_matrices(e)) for e in range(op.experts)]
     mm, swiglu = chip.matmul, chip.swiglu
@@ -174,12 +173,8 @@ def experts_step(chip, op, experts: list[tuple]):
             g, u, d = experts[e]
             pg, pu, pd = perms[e]
             # gate's and up's inputs, gathered on the home die (one act8 when they share it)
-            ag = gather(sub, pg)
-            au = (
-                ag
-                if pu is pg or (pu is not None and pg is not None and np.array_equal(pu, pg))
-                else gather(sub, pu)
-            )
+            ag = U.gather(sub, pg)
+            au = ag if U.same_perm(pu, pg) else U.gather(sub, pu)
             x = away.get(e)
             if x is not None:  # to the expert's die: each distinct act8 once
                 n, ag2 = to_wire(ag, f"layer {op.layer} expert {e}")
@@ -190,7 +185,7 @@ def experts_step(chip, op, experts: list[tuple]):
                 else:
                     au = ag2
                 ag = ag2
-            y = mm(gather(swiglu(mm(ag, g, None), mm(au, u, None)), pd), d, None)
+            y = mm(U.gather(swiglu(mm(ag, g, None), mm(au, u, None)), pd), d, None)
             if x is not None:  # its output back to the home die
                 n, y = signal_wire(y, f"layer {op.layer} expert {e}")
                 counts[(x, home)] += n

@@ -15,6 +15,7 @@ from numba import njit, prange
 from maskc.emulate.kernels import (
     GROUP,
     INT32_MIN,
+    PARALLEL_MIN_ROWS,
     act8_empty,
     bitlen,
     exp_weight,
@@ -347,3 +348,20 @@ def add_rows(a, b):  # pragma: no cover - compiled
         for j in range(a.shape[1]):
             out[t, j] = sat32(a[t, j] + b[t, j])
     return out
+
+
+def gather(a, perm: np.ndarray | None):
+    """The act8 a matrix with input permutation ``perm`` reads (docs/numerics.md, "Input
+    permutation"): ``Q8(y[:, perm], f, 32)`` of the vectors the :class:`~maskc.emulate.chip.Act8`
+    ``a`` was made from; ``a`` itself without one."""
+    if perm is None:
+        return a
+    from maskc.emulate.chip import Act8
+
+    fn = q8_rows_par if a.y.shape[0] >= PARALLEL_MIN_ROWS else q8_rows
+    return Act8(*fn(np.ascontiguousarray(a.y[:, perm]), a.f, GROUP))
+
+
+def same_perm(p: np.ndarray | None, q: np.ndarray | None) -> bool:
+    """Whether two input permutations (or their absence) are the same: one gathered input."""
+    return (p is None and q is None) or (p is not None and q is not None and np.array_equal(p, q))
