@@ -188,6 +188,7 @@ def test_library_checkpoint_is_imported_exactly(models, tmp_path, bits, group, s
     assert idx["lm_head.weight"]["method"] != "imported"
 
 
+@pytest.mark.slow  # ~15 s: a whole compile, verify and emulate
 def test_library_checkpoint_compiles_verifies_and_emulates(models, tmp_path, cli):
     """A 4-bit checkpoint (group 64, asymmetric, so the zero points are packed too; the mini
     fabric's 192-weight tile row takes ROM groups of 32 or 64): inspect recognises it, the
