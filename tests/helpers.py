@@ -117,3 +117,23 @@ def raw_fields(build, name) -> dict:
             else:
                 dst[r0 : r0 + nr, c0 // g : c0 // g + k] = src[:, :k]
     return out
+
+
+def weights_by_hand(f: dict, shape):
+    """A stored matrix's weights from its raw fields (docs/numerics.md, "Weights"):
+    ``scale_m * 2^(scale_e - scale_s) * levels[code] + zero_m * 2^(zero_e - zero_s)``."""
+    import numpy as np
+
+    _r, c = shape
+    ng = f["scale_m"].shape[1]
+    g = -(-f["codes"].shape[1] // ng)
+    step = f["scale_m"].astype(np.float64) * np.exp2(
+        f["scale_e"].astype(np.float64)[:, None] - f["scale_s"]
+    )
+    w = np.repeat(step, g, axis=1)[:, :c] * f["levels"].astype(np.float64)[f["codes"][:, :c]]
+    if "zero_m" in f:
+        off = f["zero_m"].astype(np.float64) * np.exp2(
+            f["zero_e"].astype(np.float64)[:, None] - f["zero_s"]
+        )
+        w += np.repeat(off, g, axis=1)[:, :c]
+    return w.astype(np.float32)

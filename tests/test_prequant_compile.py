@@ -12,30 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import quantizer_output, raw_fields
+from helpers import quantizer_output, raw_fields, weights_by_hand
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prequant_pack import quantize_folder
 
 from maskc.pipeline.options import CompileOptions
-
-
-def _by_hand(f: dict, shape) -> np.ndarray:
-    """A stored matrix's weights from its raw fields (docs/numerics.md, "Weights"):
-    ``scale_m * 2^(scale_e - scale_s) * levels[code] + zero_m * 2^(zero_e - zero_s)``."""
-    _r, c = shape
-    ng = f["scale_m"].shape[1]
-    g = -(-f["codes"].shape[1] // ng)
-    step = f["scale_m"].astype(np.float64) * np.exp2(
-        f["scale_e"].astype(np.float64)[:, None] - f["scale_s"]
-    )
-    w = np.repeat(step, g, axis=1)[:, :c] * f["levels"].astype(np.float64)[f["codes"][:, :c]]
-    if "zero_m" in f:
-        off = f["zero_m"].astype(np.float64) * np.exp2(
-            f["zero_e"].astype(np.float64)[:, None] - f["zero_s"]
-        )
-        w += np.repeat(off, g, axis=1)[:, :c]
-    return w.astype(np.float32)
 
 
 @pytest.fixture
@@ -75,7 +57,7 @@ def test_every_format_is_imported_exactly(ckpt, tmp_path, method, kw):
     idx = json.loads((out / "quant" / "index.json").read_text())["tensors"]
     for name, ref in refs.items():
         assert idx[name]["method"] == "imported"
-        got = _by_hand(raw_fields(out, name), ref.shape)
+        got = weights_by_hand(raw_fields(out, name), ref.shape)
         assert np.array_equal(got, ref.astype(np.float32)), name
         assert idx[name]["format"]["bits"] == kw.get("bits", 4)
 
@@ -91,7 +73,7 @@ def test_gptq_compiles_verifies_and_emulates(ckpt, tmp_path, cli):
     rep = json.loads((b / "reports" / "quant.json").read_text())
     _rows_exact(rep["tensors"], refs)
     for name, ref in refs.items():
-        got = _by_hand(raw_fields(b, name), ref.shape)
+        got = weights_by_hand(raw_fields(b, name), ref.shape)
         assert np.array_equal(got, ref.astype(np.float32)), name
     # the float reference of the output error is the checkpoint's dequantized model: only the
     # embedding (quantized by maskc) differs from it
@@ -252,7 +234,7 @@ def test_desc_act_down_proj_is_folded_into_gate_and_up(ckpt, tmp_path, cli):
             ],
         }
         for name, w in want.items():
-            got = _by_hand(raw_fields(b, name), w.shape)
+            got = weights_by_hand(raw_fields(b, name), w.shape)
             assert np.array_equal(got, w.astype(np.float32)), name
     assert cli("verify", b).code == 0
     # the float reference: the tiny model with every packed weight replaced by its definition
