@@ -128,7 +128,8 @@ def _rtn(w, bits, group, sym, lo_zero):
 
 def quantize_folder(src, dst, method, bits=4, group=32, sym=False, v1=True, desc_act=()):
     """Folder ``src`` (a float model) as a ``method`` checkpoint in ``dst``: every decoder
-    layer's linear weights rounded to nearest and packed; the rest copied. Returns the
+    layer's linear weights rounded to nearest (in groups of ``group`` input columns; -1, GPTQ
+    only: one group per row) and packed; the rest copied. Returns the
     quantization_config written and each packed weight's definition ``scale * (q - zero)``
     (float64, exact: an F16 scale times an integer below 2^9), by weight name.
 
@@ -155,10 +156,11 @@ def quantize_folder(src, dst, method, bits=4, group=32, sym=False, v1=True, desc
         order = np.arange(w.shape[1])
         if parts[-2] in desc_act:
             order = np.random.default_rng(len(refs)).permutation(w.shape[1])
-        q, zero, scale = _rtn(w[:, order], bits, group, sym, 1 if v1 else 0)
+        gs = w.shape[1] if group == -1 else group  # -1: one group per row (per channel)
+        q, zero, scale = _rtn(w[:, order], bits, gs, sym, 1 if v1 else 0)
         q[:, order] = q.copy()  # back to the original column order
         g_idx = np.empty(w.shape[1], dtype=np.int64)
-        g_idx[order] = np.arange(w.shape[1]) // group
+        g_idx[order] = np.arange(w.shape[1]) // gs
         refs[name] = scale.astype(np.float64)[:, g_idx] * (q - zero[:, g_idx])
         if method == "gptq":
             packed = pack_gptq(q, zero, scale, bits, v1=v1, g_idx=g_idx if desc_act else None)

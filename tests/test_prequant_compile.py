@@ -167,7 +167,9 @@ def test_any_module_headers_give_a_layer_or_an_input_error(tmp_path, method, sha
     assert pq.dequantize(layer).shape == shape
 
 
-@pytest.mark.parametrize("method,kw", [("gptq", {"bits": 3}), ("awq", {})])
+@pytest.mark.parametrize(
+    "method,kw", [("gptq", {"bits": 3}), ("awq", {}), ("gptq", {"group": -1})]
+)
 def test_plan_only_places_as_the_compile(ckpt, tmp_path, cli, method, kw):
     """--plan-only of a pre-quantized checkpoint: each imported layer's ROM format from its
     scales alone; the placement and the ROM bits are the full compile's."""
@@ -181,6 +183,43 @@ def test_plan_only_places_as_the_compile(ckpt, tmp_path, cli, method, kw):
     plan = json.loads((p / "reports" / "plan.json").read_text())
     rows = json.loads((b / "reports" / "quant.json").read_text())["tensors"]
     assert plan["rom_bits"] == sum(r["rom_bits"] for r in rows if r["quantized"])
+
+
+def test_rom_groups_fit_the_fabrics_tile_rows():
+    """An imported layer's ROM group lies inside one checkpoint group and divides the
+    fabric's tile row at its code width (hc1: 384 4-bit / 192 8-bit weights; mini: 192 / 96):
+    the largest such multiple of 32; any size for a per-channel layer."""
+    from types import SimpleNamespace as T
+
+    from maskc.ingest.prequant import rom_group_size
+
+    hc1, mini = {3: 512, 4: 384, 8: 192}, {3: 256, 4: 192, 8: 96}
+    g128 = T(group_size=128, shape=(8, 4096), bits=4)
+    assert rom_group_size(g128) == rom_group_size(g128, hc1) == 128
+    assert rom_group_size(g128, mini) == 64
+    assert rom_group_size(T(group_size=128, shape=(8, 4096), bits=8), hc1) == 64
+    assert rom_group_size(T(group_size=128, shape=(8, 4096), bits=8), mini) == 32
+    chan = T(group_size=4096, shape=(8, 4096), bits=4)  # per channel: the group is the row
+    assert rom_group_size(chan) == 4096
+    assert (rom_group_size(chan, hc1), rom_group_size(chan, mini)) == (384, 192)
+    odd = T(group_size=100, shape=(8, 100), bits=4)  # per channel, a width no 32 divides
+    assert rom_group_size(odd) == 128 and rom_group_size(odd, mini) == 192
+    assert rom_group_size(T(group_size=16, shape=(8, 64), bits=4), hc1) is None
+    assert rom_group_size(T(group_size=96, shape=(8, 192), bits=4), {4: 128}) == 32
+
+
+def test_a_per_channel_layer_wider_than_a_tile_row_is_imported_exactly(ckpt, tmp_path, cli):
+    """GPTQ ``group_size: -1`` (one scale per row): down_proj's 160-wide rows on mini's
+    192-weight tile rows take one ROM group per tile row (the scale repeats), exactly."""
+    d, refs = ckpt("gptq", group=-1)
+    b = tmp_path / "b"
+    r = cli("compile", d, "-o", b, "--fabric", "mini", "--no-verify")
+    assert r.code == 0, r.err
+    idx = json.loads((b / "reports" / "quant.json").read_text())["tensors"]
+    _rows_exact(idx, refs)
+    for name, ref in refs.items():
+        got = weights_by_hand(raw_fields(b, name), ref.shape)
+        assert np.array_equal(got, ref.astype(np.float32)), name
 
 
 def test_plan_only_refuses_what_the_compile_refuses(ckpt, tmp_path, cli):

@@ -302,9 +302,7 @@ def test_any_library_layer_is_read_exactly_or_refused(
         rom = pq.to_rom(t)
     except MaskcError as e:
         assert "p.weight" in str(e) and "\n" not in str(e)
-        if group < 0 and cols % 32:  # one group per row of a width no multiple of 32 divides
-            assert "is not a multiple of 32" in str(e)
-        else:
-            assert bits == 8 and not sym and dtype == torch.float16, str(e)
+        # the only refusal: 8-bit asymmetric offsets with F16 scales may not fit the fields
+        assert bits == 8 and not sym and dtype == torch.float16, str(e)
         return
     _agrees(rom.dequantize(), exact, native)

@@ -126,16 +126,17 @@ class Model:
             t = prequant.permute(t, "cols", self.perms[name])
         return t
 
-    def rom_format(self, name: str) -> QuantFormat:
+    def rom_format(self, name: str, tile_rows: dict[int, int] | None = None) -> QuantFormat:
         """Imported layer ``name``'s ROM format from its scales (and zero points, ``g_idx``)
         alone, never its codes: what ``compile --plan-only`` needs. UnsupportedError naming
-        the layer when it has none (as the compile's)."""
+        the layer when it has none (as the compile's). ``tile_rows``: as for
+        :func:`maskc.ingest.prequant.to_rom`."""
         prefix = self.imported[name]
         where = str(self.locations[self.module_tensors(name)[0]][0].path)
         if self.scheme.method == mxfp4.METHOD:
             return mxfp4.rom_format(_Tensors(self.locations), prefix, name, self.arch, where)
         t = prequant.read_module(_Tensors(self.locations), prefix, self.scheme, where, False)
-        return prequant.rom_format(self._fold(name, t))
+        return prequant.rom_format(self._fold(name, t), tile_rows)
 
     def read(self, name: str) -> np.ndarray:
         """Tensor ``name`` as float32 with its HF shape; raises InputError on NaN/Inf or a
@@ -413,7 +414,10 @@ def _expected(path: Path, cfg_path: Path, arch: ModelArch, names) -> list[Tensor
 
 
 def declared_tensors(
-    path: str | os.PathLike, config: str | os.PathLike | None = None, perms: bool = False
+    path: str | os.PathLike,
+    config: str | os.PathLike | None = None,
+    perms: bool = False,
+    tile_rows: dict[int, int] | None = None,
 ) -> tuple:
     """``compile --plan-only``: the architecture, its tensors, the config's path and the ROM
     format of every imported layer, from config.json alone (``path`` a model folder or a
@@ -421,7 +425,8 @@ def declared_tensors(
     and ``config``), their headers (never their data) are first checked to hold every tensor
     the config declares. A pre-quantized checkpoint is opened as the compile opens it, and
     each imported layer's format is read from its scales alone (:meth:`Model.rom_format`).
-    ``perms``: a fifth value, the names of the imported layers with an input permutation."""
+    ``perms``: a fifth value, the names of the imported layers with an input permutation.
+    ``tile_rows``: the fabric's weights per tile row by code bits (ROM groups divide them)."""
     path = Path(path)
     cfg = Path(config) if config is not None else None
     if path.is_dir():
@@ -432,7 +437,9 @@ def declared_tensors(
         cfg_path, arch, _files, locations = _open_headers(path, cfg)
         if load_scheme(cfg_path) is not None:
             m = load_model(path, cfg)
-            formats = {s.name: m.rom_format(s.name) for s in m.specs if s.name in m.imported}
+            formats = {
+                s.name: m.rom_format(s.name, tile_rows) for s in m.specs if s.name in m.imported
+            }
             return (m.arch, m.specs, m.config_path, formats) + ((set(m.perms),) if perms else ())
         return (arch, _expected(path, cfg_path, arch, locations), cfg_path, {}) + (
             (set(),) if perms else ()

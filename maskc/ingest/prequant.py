@@ -605,35 +605,53 @@ def _encode(v: np.ndarray, signed: bool, name: str, what: str):
     return best
 
 
-def rom_group_size(t: Imported) -> int | None:
-    """The ROM group size for ``t``: the largest multiple of 32, at most 4096, dividing the
-    checkpoint's group size (None when there is none)."""
-    for g in range(min(t.group_size, 4096) // 32 * 32, 0, -32):
-        if t.group_size % g == 0:
+#: the largest ROM group (romformat's)
+MAX_ROM_GROUP = 4096
+
+
+def rom_group_size(t: Imported, tile_rows: dict[int, int] | None = None) -> int | None:
+    """The ROM group size for ``t``: the largest multiple of 32, at most 4096, such that every
+    ROM group lies inside one checkpoint group (it divides the checkpoint's group size; any
+    size for a per-channel layer, whose group is the whole row) and, given ``tile_rows``
+    (weights per tile row of the fabric, by code bits), a tile row holds whole ROM groups.
+    None when there is none."""
+    per_channel = t.group_size >= t.shape[1]
+    row = (tile_rows or {}).get(t.bits)
+    top = MAX_ROM_GROUP if per_channel else min(t.group_size, MAX_ROM_GROUP)
+    if row is not None:
+        top = min(top, row)
+    elif per_channel:  # no fabric: one group per row, or the fewest that cover it
+        top = min(-(-t.shape[1] // 32) * 32, MAX_ROM_GROUP)
+    for g in range(top // 32 * 32, 0, -32):
+        if (per_channel or t.group_size % g == 0) and (row is None or row % g == 0):
             return g
     return None
 
 
-def to_rom(t: Imported | mxfp4.MxImported) -> QuantTensor:
+def to_rom(t: Imported | mxfp4.MxImported, tile_rows: dict[int, int] | None = None) -> QuantTensor:
     """``t`` in the ROM format with the same value for every weight, or UnsupportedError
     naming the tensor and what does not fit (see docs/import-design.md); an MXFP4 expert in
-    the ``mxfp4`` format (:func:`maskc.ingest.mxfp4.to_rom`)."""
+    the ``mxfp4`` format (:func:`maskc.ingest.mxfp4.to_rom`). ``tile_rows``: the fabric's
+    weights per tile row by code bits, which the ROM group must divide (None: any fabric's
+    rows are taken to hold the checkpoint's groups)."""
     if isinstance(t, mxfp4.MxImported):
         return mxfp4.to_rom(t)
-    fmt, arrays = _rom_groups(t)
+    fmt, arrays = _rom_groups(t, tile_rows)
     r, c = t.shape
     arrays["codes"] = np.zeros((r, fmt.padded_cols(c)), dtype=np.uint8)
     arrays["codes"][:, :c] = t.codes
     return from_arrays(t.name, (r, c), fmt, arrays, method="imported")
 
 
-def rom_format(t: Imported) -> QuantFormat:
+def rom_format(t: Imported, tile_rows: dict[int, int] | None = None) -> QuantFormat:
     """The ROM format :func:`to_rom` gives ``t``, from its scales, zero points and ``g_idx``
     alone (``t.codes`` may be None), with the same refusals."""
-    return _rom_groups(t)[0]
+    return _rom_groups(t, tile_rows)[0]
 
 
-def _rom_groups(t: Imported) -> tuple[QuantFormat, dict[str, np.ndarray]]:
+def _rom_groups(
+    t: Imported, tile_rows: dict[int, int] | None = None
+) -> tuple[QuantFormat, dict[str, np.ndarray]]:
     """The ROM format of ``t`` and every field but ``codes`` (UnsupportedError naming the
     tensor when there is none)."""
     n, b = t.name, t.bits
@@ -657,11 +675,20 @@ def _rom_groups(t: Imported) -> tuple[QuantFormat, dict[str, np.ndarray]]:
             "transformer-block matrix takes an input permutation (docs/numerics.md), so this "
             "layer cannot be imported exactly (compile the float model instead)"
         )
-    g = rom_group_size(t)
+    g = rom_group_size(t, tile_rows)
     if g is None:
+        if t.group_size % 32:
+            raise UnsupportedError(
+                f"{n}: group size {t.group_size} is not a multiple of 32, the chip's "
+                "activation group; it cannot be imported exactly (compile the float model "
+                "instead)"
+            )
+        row = (tile_rows or {}).get(b)
         raise UnsupportedError(
-            f"{n}: group size {t.group_size} is not a multiple of 32, the chip's activation "
-            "group; it cannot be imported exactly (compile the float model instead)"
+            f"{n}: no ROM group (a multiple of 32) both divides the checkpoint's group size "
+            f"{t.group_size} and the fabric's {row}-weight tile row at {b} bits; it cannot be "
+            "imported exactly on this fabric (compile the float model, or choose another "
+            "--fabric)"
         )
     ngr = -(-c // g)
     gi = (np.arange(ngr) * g) // t.group_size  # each ROM group lies in checkpoint group gi

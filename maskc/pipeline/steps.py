@@ -10,6 +10,7 @@ steps are the model). Files are written into ``build``, the run's temporary fold
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from pathlib import Path
 
@@ -228,6 +229,7 @@ def quantize(
     build: Path,
     events,
     opts: CompileOptions,
+    fabric: Fabric,
 ) -> tuple[QuantizedModel, list[dict]]:
     """Stage 2: quant/ written; the quantized model and its per-tensor rows. Without
     calibration the layers are quantized by ``--jobs`` worker processes (quant_workers: fewer
@@ -244,6 +246,9 @@ def quantize(
     explicit = explicit or opts.quant_config is not None
     for w in conflicts(model, quant_settings.settings, explicit, opts.method):
         events.warn(w)
+    run = functools.partial(
+        quantize_model, model, quant_settings, calib, build, events, tile_rows=tile_rows(fabric)
+    )
     if calib is not None:
         from concurrent.futures import ThreadPoolExecutor
 
@@ -252,19 +257,19 @@ def quantize(
             if parallel.distributed():
                 with parallel.pool(0) as ex:
                     blocks = BlockPool(ex, parallel.worker_count(1), local)
-                    q = quantize_model(model, quant_settings, calib, build, events, blocks=blocks)
+                    q = run(blocks=blocks)
             else:
                 blocks = BlockPool(local, threads)
-                q = quantize_model(model, quant_settings, calib, build, events, blocks=blocks)
+                q = run(blocks=blocks)
         return q, q.rows
     n = quant_workers(model, opts.jobs)
     if parallel.distributed():
         n = parallel.worker_count(n)
     if n <= 1 and not parallel.distributed():
-        q = quantize_model(model, quant_settings, calib, build, events)
+        q = run()
     else:
         with parallel.pool(n) as ex:
-            q = quantize_model(model, quant_settings, calib, build, events, executor=ex)
+            q = run(executor=ex)
     return q, q.rows
 
 
@@ -450,14 +455,22 @@ def layers_report(root: Path, banks: list[dict], fmt: str, weights: int) -> dict
 # -- --plan-only --------------------------------------------------------------------------------
 
 
-def config(model_path: Path, opts: CompileOptions) -> tuple[ModelArch, list, Path, dict, set]:
+def config(
+    model_path: Path, opts: CompileOptions, fabric: Fabric
+) -> tuple[ModelArch, list, Path, dict, set]:
     """The architecture from config.json (no weight data): arch, its tensors, the file; the
     weights' headers, when they are at hand, checked to hold those tensors; a pre-quantized
     checkpoint's imported layers and their ROM formats (read from their scales alone), and
     those with an input permutation (from their ``g_idx``)."""
     from maskc.ingest.loader import declared_tensors
 
-    return declared_tensors(model_path, opts.model_config, perms=True)
+    return declared_tensors(model_path, opts.model_config, perms=True, tile_rows=tile_rows(fabric))
+
+
+def tile_rows(fabric: Fabric) -> dict[int, int]:
+    """Weights per tile row of ``fabric`` by code bits: an imported layer's ROM groups divide
+    them (:func:`maskc.ingest.prequant.rom_group_size`)."""
+    return {b: fabric.weights_per_tile_row(b) for b in (3, 4, 8)}
 
 
 def plan_rows(

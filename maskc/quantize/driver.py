@@ -137,6 +137,7 @@ def quantize_model(
     events,
     executor=None,
     blocks: BlockPool | None = None,
+    tile_rows: dict[int, int] | None = None,
 ) -> QuantizedModel:
     """Quantize every tensor of ``model`` per ``res`` into ``build/quant/`` and write
     quant/index.json.
@@ -167,7 +168,9 @@ def quantize_model(
         for u in units:
             names = [s.name for s in model.specs if s.layer == u]
             args = (str(model.path), str(model.config_path), str(build), u)
-            futs[u] = executor.submit(quantize_unit, *args, settings_json(settings, names))
+            futs[u] = executor.submit(
+                quantize_unit, *args, settings_json(settings, names), tile_rows
+            )
         unit_of = {f: u for u, f in futs.items()}
         for f in as_completed(futs.values()):
             if f.exception() is None:
@@ -180,7 +183,9 @@ def quantize_model(
         embed = next(s for s in model.specs if s.layer is None).name
         uniq = np.unique(np.asarray(calib.ids)) if calib is not None else None
         keep = {embed: uniq} if calib is not None else None
-        rows, index, kept = run_unit(model, build, None, settings, None, keep, progress, blocks)
+        rows, index, kept = run_unit(
+            model, build, None, settings, None, keep, progress, blocks, tile_rows
+        )
         results[None] = (rows, index)
         calibrator = None
         weights = _LayerWeights()
@@ -208,7 +213,9 @@ def quantize_model(
                 if unselected is not None:
                     unselected[i] = unselected_experts(stats, a.moe.num_experts)
             keep = {s.name: None for s in specs} if calibrator is not None else None
-            rows, index, deqs = run_unit(model, build, i, settings, stats, keep, progress, blocks)
+            rows, index, deqs = run_unit(
+                model, build, i, settings, stats, keep, progress, blocks, tile_rows
+            )
             results[i] = (rows, index)
             if calibrator is not None:
                 weights.tensors = deqs

@@ -33,21 +33,25 @@ def perm_layout(model, specs) -> dict[str, tuple]:
     return {f"{s.name}/{PERM}": (np.int32, (s.shape[1],)) for s in specs if s.name in model.perms}
 
 
-def imported_formats(model, specs) -> dict[str, QuantFormat]:
+def imported_formats(model, specs, tile_rows=None) -> dict[str, QuantFormat]:
     """The ROM format of every imported layer among ``specs`` (one layer in memory at a time;
-    UnsupportedError naming the layer when it has no exact ROM form)."""
+    UnsupportedError naming the layer when it has no exact ROM form). ``tile_rows``: the
+    fabric's weights per tile row by code bits (:func:`maskc.ingest.prequant.to_rom`)."""
     return {
-        s.name: prequant.to_rom(model.read_imported(s.name)).fmt
+        s.name: prequant.to_rom(model.read_imported(s.name), tile_rows).fmt
         for s in specs
         if s.name in model.imported
     }
 
 
-def write_imported(model, spec, out, file: str, keep, kept, rows, index, progress) -> None:
+def write_imported(
+    model, spec, out, file: str, keep, kept, rows, index, progress, tile_rows=None
+) -> None:
     """Layer ``spec`` into ``out`` (a :class:`~maskc.quantize.stream.StreamWriter` laid out
-    with :func:`imported_formats`), its index entry and its report row."""
+    with :func:`imported_formats`, given the same ``tile_rows``), its index entry and its
+    report row."""
     t = model.read_imported(spec.name)
-    q = prequant.to_rom(t)
+    q = prequant.to_rom(t, tile_rows)
     for fd in fields_of(q.fmt):
         out.write_rows(f"{spec.name}/{fd.name}", 0, getattr(q, fd.name))
     perm = model.perms.get(spec.name)

@@ -281,6 +281,7 @@ def run_unit(
     keep: dict[str, np.ndarray | None] | None = None,
     progress=None,
     pool: BlockPool | None = None,
+    tile_rows: dict[int, int] | None = None,
 ) -> tuple[list[dict], dict[str, dict], dict[str, np.ndarray]]:
     """Quantize the tensors of ``layer`` (None: the model-level ones) into ``file_for(layer)``.
 
@@ -288,12 +289,14 @@ def run_unit(
     expert's site missing from them: quantized as :func:`uncalibrated`). ``keep``: tensor
     name -> row indices (None: every row) whose dequantized float32 values to return.
     ``progress(n, name)`` is called after each tensor. ``pool``: where the row blocks are
-    quantized (None: here, one after the other). Returns ``(report rows, index entries, kept)``."""
+    quantized (None: here, one after the other). ``tile_rows``: the fabric's weights per tile
+    row by code bits, which an imported layer's ROM groups divide. Returns ``(report rows,
+    index entries, kept)``."""
     specs = [s for s in model.specs if s.layer == layer]
     file = file_for(layer)
     imported = [s for s in specs if s.name in model.imported]  # exact, never requantized
     floats, stacks = _groups([s for s in specs if s.name not in model.imported], settings)
-    fmts = imported_formats(model, imported)
+    fmts = imported_formats(model, imported, tile_rows)
     for _site, setting, group in stacks:
         gname = "+".join(s.name for s in group)
         setting.check_quantizable(gname)
@@ -334,7 +337,7 @@ def run_unit(
             args = (group, setting, st, keep, kept, rows, index, file, progress, pool)
             _stack(model, reader, out, *args)
         for spec in imported:
-            write_imported(model, spec, out, file, keep, kept, rows, index, progress)
+            write_imported(model, spec, out, file, keep, kept, rows, index, progress, tile_rows)
         out.close()
     except BaseException:
         out.abort()
@@ -468,14 +471,19 @@ def _open_model(model_path: str, config_path: str | None):
 
 
 def quantize_unit(
-    model_path: str, config_path: str | None, build: str, layer: int | None, settings: dict
+    model_path: str,
+    config_path: str | None,
+    build: str,
+    layer: int | None,
+    settings: dict,
+    tile_rows: dict[int, int] | None = None,
 ) -> dict:
     """One unit as a worker runs it (no calibration): opens the model at ``model_path``
     itself, writes ``build``/quant/'s file of ``layer`` (None: the model-level tensors)
     atomically and returns ``{"layer", "rows", "index"}`` (JSON values)."""
     model = _open_model(model_path, config_path)
     sets = {n: QuantSetting(**d) for n, d in settings.items()}
-    rows, index, _ = run_unit(model, Path(build), layer, sets)
+    rows, index, _ = run_unit(model, Path(build), layer, sets, tile_rows=tile_rows)
     return {"layer": layer, "rows": rows, "index": index}
 
 
