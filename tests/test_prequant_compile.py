@@ -167,9 +167,7 @@ def test_any_module_headers_give_a_layer_or_an_input_error(tmp_path, method, sha
     assert pq.dequantize(layer).shape == shape
 
 
-@pytest.mark.parametrize(
-    "method,kw", [("gptq", {"bits": 3}), ("awq", {}), ("gptq", {"group": -1})]
-)
+@pytest.mark.parametrize("method,kw", [("gptq", {"bits": 3}), ("awq", {}), ("gptq", {"group": -1})])
 def test_plan_only_places_as_the_compile(ckpt, tmp_path, cli, method, kw):
     """--plan-only of a pre-quantized checkpoint: each imported layer's ROM format from its
     scales alone; the placement and the ROM bits are the full compile's."""
