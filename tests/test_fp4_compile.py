@@ -338,3 +338,36 @@ def test_a_via_removed_from_an_fp4_tile_is_caught(builds, tmp_path, cli, kind, w
     _save(lib, path)
     r = cli("verify", b)
     assert r.code == 5 and "tile T" in r.err and "Traceback" not in r.err, r
+
+
+def test_calibrated_search_weights_each_matrix_by_its_input_sites_statistics(
+    model_cache, tmp_path, monkeypatch
+):
+    """With calibration, every FP4 block matrix's search gets its input site's importance (the
+    mean squared activation of each input column, as the integer methods do), and the stored
+    codes differ from the calibration-free search's."""
+    from helpers import quantizer_output
+
+    from maskc.pipeline import CompileOptions
+    from maskc.quantize.driver import builtin_calibration_text
+
+    seen = {}
+    real = fp4.quantize_fp4
+
+    def spy(name, w, kind, method, importance=None, *a, **k):
+        seen[name] = importance
+        return real(name, w, kind, method, importance, *a, **k)
+
+    monkeypatch.setattr(fp4, "quantize_fp4", spy)
+    text = tmp_path / "calib.txt"
+    text.write_text(builtin_calibration_text())
+    gen = model_cache("tiny").path
+    stores = {}
+    for calib in (None, text):
+        seen.clear()
+        o = CompileOptions(weight_format="mxfp4", calib=calib, calibrate=calib is not None, jobs=1)
+        stores[calib] = quantizer_output(gen, tmp_path / f"q{calib is not None}", o)
+        block = [n for n in seen if ".layers." in n]
+        assert block and all((seen[n] is not None) == (calib is not None) for n in block)
+    a, b = (raw_fields(s.build, DOWN)["codes"] for s in stores.values())
+    assert not np.array_equal(a, b)

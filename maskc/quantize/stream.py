@@ -260,10 +260,12 @@ def _groups(specs, settings: dict[str, QuantSetting]):
         s = settings.get(spec.name)
         if spec.role not in QUANTIZABLE_ROLES or s is None or s.skip:
             floats.append(spec)
-        else:  # FP4 matrices alone: nvfp4's tensor scale is each matrix's own
-            site = (site_of(spec) if s.format == "int" else None) or spec.name
-            stacks.setdefault((site, s), []).append(spec)
-    return floats, [(site, s, g) for (site, s), g in stacks.items()]
+        else:  # FP4 matrices alone (nvfp4's tensor scale is each matrix's own), with their
+            # input site's calibration statistics all the same
+            site = site_of(spec) or spec.name
+            alone = spec.name if s.format != "int" else None
+            stacks.setdefault((site, s, alone), []).append(spec)
+    return floats, [(site, s, g) for (site, s, _alone), g in stacks.items()]
 
 
 def uncalibrated(setting: QuantSetting) -> QuantSetting:
