@@ -18,6 +18,9 @@ and writes benchmarks/results/emulate_fidelity.json.
         [--bits 4 --bits 3] [--format mxfp4 --format nvfp4]
 
 Rows of earlier runs of other builds are kept in the JSON (one row per build and text).
+MODEL_DIR may be a pre-quantized checkpoint (benchmarks/pack_checkpoint.py makes one): then
+``float`` is the checkpoint's own dequantization (what maskc imports exactly), and ``--out``
+keeps its results apart.
 """
 
 from __future__ import annotations
@@ -43,6 +46,12 @@ def main() -> None:
     ap.add_argument("--bits", type=int, action="append", help="default: 4 and 3")
     ap.add_argument(
         "--format", action="append", choices=["mxfp4", "nvfp4"], help="FP4 builds (default: none)"
+    )
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=HERE / "results" / "emulate_fidelity.json",
+        help="results JSON (default: benchmarks/results/emulate_fidelity.json)",
     )
     args = ap.parse_args()
 
@@ -121,7 +130,7 @@ def main() -> None:
         p = next(r["paris"] for r in rows if r["build"] == bits)
         print(f"{bits} greedy: 'The capital of France is' -> {p!r}")
     if args.text is None:
-        out = HERE / "results" / "emulate_fidelity.json"
+        out = args.out
         if out.exists():  # keep earlier rows of the builds not run now (same model and ctx)
             prev = json.loads(out.read_text())
             if prev.get("model") == str(args.model) and prev.get("ctx") == args.ctx:
