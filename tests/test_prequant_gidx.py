@@ -19,11 +19,11 @@ from pathlib import Path
 import intref
 import numpy as np
 import pytest
-from helpers import raw_fields
+from helpers import raw_fields, weights_by_hand
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prequant_pack import LINEAR, quantize_folder
-from test_prequant_compile import _by_hand, _rows_exact
+from test_prequant_compile import _rows_exact
 
 from maskc.romformat import is_permutation
 
@@ -101,7 +101,7 @@ def test_every_matrix_is_imported_exactly_with_its_input_permutation(llama, cli)
         if ".mlp." in name:  # gate/up: their rows follow down_proj's fold
             down = raw[prefix.rsplit(".", 1)[0] + ".down_proj.g_idx"].astype(np.int64)
             ref = ref[np.argsort(down, kind="stable")]
-        got = _by_hand(raw_fields(b, name), ref.shape)
+        got = weights_by_hand(raw_fields(b, name), ref.shape)
         assert np.array_equal(got, ref[:, perm].astype(np.float32)), name
         seen += 1
     assert seen == 12
