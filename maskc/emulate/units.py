@@ -194,11 +194,8 @@ def swiglu_row(g, u, f, sig_lut, h):  # pragma: no cover - compiled
 
 @njit(cache=True)
 def swiglu_rows(g, u, f, sig_lut):  # pragma: no cover - compiled
-    t_n, n = g.shape
-    h = np.empty((t_n, n), np.int64)
-    for t in range(t_n):
-        swiglu_row(g[t], u[t], f, sig_lut, h[t])
-    return q8_rows(h, np.full(t_n, f, np.int64), GROUP)
+    h = swiglu_pre_rows(g, u, f, sig_lut)
+    return q8_rows(h, np.full(h.shape[0], f, np.int64), GROUP)
 
 
 @njit(cache=True, parallel=True)
