@@ -37,13 +37,16 @@ CONFIGS = {
     "default-3": {"bits": 3},
     "default-3-no-mixed": {"bits": 3, "mixed": False},
     "default-3-no-calib": {"bits": 3, "calibrate": False},
-    # FP4 formats (issue 21): the formats' reference recipes and the neighbour search
+    # FP4 formats (issue 21): the formats' reference recipes, the neighbour search and GPTQ
     "mxfp4-ocp": {"weight_format": "mxfp4", "method": "ocp"},
     "mxfp4-search": {"weight_format": "mxfp4", "method": "search"},
     "mxfp4-search-calib": {"weight_format": "mxfp4", "method": "search", "calib": True},
     "nvfp4-nv": {"weight_format": "nvfp4", "method": "nv"},
     "nvfp4-search": {"weight_format": "nvfp4", "method": "search"},
     "nvfp4-search-calib": {"weight_format": "nvfp4", "method": "search", "calib": True},
+    # FP4 GPTQ: error feedback through the inverse Hessian, block scales by the search
+    "mxfp4-gptq-calib": {"weight_format": "mxfp4", "method": "gptq", "calib": True},
+    "nvfp4-gptq-calib": {"weight_format": "nvfp4", "method": "gptq", "calib": True},
     # single methods, uniform bits (no mixed precision)
     "rtn-4-g32": {"bits": 4, "method": "rtn", "group_size": 32},
     "lsq-4-g32": {"bits": 4, "method": "lsq", "group_size": 32},

@@ -65,9 +65,9 @@ def test_format_option_sets_the_block_matrices():
         ({"bits": 3, "fmt": "mxfp4"}, "--bits 3 contradicts --format mxfp4"),
         ({"group_size": 64, "fmt": "nvfp4"}, "--group-size 64 contradicts --format nvfp4"),
         ({"method": "lsq", "fmt": "mxfp4"}, "--method lsq contradicts --format mxfp4"),
-        ({"method": "gptq", "fmt": "nvfp4"}, "fixes method to nv or search"),
+        ({"method": "lsq", "fmt": "nvfp4"}, "fixes method to nv, search or gptq"),
         ({"method": "search"}, "--method search: search is an FP4 method"),
-        ({"method": "nv", "fmt": "mxfp4"}, "fixes method to ocp or search"),
+        ({"method": "nv", "fmt": "mxfp4"}, "fixes method to ocp, search or gptq"),
     ],
 )
 def test_contradictions_on_the_command_line_are_usage_errors(kw, needle):

@@ -8,6 +8,8 @@ against ``intref.term`` of the exact product."""
 
 from __future__ import annotations
 
+import json
+
 import intref
 import numpy as np
 import pytest
@@ -257,7 +259,14 @@ format = "int"
 bits = 3
 method = "lsq"
 """
-WHOLE = [("tiny", "mxfp4"), ("tiny", "nvfp4"), ("mixtral", "nvfp4"), ("tiny", "mixed")]
+WHOLE = [
+    ("tiny", "mxfp4"),
+    ("tiny", "nvfp4"),
+    ("mixtral", "nvfp4"),
+    ("tiny", "mixed"),
+    ("tiny", "mxfp4-gptq"),  # --method gptq, calibrated on the built-in text
+    ("tiny", "nvfp4-gptq"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -273,6 +282,8 @@ def fp4_builds(model_cache, tmp_path_factory):
         if kind == "mixed":
             (root / "mixed.toml").write_text(MIXED_TOML)
             opts = {"weight_format": "mxfp4", "quant_config": root / "mixed.toml"}
+        elif kind.endswith("-gptq"):
+            opts = {"weight_format": kind.removesuffix("-gptq"), "method": "gptq"}
         b = root / f"{preset}-{kind}"
         compile_model(model_cache(preset).path, b, CompileOptions(**opts))
         out[(preset, kind)] = b
@@ -290,7 +301,12 @@ def test_emulated_fp4_model_equals_the_integer_reference(fp4_builds, preset, kin
 
     b = fp4_builds[(preset, kind)]
     kinds = {m["format"].get("kind", "int") for m in load_netlist(b).matrices.values()}
-    assert kinds >= ({"mxfp4", "nvfp4"} if kind == "mixed" else {kind})
+    assert kinds >= ({"mxfp4", "nvfp4"} if kind == "mixed" else {kind.removesuffix("-gptq")})
+    if kind.endswith("-gptq"):  # every FP4 matrix by gptq, calibrated
+        report = json.loads((b / "reports" / "quant.json").read_text())
+        fp4_rows = [t for t in report["tensors"] if t.get("format")]
+        assert fp4_rows and all(t["method"] == "gptq" for t in fp4_rows)
+        assert report["calibration"]
     monkeypatch.setenv(backend.ENV, be)
     session = open_session(b)
     ref = intref.IntRef(b)

@@ -9,8 +9,8 @@ format (:mod:`maskc.romformat`).
 * :mod:`~maskc.quantize.driver`: a whole model into a build's quant/
   (:mod:`~maskc.quantize.store`), one layer at a time;
 * :mod:`~maskc.quantize.report`: reports.json and its figure; :mod:`~maskc.quantize.inspect`.
-* :mod:`~maskc.quantize.fp4`: the MXFP4/NVFP4 reference codec (issue 21 groundwork,
-  docs/fp4-design.md; not yet a ROM format).
+* :mod:`~maskc.quantize.fp4`: the MXFP4/NVFP4 reference codec and the FP4 quantizer (issue
+  21, docs/fp4-design.md); :mod:`~maskc.quantize.fp4gptq`: GPTQ on the FP4 grid.
 """
 
 from maskc.quantize.driver import Calibration, QuantizedModel, choose_calibration, quantize_model

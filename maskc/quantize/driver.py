@@ -245,5 +245,5 @@ def unselected_warning(unselected: dict[int, list[int]], num_experts: int) -> st
     return (
         f"calibration: {n} routed expert{'s' * (n != 1)} of {num_experts * len(unselected)} "
         f"({per}) selected by no calibration token: quantized without calibration (gptq as "
-        "lsq); give a longer --calib text or more --calib-tokens"
+        "lsq, FP4 gptq as search); give a longer --calib text or more --calib-tokens"
     )

@@ -212,8 +212,9 @@ def to_quant(name: str, w: np.ndarray, kind: str) -> romformat.QuantTensor:
     return quantize_fp4(name, w, kind, "ocp" if kind == "mxfp4" else "nv")
 
 
-#: the scale-fitting methods of each FP4 format (``search``: the measured neighbour search)
-METHODS = {"mxfp4": ("ocp", "search"), "nvfp4": ("nv", "search")}
+#: the scale-fitting methods of each FP4 format (``search``: the measured neighbour search;
+#: ``gptq``: GPTQ error feedback with the search's block scales, :mod:`maskc.quantize.fp4gptq`)
+METHODS = {"mxfp4": ("ocp", "search", "gptq"), "nvfp4": ("nv", "search", "gptq")}
 
 
 def quantize_fp4(
@@ -226,28 +227,48 @@ def quantize_fp4(
     row0: int = 0,
 ) -> romformat.QuantTensor:
     """Matrix ``w`` (float ``[R, C]``) in FP4 ROM format ``kind`` by ``method``
-    (:data:`METHODS`): ``ocp`` / ``nv`` as :func:`to_quant`; ``search`` starts from those
-    scales and gives each block the neighbouring scale (MX: ``E + 1``; NV: the E4M3 values
-    one below and one above) when that lowers the block's squared error, weighted per input
-    column by ``importance`` (mean squared activation, ``[C]``) when given. ``tensor_scale``
+    (:data:`METHODS`, but ``gptq``: :mod:`maskc.quantize.fp4gptq`): ``ocp`` / ``nv`` as
+    :func:`to_quant`; ``search`` starts from those scales and gives each block the
+    neighbouring scale (MX: ``E + 1``; NV: the E4M3 values one below and one above) when
+    that lowers the block's squared error, weighted per input column by ``importance``
+    (mean squared activation, ``[C]``) when given. ``tensor_scale``
     (nvfp4): the float32 tensor scale, from the whole matrix when ``w`` is a block of its rows
     (default: ``w``'s own); ``row0``: the first row's index in the matrix (for messages)."""
-    if method not in METHODS[kind]:
-        raise ValueError(f"{name}: method {method!r} is not an {kind} method")
+    if method not in METHODS[kind] or method == "gptq":
+        raise ValueError(f"{name}: method {method!r} is not an {kind} method of quantize_fp4")
     r, c = w.shape
+    codes, scales, ts = encode(w, kind, method == "search", importance, tensor_scale)
+    if kind == "mxfp4":
+        return mx_quant(name, (r, c), codes, scales, method, row0)
+    return nv_quant(name, (r, c), codes, scales, ts, method)
+
+
+def encode(
+    w: np.ndarray,
+    kind: str,
+    search: bool,
+    importance: np.ndarray | None = None,
+    tensor_scale: np.float32 | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.float32 | None]:
+    """``(codes uint8 [R, Cp], block scales uint8 [R, Cp/block], tensor scale)`` of float
+    ``w`` ``[R, C]`` in ``kind``: the format's recipe (:func:`mx_encode`, :func:`nv_encode`;
+    the tensor scale ``tensor_scale`` or ``w``'s own; None for mxfp4), then with ``search``
+    the neighbouring block scales (:func:`quantize_fp4`) weighted per column by
+    ``importance`` ``[C]`` (None: uniform)."""
+    c = w.shape[1]
     wt = None
-    if method == "search":
+    if search:
         wt = np.zeros(-(-c // MX_BLOCK) * MX_BLOCK)
         wt[:c] = 1.0 if importance is None else np.asarray(importance, np.float64)
     if kind == "mxfp4":
         codes, e = mx_encode(w)
         if wt is not None:
             codes, e = _mx_search(w, codes, e, wt)
-        return mx_quant(name, (r, c), codes, e, method, row0)
+        return codes, e, None
     codes, sb, ts = nv_encode(w, tensor_scale)
     if wt is not None:
         codes, sb = _nv_search(w, codes, sb, ts, wt[: -(-c // NV_BLOCK) * NV_BLOCK])
-    return nv_quant(name, (r, c), codes, sb, ts, method)
+    return codes, sb, ts
 
 
 def _block_error(b: np.ndarray, codes: np.ndarray, step: np.ndarray, wt: np.ndarray):

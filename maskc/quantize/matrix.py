@@ -8,6 +8,7 @@ import math
 import numpy as np
 
 from maskc.quantize import fp4
+from maskc.quantize.fp4gptq import quantize_fp4_gptq
 from maskc.quantize.methods import quantize_codebook, quantize_gptq, quantize_lsq, quantize_rtn
 from maskc.quantize.profiles import format_for
 from maskc.quantize.rules import QuantSetting
@@ -31,7 +32,8 @@ def quantize_matrix(
     ``name``).
 
     ``importance`` (float ``[C]``, mean squared input activation) weights the error of ``lsq``
-    and of the FP4 ``search``; ``hessian`` (float64 ``[C, C]``) is required by ``gptq``;
+    and of the FP4 ``search`` (and FP4 ``gptq``'s block scales); ``hessian`` (float64 ``[C, C]``)
+    is required by ``gptq``;
     ``tensor_scale``: nvfp4's float32 tensor scale when ``w`` is a block of a matrix's rows
     (default: from ``w``); ``row0``: ``w``'s first row in the matrix (FP4's messages).
     """
@@ -43,7 +45,17 @@ def quantize_matrix(
         if fmt.kind == "nvfp4" and tensor_scale is None:
             tensor_scale = fp4.nv_tensor_scale(w)
         parts = [
-            fp4.quantize_fp4(
+            quantize_fp4_gptq(
+                name,
+                w[r0 : r0 + CHUNK_ROWS],
+                fmt.kind,
+                hessian,
+                importance,
+                tensor_scale,
+                row0 + r0,
+            )
+            if setting.method == "gptq"
+            else fp4.quantize_fp4(
                 name,
                 w[r0 : r0 + CHUNK_ROWS],
                 fmt.kind,
@@ -100,7 +112,10 @@ def quantize_stack(
     if len(ws) == 1:
         return [quantize_matrix(names[0], ws[0], setting, importance, hessian, tensor_scale, row0)]
     if setting.format != "int":
-        return [quantize_matrix(n, w, setting, importance) for n, w in zip(names, ws, strict=True)]
+        return [
+            quantize_matrix(n, w, setting, importance, hessian)
+            for n, w in zip(names, ws, strict=True)
+        ]
     q = quantize_matrix("+".join(names), np.concatenate(ws, axis=0), setting, importance, hessian)
     parts = split_rows(q, names, [w.shape[0] for w in ws])
     for p in parts:

@@ -29,7 +29,8 @@ from maskc.romformat import QuantFormat, QuantTensor, group_values
 #: the methods of the integer formats
 INT_METHODS = ("rtn", "lsq", "gptq")
 #: every method name a setting may give: the integer formats' and the FP4 formats'
-#: (:data:`maskc.quantize.fp4.METHODS`: ``ocp`` for mxfp4, ``nv`` for nvfp4, ``search`` for both)
+#: (:data:`maskc.quantize.fp4.METHODS`: ``ocp`` for mxfp4, ``nv`` for nvfp4, ``search`` and
+#: ``gptq`` for both)
 METHODS = (*INT_METHODS, "ocp", "nv", "search")
 
 
@@ -323,6 +324,21 @@ def snap(
     return m.astype(np.int64), sh.astype(np.uint8)
 
 
+def gptq_hinv(hessian: np.ndarray, cp: int, damp: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
+    """GPTQ's factor of the inverse Hessian: ``hessian`` ``[C, C]`` zero-padded to ``[cp, cp]``,
+    a column no input ever reached (``H[j, j] <= 0``, padding too) given ``H[j, j] = 1``, then
+    ``damp`` times the mean diagonal added to the diagonal. Returns ``(U, dead)``: the upper
+    triangular Cholesky factor of ``H^-1`` ``[cp, cp]`` and the dead columns ``bool [cp]``
+    (their weights are zeroed: no input reaches them)."""
+    c = hessian.shape[0]
+    h = np.zeros((cp, cp), dtype=np.float64)
+    h[:c, :c] = hessian
+    dead = np.diag(h) <= 0
+    h[dead, dead] = 1.0
+    h[np.diag_indices(cp)] += damp * float(np.mean(np.diag(h)))
+    return np.linalg.cholesky(np.linalg.inv(h)).T, dead
+
+
 def quantize_gptq(
     name: str,
     w: np.ndarray,
@@ -350,13 +366,8 @@ def quantize_gptq(
     levels = uniform_levels(fmt.bits, fmt.symmetric).astype(np.float64)
     wq = np.zeros((r, cp), dtype=np.float64)
     wq[:, :c] = w
-    h = np.zeros((cp, cp), dtype=np.float64)
-    h[:c, :c] = hessian
-    dead = np.diag(h) <= 0
-    h[dead, dead] = 1.0
+    hinv, dead = gptq_hinv(hessian, cp, damp)
     wq[:, dead] = 0.0
-    h[np.diag_indices(cp)] += damp * float(np.mean(np.diag(h)))
-    hinv = np.linalg.cholesky(np.linalg.inv(h)).T  # upper triangular
     imp = _weights((r, c), g, importance).reshape(-1)  # [Cp]
 
     # Row exponents from the original weights' group ranges, with 2x headroom for the updates.

@@ -182,8 +182,9 @@ def _formats(res: Resolution, specs: list[TensorSpec], config: Path | None) -> R
         changes = dict(fixed)
         if s.method not in fp4.METHODS[s.format]:
             if lv.get("method", 0) >= at:
-                methods = fp4.METHODS[s.format]
-                _contradiction(name, s.format, "method", s.method, " or ".join(methods), lv, config)
+                *first, last = fp4.METHODS[s.format]
+                methods = f"{', '.join(first)} or {last}"
+                _contradiction(name, s.format, "method", s.method, methods, lv, config)
             changes["method"] = FP4_DEFAULT_METHOD[s.format]
         settings[name] = dataclasses.replace(s, **changes)
     return dataclasses.replace(res, settings=settings)

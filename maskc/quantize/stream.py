@@ -270,8 +270,11 @@ def _groups(specs, settings: dict[str, QuantSetting]):
 
 def uncalibrated(setting: QuantSetting) -> QuantSetting:
     """The setting of a matrix that has no calibration statistics (a routed expert no
-    calibration token selected): gptq, which needs them, becomes lsq; others are unchanged."""
-    return replace(setting, method="lsq") if setting.method == "gptq" else setting
+    calibration token selected): gptq, which needs them, becomes lsq (an FP4 format's:
+    search); others are unchanged."""
+    if setting.method != "gptq":
+        return setting
+    return replace(setting, method="lsq" if setting.format == "int" else "search")
 
 
 def run_unit(

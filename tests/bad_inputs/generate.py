@@ -214,6 +214,11 @@ case("quant-format-embed", "quant config", "a rule makes the embedding and lm_he
 case("quant-format-mx-span", "model",
      "--format mxfp4, an up_proj row whose block scales span 27 binades (> 19)",
      [*C, "--format", "mxfp4"], 4, "up_proj", "row 3 block 1", "19 binades")  # fmt: skip
+# FP4 GPTQ (issue 21): like the integer formats' gptq, it needs calibration statistics
+case("quant-flag-format-gptq-no-calib", "quant config",
+     "--format mxfp4 --method gptq --no-calib (gptq needs calibration)",
+     [*C, "--format", "mxfp4", "--method", "gptq", "--no-calib"], 2, "gptq",
+     "--no-calib")  # fmt: skip
 # -- fabrics -------------------------------------------------------------------------------------
 F = [*C, "--fabric", "{d}/fab.toml"]
 case("fabric-not-toml", "fabric", "fabric file is not TOML", F, 3, "fab.toml")
