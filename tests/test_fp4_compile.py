@@ -51,8 +51,12 @@ def test_format_option_sets_the_block_matrices():
             True,
             False,
         )
-        assert s.method == "search"
+        assert s.method == "gptq"  # mxfp4's default (calibrated)
     assert res.settings["model.embed_tokens.weight"].format == "int"
+    for kind in ("mxfp4", "nvfp4"):  # without calibration: the calibration-free search
+        off = resolve_settings(SPECS, fmt=kind, calibrate=False).settings[DOWN]
+        assert off.method == "search"
+    assert resolve_settings(SPECS, fmt="nvfp4").settings[DOWN].method == "search"
     nv = resolve_settings(SPECS, fmt="nvfp4", method="nv").settings[DOWN]
     assert (nv.format, nv.group_size, nv.method) == ("nvfp4", 16, "nv")
     assert "format" not in resolve_settings(SPECS).settings[DOWN].to_json()  # int: as before
@@ -81,7 +85,7 @@ def test_the_more_specific_choice_wins(tmp_path):
     cfg = config(tmp_path, "[[rule]]\nmatch = '.*down_proj'\nformat = 'mxfp4'\n")
     res = resolve_settings(SPECS, bits=3, config=cfg)
     down = res.settings[DOWN]
-    assert (down.format, down.bits, down.group_size, down.method) == ("mxfp4", 4, 32, "search")
+    assert (down.format, down.bits, down.group_size, down.method) == ("mxfp4", 4, 32, "gptq")
     q = res.settings["model.layers.0.self_attn.q_proj.weight"]
     assert (q.format, q.bits) == ("int", 3)
     # [defaults] bits = 3 under --format nvfp4: the command line is more specific
@@ -365,7 +369,9 @@ def test_calibrated_search_weights_each_matrix_by_its_input_sites_statistics(
     stores = {}
     for calib in (None, text):
         seen.clear()
-        o = CompileOptions(weight_format="mxfp4", calib=calib, calibrate=calib is not None, jobs=1)
+        o = CompileOptions(
+            weight_format="mxfp4", method="search", calib=calib, calibrate=calib is not None, jobs=1
+        )
         stores[calib] = quantizer_output(gen, tmp_path / f"q{calib is not None}", o)
         block = [n for n in seen if ".layers." in n]
         assert block and all((seen[n] is not None) == (calib is not None) for n in block)

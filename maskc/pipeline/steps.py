@@ -77,6 +77,7 @@ def settings(specs: list, opts: CompileOptions, events) -> Resolution:
         opts.strict,
         opts.mixed,
         opts.weight_format,
+        opts.calibrate,
     )
     for w in res.warnings:
         events.warn(w)

@@ -58,8 +58,12 @@ def builtin_for_bits(bits: int) -> QuantSetting:
     return QuantSetting(**{**BUILTIN.to_json(), "bits": bits})
 
 
-#: Each FP4 format's default scale-fitting method (measured: docs/benchmarks.md, "FP4")
-FP4_DEFAULT_METHOD = {"mxfp4": "search", "nvfp4": "search"}
+#: Each FP4 format's default scale-fitting method, calibrated on the built-in text (measured
+#: on SmolLM2: docs/benchmarks.md, "FP4 formats"): gptq for mxfp4 (best on both texts), search
+#: for nvfp4 (gptq fits the calibration text's domain better but generalizes worse)
+FP4_DEFAULT_METHOD = {"mxfp4": "gptq", "nvfp4": "search"}
+#: ... and without calibration (``--no-calib``): the best calibration-free method
+FP4_UNCALIBRATED_METHOD = "search"
 
 
 def fp4_fixed(kind: str) -> dict:
@@ -96,19 +100,21 @@ def resolve_settings(
     strict: bool = False,
     mixed: bool | None = None,
     fmt: str | None = None,
+    calibrate: bool | None = None,
 ) -> Resolution:
     """Every quantizable tensor's setting, each valid for the quantizers (InputError naming
     the tensor otherwise): the built-in profile of ``bits`` (default 4) <
     the config's ``[defaults]`` < the command line < its ordered ``[[rule]]``s (the embedding and
     lm_head start from :data:`BUILTIN_EMBED`; ``fmt`` is ``--format``); FP4 formats fixing
-    their fields (:func:`_formats`); then, unless ``mixed`` is False, the 3-bit
-    profile's mixed precision: :data:`MIXED_4BIT_ROLES` stay at 4 bits where no rule chose
-    their bits."""
+    their fields and taking their default method where none was chosen for them
+    (:func:`_formats`; ``calibrate`` False: the calibration-free one); then, unless ``mixed``
+    is False, the 3-bit profile's mixed precision: :data:`MIXED_4BIT_ROLES` stay at 4 bits
+    where no rule chose their bits."""
     cli = {"bits": bits, "group_size": group_size, "method": method}
     builtin = builtin_for_bits(bits if bits is not None else 4)
     cli["format"] = fmt
     res = resolve(specs, cli, config, builtin, BUILTIN_EMBED, METHODS, strict)
-    res = _formats(res, specs, config)
+    res = _formats(res, specs, config, calibrate)
     for name, s in res.settings.items():  # combinations the quantizers cannot make
         s.check_quantizable(f"{config or 'the command line'}: tensor {name}")
     if mixed is False:
@@ -141,7 +147,9 @@ def _source(level: int, config: Path | None, key: str, value) -> str:
     return f"{config}: {where} {key} = {_show(value)}"
 
 
-def _formats(res: Resolution, specs: list[TensorSpec], config: Path | None) -> Resolution:
+def _formats(
+    res: Resolution, specs: list[TensorSpec], config: Path | None, calibrate: bool | None = None
+) -> Resolution:
     """Each FP4 setting with the fields its format fixes (:func:`fp4_fixed`) and an FP4 method.
 
     A field set less specifically than the format (the built-in profile, ``[defaults]`` under
@@ -185,7 +193,9 @@ def _formats(res: Resolution, specs: list[TensorSpec], config: Path | None) -> R
                 *first, last = fp4.METHODS[s.format]
                 methods = f"{', '.join(first)} or {last}"
                 _contradiction(name, s.format, "method", s.method, methods, lv, config)
-            changes["method"] = FP4_DEFAULT_METHOD[s.format]
+            changes["method"] = (
+                FP4_UNCALIBRATED_METHOD if calibrate is False else FP4_DEFAULT_METHOD[s.format]
+            )
         settings[name] = dataclasses.replace(s, **changes)
     return dataclasses.replace(res, settings=settings)
 
