@@ -53,7 +53,13 @@ def verify(
     elif not problems:
         out.print(
             f"{build}: the layers and the boot image match the netlist ({res['tiles']:,} "
-            "tiles) and every file matches the manifest"
+            "tiles) and every file matches the manifest; "
+            + (
+                "recorded in BUILD/verify.json (maskc inspect BUILD shows it)"
+                if res["record"]
+                else res.get("record_note", "")
+            ),
+            markup=False,
         )
     if problems:
         first = "; ".join(problems[:5])

@@ -26,8 +26,8 @@ def find_tile(b, nl, tile: str) -> dict:
             names.append(nm)
     raise UsageError(
         f"--tile {tile}: no such tile in {b.path}; tiles are named T<die>_<x>_<y>, "
-        f"e.g. {', '.join(names[:3])} ({len(names):,} in all; maskc inspect BUILD "
-        "shows the floorplan)"
+        f"e.g. {', '.join(names[:3])} ({len(names):,} in all; maskc inspect {b.path} --tiles "
+        "lists them with their tensors)"
     )
 
 
