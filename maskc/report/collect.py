@@ -124,7 +124,7 @@ def budget(nl) -> list[dict]:
 def collect(path) -> dict:
     """Everything the report shows of the build at ``path`` (hashes checked: exit 5 on a
     corrupt build; a ``--plan-only`` build or one without reports is exit 3)."""
-    from maskc.build import open_build
+    from maskc.build import open_build, verify_status
     from maskc.netlist import load_netlist
 
     b = open_build(path)
@@ -170,4 +170,5 @@ def collect(path) -> dict:
         "layer_errors": layer_errors(quant.get("tensors", [])),
         "budget": budget(nl),
         "sram": nl.doc.get("sram"),
+        "verify": verify_status(b),
     }

@@ -170,22 +170,7 @@ def summary(d: dict) -> str:
                 f"bytes in all, {_g(lay.get('bytes_per_weight'))} bytes/weight",
             )
         )
-        ok = lay.get("verified")
-        rows.append(
-            (
-                "verify status",
-                (
-                    '<span class="good">layer files read back and checked against the netlist '
-                    "by the compile</span>"
-                    if ok
-                    else '<span class="bad">not verified yet: the compile did not read the '
-                    "layer files back; run <code>maskc verify BUILD</code></span>"
-                )
-                + f"; every file's hash matches manifest.json ({_n(d['manifest']['files'])} "
-                "files, checked when this report was made); <code>maskc verify BUILD</code> "
-                "decodes every tile again",
-            )
-        )
+        rows.append(("verify status", _verify(d, lay)))
     nlr = q.get("netlist") or {}
     if nlr:
         rows.append(
@@ -207,6 +192,35 @@ def summary(d: dict) -> str:
     if warn:
         rows.append(("warnings", "<br>".join(esc(w) for w in warn)))
     return _kv(rows)
+
+
+def _verify(d: dict, lay: dict) -> str:
+    """``maskc verify``'s record (verify.json), else what the compile checked."""
+    v = d.get("verify")
+    hashes = (
+        f"every file's hash matches manifest.json ({_n(d['manifest']['files'])} files, "
+        "checked when this report was made)"
+    )
+    if v and v["state"] == "verified":
+        return (
+            f'<span class="good">verified by maskc verify</span> ({_n(v["tiles"])} tiles '
+            "decoded and compared with the netlist, the boot image and every hash; the record "
+            f"matches this manifest); {hashes}"
+        )
+    if v:
+        return (
+            f'<span class="bad">verification record is stale</span>: {esc(v["why"])}; run '
+            f"<code>maskc verify BUILD</code>; {hashes}"
+        )
+    if lay.get("verified"):
+        return (
+            '<span class="good">layer files read back and checked against the netlist by the '
+            f"compile</span>; {hashes}; <code>maskc verify BUILD</code> checks everything again"
+        )
+    return (
+        '<span class="bad">not verified yet</span>: the compile did not read the layer files '
+        f"back; run <code>maskc verify BUILD</code>; {hashes}"
+    )
 
 
 def _tile_class(t: dict) -> str:
@@ -413,7 +427,8 @@ def diff(dd: dict) -> str:
         f"<p><b>{esc(doc['a'])}</b> &rarr; <b>this build</b>: {esc(doc['verdict'])}</p>",
     ]
     info = dd["tile_info"]
-    for layer, changed in sorted(dd["tiles"].items()):
+    for layer in doc["layers"]:  # via, then metal (maskc.diff.LAYERS)
+        changed = dd["tiles"].get(layer, {})
         rep = doc["layers"].get(layer, {})
         top = max(changed.values(), default=1)
         sites = [info[s] for s in dd["sites"] if s in info]
