@@ -4,8 +4,9 @@ read here with safetensors), the zoom buttons move the view, the change map mark
 tile; any console message of type error, page error or network request fails the test. A
 screenshot goes to the test's tmp folder.
 
-Needs ``playwright`` (the ``browser`` extra; Playwright's own browser download is not used) and
-the Debian ``chromium`` package (.ci/run installs it): skipped, with the reason, without them."""
+Needs ``playwright`` (the ``dev`` extra; Playwright's own browser download is not used) and the
+Debian ``chromium`` package (.ci/run installs it): skipped, with the reason, only without
+chromium."""
 
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ SECTIONS = ("summary", "floorplan", "errors", "output", "budget", "diff")
 
 @pytest.fixture(scope="module")
 def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    from playwright import sync_api
+
     if not CHROMIUM.exists() and shutil.which("chromium") is None:
         pytest.skip("no chromium: apt-get install chromium (Debian)")
     exe = str(CHROMIUM) if CHROMIUM.exists() else shutil.which("chromium")
