@@ -23,7 +23,8 @@ text-align:left;vertical-align:top}th{background:#eef1f6}td.n,th.n{text-align:ri
 font-variant-numeric:tabular-nums}table.kv th{width:15em}
 .die{margin:10px 0;border:1px solid #ccc;padding:6px}.diehead button{margin-left:8px}
 .diebody{display:flex;gap:12px;align-items:flex-start}
-svg.map{width:min(1000px,75vw);background:#fafafa;border:1px solid #ddd}
+.scroll{max-width:min(1000px,75vw);overflow-x:auto;border:1px solid #ddd}
+svg.map{display:block;background:#fafafa}
 svg.inset{width:200px;height:200px;border:1px solid #ddd;background:#fff}
 .dieface{fill:#e6e6e6}.tile{stroke:#fff;stroke-width:.06}.tile:hover{stroke:#000;
 stroke-width:.2}.insettiles{fill:#23324a}.view{fill:none;stroke:#d00;stroke-width:1%;
@@ -52,7 +53,7 @@ document.addEventListener('mouseout',function(e){if(isTile(e.target))tip.hidden=
 function place(e){tip.style.left=(e.clientX+14)+'px';tip.style.top=(e.clientY+14)+'px';}
 function parse(s){return s.split(' ').map(Number);}
 function setView(map,v){map.setAttribute('viewBox',v.join(' '));
- var r=map.parentNode.querySelector('.inset .view');
+ var r=map.closest('.die').querySelector('.inset .view');
  if(r){r.setAttribute('x',v[0]);r.setAttribute('y',v[1]);r.setAttribute('width',v[2]);
  r.setAttribute('height',v[3]);}}
 var dies=document.querySelectorAll('.die');
@@ -62,7 +63,7 @@ for(var i=0;i<dies.length;i++)(function(d){
   setView(map,parse(map.getAttribute('data-used')));});
  d.querySelector('.zout').addEventListener('click',function(){
   setView(map,parse(map.getAttribute('data-whole')));});
- map.addEventListener('wheel',function(e){e.preventDefault();
+ map.addEventListener('wheel',function(e){if(e.shiftKey)return;e.preventDefault();
   var v=parse(map.getAttribute('viewBox')),w=parse(map.getAttribute('data-whole'));
   var b=map.getBoundingClientRect(),f=e.deltaY>0?1.25:0.8;
   var s=Math.max(v[2]/b.width,v[3]/b.height);
@@ -160,14 +161,24 @@ def summary(d: dict) -> str:
             )
         )
     if lay:
-        files = ", ".join(
-            f"{esc(f)} {_n(b)} bytes" for f, b in sorted((lay.get("files") or {}).items())
-        )
+        files = lay.get("files") or {}
+        per = []
+        for kind in ("via", "metal"):
+            fs = sorted((f, b) for f, b in files.items() if f.startswith(kind))
+            if fs:
+                per.append(
+                    f"{kind}: {_n(sum(b for _, b in fs))} bytes in {len(fs)} file"
+                    f"{'s' if len(fs) > 1 else ''}"
+                )
+        listing = "".join(f"<li>{esc(f)}: {_n(b)} bytes</li>" for f, b in sorted(files.items()))
         rows.append(
             (
                 "layer files",
-                f"{esc(lay.get('format'))}: {files}; {_n(lay.get('bytes', {}).get('total'))} "
-                f"bytes in all, {_g(lay.get('bytes_per_weight'))} bytes/weight",
+                f"{esc(lay.get('format'))}; {'; '.join(per)}; "
+                f"{_n(lay.get('bytes', {}).get('total'))} bytes in all, "
+                f"{_g(lay.get('bytes_per_weight'))} bytes/weight; KLayout: "
+                "<code>klayout layers/via.* -l layers/maskc.lyp</code>"
+                f"<details><summary>every file</summary><ul>{listing}</ul></details>",
             )
         )
         rows.append(("verify status", _verify(d, lay)))
@@ -244,7 +255,8 @@ def floorplan(d: dict) -> str:
     parts = [
         '<p class="note">Each square is a tile; hover one for its tensor, layer, role, format '
         "and block. The view starts zoomed to the used area (the inset shows the whole die, "
-        "the red frame the view); scroll to zoom, or use the buttons. Labels: decoder layer "
+        "the red frame the view); the mouse wheel zooms (shift+wheel scrolls sideways), the "
+        "buttons go back. Labels: decoder layer "
         "L<i>n</i> (the layer's tiles are one band), embed / lm_head.</p>",
         f'<p class="legend">{"".join(legend)}</p>',
     ]
@@ -459,7 +471,9 @@ def diff(dd: dict) -> str:
                     extra,
                     labels=True,
                     caption=f"; {esc(layer)} changes (grey: unchanged; yellow 1 to dark red "
-                    f"{top:,} shapes)",
+                    f"{top:,} shapes)"
+                    if changed
+                    else f"; no {esc(layer)} changes (grey: unchanged)",
                 )
             )
         tens = rep.get("top_tensors", [])

@@ -26,6 +26,10 @@ DASHES = ("", "6 3", "2 2", "8 3 2 3", "4 4", "1 3", "10 2", "3 6", "6 2 2 2", "
 MARKERS = ("circle", "square", "triangle", "diamond", "down", "cross", "plus", "star", "x", "bar")
 
 
+#: smallest drawn tile on the floorplan, in CSS pixels (hoverable; labels stay legible)
+MIN_TILE_PX = 12.0
+
+
 def esc(s: object) -> str:
     """A string from the build made safe for HTML text and attribute values."""
     return html.escape(str(s), quote=True)
@@ -85,15 +89,17 @@ def die_map(
     used = (max(0, x0 - pad), max(0, y0 - pad))
     used += (min(cols, x1 + pad) - used[0], min(rows, y1 + pad) - used[1])
     vb = " ".join(map(str, used))
-    # the map's height follows the used area's shape (a band of rows on a big die is short)
-    height = max(160, min(520, round(1000 * used[3] / used[2])))
+    # pixels per tile: the used area fills 1000 px, but a tile stays at least MIN_TILE_PX wide
+    # (a band of rows across a big die scrolls sideways instead of shrinking to slivers)
+    ppt = min(40.0, max(MIN_TILE_PX, 1000 / used[2], 120 / used[3]))
+    width, height = round(used[2] * ppt), round(used[3] * ppt)
     out = [
         f'<div class="die" data-die="{die}"><div class="diehead">die {die}: {len(tiles):,} '
         f"of {cols * rows:,} tiles used ({cols} x {rows} grid; tile (0, 0) top left){caption} "
         '<button type="button" class="zin">used area</button>'
         '<button type="button" class="zout">whole die</button></div>',
-        '<div class="diebody">',
-        f'<svg class="map" style="height:{height}px" viewBox="{vb}" data-used="{vb}" '
+        '<div class="diebody"><div class="scroll">',
+        f'<svg class="map" width="{width}" height="{height}" viewBox="{vb}" data-used="{vb}" '
         f'data-whole="0 0 {cols} {rows}" '
         f'preserveAspectRatio="xMidYMid meet" role="img" aria-label="die {die} tile map">',
         f'<rect class="dieface" x="0" y="0" width="{cols}" height="{rows}"/>',
@@ -110,16 +116,19 @@ def die_map(
         groups: dict = {}
         for t in tiles:
             groups.setdefault(_label(t), []).append(t)
-        size = max(0.9, min(3.0, 0.03 * min(used[2], used[3])))
         for name in sorted(groups, key=lambda k: (k[0] != "L", len(k), k)):
-            g = groups[name]
-            cx = sum(t["x"] for t in g) / len(g) + 0.5
-            cy = sum(t["y"] for t in g) / len(g) + 0.5
+            # in the middle of the group's longest run of tiles along one row, one row high
+            runs: dict = {}
+            for t in groups[name]:
+                runs.setdefault(t["y"], []).append(t["x"])
+            y, xs = max(sorted(runs.items()), key=lambda kv: len(kv[1]))
+            cx, cy = (min(xs) + max(xs) + 1) / 2, y + 0.5
+            size = min(0.8, 1.6 * len(xs) / max(1, len(name)))
             out.append(
                 f'<text class="lbl" x="{num(cx)}" y="{num(cy)}" font-size="{num(size)}">'
                 f"{esc(name)}</text>"
             )
-    out.append("</svg>")
+    out.append("</svg></div>")
     # the inset: the whole die, the used tiles as one path, the zoomed view outlined
     path = "".join(f"M{t['x']} {t['y']}h1v1h-1z" for t in tiles)
     out += [
