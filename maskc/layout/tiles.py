@@ -10,14 +10,15 @@ from __future__ import annotations
 from maskc.errors import InputError
 
 
-def format_label(fmt: dict) -> str:
-    """``int4 g32``, ``int3 g64 (4 codes in 3 cells)``, ``mxfp4 g32``, ``int8 g32``."""
+def format_label(fmt: dict, packed: bool = True) -> str:
+    """``int4 g32``, ``int3 g64 (4 codes in 3 cells)`` (``packed``: the fabric's
+    ``three_bit = "packed"``), ``mxfp4 g32``, ``int8 g32``."""
     kind = fmt.get("kind", "int")
     g = fmt.get("group_size")
     if kind != "int":
         return f"{kind} g{g}"
     text = f"int{fmt['bits']} g{g}"
-    return text + " (4 codes in 3 cells)" if fmt["bits"] == 3 else text
+    return text + " (4 codes in 3 cells)" if fmt["bits"] == 3 and packed else text
 
 
 def matrix_order(nl) -> list[str]:
@@ -35,7 +36,7 @@ def tiles_of(nl, name: str) -> list[dict]:
     """The tiles of matrix ``name``: one dict each, in tile order."""
     m = nl.matrices[name]
     arr = nl.tile_arrays(name, ("pos", "block"))
-    fmt = format_label(m["format"])
+    fmt = format_label(m["format"], nl.fabric.tile.three_bit == "packed")
     out = []
     for i, (pos, blk) in enumerate(zip(arr["pos"].tolist(), arr["block"].tolist(), strict=True)):
         d, x, y = pos
@@ -73,6 +74,17 @@ def list_tiles(nl, tensor: str | None = None) -> list[dict]:
             )
         return tiles_of(nl, tensor)
     return [t for n in matrix_order(nl) for t in tiles_of(nl, n)]
+
+
+def site_owners(nl) -> dict[str, tuple[str, int | None, str | None]]:
+    """Tile name -> ``(tensor, layer, role)`` of every tile, in data-flow then tile order
+    (the placer's order: a layer's tiles are one run)."""
+    out = {}
+    for n in matrix_order(nl):
+        m = nl.matrices[n]
+        for p in nl.tile_arrays(n, ("pos",))["pos"].tolist():
+            out[f"T{p[0]}_{p[1]}_{p[2]}"] = (n, m.get("layer"), m.get("role"))
+    return out
 
 
 def find_tile(nl, tile: str) -> dict | None:
