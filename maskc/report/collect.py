@@ -15,21 +15,25 @@ from maskc.errors import InputError
 BUDGET_CONTEXTS = (256, 1024, 2048, 4096, 8192, 16384, 32768, 131072)
 
 
-def _fmt(meta: dict) -> str:
+def _fmt(meta: dict, method: str | None) -> str:
     f = meta["format"]
     kind = f.get("kind")
     base = f"{f['bits']}-bit" if not kind or kind == "int" else str(kind)
-    return f"{base} g{f['group_size']}"
+    s = f"{base} g{f['group_size']}"
+    if f["bits"] == 3 and (not kind or kind == "int"):
+        s += " (3-bit codes packed four to three 4-bit cells)"
+    return f"{s} {method}" if method else s
 
 
-def tiles_of(nl) -> list[dict]:
-    """Every placed tile: die, x, y, tile name, matrix, layer, role, format, block, in
-    placement order of the netlist's matrices (sorted by name: deterministic)."""
+def tiles_of(nl, methods: dict | None = None) -> list[dict]:
+    """Every placed tile: die, x, y, tile name, matrix, layer, role, format (with the
+    quantization method from ``methods``, tensor -> method, when given), block; sorted by
+    die, row, column."""
     out = []
     for name in sorted(nl.matrices):
         meta = nl.matrices[name]
         arr = nl.tile_arrays(name, ("pos", "block"))
-        fmt = _fmt(meta)
+        fmt = _fmt(meta, (methods or {}).get(name))
         for pos, blk in zip(arr["pos"].tolist(), arr["block"].tolist(), strict=True):
             d, x, y = (int(v) for v in pos)
             r0, nr, c0, nc = (int(v) for v in blk)
@@ -166,7 +170,7 @@ def collect(path) -> dict:
         },
         "quant": quant,
         "placement": placement,
-        "tiles": tiles_of(nl),
+        "tiles": tiles_of(nl, {t["name"]: t.get("method") for t in quant.get("tensors", [])}),
         "layer_errors": layer_errors(quant.get("tensors", [])),
         "budget": budget(nl),
         "sram": nl.doc.get("sram"),
