@@ -12,6 +12,8 @@ import xml.etree.ElementTree as ET
 import pytest
 from helpers import micro_fabric
 
+pytestmark = pytest.mark.slow  # two tiny compiles (~15 s on a loaded 2-core machine)
+
 
 @pytest.fixture(scope="module")
 def builds(model_cache, tmp_path_factory):

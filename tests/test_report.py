@@ -148,6 +148,27 @@ def test_change_map_names_the_one_changed_tile(builds, tmp_path, cli):
     assert "via mask only" in text and "No tensor changed on the metal mask" in text
 
 
+def test_verify_status_follows_verify_json(builds, tmp_path, cli):
+    """Not verified (a build over the compile's check limit would say so too), verified after
+    ``maskc verify``, stale when the record no longer matches the manifest."""
+    b = tmp_path / "b"
+    shutil.copytree(builds["a"], b)
+    out = tmp_path / "v.html"
+
+    def status() -> str:
+        assert cli("report", b, "-o", out, "--force").code == 0
+        text = out.read_text()
+        return text[text.index("verify status") :][:400]
+
+    assert "read back and checked against the netlist by the compile" in status()
+    assert cli("verify", b).code == 0
+    assert "verified by maskc verify" in status()
+    rec = json.loads((b / "verify.json").read_text())
+    rec["manifest_sha256"] = "0" * 64
+    (b / "verify.json").write_text(json.dumps(rec))
+    assert "verification record is stale" in status()
+
+
 def test_hostile_strings_are_escaped(builds, tmp_path, cli):
     """A build whose recorded strings are markup (a tensor name and a warning edited into
     reports/quant.json, the manifest resealed) and a folder named with markup: the page holds
@@ -192,7 +213,9 @@ def test_bad_inputs_are_one_line_and_write_nothing(builds, model_cache, tmp_path
     compile_model(model_cache("tiny").path, other, CompileOptions(fabric=fab, method="rtn"))
     assert_bad(cli("report", builds["a"], "--diff", other, "-o", out), "--diff", "micro", "mini")
     assert not out.exists() and list(tmp_path.glob(".r.html*")) == []
-    # -o into a folder that does not exist: usage error, exit 2
+    # -o a folder, or into a folder that does not exist: usage error, exit 2
+    r = cli("report", builds["a"], "-o", tmp_path)
+    assert r.code == 2 and len(r.err.strip().splitlines()) == 1 and "folder" in r.err
     r = cli("report", builds["a"], "-o", tmp_path / "no" / "r.html")
     assert r.code == 2 and len(r.err.strip().splitlines()) == 1 and "does not exist" in r.err
     assert not (tmp_path / "no").exists()

@@ -271,10 +271,15 @@ def errors(d: dict) -> str:
     tensors = [t for t in d["quant"].get("tensors", []) if t.get("quantized")]
     if not tensors:
         return '<p class="empty">no quantized tensors</p>'
-    roles: dict = {}
+    # (layer, role) -> errors: one tensor, or a mixture of experts' one per expert (averaged)
+    acc: dict = {}
     for t in tensors:
         if t.get("layer") is not None and t.get("rel_error") is not None:
-            roles.setdefault(t["role"], []).append((t["layer"], 100 * t["rel_error"]))
+            acc.setdefault((t["role"], t["layer"]), []).append(100 * t["rel_error"])
+    roles: dict = {}
+    for (role, layer), v in sorted(acc.items()):
+        roles.setdefault(role, []).append((layer, sum(v) / len(v)))
+    several = any(len(v) > 1 for v in acc.values())
     order = [r for r in _ROLE_ORDER if r in roles] + sorted(set(roles) - set(_ROLE_ORDER))
     chart = line_chart({r: roles[r] for r in order}, "relative error (%)", "layer")
     lrows = [
@@ -324,7 +329,9 @@ def errors(d: dict) -> str:
             body.append("<tr>" + "".join(row) + "</tr>")
         head = "".join(f"<th>{esc(r)}</th>" for r in order)
         grid = (
-            "<h3>Relative error (%) per tensor: layer x role</h3>"
+            "<h3>Relative error (%) per tensor: layer x role"
+            + (" (the mean over a layer's experts where a role has several)" if several else "")
+            + "</h3>"
             f"<table><thead><tr><th>layer</th>{head}</tr></thead><tbody>{''.join(body)}"
             "</tbody></table>"
         )
