@@ -85,13 +85,13 @@ def die_map(
         y1 = max(t["y"] for t in tiles) + 1
     else:
         x0, y0, x1, y1 = 0, 0, cols, rows
-    pad = max(1, round(0.02 * max(x1 - x0, y1 - y0)))
+    pad = 1
     used = (max(0, x0 - pad), max(0, y0 - pad))
     used += (min(cols, x1 + pad) - used[0], min(rows, y1 + pad) - used[1])
     vb = " ".join(map(str, used))
     # pixels per tile: the used area fills 1000 px, but a tile stays at least MIN_TILE_PX wide
     # (a band of rows across a big die scrolls sideways instead of shrinking to slivers)
-    ppt = min(40.0, max(MIN_TILE_PX, 1000 / used[2], 120 / used[3]))
+    ppt = min(40.0, max(MIN_TILE_PX, 1000 / used[2]))
     width, height = round(used[2] * ppt), round(used[3] * ppt)
     out = [
         f'<div class="die" data-die="{die}"><div class="diehead">die {die}: {len(tiles):,} '
