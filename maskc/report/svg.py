@@ -123,7 +123,7 @@ def die_map(
                 runs.setdefault(t["y"], []).append(t["x"])
             y, xs = max(sorted(runs.items()), key=lambda kv: len(kv[1]))
             cx, cy = (min(xs) + max(xs) + 1) / 2, y + 0.5
-            size = min(0.8, 1.6 * len(xs) / max(1, len(name)))
+            size = min(0.8, 1.4 * len(xs) / max(1, len(name)), 14 / ppt)  # <= 14 px
             out.append(
                 f'<text class="lbl" x="{num(cx)}" y="{num(cy)}" font-size="{num(size)}">'
                 f"{esc(name)}</text>"
