@@ -55,7 +55,11 @@ def write_report(build, out, other=None, force: bool = False, progress=None) -> 
 
     out = Path(out)
     check_output(out, force)
+    if progress:
+        progress.start("reading the build (every hash checked)", 1)
     d = collect(build)
+    if progress:
+        progress.advance(1)
     dd = collect_diff(other, build, d, progress) if other is not None else None
     page, sections = render(d, dd)
     data = page.encode("utf-8")
