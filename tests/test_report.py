@@ -200,6 +200,7 @@ def test_bad_inputs_are_one_line_and_write_nothing(builds, model_cache, tmp_path
     r = cli("compile", model_cache("tiny").path, "-o", plan, "--plan-only", "--fabric", "mini")
     assert r.code == 0, r.err
     assert_bad(cli("report", plan, "-o", out), "reports/quant.json", "--plan-only")
+    assert_bad(cli("report", builds["a"], "--diff", plan, "-o", out), "--diff", "--plan-only")
     # a corrupt build: exit 5, one line
     bad = tmp_path / "corrupt"
     shutil.copytree(builds["a"], bad)

@@ -19,14 +19,25 @@ def check_output(out: Path, force: bool) -> None:
         raise InputError(f"-o {out}: exists; pass --force to replace it")
 
 
+def check_other(other) -> None:
+    """Before any work: ``--diff OTHER`` is a compiled build (its hashes are checked by the
+    comparison itself)."""
+    p = Path(other)
+    if not (p / "manifest.json").is_file():
+        raise InputError(f"--diff {other}: not a build folder; give a compiled build")
+    if not (p / "layers" / "index.json").is_file():
+        raise InputError(
+            f"--diff {other}: the build has no layers/ (a --plan-only build?); give a compiled "
+            "build"
+        )
+
+
 def collect_diff(other, build, d: dict, progress=None) -> dict:
     """The change map of ``other`` -> ``build`` (maskc/diff, every tensor listed)."""
     from maskc.diff import diff_layers
     from maskc.netlist import load_netlist
     from maskc.report.collect import tiles_of
 
-    if not Path(other).is_dir():
-        raise InputError(f"--diff {other}: not a build folder (no such folder)")
     res = diff_layers(other, build, progress, top=1 << 30)
     doc = res.to_json()
     if not doc["same_base_die"]:
@@ -55,6 +66,8 @@ def write_report(build, out, other=None, force: bool = False, progress=None) -> 
 
     out = Path(out)
     check_output(out, force)
+    if other is not None:
+        check_other(other)
     if progress:
         progress.start("reading the build (every hash checked)", 1)
     d = collect(build)
