@@ -70,6 +70,8 @@ class TileMap:
     tensors: tuple[str, ...]
     roles: tuple[str, ...]  #: per tensor
     layers: int  #: number of layers (codes 3 .. 2 + layers)
+    #: per tile, 1 on every other tensor of a layer (in placement order), else 0
+    odd: np.ndarray
 
     def grid(self, d: int, values: np.ndarray | None = None, fill: float = 0.0) -> np.ndarray:
         """Die ``d`` as a ``[rows, cols]`` array of ``values`` (default: the codes)."""
@@ -114,7 +116,21 @@ def tile_map(cols: int, rows: int, dies: int, entries) -> TileMap:
             code.append(1 if r == "embed" else 2)
         tid.append(names[tensor])
     arrays = [np.asarray(v, dtype=np.int64) for v in (die, xs, ys, code, tid)]
-    return TileMap(cols, rows, dies, *arrays, tuple(names), tuple(roles), top + 1)
+    return TileMap(
+        cols, rows, dies, *arrays, tuple(names), tuple(roles), top + 1, _odd(arrays[3], arrays[4])
+    )
+
+
+def _odd(code: np.ndarray, tensor: np.ndarray) -> np.ndarray:
+    """1 on every other tensor run within each run of one code (a layer), vectorized (a 405B
+    plan has two million tiles)."""
+    if not len(code):
+        return np.zeros(0)
+    new_t = np.concatenate([[0], (np.diff(tensor) != 0).astype(np.int64)])
+    new_c = np.concatenate([[True], np.diff(code) != 0])
+    count = np.cumsum(new_t)
+    start = np.maximum.accumulate(np.where(new_c, np.arange(len(code)), 0))
+    return ((count - count[start]) % 2).astype(float)
 
 
 def layer_cmap(layers: int):
@@ -204,22 +220,11 @@ def shade_tensors(ax, tm: TileMap, d: int) -> None:
     """Lighten every other tensor of a layer (in placement order), so tensor runs show."""
     from matplotlib.colors import ListedColormap
 
-    odd = np.zeros(len(tm.tensor), dtype=float)
-    prev, flip = None, 0
-    order_code = -1
-    for i, (t, c) in enumerate(zip(tm.tensor.tolist(), tm.code.tolist(), strict=True)):
-        if c != order_code:
-            order_code, flip = c, 0
-        elif t != prev:
-            flip ^= 1
-        prev = t
-        odd[i] = flip
-    g = tm.grid(d, odd)
-    light = ListedColormap([(1, 1, 1, 0.35)])
+    g = tm.grid(d, tm.odd)
     rows, cols = g.shape
     ax.imshow(
         np.ma.masked_equal(g, 0),
-        cmap=light,
+        cmap=ListedColormap([(1, 1, 1, 0.35)]),
         origin="upper",
         extent=(-0.5, cols - 0.5, rows - 0.5, -0.5),
         interpolation="nearest",

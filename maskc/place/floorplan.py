@@ -77,7 +77,8 @@ def floorplan_png(p: Placement, path) -> None:
         cb.update_ticks()
         cb.set_label("layer", fontsize=8)
         cb.ax.tick_params(labelsize=7)
-    title = f"{p.fabric} floorplan: red embedding, orange lm_head, viridis layers 0-{tm.layers - 1}"
+    head = ", orange lm_head" if (tm.code == 2).any() else ""
+    title = f"{p.fabric} floorplan: red embedding{head}, viridis layers 0-{tm.layers - 1}"
     if experts:
         title += (
             f"\nlighter: odd experts; expert cell use {100 * experts['cell_utilization']:.1f}% "
