@@ -177,8 +177,8 @@ def print_placement(p: dict) -> None:
         if t_us:
             parts = ", ".join(
                 f"{k.replace('_', ' ')} {v:.1f} us ({100 * v / b['latency_us']:.0f}%)"
-                for k, v in t_us.items()
-            )
+                for k, v in sorted(t_us.items(), key=lambda kv: (-kv[1], kv[0]))
+            )  # largest first: a report read back from JSON has its keys in text order
             out.print(f"time per token at {b['context']}: {parts}")
         pipe = b.get("pipeline")
         if pipe and perf.get("dies", 1) > 1:
