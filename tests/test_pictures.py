@@ -59,6 +59,7 @@ def builds(model_cache, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_floorplan_zooms_to_the_used_tiles_with_the_die_beside(builds):
     img = _rgb(builds["mini"] / "reports" / "floorplan.png")
     # 16 of 5,120 tiles: drawn whole, they were 0.3% of the die's square; zoomed, the
@@ -70,6 +71,7 @@ def test_floorplan_zooms_to_the_used_tiles_with_the_die_beside(builds):
     assert frame.sum() > 20
 
 
+@pytest.mark.slow
 def test_floorplan_and_heatmap_draw_y0_at_the_top(builds, cli, tmp_path):
     """The embedding is placed first (tile row 0): its red is above the layers' colours;
     the diff's only changed tiles (layer 0's q_proj, placed right after it) are above the
@@ -110,6 +112,7 @@ def test_shared_view_orientation_and_zoom_box():
     assert top < bottom  # y = 0 at the top
 
 
+@pytest.mark.slow
 def test_render_labels_the_tile_and_decodes_packed_3bit(model_cache, cli, tmp_path):
     from maskc.pipeline import CompileOptions, compile_model
 

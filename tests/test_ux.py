@@ -83,6 +83,7 @@ def test_diff_top_n_is_the_table(builds, cli):
 # -- verify's record -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_inspect_shows_a_verify_record_tied_to_the_manifest(builds, cli, tmp_path):
     b = tmp_path / "b"
     shutil.copytree(builds["a"], b)
