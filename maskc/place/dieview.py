@@ -242,40 +242,59 @@ def _runs(keys: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(starts.tolist(), ends.tolist(), strict=True))
 
 
+def _tile_px(ax) -> float:
+    """About how many pixels wide one tile is drawn in ``ax`` (its limits already set)."""
+    fig = ax.get_figure()
+    x0, x1 = ax.get_xlim()
+    return ax.get_position().width * fig.get_figwidth() * fig.dpi / max(x1 - x0, 1.0)
+
+
+def _label(tm: TileMap, i: int, role: str) -> str:
+    """The short name of tile ``i``'s tensor: ``q``, ``gate``, ``e3`` (expert 3), ..."""
+    from maskc.ir import expert_of
+
+    e = expert_of(tm.tensors[int(tm.tensor[i])])
+    return f"e{e}" if e is not None else SHORT.get(role, role)
+
+
 def label_runs(ax, tm: TileMap, d: int) -> None:
     """Name each layer (``L7``; and, with few tiles in view, each tensor: ``L7 q``, ``k``,
-    ...) and the embedding and lm_head on the middle tile of its run on die ``d``."""
+    ...) and the embedding and lm_head on the middle tile of its run on die ``d``; a name
+    wider than its run is drawn is left out (so names never overlap)."""
     import matplotlib.patheffects as pe
 
     sel = np.flatnonzero(tm.die == d)
     halo = [pe.withStroke(linewidth=2, foreground="white")]
     by_tensor = len(sel) <= TENSOR_LABELS_UP_TO
+    px = _tile_px(ax)
+    fig = ax.get_figure()
+
+    def put(a: int, b: int, text: str, size: float) -> bool:
+        run = sel[a:b]
+        across = (b - a) if np.all(tm.y[run] == tm.y[run[0]]) else tm.cols
+        if len(text) * size * 0.62 * fig.dpi / 72 > across * px:
+            return False
+        mid = sel[(a + b) // 2]
+        ax.text(
+            tm.x[mid], tm.y[mid], text, ha="center", va="center", fontsize=size, path_effects=halo
+        )
+        return True
+
     for a, b in _runs(tm.code[sel]):
         c = int(tm.code[sel[a]])
         if c >= 3 and by_tensor:
             continue  # named with its tensors below
-        mid = sel[(a + b) // 2]
-        name = "embed" if c == 1 else "lm_head" if c == 2 else f"L{c - 3}"
-        ax.text(tm.x[mid], tm.y[mid], name, ha="center", va="center", fontsize=7, path_effects=halo)
+        put(a, b, "embed" if c == 1 else "lm_head" if c == 2 else f"L{c - 3}", 7)
     if not by_tensor:
         return
     for a, b in _runs(tm.tensor[sel]):
         c = int(tm.code[sel[a]])
         if c < 3:
             continue
-        mid = sel[(a + b) // 2]
-        role = tm.roles[int(tm.tensor[mid])]
+        text = _label(tm, sel[a], tm.roles[int(tm.tensor[sel[a]])])
         first = a == 0 or tm.code[sel[a - 1]] != c
-        text = SHORT.get(role, role)
-        ax.text(
-            tm.x[mid],
-            tm.y[mid],
-            f"L{c - 3} {text}" if first else text,
-            ha="center",
-            va="center",
-            fontsize=6,
-            path_effects=halo,
-        )
+        if not (first and put(a, b, f"L{c - 3} {text}", 6)):
+            put(a, b, text, 6)
 
 
 def draw_inset(ax, tm: TileMap, d: int, box) -> None:
