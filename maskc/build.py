@@ -10,6 +10,14 @@ before anything is trusted: a missing, extra, truncated or altered file is exit 
     {"format": "maskc-build", "version": 1, "maskc_version": "...",
      "stages": ["ingest", "quantize", ...],
      "files": {"<relative path>": {"sha256": "...", "bytes": N}, ...}}
+
+``verify.json``, the one file a build may hold outside its manifest, is the record of a
+successful ``maskc verify`` (:func:`write_verify_record`): tied to the sha256 of the
+manifest it verified, so it says "verified" only of exactly those files (any change to a file
+fails the manifest's hash check; a resealed manifest no longer matches the record)::
+
+    {"format": "maskc-verify", "version": 1, "maskc_version": "...",
+     "manifest_sha256": "...", "tiles": N, "checked": [...], "record_sha256": "..."}
 """
 
 from __future__ import annotations
@@ -32,6 +40,16 @@ MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 1 << 30
 FORMAT = "maskc-build"
 VERSION = 1
+#: the record of a successful ``maskc verify``, beside the manifest and not in it
+VERIFY_RECORD = "verify.json"
+VERIFY_FORMAT = "maskc-verify"
+#: what ``maskc verify`` checks, as its record lists it
+VERIFY_CHECKS = (
+    "every via and strap of the layer files decoded and compared with the netlist",
+    "the SRAM boot image rebuilt and compared byte for byte",
+    "every file's sha256 against the manifest",
+    "the manifest's per-tile ROM hashes against the netlist",
+)
 
 
 def sha256_file(path: Path) -> str:
@@ -58,7 +76,7 @@ def _walk(root: Path) -> list[str]:
         dirnames.sort()
         for fn in sorted(filenames):
             rel = (Path(dirpath) / fn).relative_to(root).as_posix()
-            if rel != MANIFEST:
+            if rel != MANIFEST and rel != VERIFY_RECORD and not rel.startswith(_RECORD_TMP):
                 out.append(rel)
     return sorted(out)
 
@@ -187,3 +205,69 @@ def verify_hashes(root: Path, files: dict) -> None:
     if problems:
         more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
         raise VerifyError(f"{root}: build integrity check failed: {'; '.join(problems[:3])}{more}")
+
+
+#: the temporary name :func:`write_verify_record` writes before renaming
+_RECORD_TMP = f".{VERIFY_RECORD}.tmp"
+
+
+def _record_hash(doc: dict) -> str:
+    body = {k: v for k, v in doc.items() if k != "record_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def write_verify_record(root: Path, tiles: int, manifest_sha256: str) -> Path:
+    """Record a successful ``maskc verify`` of the build at ``root`` in ``root/verify.json``,
+    tied to ``manifest_sha256``, the sha256 of the manifest that was verified; written to a
+    temporary file and renamed (atomic). An OSError (a read-only build) is the caller's."""
+    root = Path(root)
+    doc = {
+        "format": VERIFY_FORMAT,
+        "version": 1,
+        "maskc_version": __version__,
+        "manifest_sha256": manifest_sha256,
+        "tiles": int(tiles),
+        "checked": list(VERIFY_CHECKS),
+    }
+    doc["record_sha256"] = _record_hash(doc)
+    tmp = root / f"{_RECORD_TMP}{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="ascii") as f:
+            f.write(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, root / VERIFY_RECORD)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return root / VERIFY_RECORD
+
+
+def verify_status(b: Build) -> dict | None:
+    """What the build's ``verify.json`` says, for an opened (hash-checked) build ``b``: None
+    without a record; ``{"state": "verified", "tiles", "manifest_sha256", "maskc_version"}``
+    when it is intact and records this very manifest; else ``{"state": "stale", "why"}``."""
+    p = b.path / VERIFY_RECORD
+    if not os.path.lexists(p):
+        return None
+    try:
+        doc = read_json_file(p, VERIFY_RECORD, max_bytes=1 << 16)
+    except InputError:
+        return {"state": "stale", "why": f"{VERIFY_RECORD} is not readable JSON"}
+    ok = (
+        isinstance(doc, dict)
+        and doc.get("format") == VERIFY_FORMAT
+        and isinstance(doc.get("tiles"), int)
+        and isinstance(doc.get("manifest_sha256"), str)
+        and doc.get("record_sha256") == _record_hash(doc)
+    )
+    if not ok:
+        return {"state": "stale", "why": f"{VERIFY_RECORD} is malformed or was edited"}
+    if doc["manifest_sha256"] != sha256_file(b.path / MANIFEST):
+        return {"state": "stale", "why": f"{VERIFY_RECORD} records another manifest"}
+    return {
+        "state": "verified",
+        "tiles": doc["tiles"],
+        "manifest_sha256": doc["manifest_sha256"],
+        "maskc_version": doc.get("maskc_version"),
+    }

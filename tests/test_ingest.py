@@ -187,7 +187,7 @@ def test_stray_shards_without_index(tiny_copy, cli):
 
 
 def test_single_file_without_config(model_cache, cli):
-    assert_bad(cli("inspect", model_cache().path / "model.safetensors"), "--config")
+    assert_bad(cli("inspect", model_cache().path / "model.safetensors"), "--model-config")
 
 
 def test_symlink_loop(tmp_path, cli):

@@ -52,8 +52,11 @@ def test_no_eta_from_a_fast_first_tick():
     assert r.eta(0.001, 1, 100) is None  # 1%, no time, one tick
     assert r.eta(5.0, 1, 100) is None  # still one tick: no rate yet
     r.record(3.0, 2)
-    eta = r.eta(3.0, 2, 100)
-    assert eta is not None and 250 < eta < 350  # 98 items at ~1 per 3 s, not 0.1 s
+    assert r.eta(3.0, 2, 100) is None  # one tick after the first: not yet evidence
+    r.record(6.0, 3)
+    r.record(9.0, 4)
+    eta = r.eta(9.0, 4, 100)
+    assert eta is not None and 250 < eta < 350  # 96 items at ~1 per 3 s, not 0.1 s
 
 
 def test_no_eta_from_a_slow_first_tick():
@@ -71,10 +74,38 @@ def test_no_eta_before_min_fraction_or_min_seconds():
         r.record(10.0 * k, k)
     assert r.eta(100.0, 10, 1000) is None  # 1% done after 100 s
     r = Rate(t0=0.0)
-    r.record(0.5, 50)
+    r.record(0.4, 50)
+    r.record(0.6, 55)
+    r.record(0.8, 57)
     r.record(1.0, 60)
     assert r.eta(1.0, 60, 100) is None  # 60% done, but after 1 s
     assert r.eta(2.0, 60, 100) is not None
+
+
+def test_no_eta_from_a_big_first_item_then_tiny_ones_and_a_pause():
+    """The "116:42:52" of issue 23: the first tick is a fifth of the work (an embedding), a
+    few tiny items follow at once, then a big one takes a minute. The rate of those tiny
+    items over the pause is no evidence of anything: no ETA until 2% of the work was
+    measured (or a whole window of time)."""
+    r = Rate(t0=0.0)
+    r.record(2.0, 28_000_000)
+    for k in range(1, 4):
+        r.record(2.0 + 0.1 * k, 28_000_000 + 100_000 * k)
+    for now in (3.0, 10.0, 60.0):
+        assert r.eta(now, 28_300_000, 134_515_008) is None
+    for k in range(4, 40):  # then steady: 100,000 per 0.1 s
+        r.record(2.0 + 0.1 * k, 28_000_000 + 100_000 * k)
+    eta = r.eta(6.0, 31_900_000, 134_515_008)
+    assert eta == pytest.approx((134_515_008 - 31_900_000) / 1e6, rel=0.05)
+
+
+def test_a_whole_window_of_slow_ticks_is_evidence():
+    """Items that are each under 2% of the work but a minute apart still get an ETA once
+    the rate spans a whole window."""
+    r = Rate(t0=0.0)
+    for k in range(1, 6):
+        r.record(60.0 * k, k)
+    assert r.eta(300.0, 5, 200) == pytest.approx(195 * 60, rel=0.01)
 
 
 def test_eta_follows_the_recent_rate_and_counts_down():
@@ -233,8 +264,12 @@ def test_terminal_eta_column_waits_then_estimates():
     clock.t = 0.02
     prog.advance(task, 1)  # two fast ticks: 100 a second, rich's estimate says 1 s left
     assert col.render(prog.tasks[0]).plain == "-:--:--"
-    clock.t = 2.01  # 2% and 2 s: an estimate, from 1 item in the 2 s since the first tick
-    assert col.render(prog.tasks[0]).plain == "0:03:16"
+    clock.t = 2.01  # 2% and 2 s, but one tick after the first is not evidence
+    assert col.render(prog.tasks[0]).plain == "-:--:--"
+    for _ in range(2):
+        clock.t += 1.0
+        prog.advance(task, 1)  # 3 ticks after the first, 3 items (3%) in 3.01 s
+    assert col.render(prog.tasks[0]).plain == "0:02:08"
     clock.t = 10.0
     task = prog.add_task("writing netlist", total=100)
     clock.t = 30.0

@@ -22,13 +22,22 @@ def inspect(
         typer.Argument(
             metavar="MODEL",
             help="A Hugging Face model folder (config.json + model.safetensors or shards + "
-            "model.safetensors.index.json), or a single .safetensors file with --config.",
+            "model.safetensors.index.json), or a single .safetensors file with --model-config.",
             show_default=False,
         ),
     ],
     config: Annotated[
         Path | None,
-        typer.Option("--config", "-c", help="config.json to use (required for a single file)."),
+        typer.Option(
+            "--model-config",
+            "-c",
+            help="config.json to use (required for a single .safetensors file; the same flag "
+            "as maskc compile's).",
+        ),
+    ] = None,
+    config_alias: Annotated[
+        Path | None,
+        typer.Option("--config", hidden=True, help="The old spelling of --model-config."),
     ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print machine-readable JSON on stdout instead.")
@@ -68,6 +77,15 @@ def inspect(
             "(default: the build's context).",
         ),
     ] = None,
+    tiles: Annotated[
+        bool,
+        typer.Option(
+            "--tiles",
+            help="(builds) List every tile: its name T<die>_<x>_<y> (what render --tile "
+            "takes), tensor, tile index, layer, the block's rows and columns, die/x/y and ROM "
+            "format; with --tensor NAME only that matrix's tiles.",
+        ),
+    ] = False,
     netlist: Annotated[
         bool,
         typer.Option(
@@ -88,20 +106,30 @@ def inspect(
     whether it fits that build's SRAM beside the KV cache (exit 4 when it does not).
 
     BUILD (a folder written by maskc compile): every file's hash is checked against the manifest
-    (exit 5 on a mismatch) and the quantization report is printed; --tensor NAME shows one
-    tensor in detail.
+    (exit 5 on a mismatch) and the quantization report is printed, with whether maskc verify
+    has verified exactly these files (its record, BUILD/verify.json, names the manifest's
+    sha256); --tensor NAME shows one tensor in detail; --tiles lists every tile.
     """
     from maskc.adapters import CONFIG_FILE
     from maskc.build import is_build
 
+    if config_alias is not None:
+        if config is not None and config != config_alias:
+            raise UsageError("--config is the old spelling of --model-config: give one of them")
+        config = config_alias
     if os.path.lexists(model / CONFIG_FILE):  # a FIFO or folder there is the adapter's error
-        if tensor is not None or netlist:
-            raise UsageError("--tensor and --netlist work on builds, not adapters")
+        if tensor is not None or netlist or tiles:
+            raise UsageError("--tensor, --tiles and --netlist work on builds, not adapters")
         _inspect_adapter(model, build, context, headers_only, as_json)
         return
     if build is not None or context is not None:
         raise UsageError(f"--build and --context work on adapters (folders with {CONFIG_FILE})")
     if is_build(model):
+        if tiles and netlist:
+            raise UsageError("--tiles and --netlist: give one of them")
+        if tiles:
+            _inspect_tiles(model, tensor, as_json)
+            return
         if netlist:
             from maskc.build import open_build
             from maskc.netlist import dump_text, load_netlist
@@ -111,8 +139,10 @@ def inspect(
             return
         _inspect_build(model, tensor, as_json)
         return
-    if tensor is not None or netlist:
-        raise UsageError("--tensor and --netlist work on builds (folders written by maskc compile)")
+    if tensor is not None or netlist or tiles:
+        raise UsageError(
+            "--tensor, --tiles and --netlist work on builds (folders written by maskc compile)"
+        )
     _inspect_model(model, config, headers_only, as_json)
 
 
@@ -318,8 +348,40 @@ def _inspect_adapter(
         raise typer.Exit(EXIT_FIT)
 
 
-def _inspect_build(path: Path, tensor: str | None, as_json: bool) -> None:
+def _inspect_tiles(path: Path, tensor: str | None, as_json: bool) -> None:
+    """``inspect BUILD --tiles [--tensor NAME]``: every tile (of one matrix)."""
     from maskc.build import open_build
+    from maskc.errors import InputError
+    from maskc.layout.tiles import list_tiles
+    from maskc.netlist import load_netlist
+
+    b = open_build(path)
+    if "netlist/netlist.json" not in b.manifest["files"]:
+        raise InputError(f"{path}: a --plan-only build has no tiles (compile it without)")
+    rows = list_tiles(load_netlist(path), tensor)
+    if as_json:
+        emit_json({"path": str(path), "tensor": tensor, "tiles": rows})
+        return
+    t = Table("tile", "tensor", "index", "layer", "rows", "cols", "die", "x", "y", "format")
+    t.title = f"{len(rows):,} tiles" + (f" of {tensor}" if tensor else "") + " (render --tile T)"
+    for r in rows:
+        t.add_row(
+            r["tile"],
+            r["tensor"],
+            f"{r['index']} of {r['of']}",
+            "-" if r["layer"] is None else str(r["layer"]),
+            f"{r['rows'][0]}-{r['rows'][1] - 1}",
+            f"{r['cols'][0]}-{r['cols'][1] - 1}",
+            str(r["die"]),
+            str(r["x"]),
+            str(r["y"]),
+            r["format"],
+        )
+    out.print(t)
+
+
+def _inspect_build(path: Path, tensor: str | None, as_json: bool) -> None:
+    from maskc.build import open_build, verify_status
 
     b = open_build(path)
     if tensor is not None:
@@ -327,8 +389,17 @@ def _inspect_build(path: Path, tensor: str | None, as_json: bool) -> None:
         return
     model_doc = b.json("model.json")
     report = b.json("reports/quant.json") if "reports/quant.json" in b.manifest["files"] else None
+    record = verify_status(b)
     if as_json:
-        emit_json({"path": str(path), "stages": b.stages, "model": model_doc, "quant": report})
+        emit_json(
+            {
+                "path": str(path),
+                "stages": b.stages,
+                "model": model_doc,
+                "quant": report,
+                "verify": record,
+            }
+        )
         return
     arch = model_doc["architecture"]
     out.print(
@@ -343,7 +414,7 @@ def _inspect_build(path: Path, tensor: str | None, as_json: bool) -> None:
         if report.get("netlist"):
             print_netlist(report["netlist"])
         if report.get("layers"):
-            print_layers(report["layers"])
+            print_layers(report["layers"], record or {"state": "none"})
     elif "reports/placement.json" in b.manifest["files"]:
         print_placement(b.json("reports/placement.json"))
 

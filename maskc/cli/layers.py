@@ -53,7 +53,13 @@ def verify(
     elif not problems:
         out.print(
             f"{build}: the layers and the boot image match the netlist ({res['tiles']:,} "
-            "tiles) and every file matches the manifest"
+            "tiles) and every file matches the manifest; "
+            + (
+                "recorded in BUILD/verify.json (maskc inspect BUILD shows it)"
+                if res["record"]
+                else res.get("record_note", "")
+            ),
+            markup=False,
         )
     if problems:
         first = "; ".join(problems[:5])
@@ -67,7 +73,11 @@ def render(
     ],
     tile: Annotated[
         str,
-        typer.Option("--tile", help="The tile to draw, by position: T<die>_<x>_<y> (e.g. T0_0_0)."),
+        typer.Option(
+            "--tile",
+            help="The tile to draw, by position: T<die>_<x>_<y> (e.g. T0_0_0; maskc inspect "
+            "BUILD --tiles lists them).",
+        ),
     ],
     output: Annotated[Path, typer.Option("-o", "--output", help="The PNG to write.")] = Path(
         "tile.png"
@@ -82,9 +92,12 @@ def render(
 ) -> None:
     """Draw one tile of the customizable layers, as read back from BUILD/layers/.
 
-    Left: every via site of the tile (ROM array, then the scale ROM above it), one pixel per
-    site. Right: the tile's first cells to scale with their vias, metal straps and the 4-bit
-    value each cell holds.
+    The title says what the tile holds: tensor, tile index, the rows and columns of the
+    matrix, the ROM format. Top left: the scale ROM's via sites. Bottom left: every cell's
+    4-bit value, one pixel each (padding grey); on a packed 3-bit tile the block's 3-bit
+    codes decoded instead (four 3-bit codes share three 4-bit cells, so the cells hold 0-15;
+    docs/layout.md). Right: the tile's first cells to scale with their vias, metal straps and
+    the value each cell holds. maskc inspect BUILD --tiles lists the tiles.
     """
     from maskc.fsutil import check_output_file
     from maskc.layout.render import render_tile
@@ -110,7 +123,11 @@ def diff_layers(
     ],
     png: Annotated[
         Path | None,
-        typer.Option("--png", help="Also draw the changes per tile over the floorplan."),
+        typer.Option(
+            "--png",
+            help="Also draw the changes per tile over the tiles, as the floorplan is drawn "
+            "(zoomed to the used tiles, y = 0 at the top, layers named, one log scale).",
+        ),
     ] = None,
     top: Annotated[
         int, typer.Option("--top", min=1, max=100, help="Changed tensors to list per layer.")

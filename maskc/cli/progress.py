@@ -13,8 +13,11 @@ ends, with its duration::
 
 The ETA is not extrapolated from the first tick (the first item pays start-up costs: numba's
 compiles, files opened, caches warmed): it is measured from the first tick on, over the last
-:data:`WINDOW_SECONDS`, and shown only once :data:`MIN_FRACTION` of the work and
-:data:`MIN_SECONDS` have passed. Timing text goes to stderr only, never into a build.
+:data:`WINDOW_SECONDS`, and shown only on evidence: :data:`MIN_FRACTION` of the work done and
+:data:`MIN_SECONDS` passed, at least :data:`MIN_RATE_TICKS` ticks after the first, and a rate
+measured over :data:`MIN_FRACTION` of the work or a whole window. So a first item that is a
+fifth of the work (an embedding) followed by a few tiny ones and a pause never shows an ETA of
+a hundred hours. Timing text goes to stderr only, never into a build.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from rich.text import Text
 MIN_FRACTION = 0.02
 #: ... and this many seconds have passed since the step started
 MIN_SECONDS = 2.0
+#: ... and at least this many ticks after the first (the rate's evidence) ...
+MIN_RATE_TICKS = 3
 #: the rate is measured over (at least) the last this many seconds
 WINDOW_SECONDS = 30.0
 #: a piped progress line every this many percent of the work ...
@@ -81,11 +86,15 @@ class Rate:
     def __init__(self, t0: float) -> None:
         self.t0 = t0
         self.samples: deque[tuple[float, float]] = deque()
+        #: ticks recorded (since the last reset)
+        self.ticks = 0
 
     def record(self, now: float, completed: float) -> None:
         s = self.samples
         if s and completed < s[-1][1]:  # went backwards (a reset): measure afresh
             s.clear()
+            self.ticks = 0
+        self.ticks += 1
         if len(s) >= 2 and now - s[-2][0] < SAMPLE_SECONDS:
             s[-1] = (now, completed)
         else:
@@ -107,13 +116,20 @@ class Rate:
 
     def eta(self, now: float, completed: float, total: float | None) -> float | None:
         """Seconds left, or None while unknown: no total, under :data:`MIN_FRACTION` done or
-        :data:`MIN_SECONDS` elapsed, or no rate yet. Between ticks it grows (a stalled step
-        is not about to end), never reaching 0 before the work is done."""
+        :data:`MIN_SECONDS` elapsed, fewer than :data:`MIN_RATE_TICKS` ticks after the first,
+        or a rate measured over less than :data:`MIN_FRACTION` of the work and less than a
+        whole :data:`WINDOW_SECONDS`. Between ticks it grows (a stalled step is not about to
+        end), never reaching 0 before the work is done."""
         if not _known(total):
             return None
         if completed >= total:
             return 0.0
         if completed / total < MIN_FRACTION or now - self.t0 < MIN_SECONDS:
+            return None
+        if self.ticks - 1 < MIN_RATE_TICKS or len(self.samples) < 2:
+            return None
+        (ta, ca), (tb, cb) = self.samples[0], self.samples[-1]
+        if (cb - ca) / total < MIN_FRACTION and tb - ta < WINDOW_SECONDS:
             return None
         rate = self.per_second(now)
         if rate is None:

@@ -113,7 +113,7 @@ def print_placement(p: dict) -> None:
             f"{d['padding_cells']:,}",
         )
     out.print(t)
-    out.print(f"tiles per layer: {_runs(list(p['per_layer_tiles'].items()))}")
+    out.print(f"tiles per layer: {_runs(sorted(p['per_layer_tiles'].items(), key=layer_order))}")
     ex = p.get("experts")
     if ex:
         out.print(
@@ -177,8 +177,8 @@ def print_placement(p: dict) -> None:
         if t_us:
             parts = ", ".join(
                 f"{k.replace('_', ' ')} {v:.1f} us ({100 * v / b['latency_us']:.0f}%)"
-                for k, v in t_us.items()
-            )
+                for k, v in sorted(t_us.items(), key=lambda kv: (-kv[1], kv[0]))
+            )  # largest first: a report read back from JSON has its keys in text order
             out.print(f"time per token at {b['context']}: {parts}")
         pipe = b.get("pipeline")
         if pipe and perf.get("dies", 1) > 1:
@@ -198,6 +198,17 @@ def print_placement(p: dict) -> None:
                     f"{s['die']} (card {s['card']}) {s['time_us']:.1f} us" for s in b["stages"]
                 )
             )
+
+
+def layer_order(item: tuple[str, int]) -> tuple[int, int, str]:
+    """Sort key of a ``per_layer_tiles`` entry: the embedding, the layers by number (a JSON
+    report's keys come back in text order: 0, 1, 10, 11, ..., 2), then lm_head and the rest."""
+    k = item[0]
+    if k == "embed":
+        return (0, 0, k)
+    if k.isdigit():
+        return (1, int(k), k)
+    return (2, 0, k)
 
 
 def _runs(items: list[tuple[str, int]]) -> str:
@@ -222,12 +233,21 @@ def print_netlist(n: dict) -> None:
     )
 
 
-def print_layers(lay: dict) -> None:
-    """One line on the layer files (format, sizes, verified or not) and the advice, if any."""
+def print_layers(lay: dict, record: dict | None = None) -> None:
+    """One line on the layer files (format, sizes, verified or not) and the advice, if any.
+    ``record``: what :func:`maskc.build.verify_status` says of the build's ``maskc verify``
+    record (``inspect``; compile has none)."""
     b = lay["bytes"]
     names = ", ".join(lay["files"]) if len(lay["files"]) <= 2 else f"{len(lay['files'])} files"
-    if lay.get("verified"):
-        checked = "read back and verified against the netlist"
+    if record is not None and record["state"] == "verified":
+        checked = (
+            f"verified by maskc verify ({record['tiles']:,} tiles and the boot image against "
+            f"the netlist, every file hash), manifest sha256 {record['manifest_sha256'][:16]}..."
+        )
+    elif lay.get("verified"):
+        checked = "read back and verified against the netlist by maskc compile"
+    elif record is not None and record["state"] == "stale":
+        checked = f"not verified: {record['why']}; run maskc verify BUILD"
     else:
         checked = "not verified yet: maskc verify BUILD"
     out.print(
@@ -255,7 +275,7 @@ def print_diff(doc: dict, png) -> None:
     ):
         t.add_column(col, justify="left" if col in ("layer", "top tensors") else "right")
     for name, rep in doc["layers"].items():
-        tops = ", ".join(f"{x['tensor']} ({x['vias_or_straps']:,})" for x in rep["top_tensors"][:3])
+        tops = ", ".join(f"{x['tensor']} ({x['vias_or_straps']:,})" for x in rep["top_tensors"])
         t.add_row(
             name,
             "yes" if rep["identical"] else "[red]no[/red]",

@@ -73,7 +73,11 @@ def diff_builds(pa: Path, pb: Path, progress=None) -> Comparison:
     layers = {"via": _via_layer(sa, sb, progress), "metal": _metal_layer(sa, sb)}
     sites = tuple(sorted(set(sa.sites) | set(sb.sites)))
     boot = _boot_changed(sa.nl, sb.nl)
-    return Comparison(True, sa.fabric.name, sb.fabric.name, layers, sb.fabric, sites, boot)
+    from maskc.layout.tiles import site_owners
+
+    info = site_owners(sb.nl)
+    info |= {k: v for k, v in site_owners(sa.nl).items() if k not in info}
+    return Comparison(True, sa.fabric.name, sb.fabric.name, layers, sb.fabric, sites, boot, info)
 
 
 def _boot_changed(na, nb) -> tuple[str, ...]:

@@ -79,7 +79,11 @@ def diff_files(pa: Path, pb: Path, progress=None) -> Comparison:
         from maskc.errors import VerifyError
 
         raise VerifyError(f"{pa} / {pb}: {problems[0]}")
-    return Comparison(True, fa.name, fb.name, {la: rep}, fa, tuple(tiles))
+    from maskc.layout.tiles import site_owners
+
+    info = site_owners(nlb)
+    info |= {k: v for k, v in site_owners(nla).items() if k not in info}
+    return Comparison(True, fa.name, fb.name, {la: rep}, fa, tuple(tiles), None, info)
 
 
 def _keys(corners) -> np.ndarray:

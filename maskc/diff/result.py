@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -28,6 +28,8 @@ class DiffResult:
     tiles: dict[str, dict[str, int]]
     fabric: Fabric | None
     sites: tuple[str, ...]
+    #: tile site -> (tensor, layer, role), in placement order (the heatmap's labels)
+    site_info: dict = field(default_factory=dict)
 
     @property
     def identical(self) -> bool:
@@ -160,4 +162,4 @@ def finish(res: Comparison, a: str, b: str, top: int) -> DiffResult:
     }
     if res.boot_changed is not None:
         doc["boot"] = {"identical": not boot, "changed": list(boot)}
-    return DiffResult(doc, tiles, res.fabric, res.sites)
+    return DiffResult(doc, tiles, res.fabric, res.sites, dict(res.site_info))

@@ -9,7 +9,7 @@ tiles and, per tensor, how many of its tiles and shapes changed; :func:`count` a
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -77,3 +77,6 @@ class Comparison:
     sites: tuple[str, ...] = ()
     #: two builds: the SRAM boot images' entries that differ (None: files, not compared)
     boot_changed: tuple[str, ...] | None = None
+    #: tile site -> (tensor, layer, role) of what it holds (B's, else A's), in placement
+    #: order: what the heatmap labels
+    site_info: dict = field(default_factory=dict)

@@ -335,6 +335,11 @@ def _base_getter(session: Session, model_dir: Path | None):
     if model_dir is not None:
         from maskc.ingest import load_model
 
+        if Path(model_dir).is_file():
+            raise InputError(
+                f"{model_dir}: --compare takes a model folder (config.json beside the weights), "
+                "not a single file"
+            )
         m = load_model(model_dir)
         mine = session.netlist.arch
         for k in ("hidden_size", "num_layers", "vocab_size", "num_heads", "num_kv_heads"):

@@ -285,7 +285,7 @@ def _resolve(path: Path, config: Path | None) -> tuple[Path, list[Path], dict[st
         cfg = config or path / "config.json"
         if not os.path.lexists(cfg):
             raise InputError(
-                f"{path}: no config.json in the model folder (give --config CONFIG.json)"
+                f"{path}: no config.json in the model folder (give --model-config CONFIG.json)"
             )
         if (path / INDEX_NAME).exists():
             files, wmap = _open_index(path)
@@ -303,7 +303,7 @@ def _resolve(path: Path, config: Path | None) -> tuple[Path, list[Path], dict[st
         )
     if config is None:
         raise InputError(
-            f"{path}: a single weights file needs its config: pass --config CONFIG.json"
+            f"{path}: a single weights file needs its config: pass --model-config CONFIG.json"
         )
     if path.suffix != ".safetensors":
         raise InputError(f"{path}: expected a .safetensors file or a model folder")
@@ -443,6 +443,10 @@ def declared_tensors(
             return (m.arch, m.specs, m.config_path, formats) + ((set(m.perms),) if perms else ())
         return (arch, _expected(path, cfg_path, arch, locations), cfg_path, {}) + (
             (set(),) if perms else ()
+        )
+    if cfg is None and not path.is_dir() and path.suffix == ".safetensors":
+        raise InputError(
+            f"{path}: a single weights file needs its config: pass --model-config CONFIG.json"
         )
     cfg_path = cfg or (path / "config.json" if path.is_dir() else path)
     arch = load_config(cfg_path)

@@ -346,14 +346,25 @@ def check_tile_hashes(manifest: dict, nl) -> list[str]:
 def verify_build(path, limit: int = 10, progress=None, dask: str | None = None) -> dict:
     """``maskc verify``: the layer files read back and compared with the netlist (by the workers
     of the Dask scheduler ``dask`` if given: they must read the build at the same path), then
-    every file's manifest hash. Returns ``{"problems": [...], "tiles": n, "files": [...]}``."""
+    every file's manifest hash. Returns ``{"problems": [...], "tiles": n, "files": [...],
+    "record": path}``: a clean run is recorded in ``BUILD/verify.json`` (tied to the sha256
+    of the manifest read here; :func:`maskc.build.write_verify_record`), a failed one removes
+    any earlier record."""
     from maskc.boot import verify_boot
-    from maskc.build import open_build, verify_hashes
+    from maskc.build import (
+        MANIFEST,
+        VERIFY_RECORD,
+        open_build,
+        sha256_file,
+        verify_hashes,
+        write_verify_record,
+    )
     from maskc.errors import InputError, MaskcError
     from maskc.netlist import load_netlist
     from maskc.parallel import cluster
 
     b = open_build(path, check_hashes=False)
+    manifest_sha = sha256_file(b.path / MANIFEST)
     nl = load_netlist(b.path)
     fab = nl.fabric
     if "layers/index.json" not in b.manifest["files"]:
@@ -370,4 +381,12 @@ def verify_build(path, limit: int = 10, progress=None, dask: str | None = None) 
     problems += verify_boot(nl, b.path)
     files = sorted(f"layers/{f}" for bank in index["banks"] for f in bank["files"].values())
     tiles = sum(m["tiles"] for m in nl.matrices.values())
-    return {"problems": problems[:limit], "tiles": tiles, "files": files}
+    res = {"problems": problems[:limit], "tiles": tiles, "files": files, "record": None}
+    try:  # BUILD/verify.json, which inspect reads (maskc.build.verify_status)
+        if not problems:
+            res["record"] = str(write_verify_record(b.path, tiles, manifest_sha))
+        elif (b.path / VERIFY_RECORD).is_file():
+            (b.path / VERIFY_RECORD).unlink()
+    except OSError as e:  # a read-only build: verified (or not) all the same
+        res["record_note"] = f"{VERIFY_RECORD} not updated ({e.strerror or e})"
+    return res

@@ -1,4 +1,6 @@
-"""The floorplan picture of a placement (``BUILD/reports/floorplan.png``)."""
+"""The floorplan picture of a placement (``BUILD/reports/floorplan.png``); how it is drawn
+(orientation, zoom, colours, labels) is :mod:`maskc.place.dieview`'s, shared with the
+``diff-layers --png`` heatmap."""
 
 from __future__ import annotations
 
@@ -10,53 +12,80 @@ DIES_PER_ROW = 8
 
 
 def floorplan_png(p: Placement, path) -> None:
-    """Draw every die's tile grid, each tile colored by the layer it holds (deterministic PNG).
-    In a mixture of experts the tiles of odd-numbered experts are drawn lighter, so each
-    expert's run of tiles shows, and the title gives the experts' cell utilization."""
+    """Draw every die's tile grid, each tile coloured by the layer it holds, zoomed to the
+    used tiles with the whole die beside it, layers (and, when few, tensors) named
+    (deterministic PNG). In a mixture of experts the tiles of odd-numbered experts are drawn
+    lighter, so each expert's run of tiles shows, and the title gives the experts' cell
+    utilization; otherwise neighbouring tensors of a layer alternate in shade."""
     import matplotlib
 
     matplotlib.use("Agg")
     import numpy as np
     from matplotlib.colors import ListedColormap
-    from matplotlib.figure import Figure
+
+    from maskc.place import dieview as dv
 
     cols, rows = p.grid
-    layers = 1 + max((b.layer for b in p.blocks if b.layer is not None), default=0)
-    # value 0: empty, 1: embedding, 2: lm_head, 3 + i: layer i
-    base = matplotlib.colormaps["viridis"](np.linspace(0, 1, max(layers, 2)))
-    cmap = ListedColormap([(0.92, 0.92, 0.92, 1), (0.85, 0.2, 0.2, 1), (0.95, 0.6, 0.1, 1), *base])
-    grids = np.zeros((p.dies, rows, cols))
+    tm = dv.tile_map(
+        cols, rows, p.dies, ((b.die, b.x, b.y, b.tensor, b.layer, b.role) for b in p.blocks)
+    )
+    cmap = dv.layer_cmap(tm.layers)
+    box = dv.zoom_box(tm)
     experts = p.report.get("experts")
-    odd = np.zeros((p.dies, rows, cols)) if experts else None
-    for b in p.blocks:  # one pass: a 405B plan has two million blocks on 40-60 dies
-        v = 3 + b.layer if b.layer is not None else (1 if b.role == "embed" else 2)
-        grids[b.die, b.y, b.x] = v
-        if odd is not None and b.layer is not None and (expert_of(b.tensor) or 0) % 2:
-            odd[b.die, b.y, b.x] = 1
-    # at most DIES_PER_ROW dies side by side, further rows below
-    ncols = min(p.dies, DIES_PER_ROW)
-    nrows = -(-p.dies // ncols)
-    fig = Figure(figsize=(4 * ncols + 1, 4.6 * nrows), dpi=100)
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for d, ax in enumerate(axes):
-        if d >= p.dies:
-            ax.set_axis_off()
-            continue
-        ax.imshow(grids[d], cmap=cmap, vmin=0, vmax=2 + max(layers, 2), interpolation="nearest")
+    odd = None
+    if experts:
+        odd = np.array(
+            [
+                1.0 if b.layer is not None and (expert_of(b.tensor) or 0) % 2 else 0.0
+                for b in p.blocks
+            ]
+        )
+    fig, axes = dv.figure_layout(tm, box, DIES_PER_ROW)
+    top = 2 + max(tm.layers, 2)
+    for d, (ax, inset) in enumerate(axes):
+        dv.show_grid(ax, tm.grid(d), box, cmap=cmap, vmin=-0.5, vmax=top + 0.5)
         if odd is not None:
             light = ListedColormap([(1, 1, 1, 0.4)])
-            ax.imshow(np.ma.masked_equal(odd[d], 0), cmap=light, interpolation="nearest")
+            g = tm.grid(d, odd)
+            ax.imshow(
+                np.ma.masked_equal(g, 0),
+                cmap=light,
+                origin="upper",
+                extent=(-0.5, cols - 0.5, rows - 0.5, -0.5),
+                interpolation="nearest",
+                aspect="auto",
+            )
+        else:
+            dv.shade_tensors(ax, tm, d)
+        dv.label_runs(ax, tm, d)
         used = p.report["per_die"][d]["tiles_used"]
-        ax.set_title(f"die {d}: {used:,} of {p.tiles_per_die:,} tiles", fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    title = f"{p.fabric} floorplan (red: embedding, orange: lm_head, color: layer)"
+        view = (
+            "" if box is None else f"; view: tiles x {box[0]}-{box[1] - 1}, y {box[2]}-{box[3] - 1}"
+        )
+        ax.set_title(f"die {d}: {used:,} of {p.tiles_per_die:,} tiles{view}", fontsize=9)
+        if inset is not None:
+            dv.draw_inset(inset, tm, d, box)
+    if tm.layers:
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import ListedColormap, Normalize
+        from matplotlib.ticker import MaxNLocator
+
+        layer_colors = ListedColormap(cmap.colors[3 : 3 + tm.layers])
+        sm = ScalarMappable(Normalize(-0.5, tm.layers - 0.5), layer_colors)
+        cb = fig.colorbar(sm, ax=[a for a, _ in axes], shrink=0.9, pad=0.01)
+        cb.locator = MaxNLocator(integer=True, nbins=8)
+        cb.update_ticks()
+        cb.set_label("layer", fontsize=8)
+        cb.ax.tick_params(labelsize=7)
+    head = ", orange lm_head" if (tm.code == 2).any() else ""
+    title = f"{p.fabric} floorplan: red embedding{head}, viridis layers 0-{tm.layers - 1}"
     if experts:
         title += (
             f"\nlighter: odd experts; expert cell use {100 * experts['cell_utilization']:.1f}% "
             f"({100 * experts['cell_utilization_min']:.1f}-"
             f"{100 * experts['cell_utilization_max']:.1f}% per expert)"
         )
+    else:
+        title += "; neighbouring tensors alternate in shade"
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
     fig.savefig(path, format="png", metadata={"Software": None})

@@ -4,10 +4,12 @@
 quantized model (its exact stored values, in float) against the float model on a short text
 (KL, top-1 agreement, ppl), and :func:`sensitivity` does so with one layer quantized at a time.
 
-The figure's top panel: weight SNR (dB) of every quantized matrix, by layer and role. Bottom
-panel (when ``--sensitivity`` ran): KL divergence of the model's next-token distribution when
-only that layer is quantized, so users see which layers hurt. The PNG is deterministic (no
-timestamp or software version in its metadata).
+The figure's top panels: weight SNR (dB) of every quantized matrix by layer, one small panel
+per role on its own y range (the other roles faint behind it, so a series never hides under
+another) and a panel of the roles' means. Bottom panel (when ``--sensitivity`` ran): KL
+divergence of the model's next-token distribution when only that layer is quantized, so users
+see which layers hurt. The PNG is deterministic (no timestamp or software version in its
+metadata).
 """
 
 from __future__ import annotations
@@ -24,51 +26,101 @@ from maskc.reference import FloatLlama
 ROLES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
+#: the colour of each role in the error figure (matplotlib's tab10, in ROLES order)
+ROLE_COLORS = {r: f"C{i}" for i, r in enumerate(ROLES)}
+
+
 def error_png(report: dict, path: Path) -> None:
-    """Draw ``report`` (the dict written to reports/quant.json) to ``path``."""
+    """Draw ``report`` (the dict written to reports/quant.json) to ``path``: one small panel
+    per role (q/k/v/o/gate/up/down, each on its own y range, the other roles faint behind
+    where they fall in it) and their means side by side, so no series hides under another
+    (on SmolLM2 at 3 bits gate_proj's SNR lies on up_proj's), and the per-layer sensitivity
+    below when it ran."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     rows = [r for r in report["tensors"] if r["quantized"] and r["layer"] is not None]
     sens = report.get("sensitivity")
-    fig = Figure(figsize=(10, 6.5 if sens else 4), dpi=100)
-    axes = fig.subplots(2 if sens else 1, 1, squeeze=False)[:, 0]
-    ax = axes[0]
-    for role in ROLES:
-        pts = [
-            (r["layer"], r["snr_db"])
-            for r in rows
-            if r["role"] == role and r["snr_db"] is not None  # None: stored exactly
-        ]
-        if pts:
-            xs, ys = zip(*pts, strict=True)
-            ax.plot(xs, ys, marker="o", markersize=3, linewidth=1, label=role)
-    from matplotlib.ticker import MaxNLocator
-
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("layer")
-    ax.set_ylabel("weight SNR (dB)")
+    series: dict[str, list[tuple[int, float]]] = {}
+    for r in rows:
+        if r["snr_db"] is not None:  # None: stored exactly
+            series.setdefault(r["role"], []).append((r["layer"], r["snr_db"]))
+    roles = [r for r in ROLES if r in series] + sorted(set(series) - set(ROLES))
+    ncols = 4
+    nrows = max(1, -(-len(roles) // ncols))
+    fig = Figure(
+        figsize=(11, 2.1 * nrows + (2.6 if sens else 0) + 0.6), dpi=90, layout="constrained"
+    )
+    spec = fig.add_gridspec(
+        nrows + (1 if sens else 0), ncols, height_ratios=[1] * nrows + ([1.3] if sens else [])
+    )
     tot = report["totals"]
     bpw = tot.get("bpw_blocks")
-    ax.set_title(
-        "weight error per layer" + (f"  (blocks {bpw:.3f} bits/weight)" if bpw else ""),
+    fig.suptitle(
+        "weight SNR (dB) per layer, one panel per role on its own y range (grey: the other "
+        "roles where they fall in it)" + (f"; blocks {bpw:.3f} bits/weight" if bpw else ""),
         fontsize=10,
     )
-    ax.grid(True, alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:  # none when every layer is stored exactly
-        ax.legend(fontsize=7, ncol=4)
+    ys = [v for pts in series.values() for _, v in pts]
+    lo, hi = (min(ys), max(ys)) if ys else (0.0, 1.0)
+    pad = max(0.05 * (hi - lo), 0.1)
+    first = None
+    for i, role in enumerate(roles):
+        ax = fig.add_subplot(spec[i // ncols, i % ncols], sharex=first)
+        first = first or ax
+        for other in roles:  # the rest, faint, for comparison
+            if other != role:
+                xs, vs = _by_layer(series[other])
+                ax.plot(xs, vs, color="0.82", linewidth=0.7, zorder=1)
+        xs, vs = _by_layer(series[role])
+        color = ROLE_COLORS.get(role, "C7")
+        ax.plot(xs, vs, color=color, marker="o", markersize=2.5, linewidth=1.2, zorder=3)
+        ax.set_title(f"{role} (mean {np.mean(vs):.2f} dB)", fontsize=9, color=color)
+        own = max(0.25, 0.1 * (max(vs) - min(vs)))
+        ax.set_ylim(min(vs) - own, max(vs) + own)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=6))
+        ax.tick_params(labelsize=7)
+        ax.grid(True, alpha=0.3)
+        if i % ncols == 0:
+            ax.set_ylabel("SNR (dB)", fontsize=8)
+        if i // ncols == nrows - 1 or i + ncols >= len(roles):
+            ax.set_xlabel("layer", fontsize=8)
+    if roles and len(roles) % ncols:  # the free panel: each role's mean, side by side
+        ax = fig.add_subplot(spec[nrows - 1, ncols - 1])
+        means = [float(np.mean([v for _, v in series[r]])) for r in roles]
+        ax.barh(range(len(roles)), means, color=[ROLE_COLORS.get(r, "C7") for r in roles])
+        ax.set_yticks(range(len(roles)), roles, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlim(lo - pad, hi + pad)
+        ax.set_title("mean over layers", fontsize=9)
+        ax.set_xlabel("SNR (dB)", fontsize=8)
+        ax.tick_params(labelsize=7)
+    if not roles:  # every layer stored exactly
+        ax = fig.add_subplot(spec[0, :])
+        ax.text(0.5, 0.5, "every layer is stored exactly (no weight error)", ha="center")
+        ax.set_axis_off()
     if sens:
-        ax2 = axes[1]
+        ax2 = fig.add_subplot(spec[nrows, :])
         ax2.bar([s["layer"] for s in sens], [s["kl_mean"] for s in sens], color="tab:red")
         ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax2.set_xlabel("layer quantized alone")
-        ax2.set_ylabel("mean KL (nats)")
+        ax2.set_xlabel("layer quantized alone", fontsize=8)
+        ax2.set_ylabel("mean KL (nats)", fontsize=8)
         ax2.set_title("output sensitivity: only this layer quantized", fontsize=10)
         ax2.grid(True, axis="y", alpha=0.3)
-    fig.tight_layout()
     fig.savefig(path, format="png", metadata={"Software": None})
+
+
+def _by_layer(points: list[tuple[int, float]]) -> tuple[list[int], list[float]]:
+    """A series' points sorted by layer; several per layer (the experts of a mixture of
+    experts) become their median, the line the panel draws."""
+    per: dict[int, list[float]] = {}
+    for layer, v in points:
+        per.setdefault(layer, []).append(v)
+    xs = sorted(per)
+    return xs, [float(np.median(per[x])) for x in xs]
 
 
 def default_report_text() -> str:
