@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from matplotlib import colors, image
 
-from tests.helpers import micro_fabric
+from helpers import micro_fabric
 
 
 def _rgb(path) -> np.ndarray:

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from tests.helpers import assert_bad, micro_fabric, reseal
+from helpers import assert_bad, micro_fabric, reseal
 
 
 @pytest.fixture(scope="module")
