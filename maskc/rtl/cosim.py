@@ -30,7 +30,10 @@ from maskc.rtl import top as T
 
 SIMULATORS = ("verilator", "icarus")
 #: Verilator options: the units' integer sign extension and truncation are deliberate
-VERILATOR_ARGS = ("-Wno-WIDTH", "-Wno-fatal", "--x-assign", "0", "--x-initial", "0")
+#: and the behavioural loops stay loops (unrolled, the C++ of the tiny model is 42 MB instead of
+#: 6 MB); -O0: the C++ compile dominates a cosim's time, not the simulation
+VERILATOR_ARGS = ("-Wno-WIDTH", "-Wno-fatal", "--x-assign", "0", "--x-initial", "0",
+                  "--unroll-count", "1", "--unroll-stmts", "1", "-CFLAGS", "-O0")  # fmt: skip
 
 
 @dataclass
@@ -77,6 +80,10 @@ def _verilator_env() -> dict[str, str] | None:
     return {
         "PATH": f"{root / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
         "VERILATOR_ROOT": str(root),
+        # what the package's own verilator-cli sets (verilator/cli.py), and the precompiled
+        # header's -include its verilated.mk leaves empty (the build fails without it)
+        "CXXFLAGS": os.environ.get("CXXFLAGS", "--std=c++20 -DVL_TIME_CONTEXT"),
+        "MAKEFLAGS": "CFG_CXXFLAGS_PCH_I=-include",
     }
 
 
@@ -184,7 +191,9 @@ def run_rtl(rtl: Path, work: Path, sim: str, job: dict, env: dict, progress=None
                 log_file=work / f"{sim}_build.log",
             )
         except (SystemExit, Exception) as e:  # the log holds the tool's messages
-            raise InputError(f"{sim} could not build the RTL ({e}); see {work}/{sim}_build.log")
+            raise InputError(
+                f"{sim} could not build the RTL ({e}); see {work}/{sim}_build.log"
+            ) from None
         if progress:
             progress.advance(1)
             progress.start(f"simulating {len(job['prompt'])} prompt tokens with {sim}", 1)
@@ -304,12 +313,12 @@ def emulator_trace(build: Path, fed: list[int], context: int, trace: list) -> li
 def first_trace_mismatch(nl, rtl_trace: list, emu_trace: list, trace: list) -> dict | None:
     """The first (position, op) whose slot differs between the RTL and the emulator."""
     p = T.plan(nl)
-    for pos, (got_rows, want_rows) in enumerate(zip(rtl_trace, emu_trace)):
-        for (i, kind, _regs, slot), got, want in zip(trace, got_rows, want_rows):
+    for pos, (got_rows, want_rows) in enumerate(zip(rtl_trace, emu_trace, strict=False)):
+        for (i, kind, _regs, slot), got, want in zip(trace, got_rows, want_rows, strict=True):
             g = decode_regs(got, p, slot)
             for key in g:
                 a, b = g[key], [int(v) for v in want[key]]
-                for j, (u, w) in enumerate(zip(a, b)):
+                for j, (u, w) in enumerate(zip(a, b, strict=True)):
                     if u != w:
                         return {"position": pos, "op": i, "kind": kind, "slot": slot,
                                 "field": key, "index": j, "rtl": u, "emulator": w}  # fmt: skip
@@ -332,7 +341,11 @@ def compare(rtl_out: dict, emu_tokens, emu_logits, prompt, sim, vocab) -> CosimR
             return res
     if res.rtl_tokens != res.emu_tokens or got.shape[0] != emu_logits.shape[0]:
         k = next(
-            (i for i, (a, b) in enumerate(zip(res.rtl_tokens, res.emu_tokens)) if a != b),
+            (
+                i
+                for i, (a, b) in enumerate(zip(res.rtl_tokens, res.emu_tokens, strict=False))
+                if a != b
+            ),
             min(len(res.rtl_tokens), len(res.emu_tokens)),
         )
         res.mismatch = {

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import cocotb
 from cocotb.clock import Clock
-from cocotb.triggers import RisingEdge, ReadOnly
+from cocotb.triggers import ReadOnly, RisingEdge
 
 MASK32 = (1 << 32) - 1
 
@@ -63,7 +64,7 @@ async def _run(dut, token: int, pos: int, trace: list) -> tuple[int, list]:
 
 @cocotb.test()
 async def cosim(dut):
-    job = json.loads(open(os.environ["MASKC_COSIM_JOB"]).read())
+    job = json.loads(Path(os.environ["MASKC_COSIM_JOB"]).read_text())
     vocab = job["vocab"]
     logits_reg = getattr(dut, job["logits_reg"])
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())

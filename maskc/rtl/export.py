@@ -86,7 +86,7 @@ def write_rtl(nl, out: Path, context: int | None = None, progress=None) -> dict:
     files += a_files
     write("maskc_top.v", T.emit_top(nl, plan, mods, embs, ctx).encode())
     verilog = sorted(f for f in files if f.endswith(".v"))
-    flist = [f"+incdir+{UNITS_DIR}"] + verilog
+    flist = [f"+incdir+{UNITS_DIR}", *verilog]
     write("files.f", ("\n".join(flist) + "\n").encode())
     hier = {
         T.TOP: {

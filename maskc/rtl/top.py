@@ -219,8 +219,8 @@ def emit_top(nl, p: Plan, mods: dict[str, object], embs: dict[str, object], cont
                 ports, _ = act_out(i, d)
                 inst.append(
                     f"  maskc_rmsnorm #(.D({d}), .F({f}), .GAMMA_FRAC({op.gamma_frac}), "
-                    f".EPS_D(64'd{op.eps_d}), .RSQRT_HEX(\"{param_file('lut.rsqrt')}\"), "
-                    f".GAMMA_HEX(\"{param_file(op.gamma)}\")) u{i}_rmsnorm ({common}, "
+                    f'.EPS_D(64\'d{op.eps_d}), .RSQRT_HEX("{param_file("lut.rsqrt")}"), '
+                    f'.GAMMA_HEX("{param_file(op.gamma)}")) u{i}_rmsnorm ({common}, '
                     f".h(sig_{vid(op.src)}), {ports});"
                 )
                 copy = copy_act(i, op.out)
@@ -237,7 +237,7 @@ def emit_top(nl, p: Plan, mods: dict[str, object], embs: dict[str, object], cont
                 ports, _ = act_out(i, n)
                 inst.append(
                     f"  maskc_swiglu #(.N({n}), .F({f}), "
-                    f".SIGMOID_HEX(\"{param_file('lut.sigmoid')}\")) u{i}_swiglu ({common}, "
+                    f'.SIGMOID_HEX("{param_file("lut.sigmoid")}")) u{i}_swiglu ({common}, '
                     f".g(sig_{vid(op.gate)}), .u(sig_{vid(op.up)}), {ports});"
                 )
                 copy = copy_act(i, op.out)
@@ -254,8 +254,8 @@ def emit_top(nl, p: Plan, mods: dict[str, object], embs: dict[str, object], cont
                 decl.append(f"  wire [{32 * n - 1}:0] o{i};")
                 inst.append(
                     f"  maskc_rope #(.HEADS({op.heads}), .HD({hd}), .PB({pb}), "
-                    f".COS_HEX(\"{param_file('lut.cos')}\"), "
-                    f".PHASE_HEX(\"{param_file('rope.phase_step')}\")) u{i}_rope ({common}, "
+                    f'.COS_HEX("{param_file("lut.cos")}"), '
+                    f'.PHASE_HEX("{param_file("rope.phase_step")}")) u{i}_rope ({common}, '
                     f".pos(pos_r), .y(sig_{vid(op.src)}), .out(o{i}));"
                 )
                 copy = [f"sig_{vid(op.out)} <= o{i};"]
@@ -266,7 +266,7 @@ def emit_top(nl, p: Plan, mods: dict[str, object], embs: dict[str, object], cont
                     f"  maskc_attention #(.HEADS({op.heads}), .KVH({op.kv_heads}), "
                     f".HD({op.head_dim}), .CTX({context}), .PB({pb}), .WINDOW({op.window or 0}), "
                     f".F({f}), .INV_SQRT_HD({num['inv_sqrt_hd_q16']}), "
-                    f".LOG2E({num['log2e_q16']}), .EXP2_HEX(\"{param_file('lut.exp2')}\")) "
+                    f'.LOG2E({num["log2e_q16"]}), .EXP2_HEX("{param_file("lut.exp2")}")) '
                     f"u{i}_attention_l{op.layer} ({common}, .pos(pos_r), .q(sig_{vid(op.q)}), "
                     f".k(sig_{vid(op.k)}), .v(sig_{vid(op.v)}), .out(o{i}));"
                 )
@@ -315,7 +315,9 @@ def emit_top(nl, p: Plan, mods: dict[str, object], embs: dict[str, object], cont
             tail = "busy <= 1'b0; done <= 1'b1;"
         else:
             tail = f"step <= {k + 1}; go <= 1'b1;"
-        lines.append(f"           else if (dn{i}) begin {after} {tail} end".replace("  end", " end"))
+        lines.append(
+            f"           else if (dn{i}) begin {after} {tail} end".replace("  end", " end")
+        )
     lines.append("        default: ;")
     lines.append("      endcase")
     lines.append("    end")
