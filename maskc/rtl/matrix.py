@@ -22,6 +22,7 @@ from maskc.rtl.tiles import (
     bitlen,
     etile_verilog,
     ident,
+    rom_verilog,
     tile_images,
     tile_kind,
     tile_verilog,
@@ -103,6 +104,22 @@ def _sat32() -> list[str]:
     ]
 
 
+def _rom_instance(kind: TileKind, image: str, t: str, raddr: str | None = None) -> str:
+    """Wires ``<t>_ra`` (unless ``raddr``), ``<t>_cw``, ``<t>_rw``, ``<t>_lw`` and the ROM
+    instance ``r_<t>`` of images ``<image>.cells.hex`` / ``.scale.hex``."""
+    rw = max(1, bitlen(kind.tr - 1))
+    out = [] if raddr else [f"  wire [{rw - 1}:0] {t}_ra;"]
+    out += [
+        f"  wire [{4 * kind.columns - 1}:0] {t}_cw;",
+        f"  wire [{kind.record_bits - 1}:0] {t}_rw;",
+        f"  wire [{kind.level_line_bits - 1}:0] {t}_lw;",
+        f'  {kind.name}_rom #(.CELLS("{image}.cells.hex"), .SCALE("{image}.scale.hex")) r_{t} (',
+        f"    .raddr({raddr or t + '_ra'}), .cw({t}_cw), .rw({t}_rw), .lw({t}_lw)",
+        "  );",
+    ]
+    return "\n".join(out)
+
+
 def _blocks(t: dict, sel: list[int]) -> list[tuple[int, int, list[tuple[int, int, int]]]]:
     """Tiles ``sel`` by row block: ``[(r0, rows, [(c0, cols, tile index), ...] by c0)]`` by
     r0."""
@@ -125,13 +142,14 @@ def _acc_b(kind: TileKind, cp: int) -> int:
     return bitlen(worst) + 1
 
 
-def _tile_files(nl, name, kind, t, sel, out_dir, files, kinds_written) -> str:
+def _tile_files(nl, name, kind, t, sel, out_dir, files, kinds_written, prefix="") -> str:
     """Writes the tile kind's module (once) and the images of tiles ``sel``; the module's
     file."""
     mod_file = f"{kind.name}.v"
     if mod_file not in kinds_written:
         _write(out_dir, mod_file, tile_verilog(kind), files)
-    base = ident(name)
+        _write(out_dir, f"{kind.name}_rom.v", rom_verilog(kind), files)
+    base = ident(prefix + name)
     for i in sel:
         cells, scale = tile_images(t, i, kind, nl.fabric)
         _write(out_dir, f"{ROM_DIR}/{base}.t{i}.cells.hex", cells, files)
@@ -140,7 +158,13 @@ def _tile_files(nl, name, kind, t, sel, out_dir, files, kinds_written) -> str:
 
 
 def emit_matrix(
-    nl, name: str, out_dir, *, bias: str | None = None, tiles: list[int] | None = None
+    nl,
+    name: str,
+    out_dir,
+    *,
+    bias: str | None = None,
+    tiles: list[int] | None = None,
+    prefix: str = "",
 ) -> RtlModule:
     """Writes module ``mx_<name>`` (ports: docs/rtl.md) for matrix ``name`` of netlist ``nl``
     with the params key ``bias`` (int32 ``[R]`` signal) or none, its tile kind's module and its
@@ -149,7 +173,8 @@ def emit_matrix(
     ``tiles`` (for tests and benchmarks): only these tiles (indices in the netlist's order),
     module ``mx_<name>__t<i>_<j>...``: the rows of their row blocks come out (``y_row`` the
     matrix's row), each the sum over the given tiles only (the product with the activations
-    outside their columns taken as 0)."""
+    outside their columns taken as 0). ``prefix`` goes before the matrix's name in the module's
+    and the ROM images' names (several builds in one design)."""
     out_dir = Path(out_dir)
     m = nl.matrices[name]
     kind = tile_kind(nl, name)
@@ -171,8 +196,8 @@ def emit_matrix(
     if acca + 12 + 1 > 120:
         raise InputError(f"{nl.path}: matrix {name}: acc_bits {acca} beyond the RTL's widths")
     files: list[str] = []
-    tile_file = _tile_files(nl, name, kind, t, sel, out_dir, files, set())
-    mod = f"mx_{ident(name)}" + ("" if tiles is None else "__t" + "_".join(map(str, sel)))
+    tile_file = _tile_files(nl, name, kind, t, sel, out_dir, files, set(), prefix)
+    mod = f"mx_{ident(prefix + name)}" + ("" if tiles is None else "__t" + "_".join(map(str, sel)))
     na = -(-c // ACT_GROUP)
     rb = max(1, bitlen(r - 1))
     nb = len(blocks)
@@ -217,7 +242,7 @@ def emit_matrix(
         if bv.shape != (r,):
             raise InputError(f"{nl.path}: bias {bias} is shaped {list(bv.shape)}, want [{r}]")
         btxt = "".join(f"{int(v) & 0xFFFFFFFF:08x}\n" for v in bv)
-        bfile = f"{ROM_DIR}/{ident(name)}.bias.hex"
+        bfile = f"{ROM_DIR}/{ident(prefix + name)}.bias.hex"
         _write(out_dir, bfile, btxt, files)
         a(f"  reg [31:0] bias_rom [0:{r - 1}];")
         a(f'  initial $readmemh("{bfile}", bias_rom);')
@@ -230,16 +255,15 @@ def emit_matrix(
             a(f"  wire signed [{acca - 1}:0] t{i}_a;")
             a(f"  wire signed [{accb - 1}:0] t{i}_b;")
             a(f"  wire signed [7:0] t{i}_se, t{i}_ze;")
+            a(_rom_instance(kind, f"{ROM_DIR}/{ident(prefix + name)}.t{i}", f"t{i}"))
             a(f"  {kind.name} #(")
-            a(f'    .CELLS("{ROM_DIR}/{ident(name)}.t{i}.cells.hex"),')
-            a(f'    .SCALE("{ROM_DIR}/{ident(name)}.t{i}.scale.hex"),')
             a(f"    .NR({nr}), .ACCA({acca}), .ACCB({accb})")
             a(f"  ) t{i} (")
             a(f"    .clk(clk), .rst(rst), .start(go && blk == {bi}),")
             a(f"    .x(xp[{8 * c0 + 8 * kind.w - 1}:{8 * c0}]),")
             a(f"    .s(sp[{3 * (c0 // ACT_GROUP) + 3 * kind.na - 1}:{3 * (c0 // ACT_GROUP)}]),")
             a(f"    .valid(t{i}_valid), .a(t{i}_a), .b(t{i}_b), .se(t{i}_se), .ze(t{i}_ze),")
-            a(f"    .done(t{i}_done)")
+            a(f"    .done(t{i}_done), .raddr(t{i}_ra), .cw(t{i}_cw), .rw(t{i}_rw), .lw(t{i}_lw)")
             a("  );")
     a("  reg vsel, dsel;")
     a(f"  reg [{rb - 1}:0] next_r0;  // the first row of the next row block")
@@ -303,9 +327,10 @@ def emit_matrix(
     return RtlModule(mod, tuple(sorted(set(files))), ports, params)
 
 
-def emit_embed(nl, name: str, out_dir) -> RtlModule:
+def emit_embed(nl, name: str, out_dir, *, prefix: str = "") -> RtlModule:
     """Writes module ``emb_<name>`` (the ``embed`` op: token in, the row's ``C`` signals out one
-    per cycle), the tile kind's read-port module and the tiles' ROM images into ``out_dir``."""
+    per cycle), the tile kind's read-port module and the tiles' ROM images into ``out_dir``
+    (``prefix``: as for :func:`emit_matrix`)."""
     out_dir = Path(out_dir)
     m = nl.matrices[name]
     kind = tile_kind(nl, name)
@@ -316,7 +341,8 @@ def emit_embed(nl, name: str, out_dir) -> RtlModule:
     files: list[str] = []
     ek = f"e{kind.name}"
     _write(out_dir, f"{ek}.v", etile_verilog(kind), files)
-    base = ident(name)
+    _write(out_dir, f"{kind.name}_rom.v", rom_verilog(kind), files)
+    base = ident(prefix + name)
     for i in range(n):
         cells, scale = tile_images(t, i, kind, nl.fabric)
         _write(out_dir, f"{ROM_DIR}/{base}.t{i}.cells.hex", cells, files)
@@ -371,9 +397,10 @@ def emit_embed(nl, name: str, out_dir) -> RtlModule:
             f"(col < {c0 + nc})" if c0 + nc < 1 << cb else "",
         ]
         a(f"  wire t{i}_sel = " + (" && ".join(x for x in conds if x) or "1'b1") + ";")
-        a(f'  {ek} #(.CELLS("{ROM_DIR}/{base}.t{i}.cells.hex"),')
-        a(f'    .SCALE("{ROM_DIR}/{base}.t{i}.scale.hex")) t{i} (')
-        a(f"    .row(t{i}_row), .col(t{i}_col), .lev(t{i}_lev), .sm(t{i}_sm),")
+        a(_rom_instance(kind, f"{ROM_DIR}/{base}.t{i}", f"t{i}", raddr=f"t{i}_row"))
+        a(f"  {ek} t{i} (")
+        a(f"    .cw(t{i}_cw), .rw(t{i}_rw), .lw(t{i}_lw), .col(t{i}_col),")
+        a(f"    .lev(t{i}_lev), .sm(t{i}_sm),")
         a(f"    .ss(t{i}_ss), .zm(t{i}_zm), .zs(t{i}_zs), .se(t{i}_se), .ze(t{i}_ze)")
         a("  );")
     a("  always @* begin")

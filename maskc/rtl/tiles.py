@@ -234,9 +234,10 @@ def _code_expr(kind: TileKind, j: int) -> str:
 def tile_verilog(kind: TileKind) -> str:
     """The tile module of ``kind``: ROM images by parameter, one row per cycle."""
     grp, row = _fields(kind)
-    cw, sw, lb, nb_ = 4 * kind.columns, kind.scale_width, kind.level_bits, kind.bits
+    cw, lb, nb_ = 4 * kind.columns, kind.level_bits, kind.bits
     nlev = 1 << kind.bits
     ll = kind.level_line_bits
+    rbw = kind.record_bits
     sbw = kind.s_width
     rw = max(1, bitlen(kind.tr - 1))
     shw = bitlen(max(kind.smax, kind.zmax) + 7)
@@ -260,8 +261,6 @@ def tile_verilog(kind: TileKind) -> str:
     a("/* verilator lint_off WIDTHEXPAND */  // sign/zero extension into wider sums is intended")
     a("/* verilator lint_off WIDTHTRUNC */   // each sum is bounded by its target width (above)")
     a(f"module {kind.name} #(")
-    a('  parameter CELLS = "cells.hex",')
-    a('  parameter SCALE = "scale.hex",')
     a(f"  parameter integer NR = {kind.tr},")
     a("  parameter integer ACCA = 48,")
     a("  parameter integer ACCB = 40")
@@ -276,23 +275,15 @@ def tile_verilog(kind: TileKind) -> str:
     a("  output reg  signed [ACCB-1:0] b,")
     a("  output reg  signed [7:0] se,")
     a("  output reg  signed [7:0] ze,")
-    a("  output reg  done")
+    a("  output reg  done,")
+    a(f"  output wire [{rw - 1}:0] raddr,        // the ROM ({kind.name}_rom): row address")
+    a(f"  input  wire [{cw - 1}:0] cw,           // the row's cells")
+    a(f"  input  wire [{rbw - 1}:0] rw,           // the row's scale record")
+    a(f"  input  wire [{ll - 1}:0] lw            // the level table")
     a(");")
-    a(f"  reg [{cw - 1}:0] cells [0:{kind.tr - 1}];")
-    a(f"  reg [{sw - 1}:0] scale [0:{kind.tr}];")
-    a("  initial begin")
-    a("    $readmemh(CELLS, cells);")
-    a("    $readmemh(SCALE, scale);")
-    a("  end")
     a(f"  reg [{rw - 1}:0] row;")
     a("  reg busy, last;")
-    a("  /* verilator lint_off UNUSEDSIGNAL */  // a line is as wide as the wider of a record")
-    a("  // and the level table: each line uses its own part")
-    a(f"  wire [{cw - 1}:0] cw = cells[row];")
-    a(f"  wire [{sw - 1}:0] rw = scale[row];")
-    a(f"  wire [{sw - 1}:0] lline = scale[{kind.tr}];")
-    a(f"  wire [{ll - 1}:0] lw = lline[{sw - 1}:{sw - ll}];  // the level table, code 0 first")
-    a("  /* verilator lint_on UNUSEDSIGNAL */")
+    a("  assign raddr = row;")
     a(f"  wire signed [{lb - 1}:0] lv [0:{nlev - 1}];")
     for c in range(nlev):
         a(f"  assign lv[{c}] = {_field_expr('lw', ll, c * lb, lb)};")
@@ -305,7 +296,7 @@ def tile_verilog(kind: TileKind) -> str:
         if name not in grp or grp[name][1] == 0:
             return "1'b0"
         off, nb, _ = grp[name]
-        return _field_expr("rw", sw, g * grec + off, nb)
+        return _field_expr("rw", rbw, g * grec + off, nb)
 
     for an in range(kind.na):
         g = an // g_per_a
@@ -330,7 +321,7 @@ def tile_verilog(kind: TileKind) -> str:
     for nm, port in (("scale_e", "se_w"), ("zero_e", "ze_w")):
         if nm in row:
             off, nb, _ = row[nm]
-            a(f"  wire signed [7:0] {port} = {_field_expr('rw', sw, off, nb)};")
+            a(f"  wire signed [7:0] {port} = {_field_expr('rw', rbw, off, nb)};")
         else:
             a(f"  wire signed [7:0] {port} = 8'sd0;")
     a("  always @(posedge clk) begin")
@@ -360,10 +351,10 @@ def etile_verilog(kind: TileKind) -> str:
     """The embedding read port of tile kind ``kind`` (``e<kind name>``): the fields of one
     weight ``(row, col)`` of the tile, combinational (docs/numerics.md, "Embedding lookup")."""
     grp, row = _fields(kind)
-    cw, sw, lb = 4 * kind.columns, kind.scale_width, kind.level_bits
+    cw, lb = 4 * kind.columns, kind.level_bits
     nlev = 1 << kind.bits
     ll = kind.level_line_bits
-    rw = max(1, bitlen(kind.tr - 1))
+    rbw = kind.record_bits
     cb = max(1, bitlen(kind.w - 1))
     grec = kind.layout["group_bits"]
     gb = max(1, bitlen(kind.groups - 1))
@@ -373,11 +364,10 @@ def etile_verilog(kind: TileKind) -> str:
     a("// the level and the group and row fields of weight (row, col), combinational.")
     a("/* verilator lint_off WIDTHEXPAND */  // index arithmetic in wider integers is intended")
     a("/* verilator lint_off WIDTHTRUNC */   // indices are bounded by the tile's shape")
-    a(f"module e{kind.name} #(")
-    a('  parameter CELLS = "cells.hex",')
-    a('  parameter SCALE = "scale.hex"')
-    a(") (")
-    a(f"  input  wire [{rw - 1}:0] row,")
+    a(f"module e{kind.name} (")
+    a(f"  input  wire [{cw - 1}:0] cw,           // the row's cells ({kind.name}_rom)")
+    a(f"  input  wire [{rbw - 1}:0] rw,           // the row's scale record")
+    a(f"  input  wire [{ll - 1}:0] lw,           // the level table")
     a(f"  input  wire [{cb - 1}:0] col,")
     a(f"  output wire signed [{lb - 1}:0] lev,")
     a(f"  output wire [{max(kind.scale_bits, 1) - 1}:0] sm,")
@@ -387,19 +377,6 @@ def etile_verilog(kind: TileKind) -> str:
     a("  output wire signed [7:0] se,")
     a("  output wire signed [7:0] ze")
     a(");")
-    a(f"  reg [{cw - 1}:0] cells [0:{kind.tr - 1}];")
-    a(f"  reg [{sw - 1}:0] scale [0:{kind.tr}];")
-    a("  initial begin")
-    a("    $readmemh(CELLS, cells);")
-    a("    $readmemh(SCALE, scale);")
-    a("  end")
-    a("  /* verilator lint_off UNUSEDSIGNAL */  // a line is as wide as the wider of a record")
-    a("  // and the level table: each line uses its own part")
-    a(f"  wire [{cw - 1}:0] cw = cells[row];")
-    a(f"  wire [{sw - 1}:0] rw = scale[row];")
-    a(f"  wire [{sw - 1}:0] lline = scale[{kind.tr}];")
-    a(f"  wire [{ll - 1}:0] lw = lline[{sw - 1}:{sw - ll}];  // the level table, code 0 first")
-    a("  /* verilator lint_on UNUSEDSIGNAL */")
     a(f"  wire signed [{lb - 1}:0] lv [0:{nlev - 1}];")
     for c in range(nlev):
         a(f"  assign lv[{c}] = {_field_expr('lw', ll, c * lb, lb)};")
@@ -418,16 +395,56 @@ def etile_verilog(kind: TileKind) -> str:
     ):
         if nm in grp and grp[nm][1]:
             off, nb, _ = grp[nm]
-            a(f"  assign {port} = rw[{sw - 1 - off} - base -: {nb}];")
+            a(f"  assign {port} = rw[{rbw - 1 - off} - base -: {nb}];")
         else:
             a(f"  assign {port} = {w}'d0;")
     for nm, port in (("scale_e", "se"), ("zero_e", "ze")):
         if nm in row:
             off, nb, _ = row[nm]
-            a(f"  assign {port} = {_field_expr('rw', sw, off, nb)};")
+            a(f"  assign {port} = {_field_expr('rw', rbw, off, nb)};")
         else:
             a(f"  assign {port} = 8'sd0;")
     a("endmodule")
     a("/* verilator lint_on WIDTHTRUNC */")
     a("/* verilator lint_on WIDTHEXPAND */")
+    return "\n".join(L) + "\n"
+
+
+def rom_verilog(kind: TileKind) -> str:
+    """The ROM of tile kind ``kind`` (``<kind name>_rom``): the two images by parameter, read
+    asynchronously (a row address in, the row's cells and scale record and the level table
+    out). Kept apart from the datapath so that the datapath module is one module per kind and
+    widths, whatever the ROM contents (a simulator compiles it once)."""
+    cw, sw = 4 * kind.columns, kind.scale_width
+    rbw, ll = kind.record_bits, kind.level_line_bits
+    rw = max(1, bitlen(kind.tr - 1))
+    L = [
+        f"// {kind.name}_rom: the mask ROM of one {kind.name} tile (maskc/rtl/tiles.py): its via",
+        "// layer's bits, as $readmemh images (cells: one line per row, cell 0 first; scale:",
+        "// one left-aligned line per row record, then the level table).",
+        f"module {kind.name}_rom #(",
+        '  parameter CELLS = "cells.hex",',
+        '  parameter SCALE = "scale.hex"',
+        ") (",
+        f"  input  wire [{rw - 1}:0] raddr,",
+        f"  output wire [{cw - 1}:0] cw,",
+        f"  output wire [{rbw - 1}:0] rw,",
+        f"  output wire [{ll - 1}:0] lw",
+        ");",
+        f"  reg [{cw - 1}:0] cells [0:{kind.tr - 1}];",
+        f"  reg [{sw - 1}:0] scale [0:{kind.tr}];",
+        "  initial begin",
+        "    $readmemh(CELLS, cells);",
+        "    $readmemh(SCALE, scale);",
+        "  end",
+        "  /* verilator lint_off UNUSEDSIGNAL */  // a line is as wide as the wider of a record",
+        "  // and the level table: each line uses its own part",
+        f"  wire [{sw - 1}:0] sline = scale[raddr];",
+        f"  wire [{sw - 1}:0] lline = scale[{kind.tr}];",
+        "  /* verilator lint_on UNUSEDSIGNAL */",
+        "  assign cw = cells[raddr];",
+        f"  assign rw = sline[{sw - 1}:{sw - rbw}];",
+        f"  assign lw = lline[{sw - 1}:{sw - ll}];",
+        "endmodule",
+    ]
     return "\n".join(L) + "\n"

@@ -64,9 +64,9 @@ def run(sim: str, rtl_dir, top: str, sources, spec: dict, work) -> dict:
     spec_in, spec_out = work / f"{top}.{sim}.in.json", work / f"{top}.{sim}.out.json"
     spec_in.write_text(json.dumps(spec))
     runner = get_runner(sim)
-    build_args = ["-g2012"] if sim == "icarus" else ["-Wno-fatal", "-O1"]
+    build_args = ["-g2012"] if sim == "icarus" else ["-Wno-fatal", "-CFLAGS", "-O0"]
     if sim == "verilator":
-        build_args += ["-j", "2"]
+        build_args += ["--output-split", "0"]  # one C++ file: no precompiled header race
     t0 = time.perf_counter()
     runner.build(
         sources=[rtl_dir / s for s in sources],
@@ -93,3 +93,49 @@ def run(sim: str, rtl_dir, top: str, sources, spec: dict, work) -> dict:
     out = json.loads(spec_out.read_text())
     out["build_s"], out["run_s"] = t1 - t0, t2 - t1
     return out
+
+
+def wrapper(mods, name: str = "tiles_top") -> str:
+    """A top module holding every generated module of ``mods`` (:class:`RtlModule` of a
+    matrix or an embedding) behind one port list, picked by ``sel`` (its index in ``mods``), so
+    a simulator builds them all at once (a Verilator build costs tens of seconds)."""
+    cmax = max([m.ports.get("x", 8) // 8 for m in mods])
+    smax = max([m.ports.get("s", 3) for m in mods])
+    tmax = max([m.ports.get("token", 1) for m in mods])
+    imax = max([m.ports.get("y_row", m.ports.get("y_col", 1)) for m in mods])
+    sw = max(1, (len(mods) - 1).bit_length())
+    lines = [
+        f"module {name} (",
+        "  input wire clk, input wire rst, input wire start,",
+        f"  input wire [{sw - 1}:0] sel,",
+        f"  input wire [{8 * cmax - 1}:0] x, input wire [{smax - 1}:0] s,",
+        "  input wire [11:0] m, input wire signed [15:0] e,",
+        f"  input wire [{tmax - 1}:0] token,",
+        f"  output reg y_valid, output reg [{imax - 1}:0] y_row, output wire [{imax - 1}:0] y_col,",
+        "  output reg signed [31:0] y, output reg done",
+        ");",
+        "  assign y_col = y_row;",
+    ]
+    for k, m in enumerate(mods):
+        iw = m.ports.get("y_row", m.ports.get("y_col"))
+        lines += [
+            f"  wire v{k}, d{k}; wire [{iw - 1}:0] i{k}; wire signed [31:0] y{k};",
+        ]
+        if "x" in m.ports:
+            lines.append(
+                f"  {m.name} u{k} (.clk(clk), .rst(rst), .start(start && sel == {k}), "
+                f".x(x[{m.ports['x'] - 1}:0]), .s(s[{m.ports['s'] - 1}:0]), .m(m), .e(e), "
+                f".y_valid(v{k}), .y_row(i{k}), .y(y{k}), .done(d{k}));"
+            )
+        else:
+            lines.append(
+                f"  {m.name} u{k} (.clk(clk), .rst(rst), .start(start && sel == {k}), "
+                f".token(token[{m.ports['token'] - 1}:0]), "
+                f".y_valid(v{k}), .y_col(i{k}), .y(y{k}), .done(d{k}));"
+            )
+    lines += ["  always @* begin", "    y_valid = 1'b0; y_row = 0; y = 0; done = 1'b0;"]
+    lines.append("    case (sel)")
+    for k in range(len(mods)):
+        lines.append(f"      {k}: begin y_valid = v{k}; y_row = i{k}; y = y{k}; done = d{k}; end")
+    lines += ["      default: ;", "    endcase", "  end", "endmodule", ""]
+    return "\n".join(lines)

@@ -25,7 +25,7 @@ def _pack(values, bits):
 async def run_vectors(dut):
     with open(os.environ["MASKC_TB_IN"]) as f:
         spec = json.load(f)
-    kind = spec["kind"]  # "matrix" or "embed"
+    kind = spec["kind"]  # "matrix", "embed", or "mixed" (each vector says its "kind")
     limit = spec["max_cycles"]
     cocotb.start_soon(Clock(dut.clk, 10, unit="ns").start())
     dut.rst.value = 1
@@ -37,7 +37,9 @@ async def run_vectors(dut):
     cycles = []
     for vec in spec["vectors"]:
         await RisingEdge(dut.clk)
-        if kind == "matrix":
+        if "sel" in vec:
+            dut.sel.value = int(vec["sel"])
+        if kind == "matrix" or vec.get("kind") == "matrix":
             dut.x.value = _pack(vec["x"], 8)
             dut.s.value = _pack(vec["s"], 3)
             dut.m.value = int(vec["m"])
@@ -54,7 +56,7 @@ async def run_vectors(dut):
             await ReadOnly()
             n += 1
             if int(dut.y_valid.value):
-                idx = dut.y_row.value if kind == "matrix" else dut.y_col.value
+                idx = dut.y_row.value if kind != "embed" else dut.y_col.value
                 rows.append([int(idx), dut.y.value.to_signed()])
             if int(dut.done.value):
                 break
