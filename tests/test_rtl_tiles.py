@@ -228,3 +228,35 @@ def test_fp4_matrix_is_refused_with_one_line(builds):
         tile_kind(fake, name)
     msg = str(e.value)
     assert name in msg and "mxfp4" in msg and "\n" not in msg
+
+
+def test_verify_rtl_reads_the_images_back(builds, tmp_path, cli):
+    """``maskc verify BUILD --rtl DIR``: exit 0 on the generator's images; one changed hex
+    digit (a code, a scale field, a padding cell) is exit 5 naming the tile, row and field."""
+    nl = builds["t3mini"]
+    build = nl.path.parent
+    rtl = tmp_path / "rtl"
+    for name in sorted(nl.matrices):
+        emit_matrix(nl, name, rtl)
+    r = cli("verify", build, "--rtl", rtl, "--json")
+    assert r.code == 0, r.err
+    assert '"rtl"' in r.out
+    name = _name(nl, "gate_proj")
+    f = rtl / "rom" / (name.replace(".", "_") + ".t0.cells.hex")
+    good = f.read_text()
+    lines = good.split("\n")
+    lines[3] = ("0" if lines[3][0] != "0" else "1") + lines[3][1:]
+    f.write_text("\n".join(lines))
+    r = cli("verify", build, "--rtl", rtl)
+    assert r.code == 5
+    assert "rtl: tile T0_" in r.err and name in r.err and "row 3 weight 0: code" in r.err
+    assert len(r.err.strip().splitlines()) == 1
+    f.write_text(good)
+    s = rtl / "rom" / (name.replace(".", "_") + ".t0.scale.hex")
+    lines = s.read_text().split("\n")
+    lines[5] = ("8" if lines[5][0] != "8" else "0") + lines[5][1:]  # scale_m's top bit, row 5
+    s.write_text("\n".join(lines))
+    r = cli("verify", build, "--rtl", rtl)
+    assert r.code == 5 and "scale_m at row, group (5, 0)" in r.err, r.err
+    r = cli("verify", build, "--rtl", tmp_path / "nothing")
+    assert r.code == 3 and "no rom/ folder" in r.err
