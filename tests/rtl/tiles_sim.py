@@ -16,8 +16,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 HERE = Path(__file__).resolve().parent
 SIMULATORS = ("verilator", "icarus")
+M_MAX = 2065  #: the largest act8 mantissa Q8 makes (docs/numerics.md)
 
 
 def tool_env() -> None:
@@ -139,3 +142,26 @@ def wrapper(mods, name: str = "tiles_top") -> str:
         lines.append(f"      {k}: begin y_valid = v{k}; y_row = i{k}; y = y{k}; done = d{k}; end")
     lines += ["      default: ;", "    endcase", "  end", "endmodule", ""]
     return "\n".join(lines)
+
+
+def vectors(c: int, seed: int) -> dict[str, np.ndarray]:
+    """Random act8 vectors and the extremes: all +127 / -127 with the largest shifts and
+    mantissa, all zeros (m = 0), alternating signs, and exponents that push the rounding to a
+    left shift (saturation, the term clamp) or far right (everything rounds to 0)."""
+    rng = np.random.default_rng(seed)
+    na = -(-c // 32)
+    t = 10
+    x = rng.integers(-127, 128, (t, c))
+    s = rng.integers(0, 8, (t, na))
+    m = rng.integers(1, M_MAX + 1, t)
+    e = rng.integers(-40, 1, t)
+    x[0], s[0], m[0], e[0] = 127, 7, M_MAX, -20
+    x[1], s[1], m[1], e[1] = -127, 7, M_MAX, -20
+    x[2], s[2], m[2], e[2] = 0, 0, 0, 0
+    x[3], s[3], m[3], e[3] = 127 * (1 - 2 * (np.arange(c) % 2)), 0, 1, -60
+    x[4], s[4], m[4], e[4] = -127, 7, M_MAX, 20  # far beyond the signal range: sat32 / clamp
+    m[5], e[5] = 1, -1000  # k huge: every row rounds to 0
+    s[6] = 7  # random codes with the largest shifts
+    x[7, :] = 0
+    x[7, ::37] = 127  # sparse
+    return {"x": x, "s": s, "m": m, "e": e}
