@@ -84,9 +84,10 @@ def cosim(
 
     The RTL (cocotb testbench on Verilator or Icarus Verilog) runs the prompt position by
     position, then generates greedily with its own argmax; the emulator does the same. The
-    generated tokens and the int32 logits of EVERY position are compared bit for bit, and the
-    output of every op at every position too: a mismatch names the first position and op
-    (slot, field, index, RTL value, emulator value). Exit 0 when equal, 5 on a mismatch, 3
+    generated tokens and the int32 logits of EVERY position are compared bit for bit; on a
+    difference the output of every op at every position (which the testbench records) is
+    compared too, and the first position and op that differ are named (slot, field, index, RTL
+    value, emulator value). Exit 0 when equal, 5 on a mismatch, 3
     when the simulator or cocotb is missing (the message says what to install). Needs
     pip install 'maskc[rtl]' (and Debian's iverilog for --simulator icarus).
     """

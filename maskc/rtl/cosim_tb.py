@@ -85,6 +85,7 @@ async def cosim(dut):
         tok = feed[pos]
         cycles, seen = await _run(dut, tok, pos, job["trace"])
         out["cycles"].append(cycles)
+        dut._log.info(f"position {pos}: token {tok}, {cycles} cycles")
         out["trace"].append(seen)
         logits = _words(int(logits_reg.value), vocab)
         # the read port agrees with the register (a few addresses per position)
