@@ -448,3 +448,30 @@ def rom_verilog(kind: TileKind) -> str:
         "endmodule",
     ]
     return "\n".join(L) + "\n"
+
+
+def rom_case_verilog(kind: TileKind, module: str, cells: bytes, scale: bytes) -> str:
+    """One tile's ROM as a ``case`` statement (module ``module``, the ports of
+    ``<kind>_rom``): the alternative to the ``$readmemh`` images that benchmarks/rtl_synth.py
+    synthesizes for comparison (the generator writes the images)."""
+    cw, sw = 4 * kind.columns, kind.scale_width
+    rbw, ll = kind.record_bits, kind.level_line_bits
+    rw = max(1, bitlen(kind.tr - 1))
+    cl, sl = cells.decode().split(), scale.decode().split()
+    lv = int(sl[kind.tr], 16) >> (sw - ll)
+    L = [
+        f"module {module} (",
+        f"  input  wire [{rw - 1}:0] raddr,",
+        f"  output reg  [{cw - 1}:0] cw,",
+        f"  output reg  [{rbw - 1}:0] rw,",
+        f"  output wire [{ll - 1}:0] lw",
+        ");",
+        f"  assign lw = {ll}'h{lv:x};",
+        "  always @* begin",
+        "    case (raddr)",
+    ]
+    for r in range(kind.tr):
+        rec = int(sl[r], 16) >> (sw - rbw)
+        L.append(f"      {r}: begin cw = {cw}'h{cl[r]}; rw = {rbw}'h{rec:x}; end")
+    L += ["      default: begin cw = 0; rw = 0; end", "    endcase", "  end", "endmodule", ""]
+    return "\n".join(L)
