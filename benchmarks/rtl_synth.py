@@ -132,7 +132,7 @@ def synth_kind(nl, name: str, exe: str, styles: list[str], work: Path) -> list[d
             "tile_synth": whole, "rom_synth": rom,
             "cells_per_bit": round(whole["cells"] / bits, 4) if whole.get("ok") else None,
             "rom_cells_per_bit": round(rom["cells"] / bits, 4) if rom.get("ok") else None,
-            "fabric": nl.doc["fabric"]["name"], "fabric_tile_area_um2": fab["area_um2"],
+            "fabric": nl.doc["fabric"]["fabric"]["name"], "fabric_tile_area_um2": fab["area_um2"],
             "fabric_um2_per_bit": round(fab["area_um2"] / bits, 5),
         })  # fmt: skip
         print(json.dumps({k: v for k, v in out[-1].items() if not isinstance(v, dict)}))

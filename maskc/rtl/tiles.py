@@ -33,6 +33,7 @@ a parameter, the file name) instead of one module per tile, and the same synthes
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -235,7 +236,6 @@ def tile_verilog(kind: TileKind) -> str:
     """The tile module of ``kind``: ROM images by parameter, one row per cycle."""
     grp, row = _fields(kind)
     cw, lb, nb_ = 4 * kind.columns, kind.level_bits, kind.bits
-    nlev = 1 << kind.bits
     ll = kind.level_line_bits
     rbw = kind.record_bits
     sbw = kind.s_width
@@ -284,12 +284,6 @@ def tile_verilog(kind: TileKind) -> str:
     a(f"  reg [{rw - 1}:0] row;")
     a("  reg busy, last;")
     a("  assign raddr = row;")
-    a(f"  wire signed [{lb - 1}:0] lv [0:{nlev - 1}];")
-    for c in range(nlev):
-        a(f"  assign lv[{c}] = {_field_expr('lw', ll, c * lb, lb)};")
-    for j in range(kind.w):
-        a(f"  wire [{nb_ - 1}:0] c{j} = {_code_expr(kind, j)};")
-        a(f"  wire signed [{7 + lb}:0] p{j} = $signed(x[{8 * j + 7}:{8 * j}]) * lv[c{j}];")
     grec = kind.layout["group_bits"]
 
     def gfield(name: str, g: int) -> str:
@@ -298,26 +292,64 @@ def tile_verilog(kind: TileKind) -> str:
         off, nb, _ = grp[name]
         return _field_expr("rw", rbw, g * grec + off, nb)
 
+    # The MAC as functions called only while the tile is busy (a simulator evaluates them only
+    # then; synthesis gives the same logic in front of the registers a and b).
+    ins = (
+        f"    input [{cw - 1}:0] fcw;\n    input [{rbw - 1}:0] frw;\n    input [{ll - 1}:0] flw;\n"
+        f"    input [{8 * kind.w - 1}:0] fx;\n    input [{3 * kind.na - 1}:0] fs;"
+    )
+    ins_b = (
+        f"    input [{rbw - 1}:0] frw;\n    input [{8 * kind.w - 1}:0] fx;\n"
+        f"    input [{3 * kind.na - 1}:0] fs;"
+    )
+    a("  /* verilator lint_off UNUSEDSIGNAL */  // each function reads its own record fields")
+    a(f"  function signed [{lb - 1}:0] lvl;  // levels[c] from the level table t")
+    a(f"    input [{nb_ - 1}:0] c;")
+    a(f"    input [{ll - 1}:0] t;")
+    a(f"    lvl = t[{ll - 1} - {lb} * c -: {lb}];")
+    a("  endfunction")
+    fstart = len(L)
+    a("  function signed [ACCA-1:0] mac_a;  // A of the row: sum over the groups")
+    a(ins)
+    a(f"    reg signed [{sbw - 1}:0] sg;  // S[a]: |S| <= 32 * 127 * 2^{lb - 1}")
+    a(f"    reg [{shw - 1}:0] sh;")
+    a("    begin")
+    a("      mac_a = 0;")
     for an in range(kind.na):
         g = an // g_per_a
-        terms = " + ".join(f"p{j}" for j in range(an * 32, an * 32 + 32))
-        a(f"  wire signed [{sbw - 1}:0] S{an} = {terms};")
+        a(f"      sg = 0;  // activation group {an}, weight group {g}")
+        for j in range(an * 32, an * 32 + 32):
+            a(f"      sg = sg + $signed(x[{8 * j + 7}:{8 * j}]) * lvl({_code_expr(kind, j)}, lw);")
         sa = f"s[{3 * an + 2}:{3 * an}]"
-        a(f"  wire [{shw - 1}:0] sha{an} = {kind.smax} - {gfield('scale_s', g)} + {sa};")
+        a(f"      sh = {kind.smax} - {gfield('scale_s', g)} + {sa};")
         sm = gfield("scale_m", g)
-        a(f"  wire signed [ACCA-1:0] ta{an} = ($signed({{1'b0, {sm}}}) * S{an}) <<< sha{an};")
-        if asym:
-            cols = range(an * 32, an * 32 + 32)
-            xs = " + ".join(f"$signed(x[{8 * j + 7}:{8 * j}])" for j in cols)
-            a(f"  wire signed [13:0] X{an} = {xs};")
-            a(f"  wire [{shw - 1}:0] shb{an} = {kind.zmax} - {gfield('zero_s', g)} + {sa};")
-            zm = gfield("zero_m", g)
-            a(f"  wire signed [ACCB-1:0] tb{an} = ($signed({zm}) * X{an}) <<< shb{an};")
-    a("  wire signed [ACCA-1:0] asum = " + " + ".join(f"ta{i}" for i in range(kind.na)) + ";")
+        a(f"      mac_a = mac_a + (($signed({{1'b0, {sm}}}) * sg) <<< sh);")
+    a("    end")
+    a("  endfunction")
+    a("  function signed [ACCB-1:0] mac_b;  // B of the row")
+    a(ins_b)
+    a("    reg signed [13:0] xg;  // X[a]: |X| <= 32 * 127")
+    a(f"    reg [{shw - 1}:0] sh;")
+    a("    begin")
+    a("      mac_b = 0;")
     if asym:
-        a("  wire signed [ACCB-1:0] bsum = " + " + ".join(f"tb{i}" for i in range(kind.na)) + ";")
+        for an in range(kind.na):
+            g = an // g_per_a
+            cols = range(an * 32, an * 32 + 32)
+            a("      xg = " + " + ".join(f"$signed(x[{8 * j + 7}:{8 * j}])" for j in cols) + ";")
+            sa = f"s[{3 * an + 2}:{3 * an}]"
+            a(f"      sh = {kind.zmax} - {gfield('zero_s', g)} + {sa};")
+            zm = gfield("zero_m", g)
+            a(f"      mac_b = mac_b + (($signed({zm}) * xg) <<< sh);")
     else:
-        a("  wire signed [ACCB-1:0] bsum = 0;")
+        a("      xg = 0; sh = 0;  // symmetric: no offset")
+    a("    end")
+    a("  endfunction")
+    a("  /* verilator lint_on UNUSEDSIGNAL */")
+    for k in range(fstart, len(L)):  # the functions read their arguments, not the ports
+        for old, new in ((r"\bcw\[", "fcw["), (r"\brw\[", "frw["), (r"\blw\)", "flw)"),
+                         (r"\bx\[", "fx["), (r"\bs\[", "fs[")):  # fmt: skip
+            L[k] = re.sub(old, new, L[k])
     for nm, port in (("scale_e", "se_w"), ("zero_e", "ze_w")):
         if nm in row:
             off, nb, _ = row[nm]
@@ -333,7 +365,8 @@ def tile_verilog(kind: TileKind) -> str:
     a("      last <= 1'b0;")
     a("      if (busy) begin")
     a("        valid <= 1'b1;")
-    a("        a <= asum; b <= bsum; se <= se_w; ze <= ze_w;")
+    a("        a <= mac_a(cw, rw, lw, x, s); b <= mac_b(rw, x, s);")
+    a("        se <= se_w; ze <= ze_w;")
     a("        if (row == NR - 1) begin busy <= 1'b0; last <= 1'b1; end")
     a("        else row <= row + 1'b1;")
     a("      end else if (start) begin")
