@@ -36,6 +36,32 @@ VERILATOR_ARGS = ("-Wno-WIDTH", "-Wno-fatal", "--x-assign", "0", "--x-initial", 
                   "--unroll-count", "1", "--unroll-stmts", "1", "-CFLAGS", "-O0")  # fmt: skip
 
 
+#: what the testbench reads inside the top (its slot registers, ``step``), readable only: with
+#: cocotb's default ``--public-flat-rw`` every signal is writable through VPI, so Verilator
+#: re-evaluates every combinational block of the design (all the tiles' MACs) on each clock
+#: edge, which made a position of the tiny model take minutes
+PUBLIC_VLT = '`verilator_config\npublic_flat_rd -module "maskc_top" -var "*"\n'
+
+
+def _verilator_runner_class():
+    from cocotb_tools.runner import Verilator
+
+    class _V(Verilator):
+        """cocotb's Verilator runner without ``--public-flat-rw`` (see :data:`PUBLIC_VLT`)."""
+
+        def _build_command(self):
+            cmds = super()._build_command()
+            cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"]
+            return cmds
+
+    return _V
+
+
+def _verilator_runner():
+    """cocotb is an optional extra: the subclass is made when a cosim runs."""
+    return _verilator_runner_class()()
+
+
 @dataclass
 class CosimResult:
     simulator: str
@@ -176,8 +202,13 @@ def run_rtl(rtl: Path, work: Path, sim: str, job: dict, env: dict, progress=None
     (work / "job.json").write_text(json.dumps(job))
     log = work / f"{sim}.log"
     pypath = os.pathsep.join([p for p in sys.path if p] + [os.environ.get("PYTHONPATH", "")])
+    build_args: list[str] = []
+    if sim == "verilator":
+        vlt = work / "public.vlt"
+        vlt.write_text(PUBLIC_VLT)
+        build_args = [*VERILATOR_ARGS, str(vlt)]
     with _env(env):
-        runner = get_runner(sim)
+        runner = _verilator_runner() if sim == "verilator" else get_runner(sim)
         if progress:
             progress.start(f"building the RTL with {sim}", 1)
         try:
@@ -186,7 +217,7 @@ def run_rtl(rtl: Path, work: Path, sim: str, job: dict, env: dict, progress=None
                 includes=[rtl / "units"],
                 hdl_toplevel=T.TOP,
                 build_dir=build_dir,
-                build_args=list(VERILATOR_ARGS) if sim == "verilator" else [],
+                build_args=build_args,
                 timescale=("1ns", "1ps"),
                 log_file=work / f"{sim}_build.log",
             )
