@@ -84,7 +84,8 @@ def write_rtl(nl, out: Path, context: int | None = None, progress=None) -> dict:
             progress.advance(1, matrix)
     a_files = sorted({f for m in (*mods.values(), *embs.values()) for f in m.files} - before)
     files += a_files
-    write("maskc_top.v", T.emit_top(nl, plan, mods, embs, ctx).encode())
+    top = T.emit_top(nl, plan, mods, embs, ctx)
+    write("maskc_top.v", top.encode())
     verilog = sorted(f for f in files if f.endswith(".v"))
     flist = [f"+incdir+{UNITS_DIR}", *verilog]
     write("files.f", ("\n".join(flist) + "\n").encode())
@@ -92,6 +93,7 @@ def write_rtl(nl, out: Path, context: int | None = None, progress=None) -> dict:
         T.TOP: {
             "personalization": sorted({m.name for m in (*mods.values(), *embs.values())}),
             "base_die": sorted(n[:-2] for n in UNIT_FILES if n.endswith(".v")),
+            "instances": T.instances(top),
         }
     }
     return {

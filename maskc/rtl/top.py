@@ -326,4 +326,26 @@ def emit_top(nl, p: Plan, mods: dict[str, object], embs: dict[str, object], cont
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["SUPPORTED", "TOP", "Plan", "check_supported", "emit_top", "param_file", "plan"]
+def instances(top_text: str) -> list[dict]:
+    """The top's instances, in op order: ``{"instance", "module", "op"}`` (the argmax's op is
+    one past the last op), read back from the generated text."""
+    import re
+
+    out = []
+    for line in top_text.splitlines():
+        m = re.match(r"\s+(\w+) .*?\b(u(\d+)_[a-z0-9_]+) \(", line)
+        if m:
+            out.append({"instance": m.group(2), "module": m.group(1), "op": int(m.group(3))})
+    return out
+
+
+__all__ = [
+    "SUPPORTED",
+    "TOP",
+    "Plan",
+    "check_supported",
+    "emit_top",
+    "instances",
+    "param_file",
+    "plan",
+]
