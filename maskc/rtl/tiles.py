@@ -235,7 +235,7 @@ def _code_expr(kind: TileKind, j: int) -> str:
 def tile_verilog(kind: TileKind) -> str:
     """The tile module of ``kind``: ROM images by parameter, one row per cycle."""
     grp, row = _fields(kind)
-    cw, lb, nb_ = 4 * kind.columns, kind.level_bits, kind.bits
+    cw, lb = 4 * kind.columns, kind.level_bits
     ll = kind.level_line_bits
     rbw = kind.record_bits
     sbw = kind.s_width
@@ -295,7 +295,7 @@ def tile_verilog(kind: TileKind) -> str:
     # The MAC as functions called only while the tile is busy (a simulator evaluates them only
     # then; synthesis gives the same logic in front of the registers a and b).
     ins = (
-        f"    input [{cw - 1}:0] fcw;\n    input [{rbw - 1}:0] frw;\n    input [{ll - 1}:0] flw;\n"
+        f"    input [{cw - 1}:0] fcw;\n    input [{rbw - 1}:0] frw;\n"
         f"    input [{8 * kind.w - 1}:0] fx;\n    input [{3 * kind.na - 1}:0] fs;"
     )
     ins_b = (
@@ -303,11 +303,9 @@ def tile_verilog(kind: TileKind) -> str:
         f"    input [{3 * kind.na - 1}:0] fs;"
     )
     a("  /* verilator lint_off UNUSEDSIGNAL */  // each function reads its own record fields")
-    a(f"  function signed [{lb - 1}:0] lvl;  // levels[c] from the level table t")
-    a(f"    input [{nb_ - 1}:0] c;")
-    a(f"    input [{ll - 1}:0] t;")
-    a(f"    lvl = t[{ll - 1} - {lb} * c -: {lb}];")
-    a("  endfunction")
+    a(f"  wire signed [{lb - 1}:0] lv [0:{(1 << kind.bits) - 1}];  // the level table")
+    for c in range(1 << kind.bits):
+        a(f"  assign lv[{c}] = {_field_expr('lw', ll, c * lb, lb)};")
     fstart = len(L)
     a("  function signed [ACCA-1:0] mac_a;  // A of the row: sum over the groups")
     a(ins)
@@ -319,7 +317,7 @@ def tile_verilog(kind: TileKind) -> str:
         g = an // g_per_a
         a(f"      sg = 0;  // activation group {an}, weight group {g}")
         for j in range(an * 32, an * 32 + 32):
-            a(f"      sg = sg + $signed(x[{8 * j + 7}:{8 * j}]) * lvl({_code_expr(kind, j)}, lw);")
+            a(f"      sg = sg + $signed(x[{8 * j + 7}:{8 * j}]) * lv[{_code_expr(kind, j)}];")
         sa = f"s[{3 * an + 2}:{3 * an}]"
         a(f"      sh = {kind.smax} - {gfield('scale_s', g)} + {sa};")
         sm = gfield("scale_m", g)
@@ -347,7 +345,7 @@ def tile_verilog(kind: TileKind) -> str:
     a("  endfunction")
     a("  /* verilator lint_on UNUSEDSIGNAL */")
     for k in range(fstart, len(L)):  # the functions read their arguments, not the ports
-        for old, new in ((r"\bcw\[", "fcw["), (r"\brw\[", "frw["), (r"\blw\)", "flw)"),
+        for old, new in ((r"\bcw\[", "fcw["), (r"\brw\[", "frw["),
                          (r"\bx\[", "fx["), (r"\bs\[", "fs[")):  # fmt: skip
             L[k] = re.sub(old, new, L[k])
     for nm, port in (("scale_e", "se_w"), ("zero_e", "ze_w")):
@@ -365,7 +363,7 @@ def tile_verilog(kind: TileKind) -> str:
     a("      last <= 1'b0;")
     a("      if (busy) begin")
     a("        valid <= 1'b1;")
-    a("        a <= mac_a(cw, rw, lw, x, s); b <= mac_b(rw, x, s);")
+    a("        a <= mac_a(cw, rw, x, s); b <= mac_b(rw, x, s);")
     a("        se <= se_w; ze <= ze_w;")
     a("        if (row == NR - 1) begin busy <= 1'b0; last <= 1'b1; end")
     a("        else row <= row + 1'b1;")
