@@ -397,3 +397,34 @@ def test_cosim_missing_simulator(cli, build, monkeypatch):
     monkeypatch.setattr(shutil, "which", lambda name: None)
     r = cli("cosim", build, "--tokens", "1", "--simulator", "icarus")
     assert r.code == 3 and "iverilog" in r.err and len(r.err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_cosim_names_the_first_mismatch(cli, build, rtl, tmp_path):
+    """An RTL whose ROM image differs from the layers (row 0 of layer 0's q_proj, every code
+    inverted, as a wrong via would): ``maskc cosim`` exits 5 naming the position, the op, the
+    matrix row, its tiles and the two values."""
+    from maskc.netlist import load_netlist
+
+    _need("icarus")
+    bad = tmp_path / "rtl"
+    shutil.copytree(rtl, bad)
+    name = "model.layers.0.self_attn.q_proj.weight"
+    hexf = bad / "rom" / (name.replace(".", "_") + ".t0.cells.hex")
+    lines = hexf.read_text().splitlines()
+    lines[0] = "".join(f"{15 - int(c, 16):x}" for c in lines[0][:64]) + lines[0][64:]
+    hexf.write_text("\n".join(lines) + "\n")
+    nl = load_netlist(build)
+    t = nl.tile_arrays(name, ("pos", "block"))
+    assert t["block"][0][0] == 0  # tile 0 holds row 0
+    d, x, y = (int(v) for v in t["pos"][0])
+    r = cli("cosim", build, "--tokens", "1,2", "-n", "1", "--simulator", "icarus", "--rtl", bad)
+    assert r.code == 5, r.err
+    line = r.out.strip().splitlines()[-1]
+    assert line.startswith("MISMATCH at position 0: op ") and "(matmul)" in line, line
+    assert f"matrix {name} row 0, tiles " in line and f"T{d}_{x}_{y}" in line, line
+    r = cli("cosim", build, "--tokens", "1,2", "-n", "1", "--simulator", "icarus", "--rtl", bad,
+            "--json")  # fmt: skip
+    m = json.loads(r.out)["first_mismatch"]
+    assert r.code == 5 and m["position"] == 0 and m["kind"] == "matmul" and m["row"] == 0
+    assert m["matrix"] == name and m["rtl"] != m["emulator"]

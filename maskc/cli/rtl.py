@@ -110,6 +110,8 @@ def cosim(
             if "op" in m
             else f"{m['slot']}[{m['index']}]"
         )
+        if m.get("tiles"):
+            where += f" = matrix {m['matrix']} row {m['row']}, tiles {', '.join(m['tiles'])}"
         out.print(
             f"MISMATCH at position {m['position']}: {where}: RTL {m['rtl']}, emulator "
             f"{m['emulator']} ({res.simulator})"

@@ -29,6 +29,16 @@ from maskc.netlist import ops as O
 from maskc.rtl import top as T
 
 SIMULATORS = ("verilator", "icarus")
+
+
+def max_cycles(nl) -> int:
+    """A position taking more cycles than this is a hung simulation: ten times one cycle per
+    streamed row or element and a few per op (the tiny model takes 1,693; this gives 31,360)."""
+    rows = sum(nl.matrices[op.matrix]["shape"][0] for op in nl.ops if isinstance(op, O.MatMul))
+    rows += sum(nl.matrices[op.matrix]["shape"][1] for op in nl.ops if isinstance(op, O.Embed))
+    return 10 * (rows + 16 * len(nl.ops)) + 10_000
+
+
 #: Verilator options: the units' integer sign extension and truncation are deliberate
 #: and the behavioural loops stay loops (unrolled, the C++ of the tiny model is 42 MB instead of
 #: 6 MB); -O0: the C++ compile dominates a cosim's time, not the simulation
@@ -40,7 +50,10 @@ VERILATOR_ARGS = ("-Wno-WIDTH", "-Wno-fatal", "--x-assign", "0", "--x-initial", 
 #: cocotb's default ``--public-flat-rw`` every signal is writable through VPI, so Verilator
 #: re-evaluates every combinational block of the design (all the tiles' MACs) on each clock
 #: edge, which made a position of the tiny model take minutes
-PUBLIC_VLT = '`verilator_config\npublic_flat_rd -module "maskc_top" -var "*"\n'
+PUBLIC_VLT = "`verilator_config\n" + 'public_flat_rd -module "maskc_top" -var "*"\n' + "".join(
+    [f'public_flat_rw -module "maskc_top" -var "{p}"\n'
+     for p in ("clk", "rst", "start", "token", "pos", "logit_addr")]  # the testbench drives these
+)  # fmt: skip
 
 
 def _verilator_runner_class():
@@ -106,9 +119,11 @@ def _verilator_env() -> dict[str, str] | None:
     return {
         "PATH": f"{root / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
         "VERILATOR_ROOT": str(root),
-        # what the package's own verilator-cli sets (verilator/cli.py), and the precompiled
-        # header's -include its verilated.mk leaves empty (the build fails without it)
-        "CXXFLAGS": os.environ.get("CXXFLAGS", "--std=c++20 -DVL_TIME_CONTEXT"),
+        # C++20 as the package's own verilator-cli sets, but not its -DVL_TIME_CONTEXT: cocotb's
+        # main loop keeps the time in sc_time_stamp(), so with it the VPI time stays 0 and the
+        # simulation spins at time 0 forever; and the precompiled header's -include its
+        # verilated.mk leaves empty (the build fails without it)
+        "CXXFLAGS": os.environ.get("CXXFLAGS", "--std=c++20"),
         "MAKEFLAGS": "CFG_CXXFLAGS_PCH_I=-include",
     }
 
@@ -356,6 +371,26 @@ def first_trace_mismatch(nl, rtl_trace: list, emu_trace: list, trace: list) -> d
     return None
 
 
+def mismatch_tiles(nl, where: dict, fed: list[int]) -> dict:
+    """For a mismatch in a matrix's output (a ``matmul``'s row ``index``; an ``embed``'s element
+    ``index`` of the token fed at that position): the matrix and the tiles that hold it, named
+    as ``maskc inspect --tiles`` and ``maskc render --tile`` name them (``T<die>_<x>_<y>``)."""
+    op = nl.ops[where["op"]]
+    if isinstance(op, O.MatMul):
+        row, col = where["index"], None
+    elif isinstance(op, O.Embed):
+        row, col = fed[where["position"]], where["index"]
+    else:
+        return {}
+    t = nl.tile_arrays(op.matrix, ("pos", "block"))
+    names = []
+    for i, (r0, nr, c0, nc) in enumerate(np.asarray(t["block"]).tolist()):
+        if r0 <= row < r0 + nr and (col is None or c0 <= col < c0 + nc):
+            d, x, y = (int(v) for v in t["pos"][i])
+            names.append(f"T{d}_{x}_{y}")
+    return {"matrix": op.matrix, "row": row, "tiles": names}
+
+
 def compare(rtl_out: dict, emu_tokens, emu_logits, prompt, sim, vocab) -> CosimResult:
     got = np.asarray(rtl_out["logits"], np.int64)
     res = CosimResult(sim, list(prompt), list(rtl_out["tokens"]), list(emu_tokens),
@@ -415,7 +450,7 @@ def cosim(
         rtl_dir = prepare_rtl(nl, b.path, rtl, work / "rtl")
         job = {"prompt": prompt, "max_new_tokens": n, "eos": eos, "context": ctx,
                "vocab": nl.arch.vocab_size, "logits_reg": f"sig_{T.vid(T.plan(nl).logits)}",
-               "trace": trace_plan(nl)}  # fmt: skip
+               "trace": trace_plan(nl), "max_cycles": max_cycles(nl)}  # fmt: skip
         rtl_out = run_rtl(rtl_dir, work, simulator, job, env, progress)
     toks, logits = emulator_run(b.path, prompt, n, ctx)
     res = compare(rtl_out, toks, logits, prompt, simulator, nl.arch.vocab_size)
@@ -424,6 +459,7 @@ def cosim(
         emu = emulator_trace(b.path, fed, ctx, job["trace"])
         where = first_trace_mismatch(nl, rtl_out["trace"], emu, job["trace"])
         if where is not None:
+            where.update(mismatch_tiles(nl, where, fed))
             res.mismatch = dict(where, logits=res.mismatch)
     return res
 

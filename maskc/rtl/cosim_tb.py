@@ -36,7 +36,7 @@ def _read(dut, regs: list[str]) -> list[int]:
     return [int(getattr(dut, r).value) for r in regs]
 
 
-async def _run(dut, token: int, pos: int, trace: list) -> tuple[int, list]:
+async def _run(dut, token: int, pos: int, trace: list, limit: int) -> tuple[int, list]:
     """One position; returns its cycles and, per op of ``trace`` (``[op, kind, registers]``
     in step order), the registers' values when the op finished."""
     dut.token.value = token
@@ -58,6 +58,8 @@ async def _run(dut, token: int, pos: int, trace: list) -> tuple[int, list]:
             step += 1
         if done:
             break
+        if cycles >= limit:
+            raise AssertionError(f"position {pos}: no done after {cycles} cycles (step {now})")
     await RisingEdge(dut.clk)
     return cycles, seen
 
@@ -83,7 +85,7 @@ async def cosim(dut):
     pos = 0
     while True:
         tok = feed[pos]
-        cycles, seen = await _run(dut, tok, pos, job["trace"])
+        cycles, seen = await _run(dut, tok, pos, job["trace"], job["max_cycles"])
         out["cycles"].append(cycles)
         dut._log.info(f"position {pos}: token {tok}, {cycles} cycles")
         out["trace"].append(seen)
