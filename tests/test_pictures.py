@@ -10,9 +10,8 @@ import json
 
 import numpy as np
 import pytest
-from matplotlib import colors, image
-
 from helpers import micro_fabric
+from matplotlib import colors, image
 
 
 def _rgb(path) -> np.ndarray:

@@ -8,7 +8,6 @@ import json
 import shutil
 
 import pytest
-
 from helpers import assert_bad, micro_fabric, reseal
 
 

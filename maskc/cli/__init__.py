@@ -9,14 +9,15 @@ Modules: :mod:`~maskc.cli.app` (the typer app, consoles, progress bars, :func:`m
 :mod:`~maskc.cli.progress` (bars on a terminal, plain lines when piped, the ETA),
 :mod:`~maskc.cli.show` (the renderers), and one per command group, each registering on the app
 when imported below, in the order ``maskc --help`` lists them: ``inspect``, ``compile``,
-``layers`` (verify, render, diff-layers), ``report``, ``emulate``, ``testmodel``, ``fabric``.
+``layers`` (verify, render, diff-layers), ``report``, ``emulate``, ``testmodel``, ``fabric``,
+``rtl`` (export-rtl, cosim).
 """
 
 from maskc.cli.app import app, main
 
 # Importing a command module registers its commands; `maskc --help` lists them in this order.
 # isort: off
-from maskc.cli import inspect, compile, layers, report, emulate, testmodel, fabric  # noqa: F401
+from maskc.cli import inspect, compile, layers, report, emulate, testmodel, fabric, rtl  # noqa: F401
 # isort: on
 
 __all__ = ["app", "main"]

@@ -190,6 +190,15 @@ def emulate(
             "other processes keep the CPUs busy the products run on one thread (faster then).",
         ),
     ] = None,
+    logits_out: Annotated[
+        Path | None,
+        typer.Option(
+            "--logits-out",
+            help="(generate) Also write the int32 logits of EVERY position run (the prompt's "
+            "and each decode step's) to this .safetensors file: tensor 'logits' [positions, "
+            "vocab], 'tokens' [positions] the ids fed. For RTL comparisons (docs/rtl.md).",
+        ),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print one JSON object on stdout.")
     ] = False,
@@ -239,6 +248,12 @@ def emulate(
     for flag, v in (("--temperature", temperature), ("--top-p", top_p)):
         if not math.isfinite(v):
             raise UsageError(f"{flag} must be a finite number, got {v}")
+    if logits_out is not None:
+        if ppl is not None or prompts is not None or modes:
+            raise UsageError("--logits-out works when generating (--prompt or --tokens)")
+        from maskc.fsutil import check_output_file
+
+        check_output_file(logits_out, "--logits-out")
     from maskc.emulate import backend
     from maskc.parallel import usable_cpus
 
@@ -275,7 +290,8 @@ def emulate(
     params = SamplingParams(temperature, top_k, top_p, seed)
     stop_at_eos = not ignore_eos
     full = context_full.value
-    _generate(session, ids, max_new_tokens, params, stop_at_eos, full, perf, loaded, as_json)
+    _generate(session, ids, max_new_tokens, params, stop_at_eos, full, perf, loaded, as_json,
+              logits_out)  # fmt: skip
 
 
 def _adapters_json(session) -> list[dict]:
@@ -407,11 +423,15 @@ def _generate(
     perf: dict | None,
     loaded: list[dict],
     as_json: bool,
+    logits_out: Path | None = None,
 ) -> None:
     """The default mode: up to ``max_new_tokens`` after ``ids``, streamed on stdout (or one
     JSON object), the timings and the modeled chip time on stderr."""
     from maskc.emulate.run import generate
 
+    keep = logits_out is not None
+    kept: list | None = [] if keep else None
+    pre: list | None = [] if keep else None
     stream = None if as_json else _Stream(session)
     g = generate(
         session,
@@ -421,7 +441,11 @@ def _generate(
         stream,
         stop_at_eos=stop_at_eos,
         context_full=context_full,
+        keep_logits=kept,
+        prompt_logits=pre,
     )
+    if keep:
+        _write_logits(logits_out, ids, g.tokens, pre + kept[1:])
     n = len(g.tokens)
     decode_tps = (n - 1) / g.decode_s if n > 1 and g.decode_s > 0 else None
     modeled = _modeled_us(perf, len(ids) + n)
@@ -453,3 +477,22 @@ def _generate(
         markup=False,
     )
     print_modeled(modeled, to=err)
+
+
+def _write_logits(path: Path, prompt: list[int], tokens: list[int], rows: list) -> None:
+    """``--logits-out``: the logits of every position run and the ids fed there (written to a
+    temporary file beside ``path``, then renamed: complete or absent)."""
+    import os
+
+    import numpy as np
+
+    from maskc.safetensors_io import write_safetensors
+
+    fed = list(prompt) + list(tokens[: len(rows) - len(prompt)])
+    arrays = {"logits": np.stack(rows).astype(np.int32), "tokens": np.asarray(fed, np.int64)}
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write_safetensors(tmp, arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

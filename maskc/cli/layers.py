@@ -31,6 +31,15 @@ def verify(
             "docs/distributed.md.",
         ),
     ] = None,
+    rtl: Annotated[
+        Path | None,
+        typer.Option(
+            "--rtl",
+            metavar="RTL_DIR",
+            help="Also read the ROM images of an RTL export (maskc export-rtl) back and compare "
+            "every tile's codes and scale-ROM fields with the netlist (docs/rtl.md).",
+        ),
+    ] = None,
 ) -> None:
     """Read the two customizable layers and the SRAM boot image back and compare them with
     the netlist.
@@ -39,8 +48,9 @@ def verify(
     configuration and position are compared with BUILD/netlist/; the boot image
     (BUILD/boot/: the norm gammas and constants, biases, RoPE steps; docs/sram.md) is rebuilt
     from the netlist and compared byte for byte; then every file's manifest hash and the
-    manifest's per-tile ROM hashes are checked. Exit 0 when everything matches; exit 5 listing
-    the first mismatches (tile, cell, bit, expected vs found) otherwise.
+    manifest's per-tile ROM hashes are checked. With --rtl, the RTL's ROM images too (the
+    third reader of the netlist: the layers, the RTL and the emulator). Exit 0 when everything
+    matches; exit 5 listing the first mismatches (tile, cell, bit, expected vs found) otherwise.
     """
     from maskc.errors import VerifyError
     from maskc.layout import verify_build
@@ -48,12 +58,22 @@ def verify(
     with progress_bar(in_bytes=False) as prog:
         res = verify_build(build, progress=RichEvents(prog), dask=dask)
     problems = res["problems"]
+    if rtl is not None:
+        from maskc.netlist import load_netlist
+        from maskc.rtl.verify import verify_rtl
+
+        r = verify_rtl(load_netlist(build), rtl)
+        res = {**res, "rtl": r}
+        problems = problems + [f"rtl: {p}" for p in r["problems"]]
     if as_json:
         emit_json({"ok": not problems, **res})
     elif not problems:
+        also = "" if rtl is None else f"; the RTL's ROM images in {rtl} match it too"
         out.print(
             f"{build}: the layers and the boot image match the netlist ({res['tiles']:,} "
-            "tiles) and every file matches the manifest; "
+            "tiles) and every file matches the manifest"
+            + also
+            + "; "
             + (
                 "recorded in BUILD/verify.json (maskc inspect BUILD shows it)"
                 if res["record"]

@@ -156,6 +156,7 @@ def generate(
     stop_at_eos: bool = True,
     keep_logits: list | None = None,
     context_full: str = "refuse",
+    prompt_logits: list | None = None,
 ) -> Generation:
     """Prefill ``prompt`` then decode up to ``max_new_tokens`` tokens. ``logits_sha256`` hashes
     the int32 logits of every generated position, little-endian, in order (docs/numerics.md).
@@ -163,7 +164,11 @@ def generate(
     The KV cache holds ``chip.context`` tokens (the last generated token is never stored). A
     prompt longer than that is refused (FitError, exit 4); so is a run whose prompt plus
     ``max_new_tokens - 1`` exceeds it, unless ``context_full == "stop"``: generation then
-    stops when the cache is full (``stopped_at_context``). Nothing is ever truncated."""
+    stops when the cache is full (``stopped_at_context``). Nothing is ever truncated.
+
+    ``keep_logits``: gets the logits of every generated position (the prompt's last, then each
+    decode step); ``prompt_logits``: the logits of every prompt position (int32 [vocab] each),
+    so ``prompt_logits + keep_logits[1:]`` are those of every position run."""
     chip = session.chip
     _check_room(chip, prompt, max_new_tokens, context_full)
     chip.reset()
@@ -173,7 +178,10 @@ def generate(
     g = Generation(list(prompt))
     h = hashlib.sha256()
     t0 = time.perf_counter()
-    logits = chip.forward(list(prompt))[-1]
+    rows = chip.forward(list(prompt))
+    if prompt_logits is not None:
+        prompt_logits.extend(r.copy() for r in rows)
+    logits = rows[-1]
     g.prefill_s = time.perf_counter() - t0
     t1 = time.perf_counter()
     while True:
