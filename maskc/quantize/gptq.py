@@ -24,10 +24,10 @@ from maskc.quantize.encode import encode_mantissa, uniform_levels
 from maskc.quantize.methods import (
     _weights,
     assemble,
-    quantize_gptq,
     grouped,
     lsq_search,
     nearest_level,
+    quantize_gptq,
     range_init,
 )
 from maskc.romformat import QuantFormat, QuantTensor, dequantize, fields_of, group_values
