@@ -47,6 +47,11 @@ def main() -> None:
     ap.add_argument(
         "--format", action="append", choices=["mxfp4", "nvfp4"], help="FP4 builds (default: none)"
     )
+    ap.add_argument("--group-size", type=int, help="integer builds: this group size")
+    ap.add_argument("--method", help="integer builds: this method (default: the built-in)")
+    ap.add_argument(
+        "--no-calib", action="store_true", help="integer builds: compile with --no-calib"
+    )
     ap.add_argument(
         "--out",
         type=Path,
@@ -74,10 +79,18 @@ def main() -> None:
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        builds = [(f"{b}-bit", {"bits": b}) for b in args.bits or ([] if args.format else [4, 3])]
+        extra, tag = {}, ""
+        if args.group_size:
+            extra["group_size"], tag = args.group_size, f"{tag} g{args.group_size}"
+        if args.method:
+            extra["method"], tag = args.method, f"{tag} {args.method}"
+        if args.no_calib:
+            extra["calibrate"], tag = False, f"{tag} no-calib"
+        bits_list = args.bits or ([] if args.format else [4, 3])
+        builds = [(f"{b}-bit{tag}", {"bits": b, **extra}) for b in bits_list]
         builds += [(f, {"weight_format": f}) for f in args.format or []]
         for bits, opts in builds:
-            b = Path(tmp) / bits
+            b = Path(tmp) / bits.replace(" ", "_")
             t0 = time.perf_counter()
             compile_model(args.model, b, CompileOptions(**opts))
             print(f"compiled {bits} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)

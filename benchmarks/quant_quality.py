@@ -52,6 +52,25 @@ CONFIGS = {
     "lsq-4-g32": {"bits": 4, "method": "lsq", "group_size": 32},
     "rtn-4-g64": {"bits": 4, "method": "rtn", "group_size": 64},
     "lsq-4-g64": {"bits": 4, "method": "lsq", "group_size": 64},
+    # 4-bit off the source grid (issue 24; benchmarks/offgrid.py): calibrated variants
+    "lsq-4-g32-calib": {"bits": 4, "method": "lsq", "group_size": 32, "calib": True},
+    "lsq-4-g64-calib": {"bits": 4, "method": "lsq", "group_size": 64, "calib": True},
+    "gptq-4-g32-calib": {"bits": 4, "method": "gptq", "group_size": 32, "calib": True},
+    "gptq-4-g64-calib": {"bits": 4, "method": "gptq", "group_size": 64, "calib": True},
+    "lsq-4-g64-codebook": {
+        "bits": 4,
+        "method": "lsq",
+        "group_size": 64,
+        "calibrate": False,
+        "toml": "[defaults]\ncodebook = true\n",
+    },
+    "lsq-4-g32-codebook": {
+        "bits": 4,
+        "method": "lsq",
+        "group_size": 32,
+        "calibrate": False,
+        "toml": "[defaults]\ncodebook = true\n",
+    },
     "rtn-3-g32": {"bits": 3, "method": "rtn", "group_size": 32, "mixed": False, "calibrate": False},
     "lsq-3-g32": {"bits": 3, "method": "lsq", "group_size": 32, "mixed": False, "calibrate": False},
     "lsq-3-g32-calib": {
@@ -111,6 +130,12 @@ def main() -> None:
         default=[],
         help="also measure on this UTF-8 text (repeatable; named by file stem)",
     )
+    ap.add_argument(
+        "--results",
+        type=Path,
+        default=HERE / "results" / "quant_quality.json",
+        help="JSON to merge the rows into (one file per model)",
+    )
     args = ap.parse_args()
     texts = dict(TEXTS) | {p.stem: p for p in args.text}
 
@@ -150,7 +175,11 @@ def main() -> None:
             cfg = dict(cfg)
             use_calib = cfg.pop("calib", False)
             embed_bits = cfg.pop("embed_bits", None)
+            toml = cfg.pop("toml", None)
             qcfg = None
+            if toml:
+                qcfg = Path(tmp) / f"{name}.toml"
+                qcfg.write_text(toml)
             if embed_bits:
                 qcfg = Path(tmp) / f"{name}.toml"
                 rule = f"bits = {embed_bits}\ngroup_size = 32\nmethod = 'lsq'\n"
@@ -169,7 +198,7 @@ def main() -> None:
             ppl = {k: ppl_of(m.arch, get, v) for k, v in ids.items()}
             row = {
                 "config": name,
-                "options": cfg | {"calib": use_calib, "embed_bits": embed_bits},
+                "options": cfg | {"calib": use_calib, "embed_bits": embed_bits, "toml": toml},
                 "bpw_blocks": res.report["totals"]["bpw_blocks"],
                 "bpw_quantized": res.report["totals"]["bpw_quantized"],
                 "rom_bits": res.report["totals"]["rom_bits"],
@@ -197,7 +226,7 @@ def main() -> None:
         print(f"{r['config']:<24}{r['bpw_blocks']:>7.3f}{rom}{cells}{r['quant_s']:>10.1f}")
     if args.text:  # extra texts: print only, do not mix them into the recorded results
         return
-    out = HERE / "results" / "quant_quality.json"
+    out = args.results
     out.parent.mkdir(exist_ok=True)
     # merge with earlier runs (same model and token cap): one row per configuration
     old_rows = []

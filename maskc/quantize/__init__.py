@@ -3,8 +3,10 @@ format (:mod:`maskc.romformat`).
 
 * :mod:`~maskc.quantize.rules`: quant.toml and the per-tensor :class:`QuantSetting`;
 * :mod:`~maskc.quantize.profiles`: the built-in profiles and the settings policy;
-* :mod:`~maskc.quantize.methods`: rtn, lsq, gptq, codebooks; :mod:`~maskc.quantize.encode`
-  their shared encoding helpers; :mod:`~maskc.quantize.matrix`: one matrix or row-stack;
+* :mod:`~maskc.quantize.methods`: rtn, lsq, the column-order gptq, codebooks;
+  :mod:`~maskc.quantize.gptq`: method ``gptq`` (act-order, static groups, row-wise best);
+  :mod:`~maskc.quantize.encode` their shared encoding helpers; :mod:`~maskc.quantize.matrix`:
+  one matrix or row-stack;
 * :mod:`~maskc.quantize.calibrate`: activation statistics on calibration text;
 * :mod:`~maskc.quantize.driver`: a whole model into a build's quant/
   (:mod:`~maskc.quantize.store`), one layer at a time;

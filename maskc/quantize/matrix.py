@@ -9,7 +9,8 @@ import numpy as np
 
 from maskc.quantize import fp4
 from maskc.quantize.fp4gptq import quantize_fp4_gptq
-from maskc.quantize.methods import quantize_codebook, quantize_gptq, quantize_lsq, quantize_rtn
+from maskc.quantize.gptq import quantize_gptq_best
+from maskc.quantize.methods import quantize_codebook, quantize_lsq, quantize_rtn
 from maskc.quantize.profiles import format_for
 from maskc.quantize.rules import QuantSetting
 from maskc.romformat import QuantTensor, join_rows, split_rows
@@ -86,7 +87,7 @@ def quantize_matrix(
     elif setting.method == "lsq":
         q = quantize_lsq(name, w, fmt, importance)
     elif setting.method == "gptq":
-        q = quantize_gptq(name, w, fmt, hessian, importance)
+        q = quantize_gptq_best(name, w, fmt, hessian, importance)
     else:  # rules.resolve validated the name against METHODS
         raise ValueError(f"unknown method {setting.method!r}")
     q.validate()
