@@ -77,28 +77,28 @@ def test_emulator_equals_the_integer_reference(builds, preset):
 GOLDEN = {
     # maskc testmodel --preset P (seed 0), compiled with the defaults, prompt 1..5, 8 tokens
     ("mixtral", "greedy"): (
-        [223, 17, 260, 33, 59, 187, 223, 17],
-        "c9c1baa2231d2d91bb29e09588bc91739732f538d5eb5d51cbb158414c4ac94e",
+        [223, 17, 155, 143, 164, 17, 223, 17],
+        "4f0ccab7a45553089631b5d5dfecb8cc729fa51aa729495679d66562206d04fa",
     ),
     ("mixtral", "sampled"): (
-        [260, 266, 90, 228, 104, 238, 228, 73],
-        "bcb7ba59aeb9bcd6264c4521a54f7c6ba62a7cdda2c65e5beee5c084691767bf",
+        [260, 128, 279, 139, 187, 69, 17, 145],
+        "47321aabf8e6205e0e148d9d22621997b5b97cf4c8bd1f3dc51c9ba8402e5df3",
     ),
     ("qwen2-moe", "greedy"): (
-        [113, 97, 97, 97, 207, 207, 207, 283],
-        "45f941c60205423a55dc9d253f5bcfd4695359609c94a1814ed89e19e27b11c5",
+        [113, 113, 113, 113, 113, 113, 113, 113],
+        "fbf28a3169bf58b7ece8bb13d3259e2cc917c9fa838d3b23f509dce5b73c4867",
     ),
     ("qwen2-moe", "sampled"): (
-        [279, 26, 274, 97, 36, 286, 251, 85],
-        "f3b8a82d3078d4134cedb48955b31020daf6bf68b1afced9b0f7dc0886bd6bd0",
+        [2, 253, 247, 159, 63, 60, 203, 6],
+        "7af5f67a03afa3635cacb1be10428fe30bea1086b829ee2e834e488b251d855c",
     ),
     ("qwen3-moe", "greedy"): (
         [259, 259, 259, 259, 259, 259, 259, 259],
-        "9bb5d3a266d0248402f8fa62d5ade65dec98feba6bad9f126881e878f169e0c9",
+        "9c6a962e15b66cfd1f108b811411ffc4dc84d6cf3d11c5c5e8ec71d7146bb8ea",
     ),
     ("qwen3-moe", "sampled"): (
-        [188, 153, 12, 278, 19, 230, 19, 33],
-        "55703ca62653728474936d29b6e0bbc7a025026fb621e472a158e1ec69876130",
+        [259, 203, 250, 259, 19, 242, 223, 257],
+        "4276c6989f893fbf59cc742f6623d9d9df332d9897298570abe8c516059c832e",
     ),
 }
 
@@ -179,7 +179,8 @@ def test_verify_passes(builds, cli):
 
 def test_changing_one_expert_changes_only_its_tiles(builds, model_cache, tmp_path, cli):
     """qwen2-moe (float32 weights) with one weight of expert 3's up_proj in layer 1 changed:
-    only that matrix's tiles differ, named in top_tensors; the metal mask is reused."""
+    only that expert's tiles differ (its up_proj, and its down_proj, whose calibration
+    statistics are the up_proj's outputs), named in top_tensors; the metal mask is reused."""
     from maskc.pipeline import CompileOptions, compile_model
 
     m = tmp_path / "m"
@@ -199,4 +200,5 @@ def test_changing_one_expert_changes_only_its_tiles(builds, model_cache, tmp_pat
     assert doc["masks_to_remake"] == ["via"]
     via = doc["layers"]["via"]
     assert via["changed_tiles"] >= 1
-    assert [t["tensor"] for t in via["top_tensors"]] == [name]
+    changed = {t["tensor"] for t in via["top_tensors"]}
+    assert name in changed and changed <= {name, name.replace("up_proj", "down_proj")}

@@ -77,9 +77,9 @@ def compile(
         typer.Option(
             "--method",
             "-m",
-            help="rtn (round to nearest), lsq (least-squares search, weighted by "
-            "calibration statistics when calibrating) or gptq (error feedback; always "
-            "calibrates).",
+            help="rtn (round to nearest), lsq (least-squares search, the default: weighted by "
+            "calibration statistics, or with --no-calib by the weights' magnitudes) or gptq "
+            "(error feedback; always calibrates).",
         ),
     ] = None,
     weight_format: Annotated[
@@ -112,16 +112,17 @@ def compile(
         Path | None,
         typer.Option(
             "--calib",
-            help="UTF-8 text to calibrate on (default for 3-bit builds and gptq: a "
-            "built-in English text): weights the error by real activation statistics.",
+            help="UTF-8 text to calibrate on (default for lsq, gptq and FP4: a built-in "
+            "English text): weights the error by real activation statistics.",
         ),
     ] = None,
     no_calib: Annotated[
         bool,
         typer.Option(
             "--no-calib",
-            help="Never calibrate (3-bit builds calibrate on a built-in "
-            "English text by default; gptq always needs calibration).",
+            help="Never calibrate (by default a build calibrates on a built-in English text "
+            "when a setting uses activation statistics: lsq, gptq, 3-bit codes, FP4; gptq "
+            "always needs it). Faster; lsq then weighs each weight's error by its magnitude.",
         ),
     ] = False,
     calib_tokens: Annotated[

@@ -66,12 +66,12 @@ def choose_calibration(
     model, res: Resolution, text: Path | None, calibrate: bool | None, tokens: int, ctx: int, warn
 ) -> Calibration | None:
     """Whether to calibrate and on what: ``text`` (a file) if given; else the built-in English
-    text when a setting needs it (gptq, codes of 3 bits or fewer, or an FP4 format, whose
-    search weighs the error by the inputs) and ``calibrate`` is not False; ``tokens`` of it at
-    most, in windows of ``ctx``."""
+    text when a setting uses it (gptq; lsq, whose search weighs each column's error by its
+    inputs: the 4-bit and 3-bit defaults; codes of 3 bits or fewer; an FP4 format) and
+    ``calibrate`` is not False; ``tokens`` of it at most, in windows of ``ctx``."""
     active = [s for s in res.settings.values() if not s.skip]
     needs_h = any(s.method == "gptq" for s in active)
-    wants = needs_h or any(s.bits <= 3 or s.format != "int" for s in active)
+    wants = needs_h or any(s.method == "lsq" or s.bits <= 3 or s.format != "int" for s in active)
     if calibrate is False:
         if needs_h:
             raise UsageError("method gptq needs calibration: drop --no-calib")
