@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 import pytest
 from helpers import assert_bad
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -148,8 +148,20 @@ def _weights():
     )
 
 
+_TINY = np.zeros((1, 32), np.float32)
+_TINY[0, 0] = -1e-40  # a group of one subnormal: once overflowed lsq's step (found by hypothesis)
+# multiples of the smallest subnormal: once overflowed the refits' 1/step (the codebook's, k = 4)
+_DENORMAL = np.float32(
+    [[1, 0, -1, -1, -1, 0, 1, 0, 0, -1, 2, 0, 2, -1, 0, 2, -1, 0, 0, -1, 2, -1, 1, 1, -1, -1, -1,
+      -1, 0, 0, 0, 0]]
+) * np.float32(1.4e-45)  # fmt: skip
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(w=_weights(), k=st.integers(0, len(SETTINGS) - 1), scale=st.sampled_from([1.0, 1e-3]))
+@example(w=_TINY, k=0, scale=1.0)
+@example(w=_DENORMAL, k=len(SETTINGS) - 1, scale=1.0)
+@example(w=-_DENORMAL, k=0, scale=1.0)
 def test_weights_are_refused_or_quantize_finitely(w, k, scale):
     """Any finite float32 matrix: refused (a magnitude of 2^19 or more), or every setting
     quantizes it with no floating-point warning to a valid tensor of finite values, and the

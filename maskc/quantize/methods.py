@@ -189,8 +189,8 @@ def lsq_search(x, wt, bits: int, nstep: int = 20, iters: int = 3, fused: bool = 
 
         for i in range(nstep + 1):
             step(np.float32(n - 1.0 + 0.1 * i) / rng, mn)
-        for _ in range(iters):
-            inv = np.where(best_s > 0, 1.0 / np.where(best_s > 0, best_s, 1.0), 0.0)
+        for _ in range(iters):  # 1/s at most 1e30, as scale0: finite in float32
+            inv = np.where(best_s > 0, 1.0 / np.maximum(best_s, 1e-30), 0.0)
             step(inv.astype(np.float32), best_m.astype(np.float32))
         return best_s, best_m
     round_to(1.0 / np.maximum(s0, np.float32(1e-30)), xm)
@@ -206,7 +206,7 @@ def lsq_search(x, wt, bits: int, nstep: int = 20, iters: int = 3, fused: bool = 
             np.where(better, e, best_e),
         )
     for _ in range(iters):
-        inv = np.where(best_s > 0, 1.0 / np.where(best_s > 0, best_s, 1.0), 0.0).astype(np.float32)
+        inv = np.where(best_s > 0, 1.0 / np.maximum(best_s, 1e-30), 0.0).astype(np.float32)
         s, m, e = fit(round_to(inv, x - best_m.astype(np.float32)))
         better = e < best_e
         best_s, best_m, best_e = (
