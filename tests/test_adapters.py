@@ -188,6 +188,7 @@ def test_emulator_with_adapters_equals_the_integer_reference(env, preset, adapte
         assert base.logits_sha256 != g.logits_sha256  # the adapter changes the computation
 
 
+@pytest.mark.slow
 def test_adapter_closer_to_float_merged_than_without(env, cli):
     """--compare merges the adapter into the float reference: the chip with the adapter tracks
     it far better than the chip without it does."""

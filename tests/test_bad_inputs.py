@@ -46,6 +46,7 @@ def test_the_corpus_is_large_and_covers_every_kind():
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", [c.name for c in corpus.CASES])
 def test_bad_input(cases, cli, name):
     case, d = cases[name]

@@ -404,6 +404,7 @@ def test_build_folder_has_normal_permissions(model_cache, tmp_path, cli):
     assert (tmp_path / "b").stat().st_mode & 0o777 == 0o777 & ~umask
 
 
+@pytest.mark.slow
 def test_build_does_not_depend_on_blas_threads(model_cache, tmp_path):
     """The calibrated 3-bit path uses BLAS; builds must be byte-identical with 1 or 2 threads."""
     import os

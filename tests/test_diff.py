@@ -96,6 +96,7 @@ def pair(model_cache, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_identical_builds_and_gds_vs_oasis_are_identical(pair, cli):
     for x, y in (("a", "a"), ("a", "a_oas")):
         r = cli("diff-layers", pair[x], pair[y], "--json")

@@ -50,6 +50,7 @@ def builds(model_cache, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", [*PRESETS, "tiny-micro"])
 def test_emulator_equals_the_integer_reference(builds, preset):
     """Prompt + 8 decode steps, greedy and sampled: identical tokens and integer logits."""
@@ -121,6 +122,7 @@ def test_golden_tokens(builds, cli, mode):
     assert r2.code == 0 and GOLDEN[mode][1][:16] in r2.err and "modeled chip" in r2.err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kernel", ["c", "numba"])
 def test_same_result_on_one_two_and_four_threads(builds, kernel, monkeypatch):
     """The logits do not depend on the thread count (1, 2, 4: more threads than CPUs too),

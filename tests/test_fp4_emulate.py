@@ -117,6 +117,7 @@ def _check(qs, act, monkeypatch, bias=None):
                 r += mat.padded_rows
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["mxfp4", "nvfp4"])
 def test_random_matrices(kind, monkeypatch):
     rng = np.random.default_rng(1 if kind == "mxfp4" else 2)
@@ -290,6 +291,7 @@ def fp4_builds(model_cache, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset,kind", WHOLE)
 @pytest.mark.parametrize("be", BACKENDS)
 def test_emulated_fp4_model_equals_the_integer_reference(fp4_builds, preset, kind, be, monkeypatch):

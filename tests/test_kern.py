@@ -154,6 +154,7 @@ CASES = [
 ]  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("i", range(len(CASES)))
 def test_product_is_the_formula(isa, i):

@@ -37,6 +37,7 @@ def builds(model_cache, tmp_path_factory):
     return {p: root / p for p in MOE_PRESETS}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", MOE_PRESETS)
 def test_netlist_names_each_experts_tiles(builds, preset):
     nl = load_netlist(builds[preset])

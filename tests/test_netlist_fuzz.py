@@ -270,6 +270,7 @@ def test_every_tile_header_mutation_is_accepted_unchanged_or_refused(build, cli,
 MANIFEST_SAMPLE = 120
 
 
+@pytest.mark.slow
 def test_every_manifest_mutation_is_accepted_unchanged_or_refused(build, tmp_path):
     """Single-field mutations of manifest.json (nothing to re-hash: it seals the others): every
     one is refused (3/5) or changes nothing the emulator computes, and a mutated per-tile hash

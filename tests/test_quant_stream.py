@@ -101,6 +101,7 @@ def test_any_executor_and_a_retried_unit(model_cache, tmp_path):
     assert _tree(tmp_path / "a") == _tree(tmp_path / "b")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["lsq", "gptq"])
 def test_calibrated_blocks_side_by_side(model_cache, tmp_path, monkeypatch, method):
     """With calibration, the row blocks of each stack quantized by a pool of threads (several

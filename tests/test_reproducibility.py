@@ -32,6 +32,7 @@ def tree_hashes(root: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["gds", "oas"])
 def test_compile_is_byte_identical_for_any_jobs(model_cache, tmp_path, cli, fmt):
     fab = micro_fabric(tmp_path)  # many tiles: the layers are written in several parts

@@ -39,6 +39,8 @@ from tokenizers import Tokenizer
 
 from maskc.reference import FloatLlama, greedy_generate
 
+pytestmark = pytest.mark.slow  # the real model's compiles and layers: ~3.5 min of the suite
+
 ROOT = Path(__file__).resolve().parents[1]
 PREPARE = ROOT / "examples" / "smollm2" / "prepare.py"
 N_TENSORS = 272
