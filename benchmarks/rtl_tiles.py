@@ -37,10 +37,10 @@ sys.path.insert(0, str(HERE.parent / "tests" / "rtl"))
 import _results  # noqa: E402
 import tiles_sim  # noqa: E402
 
+from maskc.layout import tile_name  # noqa: E402
 from maskc.netlist import load_netlist  # noqa: E402
 from maskc.rtl import emit_matrix, tile_kind  # noqa: E402
 from maskc.rtl import kernelref as KR  # noqa: E402
-from maskc.rtl.verify import tile_name  # noqa: E402
 
 
 def vectors(c: int, n: int, seed: int) -> dict:

@@ -382,12 +382,14 @@ def mismatch_tiles(nl, where: dict, fed: list[int]) -> dict:
         row, col = fed[where["position"]], where["index"]
     else:
         return {}
+    from maskc.layout.banks import tile_name
+
     t = nl.tile_arrays(op.matrix, ("pos", "block"))
-    names = []
-    for i, (r0, nr, c0, nc) in enumerate(np.asarray(t["block"]).tolist()):
-        if r0 <= row < r0 + nr and (col is None or c0 <= col < c0 + nc):
-            d, x, y = (int(v) for v in t["pos"][i])
-            names.append(f"T{d}_{x}_{y}")
+    names = [
+        tile_name(t["pos"][i])
+        for i, (r0, nr, c0, nc) in enumerate(np.asarray(t["block"]).tolist())
+        if r0 <= row < r0 + nr and (col is None or c0 <= col < c0 + nc)
+    ]
     return {"matrix": op.matrix, "row": row, "tiles": names}
 
 

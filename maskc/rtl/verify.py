@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from maskc.errors import InputError
+from maskc.layout.banks import tile_name
 from maskc.layout.rom import cell_data_bits, codes_from_cells, parse_scale_bits
 from maskc.rtl.tiles import ident, tile_kind
 
@@ -46,11 +47,6 @@ def _bits(lines: list[str]) -> np.ndarray:
     """Hex lines -> bits [lines, 4 * digits], each line's first bit its most significant."""
     n = _nibbles(lines)
     return ((n[..., None] >> np.arange(3, -1, -1, dtype=np.uint8)) & 1).reshape(len(lines), -1)
-
-
-def tile_name(pos) -> str:
-    d, x, y = (int(v) for v in pos)
-    return f"T{d}_{x}_{y}"
 
 
 def verify_matrix(nl, name: str, rtl_dir: Path) -> tuple[int, list[str]]:
