@@ -83,3 +83,19 @@ def tiny_copy(model_cache, tmp_path):
         return dst
 
     return copy
+
+
+#: The longest modules, run first: README's test command spreads the suite over processes by
+#: module (``-n auto --dist loadfile``), and a long module collected last (they run in
+#: alphabetical order) would leave one worker alone with it at the end.
+LONGEST_FIRST = (
+    "test_smollm2_example.py",
+    "test_compile.py",
+    "test_emulate.py",
+    "test_layout.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))  # stable

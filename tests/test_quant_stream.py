@@ -113,12 +113,12 @@ def test_calibrated_blocks_side_by_side(model_cache, tmp_path, monkeypatch, meth
     gen = model_cache("tiny-odd")
     model = load_model(gen.path)
     res = resolve_settings(model.specs, 3, None, method, None, False, None)
-    monkeypatch.setattr(S, "BLOCK_ELEMS", 3 * 96)  # blocks of 3 rows (2 for gptq: CHUNK_ROWS)
+    monkeypatch.setattr(S, "BLOCK_ELEMS", 3 * 96)  # blocks of 3 rows (6 for gptq: CHUNK_ROWS)
     if method == "gptq":
         import maskc.quantize.matrix as mq
 
-        monkeypatch.setattr(S, "CHUNK_ROWS", 2)
-        monkeypatch.setattr(mq, "CHUNK_ROWS", 2)
+        monkeypatch.setattr(S, "CHUNK_ROWS", 6)  # >= 4 blocks per matrix, several in flight
+        monkeypatch.setattr(mq, "CHUNK_ROWS", 6)
     calib = Calibration(tuple(range(3, 40)), "ids", 16, method == "gptq")
     a = quantize_model(model, res, calib, tmp_path / "a", Quiet())
 
