@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from maskc.errors import InputError
+from maskc.quantize import methods
 from maskc.quantize.encode import encode_mantissa
 from maskc.quantize.methods import quantize_gptq, quantize_lsq, quantize_rtn
 from maskc.quantize.store import arrays_of, index_entry, load_quant
@@ -132,6 +133,38 @@ def test_lsq_beats_rtn_on_weighted_error():
         e_rtn = ((w - quantize_rtn("w", w, fmt).dequantize()) ** 2 * imp).sum()
         e_lsq = ((w - quantize_lsq("w", w, fmt, imp).dequantize()) ** 2 * imp).sum()
         assert e_lsq < 0.9 * e_rtn
+
+
+@pytest.mark.parametrize("fmt", [f for f in FORMATS if f.symmetric and f.bits < 8])
+def test_symmetric_lsq_searches_the_step(fmt):
+    """Symmetric lsq (k-quants' make_qx_quants for an unsigned step) against an independent
+    brute force in float64 over a fine grid of steps: never more than 1% above the best
+    weighted error of any step (before the hardware's mantissa rounding), far below rtn's on
+    heavy-tailed weights, with and without calibration importance."""
+    rng = np.random.default_rng(5)
+    w = (rng.standard_t(4, (48, 128)) * 0.02).astype(np.float32)
+    imp = np.exp(rng.standard_normal(128))
+    g, h = fmt.group_size, 1 << (fmt.bits - 1)
+    for importance in (imp, None):
+        x = methods.grouped32(w, g)
+        wt = np.broadcast_to(methods._weights(w.shape, g, importance), x.shape)
+        if importance is None:
+            wt = methods.magnitude_weights(x, wt)
+        s, m = methods.symmetric_search(x, wt, fmt.bits)
+        assert (m == 0).all() and (s >= 0).all()
+        xd, wd = x.astype(np.float64), wt.astype(np.float64)
+
+        def err(step, xd=xd, wd=wd):
+            q = np.clip(np.rint(xd / np.where(step > 0, step, 1.0)), -h, h - 1)
+            return (wd * (xd - step * q) ** 2).sum(-1, keepdims=True)
+
+        amax = np.abs(xd).max(-1, keepdims=True)
+        best = np.min([err(amax * f / h) for f in np.linspace(0.3, 1.3, 801)], axis=0)
+        assert (err(s) <= best * 1.01 + 1e-18).all()
+        e_rtn = ((w - quantize_rtn("w", w, fmt).dequantize()) ** 2 * imp).sum()
+        e_lsq = ((w - quantize_lsq("w", w, fmt, imp).dequantize()) ** 2 * imp).sum()
+        assert e_lsq < 0.8 * e_rtn
+        quantize_lsq("w", w, fmt, importance).validate()
 
 
 def test_gptq_reduces_output_error_on_correlated_inputs():

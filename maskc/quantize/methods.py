@@ -217,6 +217,48 @@ def lsq_search(x, wt, bits: int, nstep: int = 20, iters: int = 3, fused: bool = 
     return best_s, best_m
 
 
+def symmetric_search(
+    x, wt, bits: int, lo: float = 0.3, hi: float = 1.3, n: int = 41, iters: int = 2
+):
+    """Weighted least-squares step of a symmetric group (levels ``-h .. h-1``, ``h =
+    2**(bits-1)``; offset 0), after k-quants' ``make_qx_quants``, for an unsigned step: candidate
+    steps ``f * |a| / k`` for ``n`` factors ``f`` from ``lo`` to ``hi`` (``a`` the group's
+    largest magnitude, ``k = h`` if it is negative, ``h - 1`` if positive: ``f = 1`` puts it on
+    the end level; ``f < 1`` clips it, which the weights may prefer); for each rounding the
+    least-squares step and its error in closed form; the best kept, then refined by rounding with
+    it. Returns float64 ``(s, 0)`` ``[R, NG, 1]``, never worse in weighted error than
+    :func:`range_init`'s step."""
+    half = 1 << (bits - 1)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    wt = np.ascontiguousarray(np.broadcast_to(wt, x.shape), dtype=np.float32)
+    xm = np.where(wt > 0, x, np.float32(0))
+    a = np.take_along_axis(xm, np.abs(xm).argmax(-1)[..., None], -1).astype(np.float64)
+    k = np.where(a < 0, float(half), float(half - 1))
+    mag = np.abs(a)
+    sxx = _gsum(wt * x * x)
+
+    def fit(inv):
+        q = np.clip(np.rint(x * inv.astype(np.float32)), -half, half - 1)
+        wq = wt * q
+        sxq, sqq = _gsum(wq * x), _gsum(wq * q)
+        s = np.maximum(np.where(sqq > 0, sxq / np.where(sqq > 0, sqq, 1.0), 0.0), 0.0)
+        return s, sxx - 2 * s * sxq + s * s * sqq
+
+    def inverse(step):
+        return np.where(step > 0, 1.0 / np.where(step > 0, step, 1.0), 0.0)
+
+    best_s, best_e = fit(inverse(range_init(x, wt, bits, True)[0]))
+    for f in np.linspace(lo, hi, n):
+        s, e = fit(inverse(f * mag / k))
+        better = e < best_e
+        best_s, best_e = np.where(better, s, best_s), np.where(better, e, best_e)
+    for _ in range(iters):
+        s, e = fit(inverse(best_s))
+        better = e < best_e
+        best_s, best_e = np.where(better, s, best_s), np.where(better, e, best_e)
+    return best_s, np.zeros_like(best_s)
+
+
 def finalize(
     name: str,
     w_shape: tuple[int, int],
@@ -311,16 +353,17 @@ def magnitude_weights(x: np.ndarray, wt: np.ndarray) -> np.ndarray:
 
 
 def quantize_lsq(name: str, w: np.ndarray, fmt: QuantFormat, importance=None) -> QuantTensor:
-    """k-quants-style least-squares search (asymmetric formats). ``importance``: ``[C]`` (the
-    mean squared input activation: each column's error weighted by it), or None (each element's
-    error weighted by its magnitude, :func:`magnitude_weights`)."""
+    """k-quants-style least-squares search: :func:`lsq_search` (asymmetric formats) or
+    :func:`symmetric_search`. ``importance``: ``[C]`` (the mean squared input activation: each
+    column's error weighted by it), or None (each element's error weighted by its magnitude,
+    :func:`magnitude_weights`)."""
     x = grouped32(w, fmt.group_size)
     wt = np.broadcast_to(_weights(w.shape, fmt.group_size, importance), x.shape)
-    if fmt.symmetric:
-        s, m = range_init(x, wt, fmt.bits, True)
-        return finalize(name, w.shape, x, s, m, fmt, uniform_levels(fmt.bits, True), "lsq")
     if importance is None:
         wt = magnitude_weights(x, wt)
+    if fmt.symmetric:
+        s, m = symmetric_search(x, wt, fmt.bits)
+        return finalize(name, w.shape, x, s, m, fmt, uniform_levels(fmt.bits, True), "lsq")
     s, m = lsq_search(x, wt, fmt.bits)
     return finalize(name, w.shape, x, s, m, fmt, uniform_levels(fmt.bits, False), "lsq")
 
