@@ -11,7 +11,8 @@ numbers from here are not recorded in docs.
         --config 'bits=4,group_size=64,method=gptq,calib=1' [--config ...] [--float]
 
 A config is comma-separated CompileOptions fields (``calib=1``: the built-in calibration text
-as a file, ``toml=...``: quant config text with ``;`` for newlines). Prints one JSON line each.
+as a file, ``calib=PATH``: that text, ``toml=...``: quant config text with ``;`` for
+newlines). Prints one JSON line each.
 """
 
 from __future__ import annotations
@@ -69,13 +70,14 @@ def main() -> None:
         calib.write_text(builtin_calibration_text())
         for i, cfg in enumerate(args.config):
             o = parse(cfg)
-            use_calib = bool(o.pop("calib", 0))
+            use_calib = o.pop("calib", 0)
+            calib_file = calib if use_calib == 1 else Path(use_calib) if use_calib else None
             toml = o.pop("toml", None)
             qcfg = None
             if toml:
                 qcfg = Path(tmp) / f"{i}.toml"
                 qcfg.write_text(toml.replace(";", "\n"))
-            opts = CompileOptions(**o, calib=calib if use_calib else None, quant_config=qcfg)
+            opts = CompileOptions(**o, calib=calib_file, quant_config=qcfg)
             ev = Quiet()
             build = Path(tmp) / f"b{i}"
             t = time.perf_counter()
