@@ -70,6 +70,8 @@ def main() -> None:
         calib.write_text(builtin_calibration_text())
         for i, cfg in enumerate(args.config):
             o = parse(cfg)
+            if "calibrate" in o:  # calibrate=0: --no-calib (CompileOptions wants False)
+                o["calibrate"] = bool(o["calibrate"])
             use_calib = o.pop("calib", 0)
             calib_file = calib if use_calib == 1 else Path(use_calib) if use_calib else None
             toml = o.pop("toml", None)
