@@ -134,6 +134,7 @@ SETTINGS = [
     QuantSetting(8, 32, "rtn", False, False, 8),  # embedding and lm_head
     QuantSetting(3, 64, "lsq", False, False, 8),
     QuantSetting(4, 32, "rtn", False, True, 4),  # symmetric, the narrowest scale
+    QuantSetting(4, 32, "lsq", False, True, 8),  # symmetric, the step searched
     QuantSetting(2, 32, "lsq", True, False, 4),  # codebook
 ]
 
@@ -162,6 +163,7 @@ _DENORMAL = np.float32(
 @example(w=_TINY, k=0, scale=1.0)
 @example(w=_DENORMAL, k=len(SETTINGS) - 1, scale=1.0)
 @example(w=-_DENORMAL, k=0, scale=1.0)
+@example(w=_DENORMAL, k=4, scale=1.0)  # symmetric lsq: its candidate 1/step overflowed the cast
 def test_weights_are_refused_or_quantize_finitely(w, k, scale):
     """Any finite float32 matrix: refused (a magnitude of 2^19 or more), or every setting
     quantizes it with no floating-point warning to a valid tensor of finite values, and the

@@ -39,7 +39,7 @@ from tokenizers import Tokenizer
 
 from maskc.reference import FloatLlama, greedy_generate
 
-pytestmark = pytest.mark.slow  # the real model's compiles and layers: ~3.5 min of the suite
+pytestmark = pytest.mark.slow  # the real model's compiles and layers: the suite's longest module
 
 ROOT = Path(__file__).resolve().parents[1]
 PREPARE = ROOT / "examples" / "smollm2" / "prepare.py"
@@ -679,7 +679,7 @@ def test_smollm2_all_4bit_on_mini_gds_layers_verify_within_8_bytes_per_weight(
     folder, tmp_path, cli
 ):
     """Every weight at 4 bits (the embedding too, by a rule), placed on the mini fabric (the
-    real model compiled, not only planned, onto a die it nearly fills), uncalibrated: the
+    real model compiled, not only planned, onto a die it fills to 71%), uncalibrated: the
     GDSII layers within 8 bytes per weight, read back equal to the netlist. (The default build
     keeps the tied embedding at 8 bits, 5.5 ROM bits per weight on average: 8.6 bytes/weight in
     GDSII; docs/layout.md.)"""

@@ -126,6 +126,12 @@ def _gsum(a: np.ndarray) -> np.ndarray:
     return np.einsum("rgk->rg", a)[..., None].astype(np.float64)
 
 
+def inverse_step(step: np.ndarray) -> np.ndarray:
+    """``1 / step`` where the step is positive (0 elsewhere), at most ``1e30``: finite when
+    cast to float32 even for a group of subnormal weights."""
+    return np.where(step > 0, 1.0 / np.maximum(step, 1e-30), 0.0)
+
+
 def lsq_search(x, wt, bits: int, nstep: int = 20, iters: int = 3, fused: bool = True):
     """k-quants-style asymmetric search: float (s, m) ``[R, NG, 1]`` minimizing weighted error.
 
@@ -189,9 +195,8 @@ def lsq_search(x, wt, bits: int, nstep: int = 20, iters: int = 3, fused: bool = 
 
         for i in range(nstep + 1):
             step(np.float32(n - 1.0 + 0.1 * i) / rng, mn)
-        for _ in range(iters):  # 1/s at most 1e30, as scale0: finite in float32
-            inv = np.where(best_s > 0, 1.0 / np.maximum(best_s, 1e-30), 0.0)
-            step(inv.astype(np.float32), best_m.astype(np.float32))
+        for _ in range(iters):
+            step(inverse_step(best_s).astype(np.float32), best_m.astype(np.float32))
         return best_s, best_m
     round_to(1.0 / np.maximum(s0, np.float32(1e-30)), xm)
     d2 = (s0 * q + mn - x) ** 2
@@ -206,7 +211,7 @@ def lsq_search(x, wt, bits: int, nstep: int = 20, iters: int = 3, fused: bool = 
             np.where(better, e, best_e),
         )
     for _ in range(iters):
-        inv = np.where(best_s > 0, 1.0 / np.maximum(best_s, 1e-30), 0.0).astype(np.float32)
+        inv = inverse_step(best_s).astype(np.float32)
         s, m, e = fit(round_to(inv, x - best_m.astype(np.float32)))
         better = e < best_e
         best_s, best_m, best_e = (
@@ -244,16 +249,13 @@ def symmetric_search(
         s = np.maximum(np.where(sqq > 0, sxq / np.where(sqq > 0, sqq, 1.0), 0.0), 0.0)
         return s, sxx - 2 * s * sxq + s * s * sqq
 
-    def inverse(step):
-        return np.where(step > 0, 1.0 / np.where(step > 0, step, 1.0), 0.0)
-
-    best_s, best_e = fit(inverse(range_init(x, wt, bits, True)[0]))
+    best_s, best_e = fit(inverse_step(range_init(x, wt, bits, True)[0]))
     for f in np.linspace(lo, hi, n):
-        s, e = fit(inverse(f * mag / k))
+        s, e = fit(inverse_step(f * mag / k))
         better = e < best_e
         best_s, best_e = np.where(better, s, best_s), np.where(better, e, best_e)
     for _ in range(iters):
-        s, e = fit(inverse(best_s))
+        s, e = fit(inverse_step(best_s))
         better = e < best_e
         best_s, best_e = np.where(better, s, best_s), np.where(better, e, best_e)
     return best_s, np.zeros_like(best_s)
