@@ -27,7 +27,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from maskc.ingest import load_model
-    from maskc.quantize.calibrate import LayerCalibrator
+    from maskc.quantize.calibrate import LayerCalibrator, calibration_windows
     from maskc.quantize.driver import builtin_calibration_text, tokenize
     from maskc.reference import FloatLlama
 
@@ -35,11 +35,7 @@ def main() -> None:
     model = FloatLlama(m.arch, m.read, cache_weights=True)
     ids = tokenize(m, builtin_calibration_text())[: args.tokens]
     emb = m.read("model.embed_tokens.weight")
-    wins = [
-        emb[np.asarray(ids[i : i + args.ctx])].astype(np.float32)
-        for i in range(0, len(ids), args.ctx)
-        if len(ids[i : i + args.ctx]) >= 2
-    ]
+    wins = [emb[w].astype(np.float32) for w in calibration_windows(ids, args.ctx)]
     cal = LayerCalibrator(model, wins)
     rows = []
     for layer in range(m.arch.num_layers):

@@ -110,6 +110,14 @@ def _xtx_add(xtx: np.ndarray | None, x: np.ndarray) -> np.ndarray:
     return h if xtx is None else xtx + h
 
 
+def calibration_windows(ids, ctx: int) -> list[np.ndarray]:
+    """The calibration token ids cut into windows of ``ctx`` (the last may be shorter; one of a
+    single token is dropped: nothing to attend to), each an int array."""
+    return [
+        np.asarray(ids[i : i + ctx]) for i in range(0, len(ids), ctx) if len(ids[i : i + ctx]) >= 2
+    ]
+
+
 @dataclass
 class LayerCalibrator:
     """Drives a :class:`FloatLlama` one layer at a time over fixed calibration windows.

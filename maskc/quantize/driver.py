@@ -20,7 +20,7 @@ import numpy as np
 from maskc.build import write_json
 from maskc.errors import InputError, UsageError
 from maskc.fsutil import read_text
-from maskc.quantize.calibrate import EXPERT_SITE_PREFIX, LayerCalibrator
+from maskc.quantize.calibrate import EXPERT_SITE_PREFIX, LayerCalibrator, calibration_windows
 from maskc.quantize.rules import Resolution
 from maskc.quantize.store import INDEX, QuantStore, file_for
 from maskc.quantize.stream import BlockPool, quantize_unit, run_unit, settings_json
@@ -194,9 +194,8 @@ def quantize_model(
             ids, ctx = list(calib.ids), calib.ctx
             rows_of = kept.pop(embed)
             windows = [
-                rows_of[np.searchsorted(uniq, np.asarray(ids[i : i + ctx]))].astype(np.float32)
-                for i in range(0, len(ids), ctx)
-                if len(ids[i : i + ctx]) >= 2
+                rows_of[np.searchsorted(uniq, w)].astype(np.float32)
+                for w in calibration_windows(ids, ctx)
             ]
             del rows_of
             calibrator = LayerCalibrator(
