@@ -4,8 +4,9 @@ Runs the pipeline's settings, calibration and quantize stages (``maskc.pipeline.
 ``maskc compile`` runs; no placement, netlist or layers) into a temporary folder and measures
 perplexity of the dequantized weights with the float32 reference and the fixed protocol of
 maskc/evaluate.py on the first ``--tokens`` tokens of both texts (default 1,024: two windows
-each). For choosing what to confirm with benchmarks/quant_quality.py (the recorded protocol);
-numbers from here are not recorded in docs.
+each). For choosing what to confirm with benchmarks/quant_quality.py or emulate_fidelity.py
+(the recorded protocol); where docs/benchmarks.md quotes a screen it says so, and its rows are
+kept in benchmarks/results/ (quant_screen_issue24.json).
 
     python benchmarks/quant_screen.py MODEL --tokens 1024 \\
         --config 'bits=4,group_size=64,method=gptq,calib=1' [--config ...] [--float]
