@@ -136,7 +136,7 @@ def _numba_product(c, f=16):
         c["x"].astype(np.int64), c["s"].astype(np.int64), c["m"].astype(np.int64),
         c["e"].astype(np.int64), lev, packed, not c["wide"], d, off, K.blocked(mp), c["rep"],
         c["ka"].astype(np.int64), c["zsh"].astype(np.int16), c["kb"].astype(np.int64),
-        bias.astype(np.int64), c["zero"], c["bias"] is not None, f, rows, False,
+        bias.astype(np.int64), c["zero"], c["bias"] is not None, f, rows, False, False, None,
     )  # fmt: skip
 
 

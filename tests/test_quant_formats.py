@@ -138,9 +138,10 @@ def test_lsq_beats_rtn_on_weighted_error():
 @pytest.mark.parametrize("fmt", [f for f in FORMATS if f.symmetric and f.bits < 8])
 def test_symmetric_lsq_searches_the_step(fmt):
     """Symmetric lsq (k-quants' make_qx_quants for an unsigned step) against an independent
-    brute force in float64 over a fine grid of steps: never more than 1% above the best
-    weighted error of any step (before the hardware's mantissa rounding), far below rtn's on
-    heavy-tailed weights, with and without calibration importance."""
+    brute force in float64 over a fine grid of steps within a level of the end level (the
+    ladder's reach, chosen by perplexity: docs/benchmarks.md): never more than 1% above its
+    best weighted error, never above the range's step (before the hardware's mantissa rounding),
+    below rtn's on heavy-tailed weights, with and without calibration importance."""
     rng = np.random.default_rng(5)
     w = (rng.standard_t(4, (48, 128)) * 0.02).astype(np.float32)
     imp = np.exp(rng.standard_normal(128))
@@ -158,12 +159,15 @@ def test_symmetric_lsq_searches_the_step(fmt):
             q = np.clip(np.rint(xd / np.where(step > 0, step, 1.0)), -h, h - 1)
             return (wd * (xd - step * q) ** 2).sum(-1, keepdims=True)
 
-        amax = np.abs(xd).max(-1, keepdims=True)
-        best = np.min([err(amax * f / h) for f in np.linspace(0.3, 1.3, 801)], axis=0)
+        # the largest magnitude on the end level: -h * step if negative, (h - 1) * step if not
+        big = np.take_along_axis(xd, np.abs(xd).argmax(-1)[..., None], -1)
+        k = np.where(big < 0, h, h - 1)
+        best = np.min([err(np.abs(big) / (k + d)) for d in np.linspace(-0.9, 0.9, 361)], axis=0)
         assert (err(s) <= best * 1.01 + 1e-18).all()
+        assert (err(s) <= err(np.abs(big) / k) * (1 + 1e-9) + 1e-18).all()
         e_rtn = ((w - quantize_rtn("w", w, fmt).dequantize()) ** 2 * imp).sum()
         e_lsq = ((w - quantize_lsq("w", w, fmt, imp).dequantize()) ** 2 * imp).sum()
-        assert e_lsq < 0.8 * e_rtn
+        assert e_lsq < 0.9 * e_rtn  # the wide ladder reached 0.8 by clipping: worse perplexity
         quantize_lsq("w", w, fmt, importance).validate()
 
 

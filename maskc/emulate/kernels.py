@@ -403,8 +403,33 @@ def _product_par(lev, packed, narrow, d, off, x8, sh, g0, msh, rep, half, out): 
         _block_out(lev, packed, narrow, d, off, x8, sh, g0, msh, rep, half, out, b)
 
 
-@njit(cache=True, boundscheck=False)
+def _ro(a):
+    """``a`` as a read-only view (itself when it is read-only already)."""
+    if a is None or not a.flags.writeable:
+        return a
+    v = a.view()
+    v.flags.writeable = False
+    return v
+
+
 def matmul(
+    x, s, m, e, lev, packed, narrow, d, off, msh, rep, ka, zsh, kb, bias, has_zero, has_bias, f,
+    rows, parallel, half, kt,
+):  # fmt: skip
+    """:func:`_matmul` (the product; its docstring) with every array argument read-only. numba
+    compiles a kernel per argument type and read-only is part of an array's type; the layout
+    cache (:mod:`layoutcache`) hands out read-only memory maps, freshly prepared matrices are
+    writable: passed as they come, each storage kind would compile twice (~10 s each), once
+    at a build's first ``maskc emulate`` and again at its second, from the cache."""
+    return _matmul(
+        _ro(x), _ro(s), _ro(m), _ro(e), _ro(lev), packed, narrow, d, off, _ro(msh), rep,
+        _ro(ka), _ro(zsh), _ro(kb), _ro(bias), has_zero, has_bias, f, rows, parallel, half,
+        _ro(kt),
+    )  # fmt: skip
+
+
+@njit(cache=True, boundscheck=False)
+def _matmul(
     x,
     s,
     m,
@@ -425,8 +450,8 @@ def matmul(
     f,
     rows,
     parallel,
-    half=False,
-    kt=None,
+    half,
+    kt,
 ):  # pragma: no cover - compiled
     """act8 (x [T, C], s [T, ng], m [T], e [T]) times one matrix -> signal int64 [T, rows]
     (docs/numerics.md, "Matrix-vector product"). ``msh`` per (row, weight group of ``rep``

@@ -208,7 +208,7 @@ def to_quant(name: str, w: np.ndarray, kind: str) -> romformat.QuantTensor:
     §6.3 (method ``ocp``), nvfp4 by NVIDIA's recipe (method ``nv``). Exact: the result's
     :meth:`~maskc.romformat.QuantTensor.dequantize` is :func:`mx_decode` / :func:`nv_decode`
     rounded once to float32. Raises FitError for an mxfp4 row whose block scales span more than
-    ``MX_SREF`` binades, InputError for an nvfp4 tensor scale below ``2**-108``."""
+    ``MX_SREF`` binades, InputError for an nvfp4 tensor scale below ``2**-109``."""
     return quantize_fp4(name, w, kind, "ocp" if kind == "mxfp4" else "nv")
 
 
@@ -330,7 +330,7 @@ def nv_quant(name, shape, codes, sb, ts, method: str) -> romformat.QuantTensor:
     m, ss, se, tm = nv_step_fields(sb, ts)
     if not romformat.EXP_MIN <= se <= romformat.EXP_MAX:
         raise InputError(
-            f"{name}: nvfp4 tensor scale {float(ts):g} is below 2^-108 (the row exponent "
+            f"{name}: nvfp4 tensor scale {float(ts):g} is below 2^-109 (the row exponent "
             "would not fit int8); use the integer format for this tensor"
         )
     arrays = {"scale_m": m, "scale_s": ss, "tensor_m": np.array([tm], np.uint32)}
