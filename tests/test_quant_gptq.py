@@ -29,10 +29,15 @@ def _out_err(w, h, q) -> float:
     return float(np.einsum("ij,jk,ik->", d, h, d))
 
 
+@pytest.mark.parametrize("symmetric", [False, True])
 @pytest.mark.parametrize("g", [32, 64])
-def test_never_worse_than_rtn_lsq_and_mean_damped_gptq(g):
+def test_never_worse_than_rtn_lsq_and_mean_damped_gptq(g, symmetric):
+    """Also on the symmetric format, whose groups take symmetric lsq's step search."""
     w, h = _problem()
-    fmt = QuantFormat(4, g, scale_shift_bits=3, zero_shift_bits=3)
+    if symmetric:
+        fmt = QuantFormat(4, g, zero_bits=0, scale_shift_bits=3)
+    else:
+        fmt = QuantFormat(4, g, scale_shift_bits=3, zero_shift_bits=3)
     imp = np.diag(h)
     new = _out_err(w, h, quantize_gptq_act("w", w, fmt, h, imp))
     assert new < 0.5 * _out_err(w, h, quantize_rtn("w", w, fmt))

@@ -28,7 +28,7 @@ from maskc.quantize.methods import (
     lsq_search,
     nearest_level,
     quantize_gptq,
-    range_init,
+    symmetric_search,
 )
 from maskc.romformat import QuantFormat, QuantTensor, dequantize, fields_of, group_values
 
@@ -64,12 +64,13 @@ def damped_hinv(
 
 
 def static_groups(w: np.ndarray, fmt: QuantFormat, importance):
-    """Each group's step and offset from the original weights (lsq weighted by
-    ``importance``), in the hardware format: ``(sm, ss, se, zm, zs, ze, step, off)``."""
+    """Each group's step and offset from the original weights (lsq's search weighted by
+    ``importance``; symmetric formats: its step search), in the hardware format: ``(sm, ss, se,
+    zm, zs, ze, step, off)``."""
     x = grouped(w, fmt.group_size)
     wt = np.broadcast_to(_weights(w.shape, fmt.group_size, importance), x.shape)
     if fmt.symmetric:
-        s, m = range_init(x, wt, fmt.bits, True)
+        s, m = symmetric_search(x, wt, fmt.bits)
     else:
         s, m = lsq_search(x, wt, fmt.bits)
     sm, ss, se = encode_mantissa(

@@ -418,7 +418,8 @@ def quantize_gptq(
     error over the not-yet-quantized columns through the inverse input Hessian.
 
     ``hessian``: float64 ``[C, C]`` = E[x x^T] of this matrix's inputs. Each group's step and
-    offset are fitted (``lsq`` weighted by ``importance``) on the error-updated weights when the
+    offset are fitted (``lsq``'s search weighted by ``importance``; symmetric formats:
+    :func:`symmetric_search`) on the error-updated weights when the
     group starts and rounded to the hardware format right away (row exponents fixed up front from
     the original weights with 2x headroom), so codes are assigned against the values the ROM
     stores and nothing is re-rounded afterwards.
@@ -464,7 +465,7 @@ def quantize_gptq(
                 xg = xg[:, None, :]
                 wt = np.broadcast_to(imp[col : col + g], xg.shape)
                 if fmt.symmetric:
-                    s, m = range_init(xg, wt, fmt.bits, True)
+                    s, m = symmetric_search(xg, wt, fmt.bits)
                 else:
                     s, m = lsq_search(xg, wt, fmt.bits)
                 sm[:, gi], ss[:, gi] = snap(
