@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from maskc.cli import main
+
+# Property tests draw the same examples on every run: a CI verdict must not depend on a random
+# seed (what a random run finds is pinned as an @example). HYPOTHESIS_PROFILE=explore draws
+# fresh random examples, for looking for new failures.
+hypothesis_settings.register_profile("repeatable", derandomize=True, database=None)
+hypothesis_settings.register_profile("explore", derandomize=False)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "repeatable"))
 
 
 @dataclass
