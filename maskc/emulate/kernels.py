@@ -416,15 +416,15 @@ def matmul(
     x, s, m, e, lev, packed, narrow, d, off, msh, rep, ka, zsh, kb, bias, has_zero, has_bias, f,
     rows, parallel, half, kt,
 ):  # fmt: skip
-    """:func:`_matmul` (the product; its docstring) with every array argument read-only. numba
-    compiles a kernel per argument type and read-only is part of an array's type; the layout
-    cache (:mod:`layoutcache`) hands out read-only memory maps, freshly prepared matrices are
-    writable: passed as they come, each storage kind would compile twice (~10 s each), once
-    at a build's first ``maskc emulate`` and again at its second, from the cache."""
+    """:func:`_matmul` (the product; its docstring) with the matrix's arrays read-only. numba
+    compiles a kernel per argument type and read-only is part of an array's type: the layout
+    cache (:mod:`layoutcache`) hands out read-only memory maps and :class:`prepared.Matrix`
+    makes its arrays read-only too, so one kernel serves each storage kind (~10 s of
+    compilation each); a caller's own writable arrays get read-only views here. The
+    activations and the bias are fresh writable arrays in every call."""
     return _matmul(
-        _ro(x), _ro(s), _ro(m), _ro(e), _ro(lev), packed, narrow, d, off, _ro(msh), rep,
-        _ro(ka), _ro(zsh), _ro(kb), _ro(bias), has_zero, has_bias, f, rows, parallel, half,
-        _ro(kt),
+        x, s, m, e, _ro(lev), packed, narrow, d, off, _ro(msh), rep, _ro(ka), _ro(zsh), _ro(kb),
+        bias, has_zero, has_bias, f, rows, parallel, half, _ro(kt),
     )  # fmt: skip
 
 

@@ -138,6 +138,15 @@ class Matrix:
             and (self.lut is None or np.array_equal(self.lut, other.lut))
         )
 
+    def __post_init__(self) -> None:
+        # read-only, like the layout cache's memory maps: numba compiles kernels.matmul per
+        # argument type, and read-only is part of an array's type (one kernel per storage
+        # kind, whichever way the matrix came; the kernels never write these)
+        if not self.c:
+            for a in (self.lev, self.msh, self.zsh, self.ka, self.kb, self.kt):
+                if a is not None:
+                    a.flags.writeable = False
+
     def arrays(self) -> tuple[np.ndarray, ...]:
         return self.lev, self.msh, self.zsh, self.ka, self.kb
 

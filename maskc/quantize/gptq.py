@@ -25,10 +25,9 @@ from maskc.quantize.methods import (
     _weights,
     assemble,
     grouped,
-    lsq_search,
     nearest_level,
     quantize_gptq,
-    symmetric_search,
+    search_groups,
 )
 from maskc.romformat import QuantFormat, QuantTensor, dequantize, fields_of, group_values
 
@@ -69,10 +68,7 @@ def static_groups(w: np.ndarray, fmt: QuantFormat, importance):
     zm, zs, ze, step, off)``."""
     x = grouped(w, fmt.group_size)
     wt = np.broadcast_to(_weights(w.shape, fmt.group_size, importance), x.shape)
-    if fmt.symmetric:
-        s, m = symmetric_search(x, wt, fmt.bits)
-    else:
-        s, m = lsq_search(x, wt, fmt.bits)
+    s, m = search_groups(x, wt, fmt)
     sm, ss, se = encode_mantissa(
         np.maximum(s[..., 0], 0.0), fmt.scale_bits, False, fmt.scale_shift_bits
     )

@@ -232,8 +232,8 @@ def symmetric_search(x, wt, bits: int, reach: float = 0.9, n: int = 19, iters: i
     float64 ``(s, 0)`` ``[R, NG, 1]``, never worse in weighted error than :func:`range_init`'s
     step. The ladder stays within a level of the end level on purpose: a wider one (steps from
     0.3 to 1.3 times the end level's) wins on the weighted error by clipping the largest weights
-    and loses in perplexity (off-grid SmolLM2, g32: 1.23x against 1.12x float32;
-    docs/benchmarks.md)."""
+    and loses in perplexity (SmolLM2 off its grid by noise, seed 0, g32: 1.23x / 1.28x against
+    1.10x / 1.03x float32; docs/benchmarks.md)."""
     half = 1 << (bits - 1)
     x = np.ascontiguousarray(x, dtype=np.float32)
     wt = np.ascontiguousarray(np.broadcast_to(wt, x.shape), dtype=np.float32)
@@ -260,6 +260,14 @@ def symmetric_search(x, wt, bits: int, reach: float = 0.9, n: int = 19, iters: i
         better = e < best_e
         best_s, best_e = np.where(better, s, best_s), np.where(better, e, best_e)
     return best_s, np.zeros_like(best_s)
+
+
+def search_groups(x, wt, fmt: QuantFormat):
+    """The weighted least-squares ``(s, m)`` of groups ``x`` for ``fmt``: :func:`lsq_search`,
+    or :func:`symmetric_search` for a symmetric format (lsq's and gptq's group fits)."""
+    if fmt.symmetric:
+        return symmetric_search(x, wt, fmt.bits)
+    return lsq_search(x, wt, fmt.bits)
 
 
 def finalize(
@@ -364,11 +372,8 @@ def quantize_lsq(name: str, w: np.ndarray, fmt: QuantFormat, importance=None) ->
     wt = np.broadcast_to(_weights(w.shape, fmt.group_size, importance), x.shape)
     if importance is None:
         wt = magnitude_weights(x, wt)
-    if fmt.symmetric:
-        s, m = symmetric_search(x, wt, fmt.bits)
-        return finalize(name, w.shape, x, s, m, fmt, uniform_levels(fmt.bits, True), "lsq")
-    s, m = lsq_search(x, wt, fmt.bits)
-    return finalize(name, w.shape, x, s, m, fmt, uniform_levels(fmt.bits, False), "lsq")
+    s, m = search_groups(x, wt, fmt)
+    return finalize(name, w.shape, x, s, m, fmt, uniform_levels(fmt.bits, fmt.symmetric), "lsq")
 
 
 def snap(
@@ -464,10 +469,7 @@ def quantize_gptq(
                 xg[:, : min(g, i2 - col)] = w1[:, k : k + g]
                 xg = xg[:, None, :]
                 wt = np.broadcast_to(imp[col : col + g], xg.shape)
-                if fmt.symmetric:
-                    s, m = symmetric_search(xg, wt, fmt.bits)
-                else:
-                    s, m = lsq_search(xg, wt, fmt.bits)
+                s, m = search_groups(xg, wt, fmt)
                 sm[:, gi], ss[:, gi] = snap(
                     np.maximum(s[:, 0, 0], 0), fmt.scale_bits, False, fmt.scale_shift_bits, se
                 )
