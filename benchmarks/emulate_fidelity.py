@@ -53,6 +53,9 @@ def main() -> None:
         "--no-calib", action="store_true", help="integer builds: compile with --no-calib"
     )
     ap.add_argument(
+        "--calib-source", choices=("text", "random", "mixed"), help="compile's --calib-source"
+    )
+    ap.add_argument(
         "--out",
         type=Path,
         default=HERE / "results" / "emulate_fidelity.json",
@@ -86,6 +89,9 @@ def main() -> None:
             extra["method"], tag = args.method, f"{tag} {args.method}"
         if args.no_calib:
             extra["calibrate"], tag = False, f"{tag} no-calib"
+        if args.calib_source:
+            extra["calib_source"] = args.calib_source
+            tag = f"{tag} calib-{args.calib_source}"
         bits_list = args.bits or ([] if args.format else [4, 3])
         builds = [(f"{b}-bit{tag}", {"bits": b, **extra}) for b in bits_list]
         builds += [(f, {"weight_format": f}) for f in args.format or []]

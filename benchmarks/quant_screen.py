@@ -13,7 +13,9 @@ kept in benchmarks/results/ (quant_screen_issue24.json).
 
 A config is comma-separated CompileOptions fields (``calib=1``: the built-in calibration text
 as a file, ``calib=PATH``: that text, ``toml=...``: quant config text with ``;`` for
-newlines). Prints one JSON line each.
+newlines). Prints one JSON line each, with the transformer blocks' ROM bits per weight
+(``bpw_blocks``: padding included, so a group size that does not divide a matrix's width shows
+its real cost).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ def main() -> None:
     from maskc.pipeline import steps
     from maskc.pipeline.options import CompileOptions, Quiet
     from maskc.quantize.driver import builtin_calibration_text
+    from maskc.quantize.report import avg_bpw
     from maskc.reference import FloatLlama
 
     m, arch, specs = steps.ingest(args.model, CompileOptions())
@@ -88,10 +91,10 @@ def main() -> None:
             cal = steps.calibration(m, res, opts, ev)
             q, _ = steps.quantize(m, res, cal, build, ev, opts, steps.fabric(opts))
             qs = time.perf_counter() - t
-            print(
-                json.dumps({"config": cfg, **ppl(q.store.dequantized), "quant_s": round(qs, 1)}),
-                flush=True,
-            )
+            blocks = [r for r in q.rows if r["quantized"] and r["layer"] is not None]
+            row = {"config": cfg, **ppl(q.store.dequantized), "quant_s": round(qs, 1)}
+            row["bpw_blocks"] = round(avg_bpw(blocks), 4)  # the ROM budget, padding included
+            print(json.dumps(row), flush=True)
     sys.exit(0)
 
 

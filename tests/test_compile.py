@@ -163,12 +163,13 @@ def test_gptq_without_calib_uses_builtin_text(model_cache, tmp_path, cli):
     assert rep["calibration"]["text"].startswith("built-in") and rep["calibration"]["tokens"] > 0
 
 
-def test_gptq_needs_a_tokenizer(tiny_copy, tmp_path, cli):
+def test_gptq_on_text_needs_a_tokenizer(tiny_copy, tmp_path, cli):
+    """Text calibration needs the tokenizer (without one, the default is random ids:
+    tests/test_calib_source.py)."""
     d = tiny_copy()
     (d / "tokenizer.json").unlink()
-    r = cli("compile", d, "-o", tmp_path / "b", "--method", "gptq")
-    assert_bad(r, "tokenizer.json", "--method lsq")
-    assert not (tmp_path / "b").exists()
+    r = cli("compile", d, "-o", tmp_path / "b", "--method", "gptq", "--calib-source", "text")
+    assert_bad(r, "tokenizer.json", "--calib-source random")
 
 
 def test_inspect_build_and_tensor(model_cache, tmp_path, cli):

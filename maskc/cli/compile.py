@@ -29,6 +29,14 @@ class WeightFormat(StrEnum):
     nvfp4 = "nvfp4"
 
 
+class CalibSource(StrEnum):
+    """``--calib-source``: what calibration statistics are taken on."""
+
+    text = "text"
+    random = "random"
+    mixed = "mixed"
+
+
 def _dies_option(value: str) -> int | str:
     """``--dies``: a positive number, 'auto', or 'fabric' (the default: the fabric's count)."""
     if value in ("auto", "fabric"):
@@ -128,6 +136,21 @@ def compile(
     calib_tokens: Annotated[
         int, typer.Option("--calib-tokens", min=64, help="Tokens of calibration text to use.")
     ] = 4096,
+    calib_source: Annotated[
+        CalibSource | None,
+        typer.Option(
+            "--calib-source",
+            parser=enum_parser(
+                CalibSource, "--calib-source must be text, random or mixed, got {value!r}"
+            ),
+            help="What to calibrate on: text (--calib, else the built-in text; the default), "
+            "random (token ids drawn at random from the embedding, seed 0: no text or tokenizer "
+            "needed; the default for a model without tokenizer.json, except for gptq, whose "
+            "Hessians on random ids are worse) or mixed (the text for half of --calib-tokens, "
+            "random ids for the rest).",
+            show_default=False,
+        ),
+    ] = None,
     mixed: Annotated[
         bool | None,
         typer.Option(
@@ -268,6 +291,8 @@ def compile(
 
     if no_calib and calib is not None:
         raise UsageError("--calib and --no-calib contradict each other")
+    if no_calib and calib_source is not None:
+        raise UsageError("--calib-source and --no-calib contradict each other")
     if dask is not None and plan_only:
         raise UsageError("--dask is for a full compile; --plan-only reads no weights")
     if bits is not None and bits not in (3, 4):
@@ -281,6 +306,7 @@ def compile(
         model_config=model_config,
         calib=calib,
         calib_tokens=calib_tokens,
+        calib_source=None if calib_source is None else calib_source.value,
         eval_text=eval_text,
         sensitivity=sensitivity,
         strict=strict,

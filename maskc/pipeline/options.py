@@ -51,6 +51,8 @@ class CompileOptions:
     #: None: the 3-bit profile keeps MIXED_4BIT_ROLES at 4 bits; False: uniform bits
     mixed: bool | None = None
     calib_tokens: int = 4096
+    #: ``--calib-source``: text, random or mixed (None: text, or random without a tokenizer)
+    calib_source: str | None = None
     #: tokens per calibration window
     calib_ctx: int = 512
     eval_text: Path | None = None

@@ -155,6 +155,7 @@ def calibration(
         opts.calib_tokens,
         opts.calib_ctx,
         events.warn,
+        opts.calib_source,
     )
 
 
@@ -207,6 +208,7 @@ def model_files(
                 **({"format": opts.weight_format} if opts.weight_format is not None else {}),
                 "calib_sha256": input_hashes.get("calib"),
                 "calib_tokens": opts.calib_tokens if opts.calib else None,
+                **({"calib_source": opts.calib_source} if opts.calib_source else {}),
             },
             "quant_settings": quant_settings.to_json(),
         }

@@ -23,11 +23,21 @@ from maskc.fsutil import read_text
 from maskc.quantize.calibrate import EXPERT_SITE_PREFIX, LayerCalibrator, calibration_windows
 from maskc.quantize.rules import Resolution
 from maskc.quantize.store import INDEX, QuantStore, file_for
-from maskc.quantize.stream import BlockPool, quantize_unit, run_unit, settings_json
+from maskc.quantize.stream import BlockPool, RowReader, quantize_unit, run_unit, settings_json
 from maskc.reference import FloatLlama
 
 #: Fewest tokens a calibration text must give.
 MIN_CALIB_TOKENS = 64
+
+#: What a build calibrates on (``--calib-source``): ``text`` (the --calib file, else the
+#: built-in text), ``random`` (token ids drawn at random: no text, no tokenizer needed) or
+#: ``mixed`` (the text for half the tokens, random ids for the other half)
+CALIB_SOURCES = ("text", "random", "mixed")
+#: The seed of the random calibration tokens (fixed: a build is reproducible)
+RANDOM_SEED = 0
+#: Embedding rows shorter than this share of the median row's length are never drawn (untrained
+#: or padding rows of a vocabulary padded beyond its tokenizer)
+MIN_ROW_NORM = 0.25
 
 
 def builtin_calibration_text() -> str:
@@ -47,28 +57,70 @@ def tokenize(model, text: str) -> list[int]:
         tok.close()
 
 
+def random_token_ids(model, n: int, seed: int = RANDOM_SEED) -> list[int]:
+    """``n`` token ids drawn uniformly, with replacement, from the embedding's rows whose L2
+    length is at least :data:`MIN_ROW_NORM` of the median row's (numpy's PCG64 seeded by
+    ``seed``: the same ids for the same model). The embedding is read in row blocks."""
+    embed = next(s for s in model.specs if s.layer is None)
+    rows = embed.shape[0]
+    reader = RowReader(model)
+    norms = np.empty(rows)
+    try:
+        for a in range(0, rows, 8192):
+            x = reader.rows(embed.name, a, min(a + 8192, rows)).astype(np.float64)
+            norms[a : a + len(x)] = np.sqrt((x * x).sum(axis=1))
+    finally:
+        reader.close()
+    ok = np.flatnonzero((norms > 0) & (norms >= MIN_ROW_NORM * np.median(norms)))
+    if len(ok) == 0:
+        raise InputError(f"{model.path}: {embed.name} has no nonzero row to draw tokens from")
+    rng = np.random.Generator(np.random.PCG64(seed))
+    return [int(i) for i in ok[rng.integers(0, len(ok), size=n)]]
+
+
 @dataclass(frozen=True)
 class Calibration:
-    """The calibration text as token ids, what it is called in the report, the window length,
-    and whether the settings need Hessians (gptq)."""
+    """The calibration tokens (``ids``: the text's, then ``random`` drawn ids), what they are
+    called in the report, the window length, and whether the settings need Hessians (gptq)."""
 
     ids: tuple[int, ...]
     name: str
     ctx: int
     hessians: bool
+    #: how many of ``ids``, at the end, are random (:func:`random_token_ids`)
+    random: int = 0
 
     def validate(self) -> None:
-        if len(self.ids) < 2 or self.ctx < 2:
+        if len(self.ids) < 2 or self.ctx < 2 or not 0 <= self.random <= len(self.ids):
             raise ValueError("calibration needs at least one window of 2 tokens")
+
+    def windows(self) -> list[np.ndarray]:
+        """The windows of ``ctx`` tokens, the text's and the random ids' cut apart (no window
+        holds both)."""
+        cut = len(self.ids) - self.random
+        return calibration_windows(self.ids[:cut], self.ctx) + calibration_windows(
+            self.ids[cut:], self.ctx
+        )
 
 
 def choose_calibration(
-    model, res: Resolution, text: Path | None, calibrate: bool | None, tokens: int, ctx: int, warn
+    model,
+    res: Resolution,
+    text: Path | None,
+    calibrate: bool | None,
+    tokens: int,
+    ctx: int,
+    warn,
+    source: str | None = None,
 ) -> Calibration | None:
-    """Whether to calibrate and on what: ``text`` (a file) if given; else the built-in English
-    text when a setting uses it (gptq; lsq, whose search weighs each column's error by its
-    inputs: the 4-bit and 3-bit defaults; codes of 3 bits or fewer; an FP4 format) and
-    ``calibrate`` is not False; ``tokens`` of it at most, in windows of ``ctx``."""
+    """Whether to calibrate and on what. Calibrate when ``calibrate`` is not False and a
+    setting uses activation statistics (gptq; lsq, whose search weighs each column's error by
+    its inputs: the 4-bit and 3-bit defaults; codes of 3 bits or fewer; an FP4 format), or
+    when ``text`` is given. ``source`` (:data:`CALIB_SOURCES`; None: ``text``, or ``random``
+    for a model without tokenizer.json unless a setting is gptq: an InputError) says on what:
+    ``text`` (``text``, else the built-in English text), ``random``
+    (:func:`random_token_ids`) or ``mixed`` (the text's first ``tokens // 2`` tokens, random
+    ids for the rest); ``tokens`` in all, in windows of ``ctx``."""
     active = [s for s in res.settings.values() if not s.skip]
     needs_h = any(s.method == "gptq" for s in active)
     wants = needs_h or any(s.method == "lsq" or s.bits <= 3 or s.format != "int" for s in active)
@@ -76,28 +128,46 @@ def choose_calibration(
         if needs_h:
             raise UsageError("method gptq needs calibration: drop --no-calib")
         return None
-    if text is not None:
-        ids = tokenize(model, read_text(text, "calibration text"))
-        if len(ids) < MIN_CALIB_TOKENS:
-            raise InputError(
-                f"{text}: calibration text gives {len(ids)} tokens, fewer than "
-                f"{MIN_CALIB_TOKENS}; give a longer text"
-            )
-        name = text.name
-    elif not wants:
+    if source is not None and source not in CALIB_SOURCES:
+        raise UsageError(f"calibration source must be one of {', '.join(CALIB_SOURCES)}")
+    if text is not None and source == "random":
+        raise UsageError("--calib gives a text and --calib-source random uses none; drop one")
+    if text is None and not wants:
         return None
-    elif model.tokenizer_path is None:
-        if needs_h:
+    if source is None and text is None and model.tokenizer_path is None:
+        if needs_h:  # gptq's Hessians on random ids mislead its error feedback (measured)
             raise InputError(
                 f"{model.path}: method gptq calibrates on text and the model has no "
-                "tokenizer.json; add one, or choose --method lsq"
+                "tokenizer.json; add one, choose --method lsq (calibrated on random token "
+                "ids), or --calib-source random (worse than lsq for gptq: docs/benchmarks.md)"
             )
-        warn(f"{model.path}: no tokenizer.json: quantizing without calibration")
-        return None
-    else:
-        name = "built-in (maskc/data/calib_en.txt)"
-        ids = tokenize(model, builtin_calibration_text())
-    return Calibration(tuple(ids[:tokens]), name, ctx, needs_h)
+        source = "random"
+    source = source or "text"
+    ids: list[int] = []
+    if source != "random":
+        if text is not None:
+            ids = tokenize(model, read_text(text, "calibration text"))
+            if len(ids) < MIN_CALIB_TOKENS:
+                raise InputError(
+                    f"{text}: calibration text gives {len(ids)} tokens, fewer than "
+                    f"{MIN_CALIB_TOKENS}; give a longer text"
+                )
+            name = text.name
+        elif model.tokenizer_path is None:
+            raise InputError(
+                f"{model.path}: no tokenizer.json to read the built-in calibration text with; "
+                "use --calib-source random (no text needed) or add the model's tokenizer.json"
+            )
+        else:
+            name = "built-in (maskc/data/calib_en.txt)"
+            ids = tokenize(model, builtin_calibration_text())
+        ids = ids[: tokens // 2 if source == "mixed" else tokens]
+    n_random = tokens - len(ids) if source != "text" else 0
+    if n_random:
+        drawn = f"{n_random} random token ids (seed {RANDOM_SEED})"
+        name = drawn if source == "random" else f"{name} + {drawn}"
+        ids += random_token_ids(model, n_random)
+    return Calibration(tuple(ids), name, ctx, needs_h, n_random)
 
 
 @dataclass
@@ -191,11 +261,9 @@ def quantize_model(
         calibrator = None
         weights = _LayerWeights()
         if calib is not None:
-            ids, ctx = list(calib.ids), calib.ctx
             rows_of = kept.pop(embed)
             windows = [
-                rows_of[np.searchsorted(uniq, w)].astype(np.float32)
-                for w in calibration_windows(ids, ctx)
+                rows_of[np.searchsorted(uniq, w)].astype(np.float32) for w in calib.windows()
             ]
             del rows_of
             calibrator = LayerCalibrator(

@@ -151,7 +151,9 @@ def quant_report(total_parameters: int, rows: list[dict], res, calib) -> dict:
             "bpw_quantized": avg_bpw(q),
             "rom_bits": sum(r["rom_bits"] for r in q),
         },
-        "calibration": None if calib is None else {"text": calib.name, "tokens": len(calib.ids)},
+        "calibration": None
+        if calib is None
+        else {"text": calib.name, "tokens": len(calib.ids), "random_tokens": calib.random},
         "warnings": res.to_json()["warnings"],
     }
 

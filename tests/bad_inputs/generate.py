@@ -219,6 +219,15 @@ case("quant-flag-format-gptq-no-calib", "quant config",
      "--format mxfp4 --method gptq --no-calib (gptq needs calibration)",
      [*C, "--format", "mxfp4", "--method", "gptq", "--no-calib"], 2, "gptq",
      "--no-calib")  # fmt: skip
+# calibration sources (issue 24): random ids need no tokenizer; a text does
+case("quant-flag-calib-source", "quant config", "--calib-source noise (not text, random, mixed)",
+     [*C, "--calib-source", "noise"], 2, "--calib-source", "noise")  # fmt: skip
+case("quant-flag-calib-source-no-calib", "quant config", "--calib-source mixed --no-calib",
+     [*C, "--calib-source", "mixed", "--no-calib"], 2, "--calib-source",
+     "--no-calib")  # fmt: skip
+case("model-no-tokenizer-text-calib", "model",
+     "no tokenizer.json and --calib-source text (the text cannot be read)",
+     [*C, "--calib-source", "text"], 3, "tokenizer.json", "--calib-source random")  # fmt: skip
 # -- fabrics -------------------------------------------------------------------------------------
 F = [*C, "--fabric", "{d}/fab.toml"]
 case("fabric-not-toml", "fabric", "fabric file is not TOML", F, 3, "fab.toml")
@@ -912,6 +921,8 @@ def _make(name: str, d: Path, model: Path, build: Path) -> None:
     elif name == "model-fifo":
         w.unlink()
         os.mkfifo(w)
+    elif name == "model-no-tokenizer-text-calib":
+        (d / "m" / "tokenizer.json").unlink()
     elif name == "model-tokenizer-folder":
         (d / "m" / "tokenizer.json").unlink()
         (d / "m" / "tokenizer.json").mkdir()
