@@ -137,3 +137,15 @@ def test_random_ids_stay_in_the_embedding(model_cache):
     rows = next(s for s in model.specs if s.layer is None).shape[0]
     ids = random_token_ids(model, 4 * rows)
     assert min(ids) >= 0 and max(ids) < rows and len(set(ids)) > rows // 2
+
+
+def test_random_ids_calibrate_every_expert(model_cache, tmp_path, cli):
+    """A mixture of experts calibrated on random ids: the router sends them to every expert
+    (none falls back to calibration-free quantization)."""
+    r = cli(
+        "compile", model_cache("mixtral").path, "-o", tmp_path / "b", "--calib-source", "random"
+    )
+    assert r.code == 0, r.err
+    assert "selected by no calibration token" not in r.err
+    cal = json.loads((tmp_path / "b" / "reports" / "quant.json").read_text())["calibration"]
+    assert cal["random_tokens"] == cal["tokens"] == 4096 and cal["unselected_experts"] == {}

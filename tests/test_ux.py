@@ -57,10 +57,20 @@ def test_model_config_works_everywhere_and_config_is_a_hidden_alias(model_cache,
     assert r.code == 2 and "old spelling" in r.err
 
 
-def test_emulate_compare_takes_a_folder(builds, model_cache, cli):
-    st = model_cache().path / "model.safetensors"
+def test_emulate_compare_takes_a_folder_or_a_file_with_its_config(builds, model_cache, cli):
+    folder = model_cache().path
+    st, cfg = folder / "model.safetensors", folder / "config.json"
     r = cli("emulate", builds["a"], "--tokens", "1,2", "-n", "1", "--compare", st)
-    assert_bad(r, "--compare takes a model folder")
+    assert_bad(r, "--compare takes a model folder", "--model-config")
+    run = ("emulate", builds["a"], "--tokens", "1,2,3,4", "--json", "--compare")
+    one = cli(*run, st, "--model-config", cfg)
+    whole = cli(*run, folder)
+    assert one.code == 0 and whole.code == 0, (one.err, whole.err)
+    a, b = json.loads(one.out), json.loads(whole.out)
+    assert a.pop("reference") == str(st) and b.pop("reference") == str(folder)
+    assert a == b and len(a["per_position"]) == 4
+    r = cli("emulate", builds["a"], "--tokens", "1,2", "--model-config", cfg)
+    assert r.code == 2 and "--compare" in r.err
 
 
 # -- diff-layers --top ---------------------------------------------------------------------------

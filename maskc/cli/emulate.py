@@ -144,6 +144,13 @@ def emulate(
             "tokens: top-1 agreement, KL and max logit error per position.",
         ),
     ] = None,
+    model_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--model-config",
+            help="config.json for --compare given a single .safetensors file.",
+        ),
+    ] = None,
     compare_dequantized: Annotated[
         bool,
         typer.Option(
@@ -218,7 +225,8 @@ def emulate(
     --ppl FILE --ctx 512 [--stride N]: perplexity with a fixed protocol: windows of ctx tokens
     from position 0, no BOS added, every position but a window's first scored.
 
-    --compare MODEL_DIR | --compare-dequantized: float32 reference vs the chip on the prompt.
+    --compare MODEL_DIR (or a .safetensors file with --model-config) | --compare-dequantized:
+    float32 reference vs the chip on the prompt.
 
     --adapter DIR (repeatable): LoRA adapters loaded into SRAM in the integer format of
     docs/numerics.md; checked against the build's model (exit 3) and the SRAM left beside the
@@ -233,6 +241,8 @@ def emulate(
         raise UsageError("choose one of --ppl and --compare/--compare-dequantized")
     if compare is not None and compare_dequantized:
         raise UsageError("--compare and --compare-dequantized contradict each other")
+    if model_config is not None and compare is None:
+        raise UsageError("--model-config is for --compare MODEL (a single .safetensors file)")
     if prompt is not None and tokens is not None:
         raise UsageError("give --prompt or --tokens, not both")
     if prompts is not None and (
@@ -283,7 +293,7 @@ def emulate(
         return
     ids = _prompt_ids(session, prompt, tokens, chat)
     if compare is not None or compare_dequantized:
-        _compare(session, ids, compare, loaded, as_json)
+        _compare(session, ids, compare, loaded, as_json, model_config)
         return
     from maskc.emulate.sampling import SamplingParams
 
@@ -385,13 +395,18 @@ def _perplexity(
 
 
 def _compare(
-    session, ids: list[int], model_dir: Path | None, loaded: list[dict], as_json: bool
+    session,
+    ids: list[int],
+    model_dir: Path | None,
+    loaded: list[dict],
+    as_json: bool,
+    config: Path | None = None,
 ) -> None:
     """``--compare MODEL_DIR`` / ``--compare-dequantized`` (``model_dir`` None): the float32
     reference against the chip on ``ids``, per position."""
     from maskc.emulate.run import compare
 
-    res = compare(session, ids, model_dir)
+    res = compare(session, ids, model_dir, config)
     if as_json:
         emit_json({"prompt_tokens": ids, **res, "adapters": loaded})
         return

@@ -315,11 +315,12 @@ def perplexity(session: Session, tokens: list[int], ctx: int, stride: int | None
     return ppl(forward, tokens, ctx, stride, on_window)
 
 
-def reference_getter(session: Session, model_dir: Path | None):
-    """``(arch, get_tensor)`` of the float32 reference: the original model in ``model_dir``, or
-    (None) the build's own dequantized weights (quant/), which isolates the integer datapath;
-    the session's adapters merged in float (``W + s * B @ A``)."""
-    arch, get = _base_getter(session, model_dir)
+def reference_getter(session: Session, model_dir: Path | None, config: Path | None = None):
+    """``(arch, get_tensor)`` of the float32 reference: the original model in ``model_dir`` (a
+    folder, or a ``.safetensors`` file with its ``config`` given), or (None) the build's own
+    dequantized weights (quant/), which isolates the integer datapath; the session's adapters
+    merged in float (``W + s * B @ A``)."""
+    arch, get = _base_getter(session, model_dir, config)
     deltas = {}
     for ad in session.chip.adapters:
         for m in ad.modules:
@@ -339,16 +340,16 @@ def reference_getter(session: Session, model_dir: Path | None):
     return arch, merged
 
 
-def _base_getter(session: Session, model_dir: Path | None):
+def _base_getter(session: Session, model_dir: Path | None, config: Path | None = None):
     if model_dir is not None:
         from maskc.ingest import load_model
 
-        if Path(model_dir).is_file():
+        if Path(model_dir).is_file() and config is None:
             raise InputError(
                 f"{model_dir}: --compare takes a model folder (config.json beside the weights), "
-                "not a single file"
+                "or a .safetensors file with --model-config config.json"
             )
-        m = load_model(model_dir)
+        m = load_model(model_dir, config)
         mine = session.netlist.arch
         for k in ("hidden_size", "num_layers", "vocab_size", "num_heads", "num_kv_heads"):
             if getattr(m.arch, k) != getattr(mine, k):
@@ -366,13 +367,15 @@ def _base_getter(session: Session, model_dir: Path | None):
     return session.netlist.arch, store.dequantized
 
 
-def compare(session: Session, tokens: list[int], model_dir: Path | None) -> dict:
+def compare(
+    session: Session, tokens: list[int], model_dir: Path | None, config: Path | None = None
+) -> dict:
     """Emulator vs the float32 reference on ``tokens`` (one window from position 0):
     per-position top-1 agreement, KL(ref || chip) and max |logit error|."""
     from maskc.evaluate import kl_top1
     from maskc.reference import FloatLlama
 
-    arch, get = reference_getter(session, model_dir)
+    arch, get = reference_getter(session, model_dir, config)
     ref = FloatLlama(arch, get, cache_weights=False).forward(tokens).astype(np.float64)
     session.chip.reset()
     mine = float_logits(session, session.chip.forward(tokens))
