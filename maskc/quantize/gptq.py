@@ -33,6 +33,11 @@ from maskc.romformat import QuantFormat, QuantTensor, dequantize, fields_of, gro
 
 #: columns of one lazy-update block
 GPTQ_BLOCK = 128
+#: Method ``gptq`` works on ``H + HESSIAN_SHRINK * diag(H)``: the input correlations the
+#: calibration text shows, shrunk halfway toward the diagonal, so the error feedback does not
+#: fit that text's correlations too closely. Off SmolLM2's grid, g64, three seeds: 1.072/1.119
+#: of float32 -> 1.049/1.077 (docs/benchmarks.md, "4-bit off the source grid", fourth look).
+HESSIAN_SHRINK = 0.5
 
 
 def damped_hinv(
@@ -153,16 +158,20 @@ def quantize_gptq_best(
     fmt: QuantFormat,
     hessian: np.ndarray | None,
     importance: np.ndarray | None = None,
+    shrink: float = HESSIAN_SHRINK,
 ) -> QuantTensor:
-    """Method ``gptq``: both GPTQ variants, each row from the one with the lower output error
-    ``d H d^T``: :func:`quantize_gptq_act` (static groups, activation order, per-column
-    damping: the better one where a few inputs dominate the Hessian, as for q/k/v, o and down)
-    and :func:`~maskc.quantize.methods.quantize_gptq` (groups fitted on the error-updated
-    weights in column order: often better for gate/up). Rows are independent (each row keeps
-    its own exponents), so the choice keeps row stacking and row blocks exact."""
+    """Method ``gptq`` on the shrunk Hessian ``H + shrink * diag(H)`` (:data:`HESSIAN_SHRINK`):
+    both GPTQ variants, each row from the one with the lower output error ``d H d^T``:
+    :func:`quantize_gptq_act` (static groups, activation order, per-column damping: the better
+    one where a few inputs dominate the Hessian, as for q/k/v, o and down) and
+    :func:`~maskc.quantize.methods.quantize_gptq` (groups fitted on the error-updated weights in
+    column order: often better for gate/up). Rows are independent (each row keeps its own
+    exponents), so the choice keeps row stacking and row blocks exact."""
     if hessian is None:
         raise ValueError(f"{name}: gptq needs calibration statistics (--calib)")
     hessian = np.asarray(hessian, dtype=np.float64)
+    if shrink:
+        hessian = hessian + shrink * np.diag(np.diag(hessian))
     c = w.shape[1]
     a = quantize_gptq_act(name, w, fmt, hessian, importance)
     b = quantize_gptq(name, w, fmt, hessian, importance)
