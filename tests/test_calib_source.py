@@ -59,21 +59,20 @@ def _resolution(model, method="lsq"):
 
 def test_mixed_is_half_text_half_random_in_separate_windows(model_cache):
     model = load_model(model_cache("tiny").path)
-    warned = []
-    c = choose_calibration(model, _resolution(model), None, None, 200, 64, warned.append, "mixed")
+    c = choose_calibration(model, _resolution(model), None, None, 200, 64, "mixed")
     text = tokenize(model, builtin_calibration_text())
     assert list(c.ids[:100]) == text[:100]
     assert c.random == 100 and list(c.ids[100:]) == random_token_ids(model, 100)
-    assert "built-in" in c.name and "100 random token ids" in c.name and not warned
+    assert "built-in" in c.name and "100 random token ids" in c.name
     wins = c.windows()
     assert [len(w) for w in wins] == [64, 36, 64, 36]  # no window holds text and random ids
     assert [w.tolist() for w in wins] == [
         w.tolist()
         for w in calibration_windows(text[:100], 64) + calibration_windows(c.ids[100:], 64)
     ]
-    r = choose_calibration(model, _resolution(model), None, None, 200, 64, warned.append, "random")
+    r = choose_calibration(model, _resolution(model), None, None, 200, 64, "random")
     assert r.random == 200 and list(r.ids) == random_token_ids(model, 200)
-    t = choose_calibration(model, _resolution(model), None, None, 200, 64, warned.append, None)
+    t = choose_calibration(model, _resolution(model), None, None, 200, 64, None)
     assert t.random == 0 and list(t.ids) == text[:200]
 
 

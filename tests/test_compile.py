@@ -170,6 +170,7 @@ def test_gptq_on_text_needs_a_tokenizer(tiny_copy, tmp_path, cli):
     (d / "tokenizer.json").unlink()
     r = cli("compile", d, "-o", tmp_path / "b", "--method", "gptq", "--calib-source", "text")
     assert_bad(r, "tokenizer.json", "--calib-source random")
+    assert not (tmp_path / "b").exists()
 
 
 def test_inspect_build_and_tensor(model_cache, tmp_path, cli):

@@ -146,7 +146,7 @@ def weights(model: Model, events) -> None:
 def calibration(
     model: Model, quant_settings: Resolution, opts: CompileOptions, events
 ) -> Calibration | None:
-    """Whether and on what text to calibrate."""
+    """Whether and on what (text, random token ids or both) to calibrate."""
     return choose_calibration(
         model,
         quant_settings,
@@ -154,7 +154,6 @@ def calibration(
         opts.calibrate,
         opts.calib_tokens,
         opts.calib_ctx,
-        events.warn,
         opts.calib_source,
     )
 

@@ -91,8 +91,10 @@ class Calibration:
     random: int = 0
 
     def validate(self) -> None:
-        if len(self.ids) < 2 or self.ctx < 2 or not 0 <= self.random <= len(self.ids):
+        if len(self.ids) < 2 or self.ctx < 2:
             raise ValueError("calibration needs at least one window of 2 tokens")
+        if not 0 <= self.random <= len(self.ids):
+            raise ValueError("calibration: more random ids than ids")
 
     def windows(self) -> list[np.ndarray]:
         """The windows of ``ctx`` tokens, the text's and the random ids' cut apart (no window
@@ -110,7 +112,6 @@ def choose_calibration(
     calibrate: bool | None,
     tokens: int,
     ctx: int,
-    warn,
     source: str | None = None,
 ) -> Calibration | None:
     """Whether to calibrate and on what. Calibrate when ``calibrate`` is not False and a
