@@ -100,12 +100,21 @@ def test_a_worker_killed_mid_task_is_retried(scheduler, small_parts, model_cache
                 os.truncate(tmp, os.path.getsize(tmp) // 2)  # a torn file, then the crash
                 os._exit(1)
 
+        oasis._atomic_path_before_test = original
         oasis.atomic_path = dies_once
 
+    def unpatch() -> None:  # the cluster outlives this test (and its tmp_path, the marker's)
+        import maskc.layout.oasis as oasis
+
+        oasis.atomic_path = getattr(oasis, "_atomic_path_before_test", oasis.atomic_path)
+
+    args = ("--layout-format", "oas", "--no-calib", "--verify")
     with Client(scheduler, set_as_default=False) as client:
         client.run(patch, str(marker))
-    args = ("--layout-format", "oas", "--no-calib", "--verify")
-    r = cli("compile", model, "-o", tmp_path / "dask", *args, "--dask", scheduler)
+        try:
+            r = cli("compile", model, "-o", tmp_path / "dask", *args, "--dask", scheduler)
+        finally:
+            client.run(unpatch)
     assert r.code == 0, r.err
     assert marker.exists()  # a worker did die
     index = json.loads((tmp_path / "dask" / "layers" / "index.json").read_text())
