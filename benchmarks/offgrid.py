@@ -167,9 +167,9 @@ def main() -> None:
         }
         (tmp / "offgrid.json").write_text(json.dumps(rec, indent=2) + "\n")
         readme = tmp / "README.md"
+        before = readme.read_text(encoding="utf-8") if readme.exists() else ""
         readme.write_text(
-            readme.read_text(encoding="utf-8")
-            + f"\nMoved off the source grid by benchmarks/offgrid.py --seed {args.seed} "
+            before + f"\nMoved off the source grid by benchmarks/offgrid.py --seed {args.seed} "
             f"--mode {args.mode}: {how} (offgrid.json).\n",
             encoding="utf-8",
         )
