@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -95,6 +96,7 @@ def main() -> None:
             row = {"config": cfg, **ppl(q.store.dequantized), "quant_s": round(qs, 1)}
             row["bpw_blocks"] = round(avg_bpw(blocks), 4)  # the ROM budget, padding included
             print(json.dumps(row), flush=True)
+            shutil.rmtree(build)  # a SmolLM2 build is ~200 MB; a screen may hold dozens
     sys.exit(0)
 
 
