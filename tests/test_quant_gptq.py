@@ -8,7 +8,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from maskc.quantize.gptq import damped_hinv, output_error, quantize_gptq_act, quantize_gptq_best
+from maskc.quantize.gptq import (
+    HESSIAN_SHRINK,
+    SMALL_GROUP_SHRINK,
+    damped_hinv,
+    hessian_shrink,
+    output_error,
+    quantize_gptq_act,
+    quantize_gptq_best,
+)
 from maskc.quantize.methods import quantize_gptq, quantize_lsq, quantize_rtn
 from maskc.romformat import QuantFormat
 
@@ -111,3 +119,18 @@ def test_method_gptq_shrinks_the_hessian_toward_its_diagonal():
     assert not np.array_equal(best.codes, plain.codes)  # the shrinkage changes the rounding
     # still far better than lsq on the true Hessian (the feedback is kept, only damped)
     assert _out_err(w, h, best) < 0.8 * _out_err(w, h, quantize_lsq("w", w, fmt, imp))
+
+
+def test_gptq_shrinks_further_for_groups_of_32():
+    """Groups of 32 get SMALL_GROUP_SHRINK, larger groups HESSIAN_SHRINK (the default picks by
+    the format's group size)."""
+    assert hessian_shrink(32) == SMALL_GROUP_SHRINK > HESSIAN_SHRINK == hessian_shrink(64)
+    assert hessian_shrink(128) == HESSIAN_SHRINK
+    w, h = _problem(rows=24, seed=5)
+    fmt = QuantFormat(4, 32, scale_shift_bits=3, zero_shift_bits=3)
+    imp = np.diag(h)
+    best = quantize_gptq_best("w", w, fmt, h, imp)
+    same = quantize_gptq_best("w", w, fmt, h, imp, shrink=SMALL_GROUP_SHRINK)
+    assert np.array_equal(best.codes, same.codes) and np.array_equal(best.scale_m, same.scale_m)
+    half = quantize_gptq_best("w", w, fmt, h, imp, shrink=HESSIAN_SHRINK)
+    assert not np.array_equal(best.codes, half.codes)

@@ -33,11 +33,21 @@ from maskc.romformat import QuantFormat, QuantTensor, dequantize, fields_of, gro
 
 #: columns of one lazy-update block
 GPTQ_BLOCK = 128
-#: Method ``gptq`` works on ``H + HESSIAN_SHRINK * diag(H)``: the input correlations the
-#: calibration text shows, shrunk halfway toward the diagonal, so the error feedback does not
-#: fit that text's correlations too closely. Off SmolLM2's grid, g64, three seeds: 1.072/1.119
-#: of float32 -> 1.049/1.077 (docs/benchmarks.md, "4-bit off the source grid", fourth look).
+#: Method ``gptq`` works on ``H + shrink * diag(H)``: the input correlations the calibration
+#: text shows, shrunk toward the diagonal, so the error feedback does not fit that text's
+#: correlations too closely. How far was measured off SmolLM2's grid (docs/benchmarks.md, "4-bit
+#: off the source grid", fourth and fifth looks; three seeds each): groups of 64 want 0.5
+#: (1.072/1.119 of float32 unshrunk -> 1.049/1.077), groups of 32 want more (0.5: 1.026/1.054,
+#: SMALL_GROUP_SHRINK: see there). :func:`hessian_shrink` picks by group size.
 HESSIAN_SHRINK = 0.5
+#: the shrinkage for groups of 32 or fewer columns (:func:`hessian_shrink`)
+SMALL_GROUP_SHRINK = 1.0
+
+
+def hessian_shrink(group_size: int) -> float:
+    """The shrinkage ``gptq`` applies for groups of ``group_size`` columns: finer groups fit
+    their own ranges closely, and the feedback then does better damped further."""
+    return SMALL_GROUP_SHRINK if group_size <= 32 else HESSIAN_SHRINK
 
 
 def damped_hinv(
@@ -158,9 +168,10 @@ def quantize_gptq_best(
     fmt: QuantFormat,
     hessian: np.ndarray | None,
     importance: np.ndarray | None = None,
-    shrink: float = HESSIAN_SHRINK,
+    shrink: float | None = None,
 ) -> QuantTensor:
-    """Method ``gptq`` on the shrunk Hessian ``H + shrink * diag(H)`` (:data:`HESSIAN_SHRINK`):
+    """Method ``gptq`` on the shrunk Hessian ``H + shrink * diag(H)`` (None: by the group size,
+    :func:`hessian_shrink`):
     both GPTQ variants, each row from the one with the lower output error ``d H d^T``:
     :func:`quantize_gptq_act` (static groups, activation order, per-column damping: the better
     one where a few inputs dominate the Hessian, as for q/k/v, o and down) and
@@ -170,6 +181,8 @@ def quantize_gptq_best(
     if hessian is None:
         raise ValueError(f"{name}: gptq needs calibration statistics (--calib)")
     hessian = np.asarray(hessian, dtype=np.float64)
+    if shrink is None:
+        shrink = hessian_shrink(fmt.group_size)
     if shrink:
         hessian = hessian + shrink * np.diag(np.diag(hessian))
     c = w.shape[1]
