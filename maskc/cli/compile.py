@@ -87,7 +87,8 @@ def compile(
             "-m",
             help="rtn (round to nearest), lsq (least-squares search, the default: weighted by "
             "calibration statistics, or with --no-calib by the weights' magnitudes) or gptq "
-            "(error feedback; always calibrates).",
+            "(error feedback; always calibrates; the best 4-bit quality measured, about 9x "
+            "lsq's quantization time at 8B widths).",
         ),
     ] = None,
     weight_format: Annotated[
