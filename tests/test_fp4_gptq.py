@@ -146,9 +146,29 @@ def test_gptq_lowers_the_hessian_weighted_error_below_the_search(seed, kind):
     tot_g = tot_s = 0.0
     for _ in range(4):
         w, h, imp = _problem(rng, 8, int(rng.integers(32, 130)))
-        tot_g += _herr(w, quantize_fp4_gptq("w", w, kind, h, imp), h)
+        tot_g += _herr(w, quantize_fp4_gptq("w", w, kind, h, imp, shrink=0.0), h)
         tot_s += _herr(w, fp4.quantize_fp4("w", w, kind, "search", imp), h)
     assert tot_g < tot_s
+
+
+@pytest.mark.parametrize("kind", ["mxfp4", "nvfp4"])
+def test_gptq_runs_on_the_shrunk_hessian(kind):
+    """The shipped FP4 gptq is the sweep on ``H + l diag(H)``, ``l`` the integer gptq's for the
+    format's block size (1 for both): the same result as that Hessian given unshrunk, and a
+    different one from the plain sweep."""
+    from maskc.quantize.gptq import hessian_shrink
+
+    rng = np.random.default_rng(11)
+    w, h, imp = _problem(rng, 12, 96)
+    lam = hessian_shrink(fp4.MX_BLOCK if kind == "mxfp4" else fp4.NV_BLOCK)
+    assert lam == 1.0
+    got = quantize_fp4_gptq("w", w, kind, h, imp)
+    hs = h + lam * np.diag(np.diag(h))
+    same = quantize_fp4_gptq("w", w, kind, hs, imp, shrink=0.0)
+    plain = quantize_fp4_gptq("w", w, kind, h, imp, shrink=0.0)
+    for f in ("codes", "scale_e", "scale_m", "scale_s", "tensor_m"):
+        assert np.array_equal(getattr(got, f), getattr(same, f)), f
+    assert not np.array_equal(got.codes, plain.codes)
 
 
 @pytest.mark.parametrize("kind", ["mxfp4", "nvfp4"])
