@@ -37,8 +37,8 @@ GPTQ_BLOCK = 128
 #: text shows, shrunk toward the diagonal, so the error feedback does not fit that text's
 #: correlations too closely. How far was measured off SmolLM2's grid (docs/benchmarks.md, "4-bit
 #: off the source grid", fourth and fifth looks; three seeds each): groups of 64 want 0.5
-#: (1.072/1.119 of float32 unshrunk -> 1.049/1.077), groups of 32 want more (0.5: 1.026/1.054,
-#: SMALL_GROUP_SHRINK: see there). :func:`hessian_shrink` picks by group size.
+#: (1.072/1.119 of float32 unshrunk -> 1.049/1.077), groups of 32 want 1 (0.5: 1.026/1.054,
+#: 1: 1.030/1.033, 2: 1.035/1.032; lsq 1.051/1.048). :func:`hessian_shrink` picks by group size.
 HESSIAN_SHRINK = 0.5
 #: the shrinkage for groups of 32 or fewer columns (:func:`hessian_shrink`)
 SMALL_GROUP_SHRINK = 1.0
