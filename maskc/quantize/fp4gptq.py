@@ -25,7 +25,7 @@ import numpy as np
 
 from maskc import romformat
 from maskc.quantize import fp4
-from maskc.quantize.gptq import hessian_shrink
+from maskc.quantize.gptq import hessian_shrink, shrunk_hessian
 from maskc.quantize.methods import gptq_hinv
 
 #: columns of one GPTQ block (the lazy batch update of Frantar et al.): a multiple of both
@@ -62,11 +62,7 @@ def quantize_fp4_gptq(
     r, c = w.shape
     bs = fp4.MX_BLOCK if kind == "mxfp4" else fp4.NV_BLOCK
     cp = -(-c // bs) * bs
-    hessian = np.asarray(hessian, dtype=np.float64)
-    if shrink is None:
-        shrink = hessian_shrink(bs)
-    if shrink:
-        hessian = hessian + shrink * np.diag(np.diag(hessian))
+    hessian = shrunk_hessian(hessian, hessian_shrink(bs) if shrink is None else shrink)
     hinv, dead = gptq_hinv(hessian, cp, damp)
     wq = np.zeros((r, cp), dtype=np.float64)
     wq[:, :c] = w

@@ -50,6 +50,13 @@ def hessian_shrink(group_size: int) -> float:
     return SMALL_GROUP_SHRINK if group_size <= 32 else HESSIAN_SHRINK
 
 
+def shrunk_hessian(hessian: np.ndarray, shrink: float) -> np.ndarray:
+    """``H + shrink * diag(H)`` in float64 (``H`` itself for ``shrink = 0``): the Hessian both
+    gptq methods, integer and FP4, sweep on."""
+    h = np.asarray(hessian, dtype=np.float64)
+    return h + shrink * np.diag(np.diag(h)) if shrink else h
+
+
 def damped_hinv(
     hessian: np.ndarray, cp: int, damp: float, order: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -180,11 +187,7 @@ def quantize_gptq_best(
     exponents), so the choice keeps row stacking and row blocks exact."""
     if hessian is None:
         raise ValueError(f"{name}: gptq needs calibration statistics (--calib)")
-    hessian = np.asarray(hessian, dtype=np.float64)
-    if shrink is None:
-        shrink = hessian_shrink(fmt.group_size)
-    if shrink:
-        hessian = hessian + shrink * np.diag(np.diag(hessian))
+    hessian = shrunk_hessian(hessian, hessian_shrink(fmt.group_size) if shrink is None else shrink)
     c = w.shape[1]
     a = quantize_gptq_act(name, w, fmt, hessian, importance)
     b = quantize_gptq(name, w, fmt, hessian, importance)
