@@ -56,7 +56,7 @@ def test_format_option_sets_the_block_matrices():
     for kind in ("mxfp4", "nvfp4"):  # without calibration: the calibration-free search
         off = resolve_settings(SPECS, fmt=kind, calibrate=False).settings[DOWN]
         assert off.method == "search"
-    assert resolve_settings(SPECS, fmt="nvfp4").settings[DOWN].method == "search"
+    assert resolve_settings(SPECS, fmt="nvfp4").settings[DOWN].method == "gptq"  # calibrated
     nv = resolve_settings(SPECS, fmt="nvfp4", method="nv").settings[DOWN]
     assert (nv.format, nv.group_size, nv.method) == ("nvfp4", 16, "nv")
     assert "format" not in resolve_settings(SPECS).settings[DOWN].to_json()  # int: as before

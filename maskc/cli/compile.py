@@ -99,9 +99,8 @@ def compile(
             help="ROM format of the transformer-block matrices: int (integer levels, the "
             "default), mxfp4 (E2M1 codes, an E8M0 scale per 32) or nvfp4 (E2M1 codes, an E4M3 "
             "scale per 16, a float32 per tensor). FP4 fixes 4-bit codes and its block size; its "
-            "methods: ocp (mxfp4), nv (nvfp4), search (both; nvfp4's default), gptq (both; "
-            "mxfp4's default). FP4 builds calibrate on the built-in text unless --no-calib "
-            "(then search).",
+            "methods: ocp (mxfp4), nv (nvfp4), search (both), gptq (both; the default). FP4 "
+            "builds calibrate on the built-in text unless --no-calib (then search).",
             show_default=False,
         ),
     ] = None,
