@@ -128,7 +128,7 @@ def quantize_gptq_act(
 
 def _sweep(w, fmt, hessian, step, off, damp, act_order):
     """One GPTQ sweep with fixed groups: the codes, uint8 ``[R, cp]``."""
-    r, c = w.shape
+    c = w.shape[1]
     g = fmt.group_size
     cp = fmt.padded_cols(c)
     levels = uniform_levels(fmt.bits, fmt.symmetric).astype(np.float64)
@@ -136,14 +136,30 @@ def _sweep(w, fmt, hessian, step, off, damp, act_order):
     diag[:c] = np.diag(hessian)
     order = np.argsort(-diag, kind="stable") if act_order else np.arange(cp)
     hinv, dead = damped_hinv(hessian, cp, damp, order)
+    safe = np.where(step > 0, step, 1.0)
+
+    def column(j, x):
+        q = nearest_level((x - off[:, j // g]) / safe[:, j // g], levels)
+        return q, step[:, j // g] * levels[q] + off[:, j // g]
+
+    codes = feedback_sweep(w, cp, hinv, dead, order, column)
+    codes[:, c:] = 0
+    return codes
+
+
+def feedback_sweep(w, cp, hinv, dead, order, column) -> np.ndarray:
+    """GPTQ's sweep over the columns of ``w`` ``[R, C]`` (zero-padded to ``cp``; ``dead``
+    columns zeroed) in ``order``, ``hinv`` the upper Cholesky factor of the damped inverse
+    Hessian in that order (:func:`damped_hinv`): ``column(j, x)`` quantizes column ``j`` (an
+    index in the original order) of the error-updated weights ``x`` ``[R]`` and returns its codes
+    and their values; the rounding error goes to the columns not yet quantized, in blocks of
+    :data:`GPTQ_BLOCK` (lazy batch updates). Returns the codes, uint8 ``[R, cp]`` in the
+    original column order."""
+    r, c = w.shape
     wq = np.zeros((r, cp), dtype=np.float64)
     wq[:, :c] = w
     wq[:, dead] = 0.0
     wq = wq[:, order]
-    gi = order // g
-    stp = step[:, gi]  # [R, cp] in the sweep's order
-    ofs = off[:, gi]
-    safe = np.where(stp > 0, stp, 1.0)
     codes = np.zeros((r, cp), dtype=np.uint8)
     for i1 in range(0, cp, GPTQ_BLOCK):
         i2 = min(i1 + GPTQ_BLOCK, cp)
@@ -151,15 +167,13 @@ def _sweep(w, fmt, hessian, step, off, damp, act_order):
         err = np.zeros_like(w1)
         hi = hinv[i1:i2, i1:i2]
         for k in range(i2 - i1):
-            j = i1 + k
             x = w1[:, k]
-            q = nearest_level((x - ofs[:, j]) / safe[:, j], levels)
-            codes[:, order[j]] = q
-            e = (x - (stp[:, j] * levels[q] + ofs[:, j])) / hi[k, k]
+            q, v = column(order[i1 + k], x)
+            codes[:, order[i1 + k]] = q
+            e = (x - v) / hi[k, k]
             w1[:, k:] -= np.outer(e, hi[k, k:])
             err[:, k] = e
         wq[:, i2:] -= err @ hinv[i1:i2, i2:]
-    codes[:, c:] = 0
     return codes
 
 
