@@ -18,7 +18,7 @@ For nvfp4 (:data:`ACT_ORDER`), as in the integer gptq
 every block's scale fixed first by the calibrated search on the original weights, the columns
 in decreasing order of their Hessian diagonal with per-column damping
 (:func:`~maskc.quantize.gptq.damped_hinv`, through the integer gptq's
-:func:`~maskc.quantize.gptq.feedback_sweep`); each row is taken from the sweep with the lower
+:func:`~maskc.quantize.methods.feedback_sweep`); each row is taken from the sweep with the lower
 output error ``d H d^T`` on the shrunk Hessian. Rows keep their own scales, so the choice keeps
 row blocks exact.
 
@@ -34,12 +34,9 @@ import numpy as np
 
 from maskc import romformat
 from maskc.quantize import fp4
-from maskc.quantize.gptq import damped_hinv, feedback_sweep, hessian_shrink, shrunk_hessian
-from maskc.quantize.methods import gptq_hinv
+from maskc.quantize.gptq import damped_hinv, hessian_shrink, shrunk_hessian
+from maskc.quantize.methods import feedback_sweep, gptq_hinv
 
-#: columns of one GPTQ block (the lazy batch update of Frantar et al.): a multiple of both
-#: FP4 blocks, so a format block never straddles two GPTQ blocks
-GPTQ_BLOCK = 128
 #: Whether gptq also runs the act-order sweep (and keeps the better per row), by format:
 #: measured off SmolLM2's grid on three seeds (docs/benchmarks.md, "4-bit off the source grid",
 #: sixth look), nvfp4 1.070 / 1.129 of float32 with the column sweep alone -> 1.066 / 1.109,
@@ -132,7 +129,7 @@ def _act_sweep(w, kind, hessian, wt, ts, damp):
     order = np.argsort(-diag, kind="stable")
     hinv, dead = damped_hinv(hessian, cp, damp, order)
 
-    def column(j, x):
+    def column(j, x, ahead):
         q = fp4.e2m1_encode(x, safe[:, j // bs])  # exact, as in the column sweep
         q[step[:, j // bs] == 0] = 0
         if j >= c:
@@ -149,32 +146,20 @@ def _column_sweep(w, kind, hessian, wt, ts, damp):
     cp = len(wt)
     bs = fp4.MX_BLOCK if kind == "mxfp4" else fp4.NV_BLOCK
     hinv, dead = gptq_hinv(hessian, cp, damp)
-    wq = np.zeros((r, cp), dtype=np.float64)
-    wq[:, :c] = w
-    wq[:, dead] = 0.0  # no input reaches these columns (padding, or never activated)
-    codes = np.zeros((r, cp), dtype=np.uint8)
     scales = np.zeros((r, cp // bs), dtype=np.uint8)
     step = safe = None
-    for i1 in range(0, cp, GPTQ_BLOCK):
-        i2 = min(i1 + GPTQ_BLOCK, cp)
-        w1 = wq[:, i1:i2].copy()
-        err = np.zeros_like(w1)
-        hi = hinv[i1:i2, i1:i2]
-        for k in range(i2 - i1):
-            col = i1 + k
-            if col % bs == 0:  # a format block starts: its scale from the updated weights
-                _, sb, _ = fp4.encode(w1[:, k : k + bs], kind, True, wt[col : col + bs], ts)
-                scales[:, col // bs] = sb[:, 0]
-                step = _steps(sb[:, 0], kind, ts)  # a zero scale stores zeros
-                safe = np.where(step > 0, step, 1.0)
-            x = w1[:, k]
-            q = fp4.e2m1_encode(x, safe)  # exact: float64 against 3 x 28 significant bits
-            q[step == 0] = 0
-            if col >= c:
-                q[:] = 0
-            codes[:, col] = q
-            e = (x - fp4.e2m1_decode(q) * step) / hi[k, k]
-            w1[:, k:] -= np.outer(e, hi[k, k:])
-            err[:, k] = e
-        wq[:, i2:] -= err @ hinv[i1:i2, i2:]
-    return codes, scales
+
+    def column(col, x, ahead):
+        nonlocal step, safe
+        if col % bs == 0:  # a format block starts: its scale from the updated weights
+            _, sb, _ = fp4.encode(ahead(bs), kind, True, wt[col : col + bs], ts)
+            scales[:, col // bs] = sb[:, 0]
+            step = _steps(sb[:, 0], kind, ts)  # a zero scale stores zeros
+            safe = np.where(step > 0, step, 1.0)
+        q = fp4.e2m1_encode(x, safe)  # exact: float64 against 3 x 28 significant bits
+        q[step == 0] = 0
+        if col >= c:
+            q[:] = 0
+        return q, fp4.e2m1_decode(q) * step
+
+    return feedback_sweep(w, cp, hinv, dead, np.arange(cp), column), scales

@@ -24,6 +24,7 @@ from maskc.quantize.encode import encode_mantissa, uniform_levels
 from maskc.quantize.methods import (
     _weights,
     assemble,
+    feedback_sweep,
     grouped,
     nearest_level,
     quantize_gptq,
@@ -31,8 +32,6 @@ from maskc.quantize.methods import (
 )
 from maskc.romformat import QuantFormat, QuantTensor, dequantize, fields_of, group_values
 
-#: columns of one lazy-update block
-GPTQ_BLOCK = 128
 #: Method ``gptq`` works on ``H + shrink * diag(H)``: the input correlations the calibration
 #: text shows, shrunk toward the diagonal, so the error feedback does not fit that text's
 #: correlations too closely. How far was measured off SmolLM2's grid (docs/benchmarks.md, "4-bit
@@ -138,42 +137,12 @@ def _sweep(w, fmt, hessian, step, off, damp, act_order):
     hinv, dead = damped_hinv(hessian, cp, damp, order)
     safe = np.where(step > 0, step, 1.0)
 
-    def column(j, x):
+    def column(j, x, ahead):
         q = nearest_level((x - off[:, j // g]) / safe[:, j // g], levels)
         return q, step[:, j // g] * levels[q] + off[:, j // g]
 
     codes = feedback_sweep(w, cp, hinv, dead, order, column)
     codes[:, c:] = 0
-    return codes
-
-
-def feedback_sweep(w, cp, hinv, dead, order, column) -> np.ndarray:
-    """GPTQ's sweep over the columns of ``w`` ``[R, C]`` (zero-padded to ``cp``; ``dead``
-    columns zeroed) in ``order``, ``hinv`` the upper Cholesky factor of the damped inverse
-    Hessian in that order (:func:`damped_hinv`): ``column(j, x)`` quantizes column ``j`` (an
-    index in the original order) of the error-updated weights ``x`` ``[R]`` and returns its codes
-    and their values; the rounding error goes to the columns not yet quantized, in blocks of
-    :data:`GPTQ_BLOCK` (lazy batch updates). Returns the codes, uint8 ``[R, cp]`` in the
-    original column order."""
-    r, c = w.shape
-    wq = np.zeros((r, cp), dtype=np.float64)
-    wq[:, :c] = w
-    wq[:, dead] = 0.0
-    wq = wq[:, order]
-    codes = np.zeros((r, cp), dtype=np.uint8)
-    for i1 in range(0, cp, GPTQ_BLOCK):
-        i2 = min(i1 + GPTQ_BLOCK, cp)
-        w1 = wq[:, i1:i2].copy()
-        err = np.zeros_like(w1)
-        hi = hinv[i1:i2, i1:i2]
-        for k in range(i2 - i1):
-            x = w1[:, k]
-            q, v = column(order[i1 + k], x)
-            codes[:, order[i1 + k]] = q
-            e = (x - v) / hi[k, k]
-            w1[:, k:] -= np.outer(e, hi[k, k:])
-            err[:, k] = e
-        wq[:, i2:] -= err @ hinv[i1:i2, i2:]
     return codes
 
 

@@ -410,17 +410,62 @@ def gptq_hinv(hessian: np.ndarray, cp: int, damp: float = 0.01) -> tuple[np.ndar
     return np.linalg.cholesky(np.linalg.inv(h)).T, dead
 
 
+#: columns of one lazy-update block of the GPTQ sweep (:func:`feedback_sweep`)
+GPTQ_BLOCK = 128
+
+
+def feedback_sweep(w, cp, hinv, dead, order, column) -> np.ndarray:
+    """GPTQ's sweep over the columns of ``w`` ``[R, C]`` (zero-padded to ``cp``; ``dead``
+    columns zeroed) in ``order``, ``hinv`` the upper Cholesky factor of the damped inverse
+    Hessian in that order (:func:`gptq_hinv`, :func:`maskc.quantize.gptq.damped_hinv`):
+    ``column(j, x, ahead)`` quantizes column ``j`` (an index in the original order) of the
+    error-updated weights ``x`` ``[R]`` and returns its codes and their values; ``ahead(n)``
+    gives the current weights of the next ``n`` columns in sweep order from ``j`` on (those of
+    the lazy block updated, those after it not yet; fewer at the end), for a sweep that fits a
+    group when it reaches the group's first column. The rounding error goes to the columns not
+    yet quantized, in blocks of :data:`GPTQ_BLOCK` (lazy batch updates). Returns the codes,
+    uint8 ``[R, cp]`` in the original column order. The integer gptq's two sweeps and FP4 gptq's
+    two run on it."""
+    r, c = w.shape
+    wq = np.zeros((r, cp), dtype=np.float64)
+    wq[:, :c] = w
+    wq[:, dead] = 0.0
+    wq = wq[:, order]
+    codes = np.zeros((r, cp), dtype=np.uint8)
+    for i1 in range(0, cp, GPTQ_BLOCK):
+        i2 = min(i1 + GPTQ_BLOCK, cp)
+        w1 = wq[:, i1:i2].copy()
+        err = np.zeros_like(w1)
+        hi = hinv[i1:i2, i1:i2]
+        for k in range(i2 - i1):
+
+            def ahead(n, k=k, i2=i2, w1=w1):
+                near = w1[:, k : k + n]
+                if near.shape[1] == n or i2 == cp:
+                    return near.copy()
+                return np.concatenate([near, wq[:, i2 : i2 + n - near.shape[1]]], axis=1)
+
+            x = w1[:, k]
+            q, v = column(order[i1 + k], x, ahead)
+            codes[:, order[i1 + k]] = q
+            e = (x - v) / hi[k, k]
+            w1[:, k:] -= np.outer(e, hi[k, k:])
+            err[:, k] = e
+        wq[:, i2:] -= err @ hinv[i1:i2, i2:]
+    return codes
+
+
 def quantize_gptq(
     name: str,
     w: np.ndarray,
     fmt: QuantFormat,
     hessian: np.ndarray | None,
     importance: np.ndarray | None = None,
-    block: int = 128,
     damp: float = 0.01,
 ) -> QuantTensor:
     """GPTQ (Frantar et al., 2022): quantize column by column, spreading each column's rounding
-    error over the not-yet-quantized columns through the inverse input Hessian.
+    error over the not-yet-quantized columns through the inverse input Hessian
+    (:func:`feedback_sweep`, in column order).
 
     ``hessian``: float64 ``[C, C]`` = E[x x^T] of this matrix's inputs. Each group's step and
     offset are fitted (``lsq``'s search weighted by ``importance``; symmetric formats:
@@ -436,10 +481,7 @@ def quantize_gptq(
     cp = fmt.padded_cols(c)
     ng = cp // g
     levels = uniform_levels(fmt.bits, fmt.symmetric).astype(np.float64)
-    wq = np.zeros((r, cp), dtype=np.float64)
-    wq[:, :c] = w
     hinv, dead = gptq_hinv(hessian, cp, damp)
-    wq[:, dead] = 0.0
     imp = _weights((r, c), g, importance).reshape(-1)  # [Cp]
 
     # Row exponents from the original weights' group ranges, with 2x headroom for the updates.
@@ -450,48 +492,37 @@ def quantize_gptq(
     if fmt.zero_bits:
         _, _, ze = encode_mantissa(2.0 * m0[..., 0], fmt.zero_bits, True)
 
-    codes = np.zeros((r, cp), dtype=np.uint8)
     sm = np.zeros((r, ng), dtype=np.int64)
     ss = np.zeros((r, ng), dtype=np.uint8)
     zm = np.zeros((r, ng), dtype=np.int64) if fmt.zero_bits else None
     zs = np.zeros((r, ng), dtype=np.uint8) if fmt.zero_bits else None
     step = off = None
-    for i1 in range(0, cp, block):
-        i2 = min(i1 + block, cp)
-        w1 = wq[:, i1:i2].copy()
-        err = np.zeros_like(w1)
-        hi = hinv[i1:i2, i1:i2]
-        for k in range(i2 - i1):
-            col = i1 + k
-            if col % g == 0:
-                gi = col // g
-                xg = wq[:, col : col + g].copy()
-                xg[:, : min(g, i2 - col)] = w1[:, k : k + g]
-                xg = xg[:, None, :]
-                wt = np.broadcast_to(imp[col : col + g], xg.shape)
-                s, m = search_groups(xg, wt, fmt)
-                sm[:, gi], ss[:, gi] = snap(
-                    np.maximum(s[:, 0, 0], 0), fmt.scale_bits, False, fmt.scale_shift_bits, se
+
+    def column(col, x, ahead):
+        nonlocal step, off
+        if col % g == 0:  # a group starts: fitted on the error-updated weights
+            gi = col // g
+            xg = ahead(g)[:, None, :]
+            wt = np.broadcast_to(imp[col : col + g], xg.shape)
+            s, m = search_groups(xg, wt, fmt)
+            sm[:, gi], ss[:, gi] = snap(
+                np.maximum(s[:, 0, 0], 0), fmt.scale_bits, False, fmt.scale_shift_bits, se
+            )
+            step = sm[:, gi] * np.exp2(se.astype(np.float64) - ss[:, gi])
+            if fmt.zero_bits:
+                zm[:, gi], zs[:, gi] = snap(
+                    m[:, 0, 0], fmt.zero_bits, True, fmt.zero_shift_bits, ze
                 )
-                step = sm[:, gi] * np.exp2(se.astype(np.float64) - ss[:, gi])
-                if fmt.zero_bits:
-                    zm[:, gi], zs[:, gi] = snap(
-                        m[:, 0, 0], fmt.zero_bits, True, fmt.zero_shift_bits, ze
-                    )
-                    off = zm[:, gi] * np.exp2(ze.astype(np.float64) - zs[:, gi])
-                else:
-                    off = np.zeros(r)
-            x = w1[:, k]
-            u = (x - off) / np.where(step > 0, step, 1.0)
-            q = nearest_level(u, levels)
-            if col >= c:
-                q[:] = 0
-            codes[:, col] = q
-            dq = step * levels[q] + off
-            e = (x - dq) / hi[k, k]
-            w1[:, k:] -= np.outer(e, hi[k, k:])
-            err[:, k] = e
-        wq[:, i2:] -= err @ hinv[i1:i2, i2:]
+                off = zm[:, gi] * np.exp2(ze.astype(np.float64) - zs[:, gi])
+            else:
+                off = np.zeros(r)
+        u = (x - off) / np.where(step > 0, step, 1.0)
+        q = nearest_level(u, levels)
+        if col >= c:
+            q[:] = 0
+        return q, step * levels[q] + off
+
+    codes = feedback_sweep(w, cp, hinv, dead, np.arange(cp), column)
     step_all = sm * np.exp2(se.astype(np.float64)[:, None] - ss)
     return assemble(name, (r, c), fmt, codes, levels, step_all, "gptq", sm, ss, se, zm, zs, ze)
 
